@@ -1,0 +1,2 @@
+//! virt-up binary.
+fn main() {}

@@ -1,0 +1,2 @@
+//! virtup_instance binary.
+fn main() {}

@@ -1,0 +1,2 @@
+//! virtup_inventory binary.
+fn main() {}

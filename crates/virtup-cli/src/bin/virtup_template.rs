@@ -1,0 +1,2 @@
+//! virtup_template binary.
+fn main() {}
