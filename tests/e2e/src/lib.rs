@@ -1,0 +1,130 @@
+//! Helpers for the end-to-end tests: find the repo and the lab, run commands with bounded waits, fail loudly outside the lab.
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+/// The repository root (this crate lives in `tests/e2e`).
+pub fn repo_root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("../..")
+        .canonicalize()
+        .expect("repository root")
+}
+
+/// The lab's home directory, as `tests/lab/lab exec` exports it.
+///
+/// End-to-end tests cannot run without the lab; they must fail loudly rather than skip, so that a CI run
+/// that lost its lab is red.
+pub fn lab_home() -> PathBuf {
+    let home = std::env::var_os("VIRTUP_LAB_HOME").unwrap_or_else(|| {
+        panic!("VIRTUP_LAB_HOME is not set: end-to-end tests run inside the lab (`tests/lab/lab exec cargo nextest run`)")
+    });
+    let netns = std::env::var("VIRTUP_LAB_NETNS").unwrap_or_default();
+    let here = Command::new("ip")
+        .args(["netns", "identify", &std::process::id().to_string()])
+        .output()
+        .expect("run `ip netns identify`");
+    let here = String::from_utf8_lossy(&here.stdout).trim().to_string();
+    assert!(
+        !netns.is_empty() && here == netns,
+        "end-to-end tests must run inside the lab's network namespace `{netns}` (this process is in `{here}`)"
+    );
+    PathBuf::from(home)
+}
+
+/// A path to a program in the lab's Python venv (ansible-playbook, ansible-doc, molecule).
+pub fn venv_bin(name: &str) -> PathBuf {
+    let p = lab_home().join("venv/bin").join(name);
+    assert!(p.exists(), "{} is missing: run `tests/lab/lab up`", p.display());
+    p
+}
+
+/// The result of a finished command, with both streams as text.
+#[derive(Debug)]
+pub struct Run {
+    pub status: std::process::ExitStatus,
+    pub stdout: String,
+    pub stderr: String,
+    pub elapsed: Duration,
+}
+
+impl Run {
+    /// Panics with the whole output unless the command succeeded.
+    pub fn assert_ok(self, what: &str) -> Run {
+        assert!(
+            self.status.success(),
+            "{what} failed ({}):\n--- stdout\n{}\n--- stderr\n{}",
+            self.status,
+            self.stdout,
+            self.stderr
+        );
+        self
+    }
+}
+
+/// Runs a command to completion, killing it after `limit` so that no test can hang CI.
+pub fn run(cmd: &mut Command, limit: Duration) -> Run {
+    let start = Instant::now();
+    let mut child = cmd
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap_or_else(|e| panic!("failed to start {cmd:?}: {e}"));
+    // Readers on threads keep the pipes drained while we poll for exit.
+    let mut out = child.stdout.take().unwrap();
+    let mut err = child.stderr.take().unwrap();
+    let t_out = std::thread::spawn(move || {
+        let mut s = String::new();
+        std::io::Read::read_to_string(&mut out, &mut s).ok();
+        s
+    });
+    let t_err = std::thread::spawn(move || {
+        let mut s = String::new();
+        std::io::Read::read_to_string(&mut err, &mut s).ok();
+        s
+    });
+    let status = loop {
+        if let Some(status) = child.try_wait().expect("wait for child") {
+            break status;
+        }
+        if start.elapsed() > limit {
+            child.kill().ok();
+            let status = child.wait().expect("reap killed child");
+            let (o, e) = (t_out.join().unwrap(), t_err.join().unwrap());
+            panic!("{cmd:?} did not finish within {limit:?} ({status}):\n--- stdout\n{o}\n--- stderr\n{e}");
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    Run {
+        status,
+        stdout: t_out.join().unwrap(),
+        stderr: t_err.join().unwrap(),
+        elapsed: start.elapsed(),
+    }
+}
+
+/// Shorthand for `run(..).assert_ok(..)`.
+pub fn run_ok(cmd: &mut Command, limit: Duration, what: &str) -> Run {
+    run(cmd, limit).assert_ok(what)
+}
+
+/// Polls `probe` until it returns `Some`, or panics with `what` after `limit`.
+pub fn wait_for<T>(what: &str, limit: Duration, mut probe: impl FnMut() -> Option<T>) -> T {
+    let start = Instant::now();
+    loop {
+        if let Some(v) = probe() {
+            return v;
+        }
+        assert!(start.elapsed() < limit, "timed out after {limit:?} waiting for {what}");
+        std::thread::sleep(Duration::from_millis(250));
+    }
+}
+
+/// A command run from the repository root, so the repo's `ansible.cfg` applies.
+pub fn in_repo(program: impl AsRef<std::ffi::OsStr>) -> Command {
+    let mut c = Command::new(program);
+    c.current_dir(repo_root());
+    c
+}
