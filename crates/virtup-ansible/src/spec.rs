@@ -215,7 +215,12 @@ impl ModuleSpec {
         value: &'static str,
         requirements: &'static [&'static str],
     ) -> Self {
-        self.required_if.push(RequiredIf { key, value, requirements, any: false });
+        self.required_if.push(RequiredIf {
+            key,
+            value,
+            requirements,
+            any: false,
+        });
         self
     }
     /// When option `key` equals `value`, at least one option of `requirements` must be set.
@@ -225,7 +230,12 @@ impl ModuleSpec {
         value: &'static str,
         requirements: &'static [&'static str],
     ) -> Self {
-        self.required_if.push(RequiredIf { key, value, requirements, any: true });
+        self.required_if.push(RequiredIf {
+            key,
+            value,
+            requirements,
+            any: true,
+        });
         self
     }
 
@@ -237,7 +247,9 @@ impl ModuleSpec {
     }
     /// The option called `name`, by its canonical name or one of its aliases.
     pub fn option(&self, name: &str) -> Option<&OptionSpec> {
-        self.options.iter().find(|o| o.name == name || o.aliases.contains(&name))
+        self.options
+            .iter()
+            .find(|o| o.name == name || o.aliases.contains(&name))
     }
 
     /// Catches module-author mistakes; AnsibleModule reports these as "internal error".
@@ -261,9 +273,11 @@ impl ModuleSpec {
             }
         }
         let groups = self.mutually_exclusive.iter().chain(&self.required_one_of);
-        let named = groups.flat_map(|g| g.iter()).chain(self.required_if.iter().flat_map(|r| {
-            std::iter::once(&r.key).chain(r.requirements)
-        }));
+        let named = groups.flat_map(|g| g.iter()).chain(
+            self.required_if
+                .iter()
+                .flat_map(|r| std::iter::once(&r.key).chain(r.requirements)),
+        );
         for name in named {
             if !self.options.iter().any(|o| o.name == *name) {
                 return internal(format!("a rule names `{name}`, which is not an option"));

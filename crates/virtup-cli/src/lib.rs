@@ -1,1 +1,7 @@
-//! Shared glue for the thin virtup binaries.
+//! Glue shared by the thin virtup binaries: the modules' option sets and their observe → plan → apply drivers.
+
+pub mod context;
+pub mod instance;
+pub mod power;
+pub mod specs;
+pub mod template;

@@ -1,1 +1,32 @@
 //! The only crate that talks to libvirt (through `virt`): domains, volumes, networks and their XML.
+//!
+//! Pure parts (no libvirt needed): [`DomainSpec::to_xml`], [`parse_domain_xml`], [`VirtupTag`],
+//! [`VolumeSpec::to_xml`], [`parse_volume_xml`], [`parse_capabilities`]. Everything else hangs off
+//! a [`Hypervisor`] connection. Every string that ends up in XML is escaped by quick-xml and
+//! refused if it holds control characters, so names cannot inject XML.
+
+mod domain_xml;
+mod error;
+mod ffi;
+mod hypervisor;
+mod storage;
+mod storage_xml;
+mod tag;
+mod virt_type;
+mod xml;
+
+pub use domain_xml::{
+    parse_domain_xml, CpuMode, DiskBus, DiskDevice, DiskSpec, DomainSpec, Graphics, ImageFormat,
+    NicSpec, OnReboot, ParsedDisk, ParsedDomain, ParsedInterface, VirtType, GUEST_AGENT_CHANNEL,
+};
+pub use error::{LibvirtError, Result};
+pub use hypervisor::{
+    AddressLookup, AddressSource, DomainInfo, DomainState, FoundAddress, GuestAddress,
+    GuestInterface, Hypervisor, Lease, AGENT_TIMEOUT_SECS,
+};
+pub use storage_xml::{parse_volume_xml, PoolInfo, VolumeInfo, VolumeSpec};
+pub use tag::{TagKind, VirtupTag, VIRTUP_NS, VIRTUP_PREFIX};
+pub use virt_type::{
+    choose_virt_type, choose_virt_type_with, parse_capabilities, probe_guest, probe_kvm,
+    GuestProbe, HostCapabilities, VirtTypeChoice, PROBE_WATCH, VIRT_TYPE_ENV,
+};

@@ -36,7 +36,11 @@ pub fn lab_home() -> PathBuf {
 /// A path to a program in the lab's Python venv (ansible-playbook, ansible-doc, molecule).
 pub fn venv_bin(name: &str) -> PathBuf {
     let p = lab_home().join("venv/bin").join(name);
-    assert!(p.exists(), "{} is missing: run `tests/lab/lab up`", p.display());
+    assert!(
+        p.exists(),
+        "{} is missing: run `tests/lab/lab up`",
+        p.display()
+    );
     p
 }
 
@@ -117,7 +121,10 @@ pub fn wait_for<T>(what: &str, limit: Duration, mut probe: impl FnMut() -> Optio
         if let Some(v) = probe() {
             return v;
         }
-        assert!(start.elapsed() < limit, "timed out after {limit:?} waiting for {what}");
+        assert!(
+            start.elapsed() < limit,
+            "timed out after {limit:?} waiting for {what}"
+        );
         std::thread::sleep(Duration::from_millis(250));
     }
 }

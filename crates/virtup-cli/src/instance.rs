@@ -1,0 +1,679 @@
+//! The `virtup_instance` module: resolve options, observe libvirt and the data dir, plan, apply.
+
+use std::collections::BTreeSet;
+use std::io::Read;
+use std::net::{IpAddr, SocketAddr, TcpStream, ToSocketAddrs};
+
+use std::time::{Duration, Instant};
+
+use anyhow::{anyhow, bail, Context as _, Result};
+use serde_json::{json, Value};
+use virtup_ansible::{Diff, ModuleArgs, ModuleResult};
+use virtup_core::config::AddressSource as ConfigSource;
+use virtup_core::instance::{
+    plan, CloneKind, Customize, InstanceDesired, InstanceObserved, InstanceState, ObservedInstance,
+    Plan, Step,
+};
+use virtup_core::{keys, known_hosts, validate, DataDir, InstanceMeta};
+use virtup_guest::config_disk::{self, ConfigDiskKind, IsoTool};
+use virtup_guest::identity::{hash_password, random_machine_id};
+use virtup_guest::libguestfs::{self, Accel};
+use virtup_guest::{sysprep, Cmd, HostKey, Identity, PrivateKey, VirtSysprep};
+use virtup_libvirt::{
+    parse_domain_xml, AddressSource, DiskBus, DiskDevice, DiskSpec, DomainSpec, DomainState,
+    Graphics, Hypervisor, ImageFormat, NicSpec, TagKind, VirtType, VirtupTag, VolumeSpec,
+};
+
+use crate::context::{self, Context, LOCK_TIMEOUT, SHORT_LOCK_TIMEOUT};
+use crate::template::current_disk;
+
+pub struct Request {
+    pub desired: InstanceDesired,
+    pub uri: String,
+    pub pool: String,
+    pub format: String,
+    pub network: String,
+    pub graphics: String,
+    pub user: String,
+    pub hostname: String,
+    pub fqdn: Option<String>,
+    pub size: Option<u64>,
+    pub sources: Vec<ConfigSource>,
+    pub wait_timeout: Duration,
+    pub inventory: bool,
+    password: Option<String>,
+    root_password: Option<String>,
+}
+
+impl Request {
+    fn disk_volume(&self) -> String {
+        format!("{}.{}", self.desired.name, self.format)
+    }
+    fn config_volume(&self) -> String {
+        format!("{}-config.iso", self.desired.name)
+    }
+}
+
+pub fn resolve(args: &ModuleArgs, ctx: &Context) -> Result<Request> {
+    let name = args.str("name").unwrap_or_default().to_owned();
+    validate::name("name", &name)?;
+    let template = args.str("template").unwrap_or(&name).to_owned();
+    validate::template_name("template", &template)?;
+    let state = InstanceState::parse(args.str("state").unwrap_or("running"))
+        .ok_or_else(|| anyhow!("invalid value for `state`"))?;
+    let clone = match args.str("clone") {
+        Some("full") => CloneKind::Full,
+        _ => CloneKind::Linked,
+    };
+    let customize = match args.str("customize") {
+        Some("sysprep") => Customize::Sysprep,
+        _ => Customize::Auto,
+    };
+    let module = context::module_layer(args)?;
+    let base = ctx
+        .config
+        .resolve_template(&template)
+        .unwrap_or_else(|| ctx.config.resolve_common());
+    let fields = base.overlay(&module);
+    context::validate_fields(&fields)?;
+    let size = fields
+        .size
+        .as_deref()
+        .map(|s| validate::parse_size("size", s))
+        .transpose()?;
+    let fqdn = fields.dns_domain.as_ref().map(|d| format!("{name}.{d}"));
+    Ok(Request {
+        uri: context::uri(&fields, &ctx.paths),
+        pool: fields.pool.clone().unwrap_or_else(|| "default".into()),
+        format: fields
+            .image_format
+            .map(|f| f.as_str())
+            .unwrap_or("qcow2")
+            .to_owned(),
+        network: fields.network.clone().unwrap_or_else(|| "default".into()),
+        graphics: fields.graphics.clone().unwrap_or_else(|| "none".into()),
+        user: fields.username.clone().unwrap_or_else(|| "virt".into()),
+        hostname: name.clone(),
+        fqdn,
+        size,
+        sources: fields
+            .address_source
+            .clone()
+            .unwrap_or_else(|| vec![ConfigSource::Lease, ConfigSource::Agent]),
+        wait_timeout: context::wait_timeout(args)?,
+        inventory: args.bool("inventory").unwrap_or(true),
+        password: args.str("password").map(str::to_owned),
+        root_password: args.str("root_password").map(str::to_owned),
+        desired: InstanceDesired {
+            name,
+            template,
+            state,
+            clone,
+            customize,
+            memory_mib: fields.memory.unwrap_or(512),
+            vcpus: fields.vcpus.unwrap_or(1),
+            autostart: args.bool("autostart"),
+        },
+    })
+}
+
+/// The template's current disk, when creating needs it.
+struct TemplateDisk {
+    generation: u32,
+    volume: String,
+    path: String,
+}
+
+pub struct Observation {
+    model: InstanceObserved,
+    template: Option<TemplateDisk>,
+    meta: Option<InstanceMeta>,
+    mac: Option<String>,
+}
+
+fn observe(hv: &Hypervisor, data: &DataDir, req: &Request) -> Result<Observation> {
+    let name = &req.desired.name;
+    let mut model = InstanceObserved::default();
+    let mut mac = None;
+    if let Some(dom) = hv.domain(name)? {
+        match dom.tag {
+            Some(tag) if tag.kind == TagKind::Instance && tag.name == *name => {
+                let parsed = parse_domain_xml(&hv.inactive_xml(name)?)?;
+                mac = parsed.macs().first().map(|m| m.to_string());
+                model.domain = Some(ObservedInstance {
+                    running: dom.state != DomainState::ShutOff,
+                    memory_mib: parsed.memory_mib,
+                    vcpus: parsed.vcpus,
+                    autostart: dom.autostart,
+                    template: tag.template.unwrap_or_default(),
+                    generation: tag.generation,
+                    owned_volumes: tag.owned_volumes,
+                });
+            }
+            _ => model.foreign_domain = true,
+        }
+    }
+    // A damaged metadata file is reported, never trusted.
+    let meta = InstanceMeta::read(data, name)?;
+    model.has_metadata = meta.is_some();
+    let mut template = None;
+    if req.desired.state != InstanceState::Absent && model.domain.is_none() {
+        if hv.pool(&req.pool)?.is_none() {
+            bail!(
+                "invalid value for `pool`: storage pool `{}` does not exist on `{}`",
+                req.pool,
+                req.uri
+            );
+        }
+        hv.refresh_pool(&req.pool)?;
+        if let Some((generation, volume, path)) =
+            current_disk(hv, &req.pool, &req.desired.template)?
+        {
+            model.template_generation = Some(generation);
+            template = Some(TemplateDisk {
+                generation,
+                volume,
+                path,
+            });
+        }
+    }
+    if model.domain.is_none() {
+        // Volumes a killed run recorded as its own before it could define the domain.
+        if let Some(m) = &meta {
+            if hv.pool(&req.pool)?.is_some() {
+                let existing: BTreeSet<String> = hv
+                    .list_volumes(&req.pool)?
+                    .into_iter()
+                    .map(|v| v.name)
+                    .collect();
+                model.leftover_volumes = m
+                    .volumes
+                    .iter()
+                    .filter(|v| existing.contains(*v))
+                    .cloned()
+                    .collect();
+            }
+        }
+    }
+    Ok(Observation {
+        model,
+        template,
+        meta,
+        mac,
+    })
+}
+
+/// Runs the module: plan without writing anything first (bad input and refusals fail before any
+/// side effect), then, when there is work, plan again under the instance's lock and apply.
+pub fn run(args: &ModuleArgs) -> Result<ModuleResult> {
+    let ctx = Context::load()?;
+    let check = args.check_mode();
+    let req = resolve(args, &ctx)?;
+    let hv = Hypervisor::connect(&req.uri)?;
+    let mut obs = observe(&hv, &ctx.data, &req)?;
+    let mut the_plan = plan(&req.desired, &obs.model)?;
+    let running_wanted = req.desired.state == InstanceState::Running;
+    let mut data = ctx.data.clone();
+    let mut lock = None;
+    if !check && (!the_plan.is_empty() || running_wanted) {
+        data = ctx.open_data_dir()?;
+        lock = Some(data.lock(&format!("instance-{}", req.desired.name), LOCK_TIMEOUT)?);
+        obs = observe(&hv, &data, &req)?;
+        the_plan = plan(&req.desired, &obs.model)?;
+    }
+    let mut result = ModuleResult::new(!the_plan.is_empty()).with_msg(the_plan.to_string());
+    if the_plan.needs_reboot_warning(&obs.model) {
+        result = result.with_warning(format!(
+            "memory and vCPUs of `{}` change at its next boot; it is running now",
+            req.desired.name
+        ));
+    }
+    if args.diff() {
+        result = result.with_diff(diff(&req, &obs.model));
+    }
+    if check {
+        return Ok(result);
+    }
+    let address = if lock.is_some() {
+        apply(&ctx, &data, &hv, &req, &obs, &the_plan)?
+    } else {
+        None
+    };
+    drop(lock);
+    if req.desired.state == InstanceState::Absent {
+        return Ok(result);
+    }
+    let meta = InstanceMeta::read(&data, &req.desired.name)?;
+    Ok(result.with("instance", describe(&hv, &req, meta.as_ref(), address)?))
+}
+
+fn state_word(d: Option<&ObservedInstance>) -> &'static str {
+    match d {
+        None => "absent",
+        Some(d) if d.running => "running",
+        Some(_) => "present",
+    }
+}
+
+fn diff(req: &Request, before: &InstanceObserved) -> Diff {
+    let b = match &before.domain {
+        None => json!({"state": "absent"}),
+        Some(d) => json!({"state": state_word(Some(d)), "memory": d.memory_mib, "vcpus": d.vcpus,
+                          "autostart": d.autostart, "template": d.template, "generation": d.generation}),
+    };
+    let d = &req.desired;
+    let a = match d.state {
+        InstanceState::Absent => json!({"state": "absent"}),
+        s => {
+            let state = match (s, &before.domain) {
+                (InstanceState::Running, _) => "running",
+                (InstanceState::Stopped, _) => "present",
+                (_, Some(dom)) => state_word(Some(dom)),
+                (_, None) => "present",
+            };
+            let autostart = d
+                .autostart
+                .or(before.domain.as_ref().map(|x| x.autostart))
+                .unwrap_or(false);
+            let generation = before
+                .domain
+                .as_ref()
+                .map(|x| x.generation)
+                .or(before.template_generation);
+            json!({"state": state, "memory": d.memory_mib, "vcpus": d.vcpus, "autostart": autostart,
+                   "template": d.template, "generation": generation})
+        }
+    };
+    Diff::new(b, a).with_headers(
+        format!("instance {} (before)", d.name),
+        format!("instance {} (after)", d.name),
+    )
+}
+
+fn describe(
+    hv: &Hypervisor,
+    req: &Request,
+    meta: Option<&InstanceMeta>,
+    address: Option<IpAddr>,
+) -> Result<Value> {
+    let dom = hv.domain(&req.desired.name)?;
+    let state = match &dom {
+        None => "absent",
+        Some(d) if d.state == DomainState::ShutOff => "present",
+        Some(_) => "running",
+    };
+    let disk = hv.volume_path(&req.pool, &req.disk_volume())?;
+    Ok(json!({
+        "name": req.desired.name,
+        "address": address.map(|a| a.to_string()).or_else(|| meta.and_then(|m| m.address.clone())),
+        "user": meta.map(|m| m.user.clone()).unwrap_or_else(|| req.user.clone()),
+        "ssh_private_key_file": meta.and_then(|m| m.ssh_private_key_file.clone()),
+        "known_hosts_file": meta.and_then(|m| m.known_hosts_file.clone()),
+        "host_key_fingerprint": meta.and_then(|m| m.host_key_fingerprint.clone()),
+        "mac": meta.and_then(|m| m.mac.clone()),
+        "disk": disk,
+        "template": req.desired.template,
+        "generation": meta.map(|m| m.generation),
+        "state": state,
+    }))
+}
+
+fn apply(
+    ctx: &Context,
+    data: &DataDir,
+    hv: &Hypervisor,
+    req: &Request,
+    obs: &Observation,
+    plan: &Plan,
+) -> Result<Option<IpAddr>> {
+    let name = &req.desired.name;
+    let mut address = None;
+    let mut started = false;
+    for step in &plan.steps {
+        match step {
+            Step::DeleteLeftovers(volumes) => {
+                for v in volumes {
+                    hv.delete_volume(&req.pool, v)?;
+                }
+            }
+            Step::Create { .. } => create(ctx, data, hv, req, obs)?,
+            Step::Resize { memory_mib, vcpus } => {
+                hv.update_memory_vcpus(name, *memory_mib, *vcpus)?
+            }
+            Step::SetAutostart(on) => hv.set_autostart(name, *on)?,
+            Step::Start => {
+                hv.start(name)?;
+                started = true;
+            }
+            Step::Stop => crate::power::stop(hv, name, req.wait_timeout)?,
+            Step::Delete { volumes } => {
+                hv.undefine(name)?;
+                for v in volumes {
+                    hv.delete_volume(&req.pool, v)?;
+                }
+                forget(ctx, data, name)?;
+            }
+            Step::Forget => forget(ctx, data, name)?,
+        }
+    }
+    let running_wanted = req.desired.state == InstanceState::Running;
+    if running_wanted {
+        let meta = InstanceMeta::read(data, name)?
+            .ok_or_else(|| anyhow!("metadata of `{name}` vanished"))?;
+        // A fresh boot waits the full bound; an instance that was already up gets its cached address
+        // re-validated, and a full wait only if that address no longer answers with the pinned key.
+        let cached = meta.address.as_deref().and_then(|a| a.parse().ok());
+        let ip = match cached {
+            Some(ip) if !started && ssh_answers(data, name, ip).is_ok() => ip,
+            _ => wait_for_ssh(hv, data, req, meta.mac.as_deref())?,
+        };
+        if meta.address.as_deref() != Some(ip.to_string().as_str()) {
+            let _g = data.lock(&format!("meta-{name}"), SHORT_LOCK_TIMEOUT)?;
+            let mut meta = meta;
+            meta.address = Some(ip.to_string());
+            meta.write(data)?;
+        }
+        address = Some(ip);
+    }
+    if let Some(mut meta) = InstanceMeta::read(data, name)? {
+        let state = match req.desired.state {
+            InstanceState::Running => "running",
+            InstanceState::Present => "present",
+            InstanceState::Stopped => "stopped",
+            InstanceState::Absent => "absent",
+        };
+        if meta.state.as_deref() != Some(state) {
+            meta.state = Some(state.into());
+            meta.write(data)?;
+        }
+    }
+    Ok(address)
+}
+
+/// Removes virtup's records of an instance; its MAC stays reserved for a re-create.
+fn forget(ctx: &Context, data: &DataDir, name: &str) -> Result<()> {
+    known_hosts::remove(data, name, SHORT_LOCK_TIMEOUT)?;
+    keys::remove_host_keys(&data.hostkeys_dir(), name)?;
+    match std::fs::remove_dir_all(ctx.secrets_dir(name)) {
+        Err(e) if e.kind() != std::io::ErrorKind::NotFound => return Err(e.into()),
+        _ => {}
+    }
+    InstanceMeta::remove(data, name)?;
+    Ok(())
+}
+
+fn secret(ctx: &Context, name: &str, what: &str, given: Option<&str>) -> Result<String> {
+    let dir = ctx.secrets_dir(name);
+    virtup_core::datadir::ensure_private_dir(dir.parent().unwrap())?;
+    virtup_core::datadir::ensure_private_dir(&dir)?;
+    let path = dir.join(what);
+    let value = match given {
+        Some(v) => v.to_owned(),
+        None if path.exists() => keys::read_secret(&path)?,
+        None => keys::random_password(24),
+    };
+    keys::store_secret(&path, &value)?;
+    Ok(value)
+}
+
+fn lib_format(format: &str) -> ImageFormat {
+    if format == "raw" {
+        ImageFormat::Raw
+    } else {
+        ImageFormat::Qcow2
+    }
+}
+
+fn create(
+    ctx: &Context,
+    data: &DataDir,
+    hv: &Hypervisor,
+    req: &Request,
+    obs: &Observation,
+) -> Result<()> {
+    let name = &req.desired.name;
+    let tpl = obs
+        .template
+        .as_ref()
+        .ok_or_else(|| anyhow!("template `{}` vanished", req.desired.template))?;
+    let started = Instant::now();
+    let mac = match &obs.mac {
+        Some(m) => m.clone(),
+        None => virtup_core::ensure_mac(data, name, &BTreeSet::new(), SHORT_LOCK_TIMEOUT)?,
+    };
+    let user_key = keys::ensure_user_key(&data.sshkeys_dir(), &req.user)?;
+    let host_keys = keys::generate_host_keys(&data.hostkeys_dir(), name)?;
+    let disk_volume = req.disk_volume();
+    let config_volume = req.config_volume();
+    let mut owned = vec![disk_volume.clone()];
+    if req.desired.customize == Customize::Auto {
+        owned.push(config_volume.clone());
+    }
+    // Record ownership before creating anything, so a killed run's volumes are found and removed.
+    let mut meta = obs
+        .meta
+        .clone()
+        .unwrap_or_else(|| InstanceMeta::new(name, &req.desired.template));
+    meta.template = req.desired.template.clone();
+    meta.generation = tpl.generation;
+    meta.user = req.user.clone();
+    meta.ssh_private_key_file = Some(user_key.private_path.clone());
+    meta.known_hosts_file = Some(data.known_hosts_file());
+    meta.host_key_fingerprint = Some(host_keys.fingerprint.clone());
+    meta.mac = Some(mac.clone());
+    meta.address = None;
+    meta.uri = Some(req.uri.clone());
+    meta.pool = Some(req.pool.clone());
+    meta.volumes = owned.clone();
+    meta.inventory = req.inventory;
+    meta.state = Some("creating".into());
+    meta.write(data)?;
+
+    let format = lib_format(&req.format);
+    let template_info = hv
+        .volume_info(&req.pool, &tpl.volume)?
+        .ok_or_else(|| anyhow!("template volume `{}` vanished", tpl.volume))?;
+    let capacity = req.size.unwrap_or(0).max(template_info.capacity_bytes);
+    let template_format = lib_format(template_info.format.as_deref().unwrap_or("qcow2"));
+    let disk = match (req.desired.clone, format) {
+        (CloneKind::Linked, ImageFormat::Qcow2) => {
+            let mut spec = VolumeSpec::new(&disk_volume, capacity, ImageFormat::Qcow2);
+            spec.backing = Some((tpl.path.clone(), template_format));
+            hv.create_volume(&req.pool, &spec)?
+        }
+        // A raw disk cannot be an overlay: raw clones are full copies, as in virt-up.
+        _ => {
+            let v = hv.clone_volume(
+                &req.pool,
+                &tpl.volume,
+                &VolumeSpec::new(&disk_volume, capacity, format),
+            )?;
+            if capacity > v.capacity_bytes {
+                hv.resize_volume(&req.pool, &disk_volume, capacity)?;
+            }
+            v
+        }
+    };
+    let identity = Identity {
+        hostname: req.hostname.clone(),
+        fqdn: req.fqdn.clone(),
+        machine_id: random_machine_id(),
+        host_keys: vec![HostKey {
+            algorithm: "ed25519".into(),
+            private_key: PrivateKey::File(host_keys.private_path.clone()),
+            public_key: host_keys.public_openssh.clone(),
+        }],
+        user: req.user.clone(),
+        authorized_keys: vec![user_key.public_openssh.clone()],
+        root_password_hash: Some(hash_password(&secret(
+            ctx,
+            name,
+            "root_password",
+            req.root_password.as_deref(),
+        )?)?),
+        user_password_hash: Some(hash_password(&secret(
+            ctx,
+            name,
+            "password",
+            req.password.as_deref(),
+        )?)?),
+    };
+    let tmp = data.root().join("tmp");
+    virtup_core::datadir::ensure_private_dir(&tmp)?;
+    let mut disks = vec![DiskSpec::disk(&disk.path, format)];
+    match req.desired.customize {
+        Customize::Auto => {
+            let tool = IsoTool::detect()
+                .ok_or_else(|| anyhow!("neither xorriso nor genisoimage is installed"))?;
+            let iso = tmp.join(format!("{name}-config.iso"));
+            config_disk::write_config_disk(&identity, ConfigDiskKind::Virtup, tool, &iso)?;
+            let uploaded = hv.upload_volume(&req.pool, &config_volume, &iso);
+            let _ = std::fs::remove_file(&iso);
+            let uploaded = uploaded?;
+            // A read-only raw virtio disk: kernels with virtio drivers only see no IDE/SATA cdrom.
+            disks.push(DiskSpec {
+                path: uploaded.path,
+                format: ImageFormat::Raw,
+                device: DiskDevice::Disk,
+                bus: DiskBus::Virtio,
+                readonly: true,
+            });
+        }
+        Customize::Sysprep => {
+            let staged = config_disk::stage(&identity, ConfigDiskKind::Virtup, &tmp)?;
+            let mut sp = VirtSysprep::new(&disk.path);
+            sp.ops = sysprep::identity_ops(&staged)?;
+            let mut cmd = sp.cmd()?;
+            libguestfs::apply_env(&mut cmd, accel_from(hv)?);
+            run_tool(&cmd, "virt-sysprep could not prepare the clone")?;
+        }
+    }
+    let virt_type = virtup_libvirt::choose_virt_type(hv)?.virt_type;
+    let mut spec = DomainSpec::new(name, req.desired.memory_mib, req.desired.vcpus, virt_type);
+    spec.disks = disks;
+    spec.nic = Some(NicSpec {
+        network: req.network.clone(),
+        mac: Some(mac.clone()),
+    });
+    spec.graphics = match req.graphics.as_str() {
+        "vnc" => Graphics::Vnc,
+        "spice" => Graphics::Spice,
+        _ => Graphics::None,
+    };
+    let mut tag = VirtupTag::new(TagKind::Instance, name);
+    tag.template = Some(req.desired.template.clone());
+    tag.generation = tpl.generation;
+    tag.owned_volumes = owned;
+    spec.metadata = Some(tag);
+    hv.define(&spec)?;
+    known_hosts::set(data, name, &host_keys.public_openssh, SHORT_LOCK_TIMEOUT)?;
+    meta.state = Some("present".into());
+    meta.write(data)?;
+    eprintln!(
+        "virtup_instance: created `{name}` in {:.3}s",
+        started.elapsed().as_secs_f64()
+    );
+    Ok(())
+}
+
+fn accel_from(hv: &Hypervisor) -> Result<Accel> {
+    let t = virtup_libvirt::choose_virt_type(hv)?.virt_type;
+    Ok(if t == VirtType::Qemu {
+        Accel::Tcg
+    } else {
+        Accel::Kvm
+    })
+}
+
+fn run_tool(cmd: &Cmd, what: &str) -> Result<()> {
+    cmd.output().map(drop).with_context(|| what.to_owned())
+}
+
+/// Polls the address sources, then the SSH banner and the pinned host key, until `wait_timeout`.
+fn wait_for_ssh(
+    hv: &Hypervisor,
+    data: &DataDir,
+    req: &Request,
+    mac: Option<&str>,
+) -> Result<IpAddr> {
+    let name = &req.desired.name;
+    let deadline = Instant::now() + req.wait_timeout;
+    let lib_sources: Vec<AddressSource> = req
+        .sources
+        .iter()
+        .filter_map(|s| match s {
+            ConfigSource::Lease => Some(AddressSource::Lease),
+            ConfigSource::Agent => Some(AddressSource::Agent),
+            ConfigSource::Arp => Some(AddressSource::Arp),
+            ConfigSource::Dns => None,
+        })
+        .collect();
+    loop {
+        let mut notes = Vec::new();
+        let mut found = None;
+        if !lib_sources.is_empty() {
+            let lookup = hv.find_address(name, mac, &lib_sources)?;
+            notes.extend(lookup.notes.iter().cloned());
+            found = lookup.found.map(|f| f.ip);
+        }
+        if found.is_none() && req.sources.contains(&ConfigSource::Dns) {
+            let host = req.fqdn.clone().unwrap_or_else(|| name.clone());
+            match (host.as_str(), 22).to_socket_addrs() {
+                Ok(mut addrs) => found = addrs.next().map(|a| a.ip()),
+                Err(e) => notes.push(format!("dns: {host}: {e}")),
+            }
+        }
+        if let Some(ip) = found {
+            match ssh_answers(data, name, ip) {
+                Ok(()) => return Ok(ip),
+                Err(e) => notes.push(format!("ssh {ip}: {e:#}")),
+            }
+        }
+        let last = notes.join("; ");
+        if Instant::now() >= deadline {
+            bail!(
+                "instance `{name}` did not answer on SSH within {}s (`wait_timeout`): {last}",
+                req.wait_timeout.as_secs()
+            );
+        }
+        std::thread::sleep(Duration::from_secs(1));
+    }
+}
+
+/// The SSH server at `ip` answers and presents exactly the host key pinned for `name`.
+fn ssh_answers(data: &DataDir, name: &str, ip: IpAddr) -> Result<()> {
+    let addr = SocketAddr::new(ip, 22);
+    let mut stream =
+        TcpStream::connect_timeout(&addr, Duration::from_secs(3)).context("no connection")?;
+    stream.set_read_timeout(Some(Duration::from_secs(5)))?;
+    let mut banner = [0u8; 8];
+    stream.read_exact(&mut banner).context("no banner")?;
+    if !banner.starts_with(b"SSH-") {
+        bail!("not an SSH server");
+    }
+    drop(stream);
+    let pinned = virtup_core::KnownHosts::load(&data.known_hosts_file())?
+        .get(name)
+        .ok_or_else(|| anyhow!("no pinned host key for `{name}`"))?;
+    let want = pinned
+        .split_whitespace()
+        .nth(1)
+        .unwrap_or_default()
+        .to_owned();
+    let mut scan = Cmd::new("ssh-keyscan");
+    scan.args(["-T", "5", "-t", "ed25519", &ip.to_string()])
+        .timeout(Duration::from_secs(15));
+    let out = scan.output().context("ssh-keyscan failed")?;
+    let text = String::from_utf8_lossy(&out.stdout);
+    let seen: Vec<&str> = text
+        .lines()
+        .filter_map(|l| l.split_whitespace().nth(2))
+        .collect();
+    if seen.iter().any(|k| *k == want) {
+        Ok(())
+    } else if seen.is_empty() {
+        bail!("no host key offered yet")
+    } else {
+        bail!("host key does not match the pinned one")
+    }
+}

@@ -1,0 +1,115 @@
+//! The option sets of the two modules, declared once; `plugins/modules/*.yml` documents the same options.
+
+use virtup_ansible::{ListSplit, ModuleSpec, OptionSpec};
+
+/// States of `virtup_template`.
+pub const TEMPLATE_STATES: &[&str] = &["present", "running", "absent"];
+/// States of `virtup_instance`.
+pub const INSTANCE_STATES: &[&str] = &["running", "present", "stopped", "absent"];
+pub const IMAGE_FORMATS: &[&str] = &["qcow2", "raw"];
+pub const ADDRESS_SOURCES: &[&str] = &["lease", "agent", "arp", "dns"];
+/// Seconds to wait for an address and the SSH banner; generous because guests may run under TCG.
+pub const DEFAULT_WAIT_TIMEOUT: i64 = 600;
+
+/// Options both modules share, with the same meaning.
+fn common_options() -> Vec<OptionSpec> {
+    vec![
+        OptionSpec::str("name").required(),
+        OptionSpec::str("image_format").choices(IMAGE_FORMATS),
+        OptionSpec::int("memory"),
+        OptionSpec::int("vcpus"),
+        OptionSpec::str("size"),
+        OptionSpec::str("graphics"),
+        OptionSpec::str("network"),
+        OptionSpec::str("dns_domain"),
+        OptionSpec::str("user"),
+        OptionSpec::str("password").no_log(),
+        OptionSpec::str("root_password").no_log(),
+        OptionSpec::int("wait_timeout").default_int(DEFAULT_WAIT_TIMEOUT),
+        OptionSpec::str("uri"),
+        OptionSpec::str("pool"),
+    ]
+}
+
+pub fn template_spec() -> ModuleSpec {
+    let mut options = common_options();
+    options.extend([
+        OptionSpec::str("state")
+            .choices(TEMPLATE_STATES)
+            .default("present"),
+        OptionSpec::str("os_version"),
+        OptionSpec::str("image"),
+        OptionSpec::str("checksum"),
+        OptionSpec::path("checksum_gpg_key"),
+        OptionSpec::str("arch"),
+        OptionSpec::str("os_type"),
+        OptionSpec::str("os_variant"),
+        // virt-up's config writes these as one shell-quoted string; a list is taken as is.
+        OptionSpec::list("virt_builder_args").split(ListSplit::Shell),
+        OptionSpec::list("virt_customize_args").split(ListSplit::Shell),
+        OptionSpec::list("virt_sysprep_args").split(ListSplit::Shell),
+        OptionSpec::list("virt_install_args").split(ListSplit::Shell),
+        OptionSpec::str("revision"),
+    ]);
+    ModuleSpec::new("virtup_template", options).mutually_exclusive(&["os_version", "image"])
+}
+
+pub fn instance_spec() -> ModuleSpec {
+    let mut options = common_options();
+    options.extend([
+        OptionSpec::str("template"),
+        OptionSpec::str("state")
+            .choices(INSTANCE_STATES)
+            .default("running"),
+        OptionSpec::str("clone")
+            .choices(&["linked", "full"])
+            .default("linked"),
+        OptionSpec::str("customize")
+            .choices(&["auto", "sysprep"])
+            .default("auto"),
+        OptionSpec::list("address_source"),
+        OptionSpec::bool("inventory").default_bool(true),
+        OptionSpec::bool("autostart"),
+    ]);
+    ModuleSpec::new("virtup_instance", options)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn specs_are_well_formed() {
+        template_spec().validate().unwrap();
+        instance_spec().validate().unwrap();
+    }
+
+    /// The sidecar docs and the specs must list the same options, or ansible-doc lies.
+    #[test]
+    fn sidecar_docs_list_exactly_the_spec_options() {
+        for (spec, file) in [
+            (template_spec(), "virtup_template.yml"),
+            (instance_spec(), "virtup_instance.yml"),
+        ] {
+            let path = concat!(env!("CARGO_MANIFEST_DIR"), "/../../plugins/modules/");
+            let text = std::fs::read_to_string(format!("{path}{file}")).unwrap();
+            // Options are the 4-space-indented keys under `options:` in DOCUMENTATION.
+            let opts_start = text.find("\n  options:\n").expect("options section");
+            let opts_end = text[opts_start..].find("\n  notes:").unwrap() + opts_start;
+            let mut documented: Vec<&str> = text[opts_start..opts_end]
+                .lines()
+                .filter(|l| l.starts_with("    ") && !l.starts_with("     ") && l.ends_with(':'))
+                .map(|l| l.trim().trim_end_matches(':'))
+                .collect();
+            documented.sort_unstable();
+            let mut declared: Vec<&str> = spec.options().iter().map(|o| o.name()).collect();
+            declared.sort_unstable();
+            assert_eq!(
+                documented,
+                declared,
+                "{file} and the spec of {} disagree",
+                spec.name()
+            );
+        }
+    }
+}

@@ -1,0 +1,730 @@
+//! The `virtup_template` module: resolve options, observe libvirt, plan (virtup_core::template), apply.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+use anyhow::{anyhow, bail, Context as _, Result};
+use serde_json::{json, Value};
+use virtup_ansible::{Diff, ModuleArgs, ModuleResult};
+use virtup_core::template::{
+    domain_name, plan, volume_generation, volume_name, ObservedDomain, Plan, Source, Step,
+    TemplateDesired, TemplateObserved, TemplateState,
+};
+use virtup_core::{keys, validate, DataDir};
+use virtup_guest::checksum::{self, Checksum};
+use virtup_guest::libguestfs::{self, Accel};
+use virtup_guest::virt_install::{InstallDisk, InstallNetwork};
+use virtup_guest::{
+    firstboot, gpg, qemu_img, xz, Cmd, CustomizeOp, VirtBuilder, VirtCustomize, VirtInstall,
+};
+use virtup_libvirt::{DomainState, Hypervisor, TagKind, VirtupTag};
+
+use crate::context::{self, Context, LOCK_TIMEOUT};
+
+/// A template request, resolved and validated; building it has had no side effect.
+pub struct Request {
+    pub desired: TemplateDesired,
+    pub domain: String,
+    pub uri: String,
+    pub pool: String,
+    pub format: String,
+    pub wait_timeout: Duration,
+    password: Option<String>,
+    root_password: Option<String>,
+}
+
+/// Module options over the template's config section over `[common]` over built-in defaults.
+pub fn resolve(
+    args: &ModuleArgs,
+    ctx: &Context,
+    user_public_key: impl FnOnce(&str) -> Result<String>,
+) -> Result<Request> {
+    let name = args.str("name").unwrap_or_default().to_owned();
+    validate::template_name("name", &name)?;
+    let state = TemplateState::parse(args.str("state").unwrap_or("present"))
+        .ok_or_else(|| anyhow!("invalid value for `state`"))?;
+    let module = context::module_layer(args)?;
+    let mut base = ctx
+        .config
+        .resolve_template(&name)
+        .unwrap_or_else(|| ctx.config.resolve_common());
+    // A source given as an option replaces any source the config names.
+    if module.os_version.is_some() || module.image.is_some() {
+        base.os_version = None;
+        base.image = None;
+        base.checksum = None;
+    }
+    let fields = base.overlay(&module);
+    context::validate_fields(&fields)?;
+    let source = match (&fields.os_version, &fields.image) {
+        (Some(_), Some(_)) => bail!(
+            "template `{name}` names both `os-version` and `image` in its config; \
+             parameters are mutually exclusive: os_version|image"
+        ),
+        (Some(v), None) => Some(Source::OsVersion(v.clone())),
+        (None, Some(image)) => {
+            let checksum = fields.checksum.clone().ok_or_else(|| {
+                anyhow!("missing `checksum` for image `{image}`: give sha256:<hex>, sha512:<hex> or a checksum file")
+            })?;
+            parse_checksum_spec(&checksum)?;
+            Some(Source::Image {
+                location: image.clone(),
+                checksum,
+                gpg_key: args.str("checksum_gpg_key").map(str::to_owned),
+            })
+        }
+        (None, None) if state == TemplateState::Absent => None,
+        (None, None) => bail!(
+            "template `{name}` has no source: give `os_version` or `image` \
+             (or define os-version in a templates.d section named `{name}`)"
+        ),
+    };
+    let user = fields.username.clone().unwrap_or_else(|| "virt".into());
+    let user_public_key = if state == TemplateState::Absent {
+        String::new()
+    } else {
+        user_public_key(&user)?
+    };
+    let pool = fields.pool.clone().unwrap_or_else(|| "default".into());
+    let format = fields
+        .image_format
+        .map(|f| f.as_str())
+        .unwrap_or("qcow2")
+        .to_owned();
+    Ok(Request {
+        domain: domain_name(&name),
+        uri: context::uri(&fields, &ctx.paths),
+        pool,
+        format,
+        wait_timeout: context::wait_timeout(args)?,
+        password: args.str("password").map(str::to_owned),
+        root_password: args.str("root_password").map(str::to_owned),
+        desired: TemplateDesired {
+            name,
+            state,
+            source,
+            fields,
+            revision: args.str("revision").map(str::to_owned),
+            user_public_key,
+        },
+    })
+}
+
+/// `sha256:<hex>` / `sha512:<hex>` become a checksum; anything else names a checksum file.
+fn parse_checksum_spec(spec: &str) -> Result<Option<Checksum>> {
+    for (prefix, algorithm) in [
+        ("sha256:", checksum::Algorithm::Sha256),
+        ("sha512:", checksum::Algorithm::Sha512),
+    ] {
+        if let Some(hex) = spec.strip_prefix(prefix) {
+            return Checksum::from_hex(algorithm, hex).map(Some).ok_or_else(|| {
+                anyhow!(
+                    "invalid value for `checksum`: `{prefix}` needs {} hex digits",
+                    algorithm.hex_len()
+                )
+            });
+        }
+    }
+    if spec.contains(':') && !spec.starts_with('/') && !spec.contains("://") {
+        bail!("invalid value for `checksum`: expected sha256:<hex>, sha512:<hex> or a checksum file, got `{spec}`");
+    }
+    Ok(None)
+}
+
+/// What exists: the tagged template domain, its generation volumes, and the instances using them.
+pub struct Observation {
+    pub model: TemplateObserved,
+    /// Volume name per generation.
+    pub volumes: BTreeMap<u32, String>,
+    /// Leftovers of builds that were killed (`*.part`), deleted under the lock.
+    pub partials: Vec<String>,
+    pub pool_path: Option<PathBuf>,
+    pub uuid: Option<String>,
+}
+
+pub fn observe(hv: &Hypervisor, req: &Request) -> Result<Observation> {
+    let mut model = TemplateObserved::default();
+    let mut uuid = None;
+    for dom in hv.list_domains()? {
+        match &dom.tag {
+            Some(tag) if dom.name == req.domain => {
+                if tag.kind == TagKind::Template && tag.name == req.desired.name {
+                    model.domain = Some(ObservedDomain {
+                        running: dom.state != DomainState::ShutOff,
+                        generation: tag.generation,
+                        digest: tag.digest.clone(),
+                    });
+                    uuid = Some(dom.uuid.clone());
+                } else {
+                    model.foreign_domain = true;
+                }
+            }
+            None if dom.name == req.domain => model.foreign_domain = true,
+            Some(tag)
+                if tag.kind == TagKind::Instance
+                    && tag.template.as_deref() == Some(&req.desired.name) =>
+            {
+                model
+                    .dependents
+                    .entry(tag.generation)
+                    .or_default()
+                    .push(dom.name.clone());
+            }
+            _ => {}
+        }
+    }
+    let mut volumes = BTreeMap::new();
+    let mut partials = Vec::new();
+    let pool = hv.pool(&req.pool)?;
+    let pool_path = match pool {
+        Some(p) => {
+            hv.refresh_pool(&req.pool)?;
+            for v in hv.list_volumes(&req.pool)? {
+                if let Some(g) = volume_generation(&req.desired.name, &v.name) {
+                    model.generations.insert(g);
+                    volumes.insert(g, v.name);
+                } else if v.name.ends_with(".part")
+                    && v.name.starts_with(&format!("{}-g", req.domain))
+                {
+                    partials.push(v.name);
+                }
+            }
+            p.path.map(PathBuf::from)
+        }
+        // Nothing of a template can exist in a pool that does not; only building needs it.
+        None if req.desired.state == TemplateState::Absent => None,
+        None => bail!(
+            "invalid value for `pool`: storage pool `{}` does not exist on `{}`",
+            req.pool,
+            req.uri
+        ),
+    };
+    Ok(Observation {
+        model,
+        volumes,
+        partials,
+        pool_path,
+        uuid,
+    })
+}
+
+/// Runs the module.
+///
+/// Observing and planning happen first without any write, so bad input and refusals fail before any
+/// side effect and a no-op run costs no lock. A real run with work to do then plans again under the
+/// template's lock, so concurrent runs build each generation once: the second one waits, observes
+/// the finished template and has nothing left to do.
+pub fn run(args: &ModuleArgs) -> Result<ModuleResult> {
+    let ctx = Context::load()?;
+    let check = args.check_mode();
+    let key_dir = ctx.data.sshkeys_dir();
+    // Until a key exists the digest uses a stand-in, so an unbuilt template shows as a change, which it is.
+    let read_key = |user: &str| -> Result<String> {
+        Ok(keys::load_user_key(&key_dir, user)?
+            .map(|k| k.public_openssh)
+            .unwrap_or_else(|| "(not generated yet)".into()))
+    };
+    let mut req = resolve(args, &ctx, read_key)?;
+    let hv = Hypervisor::connect(&req.uri)?;
+    let mut before = observe(&hv, &req)?;
+    let mut the_plan = plan(&req.desired, &before.model)?;
+    let mut lock = None;
+    let mut data = ctx.data.clone();
+    if !check && !the_plan.is_empty() {
+        data = ctx.open_data_dir()?;
+        req = resolve(args, &ctx, |user| {
+            Ok(keys::ensure_user_key(&key_dir, user)?.public_openssh)
+        })?;
+        lock = Some(data.lock(&format!("template-{}", req.domain), LOCK_TIMEOUT)?);
+        before = observe(&hv, &req)?;
+        the_plan = plan(&req.desired, &before.model)?;
+    }
+    let mut result = ModuleResult::new(!the_plan.is_empty()).with_msg(the_plan.to_string());
+    if args.diff() {
+        result = result.with_diff(diff(&req, &before.model, &the_plan));
+    }
+    if check || the_plan.is_empty() {
+        return Ok(if req.desired.state == TemplateState::Absent {
+            result
+        } else {
+            result.with(
+                "template",
+                describe(&req, &before, the_plan.generation, !check),
+            )
+        });
+    }
+    let mut warnings = Vec::new();
+    for partial in &before.partials {
+        hv.delete_volume(&req.pool, partial)?;
+    }
+    apply(&ctx, &data, &hv, &req, &before, &the_plan, &mut warnings)?;
+    drop(lock);
+    for w in warnings {
+        result = result.with_warning(w);
+    }
+    if req.desired.state == TemplateState::Absent {
+        return Ok(result);
+    }
+    Ok(result.with(
+        "template",
+        describe(&req, &before, the_plan.generation, true),
+    ))
+}
+
+fn diff(req: &Request, before: &TemplateObserved, plan: &Plan) -> Diff {
+    let state_of = |d: &Option<ObservedDomain>| match d {
+        None => "absent",
+        Some(d) if d.running => "running",
+        Some(_) => "present",
+    };
+    let b = json!({
+        "state": state_of(&before.domain),
+        "generation": before.domain.as_ref().map(|d| d.generation),
+        "digest": before.domain.as_ref().and_then(|d| d.digest.clone()),
+        "generations": before.generations,
+    });
+    let a = match req.desired.state {
+        TemplateState::Absent => {
+            json!({"state": "absent", "generation": null, "digest": null, "generations": []})
+        }
+        s => {
+            let kept: Vec<u32> = before
+                .generations
+                .iter()
+                .copied()
+                .filter(|g| {
+                    !plan
+                        .steps
+                        .contains(&Step::DeleteGeneration { generation: *g })
+                })
+                .chain(std::iter::once(plan.generation))
+                .collect::<std::collections::BTreeSet<_>>()
+                .into_iter()
+                .collect();
+            json!({
+                "state": if s == TemplateState::Running { "running" } else { "present" },
+                "generation": plan.generation,
+                "digest": req.desired.digest(),
+                "generations": kept,
+            })
+        }
+    };
+    Diff::new(b, a).with_headers(
+        format!("template {} (before)", req.desired.name),
+        format!("template {} (after)", req.desired.name),
+    )
+}
+
+fn describe(req: &Request, obs: &Observation, generation: u32, built: bool) -> Value {
+    let disk = obs.pool_path.as_ref().map(|p| {
+        p.join(volume_name(&req.desired.name, generation, &req.format))
+            .display()
+            .to_string()
+    });
+    json!({
+        "name": req.desired.name,
+        "domain": req.domain,
+        "disk": if built || obs.volumes.contains_key(&generation) { disk } else { None },
+        "generation": generation,
+        "digest": req.desired.digest(),
+        "source": req.desired.source.as_ref().map(ToString::to_string),
+        "user": req.desired.fields.username,
+    })
+}
+
+fn apply(
+    ctx: &Context,
+    data: &DataDir,
+    hv: &Hypervisor,
+    req: &Request,
+    obs: &Observation,
+    plan: &Plan,
+    warnings: &mut Vec<String>,
+) -> Result<()> {
+    let accel = accel(hv, warnings)?;
+    for step in &plan.steps {
+        match *step {
+            Step::Stop => crate::power::stop(hv, &req.domain, req.wait_timeout)?,
+            Step::Build { generation } => build(ctx, data, hv, req, obs, generation, accel)?,
+            Step::Define { generation } => define(hv, req, obs, generation, accel)?,
+            Step::Start => bail!(
+                "state `running` for templates is not implemented yet: build with `present` (online template customization comes with the instance module)"
+            ),
+            Step::Seal => seal(req, obs, plan.generation, accel)?,
+            Step::DeleteGeneration { generation } => {
+                if let Some(volume) = obs.volumes.get(&generation) {
+                    hv.delete_volume(&req.pool, volume)?;
+                }
+            }
+            Step::Undefine => {
+                hv.undefine(&req.domain)?;
+                std::fs::remove_dir_all(ctx.secrets_dir(&req.domain)).or_else(ignore_not_found)?;
+            }
+        }
+    }
+    Ok(())
+}
+
+fn ignore_not_found(e: std::io::Error) -> std::io::Result<()> {
+    if e.kind() == std::io::ErrorKind::NotFound {
+        Ok(())
+    } else {
+        Err(e)
+    }
+}
+
+/// KVM where it can really run a guest, TCG otherwise (with a warning: it is much slower).
+fn accel(hv: &Hypervisor, warnings: &mut Vec<String>) -> Result<Accel> {
+    let choice = virtup_libvirt::choose_virt_type(hv)?;
+    let accel = Accel::from_virt_type(choice.virt_type.as_str()).unwrap_or(Accel::Kvm);
+    if accel == Accel::Tcg && std::env::var_os(libguestfs::VIRT_TYPE_ENV).is_none() {
+        warnings.push(choice.reason);
+    }
+    Ok(accel)
+}
+
+/// The generated (or given) secret of `what`, kept 0600 in the domain's secrets dir.
+fn secret(ctx: &Context, domain: &str, what: &str, given: Option<&str>) -> Result<PathBuf> {
+    let dir = ctx.secrets_dir(domain);
+    virtup_core::datadir::ensure_private_dir(dir.parent().unwrap())?;
+    virtup_core::datadir::ensure_private_dir(&dir)?;
+    let path = dir.join(what);
+    match given {
+        Some(value) => keys::store_secret(&path, value)?,
+        None if path.exists() => {}
+        None => keys::store_secret(&path, &keys::random_password(24))?,
+    }
+    Ok(path)
+}
+
+/// The customizations every template gets, from either source, in one appliance run.
+fn prepare_ops(req: &Request, password_file: &Path) -> Vec<CustomizeOp> {
+    let f = &req.desired.fields;
+    let user = f.username.clone().unwrap_or_else(|| "virt".into());
+    let sudoers = format!("/etc/sudoers.d/90-virtup-{user}");
+    let mut ops = vec![
+        CustomizeOp::RunCommand(format!(
+            "id -u {user} >/dev/null 2>&1 || useradd -m -s /bin/bash {user}"
+        )),
+        CustomizeOp::Password {
+            user: user.clone(),
+            file: password_file.to_owned(),
+        },
+        CustomizeOp::SshInjectKey {
+            user: user.clone(),
+            key: req.desired.user_public_key.clone(),
+        },
+        CustomizeOp::Mkdir("/etc/sudoers.d".into()),
+        CustomizeOp::Write {
+            path: sudoers.clone(),
+            content: format!("{user} ALL=(ALL) NOPASSWD:ALL\n"),
+        },
+        CustomizeOp::Chmod {
+            mode: 0o440,
+            path: sudoers,
+        },
+    ];
+    ops.extend(firstboot::install_ops());
+    if let Some(extra) = &f.virt_customize_args {
+        ops.push(CustomizeOp::Raw(extra.clone()));
+    }
+    ops.extend(identity_removal_ops());
+    ops
+}
+
+/// What a clone must not inherit: it gets its own at first boot from its config disk.
+fn identity_removal_ops() -> Vec<CustomizeOp> {
+    vec![
+        CustomizeOp::Truncate("/etc/machine-id".into()),
+        CustomizeOp::Delete("/var/lib/dbus/machine-id".into()),
+        CustomizeOp::Delete("/etc/ssh/ssh_host_*".into()),
+        CustomizeOp::Delete("/var/lib/dhcp/*".into()),
+        CustomizeOp::Delete(firstboot::DONE_PATH.into()),
+        CustomizeOp::RunCommand(
+            "if command -v cloud-init >/dev/null; then cloud-init clean --logs; fi".into(),
+        ),
+    ]
+}
+
+fn build(
+    ctx: &Context,
+    data: &DataDir,
+    hv: &Hypervisor,
+    req: &Request,
+    obs: &Observation,
+    generation: u32,
+    accel: Accel,
+) -> Result<()> {
+    let pool_path = obs
+        .pool_path
+        .as_ref()
+        .ok_or_else(|| anyhow!("pool `{}` has no path", req.pool))?;
+    let volume = volume_name(&req.desired.name, generation, &req.format);
+    let out = pool_path.join(&volume);
+    let part = pool_path.join(format!("{volume}.part"));
+    let root_pw = secret(
+        ctx,
+        &req.domain,
+        "root_password",
+        req.root_password.as_deref(),
+    )?;
+    let user_pw = secret(ctx, &req.domain, "password", req.password.as_deref())?;
+    let ops = prepare_ops(req, &user_pw);
+    let f = &req.desired.fields;
+    let started = Instant::now();
+    let result = (|| -> Result<()> {
+        match req.desired.source.as_ref().expect("a build has a source") {
+            Source::OsVersion(os_version) => {
+                let mut cmd = VirtBuilder {
+                    os_version: os_version.clone(),
+                    output: part.clone(),
+                    format: req.format.clone(),
+                    size: f.size.clone(),
+                    arch: f.arch.clone(),
+                    root_password_file: Some(root_pw.clone()),
+                    hostname: Some(req.desired.name.replace('/', "-")),
+                    ops,
+                    extra_args: f.virt_builder_args.clone().unwrap_or_default(),
+                }
+                .cmd()?;
+                libguestfs::apply_env(&mut cmd, accel);
+                run_tool(
+                    &cmd,
+                    &format!("virt-builder could not build `{os_version}`"),
+                )?;
+            }
+            Source::Image {
+                location,
+                checksum,
+                gpg_key,
+            } => {
+                let local = fetch_image(data, location)?;
+                verify_image(&local, checksum, gpg_key.as_deref(), data)?;
+                import_image(&local, &part, &req.format, f.size.as_deref())?;
+                let mut ops = ops;
+                ops.insert(0, CustomizeOp::RootPassword(root_pw.clone()));
+                ops.insert(1, CustomizeOp::Hostname(req.desired.name.replace('/', "-")));
+                let mut cmd = VirtCustomize {
+                    ops,
+                    ..VirtCustomize::new(&part)
+                }
+                .cmd()?;
+                libguestfs::apply_env(&mut cmd, accel);
+                run_tool(
+                    &cmd,
+                    &format!("virt-customize could not prepare image `{location}`"),
+                )?;
+            }
+        }
+        std::fs::rename(&part, &out)
+            .with_context(|| format!("failed to move `{}` into place", part.display()))?;
+        Ok(())
+    })();
+    if let Err(e) = result {
+        // A failed build leaves nothing behind in the pool.
+        let _ = std::fs::remove_file(&part);
+        return Err(e);
+    }
+    hv.refresh_pool(&req.pool)?;
+    eprintln!(
+        "virtup_template: built `{volume}` in {:.1}s",
+        started.elapsed().as_secs_f64()
+    );
+    Ok(())
+}
+
+fn run_tool(cmd: &Cmd, what: &str) -> Result<()> {
+    cmd.output().map(drop).with_context(|| what.to_owned())
+}
+
+/// A local path for the image: local paths and `file://` as they are, downloads cached by URL.
+fn fetch_image(data: &DataDir, location: &str) -> Result<PathBuf> {
+    if let Some(path) = location.strip_prefix("file://") {
+        return existing(Path::new(path));
+    }
+    if !(location.starts_with("http://") || location.starts_with("https://")) {
+        return existing(Path::new(location));
+    }
+    let cache = data.root().join("cache");
+    virtup_core::datadir::ensure_private_dir(&cache)?;
+    let key = virtup_core::InputDigest::new("virtup-download-v1")
+        .field("url", location)
+        .finish();
+    let name = location.rsplit('/').next().unwrap_or("image");
+    let path = cache.join(format!("{}-{name}", &key[..16]));
+    if !path.exists() {
+        let part = path.with_extension("part");
+        let mut cmd = Cmd::new("curl");
+        cmd.args([
+            "--fail",
+            "--location",
+            "--silent",
+            "--show-error",
+            "--output",
+        ])
+        .arg(&part)
+        .arg(location);
+        run_tool(&cmd, &format!("failed to download image `{location}`"))?;
+        std::fs::rename(&part, &path)?;
+    }
+    Ok(path)
+}
+
+fn existing(path: &Path) -> Result<PathBuf> {
+    if !path.is_file() {
+        bail!(
+            "invalid value for `image`: `{}` does not exist or is not a file",
+            path.display()
+        );
+    }
+    Ok(path.to_owned())
+}
+
+/// Checks the image against a `sha256:`/`sha512:` spec or a (optionally GPG-signed) checksum file.
+fn verify_image(image: &Path, spec: &str, gpg_key: Option<&str>, data: &DataDir) -> Result<()> {
+    let expected = match parse_checksum_spec(spec)? {
+        Some(c) => c,
+        None => {
+            let sums = fetch_image(data, spec)
+                .context("failed to read the checksum file given in `checksum`")?;
+            let text = match gpg_key {
+                Some(key) => {
+                    let body = gpg::verify_clearsigned(&sums, Path::new(key))
+                        .with_context(|| format!("checksum file `{spec}` is not signed by `checksum_gpg_key` `{key}`"))?;
+                    String::from_utf8(body).context("checksum file is not text")?
+                }
+                None => std::fs::read_to_string(&sums)
+                    .with_context(|| format!("failed to read checksum file `{spec}`"))?,
+            };
+            let file_name = image
+                .file_name()
+                .and_then(|n| n.to_str())
+                .unwrap_or_default();
+            checksum::find_sum(&text, file_name, spec)?
+        }
+    };
+    checksum::verify_file(image, &expected)
+        .with_context(|| format!("image `{}` failed its `checksum`", image.display()))?;
+    Ok(())
+}
+
+/// Turns the verified image into the template volume's format (decompressing `.xz`), grown to `size`.
+fn import_image(src: &Path, out: &Path, format: &str, size: Option<&str>) -> Result<()> {
+    let tmp;
+    let src = if xz::is_xz(src) {
+        tmp = out.with_extension("xz-decompressed");
+        let r = xz::decompress_cmd(src, &tmp).output();
+        if let Err(e) = r {
+            let _ = std::fs::remove_file(&tmp);
+            return Err(e).context("failed to decompress image");
+        }
+        tmp.as_path()
+    } else {
+        src
+    };
+    let info = qemu_img::info(src, None)?;
+    let converted = qemu_img::convert_cmd(src, Some(&info.format), out, format).output();
+    if src != out && src.extension().is_some_and(|e| e == "xz-decompressed") {
+        let _ = std::fs::remove_file(src);
+    }
+    converted.context("qemu-img could not convert the image")?;
+    if let Some(size) = size {
+        let bytes = validate::parse_size("size", size)?;
+        if bytes > info.virtual_size {
+            qemu_img::resize_cmd(out, format, bytes)
+                .output()
+                .context("qemu-img could not grow the image")?;
+        }
+    }
+    Ok(())
+}
+
+/// Defines the template domain from virt-install's XML with virtup's tag inside, in one define.
+fn define(
+    hv: &Hypervisor,
+    req: &Request,
+    obs: &Observation,
+    generation: u32,
+    accel: Accel,
+) -> Result<()> {
+    let f = &req.desired.fields;
+    let pool_path = obs
+        .pool_path
+        .as_ref()
+        .ok_or_else(|| anyhow!("pool `{}` has no path", req.pool))?;
+    let disk = pool_path.join(volume_name(&req.desired.name, generation, &req.format));
+    let mut extra = Vec::new();
+    // Redefining under the old UUID keeps libvirt from refusing "domain already exists".
+    if let Some(uuid) = &obs.uuid {
+        extra.extend(["--uuid".to_owned(), uuid.clone()]);
+    }
+    extra.extend(f.virt_install_args.clone().unwrap_or_default());
+    let cmd = VirtInstall {
+        connect: Some(req.uri.clone()),
+        name: req.domain.clone(),
+        memory_mib: f.memory.unwrap_or(512),
+        vcpus: f.vcpus.unwrap_or(1),
+        disks: vec![InstallDisk::virtio(&disk, &req.format)],
+        networks: vec![InstallNetwork::network(
+            f.network.as_deref().unwrap_or("default"),
+            None,
+        )],
+        graphics: f.graphics.clone().unwrap_or_else(|| "none".into()),
+        osinfo: f.os_variant.clone(),
+        virt_type: Some(if accel == Accel::Tcg { "qemu" } else { "kvm" }.to_owned()),
+        arch: f.arch.clone(),
+        guest_agent: true,
+        extra_args: extra,
+    }
+    .cmd()?;
+    let out = cmd
+        .output()
+        .context("virt-install could not describe the template domain")?;
+    let xml = String::from_utf8(out.stdout).context("virt-install printed non-UTF-8 XML")?;
+    let mut tag = VirtupTag::new(TagKind::Template, &req.desired.name);
+    tag.generation = generation;
+    tag.digest = Some(req.desired.digest());
+    let xml = tag.insert_into_domain_xml(&xml)?;
+    hv.define_xml(&xml)?;
+    Ok(())
+}
+
+/// After the template ran online: remove the identity again, so clones get their own.
+fn seal(req: &Request, obs: &Observation, generation: u32, accel: Accel) -> Result<()> {
+    let pool_path = obs
+        .pool_path
+        .as_ref()
+        .ok_or_else(|| anyhow!("pool `{}` has no path", req.pool))?;
+    let disk = pool_path.join(volume_name(&req.desired.name, generation, &req.format));
+    let mut cmd = VirtCustomize {
+        ops: identity_removal_ops(),
+        ..VirtCustomize::new(&disk)
+    }
+    .cmd()?;
+    libguestfs::apply_env(&mut cmd, accel);
+    run_tool(&cmd, "virt-customize could not seal the template")
+}
+
+/// For the inventory and for clones: where the template's current disk is, and who logs in.
+pub fn current_disk(
+    hv: &Hypervisor,
+    pool: &str,
+    template: &str,
+) -> Result<Option<(u32, String, String)>> {
+    let Some(dom) = hv.domain(&domain_name(template))? else {
+        return Ok(None);
+    };
+    let Some(tag) = dom
+        .tag
+        .filter(|t| t.kind == TagKind::Template && t.name == template)
+    else {
+        return Ok(None);
+    };
+    for v in hv.list_volumes(pool)? {
+        if volume_generation(template, &v.name) == Some(tag.generation) {
+            return Ok(Some((tag.generation, v.name, v.path)));
+        }
+    }
+    Ok(None)
+}

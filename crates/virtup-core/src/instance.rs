@@ -1,0 +1,389 @@
+//! The instance model: desired and observed instance, and the pure plan between them.
+//!
+//! An instance is a libvirt domain tagged by virtup, cloned from a template generation, with the
+//! volumes it owns listed in its tag. Only those volumes are ever deleted with it.
+
+use std::fmt;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum InstanceState {
+    Running,
+    Present,
+    Stopped,
+    Absent,
+}
+
+impl InstanceState {
+    pub fn parse(s: &str) -> Option<InstanceState> {
+        match s {
+            "running" => Some(InstanceState::Running),
+            "present" => Some(InstanceState::Present),
+            "stopped" => Some(InstanceState::Stopped),
+            "absent" => Some(InstanceState::Absent),
+            _ => None,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum CloneKind {
+    /// A qcow2 overlay on the template generation.
+    Linked,
+    /// An independent copy.
+    Full,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Customize {
+    /// Identity on a config disk read at first boot; no appliance on the host.
+    Auto,
+    /// virt-sysprep writes the identity into the disk (slow, for images that cannot be prepared).
+    Sysprep,
+}
+
+/// What the user asked for, resolved.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct InstanceDesired {
+    pub name: String,
+    pub template: String,
+    pub state: InstanceState,
+    pub clone: CloneKind,
+    pub customize: Customize,
+    pub memory_mib: u64,
+    pub vcpus: u32,
+    /// `None` leaves autostart as it is.
+    pub autostart: Option<bool>,
+}
+
+/// The instance's domain as libvirt shows it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ObservedInstance {
+    pub running: bool,
+    pub memory_mib: u64,
+    pub vcpus: u32,
+    pub autostart: bool,
+    pub template: String,
+    pub generation: u32,
+    pub owned_volumes: Vec<String>,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct InstanceObserved {
+    pub domain: Option<ObservedInstance>,
+    /// A domain of that name that virtup did not make: never touched.
+    pub foreign_domain: bool,
+    /// Volumes of the instance's names left by a run that was killed before defining the domain.
+    pub leftover_volumes: Vec<String>,
+    /// The template's current generation, if the template exists.
+    pub template_generation: Option<u32>,
+    /// virtup still has metadata for the instance.
+    pub has_metadata: bool,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Step {
+    /// Delete volumes a killed run left before its domain existed.
+    DeleteLeftovers(Vec<String>),
+    /// Clone the disk, write the config disk, define the domain, pin the host key, write metadata.
+    Create {
+        generation: u32,
+    },
+    /// New memory/vCPUs in the persistent definition (next boot).
+    Resize {
+        memory_mib: u64,
+        vcpus: u32,
+    },
+    SetAutostart(bool),
+    Start,
+    Stop,
+    /// Remove the domain, its own volumes, its metadata and pinned key.
+    Delete {
+        volumes: Vec<String>,
+    },
+    /// Only virtup's records were left (the domain is gone): remove them.
+    Forget,
+}
+
+impl fmt::Display for Step {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Step::DeleteLeftovers(v) => write!(f, "delete leftover volumes {}", v.join(", ")),
+            Step::Create { generation } => write!(f, "clone from template generation {generation}"),
+            Step::Resize { memory_mib, vcpus } => {
+                write!(
+                    f,
+                    "set memory {memory_mib} MiB and {vcpus} vCPUs (from next boot)"
+                )
+            }
+            Step::SetAutostart(on) => write!(f, "set autostart {on}"),
+            Step::Start => write!(f, "start and wait for SSH"),
+            Step::Stop => write!(f, "stop"),
+            Step::Delete { volumes } => write!(
+                f,
+                "delete the domain and its volumes {}",
+                volumes.join(", ")
+            ),
+            Step::Forget => write!(f, "forget virtup's records"),
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum PlanError {
+    #[error("domain `{0}` exists but was not made by virtup; refusing to touch it")]
+    ForeignDomain(String),
+    #[error("invalid value for `template`: template `{0}` does not exist; build it with virtup_template first")]
+    NoTemplate(String),
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Plan {
+    pub steps: Vec<Step>,
+}
+
+impl Plan {
+    pub fn is_empty(&self) -> bool {
+        self.steps.is_empty()
+    }
+    /// Changing memory/vCPUs of a running guest takes effect only at its next boot.
+    pub fn needs_reboot_warning(&self, observed: &InstanceObserved) -> bool {
+        observed.domain.as_ref().is_some_and(|d| d.running)
+            && self.steps.iter().any(|s| matches!(s, Step::Resize { .. }))
+    }
+}
+
+impl fmt::Display for Plan {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        if self.steps.is_empty() {
+            return write!(f, "nothing to do");
+        }
+        let steps: Vec<String> = self.steps.iter().map(Step::to_string).collect();
+        write!(f, "{}", steps.join("; "))
+    }
+}
+
+/// Plans an instance run. Pure and total.
+pub fn plan(desired: &InstanceDesired, observed: &InstanceObserved) -> Result<Plan, PlanError> {
+    let mut steps = Vec::new();
+    if observed.foreign_domain {
+        if desired.state == InstanceState::Absent {
+            return Ok(Plan::default());
+        }
+        return Err(PlanError::ForeignDomain(desired.name.clone()));
+    }
+    if !observed.leftover_volumes.is_empty() {
+        steps.push(Step::DeleteLeftovers(observed.leftover_volumes.clone()));
+    }
+    match (&observed.domain, desired.state) {
+        (None, InstanceState::Absent) => {
+            if observed.has_metadata {
+                steps.push(Step::Forget);
+            }
+        }
+        (Some(dom), InstanceState::Absent) => {
+            if dom.running {
+                steps.push(Step::Stop);
+            }
+            steps.push(Step::Delete {
+                volumes: dom.owned_volumes.clone(),
+            });
+        }
+        (None, state) => {
+            let generation = observed
+                .template_generation
+                .ok_or_else(|| PlanError::NoTemplate(desired.template.clone()))?;
+            steps.push(Step::Create { generation });
+            if let Some(true) = desired.autostart {
+                steps.push(Step::SetAutostart(true));
+            }
+            if state == InstanceState::Running {
+                steps.push(Step::Start);
+            }
+        }
+        (Some(dom), state) => {
+            if dom.memory_mib != desired.memory_mib || dom.vcpus != desired.vcpus {
+                steps.push(Step::Resize {
+                    memory_mib: desired.memory_mib,
+                    vcpus: desired.vcpus,
+                });
+            }
+            if let Some(want) = desired.autostart.filter(|&a| a != dom.autostart) {
+                steps.push(Step::SetAutostart(want));
+            }
+            match state {
+                InstanceState::Running if !dom.running => steps.push(Step::Start),
+                InstanceState::Stopped if dom.running => steps.push(Step::Stop),
+                _ => {}
+            }
+        }
+    }
+    Ok(Plan { steps })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn want(state: InstanceState) -> InstanceDesired {
+        InstanceDesired {
+            name: "web1".into(),
+            template: "debian-12".into(),
+            state,
+            clone: CloneKind::Linked,
+            customize: Customize::Auto,
+            memory_mib: 512,
+            vcpus: 1,
+            autostart: None,
+        }
+    }
+
+    fn existing(running: bool) -> InstanceObserved {
+        InstanceObserved {
+            domain: Some(ObservedInstance {
+                running,
+                memory_mib: 512,
+                vcpus: 1,
+                autostart: false,
+                template: "debian-12".into(),
+                generation: 1,
+                owned_volumes: vec!["web1.qcow2".into(), "web1-config.iso".into()],
+            }),
+            template_generation: Some(1),
+            has_metadata: true,
+            ..InstanceObserved::default()
+        }
+    }
+
+    #[test]
+    fn plans() {
+        use InstanceState::*;
+        let fresh = InstanceObserved {
+            template_generation: Some(2),
+            ..InstanceObserved::default()
+        };
+        let vols = vec!["web1.qcow2".to_string(), "web1-config.iso".to_string()];
+        let mut bigger = want(Running);
+        bigger.memory_mib = 1024;
+        let mut auto = want(Present);
+        auto.autostart = Some(true);
+        let cases: Vec<(&str, InstanceDesired, InstanceObserved, Vec<Step>)> = vec![
+            (
+                "create running",
+                want(Running),
+                fresh.clone(),
+                vec![Step::Create { generation: 2 }, Step::Start],
+            ),
+            (
+                "create present",
+                want(Present),
+                fresh.clone(),
+                vec![Step::Create { generation: 2 }],
+            ),
+            (
+                "create autostart",
+                auto.clone(),
+                fresh.clone(),
+                vec![Step::Create { generation: 2 }, Step::SetAutostart(true)],
+            ),
+            ("running stays", want(Running), existing(true), vec![]),
+            ("start", want(Running), existing(false), vec![Step::Start]),
+            ("stop", want(Stopped), existing(true), vec![Step::Stop]),
+            ("stopped stays", want(Stopped), existing(false), vec![]),
+            (
+                "present leaves power alone",
+                want(Present),
+                existing(true),
+                vec![],
+            ),
+            (
+                "resize",
+                bigger,
+                existing(true),
+                vec![Step::Resize {
+                    memory_mib: 1024,
+                    vcpus: 1,
+                }],
+            ),
+            (
+                "autostart on",
+                auto,
+                existing(false),
+                vec![Step::SetAutostart(true)],
+            ),
+            (
+                "delete running",
+                want(Absent),
+                existing(true),
+                vec![
+                    Step::Stop,
+                    Step::Delete {
+                        volumes: vols.clone(),
+                    },
+                ],
+            ),
+            (
+                "delete stopped",
+                want(Absent),
+                existing(false),
+                vec![Step::Delete { volumes: vols }],
+            ),
+            (
+                "absent already",
+                want(Absent),
+                InstanceObserved::default(),
+                vec![],
+            ),
+            (
+                "forget stale records",
+                want(Absent),
+                InstanceObserved {
+                    has_metadata: true,
+                    ..Default::default()
+                },
+                vec![Step::Forget],
+            ),
+            (
+                "leftovers of a killed run",
+                want(Present),
+                InstanceObserved {
+                    leftover_volumes: vec!["web1.qcow2".into()],
+                    ..fresh
+                },
+                vec![
+                    Step::DeleteLeftovers(vec!["web1.qcow2".into()]),
+                    Step::Create { generation: 2 },
+                ],
+            ),
+        ];
+        for (what, d, o, steps) in cases {
+            assert_eq!(plan(&d, &o).unwrap().steps, steps, "{what}");
+        }
+    }
+
+    #[test]
+    fn refusals() {
+        let err = plan(&want(InstanceState::Running), &InstanceObserved::default()).unwrap_err();
+        assert!(err.to_string().contains("`template`"), "{err}");
+        let foreign = InstanceObserved {
+            foreign_domain: true,
+            ..Default::default()
+        };
+        assert_eq!(
+            plan(&want(InstanceState::Running), &foreign),
+            Err(PlanError::ForeignDomain("web1".into()))
+        );
+        assert!(plan(&want(InstanceState::Absent), &foreign)
+            .unwrap()
+            .is_empty());
+    }
+
+    #[test]
+    fn reboot_warning_only_when_running() {
+        let mut d = want(InstanceState::Present);
+        d.vcpus = 2;
+        let running = existing(true);
+        assert!(plan(&d, &running).unwrap().needs_reboot_warning(&running));
+        let off = existing(false);
+        assert!(!plan(&d, &off).unwrap().needs_reboot_warning(&off));
+    }
+}

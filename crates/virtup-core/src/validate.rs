@@ -1,0 +1,465 @@
+//! Input validation shared by modules, the CLI and the config reader: names, sizes, memory, vcpus, users.
+//!
+//! Every check takes the option name so that its error reads
+//! "invalid value for `memory`: …" and the user knows which input to fix.
+
+use std::fmt;
+
+/// A rejected input, naming the option it came from.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("invalid value for `{option}`: {reason}")]
+pub struct ValidationError {
+    pub option: String,
+    pub reason: String,
+}
+
+impl ValidationError {
+    pub fn new(option: &str, reason: impl Into<String>) -> ValidationError {
+        ValidationError {
+            option: option.to_string(),
+            reason: reason.into(),
+        }
+    }
+}
+
+/// Shows a user-supplied value inside backticks with control characters escaped,
+/// so a stray newline or escape sequence cannot garble the message.
+pub(crate) struct Shown<'a>(pub &'a str);
+
+impl fmt::Display for Shown<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("`")?;
+        for c in self.0.chars() {
+            if c.is_control() {
+                write!(f, "{}", c.escape_debug())?;
+            } else {
+                write!(f, "{c}")?;
+            }
+        }
+        f.write_str("`")
+    }
+}
+
+/// Longest instance or template name: a DNS label is at most 63 bytes and the
+/// name becomes the guest's hostname.
+pub const MAX_NAME_LEN: usize = 63;
+
+/// Largest accepted memory size in MiB (16 TiB); anything above is almost
+/// certainly a value given in bytes or KiB by mistake.
+pub const MAX_MEMORY_MIB: u64 = 16 * 1024 * 1024;
+
+/// Largest accepted vCPU count (QEMU's q35 limit is in this range).
+pub const MAX_VCPUS: u32 = 1024;
+
+/// Checks an instance name or a template's domain name.
+///
+/// The name becomes a libvirt domain name, a file name under the data dir and
+/// the guest hostname, so it must be safe for all three: ASCII letters, digits,
+/// `.`, `_` and `-`, starting with a letter or digit, at most 63 bytes, no `..`.
+pub fn name(option: &str, value: &str) -> Result<(), ValidationError> {
+    let err = |why: &str| {
+        Err(ValidationError::new(
+            option,
+            format!("{} {why}", Shown(value)),
+        ))
+    };
+    if value.is_empty() {
+        return Err(ValidationError::new(option, "must not be empty"));
+    }
+    if value.len() > MAX_NAME_LEN {
+        return err(&format!("is longer than {MAX_NAME_LEN} characters"));
+    }
+    let first = value.as_bytes()[0];
+    if !first.is_ascii_alphanumeric() {
+        return err("must start with a letter or a digit");
+    }
+    if let Some(c) = value
+        .chars()
+        .find(|c| !(c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-')))
+    {
+        return err(&format!(
+            "contains {}; use only letters, digits, `.`, `_` and `-`",
+            describe_char(c)
+        ));
+    }
+    if value.contains("..") {
+        return err("must not contain `..`");
+    }
+    Ok(())
+}
+
+/// Checks the name of a template section in `templates.d/*.cfg`.
+///
+/// virt-up 2.2.0 ships sections such as `[generic/debian10]`, so a template name
+/// may be several valid names joined by `/`; callers derive the domain name.
+pub fn template_name(option: &str, value: &str) -> Result<(), ValidationError> {
+    if value.is_empty() {
+        return Err(ValidationError::new(option, "must not be empty"));
+    }
+    for segment in value.split('/') {
+        name(option, segment).map_err(|e| {
+            ValidationError::new(
+                option,
+                format!("{} has an invalid part: {}", Shown(value), e.reason),
+            )
+        })?;
+    }
+    Ok(())
+}
+
+/// Checks a login user name: what `useradd` accepts on common distributions
+/// without extra flags (lowercase letters, digits, `_`, `-`, at most 32 bytes).
+pub fn user_name(option: &str, value: &str) -> Result<(), ValidationError> {
+    let err = |why: &str| {
+        Err(ValidationError::new(
+            option,
+            format!("{} {why}", Shown(value)),
+        ))
+    };
+    if value.is_empty() {
+        return Err(ValidationError::new(option, "must not be empty"));
+    }
+    if value.len() > 32 {
+        return err("is longer than 32 characters");
+    }
+    let first = value.as_bytes()[0];
+    if !(first.is_ascii_lowercase() || first == b'_') {
+        return err("must start with a lowercase letter or `_`");
+    }
+    if let Some(c) = value
+        .chars()
+        .find(|c| !(c.is_ascii_lowercase() || c.is_ascii_digit() || matches!(c, '_' | '-')))
+    {
+        return err(&format!(
+            "contains {}; use only lowercase letters, digits, `_` and `-`",
+            describe_char(c)
+        ));
+    }
+    Ok(())
+}
+
+/// Checks a DNS domain appended to hostnames (`example.com`).
+pub fn dns_domain(option: &str, value: &str) -> Result<(), ValidationError> {
+    let err = |why: String| {
+        Err(ValidationError::new(
+            option,
+            format!("{} {why}", Shown(value)),
+        ))
+    };
+    if value.is_empty() {
+        return Err(ValidationError::new(option, "must not be empty"));
+    }
+    if value.len() > 253 {
+        return err("is longer than 253 characters".to_string());
+    }
+    for label in value.split('.') {
+        if label.is_empty() {
+            return err("has an empty label".to_string());
+        }
+        if label.len() > 63 {
+            return err(format!("has a label longer than 63 characters: `{label}`"));
+        }
+        if label.starts_with('-') || label.ends_with('-') {
+            return err(format!(
+                "has a label starting or ending with `-`: `{label}`"
+            ));
+        }
+        if let Some(c) = label
+            .chars()
+            .find(|c| !(c.is_ascii_alphanumeric() || *c == '-'))
+        {
+            return err(format!("contains {}", describe_char(c)));
+        }
+    }
+    Ok(())
+}
+
+/// Parses a disk size into bytes: plain bytes (`1073741824`), or a number with
+/// a binary unit `K`, `M`, `G`, `T`, `P`, `E`, optionally followed by `i`, `B`
+/// or `iB` (`10G`, `512M`, `20GiB`), or `B` alone. Units are powers of 1024,
+/// as for virt-builder and qemu-img, whatever the spelling.
+pub fn parse_size(option: &str, value: &str) -> Result<u64, ValidationError> {
+    let err = |why: &str| {
+        Err(ValidationError::new(
+            option,
+            format!("{} {why}", Shown(value)),
+        ))
+    };
+    let text = value.trim();
+    if text.is_empty() {
+        return Err(ValidationError::new(option, "must not be empty"));
+    }
+    let digits_end = text
+        .find(|c: char| !c.is_ascii_digit())
+        .unwrap_or(text.len());
+    let (digits, unit) = text.split_at(digits_end);
+    if digits.is_empty() {
+        return err("is not a size (expected a number with an optional unit, like `10G`)");
+    }
+    let number: u64 = match digits.parse() {
+        Ok(n) => n,
+        Err(_) => return err("is too large"),
+    };
+    let shift = match unit_shift(unit) {
+        Some(shift) => shift,
+        None => {
+            return err(&format!(
+                "has an unknown unit {} (expected one of B, K, M, G, T, P, E, optionally followed by iB)",
+                Shown(unit)
+            ))
+        }
+    };
+    let bytes = match number.checked_mul(1u64 << shift) {
+        Some(bytes) => bytes,
+        None => return err("is too large"),
+    };
+    if bytes == 0 {
+        return err("must be greater than zero");
+    }
+    Ok(bytes)
+}
+
+fn unit_shift(unit: &str) -> Option<u32> {
+    let upper = unit.to_ascii_uppercase();
+    if upper.is_empty() || upper == "B" {
+        return Some(0);
+    }
+    let mut chars = upper.chars();
+    let prefix = chars.next()?;
+    let rest = chars.as_str();
+    if !matches!(rest, "" | "I" | "B" | "IB") {
+        return None;
+    }
+    match prefix {
+        'K' => Some(10),
+        'M' => Some(20),
+        'G' => Some(30),
+        'T' => Some(40),
+        'P' => Some(50),
+        'E' => Some(60),
+        _ => None,
+    }
+}
+
+/// Checks a memory size in MiB.
+pub fn memory_mib(option: &str, value: u64) -> Result<u64, ValidationError> {
+    if value == 0 {
+        return Err(ValidationError::new(option, "must be greater than 0 MiB"));
+    }
+    if value > MAX_MEMORY_MIB {
+        return Err(ValidationError::new(
+            option,
+            format!("{value} MiB is more than the maximum of {MAX_MEMORY_MIB} MiB (16 TiB); memory is given in MiB"),
+        ));
+    }
+    Ok(value)
+}
+
+/// Parses a memory size in MiB from text (config files, CLI).
+pub fn parse_memory_mib(option: &str, value: &str) -> Result<u64, ValidationError> {
+    let n = parse_whole_number(option, value, "a whole number of MiB")?;
+    memory_mib(option, n)
+}
+
+/// Checks a vCPU count.
+pub fn vcpus(option: &str, value: u64) -> Result<u32, ValidationError> {
+    if value == 0 || value > u64::from(MAX_VCPUS) {
+        return Err(ValidationError::new(
+            option,
+            format!("{value} is outside the range 1..={MAX_VCPUS}"),
+        ));
+    }
+    Ok(value as u32)
+}
+
+/// Parses a vCPU count from text.
+pub fn parse_vcpus(option: &str, value: &str) -> Result<u32, ValidationError> {
+    let n = parse_whole_number(option, value, "a whole number")?;
+    vcpus(option, n)
+}
+
+pub(crate) fn parse_whole_number(
+    option: &str,
+    value: &str,
+    expected: &str,
+) -> Result<u64, ValidationError> {
+    let text = value.trim();
+    if text.is_empty() || !text.bytes().all(|b| b.is_ascii_digit()) {
+        return Err(ValidationError::new(
+            option,
+            format!("{} is not {expected}", Shown(value)),
+        ));
+    }
+    text.parse()
+        .map_err(|_| ValidationError::new(option, format!("{} is too large", Shown(value))))
+}
+
+fn describe_char(c: char) -> String {
+    match c {
+        ' ' => "a space".to_string(),
+        '/' => "`/`".to_string(),
+        c if c.is_control() => format!("the control character {:?}", c),
+        c if !c.is_ascii() => format!("the non-ASCII character `{c}`"),
+        c => format!("`{c}`"),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn names() {
+        let ok = [
+            "web1",
+            "a",
+            "Web-1.example",
+            "db_primary",
+            "9lives",
+            &"x".repeat(63),
+        ];
+        for v in ok {
+            assert_eq!(name("name", v), Ok(()), "{v:?} should be accepted");
+        }
+        let bad: &[(&str, &str)] = &[
+            ("", "must not be empty"),
+            ("../x", "must start with a letter or a digit"),
+            ("a/b", "contains `/`"),
+            ("a b", "contains a space"),
+            ("-a", "must start with a letter or a digit"),
+            (".a", "must start with a letter or a digit"),
+            ("a..b", "must not contain `..`"),
+            ("caf\u{e9}", "non-ASCII character"),
+            ("a\nb", "control character"),
+            (&"x".repeat(64), "longer than 63"),
+            ("a:b", "contains `:`"),
+        ];
+        for (v, want) in bad {
+            let e = name("name", v).expect_err(v);
+            let msg = e.to_string();
+            assert!(
+                msg.starts_with("invalid value for `name`: "),
+                "{v:?}: {msg}"
+            );
+            assert!(msg.contains(want), "{v:?}: {msg:?} lacks {want:?}");
+            assert!(!msg.contains('\n'), "{v:?}: message must stay on one line");
+        }
+    }
+
+    #[test]
+    fn template_names() {
+        for v in ["default", "generic/debian10", "a/b/c"] {
+            assert_eq!(template_name("name", v), Ok(()), "{v:?}");
+        }
+        for v in ["", "/a", "a/", "a//b", "../a", "a/..", "a b/c"] {
+            assert!(
+                template_name("name", v).is_err(),
+                "{v:?} should be rejected"
+            );
+        }
+    }
+
+    #[test]
+    fn user_names() {
+        for v in ["virt", "_svc", "ansible-user", "u1", &"a".repeat(32)] {
+            assert_eq!(user_name("user", v), Ok(()), "{v:?}");
+        }
+        for v in [
+            "",
+            "Virt",
+            "1user",
+            "-x",
+            "a b",
+            "a:b",
+            "us\u{e9}r",
+            &"a".repeat(33),
+        ] {
+            let e = user_name("user", v).expect_err(v);
+            assert_eq!(e.option, "user");
+        }
+    }
+
+    #[test]
+    fn dns_domains() {
+        for v in ["example.com", "lab", "a-b.c1.example"] {
+            assert_eq!(dns_domain("dns_domain", v), Ok(()), "{v:?}");
+        }
+        for v in [
+            "",
+            ".example.com",
+            "example..com",
+            "-a.com",
+            "a-.com",
+            "a_b.com",
+            "ex ample",
+        ] {
+            assert!(dns_domain("dns_domain", v).is_err(), "{v:?}");
+        }
+    }
+
+    #[test]
+    fn sizes() {
+        let table: &[(&str, u64)] = &[
+            ("1", 1),
+            ("1073741824", 1 << 30),
+            ("512B", 512),
+            ("4K", 4 << 10),
+            ("512M", 512 << 20),
+            ("512m", 512 << 20),
+            ("10G", 10 << 30),
+            ("20GiB", 20 << 30),
+            ("20Gi", 20 << 30),
+            ("20GB", 20 << 30),
+            ("2T", 2 << 40),
+            ("1P", 1 << 50),
+            ("3E", 3 << 60),
+            (" 10G ", 10 << 30),
+        ];
+        for (v, want) in table {
+            assert_eq!(parse_size("size", v), Ok(*want), "{v:?}");
+        }
+        let bad: &[(&str, &str)] = &[
+            ("", "must not be empty"),
+            ("12Q", "unknown unit `Q`"),
+            ("G", "is not a size"),
+            ("1.5G", "unknown unit `.5G`"),
+            ("-1G", "is not a size"),
+            ("0", "greater than zero"),
+            ("0G", "greater than zero"),
+            ("10 G", "unknown unit"),
+            ("10GiBs", "unknown unit"),
+            ("16E", "too large"),
+            ("99999999999999999999", "too large"),
+        ];
+        for (v, want) in bad {
+            let msg = parse_size("size", v).expect_err(v).to_string();
+            assert!(msg.starts_with("invalid value for `size`"), "{msg}");
+            assert!(msg.contains(want), "{v:?}: {msg:?} lacks {want:?}");
+        }
+    }
+
+    #[test]
+    fn memory_and_vcpus() {
+        assert_eq!(parse_memory_mib("memory", "512"), Ok(512));
+        assert_eq!(parse_memory_mib("memory", " 2048 "), Ok(2048));
+        assert_eq!(parse_memory_mib("memory", "16777216"), Ok(MAX_MEMORY_MIB));
+        for (v, want) in [
+            ("0", "greater than 0"),
+            ("", "not a whole number of MiB"),
+            ("2G", "not a whole number of MiB"),
+            ("-1", "not a whole number of MiB"),
+            ("16777217", "more than the maximum"),
+            ("99999999999999999999999", "too large"),
+        ] {
+            let msg = parse_memory_mib("memory", v).expect_err(v).to_string();
+            assert!(msg.starts_with("invalid value for `memory`"), "{msg}");
+            assert!(msg.contains(want), "{v:?}: {msg:?} lacks {want:?}");
+        }
+        assert_eq!(parse_vcpus("vcpus", "1"), Ok(1));
+        assert_eq!(parse_vcpus("vcpus", "1024"), Ok(1024));
+        for v in ["0", "1025", "two", "", "1.5"] {
+            let e = parse_vcpus("vcpus", v).expect_err(v);
+            assert_eq!(e.option, "vcpus");
+        }
+    }
+}

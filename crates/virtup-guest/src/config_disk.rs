@@ -1,0 +1,499 @@
+//! The per-instance config disk: an ISO 9660 volume carrying an [`Identity`] to the guest's first boot.
+//!
+//! Two layouts: virtup's own (`VIRTUPCFG`, read by the [`crate::firstboot`] payload) and NoCloud
+//! (`cidata`, read by cloud-init) for templates that have cloud-init instead. Files are rendered
+//! purely ([`render`]), staged in a 0700 directory as 0600 files, packed with xorriso (or
+//! genisoimage), and the staging directory is removed. Inside the guest the ISO's files are
+//! world-readable, so the first-boot script mounts it on a private directory and unmounts it at
+//! once; its secrets are password hashes and the host's private key, which belongs to that guest.
+
+use std::fmt;
+use std::fs::{self, OpenOptions};
+use std::io::Write;
+use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
+use std::path::{Path, PathBuf};
+
+use crate::firstboot::{CONFIG_FORMAT, CONFIG_LABEL};
+use crate::{Cmd, GuestError, Identity};
+
+/// Which reader the disk is for.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ConfigDiskKind {
+    /// virtup's first-boot payload; label `VIRTUPCFG`.
+    Virtup,
+    /// cloud-init's NoCloud datasource; label `cidata`.
+    NoCloud,
+}
+
+impl ConfigDiskKind {
+    pub fn label(self) -> &'static str {
+        match self {
+            ConfigDiskKind::Virtup => CONFIG_LABEL,
+            ConfigDiskKind::NoCloud => "cidata",
+        }
+    }
+}
+
+/// The program that packs the staging directory into an ISO.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum IsoTool {
+    Xorriso,
+    Genisoimage,
+}
+
+impl IsoTool {
+    /// xorriso when installed, else genisoimage, else `None`.
+    pub fn detect() -> Option<IsoTool> {
+        [IsoTool::Xorriso, IsoTool::Genisoimage]
+            .into_iter()
+            .find(|tool| crate::find_program(tool.program()).is_some())
+    }
+
+    pub fn program(self) -> &'static str {
+        match self {
+            IsoTool::Xorriso => "xorriso",
+            IsoTool::Genisoimage => "genisoimage",
+        }
+    }
+}
+
+/// `xorriso -as mkisofs -V LABEL -J -r -o OUT DIR` (or the same with genisoimage): Joliet and
+/// Rock Ridge keep the file names as they are.
+pub fn iso_cmd(tool: IsoTool, label: &str, staging: &Path, out: &Path) -> Cmd {
+    let mut cmd = Cmd::new(tool.program());
+    match tool {
+        IsoTool::Xorriso => cmd.args(["-as", "mkisofs"]),
+        IsoTool::Genisoimage => cmd.arg("-quiet"),
+    };
+    cmd.args(["-V", label, "-J", "-r", "-o"])
+        .arg(out)
+        .arg(staging);
+    cmd
+}
+
+/// One file of a config disk.
+#[derive(Clone, PartialEq, Eq)]
+pub struct ConfigFile {
+    pub name: String,
+    pub content: Vec<u8>,
+}
+
+impl fmt::Debug for ConfigFile {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        // Some files hold a private key or password hashes.
+        write!(f, "ConfigFile({}, {} bytes)", self.name, self.content.len())
+    }
+}
+
+impl ConfigFile {
+    fn new(name: impl Into<String>, content: impl Into<Vec<u8>>) -> ConfigFile {
+        ConfigFile {
+            name: name.into(),
+            content: content.into(),
+        }
+    }
+}
+
+/// The files of a config disk for `identity`, validated first. Reads private keys given as files.
+///
+/// virtup layout: `format`, `hostname`, `fqdn`?, `machine-id`, `ssh_host_<alg>_key` and `.pub`,
+/// `user`, `authorized_keys` (omitted when empty: the template's file then stays), `shadow`
+/// (`NAME:HASH` lines for `chpasswd -e`, omitted without hashes).
+pub fn render(identity: &Identity, kind: ConfigDiskKind) -> Result<Vec<ConfigFile>, GuestError> {
+    identity.validate()?;
+    match kind {
+        ConfigDiskKind::Virtup => render_virtup(identity),
+        ConfigDiskKind::NoCloud => Ok(vec![
+            ConfigFile::new("meta-data", nocloud_meta_data(identity)),
+            ConfigFile::new("user-data", nocloud_user_data(identity)?),
+        ]),
+    }
+}
+
+fn render_virtup(identity: &Identity) -> Result<Vec<ConfigFile>, GuestError> {
+    let line = |s: &str| format!("{s}\n");
+    let mut files = vec![
+        ConfigFile::new("format", line(CONFIG_FORMAT)),
+        ConfigFile::new("hostname", line(&identity.hostname)),
+    ];
+    if let Some(fqdn) = &identity.fqdn {
+        files.push(ConfigFile::new("fqdn", line(fqdn)));
+    }
+    files.push(ConfigFile::new("machine-id", line(&identity.machine_id)));
+    for key in &identity.host_keys {
+        let name = format!("ssh_host_{}_key", key.algorithm);
+        files.push(ConfigFile::new(&name, private_key_text(key)?));
+        files.push(ConfigFile::new(
+            format!("{name}.pub"),
+            line(&key.public_key),
+        ));
+    }
+    files.push(ConfigFile::new("user", line(&identity.user)));
+    if !identity.authorized_keys.is_empty() {
+        let text: String = identity.authorized_keys.iter().map(|k| line(k)).collect();
+        files.push(ConfigFile::new("authorized_keys", text));
+    }
+    let shadow = identity.shadow_lines();
+    if !shadow.is_empty() {
+        files.push(ConfigFile::new("shadow", shadow));
+    }
+    Ok(files)
+}
+
+/// The private key's bytes, ending with a newline (OpenSSH refuses some keys without one).
+fn private_key_text(key: &crate::HostKey) -> Result<Vec<u8>, GuestError> {
+    let mut bytes = key.private_key.read()?;
+    if bytes.is_empty() {
+        return Err(GuestError::invalid(
+            "host key",
+            &key.algorithm,
+            "the private key is empty",
+        ));
+    }
+    if !bytes.ends_with(b"\n") {
+        bytes.push(b'\n');
+    }
+    Ok(bytes)
+}
+
+/// YAML scalars are written as JSON strings, which YAML reads verbatim, so no value can break
+/// the document's structure.
+fn yaml(s: &str) -> String {
+    serde_json::Value::from(s).to_string()
+}
+
+/// NoCloud `meta-data`: the instance-id makes cloud-init treat each clone as a new instance.
+pub fn nocloud_meta_data(identity: &Identity) -> String {
+    format!(
+        "instance-id: {}\nlocal-hostname: {}\n",
+        yaml(&format!("iid-virtup-{}", identity.machine_id)),
+        yaml(&identity.hostname)
+    )
+}
+
+/// NoCloud `user-data` (`#cloud-config`). The machine-id is left to systemd (the template's is
+/// empty); cloud-init has no key for it.
+pub fn nocloud_user_data(identity: &Identity) -> Result<String, GuestError> {
+    let mut y = String::from("#cloud-config\n");
+    y += &format!("hostname: {}\n", yaml(&identity.hostname));
+    if let Some(fqdn) = &identity.fqdn {
+        y += &format!("fqdn: {}\n", yaml(fqdn));
+    }
+    y += "manage_etc_hosts: localhost\n";
+    y += "users:\n";
+    y += &format!("  - name: {}\n", yaml(&identity.user));
+    y += &format!("    sudo: {}\n", yaml("ALL=(ALL) NOPASSWD:ALL"));
+    y += &format!("    shell: {}\n", yaml("/bin/bash"));
+    match &identity.user_password_hash {
+        Some(hash) => {
+            y += "    lock_passwd: false\n";
+            y += &format!("    hashed_passwd: {}\n", yaml(hash));
+        }
+        None => y += "    lock_passwd: true\n",
+    }
+    if !identity.authorized_keys.is_empty() {
+        y += "    ssh_authorized_keys:\n";
+        for key in &identity.authorized_keys {
+            y += &format!("      - {}\n", yaml(key));
+        }
+    }
+    if !identity.host_keys.is_empty() {
+        // Replace the template's keys with exactly these, and generate no others.
+        y += "ssh_deletekeys: true\n";
+        y += "ssh_genkeytypes: []\n";
+        y += "ssh_keys:\n";
+        for key in &identity.host_keys {
+            let private = String::from_utf8(private_key_text(key)?).map_err(|_| {
+                GuestError::invalid(
+                    "host key",
+                    &key.algorithm,
+                    "the private key is not text (OpenSSH or PEM)",
+                )
+            })?;
+            y += &format!("  {}_private: {}\n", key.algorithm, yaml(&private));
+            y += &format!("  {}_public: {}\n", key.algorithm, yaml(&key.public_key));
+        }
+    }
+    if let Some(hash) = &identity.root_password_hash {
+        y += "chpasswd:\n  expire: false\n  users:\n";
+        y += &format!(
+            "    - name: root\n      password: {}\n      type: hash\n",
+            yaml(hash)
+        );
+    }
+    Ok(y)
+}
+
+/// A 0700 directory holding a config disk's files as 0600 files; removed when dropped.
+pub struct StagedConfig {
+    dir: tempfile::TempDir,
+    kind: ConfigDiskKind,
+}
+
+impl StagedConfig {
+    pub fn path(&self) -> &Path {
+        self.dir.path()
+    }
+
+    pub fn kind(&self) -> ConfigDiskKind {
+        self.kind
+    }
+}
+
+impl fmt::Debug for StagedConfig {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("StagedConfig")
+            .field("path", &self.path())
+            .field("kind", &self.kind)
+            .finish()
+    }
+}
+
+/// Renders `identity` and writes its files into a fresh 0700 directory under `parent`.
+pub fn stage(
+    identity: &Identity,
+    kind: ConfigDiskKind,
+    parent: &Path,
+) -> Result<StagedConfig, GuestError> {
+    let files = render(identity, kind)?;
+    let dir = tempfile::Builder::new()
+        .prefix(".virtup-stage-")
+        .tempdir_in(parent)
+        .map_err(|e| GuestError::write(parent, e))?;
+    fs::set_permissions(dir.path(), fs::Permissions::from_mode(0o700))
+        .map_err(|e| GuestError::write(dir.path(), e))?;
+    for file in &files {
+        let path = dir.path().join(&file.name);
+        OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .mode(0o600)
+            .open(&path)
+            .and_then(|mut f| f.write_all(&file.content))
+            .map_err(|e| GuestError::write(&path, e))?;
+    }
+    Ok(StagedConfig { dir, kind })
+}
+
+/// Packs a staged directory into the ISO `out` (0600), atomically: built beside `out` under a
+/// temporary name, then renamed.
+pub fn write_iso(staged: &StagedConfig, tool: IsoTool, out: &Path) -> Result<(), GuestError> {
+    let tmp = temp_sibling(out)?;
+    let result = iso_cmd(tool, staged.kind.label(), staged.path(), &tmp)
+        .output()
+        .map_err(GuestError::from)
+        .and_then(|_| {
+            fs::set_permissions(&tmp, fs::Permissions::from_mode(0o600))
+                .map_err(|e| GuestError::write(&tmp, e))
+        })
+        .and_then(|()| fs::rename(&tmp, out).map_err(|e| GuestError::write(out, e)));
+    if result.is_err() {
+        let _ = fs::remove_file(&tmp);
+    }
+    result
+}
+
+/// Stages `identity` next to `out`, writes the ISO and removes the staging directory.
+pub fn write_config_disk(
+    identity: &Identity,
+    kind: ConfigDiskKind,
+    tool: IsoTool,
+    out: &Path,
+) -> Result<(), GuestError> {
+    let parent = parent_dir(out);
+    let staged = stage(identity, kind, &parent)?;
+    write_iso(&staged, tool, out)?;
+    staged.dir.close().map_err(|e| GuestError::write(parent, e))
+}
+
+fn parent_dir(path: &Path) -> PathBuf {
+    match path.parent() {
+        Some(p) if !p.as_os_str().is_empty() => p.to_owned(),
+        _ => PathBuf::from("."),
+    }
+}
+
+fn temp_sibling(out: &Path) -> Result<PathBuf, GuestError> {
+    let name = out.file_name().ok_or_else(|| {
+        GuestError::invalid("output path", out.display().to_string(), "has no file name")
+    })?;
+    Ok(parent_dir(out).join(format!(
+        ".{}.tmp-{}-{:08x}",
+        name.to_string_lossy(),
+        std::process::id(),
+        rand::random::<u32>()
+    )))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::identity::tests::sample;
+
+    fn file<'a>(files: &'a [ConfigFile], name: &str) -> Option<&'a str> {
+        files
+            .iter()
+            .find(|f| f.name == name)
+            .map(|f| std::str::from_utf8(&f.content).unwrap())
+    }
+
+    #[test]
+    fn virtup_layout() {
+        let files = render(&sample(), ConfigDiskKind::Virtup).unwrap();
+        let names: Vec<&str> = files.iter().map(|f| f.name.as_str()).collect();
+        assert_eq!(
+            names,
+            [
+                "format",
+                "hostname",
+                "fqdn",
+                "machine-id",
+                "ssh_host_ed25519_key",
+                "ssh_host_ed25519_key.pub",
+                "user",
+                "authorized_keys",
+                "shadow"
+            ]
+        );
+        assert_eq!(file(&files, "format"), Some("virtup-config 1\n"));
+        assert_eq!(file(&files, "hostname"), Some("web1\n"));
+        assert_eq!(file(&files, "fqdn"), Some("web1.lab.example\n"));
+        assert_eq!(
+            file(&files, "machine-id"),
+            Some("0123456789abcdef0123456789abcdef\n")
+        );
+        assert!(file(&files, "ssh_host_ed25519_key")
+            .unwrap()
+            .starts_with("-----BEGIN OPENSSH PRIVATE KEY-----\n"));
+        assert_eq!(
+            file(&files, "ssh_host_ed25519_key.pub"),
+            Some("ssh-ed25519 AAAAC3Nza host@web1\n")
+        );
+        assert_eq!(
+            file(&files, "authorized_keys"),
+            Some("ssh-ed25519 AAAAuser virt@host\n")
+        );
+        assert_eq!(
+            file(&files, "shadow"),
+            Some("root:$6$saltsalt$abc./DEF\nvirt:$6$rounds=6000$s$xyz\n")
+        );
+        assert!(!format!("{files:?}").contains("OPENSSH"));
+    }
+
+    #[test]
+    fn optional_files_are_omitted() {
+        let mut identity = sample();
+        identity.fqdn = None;
+        identity.authorized_keys.clear();
+        identity.root_password_hash = None;
+        identity.user_password_hash = None;
+        identity.host_keys.clear();
+        let files = render(&identity, ConfigDiskKind::Virtup).unwrap();
+        let names: Vec<&str> = files.iter().map(|f| f.name.as_str()).collect();
+        assert_eq!(names, ["format", "hostname", "machine-id", "user"]);
+    }
+
+    #[test]
+    fn invalid_identity_renders_nothing() {
+        let mut identity = sample();
+        identity.user = "x y".into();
+        assert!(render(&identity, ConfigDiskKind::Virtup).is_err());
+        assert!(render(&identity, ConfigDiskKind::NoCloud).is_err());
+    }
+
+    #[test]
+    fn nocloud_layout() {
+        let identity = sample();
+        assert_eq!(
+            nocloud_meta_data(&identity),
+            "instance-id: \"iid-virtup-0123456789abcdef0123456789abcdef\"\nlocal-hostname: \"web1\"\n"
+        );
+        let user_data = nocloud_user_data(&identity).unwrap();
+        let want = "#cloud-config
+hostname: \"web1\"
+fqdn: \"web1.lab.example\"
+manage_etc_hosts: localhost
+users:
+  - name: \"virt\"
+    sudo: \"ALL=(ALL) NOPASSWD:ALL\"
+    shell: \"/bin/bash\"
+    lock_passwd: false
+    hashed_passwd: \"$6$rounds=6000$s$xyz\"
+    ssh_authorized_keys:
+      - \"ssh-ed25519 AAAAuser virt@host\"
+ssh_deletekeys: true
+ssh_genkeytypes: []
+ssh_keys:
+  ed25519_private: \"-----BEGIN OPENSSH PRIVATE KEY-----\\nAAAA\\n-----END OPENSSH PRIVATE KEY-----\\n\"
+  ed25519_public: \"ssh-ed25519 AAAAC3Nza host@web1\"
+chpasswd:
+  expire: false
+  users:
+    - name: root
+      password: \"$6$saltsalt$abc./DEF\"
+      type: hash
+";
+        assert_eq!(user_data, want);
+        let files = render(&identity, ConfigDiskKind::NoCloud).unwrap();
+        let names: Vec<&str> = files.iter().map(|f| f.name.as_str()).collect();
+        assert_eq!(names, ["meta-data", "user-data"]);
+    }
+
+    #[test]
+    fn nocloud_without_host_keys_keeps_key_generation() {
+        let mut identity = sample();
+        identity.host_keys.clear();
+        identity.user_password_hash = None;
+        let user_data = nocloud_user_data(&identity).unwrap();
+        assert!(!user_data.contains("ssh_genkeytypes"));
+        assert!(!user_data.contains("ssh_deletekeys"));
+        assert!(user_data.contains("    lock_passwd: true\n"));
+    }
+
+    #[test]
+    fn iso_argv() {
+        let cmd = iso_cmd(
+            IsoTool::Xorriso,
+            "VIRTUPCFG",
+            Path::new("/s"),
+            Path::new("/o.iso"),
+        );
+        assert_eq!(
+            cmd.argv(),
+            [
+                "xorriso",
+                "-as",
+                "mkisofs",
+                "-V",
+                "VIRTUPCFG",
+                "-J",
+                "-r",
+                "-o",
+                "/o.iso",
+                "/s"
+            ]
+        );
+        let cmd = iso_cmd(
+            IsoTool::Genisoimage,
+            "cidata",
+            Path::new("/s"),
+            Path::new("/o.iso"),
+        );
+        assert_eq!(
+            cmd.argv(),
+            [
+                "genisoimage",
+                "-quiet",
+                "-V",
+                "cidata",
+                "-J",
+                "-r",
+                "-o",
+                "/o.iso",
+                "/s"
+            ]
+        );
+        assert_eq!(ConfigDiskKind::Virtup.label(), "VIRTUPCFG");
+        assert_eq!(ConfigDiskKind::NoCloud.label(), "cidata");
+    }
+}

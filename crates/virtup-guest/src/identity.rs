@@ -1,0 +1,372 @@
+//! `Identity`: what makes one clone a distinct machine, checked before it goes near a guest.
+//!
+//! Every field ends up in a file that a shell script (or cloud-init) inside the guest reads as
+//! root, so validation here is strict and the guest script checks again.
+
+use std::fmt;
+use std::path::PathBuf;
+
+use crate::GuestError;
+
+/// The per-instance identity delivered at first boot.
+#[derive(Clone, PartialEq, Eq)]
+pub struct Identity {
+    /// Short host name (one DNS label).
+    pub hostname: String,
+    pub fqdn: Option<String>,
+    /// 32 lowercase hex digits, as in `/etc/machine-id`.
+    pub machine_id: String,
+    /// Host key pairs generated on the host, so `known_hosts` can pin them before the first connection.
+    pub host_keys: Vec<HostKey>,
+    /// The login user (created at first boot if the template lacks it), never `root`.
+    pub user: String,
+    /// Lines of the user's `authorized_keys`.
+    pub authorized_keys: Vec<String>,
+    /// crypt(3) hashes (`$6$…`); `None` leaves the template's password alone.
+    pub root_password_hash: Option<String>,
+    pub user_password_hash: Option<String>,
+}
+
+/// One SSH host key pair.
+#[derive(Clone, PartialEq, Eq)]
+pub struct HostKey {
+    /// `ed25519`, `ecdsa` or `rsa`: names the files `ssh_host_<algorithm>_key{,.pub}`.
+    pub algorithm: String,
+    pub private_key: PrivateKey,
+    /// The `.pub` line (`ssh-ed25519 AAAA… comment`).
+    pub public_key: String,
+}
+
+/// A private key in OpenSSH (or PEM) text form, from a 0600 file or from memory.
+#[derive(Clone, PartialEq, Eq)]
+pub enum PrivateKey {
+    File(PathBuf),
+    Bytes(Vec<u8>),
+}
+
+impl PrivateKey {
+    pub(crate) fn read(&self) -> Result<Vec<u8>, GuestError> {
+        match self {
+            PrivateKey::File(path) => std::fs::read(path).map_err(|e| GuestError::read(path, e)),
+            PrivateKey::Bytes(bytes) => Ok(bytes.clone()),
+        }
+    }
+}
+
+impl fmt::Debug for PrivateKey {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            PrivateKey::File(path) => f.debug_tuple("File").field(path).finish(),
+            PrivateKey::Bytes(_) => f.write_str("Bytes(<redacted>)"),
+        }
+    }
+}
+
+impl fmt::Debug for HostKey {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("HostKey")
+            .field("algorithm", &self.algorithm)
+            .field("private_key", &self.private_key)
+            .field("public_key", &self.public_key)
+            .finish()
+    }
+}
+
+impl fmt::Debug for Identity {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let redact = |h: &Option<String>| h.as_ref().map(|_| "<redacted>");
+        f.debug_struct("Identity")
+            .field("hostname", &self.hostname)
+            .field("fqdn", &self.fqdn)
+            .field("machine_id", &self.machine_id)
+            .field("host_keys", &self.host_keys)
+            .field("user", &self.user)
+            .field("authorized_keys", &self.authorized_keys)
+            .field("root_password_hash", &redact(&self.root_password_hash))
+            .field("user_password_hash", &redact(&self.user_password_hash))
+            .finish()
+    }
+}
+
+impl Identity {
+    /// Checks every field against what the guest side accepts; the first problem is the error.
+    pub fn validate(&self) -> Result<(), GuestError> {
+        let bad = |field: &'static str, reason: String| GuestError::InvalidIdentity {
+            hostname: self.hostname.clone(),
+            field,
+            reason,
+        };
+        if !is_dns_label(&self.hostname) {
+            return Err(bad(
+                "hostname",
+                format!(
+                    "`{}` is not a host name (letters, digits and inner hyphens, at most 63)",
+                    self.hostname
+                ),
+            ));
+        }
+        if let Some(fqdn) = &self.fqdn {
+            if fqdn.len() > 253 || !fqdn.split('.').all(is_dns_label) {
+                return Err(bad("fqdn", format!("`{fqdn}` is not a domain name")));
+            }
+        }
+        if !is_machine_id(&self.machine_id) {
+            return Err(bad(
+                "machine_id",
+                format!("`{}` is not 32 lowercase hex digits", self.machine_id),
+            ));
+        }
+        if !is_user_name(&self.user) {
+            return Err(bad(
+                "user",
+                format!(
+                    "`{}` must match [a-z_][a-z0-9_-]*, at most 32 characters, and not be root",
+                    self.user
+                ),
+            ));
+        }
+        let mut seen = Vec::new();
+        for key in &self.host_keys {
+            let prefix = match key.algorithm.as_str() {
+                "ed25519" => "ssh-ed25519 ",
+                "ecdsa" => "ecdsa-sha2-",
+                "rsa" => "ssh-rsa ",
+                other => {
+                    return Err(bad(
+                        "host_keys",
+                        format!("unknown algorithm `{other}` (ed25519, ecdsa or rsa)"),
+                    ))
+                }
+            };
+            if seen.contains(&key.algorithm) {
+                return Err(bad(
+                    "host_keys",
+                    format!("two `{}` host keys", key.algorithm),
+                ));
+            }
+            seen.push(key.algorithm.clone());
+            if !key.public_key.starts_with(prefix) || !is_single_line(&key.public_key) {
+                return Err(bad(
+                    "host_keys",
+                    format!(
+                        "the `{}` public key must be one line starting with `{}`",
+                        key.algorithm,
+                        prefix.trim_end()
+                    ),
+                ));
+            }
+        }
+        for line in &self.authorized_keys {
+            if line.trim().is_empty() || !is_single_line(line) || line.len() > 16 * 1024 {
+                return Err(bad(
+                    "authorized_keys",
+                    "each entry must be one non-empty line".into(),
+                ));
+            }
+        }
+        for (field, hash) in [
+            ("root_password_hash", &self.root_password_hash),
+            ("user_password_hash", &self.user_password_hash),
+        ] {
+            if let Some(hash) = hash {
+                if !is_crypt_hash(hash) {
+                    // The value is a secret: name the problem, not the hash.
+                    return Err(bad(field, "not a crypt(3) hash like `$6$salt$hash`".into()));
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// `NAME:HASH` lines for `chpasswd -e`; empty when no hash is set.
+    pub(crate) fn shadow_lines(&self) -> String {
+        let mut out = String::new();
+        if let Some(hash) = &self.root_password_hash {
+            out.push_str(&format!("root:{hash}\n"));
+        }
+        if let Some(hash) = &self.user_password_hash {
+            out.push_str(&format!("{}:{hash}\n", self.user));
+        }
+        out
+    }
+}
+
+fn is_dns_label(s: &str) -> bool {
+    !s.is_empty()
+        && s.len() <= 63
+        && s.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-')
+        && !s.starts_with('-')
+        && !s.ends_with('-')
+}
+
+fn is_machine_id(s: &str) -> bool {
+    s.len() == 32
+        && s.bytes()
+            .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))
+        && s.bytes().any(|b| b != b'0')
+}
+
+fn is_user_name(s: &str) -> bool {
+    let mut bytes = s.bytes();
+    s != "root"
+        && s.len() <= 32
+        && bytes
+            .next()
+            .is_some_and(|b| b.is_ascii_lowercase() || b == b'_')
+        && bytes.all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'_' || b == b'-')
+}
+
+fn is_single_line(s: &str) -> bool {
+    !s.contains(['\n', '\r', '\0'])
+}
+
+/// `$id$…` with only the characters crypt(3) hashes use; the guest script accepts the same set.
+fn is_crypt_hash(s: &str) -> bool {
+    s.len() > 3
+        && s.starts_with('$')
+        && s.bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b"./=,$".contains(&b))
+}
+
+/// A fresh random machine-id (32 lowercase hex digits).
+pub fn random_machine_id() -> String {
+    hex::encode(rand::random::<[u8; 16]>())
+}
+
+/// SHA-512 crypt (`$6$<16-char salt>$…`, 5000 rounds) of `password`, for `/etc/shadow`.
+pub fn hash_password(password: &str) -> Result<String, GuestError> {
+    let params = sha_crypt::Sha512Params::new(sha_crypt::ROUNDS_DEFAULT).map_err(|e| {
+        GuestError::PasswordHash {
+            reason: format!("{e:?}"),
+        }
+    })?;
+    sha_crypt::sha512_simple(password, &params).map_err(|e| GuestError::PasswordHash {
+        reason: format!("{e:?}"),
+    })
+}
+
+#[cfg(test)]
+pub(crate) mod tests {
+    use super::*;
+
+    pub(crate) fn sample() -> Identity {
+        Identity {
+            hostname: "web1".into(),
+            fqdn: Some("web1.lab.example".into()),
+            machine_id: "0123456789abcdef0123456789abcdef".into(),
+            host_keys: vec![HostKey {
+                algorithm: "ed25519".into(),
+                private_key: PrivateKey::Bytes(
+                    b"-----BEGIN OPENSSH PRIVATE KEY-----\nAAAA\n-----END OPENSSH PRIVATE KEY-----\n"
+                        .to_vec(),
+                ),
+                public_key: "ssh-ed25519 AAAAC3Nza host@web1".into(),
+            }],
+            user: "virt".into(),
+            authorized_keys: vec!["ssh-ed25519 AAAAuser virt@host".into()],
+            root_password_hash: Some("$6$saltsalt$abc./DEF".into()),
+            user_password_hash: Some("$6$rounds=6000$s$xyz".into()),
+        }
+    }
+
+    #[test]
+    fn valid_sample() {
+        sample().validate().unwrap();
+    }
+
+    #[test]
+    fn each_bad_field_is_named() {
+        type Mutate = fn(&mut Identity);
+        let cases: Vec<(Mutate, &str)> = vec![
+            (|i| i.hostname = "web_1".into(), "invalid hostname"),
+            (|i| i.hostname = "-web".into(), "invalid hostname"),
+            (|i| i.hostname = "a.b".into(), "invalid hostname"),
+            (|i| i.fqdn = Some("web1..lab".into()), "invalid fqdn"),
+            (|i| i.machine_id = "0123".into(), "invalid machine_id"),
+            (|i| i.machine_id = "0".repeat(32), "invalid machine_id"),
+            (
+                |i| i.machine_id = "0123456789ABCDEF0123456789abcdef".into(),
+                "invalid machine_id",
+            ),
+            (|i| i.user = "root".into(), "invalid user"),
+            (|i| i.user = "Virt".into(), "invalid user"),
+            (|i| i.user = "vi rt".into(), "invalid user"),
+            (|i| i.user = "$(reboot)".into(), "invalid user"),
+            (
+                |i| i.host_keys[0].algorithm = "dsa".into(),
+                "invalid host_keys",
+            ),
+            (
+                |i| i.host_keys[0].public_key = "ssh-rsa AAAA".into(),
+                "invalid host_keys",
+            ),
+            (
+                |i| i.host_keys.push(i.host_keys[0].clone()),
+                "invalid host_keys",
+            ),
+            (
+                |i| i.authorized_keys.push("a\nb".into()),
+                "invalid authorized_keys",
+            ),
+            (
+                |i| i.authorized_keys.push(" ".into()),
+                "invalid authorized_keys",
+            ),
+            (
+                |i| i.root_password_hash = Some("plain text".into()),
+                "invalid root_password_hash",
+            ),
+            (
+                |i| i.user_password_hash = Some("$6$a:b".into()),
+                "invalid user_password_hash",
+            ),
+        ];
+        for (mutate, want) in cases {
+            let mut identity = sample();
+            mutate(&mut identity);
+            let err = identity.validate().unwrap_err().to_string();
+            assert!(err.starts_with(want), "{err:?} should start with {want:?}");
+        }
+        let mut identity = sample();
+        identity.root_password_hash = Some("hunter2 secret".into());
+        let err = identity.validate().unwrap_err().to_string();
+        assert!(
+            !err.contains("hunter2"),
+            "a rejected hash must not be echoed: {err}"
+        );
+    }
+
+    #[test]
+    fn debug_redacts_secrets() {
+        let text = format!("{:?}", sample());
+        assert!(!text.contains("BEGIN OPENSSH"));
+        assert!(!text.contains("saltsalt"));
+        assert!(text.contains("web1"));
+    }
+
+    #[test]
+    fn machine_ids_are_valid_and_distinct() {
+        let a = random_machine_id();
+        let b = random_machine_id();
+        assert!(is_machine_id(&a), "{a}");
+        assert_ne!(a, b);
+    }
+
+    #[test]
+    fn password_hash_is_sha512_crypt() {
+        let hash = hash_password("correct horse").unwrap();
+        assert!(hash.starts_with("$6$"), "{hash}");
+        assert!(is_crypt_hash(&hash));
+        assert_eq!(hash.split('$').count(), 4, "{hash}");
+        sha_crypt::sha512_check("correct horse", &hash).unwrap();
+        assert!(sha_crypt::sha512_check("wrong", &hash).is_err());
+    }
+
+    #[test]
+    fn shadow_lines_for_chpasswd() {
+        assert_eq!(
+            sample().shadow_lines(),
+            "root:$6$saltsalt$abc./DEF\nvirt:$6$rounds=6000$s$xyz\n"
+        );
+    }
+}

@@ -1,0 +1,372 @@
+//! The first-boot script: syntax, shellcheck, and real runs against a fake root with stub commands.
+//!
+//! The script is run with `VIRTUP_ROOT` (act below a directory) and `VIRTUP_CONFIG_DIR` (read a
+//! staged config instead of mounting a disk); commands that would touch this machine (hostname,
+//! useradd, chown, chpasswd, mount…) are stubs that log their calls. When the tests run as root the
+//! script runs as `nobody` too, so a path that escaped the fake root would fail instead of
+//! changing this host.
+
+use std::fs;
+use std::os::unix::fs::PermissionsExt;
+use std::path::{Path, PathBuf};
+
+use virtup_guest::config_disk::{self, ConfigDiskKind};
+use virtup_guest::{firstboot, Cmd, HostKey, Identity, PrivateKey};
+
+#[test]
+fn script_parses_in_posix_shells() {
+    for shell in ["sh", "dash", "bash"] {
+        Cmd::new(shell)
+            .args(["-n", "-c", firstboot::SCRIPT])
+            .run()
+            .unwrap_or_else(|e| panic!("{shell}: {e}"));
+    }
+}
+
+#[test]
+fn script_passes_shellcheck() {
+    assert!(
+        virtup_guest::find_program("shellcheck").is_some(),
+        "shellcheck is not installed (apt-get install shellcheck): the first-boot script cannot be linted"
+    );
+    let dir = tempfile::tempdir().unwrap();
+    let script = dir.path().join("firstboot");
+    fs::write(&script, firstboot::SCRIPT).unwrap();
+    Cmd::new("shellcheck")
+        .args(["--shell=sh", "--severity=style"])
+        .arg(&script)
+        .run()
+        .unwrap();
+}
+
+const HOST_KEY: &str =
+    "-----BEGIN OPENSSH PRIVATE KEY-----\nbmV3IGtleQ==\n-----END OPENSSH PRIVATE KEY-----\n";
+const ROOT_HASH: &str = "$6$saltsaltsalt$rootHASH./abc";
+const USER_HASH: &str = "$6$rounds=6000$pepper$userHASH";
+
+fn identity(user: &str) -> Identity {
+    Identity {
+        hostname: "web1".into(),
+        fqdn: Some("web1.lab.test".into()),
+        machine_id: "00112233445566778899aabbccddeeff".into(),
+        host_keys: vec![HostKey {
+            algorithm: "ed25519".into(),
+            private_key: PrivateKey::Bytes(HOST_KEY.into()),
+            public_key: "ssh-ed25519 AAAAnew root@web1".into(),
+        }],
+        user: user.into(),
+        authorized_keys: vec![
+            "ssh-ed25519 AAAAone a@host".into(),
+            "ssh-ed25519 AAAAtwo b@host".into(),
+        ],
+        root_password_hash: Some(ROOT_HASH.into()),
+        user_password_hash: Some(USER_HASH.into()),
+    }
+}
+
+/// A fake guest root, a staged config, stub commands, and the script, all under one directory.
+struct Guest {
+    dir: tempfile::TempDir,
+}
+
+const STUB_LOGGING: &str = r#"#!/bin/sh
+printf '%s' "${0##*/}" >>"$STUB_LOG"
+for a in "$@"; do printf ' %s' "$a" >>"$STUB_LOG"; done
+printf '\n' >>"$STUB_LOG"
+"#;
+
+impl Guest {
+    fn new(identity: &Identity) -> Guest {
+        let dir = tempfile::tempdir().unwrap();
+        let guest = Guest { dir };
+        let root = guest.root();
+        for d in [
+            "etc/ssh",
+            "etc/sudoers.d",
+            "var/lib/dbus",
+            "home/virt",
+            "stubs",
+        ] {
+            fs::create_dir_all(root.join(d)).unwrap();
+        }
+        fs::write(
+            root.join("etc/hosts"),
+            "127.0.0.1\tlocalhost\n127.0.1.1\ttemplate\n::1\tlocalhost ip6-localhost\n",
+        )
+        .unwrap();
+        fs::write(root.join("etc/hostname"), "template\n").unwrap();
+        fs::write(root.join("etc/machine-id"), "").unwrap();
+        fs::write(
+            root.join("var/lib/dbus/machine-id"),
+            "ffffffffffffffffffffffffffffffff\n",
+        )
+        .unwrap();
+        fs::write(root.join("etc/ssh/sshd_config"), "# keep me\n").unwrap();
+        for old in [
+            "ssh_host_rsa_key",
+            "ssh_host_rsa_key.pub",
+            "ssh_host_ed25519_key",
+            "ssh_host_ed25519_key.pub",
+        ] {
+            fs::write(root.join("etc/ssh").join(old), "template key\n").unwrap();
+        }
+        let staged =
+            config_disk::stage(identity, ConfigDiskKind::Virtup, guest.dir.path()).unwrap();
+        // Keep the staged files: the StagedConfig would remove them on drop.
+        copy_dir(staged.path(), &guest.config());
+        drop(staged);
+        fs::write(guest.dir.path().join("firstboot"), firstboot::SCRIPT).unwrap();
+
+        let stubs = root.join("stubs");
+        for logging in ["hostname", "useradd", "chown"] {
+            stub(&stubs, logging, STUB_LOGGING);
+        }
+        stub(
+            &stubs,
+            "chpasswd",
+            &format!("{STUB_LOGGING}cat >>\"$STUB_LOG\"\n"),
+        );
+        // Users exist when they are `virt`, or once the useradd stub ran for them.
+        stub(
+            &stubs,
+            "getent",
+            r#"#!/bin/sh
+[ "$1" = passwd ] || exit 2
+if [ "$2" = virt ] || grep -qx "useradd --create-home --shell /bin/bash $2" "$STUB_LOG" 2>/dev/null; then
+    printf '%s:x:1000:1000::/home/%s:/bin/bash\n' "$2" "$2"
+    exit 0
+fi
+exit 2
+"#,
+        );
+        for forbidden in ["mount", "umount", "mountpoint", "udevadm", "blkid", "sleep"] {
+            stub(
+                &stubs,
+                forbidden,
+                &format!("{STUB_LOGGING}echo 'UNEXPECTED {forbidden}' >>\"$STUB_LOG\"\nexit 1\n"),
+            );
+        }
+        guest
+    }
+
+    fn root(&self) -> PathBuf {
+        self.dir.path().join("root")
+    }
+
+    fn config(&self) -> PathBuf {
+        self.dir.path().join("config")
+    }
+
+    fn read(&self, path: &str) -> String {
+        fs::read_to_string(self.root().join(path)).unwrap_or_else(|e| panic!("{path}: {e}"))
+    }
+
+    fn mode(&self, path: &str) -> u32 {
+        fs::symlink_metadata(self.root().join(path))
+            .unwrap()
+            .permissions()
+            .mode()
+            & 0o777
+    }
+
+    fn log(&self) -> String {
+        fs::read_to_string(self.dir.path().join("stub.log")).unwrap_or_default()
+    }
+
+    /// Runs the script (as nobody when we are root) with `extra` env; returns (success, stderr).
+    fn run(&self, config_dir: Option<&Path>, extra: &[(&str, &str)]) -> (bool, String) {
+        let as_root = Cmd::new("id").arg("-u").output().unwrap().stdout == b"0\n";
+        if as_root {
+            Cmd::new("chown")
+                .args(["-R", "65534:65534"])
+                .arg(self.dir.path())
+                .run()
+                .unwrap();
+        }
+        let mut cmd = if as_root {
+            let mut c = Cmd::new("setpriv");
+            c.args([
+                "--reuid=65534",
+                "--regid=65534",
+                "--clear-groups",
+                "--",
+                "sh",
+            ]);
+            c
+        } else {
+            Cmd::new("sh")
+        };
+        cmd.arg(self.dir.path().join("firstboot"))
+            .env_clear_except(&[])
+            .env(
+                "PATH",
+                format!("{}:/usr/bin:/bin", self.root().join("stubs").display()),
+            )
+            .env("STUB_LOG", self.dir.path().join("stub.log"))
+            .env("VIRTUP_ROOT", self.root());
+        if let Some(config_dir) = config_dir {
+            cmd.env("VIRTUP_CONFIG_DIR", config_dir);
+        }
+        for (k, v) in extra {
+            cmd.env(k, v);
+        }
+        let out = cmd.output_unchecked().unwrap();
+        (
+            out.status.success(),
+            String::from_utf8_lossy(&out.stderr).into_owned(),
+        )
+    }
+}
+
+fn stub(dir: &Path, name: &str, body: &str) {
+    let path = dir.join(name);
+    fs::write(&path, body).unwrap();
+    fs::set_permissions(&path, fs::Permissions::from_mode(0o755)).unwrap();
+}
+
+fn copy_dir(from: &Path, to: &Path) {
+    fs::create_dir(to).unwrap();
+    for entry in fs::read_dir(from).unwrap() {
+        let entry = entry.unwrap();
+        fs::copy(entry.path(), to.join(entry.file_name())).unwrap();
+    }
+}
+
+#[test]
+fn applies_a_full_identity() {
+    let guest = Guest::new(&identity("virt"));
+    let (ok, stderr) = guest.run(Some(&guest.config()), &[]);
+    assert!(ok, "script failed: {stderr}\nlog: {}", guest.log());
+
+    assert_eq!(guest.read("etc/hostname"), "web1\n");
+    assert_eq!(
+        guest.read("etc/hosts"),
+        "127.0.0.1\tlocalhost\n127.0.1.1\tweb1.lab.test web1\n::1\tlocalhost ip6-localhost\n"
+    );
+    assert_eq!(
+        guest.read("etc/machine-id"),
+        "00112233445566778899aabbccddeeff\n"
+    );
+    assert_eq!(guest.mode("etc/machine-id"), 0o444);
+    assert_eq!(
+        guest.read("var/lib/dbus/machine-id"),
+        "00112233445566778899aabbccddeeff\n"
+    );
+
+    let mut ssh: Vec<String> = fs::read_dir(guest.root().join("etc/ssh"))
+        .unwrap()
+        .map(|e| e.unwrap().file_name().into_string().unwrap())
+        .collect();
+    ssh.sort();
+    assert_eq!(
+        ssh,
+        [
+            "ssh_host_ed25519_key",
+            "ssh_host_ed25519_key.pub",
+            "sshd_config"
+        ]
+    );
+    assert_eq!(guest.read("etc/ssh/ssh_host_ed25519_key"), HOST_KEY);
+    assert_eq!(guest.mode("etc/ssh/ssh_host_ed25519_key"), 0o600);
+    assert_eq!(
+        guest.read("etc/ssh/ssh_host_ed25519_key.pub"),
+        "ssh-ed25519 AAAAnew root@web1\n"
+    );
+    assert_eq!(guest.mode("etc/ssh/ssh_host_ed25519_key.pub"), 0o644);
+    assert_eq!(guest.read("etc/ssh/sshd_config"), "# keep me\n");
+
+    assert_eq!(
+        guest.read("home/virt/.ssh/authorized_keys"),
+        "ssh-ed25519 AAAAone a@host\nssh-ed25519 AAAAtwo b@host\n"
+    );
+    assert_eq!(guest.mode("home/virt/.ssh"), 0o700);
+    assert_eq!(guest.mode("home/virt/.ssh/authorized_keys"), 0o600);
+    assert_eq!(
+        guest.read("etc/sudoers.d/virtup-virt"),
+        "virt ALL=(ALL) NOPASSWD:ALL\n"
+    );
+    assert_eq!(guest.mode("etc/sudoers.d/virtup-virt"), 0o440);
+    assert!(guest.root().join("var/lib/virtup/firstboot.done").is_file());
+
+    let root = guest.root();
+    let log = guest.log();
+    let want = format!(
+        "hostname web1\n\
+         chown 1000:1000 {home}/.ssh {home}/.ssh/authorized_keys\n\
+         chpasswd -e\n\
+         root:{ROOT_HASH}\n\
+         virt:{USER_HASH}\n",
+        home = root.join("home/virt").display()
+    );
+    assert_eq!(log, want);
+
+    // Nothing secret on stderr (the journal), and no temp files left beside what was written.
+    assert!(
+        !stderr.contains("saltsalt") && !stderr.contains("bmV3IGtleQ"),
+        "{stderr}"
+    );
+    assert!(stderr.contains("virtup-firstboot: done"), "{stderr}");
+    for dir in ["etc", "etc/ssh", "home/virt/.ssh"] {
+        for entry in fs::read_dir(root.join(dir)).unwrap() {
+            let name = entry.unwrap().file_name().into_string().unwrap();
+            assert!(!name.contains(".virtup."), "leftover {dir}/{name}");
+        }
+    }
+}
+
+#[test]
+fn creates_a_missing_user() {
+    let guest = Guest::new(&identity("alice"));
+    fs::create_dir_all(guest.root().join("home/alice")).unwrap();
+    let (ok, stderr) = guest.run(Some(&guest.config()), &[("VIRTUP_OFFLINE", "1")]);
+    assert!(ok, "script failed: {stderr}\nlog: {}", guest.log());
+    let log = guest.log();
+    assert!(
+        log.starts_with("useradd --create-home --shell /bin/bash alice\n"),
+        "{log}"
+    );
+    // Offline (virt-sysprep's chroot): the running system's hostname is left alone.
+    assert!(!log.contains("hostname"), "{log}");
+    assert_eq!(
+        guest.read("etc/sudoers.d/virtup-alice"),
+        "alice ALL=(ALL) NOPASSWD:ALL\n"
+    );
+    assert!(guest
+        .root()
+        .join("home/alice/.ssh/authorized_keys")
+        .is_file());
+}
+
+#[test]
+fn without_a_config_disk_nothing_changes() {
+    let guest = Guest::new(&identity("virt"));
+    // No VIRTUP_CONFIG_DIR: it looks for the disk (stub blkid finds nothing) and gives up at once.
+    let (ok, stderr) = guest.run(None, &[("VIRTUP_WAIT", "0")]);
+    assert!(ok, "{stderr}");
+    assert!(stderr.contains("no disk labelled VIRTUPCFG"), "{stderr}");
+    assert_eq!(guest.read("etc/hostname"), "template\n");
+    assert!(!guest.root().join("var/lib/virtup/firstboot.done").exists());
+    assert!(!guest.log().contains("mount"), "{}", guest.log());
+}
+
+#[test]
+fn refuses_bad_config_before_marking_done() {
+    let cases: [(&str, &str, &str); 4] = [
+        ("format", "virtup-config 2\n", "unknown config format"),
+        ("hostname", "web1;reboot\n", "invalid hostname"),
+        ("user", "root\n", "invalid user name"),
+        ("shadow", "daemon:$6$x$y\n", "unexpected account 'daemon'"),
+    ];
+    for (file, content, want) in cases {
+        let guest = Guest::new(&identity("virt"));
+        fs::write(guest.config().join(file), content).unwrap();
+        let (ok, stderr) = guest.run(Some(&guest.config()), &[]);
+        assert!(!ok, "{file}: should fail");
+        assert!(stderr.contains(want), "{file}: {stderr}");
+        assert!(
+            !guest.root().join("var/lib/virtup/firstboot.done").exists(),
+            "{file}"
+        );
+        assert!(!guest.log().contains("chpasswd"), "{file}: {}", guest.log());
+    }
+}

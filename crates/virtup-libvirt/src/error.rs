@@ -1,0 +1,86 @@
+//! The crate's one error type: every message names the object and reads after "failed to …".
+
+use std::path::PathBuf;
+
+/// Anything that can go wrong between virtup and libvirt.
+#[derive(Debug, thiserror::Error)]
+pub enum LibvirtError {
+    #[error("failed to connect to `{uri}`: {message}")]
+    Connect { uri: String, message: String },
+
+    /// A libvirt call failed; `action` is a verb phrase such as "define domain".
+    #[error("failed to {action} `{object}`: {message}")]
+    Call {
+        action: String,
+        object: String,
+        message: String,
+    },
+
+    #[error("domain `{0}` not found")]
+    DomainNotFound(String),
+
+    #[error("storage pool `{0}` not found")]
+    PoolNotFound(String),
+
+    #[error("volume `{volume}` not found in storage pool `{pool}`")]
+    VolumeNotFound { pool: String, volume: String },
+
+    #[error("network `{0}` not found")]
+    NetworkNotFound(String),
+
+    /// A value was refused before anything reached libvirt.
+    #[error("invalid {what} `{value}`: {reason}")]
+    Invalid {
+        what: &'static str,
+        value: String,
+        reason: String,
+    },
+
+    #[error("failed to parse {what}: {message}")]
+    Parse { what: String, message: String },
+
+    #[error("failed to read `{path}`: {source}")]
+    Io {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+}
+
+impl LibvirtError {
+    pub(crate) fn call(action: impl Into<String>, object: &str, err: &virt::error::Error) -> Self {
+        LibvirtError::Call {
+            action: action.into(),
+            object: object.to_owned(),
+            message: err.message().to_owned(),
+        }
+    }
+
+    pub(crate) fn invalid(what: &'static str, value: &str, reason: impl Into<String>) -> Self {
+        LibvirtError::Invalid {
+            what,
+            value: value.to_owned(),
+            reason: reason.into(),
+        }
+    }
+
+    pub(crate) fn parse(what: impl Into<String>, message: impl Into<String>) -> Self {
+        LibvirtError::Parse {
+            what: what.into(),
+            message: message.into(),
+        }
+    }
+
+    /// True for the "does not exist" variants, so callers can treat absence as a state.
+    pub fn is_not_found(&self) -> bool {
+        matches!(
+            self,
+            LibvirtError::DomainNotFound(_)
+                | LibvirtError::PoolNotFound(_)
+                | LibvirtError::VolumeNotFound { .. }
+                | LibvirtError::NetworkNotFound(_)
+        )
+    }
+}
+
+pub type Result<T, E = LibvirtError> = std::result::Result<T, E>;
