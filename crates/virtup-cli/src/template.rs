@@ -399,7 +399,7 @@ fn secret(ctx: &Context, domain: &str, what: &str, given: Option<&str>) -> Resul
 }
 
 /// The customizations every template gets, from either source, in one appliance run.
-fn prepare_ops(req: &Request, password_file: &Path) -> Vec<CustomizeOp> {
+fn prepare_ops(req: &Request, password_file: &Path, public_key_file: &Path) -> Vec<CustomizeOp> {
     let f = &req.desired.fields;
     let user = f.username.clone().unwrap_or_else(|| "virt".into());
     let sudoers = format!("/etc/sudoers.d/90-virtup-{user}");
@@ -411,9 +411,10 @@ fn prepare_ops(req: &Request, password_file: &Path) -> Vec<CustomizeOp> {
             user: user.clone(),
             file: password_file.to_owned(),
         },
-        CustomizeOp::SshInjectKey {
+        // From the file: virt-customize splits `string:` selectors at colons, and key comments have them.
+        CustomizeOp::SshInjectFile {
             user: user.clone(),
-            key: req.desired.user_public_key.clone(),
+            pubkey_file: public_key_file.to_owned(),
         },
         CustomizeOp::Mkdir("/etc/sudoers.d".into()),
         CustomizeOp::Write {
@@ -470,7 +471,9 @@ fn build(
         req.root_password.as_deref(),
     )?;
     let user_pw = secret(ctx, &req.domain, "password", req.password.as_deref())?;
-    let ops = prepare_ops(req, &user_pw);
+    let user = req.desired.fields.username.as_deref().unwrap_or("virt");
+    let key = keys::ensure_user_key(&data.sshkeys_dir(), user)?;
+    let ops = prepare_ops(req, &user_pw, &key.public_path);
     let f = &req.desired.fields;
     let started = Instant::now();
     let result = (|| -> Result<()> {

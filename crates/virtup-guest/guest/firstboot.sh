@@ -201,6 +201,6 @@ if [ -s "$cfg/shadow" ]; then
 fi
 
 release_disk
-mkdir -p "${DONE%/*}"
+(umask 022 && mkdir -p "${DONE%/*}")
 date -u '+%Y-%m-%dT%H:%M:%SZ' | put_file "$DONE" 0644
 log "done"

@@ -287,6 +287,7 @@ fn applies_a_full_identity() {
     );
     assert_eq!(guest.mode("etc/sudoers.d/virtup-virt"), 0o440);
     assert!(guest.root().join("var/lib/virtup/firstboot.done").is_file());
+    assert_eq!(guest.mode("var/lib/virtup"), 0o755);
 
     let root = guest.root();
     let log = guest.log();

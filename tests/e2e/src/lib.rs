@@ -135,3 +135,91 @@ pub fn in_repo(program: impl AsRef<std::ffi::OsStr>) -> Command {
     c.current_dir(repo_root());
     c
 }
+
+/// A private virtup config and data dir for one test, and a way to run the shipped module binaries in it.
+pub struct Sandbox {
+    pub dir: tempfile::TempDir,
+}
+
+impl Default for Sandbox {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl Sandbox {
+    pub fn new() -> Sandbox {
+        let dir = tempfile::Builder::new()
+            .prefix("virtup-e2e-")
+            .tempdir()
+            .unwrap();
+        std::fs::create_dir_all(dir.path().join("config")).unwrap();
+        Sandbox { dir }
+    }
+    pub fn config(&self) -> PathBuf {
+        self.dir.path().join("config")
+    }
+    pub fn data(&self) -> PathBuf {
+        self.dir.path().join("data")
+    }
+
+    /// Runs a module binary from `plugins/modules` (what Ansible would upload) with `args`; returns its JSON.
+    pub fn module(&self, module: &str, args: &serde_json::Value) -> (serde_json::Value, Run) {
+        let exe = repo_root().join("plugins/modules").join(module);
+        assert!(
+            exe.exists(),
+            "{} is missing: run scripts/build",
+            exe.display()
+        );
+        let file = tempfile::NamedTempFile::new_in(self.dir.path()).unwrap();
+        std::fs::write(file.path(), serde_json::to_vec(args).unwrap()).unwrap();
+        let out = run(
+            Command::new(exe)
+                .arg(file.path())
+                .env("VIRTUP_CONFIG_HOME", self.config())
+                .env("VIRTUP_DATA_HOME", self.data()),
+            Duration::from_secs(1800),
+        );
+        let doc: serde_json::Value = serde_json::from_str(&out.stdout).unwrap_or_else(|e| {
+            panic!(
+                "{module} printed no JSON document ({e}):\n{}\n{}",
+                out.stdout, out.stderr
+            )
+        });
+        (doc, out)
+    }
+
+    /// Like `module`, but panics unless the module succeeded.
+    pub fn ok(&self, module: &str, args: &serde_json::Value) -> serde_json::Value {
+        let (doc, out) = self.module(module, args);
+        assert!(
+            doc["failed"] != serde_json::json!(true) && out.status.success(),
+            "{module} {args} failed: {doc}\nstderr: {}",
+            out.stderr
+        );
+        doc
+    }
+}
+
+/// `virsh -c qemu:///system ARGS` output, for assertions about what exists.
+pub fn virsh(args: &[&str]) -> String {
+    run_ok(
+        Command::new("virsh")
+            .arg("-c")
+            .arg("qemu:///system")
+            .args(args),
+        Duration::from_secs(120),
+        "virsh",
+    )
+    .stdout
+}
+
+/// Names of the volumes in the lab's `default` pool.
+pub fn pool_volumes() -> Vec<String> {
+    virsh(&["pool-refresh", "default"]);
+    virsh(&["vol-list", "default", "--details"])
+        .lines()
+        .skip(2)
+        .filter_map(|l| l.split_whitespace().next().map(str::to_owned))
+        .collect()
+}

@@ -1,0 +1,304 @@
+//! Layer 4: templates and instances on real libvirt and real guests: build, clone, SSH with pinned keys, lifecycle.
+
+use std::collections::BTreeSet;
+use std::process::Command;
+use std::time::Duration;
+
+use serde_json::{json, Value};
+use virtup_e2e::{lab_home, pool_volumes, run, virsh, Sandbox};
+
+/// Removes what a test defined, whatever happens to the test.
+struct Cleanup<'a> {
+    sb: &'a Sandbox,
+    instances: Vec<String>,
+    templates: Vec<String>,
+}
+
+impl Drop for Cleanup<'_> {
+    fn drop(&mut self) {
+        for i in &self.instances {
+            let _ = self.sb.module(
+                "virtup_instance",
+                &json!({"name": i, "state": "absent", "wait_timeout": 120}),
+            );
+        }
+        for t in &self.templates {
+            let _ = self.sb.module(
+                "virtup_template",
+                &json!({"name": t, "state": "absent", "wait_timeout": 120}),
+            );
+        }
+    }
+}
+
+fn changed(doc: &Value) -> bool {
+    doc["changed"] == json!(true)
+}
+
+/// Every secret file virtup generated for this sandbox.
+fn secrets(sb: &Sandbox) -> Vec<String> {
+    let mut found = Vec::new();
+    let roots = [
+        sb.data().join("secrets"),
+        sb.data().join("sshkeys"),
+        sb.data().join("hostkeys"),
+    ];
+    for root in roots {
+        for entry in walk(&root) {
+            let name = entry.file_name().unwrap().to_string_lossy().to_string();
+            if name.ends_with(".pub") {
+                continue;
+            }
+            let text = std::fs::read_to_string(&entry).unwrap();
+            let meta = std::fs::metadata(&entry).unwrap();
+            use std::os::unix::fs::PermissionsExt;
+            assert_eq!(
+                meta.permissions().mode() & 0o077,
+                0,
+                "{} is readable by others",
+                entry.display()
+            );
+            // Private keys are checked line by line (their base64 body), passwords whole.
+            if text.contains("PRIVATE KEY") {
+                found.extend(text.lines().filter(|l| l.len() > 40).map(str::to_owned));
+            } else {
+                found.push(text.trim().to_owned());
+            }
+        }
+    }
+    found
+}
+
+fn walk(dir: &std::path::Path) -> Vec<std::path::PathBuf> {
+    let mut out = Vec::new();
+    if let Ok(rd) = std::fs::read_dir(dir) {
+        for e in rd.flatten() {
+            let p = e.path();
+            if p.is_dir() {
+                out.extend(walk(&p));
+            } else {
+                out.push(p);
+            }
+        }
+    }
+    out
+}
+
+/// SSH into an instance the way the inventory will: virtup's key, pinned known_hosts, strict checking.
+fn ssh(sb: &Sandbox, inst: &Value, command: &str) -> String {
+    let i = &inst["instance"];
+    let out = run(
+        Command::new("ssh")
+            .args([
+                "-o",
+                "BatchMode=yes",
+                "-o",
+                "StrictHostKeyChecking=yes",
+                "-o",
+                "ConnectTimeout=20",
+            ])
+            .arg("-o")
+            .arg(format!(
+                "UserKnownHostsFile={}",
+                i["known_hosts_file"].as_str().unwrap()
+            ))
+            .arg("-o")
+            .arg(format!("HostKeyAlias={}", i["name"].as_str().unwrap()))
+            .arg("-i")
+            .arg(i["ssh_private_key_file"].as_str().unwrap())
+            .arg(format!(
+                "{}@{}",
+                i["user"].as_str().unwrap(),
+                i["address"].as_str().unwrap()
+            ))
+            .arg(command),
+        Duration::from_secs(120),
+    )
+    .assert_ok(&format!("ssh {command}"));
+    let _ = sb;
+    out.stdout
+}
+
+#[test]
+fn template_and_instance_lifecycle_on_real_guests() {
+    lab_home();
+    let sb = Sandbox::new();
+    let mut cleanup = Cleanup {
+        sb: &sb,
+        instances: vec![],
+        templates: vec![],
+    };
+    let tpl = "e2e-deb";
+    cleanup.templates.push(tpl.into());
+    let foreign = format!("e2e-foreign-{}.qcow2", std::process::id());
+    virsh(&[
+        "vol-create-as",
+        "default",
+        &foreign,
+        "1M",
+        "--format",
+        "qcow2",
+    ]);
+
+    // Template: check → real → check gives changed, changed, unchanged.
+    let t_args = json!({"name": tpl, "os_version": "debian-12", "memory": 512});
+    let check =
+        json!({"name": tpl, "os_version": "debian-12", "memory": 512, "_ansible_check_mode": true});
+    let before = pool_volumes();
+    assert!(changed(&sb.ok("virtup_template", &check)));
+    assert_eq!(pool_volumes(), before, "check mode touched the pool");
+    let t1 = sb.ok("virtup_template", &t_args);
+    assert!(changed(&t1));
+    assert_eq!(t1["template"]["generation"], json!(1));
+    let t1_check = sb.ok("virtup_template", &check);
+    assert!(!changed(&t1_check), "{t1_check}");
+    let (again, out) = sb.module("virtup_template", &t_args);
+    assert!(!changed(&again));
+    println!("template no-op run: {:?}", out.elapsed);
+
+    // Bad inputs fail clearly and leave nothing behind.
+    let before = pool_volumes();
+    let domains_before = virsh(&["list", "--all", "--name"]);
+    for (args, needle) in [
+        (
+            json!({"name": "e2e-bad1", "os_version": "no-such-os"}),
+            "no-such-os",
+        ),
+        (
+            json!({"name": "e2e-bad2", "image": "/nonexistent/disk.qcow2", "checksum": format!("sha256:{}", "0".repeat(64))}),
+            "image",
+        ),
+        (
+            json!({"name": "e2e-bad3", "image": lab_home().join("images/cloud/debian-12-cloud.qcow2"), "checksum": format!("sha256:{}", "0".repeat(64))}),
+            "checksum",
+        ),
+    ] {
+        let (doc, _) = sb.module("virtup_template", &args);
+        assert_eq!(doc["failed"], json!(true), "{args}: {doc}");
+        assert!(
+            doc["msg"].as_str().unwrap().contains(needle),
+            "{args}: {doc}"
+        );
+    }
+    assert_eq!(pool_volumes(), before, "a failed build left volumes");
+    assert_eq!(
+        virsh(&["list", "--all", "--name"]),
+        domains_before,
+        "a failed build defined a domain"
+    );
+
+    // Instance: check → real → check.
+    let name = "e2e-web1";
+    cleanup.instances.push(name.into());
+    let i_args = json!({"name": name, "template": tpl, "wait_timeout": 900});
+    let mut i_check = i_args.clone();
+    i_check["_ansible_check_mode"] = json!(true);
+    assert!(changed(&sb.ok("virtup_instance", &i_check)));
+    let (created, out) = sb.module("virtup_instance", &i_args);
+    assert!(
+        changed(&created) && out.status.success(),
+        "{created}\n{}",
+        out.stderr
+    );
+    println!(
+        "instance create + boot to pinned SSH: {:?}; {}",
+        out.elapsed,
+        out.stderr.trim()
+    );
+    assert!(!changed(&sb.ok("virtup_instance", &i_check)));
+    let again = sb.ok("virtup_instance", &i_args);
+    assert!(!changed(&again), "{again}");
+    let mac = created["instance"]["mac"].as_str().unwrap().to_owned();
+
+    // Inside the guest: its own hostname and identity, the login user with passwordless sudo.
+    let facts = ssh(&sb, &created, "hostname; cat /etc/machine-id; sudo -n true && echo sudo-ok; ssh-keygen -lf /etc/ssh/ssh_host_ed25519_key.pub");
+    let lines: Vec<&str> = facts.lines().collect();
+    assert_eq!(lines[0], name);
+    assert_eq!(lines[1].len(), 32, "machine-id: {facts}");
+    assert_eq!(lines[2], "sudo-ok");
+    assert!(
+        lines[3].contains(
+            created["instance"]["host_key_fingerprint"]
+                .as_str()
+                .unwrap()
+        ),
+        "{facts}"
+    );
+
+    // Secrets appear in no output, and sit only in 0600 files.
+    let all_output = format!("{t1}{t1_check}{created}{again}");
+    for s in secrets(&sb) {
+        assert!(
+            !all_output.contains(&s),
+            "a secret leaked into module output"
+        );
+    }
+
+    // stop → start, each as check → real → check.
+    for state in ["stopped", "running"] {
+        let mut a = i_args.clone();
+        a["state"] = json!(state);
+        let mut c = a.clone();
+        c["_ansible_check_mode"] = json!(true);
+        assert!(changed(&sb.ok("virtup_instance", &c)), "{state} check");
+        assert!(changed(&sb.ok("virtup_instance", &a)), "{state} real");
+        assert!(
+            !changed(&sb.ok("virtup_instance", &c)),
+            "{state} check after"
+        );
+    }
+
+    // Delete removes exactly its own volumes; the template's and the foreign one stay.
+    let vols_before: BTreeSet<String> = pool_volumes().into_iter().collect();
+    let del = json!({"name": name, "state": "absent"});
+    let mut del_check = del.clone();
+    del_check["_ansible_check_mode"] = json!(true);
+    assert!(changed(&sb.ok("virtup_instance", &del_check)));
+    assert!(changed(&sb.ok("virtup_instance", &del)));
+    assert!(!changed(&sb.ok("virtup_instance", &del_check)));
+    let vols_after: BTreeSet<String> = pool_volumes().into_iter().collect();
+    let gone: Vec<&String> = vols_before.difference(&vols_after).collect();
+    assert_eq!(
+        gone,
+        [&format!("{name}-config.iso"), &format!("{name}.qcow2")]
+    );
+    assert!(vols_after.contains(&foreign));
+
+    // Re-create reuses the MAC.
+    let recreated = sb.ok(
+        "virtup_instance",
+        &json!({"name": name, "template": tpl, "state": "present"}),
+    );
+    assert_eq!(recreated["instance"]["mac"].as_str(), Some(mac.as_str()));
+
+    // The template refuses to go while the instance depends on it, naming it.
+    let (refused, _) = sb.module("virtup_template", &json!({"name": tpl, "state": "absent"}));
+    assert_eq!(refused["failed"], json!(true));
+    assert!(refused["msg"].as_str().unwrap().contains(name), "{refused}");
+
+    // A new generation leaves generation 1 to its clone, and removes it once unused.
+    let t2 = sb.ok(
+        "virtup_template",
+        &json!({"name": tpl, "os_version": "debian-12", "memory": 768}),
+    );
+    assert_eq!(t2["template"]["generation"], json!(2), "{t2}");
+    assert!(pool_volumes().contains(&format!("VIRTUP-{tpl}-g1.qcow2")));
+    sb.ok("virtup_instance", &json!({"name": name, "state": "absent"}));
+    let t2_again = sb.ok(
+        "virtup_template",
+        &json!({"name": tpl, "os_version": "debian-12", "memory": 768}),
+    );
+    assert!(
+        changed(&t2_again),
+        "removing unused generation 1 is a change: {t2_again}"
+    );
+    assert!(!pool_volumes().contains(&format!("VIRTUP-{tpl}-g1.qcow2")));
+
+    virsh(&["vol-delete", "--pool", "default", &foreign]);
+    drop(cleanup);
+    let left: Vec<String> = pool_volumes()
+        .into_iter()
+        .filter(|v| v.contains("e2e-"))
+        .collect();
+    assert!(left.is_empty(), "leftover volumes: {left:?}");
+}
