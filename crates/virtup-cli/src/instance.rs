@@ -1,8 +1,7 @@
 //! The `virtup_instance` module: resolve options, observe libvirt and the data dir, plan, apply.
 
 use std::collections::BTreeSet;
-use std::io::Read;
-use std::net::{IpAddr, SocketAddr, TcpStream, ToSocketAddrs};
+use std::net::IpAddr;
 
 use std::time::{Duration, Instant};
 
@@ -15,16 +14,17 @@ use virtup_core::instance::{
     Plan, Step,
 };
 use virtup_core::{keys, known_hosts, validate, DataDir, InstanceMeta};
-use virtup_guest::config_disk::{self, ConfigDiskKind, IsoTool};
-use virtup_guest::identity::{hash_password, random_machine_id};
+use virtup_guest::config_disk::{self, ConfigDiskKind};
 use virtup_guest::libguestfs::{self, Accel};
-use virtup_guest::{sysprep, Cmd, HostKey, Identity, PrivateKey, VirtSysprep};
+use virtup_guest::{sysprep, Cmd, VirtSysprep};
 use virtup_libvirt::{
-    parse_domain_xml, AddressSource, DiskBus, DiskDevice, DiskSpec, DomainSpec, DomainState,
-    Graphics, Hypervisor, ImageFormat, NicSpec, TagKind, VirtType, VirtupTag, VolumeSpec,
+    parse_domain_xml, DiskBus, DiskDevice, DiskSpec, DomainSpec, DomainState, Graphics, Hypervisor,
+    ImageFormat, NicSpec, TagKind, VirtType, VirtupTag, VolumeSpec,
 };
 
 use crate::context::{self, Context, LOCK_TIMEOUT, SHORT_LOCK_TIMEOUT};
+use crate::identity::{upload_config_disk, GuestIdentity};
+use crate::reach;
 use crate::template::current_disk;
 
 pub struct Request {
@@ -364,8 +364,19 @@ fn apply(
         // re-validated, and a full wait only if that address no longer answers with the pinned key.
         let cached = meta.address.as_deref().and_then(|a| a.parse().ok());
         let ip = match cached {
-            Some(ip) if !started && ssh_answers(data, name, ip).is_ok() => ip,
-            _ => wait_for_ssh(hv, data, req, meta.mac.as_deref())?,
+            Some(ip) if !started && reach::ssh_answers(data, name, ip).is_ok() => ip,
+            _ => reach::wait_for_ssh(
+                hv,
+                data,
+                &reach::Target {
+                    domain: name,
+                    alias: name,
+                    mac: meta.mac.as_deref(),
+                    sources: &req.sources,
+                    dns_name: req.fqdn.as_deref().unwrap_or(name),
+                    timeout: req.wait_timeout,
+                },
+            )?,
         };
         if meta.address.as_deref() != Some(ip.to_string().as_str()) {
             let _g = data.lock(&format!("meta-{name}"), SHORT_LOCK_TIMEOUT)?;
@@ -400,20 +411,6 @@ fn forget(ctx: &Context, data: &DataDir, name: &str) -> Result<()> {
     }
     InstanceMeta::remove(data, name)?;
     Ok(())
-}
-
-fn secret(ctx: &Context, name: &str, what: &str, given: Option<&str>) -> Result<String> {
-    let dir = ctx.secrets_dir(name);
-    virtup_core::datadir::ensure_private_dir(dir.parent().unwrap())?;
-    virtup_core::datadir::ensure_private_dir(&dir)?;
-    let path = dir.join(what);
-    let value = match given {
-        Some(v) => v.to_owned(),
-        None if path.exists() => keys::read_secret(&path)?,
-        None => keys::random_password(24),
-    };
-    keys::store_secret(&path, &value)?;
-    Ok(value)
 }
 
 fn lib_format(format: &str) -> ImageFormat {
@@ -494,42 +491,22 @@ fn create(
             v
         }
     };
-    let identity = Identity {
-        hostname: req.hostname.clone(),
-        fqdn: req.fqdn.clone(),
-        machine_id: random_machine_id(),
-        host_keys: vec![HostKey {
-            algorithm: "ed25519".into(),
-            private_key: PrivateKey::File(host_keys.private_path.clone()),
-            public_key: host_keys.public_openssh.clone(),
-        }],
-        user: req.user.clone(),
-        authorized_keys: vec![user_key.public_openssh.clone()],
-        root_password_hash: Some(hash_password(&secret(
-            ctx,
-            name,
-            "root_password",
-            req.root_password.as_deref(),
-        )?)?),
-        user_password_hash: Some(hash_password(&secret(
-            ctx,
-            name,
-            "password",
-            req.password.as_deref(),
-        )?)?),
-    };
-    let tmp = data.root().join("tmp");
-    virtup_core::datadir::ensure_private_dir(&tmp)?;
+    let secrets_dir = ctx.secrets_dir(name);
+    let identity = GuestIdentity {
+        hostname: &req.hostname,
+        fqdn: req.fqdn.as_deref(),
+        user: &req.user,
+        user_key: &user_key,
+        host_keys: &host_keys,
+        secrets_dir: &secrets_dir,
+        password: req.password.as_deref(),
+        root_password: req.root_password.as_deref(),
+    }
+    .build()?;
     let mut disks = vec![DiskSpec::disk(&disk.path, format)];
     match req.desired.customize {
         Customize::Auto => {
-            let tool = IsoTool::detect()
-                .ok_or_else(|| anyhow!("neither xorriso nor genisoimage is installed"))?;
-            let iso = tmp.join(format!("{name}-config.iso"));
-            config_disk::write_config_disk(&identity, ConfigDiskKind::Virtup, tool, &iso)?;
-            let uploaded = hv.upload_volume(&req.pool, &config_volume, &iso);
-            let _ = std::fs::remove_file(&iso);
-            let uploaded = uploaded?;
+            let uploaded = upload_config_disk(hv, data, &req.pool, &config_volume, &identity)?;
             // A read-only raw virtio disk: kernels with virtio drivers only see no IDE/SATA cdrom.
             disks.push(DiskSpec {
                 path: uploaded.path,
@@ -540,6 +517,8 @@ fn create(
             });
         }
         Customize::Sysprep => {
+            let tmp = data.root().join("tmp");
+            virtup_core::datadir::ensure_private_dir(&tmp)?;
             let staged = config_disk::stage(&identity, ConfigDiskKind::Virtup, &tmp)?;
             let mut sp = VirtSysprep::new(&disk.path);
             sp.ops = sysprep::identity_ops(&staged)?;
@@ -587,93 +566,4 @@ fn accel_from(hv: &Hypervisor) -> Result<Accel> {
 
 fn run_tool(cmd: &Cmd, what: &str) -> Result<()> {
     cmd.output().map(drop).with_context(|| what.to_owned())
-}
-
-/// Polls the address sources, then the SSH banner and the pinned host key, until `wait_timeout`.
-fn wait_for_ssh(
-    hv: &Hypervisor,
-    data: &DataDir,
-    req: &Request,
-    mac: Option<&str>,
-) -> Result<IpAddr> {
-    let name = &req.desired.name;
-    let deadline = Instant::now() + req.wait_timeout;
-    let lib_sources: Vec<AddressSource> = req
-        .sources
-        .iter()
-        .filter_map(|s| match s {
-            ConfigSource::Lease => Some(AddressSource::Lease),
-            ConfigSource::Agent => Some(AddressSource::Agent),
-            ConfigSource::Arp => Some(AddressSource::Arp),
-            ConfigSource::Dns => None,
-        })
-        .collect();
-    loop {
-        let mut notes = Vec::new();
-        let mut found = None;
-        if !lib_sources.is_empty() {
-            let lookup = hv.find_address(name, mac, &lib_sources)?;
-            notes.extend(lookup.notes.iter().cloned());
-            found = lookup.found.map(|f| f.ip);
-        }
-        if found.is_none() && req.sources.contains(&ConfigSource::Dns) {
-            let host = req.fqdn.clone().unwrap_or_else(|| name.clone());
-            match (host.as_str(), 22).to_socket_addrs() {
-                Ok(mut addrs) => found = addrs.next().map(|a| a.ip()),
-                Err(e) => notes.push(format!("dns: {host}: {e}")),
-            }
-        }
-        if let Some(ip) = found {
-            match ssh_answers(data, name, ip) {
-                Ok(()) => return Ok(ip),
-                Err(e) => notes.push(format!("ssh {ip}: {e:#}")),
-            }
-        }
-        let last = notes.join("; ");
-        if Instant::now() >= deadline {
-            bail!(
-                "instance `{name}` did not answer on SSH within {}s (`wait_timeout`): {last}",
-                req.wait_timeout.as_secs()
-            );
-        }
-        std::thread::sleep(Duration::from_secs(1));
-    }
-}
-
-/// The SSH server at `ip` answers and presents exactly the host key pinned for `name`.
-fn ssh_answers(data: &DataDir, name: &str, ip: IpAddr) -> Result<()> {
-    let addr = SocketAddr::new(ip, 22);
-    let mut stream =
-        TcpStream::connect_timeout(&addr, Duration::from_secs(3)).context("no connection")?;
-    stream.set_read_timeout(Some(Duration::from_secs(5)))?;
-    let mut banner = [0u8; 8];
-    stream.read_exact(&mut banner).context("no banner")?;
-    if !banner.starts_with(b"SSH-") {
-        bail!("not an SSH server");
-    }
-    drop(stream);
-    let pinned = virtup_core::KnownHosts::load(&data.known_hosts_file())?
-        .get(name)
-        .ok_or_else(|| anyhow!("no pinned host key for `{name}`"))?;
-    let want = pinned
-        .split_whitespace()
-        .nth(1)
-        .unwrap_or_default()
-        .to_owned();
-    let mut scan = Cmd::new("ssh-keyscan");
-    scan.args(["-T", "5", "-t", "ed25519", &ip.to_string()])
-        .timeout(Duration::from_secs(15));
-    let out = scan.output().context("ssh-keyscan failed")?;
-    let text = String::from_utf8_lossy(&out.stdout);
-    let seen: Vec<&str> = text
-        .lines()
-        .filter_map(|l| l.split_whitespace().nth(2))
-        .collect();
-    if seen.iter().any(|k| *k == want) {
-        Ok(())
-    } else if seen.is_empty() {
-        bail!("no host key offered yet")
-    } else {
-        bail!("host key does not match the pinned one")
-    }
 }

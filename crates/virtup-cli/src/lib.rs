@@ -1,7 +1,9 @@
 //! Glue shared by the thin virtup binaries: the modules' option sets and their observe → plan → apply drivers.
 
 pub mod context;
+pub mod identity;
 pub mod instance;
 pub mod power;
+pub mod reach;
 pub mod specs;
 pub mod template;

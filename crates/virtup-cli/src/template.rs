@@ -11,7 +11,7 @@ use virtup_core::template::{
     domain_name, plan, volume_generation, volume_name, ObservedDomain, Plan, Source, Step,
     TemplateDesired, TemplateObserved, TemplateState,
 };
-use virtup_core::{keys, validate, DataDir};
+use virtup_core::{keys, known_hosts, validate, DataDir};
 use virtup_guest::checksum::{self, Checksum};
 use virtup_guest::libguestfs::{self, Accel};
 use virtup_guest::virt_install::{InstallDisk, InstallNetwork};
@@ -20,7 +20,9 @@ use virtup_guest::{
 };
 use virtup_libvirt::{DomainState, Hypervisor, TagKind, VirtupTag};
 
-use crate::context::{self, Context, LOCK_TIMEOUT};
+use crate::context::{self, Context, LOCK_TIMEOUT, SHORT_LOCK_TIMEOUT};
+use crate::identity::{upload_config_disk, GuestIdentity};
+use crate::reach;
 
 /// A template request, resolved and validated; building it has had no side effect.
 pub struct Request {
@@ -244,32 +246,73 @@ pub fn run(args: &ModuleArgs) -> Result<ModuleResult> {
     if args.diff() {
         result = result.with_diff(diff(&req, &before.model, &the_plan));
     }
-    if check || the_plan.is_empty() {
+    if check || req.desired.state == TemplateState::Absent {
         return Ok(if req.desired.state == TemplateState::Absent {
             result
         } else {
             result.with(
                 "template",
-                describe(&req, &before, the_plan.generation, !check),
+                describe(&req, &before, the_plan.generation, false),
             )
         });
     }
-    let mut warnings = Vec::new();
-    for partial in &before.partials {
-        hv.delete_volume(&req.pool, partial)?;
+    if !the_plan.is_empty() {
+        let mut warnings = Vec::new();
+        for partial in &before.partials {
+            hv.delete_volume(&req.pool, partial)?;
+        }
+        apply(&ctx, &data, &hv, &req, &before, &the_plan, &mut warnings)?;
+        for w in warnings {
+            result = result.with_warning(w);
+        }
     }
-    apply(&ctx, &data, &hv, &req, &before, &the_plan, &mut warnings)?;
     drop(lock);
-    for w in warnings {
-        result = result.with_warning(w);
+    let mut template = describe(&req, &before, the_plan.generation, true);
+    if req.desired.state == TemplateState::Running {
+        // Whoever runs the template playbook needs the address, the key and the pinned host key.
+        let ip = address(&hv, &data, &req)?;
+        let user = req
+            .desired
+            .fields
+            .username
+            .clone()
+            .unwrap_or_else(|| "virt".into());
+        template["address"] = json!(ip.to_string());
+        template["ssh_private_key_file"] =
+            json!(keys::load_user_key(&data.sshkeys_dir(), &user)?.map(|k| k.private_path));
+        template["known_hosts_file"] = json!(data.known_hosts_file());
+        template["host_key_alias"] = json!(req.domain);
     }
-    if req.desired.state == TemplateState::Absent {
-        return Ok(result);
-    }
-    Ok(result.with(
-        "template",
-        describe(&req, &before, the_plan.generation, true),
-    ))
+    Ok(result.with("template", template))
+}
+
+/// Waits (up to `wait_timeout`) until the running template answers on SSH with its pinned key.
+fn address(hv: &Hypervisor, data: &DataDir, req: &Request) -> Result<std::net::IpAddr> {
+    let parsed = virtup_libvirt::parse_domain_xml(&hv.xml(&req.domain)?)?;
+    let mac = parsed.macs().first().map(|m| m.to_string());
+    let sources = req
+        .desired
+        .fields
+        .address_source
+        .clone()
+        .unwrap_or_else(|| {
+            vec![
+                virtup_core::AddressSource::Lease,
+                virtup_core::AddressSource::Agent,
+            ]
+        });
+    reach::wait_for_ssh(
+        hv,
+        data,
+        &reach::Target {
+            domain: &req.domain,
+            alias: &req.domain,
+            mac: mac.as_deref(),
+            sources: &sources,
+            dns_name: &hostname(req),
+            timeout: req.wait_timeout,
+        },
+    )
 }
 
 fn diff(req: &Request, before: &TemplateObserved, plan: &Plan) -> Diff {
@@ -348,9 +391,9 @@ fn apply(
             Step::Stop => crate::power::stop(hv, &req.domain, req.wait_timeout)?,
             Step::Build { generation } => build(ctx, data, hv, req, obs, generation, accel)?,
             Step::Define { generation } => define(hv, req, obs, generation, accel)?,
-            Step::Start => bail!(
-                "state `running` for templates is not implemented yet: build with `present` (online template customization comes with the instance module)"
-            ),
+            Step::Start => {
+                hv.start(&req.domain)?;
+            }
             Step::Seal => seal(req, obs, plan.generation, accel)?,
             Step::DeleteGeneration { generation } => {
                 if let Some(volume) = obs.volumes.get(&generation) {
@@ -359,6 +402,9 @@ fn apply(
             }
             Step::Undefine => {
                 hv.undefine(&req.domain)?;
+                hv.delete_volume(&req.pool, &config_volume(&req.domain))?;
+                known_hosts::remove(data, &req.domain, SHORT_LOCK_TIMEOUT)?;
+                keys::remove_host_keys(&data.hostkeys_dir(), &req.domain)?;
                 std::fs::remove_dir_all(ctx.secrets_dir(&req.domain)).or_else(ignore_not_found)?;
             }
         }
@@ -384,18 +430,11 @@ fn accel(hv: &Hypervisor, warnings: &mut Vec<String>) -> Result<Accel> {
     Ok(accel)
 }
 
-/// The generated (or given) secret of `what`, kept 0600 in the domain's secrets dir.
+/// The generated (or given) secret of `what` as a 0600 file, for tools that read secrets from files.
 fn secret(ctx: &Context, domain: &str, what: &str, given: Option<&str>) -> Result<PathBuf> {
     let dir = ctx.secrets_dir(domain);
-    virtup_core::datadir::ensure_private_dir(dir.parent().unwrap())?;
-    virtup_core::datadir::ensure_private_dir(&dir)?;
-    let path = dir.join(what);
-    match given {
-        Some(value) => keys::store_secret(&path, value)?,
-        None if path.exists() => {}
-        None => keys::store_secret(&path, &keys::random_password(24))?,
-    }
-    Ok(path)
+    crate::identity::secret(&dir, what, given)?;
+    Ok(dir.join(what))
 }
 
 /// The customizations every template gets, from either source, in one appliance run.
@@ -486,7 +525,7 @@ fn build(
                     size: f.size.clone(),
                     arch: f.arch.clone(),
                     root_password_file: Some(root_pw.clone()),
-                    hostname: Some(req.desired.name.replace('/', "-")),
+                    hostname: Some(hostname(req)),
                     ops,
                     extra_args: f.virt_builder_args.clone().unwrap_or_default(),
                 }
@@ -507,7 +546,7 @@ fn build(
                 import_image(&local, &part, &req.format, f.size.as_deref())?;
                 let mut ops = ops;
                 ops.insert(0, CustomizeOp::RootPassword(root_pw.clone()));
-                ops.insert(1, CustomizeOp::Hostname(req.desired.name.replace('/', "-")));
+                ops.insert(1, CustomizeOp::Hostname(hostname(req)));
                 let mut cmd = VirtCustomize {
                     ops,
                     ..VirtCustomize::new(&part)
@@ -530,6 +569,28 @@ fn build(
         return Err(e);
     }
     hv.refresh_pool(&req.pool)?;
+    // The template boots (state `running`) like an instance: its identity and pinned host key
+    // come from a config disk, so even the template playbook connects with strict checking.
+    let host_keys = keys::generate_host_keys(&data.hostkeys_dir(), &req.domain)?;
+    let secrets_dir = ctx.secrets_dir(&req.domain);
+    let identity = GuestIdentity {
+        hostname: &hostname(req),
+        fqdn: None,
+        user,
+        user_key: &key,
+        host_keys: &host_keys,
+        secrets_dir: &secrets_dir,
+        password: req.password.as_deref(),
+        root_password: req.root_password.as_deref(),
+    }
+    .build()?;
+    upload_config_disk(hv, data, &req.pool, &config_volume(&req.domain), &identity)?;
+    known_hosts::set(
+        data,
+        &req.domain,
+        &host_keys.public_openssh,
+        SHORT_LOCK_TIMEOUT,
+    )?;
     eprintln!(
         "virtup_template: built `{volume}` in {:.1}s",
         started.elapsed().as_secs_f64()
@@ -668,7 +729,10 @@ fn define(
         name: req.domain.clone(),
         memory_mib: f.memory.unwrap_or(512),
         vcpus: f.vcpus.unwrap_or(1),
-        disks: vec![InstallDisk::virtio(&disk, &req.format)],
+        disks: vec![
+            InstallDisk::virtio(&disk, &req.format),
+            InstallDisk::config_disk(pool_path.join(config_volume(&req.domain))),
+        ],
         networks: vec![InstallNetwork::network(
             f.network.as_deref().unwrap_or("default"),
             None,
@@ -707,6 +771,16 @@ fn seal(req: &Request, obs: &Observation, generation: u32, accel: Accel) -> Resu
     .cmd()?;
     libguestfs::apply_env(&mut cmd, accel);
     run_tool(&cmd, "virt-customize could not seal the template")
+}
+
+/// The config disk volume of a template domain.
+pub fn config_volume(domain: &str) -> String {
+    format!("{domain}-config.iso")
+}
+
+/// The template's hostname: its name made a valid host name (`generic/debian10` → `generic-debian10`).
+fn hostname(req: &Request) -> String {
+    req.desired.name.replace(['/', '_', '.'], "-")
 }
 
 /// For the inventory and for clones: where the template's current disk is, and who logs in.

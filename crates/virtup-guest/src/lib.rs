@@ -21,7 +21,7 @@ pub mod virt_install;
 pub mod xz;
 
 pub use builder::VirtBuilder;
-pub use cmd::{Cmd, CmdError, Stream};
+pub use cmd::{shell_quote, Cmd, CmdError, Stream};
 pub use customize::{CustomizeOp, VirtCustomize};
 pub use error::GuestError;
 pub use identity::{HostKey, Identity, PrivateKey};

@@ -136,9 +136,11 @@ pub fn in_repo(program: impl AsRef<std::ffi::OsStr>) -> Command {
     c
 }
 
-/// A private virtup config and data dir for one test, and a way to run the shipped module binaries in it.
+/// A virtup config and data dir, and a way to run the shipped module binaries in it.
 pub struct Sandbox {
-    pub dir: tempfile::TempDir,
+    root: PathBuf,
+    /// Deletes a private sandbox when dropped; `None` for the shared one.
+    _guard: Option<tempfile::TempDir>,
 }
 
 impl Default for Sandbox {
@@ -148,30 +150,36 @@ impl Default for Sandbox {
 }
 
 impl Sandbox {
+    /// A private sandbox, deleted when dropped.
     pub fn new() -> Sandbox {
-        let dir = tempfile::Builder::new()
-            .prefix("virtup-e2e-")
-            .tempdir()
-            .unwrap();
+        let dir = tempfile::Builder::new().prefix("virtup-e2e-").tempdir().unwrap();
         std::fs::create_dir_all(dir.path().join("config")).unwrap();
-        Sandbox { dir }
+        Sandbox { root: dir.path().to_owned(), _guard: Some(dir) }
+    }
+
+    /// The sandbox the lab tests share: its data dir holds the key the base template was built
+    /// with, so the template is built once per run. `tests/run` removes it when the run ends.
+    pub fn shared() -> Sandbox {
+        let root = lab_home().join("e2e");
+        std::fs::create_dir_all(root.join("config")).unwrap();
+        Sandbox { root, _guard: None }
+    }
+
+    pub fn path(&self) -> &Path {
+        &self.root
     }
     pub fn config(&self) -> PathBuf {
-        self.dir.path().join("config")
+        self.root.join("config")
     }
     pub fn data(&self) -> PathBuf {
-        self.dir.path().join("data")
+        self.root.join("data")
     }
 
     /// Runs a module binary from `plugins/modules` (what Ansible would upload) with `args`; returns its JSON.
     pub fn module(&self, module: &str, args: &serde_json::Value) -> (serde_json::Value, Run) {
         let exe = repo_root().join("plugins/modules").join(module);
-        assert!(
-            exe.exists(),
-            "{} is missing: run scripts/build",
-            exe.display()
-        );
-        let file = tempfile::NamedTempFile::new_in(self.dir.path()).unwrap();
+        assert!(exe.exists(), "{} is missing: run scripts/build", exe.display());
+        let file = tempfile::NamedTempFile::new().unwrap();
         std::fs::write(file.path(), serde_json::to_vec(args).unwrap()).unwrap();
         let out = run(
             Command::new(exe)
@@ -180,12 +188,8 @@ impl Sandbox {
                 .env("VIRTUP_DATA_HOME", self.data()),
             Duration::from_secs(1800),
         );
-        let doc: serde_json::Value = serde_json::from_str(&out.stdout).unwrap_or_else(|e| {
-            panic!(
-                "{module} printed no JSON document ({e}):\n{}\n{}",
-                out.stdout, out.stderr
-            )
-        });
+        let doc: serde_json::Value = serde_json::from_str(&out.stdout)
+            .unwrap_or_else(|e| panic!("{module} printed no JSON document ({e}):\n{}\n{}", out.stdout, out.stderr));
         (doc, out)
     }
 
@@ -198,6 +202,14 @@ impl Sandbox {
             out.stderr
         );
         doc
+    }
+
+    /// Builds (or finds) the shared base template from the lab's virt-builder repository.
+    pub fn base_template(&self) -> serde_json::Value {
+        self.ok(
+            "virtup_template",
+            &serde_json::json!({"name": BASE_TEMPLATE, "os_version": "debian-12", "wait_timeout": 900}),
+        )
     }
 }
 
@@ -223,3 +235,6 @@ pub fn pool_volumes() -> Vec<String> {
         .filter_map(|l| l.split_whitespace().next().map(str::to_owned))
         .collect()
 }
+
+/// Name of the template the lab tests share (see [`Sandbox::shared`]).
+pub const BASE_TEMPLATE: &str = "e2e-base";

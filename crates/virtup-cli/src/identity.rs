@@ -1,0 +1,84 @@
+//! A guest's identity from the host side: keys, passwords (0600 secrets) and the config disk carrying them to first boot.
+
+use std::path::Path;
+
+use anyhow::{anyhow, Result};
+use virtup_core::{keys, DataDir, HostKeys, UserKey};
+use virtup_guest::config_disk::{self, ConfigDiskKind, IsoTool};
+use virtup_guest::identity::{hash_password, random_machine_id};
+use virtup_guest::{HostKey, Identity, PrivateKey};
+use virtup_libvirt::{Hypervisor, VolumeInfo};
+
+/// The given secret, else the one stored before, else a new random one; kept 0600 under `secrets_dir` (0700).
+pub fn secret(secrets_dir: &Path, what: &str, given: Option<&str>) -> Result<String> {
+    virtup_core::datadir::ensure_private_dir(secrets_dir.parent().unwrap_or(secrets_dir))?;
+    virtup_core::datadir::ensure_private_dir(secrets_dir)?;
+    let path = secrets_dir.join(what);
+    let value = match given {
+        Some(v) => v.to_owned(),
+        None if path.exists() => keys::read_secret(&path)?,
+        None => keys::random_password(24),
+    };
+    keys::store_secret(&path, &value)?;
+    Ok(value)
+}
+
+/// Everything a guest learns at first boot.
+pub struct GuestIdentity<'a> {
+    pub hostname: &'a str,
+    pub fqdn: Option<&'a str>,
+    pub user: &'a str,
+    pub user_key: &'a UserKey,
+    pub host_keys: &'a HostKeys,
+    pub secrets_dir: &'a Path,
+    pub password: Option<&'a str>,
+    pub root_password: Option<&'a str>,
+}
+
+impl GuestIdentity<'_> {
+    /// The identity with password hashes (never the passwords) and a fresh machine-id.
+    pub fn build(&self) -> Result<Identity> {
+        Ok(Identity {
+            hostname: self.hostname.to_owned(),
+            fqdn: self.fqdn.map(str::to_owned),
+            machine_id: random_machine_id(),
+            host_keys: vec![HostKey {
+                algorithm: "ed25519".into(),
+                private_key: PrivateKey::File(self.host_keys.private_path.clone()),
+                public_key: self.host_keys.public_openssh.clone(),
+            }],
+            user: self.user.to_owned(),
+            authorized_keys: vec![self.user_key.public_openssh.clone()],
+            root_password_hash: Some(hash_password(&secret(
+                self.secrets_dir,
+                "root_password",
+                self.root_password,
+            )?)?),
+            user_password_hash: Some(hash_password(&secret(
+                self.secrets_dir,
+                "password",
+                self.password,
+            )?)?),
+        })
+    }
+}
+
+/// Writes the config disk (ISO 9660, label VIRTUPCFG) and uploads it as `volume` through libvirt,
+/// so it shows in `virsh vol-list` and works on remote hypervisors too.
+pub fn upload_config_disk(
+    hv: &Hypervisor,
+    data: &DataDir,
+    pool: &str,
+    volume: &str,
+    identity: &Identity,
+) -> Result<VolumeInfo> {
+    let tool =
+        IsoTool::detect().ok_or_else(|| anyhow!("neither xorriso nor genisoimage is installed"))?;
+    let tmp = data.root().join("tmp");
+    virtup_core::datadir::ensure_private_dir(&tmp)?;
+    let iso = tmp.join(volume);
+    config_disk::write_config_disk(identity, ConfigDiskKind::Virtup, tool, &iso)?;
+    let uploaded = hv.upload_volume(pool, volume, &iso);
+    let _ = std::fs::remove_file(&iso);
+    Ok(uploaded?)
+}

@@ -1,0 +1,121 @@
+//! Layer 4: clones of the shared base template: parallel linked and full clones with their own identity,
+//! the virt-sysprep path, and a guest that never answers.
+
+use std::process::Command;
+use std::time::Duration;
+
+use serde_json::{json, Value};
+use virtup_e2e::{lab_home, run, Sandbox, BASE_TEMPLATE};
+
+/// Deletes the named instances however the test ends.
+struct Instances<'a>(&'a Sandbox, Vec<String>);
+
+impl Drop for Instances<'_> {
+    fn drop(&mut self) {
+        for name in &self.1 {
+            let _ = self.0.module("virtup_instance", &json!({"name": name, "state": "absent", "wait_timeout": 120}));
+        }
+    }
+}
+
+fn ssh(inst: &Value, command: &str) -> String {
+    let i = &inst["instance"];
+    run(
+        Command::new("ssh")
+            .args(["-o", "BatchMode=yes", "-o", "StrictHostKeyChecking=yes", "-o", "ConnectTimeout=20"])
+            .arg("-o")
+            .arg(format!("UserKnownHostsFile={}", i["known_hosts_file"].as_str().unwrap()))
+            .arg("-o")
+            .arg(format!("HostKeyAlias={}", i["name"].as_str().unwrap()))
+            .arg("-i")
+            .arg(i["ssh_private_key_file"].as_str().unwrap())
+            .arg(format!("{}@{}", i["user"].as_str().unwrap(), i["address"].as_str().unwrap()))
+            .arg(command),
+        Duration::from_secs(120),
+    )
+    .assert_ok(&format!("ssh {command}"))
+    .stdout
+}
+
+/// Host-side clone time the module reports on stderr ("created `x` in 0.412s").
+fn host_side_secs(stderr: &str) -> f64 {
+    let line = stderr.lines().find(|l| l.contains("virtup_instance: created")).expect("creation line");
+    line.rsplit(" in ").next().unwrap().trim_end_matches('s').parse().unwrap()
+}
+
+#[test]
+fn parallel_linked_and_full_clones_each_have_their_own_identity() {
+    lab_home();
+    let sb = Sandbox::shared();
+    sb.base_template();
+    let specs = [("e2e-l1", "linked"), ("e2e-l2", "linked"), ("e2e-l3", "linked"), ("e2e-f1", "full")];
+    let _guard = Instances(&sb, specs.iter().map(|(n, _)| n.to_string()).collect());
+    let created: Vec<(Value, virtup_e2e::Run)> = std::thread::scope(|s| {
+        let handles: Vec<_> = specs
+            .iter()
+            .map(|(name, clone)| {
+                let sb = &sb;
+                s.spawn(move || {
+                    sb.module(
+                        "virtup_instance",
+                        &json!({"name": name, "template": BASE_TEMPLATE, "clone": clone, "wait_timeout": 1200}),
+                    )
+                })
+            })
+            .collect();
+        handles.into_iter().map(|h| h.join().unwrap()).collect()
+    });
+    let mut seen = std::collections::BTreeSet::new();
+    for ((name, clone), (doc, out)) in specs.iter().zip(&created) {
+        assert!(out.status.success() && doc["changed"] == json!(true), "{name}: {doc}\n{}", out.stderr);
+        let secs = host_side_secs(&out.stderr);
+        println!("{name} ({clone}): host-side {secs:.3}s, to pinned SSH {:?}", out.elapsed);
+        let facts = ssh(doc, "hostname; cat /etc/machine-id; cat /etc/ssh/ssh_host_ed25519_key.pub");
+        let lines: Vec<&str> = facts.lines().collect();
+        assert_eq!(lines[0], *name);
+        for fact in &lines[1..3] {
+            assert!(seen.insert(fact.split_whitespace().take(2).collect::<Vec<_>>().join(" ")), "{name} shares {fact}");
+        }
+    }
+    // The full clone has no backing file; linked ones are overlays on the template generation.
+    let info = |vol: &str| {
+        run(Command::new("qemu-img").args(["info", "-U", "--output=json"]).arg(format!("/var/lib/libvirt/images/{vol}")), Duration::from_secs(60))
+            .assert_ok("qemu-img info")
+            .stdout
+    };
+    assert!(info("e2e-l1.qcow2").contains("backing-filename"));
+    assert!(!info("e2e-f1.qcow2").contains("backing-filename"));
+}
+
+#[test]
+fn sysprep_clone_boots_with_working_sshd() {
+    lab_home();
+    let sb = Sandbox::shared();
+    sb.base_template();
+    let _guard = Instances(&sb, vec!["e2e-sp1".into()]);
+    let doc = sb.ok(
+        "virtup_instance",
+        &json!({"name": "e2e-sp1", "template": BASE_TEMPLATE, "customize": "sysprep", "wait_timeout": 1200}),
+    );
+    let facts = ssh(&doc, "hostname; systemctl is-active ssh");
+    assert_eq!(facts.lines().collect::<Vec<_>>(), ["e2e-sp1", "active"]);
+}
+
+#[test]
+fn a_guest_that_never_answers_fails_within_wait_timeout_saying_what_each_source_saw() {
+    lab_home();
+    let sb = Sandbox::shared();
+    sb.base_template();
+    let _guard = Instances(&sb, vec!["e2e-slow".into()]);
+    // Nothing can boot and lease an address in 5 s under TCG.
+    let (doc, out) = sb.module(
+        "virtup_instance",
+        &json!({"name": "e2e-slow", "template": BASE_TEMPLATE, "wait_timeout": 5, "address_source": ["lease", "agent"]}),
+    );
+    assert_eq!(doc["failed"], json!(true), "{doc}");
+    let msg = doc["msg"].as_str().unwrap();
+    assert!(msg.contains("within 5s"), "{msg}");
+    assert!(msg.contains("lease: no lease for 52:54:00:"), "{msg}");
+    assert!(msg.contains("agent:"), "{msg}");
+    assert!(out.elapsed < Duration::from_secs(90), "took {:?}", out.elapsed);
+}
