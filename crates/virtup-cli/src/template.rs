@@ -246,14 +246,11 @@ pub fn run(args: &ModuleArgs) -> Result<ModuleResult> {
     if args.diff() {
         result = result.with_diff(diff(&req, &before.model, &the_plan));
     }
-    if check || req.desired.state == TemplateState::Absent {
+    if check {
         return Ok(if req.desired.state == TemplateState::Absent {
             result
         } else {
-            result.with(
-                "template",
-                describe(&req, &before, the_plan.generation, false),
-            )
+            result.with("template", describe(&req, &before, the_plan.generation, false))
         });
     }
     if !the_plan.is_empty() {
@@ -265,6 +262,9 @@ pub fn run(args: &ModuleArgs) -> Result<ModuleResult> {
         for w in warnings {
             result = result.with_warning(w);
         }
+    }
+    if req.desired.state == TemplateState::Absent {
+        return Ok(result);
     }
     drop(lock);
     let mut template = describe(&req, &before, the_plan.generation, true);
