@@ -250,7 +250,10 @@ pub fn run(args: &ModuleArgs) -> Result<ModuleResult> {
         return Ok(if req.desired.state == TemplateState::Absent {
             result
         } else {
-            result.with("template", describe(&req, &before, the_plan.generation, false))
+            result.with(
+                "template",
+                describe(&req, &before, the_plan.generation, false),
+            )
         });
     }
     if !the_plan.is_empty() {

@@ -152,9 +152,15 @@ impl Default for Sandbox {
 impl Sandbox {
     /// A private sandbox, deleted when dropped.
     pub fn new() -> Sandbox {
-        let dir = tempfile::Builder::new().prefix("virtup-e2e-").tempdir().unwrap();
+        let dir = tempfile::Builder::new()
+            .prefix("virtup-e2e-")
+            .tempdir()
+            .unwrap();
         std::fs::create_dir_all(dir.path().join("config")).unwrap();
-        Sandbox { root: dir.path().to_owned(), _guard: Some(dir) }
+        Sandbox {
+            root: dir.path().to_owned(),
+            _guard: Some(dir),
+        }
     }
 
     /// The sandbox the lab tests share: its data dir holds the key the base template was built
@@ -178,7 +184,11 @@ impl Sandbox {
     /// Runs a module binary from `plugins/modules` (what Ansible would upload) with `args`; returns its JSON.
     pub fn module(&self, module: &str, args: &serde_json::Value) -> (serde_json::Value, Run) {
         let exe = repo_root().join("plugins/modules").join(module);
-        assert!(exe.exists(), "{} is missing: run scripts/build", exe.display());
+        assert!(
+            exe.exists(),
+            "{} is missing: run scripts/build",
+            exe.display()
+        );
         let file = tempfile::NamedTempFile::new().unwrap();
         std::fs::write(file.path(), serde_json::to_vec(args).unwrap()).unwrap();
         let out = run(
@@ -188,8 +198,12 @@ impl Sandbox {
                 .env("VIRTUP_DATA_HOME", self.data()),
             Duration::from_secs(1800),
         );
-        let doc: serde_json::Value = serde_json::from_str(&out.stdout)
-            .unwrap_or_else(|e| panic!("{module} printed no JSON document ({e}):\n{}\n{}", out.stdout, out.stderr));
+        let doc: serde_json::Value = serde_json::from_str(&out.stdout).unwrap_or_else(|e| {
+            panic!(
+                "{module} printed no JSON document ({e}):\n{}\n{}",
+                out.stdout, out.stderr
+            )
+        });
         (doc, out)
     }
 

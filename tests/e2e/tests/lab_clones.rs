@@ -13,7 +13,10 @@ struct Instances<'a>(&'a Sandbox, Vec<String>);
 impl Drop for Instances<'_> {
     fn drop(&mut self) {
         for name in &self.1 {
-            let _ = self.0.module("virtup_instance", &json!({"name": name, "state": "absent", "wait_timeout": 120}));
+            let _ = self.0.module(
+                "virtup_instance",
+                &json!({"name": name, "state": "absent", "wait_timeout": 120}),
+            );
         }
     }
 }
@@ -22,14 +25,28 @@ fn ssh(inst: &Value, command: &str) -> String {
     let i = &inst["instance"];
     run(
         Command::new("ssh")
-            .args(["-o", "BatchMode=yes", "-o", "StrictHostKeyChecking=yes", "-o", "ConnectTimeout=20"])
+            .args([
+                "-o",
+                "BatchMode=yes",
+                "-o",
+                "StrictHostKeyChecking=yes",
+                "-o",
+                "ConnectTimeout=20",
+            ])
             .arg("-o")
-            .arg(format!("UserKnownHostsFile={}", i["known_hosts_file"].as_str().unwrap()))
+            .arg(format!(
+                "UserKnownHostsFile={}",
+                i["known_hosts_file"].as_str().unwrap()
+            ))
             .arg("-o")
             .arg(format!("HostKeyAlias={}", i["name"].as_str().unwrap()))
             .arg("-i")
             .arg(i["ssh_private_key_file"].as_str().unwrap())
-            .arg(format!("{}@{}", i["user"].as_str().unwrap(), i["address"].as_str().unwrap()))
+            .arg(format!(
+                "{}@{}",
+                i["user"].as_str().unwrap(),
+                i["address"].as_str().unwrap()
+            ))
             .arg(command),
         Duration::from_secs(120),
     )
@@ -39,8 +56,16 @@ fn ssh(inst: &Value, command: &str) -> String {
 
 /// Host-side clone time the module reports on stderr ("created `x` in 0.412s").
 fn host_side_secs(stderr: &str) -> f64 {
-    let line = stderr.lines().find(|l| l.contains("virtup_instance: created")).expect("creation line");
-    line.rsplit(" in ").next().unwrap().trim_end_matches('s').parse().unwrap()
+    let line = stderr
+        .lines()
+        .find(|l| l.contains("virtup_instance: created"))
+        .expect("creation line");
+    line.rsplit(" in ")
+        .next()
+        .unwrap()
+        .trim_end_matches('s')
+        .parse()
+        .unwrap()
 }
 
 #[test]
@@ -48,7 +73,12 @@ fn parallel_linked_and_full_clones_each_have_their_own_identity() {
     lab_home();
     let sb = Sandbox::shared();
     sb.base_template();
-    let specs = [("e2e-l1", "linked"), ("e2e-l2", "linked"), ("e2e-l3", "linked"), ("e2e-f1", "full")];
+    let specs = [
+        ("e2e-l1", "linked"),
+        ("e2e-l2", "linked"),
+        ("e2e-l3", "linked"),
+        ("e2e-f1", "full"),
+    ];
     let _guard = Instances(&sb, specs.iter().map(|(n, _)| n.to_string()).collect());
     let created: Vec<(Value, virtup_e2e::Run)> = std::thread::scope(|s| {
         let handles: Vec<_> = specs
@@ -67,21 +97,44 @@ fn parallel_linked_and_full_clones_each_have_their_own_identity() {
     });
     let mut seen = std::collections::BTreeSet::new();
     for ((name, clone), (doc, out)) in specs.iter().zip(&created) {
-        assert!(out.status.success() && doc["changed"] == json!(true), "{name}: {doc}\n{}", out.stderr);
+        assert!(
+            out.status.success() && doc["changed"] == json!(true),
+            "{name}: {doc}\n{}",
+            out.stderr
+        );
         let secs = host_side_secs(&out.stderr);
-        println!("{name} ({clone}): host-side {secs:.3}s, to pinned SSH {:?}", out.elapsed);
-        let facts = ssh(doc, "hostname; cat /etc/machine-id; cat /etc/ssh/ssh_host_ed25519_key.pub");
+        println!(
+            "{name} ({clone}): host-side {secs:.3}s, to pinned SSH {:?}",
+            out.elapsed
+        );
+        let facts = ssh(
+            doc,
+            "hostname; cat /etc/machine-id; cat /etc/ssh/ssh_host_ed25519_key.pub",
+        );
         let lines: Vec<&str> = facts.lines().collect();
         assert_eq!(lines[0], *name);
         for fact in &lines[1..3] {
-            assert!(seen.insert(fact.split_whitespace().take(2).collect::<Vec<_>>().join(" ")), "{name} shares {fact}");
+            assert!(
+                seen.insert(
+                    fact.split_whitespace()
+                        .take(2)
+                        .collect::<Vec<_>>()
+                        .join(" ")
+                ),
+                "{name} shares {fact}"
+            );
         }
     }
     // The full clone has no backing file; linked ones are overlays on the template generation.
     let info = |vol: &str| {
-        run(Command::new("qemu-img").args(["info", "-U", "--output=json"]).arg(format!("/var/lib/libvirt/images/{vol}")), Duration::from_secs(60))
-            .assert_ok("qemu-img info")
-            .stdout
+        run(
+            Command::new("qemu-img")
+                .args(["info", "-U", "--output=json"])
+                .arg(format!("/var/lib/libvirt/images/{vol}")),
+            Duration::from_secs(60),
+        )
+        .assert_ok("qemu-img info")
+        .stdout
     };
     assert!(info("e2e-l1.qcow2").contains("backing-filename"));
     assert!(!info("e2e-f1.qcow2").contains("backing-filename"));
@@ -117,5 +170,9 @@ fn a_guest_that_never_answers_fails_within_wait_timeout_saying_what_each_source_
     assert!(msg.contains("within 5s"), "{msg}");
     assert!(msg.contains("lease: no lease for 52:54:00:"), "{msg}");
     assert!(msg.contains("agent:"), "{msg}");
-    assert!(out.elapsed < Duration::from_secs(90), "took {:?}", out.elapsed);
+    assert!(
+        out.elapsed < Duration::from_secs(90),
+        "took {:?}",
+        out.elapsed
+    );
 }

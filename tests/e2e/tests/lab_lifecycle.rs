@@ -149,16 +149,28 @@ fn template_and_instance_lifecycle_on_real_guests() {
     assert_eq!(pool_volumes(), before, "check mode touched the pool");
     // Eight concurrent real runs of the same template: one builds, the others wait and find it built.
     let runs: Vec<(Value, virtup_e2e::Run)> = std::thread::scope(|s| {
-        let handles: Vec<_> = (0..8).map(|_| s.spawn(|| sb.module("virtup_template", &t_args))).collect();
+        let handles: Vec<_> = (0..8)
+            .map(|_| s.spawn(|| sb.module("virtup_template", &t_args)))
+            .collect();
         handles.into_iter().map(|h| h.join().unwrap()).collect()
     });
     for (doc, out) in &runs {
-        assert!(out.status.success() && doc["failed"] != json!(true), "{doc}\n{}", out.stderr);
+        assert!(
+            out.status.success() && doc["failed"] != json!(true),
+            "{doc}\n{}",
+            out.stderr
+        );
     }
     let builders: Vec<&Value> = runs.iter().map(|(d, _)| d).filter(|d| changed(d)).collect();
     assert_eq!(builders.len(), 1, "exactly one of 8 concurrent runs builds");
-    let builds = runs.iter().filter(|(_, o)| o.stderr.contains("virtup_template: built")).count();
-    println!("8 concurrent template runs: {builds} build(s); longest run {:?}", runs.iter().map(|(_, o)| o.elapsed).max().unwrap());
+    let builds = runs
+        .iter()
+        .filter(|(_, o)| o.stderr.contains("virtup_template: built"))
+        .count();
+    println!(
+        "8 concurrent template runs: {builds} build(s); longest run {:?}",
+        runs.iter().map(|(_, o)| o.elapsed).max().unwrap()
+    );
     assert_eq!(builds, 1);
     let t1 = builders[0].clone();
     assert_eq!(t1["template"]["generation"], json!(1));

@@ -23,9 +23,9 @@ fn virt_builder_sees_only_the_signed_local_repository() {
     let sources = list["sources"].as_array().expect("sources");
     assert_eq!(sources.len(), 1, "only the lab's source: {sources:?}");
     assert!(
-        sources[0]["gpgkey"]
+        sources[0]["key"]
             .as_str()
-            .is_some_and(|k| k.contains("key.pub")),
+            .is_some_and(|k| k.ends_with("/key.pub")),
         "{sources:?}"
     );
 }

@@ -1,0 +1,212 @@
+"""Shared helpers for the scripts in bench/: run inside the lab, time commands, clean up what a run made.
+
+Not a benchmark itself. Python 3 standard library only, so the benchmarks run on a fresh lab machine.
+"""
+
+import json
+import os
+import platform
+import re
+import shutil
+import signal
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parent.parent
+MODULES = Path(os.environ.get("VIRTUP_BENCH_MODULES", REPO / "plugins" / "modules"))
+LAB = REPO / "tests" / "lab" / "lab"
+URI = os.environ.get("LIBVIRT_DEFAULT_URI", "qemu:///system")
+
+
+def say(prog, msg):
+    print(f"{prog}: {msg}", flush=True)
+
+
+def in_lab():
+    """True when this process runs inside the lab's network namespace with the lab env."""
+    netns = os.environ.get("VIRTUP_LAB_NETNS")
+    if not netns or not os.environ.get("VIRTUP_LAB_HOME"):
+        return False
+    try:
+        here = os.readlink("/proc/self/ns/net")
+        return here == f"net:[{os.stat(f'/run/netns/{netns}').st_ino}]"
+    except OSError:
+        return False
+
+
+def enter_lab(script):
+    """Re-executes `script` through `tests/lab/lab exec` unless already inside the lab.
+
+    Guests may only be reached inside the lab's namespace, and every timed step must see the same env
+    (TCG, libguestfs settings, the lab's virt-builder repo), so the whole benchmark runs there.
+    """
+    if in_lab():
+        return
+    if os.geteuid() != 0:
+        sys.exit(f"{Path(script).name}: must run as root (the lab needs it)")
+    status = subprocess.run([str(LAB), "status"], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    if status.returncode != 0:
+        sys.exit(f"{Path(script).name}: the lab is not up; run `tests/lab/lab up` first")
+    os.execv(str(LAB), [str(LAB), "exec", str(Path(script).resolve()), *sys.argv[1:]])
+
+
+def machine_facts():
+    """One line about the machine: the figures only mean something next to these."""
+    try:
+        load = " ".join(Path("/proc/loadavg").read_text().split()[:3])
+    except OSError:
+        load = "?"
+    return (
+        f"{os.cpu_count()} cores, accel={os.environ.get('VIRTUP_LAB_ACCEL', '?')}, "
+        f"load {load}, other qemu guests running: {count_qemu()}, {platform.node()}, "
+        f"{time.strftime('%Y-%m-%d %H:%M %Z')}"
+    )
+
+
+def count_qemu():
+    n = 0
+    for p in Path("/proc").iterdir():
+        if p.name.isdigit():
+            try:
+                if (p / "comm").read_text().strip().startswith("qemu-system"):
+                    n += 1
+            except OSError:
+                pass
+    return n
+
+
+class Result:
+    def __init__(self, argv, rc, out, err, secs):
+        self.argv, self.rc, self.out, self.err, self.secs = argv, rc, out, err, secs
+
+    def ok(self):
+        return self.rc == 0
+
+    def json(self):
+        return json.loads(self.out)
+
+    def describe(self):
+        return f"`{' '.join(map(str, self.argv))}` exited {self.rc}\n--- stdout\n{self.out}\n--- stderr\n{self.err}"
+
+
+def run(argv, env=None, limit=900, stdin=subprocess.DEVNULL):
+    """Runs argv to completion (killed after `limit` seconds) and returns a timed Result."""
+    t0 = time.monotonic()
+    try:
+        p = subprocess.run(
+            [str(a) for a in argv], env=env, stdin=stdin, capture_output=True, text=True, timeout=limit
+        )
+        return Result(argv, p.returncode, p.stdout, p.stderr, time.monotonic() - t0)
+    except subprocess.TimeoutExpired as e:
+        out = e.stdout.decode(errors="replace") if isinstance(e.stdout, bytes) else (e.stdout or "")
+        err = e.stderr.decode(errors="replace") if isinstance(e.stderr, bytes) else (e.stderr or "")
+        return Result(argv, -1, out, err + f"\n(killed after {limit}s)", time.monotonic() - t0)
+
+
+def must(res, what):
+    if not res.ok():
+        raise BenchError(f"{what} failed: {res.describe()}")
+    return res
+
+
+class BenchError(Exception):
+    pass
+
+
+class Sandbox:
+    """A 0700 temp dir with virtup's data and config dirs, and the module runner bound to them."""
+
+    def __init__(self, tag):
+        self.dir = Path(tempfile.mkdtemp(prefix=f"{tag}.", dir="/tmp"))  # mkdtemp: mode 0700
+        self.data = self.dir / "data"
+        self.config = self.dir / "config"
+        self.env = dict(os.environ, VIRTUP_DATA_HOME=str(self.data), VIRTUP_CONFIG_HOME=str(self.config))
+        self._n = 0
+
+    def args_file(self, args):
+        self._n += 1
+        path = self.dir / f"args-{self._n}.json"
+        path.write_text(json.dumps(args))
+        return path
+
+    def module(self, module, args, limit=900):
+        """Runs a virtup module binary the way Ansible does: one args file, one JSON document out."""
+        return run([MODULES / module, self.args_file(args)], env=self.env, limit=limit)
+
+    def spawn_module(self, module, args):
+        """Starts a module run in the background; `finish` collects it as a Result."""
+        path = self.args_file(args)
+        argv = [MODULES / module, path]
+        p = subprocess.Popen(
+            [str(a) for a in argv], env=self.env, stdin=subprocess.DEVNULL,
+            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+        )
+        return (argv, p, time.monotonic())
+
+    @staticmethod
+    def finish(spawned, limit=900):
+        argv, p, t0 = spawned
+        try:
+            out, err = p.communicate(timeout=max(1, limit - (time.monotonic() - t0)))
+        except subprocess.TimeoutExpired:
+            p.kill()
+            out, err = p.communicate()
+            err += f"\n(killed after {limit}s)"
+            return Result(argv, -1, out, err, time.monotonic() - t0)
+        return Result(argv, p.returncode, out, err, time.monotonic() - t0)
+
+    def remove(self):
+        shutil.rmtree(self.dir, ignore_errors=True)
+
+
+def virsh(*args, limit=120):
+    return run(["virsh", "-q", "-c", URI, *args], env=dict(os.environ, LC_ALL="C"), limit=limit)
+
+
+def domain_exists(name):
+    return virsh("dominfo", name).ok()
+
+
+def pool_path(pool="default"):
+    res = must(virsh("pool-dumpxml", pool), f"reading pool `{pool}`")
+    m = re.search(r"<path>([^<]+)</path>", res.out)
+    if not m:
+        raise BenchError(f"pool `{pool}` has no path")
+    return Path(m.group(1))
+
+
+CREATED_RE = re.compile(r"created `[^`]*` in ([0-9.]+)s")
+BUILT_RE = re.compile(r"built `[^`]*` in ([0-9.]+)s")
+
+
+def reported_secs(regex, stderr):
+    m = regex.search(stderr)
+    return float(m.group(1)) if m else None
+
+
+def median(xs):
+    return statistics.median(xs) if xs else float("nan")
+
+
+def fmt_s(x):
+    return "n/a" if x is None or x != x else f"{x:.2f} s"
+
+
+def ratio(a, b):
+    if a is None or b is None or b == 0 or a != a or b != b:
+        return "n/a"
+    return f"{a / b:.2f}x"
+
+
+def install_signal_exit():
+    """SIGTERM/SIGINT become SystemExit so `finally` blocks clean up what the run made."""
+
+    def handler(signum, _frame):
+        raise SystemExit(128 + signum)
+
+    signal.signal(signal.SIGTERM, handler)
+    signal.signal(signal.SIGINT, handler)
