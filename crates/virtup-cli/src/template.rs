@@ -469,12 +469,22 @@ fn prepare_ops(req: &Request, password_file: &Path, public_key_file: &Path) -> V
         },
     ];
     ops.extend(firstboot::install_ops());
+    // Images with cloud-init keep it for users' own data, but it must not undo the identity the
+    // config disk gave: on a clone's first boot it would delete the pinned host keys and reset the hostname.
+    ops.push(CustomizeOp::RunCommand(format!(
+        "if [ -d /etc/cloud/cloud.cfg.d ]; then printf '{CLOUD_INIT_KEEP}' > /etc/cloud/cloud.cfg.d/90-virtup.cfg; fi"
+    )));
     if let Some(extra) = &f.virt_customize_args {
         ops.push(CustomizeOp::Raw(extra.clone()));
     }
     ops.extend(identity_removal_ops());
     ops
 }
+
+/// cloud-init settings that leave hostname and SSH host keys to virtup's first-boot unit.
+/// Written with printf, so `\\n` (backslash n) separates the lines and the command stays on one line.
+const CLOUD_INIT_KEEP: &str = "# virtup: identity comes from the VIRTUPCFG config disk\\n\
+ssh_deletekeys: false\\nssh_genkeytypes: []\\npreserve_hostname: true\\nmanage_etc_hosts: false\\n";
 
 /// What a clone must not inherit: it gets its own at first boot from its config disk.
 fn identity_removal_ops() -> Vec<CustomizeOp> {

@@ -252,3 +252,36 @@ pub fn pool_volumes() -> Vec<String> {
 
 /// Name of the template the lab tests share (see [`Sandbox::shared`]).
 pub const BASE_TEMPLATE: &str = "e2e-base";
+
+/// Runs `command` in an instance over SSH the way the inventory does: virtup's key, virtup's
+/// known_hosts with the instance's pinned key under its name, strict host key checking.
+pub fn ssh_instance(instance: &serde_json::Value, command: &str) -> String {
+    let i = &instance["instance"];
+    let text = |k: &str| {
+        i[k].as_str()
+            .unwrap_or_else(|| panic!("instance has no {k}: {instance}"))
+            .to_owned()
+    };
+    run(
+        Command::new("ssh")
+            .args([
+                "-o",
+                "BatchMode=yes",
+                "-o",
+                "StrictHostKeyChecking=yes",
+                "-o",
+                "ConnectTimeout=20",
+            ])
+            .arg("-o")
+            .arg(format!("UserKnownHostsFile={}", text("known_hosts_file")))
+            .arg("-o")
+            .arg(format!("HostKeyAlias={}", text("name")))
+            .arg("-i")
+            .arg(text("ssh_private_key_file"))
+            .arg(format!("{}@{}", text("user"), text("address")))
+            .arg(command),
+        Duration::from_secs(120),
+    )
+    .assert_ok(&format!("ssh {command}"))
+    .stdout
+}

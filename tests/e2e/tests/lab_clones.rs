@@ -5,7 +5,7 @@ use std::process::Command;
 use std::time::Duration;
 
 use serde_json::{json, Value};
-use virtup_e2e::{lab_home, run, Sandbox, BASE_TEMPLATE};
+use virtup_e2e::{lab_home, run, ssh_instance, Sandbox, BASE_TEMPLATE};
 
 /// Deletes the named instances however the test ends.
 struct Instances<'a>(&'a Sandbox, Vec<String>);
@@ -19,39 +19,6 @@ impl Drop for Instances<'_> {
             );
         }
     }
-}
-
-fn ssh(inst: &Value, command: &str) -> String {
-    let i = &inst["instance"];
-    run(
-        Command::new("ssh")
-            .args([
-                "-o",
-                "BatchMode=yes",
-                "-o",
-                "StrictHostKeyChecking=yes",
-                "-o",
-                "ConnectTimeout=20",
-            ])
-            .arg("-o")
-            .arg(format!(
-                "UserKnownHostsFile={}",
-                i["known_hosts_file"].as_str().unwrap()
-            ))
-            .arg("-o")
-            .arg(format!("HostKeyAlias={}", i["name"].as_str().unwrap()))
-            .arg("-i")
-            .arg(i["ssh_private_key_file"].as_str().unwrap())
-            .arg(format!(
-                "{}@{}",
-                i["user"].as_str().unwrap(),
-                i["address"].as_str().unwrap()
-            ))
-            .arg(command),
-        Duration::from_secs(120),
-    )
-    .assert_ok(&format!("ssh {command}"))
-    .stdout
 }
 
 /// Host-side clone time the module reports on stderr ("created `x` in 0.412s").
@@ -107,7 +74,7 @@ fn parallel_linked_and_full_clones_each_have_their_own_identity() {
             "{name} ({clone}): host-side {secs:.3}s, to pinned SSH {:?}",
             out.elapsed
         );
-        let facts = ssh(
+        let facts = ssh_instance(
             doc,
             "hostname; cat /etc/machine-id; cat /etc/ssh/ssh_host_ed25519_key.pub",
         );
@@ -150,7 +117,7 @@ fn sysprep_clone_boots_with_working_sshd() {
         "virtup_instance",
         &json!({"name": "e2e-sp1", "template": BASE_TEMPLATE, "customize": "sysprep", "wait_timeout": 1200}),
     );
-    let facts = ssh(&doc, "hostname; systemctl is-active ssh");
+    let facts = ssh_instance(&doc, "hostname; systemctl is-active ssh");
     assert_eq!(facts.lines().collect::<Vec<_>>(), ["e2e-sp1", "active"]);
 }
 

@@ -1,11 +1,9 @@
 //! Layer 4: templates and instances on real libvirt and real guests: build, clone, SSH with pinned keys, lifecycle.
 
 use std::collections::BTreeSet;
-use std::process::Command;
-use std::time::Duration;
 
 use serde_json::{json, Value};
-use virtup_e2e::{lab_home, pool_volumes, run, virsh, Sandbox};
+use virtup_e2e::{lab_home, pool_volumes, ssh_instance, virsh, Sandbox};
 
 /// Removes what a test defined, whatever happens to the test.
 struct Cleanup<'a> {
@@ -82,41 +80,6 @@ fn walk(dir: &std::path::Path) -> Vec<std::path::PathBuf> {
         }
     }
     out
-}
-
-/// SSH into an instance the way the inventory will: virtup's key, pinned known_hosts, strict checking.
-fn ssh(sb: &Sandbox, inst: &Value, command: &str) -> String {
-    let i = &inst["instance"];
-    let out = run(
-        Command::new("ssh")
-            .args([
-                "-o",
-                "BatchMode=yes",
-                "-o",
-                "StrictHostKeyChecking=yes",
-                "-o",
-                "ConnectTimeout=20",
-            ])
-            .arg("-o")
-            .arg(format!(
-                "UserKnownHostsFile={}",
-                i["known_hosts_file"].as_str().unwrap()
-            ))
-            .arg("-o")
-            .arg(format!("HostKeyAlias={}", i["name"].as_str().unwrap()))
-            .arg("-i")
-            .arg(i["ssh_private_key_file"].as_str().unwrap())
-            .arg(format!(
-                "{}@{}",
-                i["user"].as_str().unwrap(),
-                i["address"].as_str().unwrap()
-            ))
-            .arg(command),
-        Duration::from_secs(120),
-    )
-    .assert_ok(&format!("ssh {command}"));
-    let _ = sb;
-    out.stdout
 }
 
 #[test]
@@ -235,7 +198,7 @@ fn template_and_instance_lifecycle_on_real_guests() {
     let mac = created["instance"]["mac"].as_str().unwrap().to_owned();
 
     // Inside the guest: its own hostname and identity, the login user with passwordless sudo.
-    let facts = ssh(&sb, &created, "hostname; cat /etc/machine-id; sudo -n true && echo sudo-ok; ssh-keygen -lf /etc/ssh/ssh_host_ed25519_key.pub");
+    let facts = ssh_instance(&created, "hostname; cat /etc/machine-id; sudo -n true && echo sudo-ok; ssh-keygen -lf /etc/ssh/ssh_host_ed25519_key.pub");
     let lines: Vec<&str> = facts.lines().collect();
     assert_eq!(lines[0], name);
     assert_eq!(lines[1].len(), 32, "machine-id: {facts}");
