@@ -285,7 +285,7 @@ fn template_and_instance_lifecycle_on_real_guests() {
     drop(cleanup);
     let left: Vec<String> = pool_volumes()
         .into_iter()
-        .filter(|v| v.contains("e2e-"))
+        .filter(|v| v.contains(tpl) || v.contains(name))
         .collect();
     assert!(left.is_empty(), "leftover volumes: {left:?}");
 }
