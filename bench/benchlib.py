@@ -3,6 +3,7 @@
 Not a benchmark itself. Python 3 standard library only, so the benchmarks run on a fresh lab machine.
 """
 
+import itertools
 import json
 import os
 import platform
@@ -13,6 +14,7 @@ import statistics
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 from pathlib import Path
 
@@ -125,11 +127,10 @@ class Sandbox:
         self.data = self.dir / "data"
         self.config = self.dir / "config"
         self.env = dict(os.environ, VIRTUP_DATA_HOME=str(self.data), VIRTUP_CONFIG_HOME=str(self.config))
-        self._n = 0
+        self._n = itertools.count(1)  # next() is atomic: threads may ask for args files at once
 
     def args_file(self, args):
-        self._n += 1
-        path = self.dir / f"args-{self._n}.json"
+        path = self.dir / f"args-{next(self._n)}.json"
         path.write_text(json.dumps(args))
         return path
 
@@ -137,30 +138,27 @@ class Sandbox:
         """Runs a virtup module binary the way Ansible does: one args file, one JSON document out."""
         return run([MODULES / module, self.args_file(args)], env=self.env, limit=limit)
 
-    def spawn_module(self, module, args):
-        """Starts a module run in the background; `finish` collects it as a Result."""
-        path = self.args_file(args)
-        argv = [MODULES / module, path]
-        p = subprocess.Popen(
-            [str(a) for a in argv], env=self.env, stdin=subprocess.DEVNULL,
-            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-        )
-        return (argv, p, time.monotonic())
+    def spawn_module(self, module, args, limit=900):
+        """Starts a module run in the background; `Spawned.result()` waits for it and returns a Result.
 
-    @staticmethod
-    def finish(spawned, limit=900):
-        argv, p, t0 = spawned
-        try:
-            out, err = p.communicate(timeout=max(1, limit - (time.monotonic() - t0)))
-        except subprocess.TimeoutExpired:
-            p.kill()
-            out, err = p.communicate()
-            err += f"\n(killed after {limit}s)"
-            return Result(argv, -1, out, err, time.monotonic() - t0)
-        return Result(argv, p.returncode, out, err, time.monotonic() - t0)
+        A thread per process notes when that process ends, so each one's time is its own, not the
+        time at which we got round to collecting it.
+        """
+        return Spawned([MODULES / module, self.args_file(args)], self.env, limit)
 
     def remove(self):
         shutil.rmtree(self.dir, ignore_errors=True)
+
+
+class Spawned:
+    def __init__(self, argv, env, limit):
+        self._result = None
+        self._thread = threading.Thread(target=lambda: setattr(self, "_result", run(argv, env=env, limit=limit)))
+        self._thread.start()
+
+    def result(self):
+        self._thread.join()
+        return self._result
 
 
 def virsh(*args, limit=120):
@@ -199,7 +197,42 @@ def fmt_s(x):
 def ratio(a, b):
     if a is None or b is None or b == 0 or a != a or b != b:
         return "n/a"
-    return f"{a / b:.2f}x"
+    r = a / b
+    return f"{r:.2f}x" if r >= 0.1 else f"{r:.4f}x (1/{1 / r:.0f})"
+
+
+def load1():
+    """The 1-minute load average, printed beside each figure: other agents share these cores."""
+    try:
+        return Path("/proc/loadavg").read_text().split()[0]
+    except OSError:
+        return "?"
+
+
+class LeaseWatch:
+    """Notes when a domain's DHCP lease first shows an IPv4 address (what virt-up waits for).
+
+    Polls `virsh domifaddr --source lease` from a thread, every 0.5 s, until stopped.
+    """
+
+    def __init__(self, domain, t0):
+        self.domain, self.t0, self.secs = domain, t0, None
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+        self._thread.start()
+
+    def _run(self):
+        while not self._stop.is_set():
+            res = virsh("domifaddr", self.domain, "--source", "lease", limit=20)
+            if res.ok() and re.search(r"ipv4\s+\d+\.\d+\.\d+\.\d+", res.out):
+                self.secs = time.monotonic() - self.t0
+                return
+            self._stop.wait(0.5)
+
+    def stop(self):
+        self._stop.set()
+        self._thread.join()
+        return self.secs
 
 
 def install_signal_exit():

@@ -39,19 +39,22 @@ pub fn wait_for_ssh(hv: &Hypervisor, data: &DataDir, t: &Target) -> Result<IpAdd
         .collect();
     loop {
         let mut notes = Vec::new();
-        let mut found = None;
+        let mut candidates: Vec<IpAddr> = Vec::new();
         if !lib_sources.is_empty() {
             let lookup = hv.find_address(t.domain, t.mac, &lib_sources)?;
             notes.extend(lookup.notes.iter().cloned());
-            found = lookup.found.map(|f| f.ip);
+            candidates.extend(lookup.candidates.iter().map(|f| f.ip));
         }
-        if found.is_none() && t.sources.contains(&ConfigSource::Dns) {
+        if candidates.is_empty() && t.sources.contains(&ConfigSource::Dns) {
             match (t.dns_name, 22).to_socket_addrs() {
-                Ok(mut addrs) => found = addrs.next().map(|a| a.ip()),
+                Ok(addrs) => candidates.extend(addrs.map(|a| a.ip())),
                 Err(e) => notes.push(format!("dns: {}: {e}", t.dns_name)),
             }
         }
-        if let Some(ip) = found {
+        // A re-created guest (same MAC, new DHCP client id) may still have its old lease listed:
+        // the pinned host key tells which address is really this guest.
+        candidates.dedup();
+        for ip in candidates {
             match ssh_answers(data, t.alias, ip) {
                 Ok(()) => return Ok(ip),
                 Err(e) => notes.push(format!("ssh {ip}: {e:#}")),

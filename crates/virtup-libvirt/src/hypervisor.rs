@@ -134,6 +134,10 @@ pub struct FoundAddress {
 #[derive(Debug, Clone, PartialEq, Eq, Default)]
 pub struct AddressLookup {
     pub found: Option<FoundAddress>,
+    /// Every usable address of the first source that had any, best first (IPv4 before IPv6). A
+    /// re-created guest can hold a stale lease beside its current one, so callers that can tell
+    /// the right guest apart (by its pinned SSH host key) try them all.
+    pub candidates: Vec<FoundAddress>,
     /// One line per source that yielded nothing, e.g. "agent: QEMU guest agent is not connected".
     pub notes: Vec<String>,
 }
@@ -627,17 +631,20 @@ impl Hypervisor {
                 .flat_map(|i| i.addrs.iter().map(move |a| (i, a)))
                 .filter(|(_, a)| is_usable(&a.ip))
                 .collect();
-            let best = candidates
+            let mut ordered: Vec<FoundAddress> = candidates
                 .iter()
-                .find(|(_, a)| a.ip.is_ipv4())
-                .or_else(|| candidates.first());
-            if let Some((iface, addr)) = best {
-                lookup.found = Some(FoundAddress {
+                .map(|(iface, addr)| FoundAddress {
                     ip: addr.ip,
                     prefix: addr.prefix,
                     source,
                     interface: iface.name.clone(),
-                });
+                })
+                .collect();
+            // Stable: IPv4 first, otherwise in the order the source reported them.
+            ordered.sort_by_key(|f| !f.ip.is_ipv4());
+            if let Some(best) = ordered.first() {
+                lookup.found = Some(best.clone());
+                lookup.candidates = ordered;
                 return Ok(lookup);
             }
             let what = match source {
@@ -702,6 +709,7 @@ mod tests {
     fn summary_joins_notes() {
         let l = AddressLookup {
             found: None,
+            candidates: vec![],
             notes: vec![
                 "lease: no lease for 52:54:00:00:00:01".into(),
                 "agent: not connected".into(),

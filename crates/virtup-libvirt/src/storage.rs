@@ -101,11 +101,25 @@ impl Hypervisor {
     }
 
     /// Re-reads the pool's directory, so files created behind libvirt's back show up.
+    ///
+    /// libvirt refuses a refresh while another client's volume job (a clone, an upload) runs in the
+    /// pool ("has asynchronous jobs running"); concurrent virtup runs do exactly that, so the refresh
+    /// is retried for up to a minute before that error is reported.
     pub fn refresh_pool(&self, pool: &str) -> Result<()> {
-        self.lookup_pool(pool)?
-            .refresh(0)
-            .map(drop)
-            .map_err(|e| LibvirtError::call("refresh storage pool", pool, &e))
+        let handle = self.lookup_pool(pool)?;
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+        loop {
+            match handle.refresh(0) {
+                Ok(_) => return Ok(()),
+                Err(e)
+                    if e.message().contains("asynchronous jobs running")
+                        && std::time::Instant::now() < deadline =>
+                {
+                    std::thread::sleep(std::time::Duration::from_millis(250));
+                }
+                Err(e) => return Err(LibvirtError::call("refresh storage pool", pool, &e)),
+            }
+        }
     }
 
     /// Every volume of a pool, sorted by name (one XML call per volume).
