@@ -181,12 +181,25 @@ fn template_and_instance_lifecycle_on_real_guests() {
     let mut i_check = i_args.clone();
     i_check["_ansible_check_mode"] = json!(true);
     assert!(changed(&sb.ok("virtup_instance", &i_check)));
-    let (created, out) = sb.module("virtup_instance", &i_args);
-    assert!(
-        changed(&created) && out.status.success(),
-        "{created}\n{}",
-        out.stderr
+    // Two runs asking for the same instance at once create it once; both end with it reachable.
+    let pair: Vec<(Value, virtup_e2e::Run)> = std::thread::scope(|s| {
+        let a = s.spawn(|| sb.module("virtup_instance", &i_args));
+        let b = s.spawn(|| sb.module("virtup_instance", &i_args));
+        vec![a.join().unwrap(), b.join().unwrap()]
+    });
+    for (doc, out) in &pair {
+        assert!(
+            out.status.success() && doc["failed"] != json!(true),
+            "{doc}\n{}",
+            out.stderr
+        );
+    }
+    assert_eq!(
+        pair.iter().filter(|(d, _)| changed(d)).count(),
+        1,
+        "exactly one of two runs creates"
     );
+    let (created, out) = pair.into_iter().find(|(d, _)| changed(d)).unwrap();
     println!(
         "instance create + boot to pinned SSH: {:?}; {}",
         out.elapsed,
@@ -221,9 +234,29 @@ fn template_and_instance_lifecycle_on_real_guests() {
         );
     }
 
+    // Memory changes reach the definition at once and the guest at its next boot, with a warning.
+    let mut bigger = i_args.clone();
+    bigger["memory"] = json!(640);
+    let resized = sb.ok("virtup_instance", &bigger);
+    assert!(changed(&resized), "{resized}");
+    assert!(
+        resized["warnings"].to_string().contains("next boot"),
+        "{resized}"
+    );
+    assert!(virsh(&["dumpxml", "--inactive", name]).contains("<memory unit='KiB'>655360</memory>"));
+    assert!(!changed(&sb.ok("virtup_instance", &bigger)));
+    // Autostart, idempotently.
+    let mut auto = bigger.clone();
+    auto["autostart"] = json!(true);
+    assert!(changed(&sb.ok("virtup_instance", &auto)));
+    assert!(!changed(&sb.ok("virtup_instance", &auto)));
+    assert!(virsh(&["dominfo", name])
+        .lines()
+        .any(|l| l.starts_with("Autostart:") && l.contains("enable")));
+
     // stop → start, each as check → real → check.
     for state in ["stopped", "running"] {
-        let mut a = i_args.clone();
+        let mut a = bigger.clone();
         a["state"] = json!(state);
         let mut c = a.clone();
         c["_ansible_check_mode"] = json!(true);
@@ -270,6 +303,13 @@ fn template_and_instance_lifecycle_on_real_guests() {
     );
     assert_eq!(t2["template"]["generation"], json!(2), "{t2}");
     assert!(pool_volumes().contains(&format!("VIRTUP-{tpl}-g1.qcow2")));
+    // The clone on generation 1 still boots, its backing disk untouched by generation 2.
+    let on_gen1 = sb.ok(
+        "virtup_instance",
+        &json!({"name": name, "template": tpl, "wait_timeout": 900}),
+    );
+    assert_eq!(on_gen1["instance"]["generation"], json!(1), "{on_gen1}");
+    assert_eq!(ssh_instance(&on_gen1, "hostname").trim(), name);
     sb.ok("virtup_instance", &json!({"name": name, "state": "absent"}));
     let t2_again = sb.ok(
         "virtup_template",
