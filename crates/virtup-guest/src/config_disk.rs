@@ -42,9 +42,11 @@ pub enum IsoTool {
 }
 
 impl IsoTool {
-    /// xorriso when installed, else genisoimage, else `None`.
+    /// genisoimage when installed, else xorriso, else `None`. Both write the same ISO; genisoimage
+    /// takes under 5 ms for a config disk where xorriso takes a steady 100 ms (measured by
+    /// bench/clone), and that is most of a clone's host-side time.
     pub fn detect() -> Option<IsoTool> {
-        [IsoTool::Xorriso, IsoTool::Genisoimage]
+        [IsoTool::Genisoimage, IsoTool::Xorriso]
             .into_iter()
             .find(|tool| crate::find_program(tool.program()).is_some())
     }

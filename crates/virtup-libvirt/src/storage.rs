@@ -135,6 +135,9 @@ impl Hypervisor {
                 Ok(info) => out.push(info),
                 // Deleted since the listing.
                 Err(_) if self.find_volume(&p, pool, &name)?.is_none() => {}
+                // Still being created by another client's job (its file is not there yet), or
+                // replaced under us: it is not a volume anyone can use right now.
+                Err(e) if e.is_not_found() || e.to_string().contains("no storage vol") => {}
                 Err(e) => return Err(e),
             }
         }
