@@ -165,6 +165,59 @@ def virsh(*args, limit=120):
     return run(["virsh", "-q", "-c", URI, *args], env=dict(os.environ, LC_ALL="C"), limit=limit)
 
 
+def libvirt_answers():
+    return virsh("version", limit=15).ok()
+
+
+def wait_for_libvirt(secs):
+    """Waits up to `secs` for libvirt to answer (the lab may be restarting under us); True when it does."""
+    deadline = time.monotonic() + secs
+    while not libvirt_answers():
+        if time.monotonic() >= deadline:
+            return False
+        time.sleep(2)
+    return True
+
+
+STALE_RE = re.compile(r"bn-(?:cl|tb)-(\d+)")
+
+
+def _bench_alive(pid):
+    try:
+        return "bench/" in Path(f"/proc/{pid}/cmdline").read_bytes().decode(errors="replace")
+    except OSError:
+        return False
+
+
+def sweep_stale(prog):
+    """Removes what an earlier benchmark run could not clean up (say the lab went down under it).
+
+    Only names this directory's benchmarks make (`bn-cl-<pid>…`, `bn-tb-<pid>…`), and only when that
+    pid is no longer a running benchmark.
+    """
+    swept = []
+    for d in virsh("list", "--all", "--name").out.split():
+        m = STALE_RE.search(d)
+        if m and not _bench_alive(m.group(1)):
+            virsh("destroy", d)
+            if virsh("undefine", d).ok():
+                swept.append(f"domain {d}")
+    pool = pool_path()
+    for f in pool.iterdir():
+        m = STALE_RE.search(f.name)
+        if m and not _bench_alive(m.group(1)):
+            f.unlink(missing_ok=True)
+            swept.append(f"file {f.name}")
+    for d in Path("/tmp").glob("bn-*-*.*"):
+        m = STALE_RE.match(d.name)
+        if m and d.is_dir() and not _bench_alive(m.group(1)):
+            shutil.rmtree(d, ignore_errors=True)
+            swept.append(f"dir {d}")
+    if swept:
+        virsh("pool-refresh", "default")
+        say(prog, f"removed leftovers of earlier runs: {', '.join(swept)}")
+
+
 def domain_exists(name):
     return virsh("dominfo", name).ok()
 

@@ -324,6 +324,8 @@ fn describe(
         "user": meta.map(|m| m.user.clone()).unwrap_or_else(|| req.user.clone()),
         "ssh_private_key_file": meta.and_then(|m| m.ssh_private_key_file.clone()),
         "known_hosts_file": meta.and_then(|m| m.known_hosts_file.clone()),
+        // The pinned key is stored under the instance's name: ssh needs `-o HostKeyAlias=<this>`.
+        "host_key_alias": req.desired.name,
         "host_key_fingerprint": meta.and_then(|m| m.host_key_fingerprint.clone()),
         "mac": meta.and_then(|m| m.mac.clone()),
         "disk": disk,
@@ -344,6 +346,7 @@ fn apply(
     let name = &req.desired.name;
     let mut address = None;
     let mut started = false;
+    let deleting = plan.steps.iter().any(|s| matches!(s, Step::Delete { .. }));
     for step in &plan.steps {
         match step {
             Step::DeleteLeftovers(volumes) => {
@@ -360,6 +363,8 @@ fn apply(
                 hv.start(name)?;
                 started = true;
             }
+            // A guest whose disk is deleted next gains nothing from a graceful shutdown.
+            Step::Stop if deleting => hv.destroy(name)?,
             Step::Stop => crate::power::stop(hv, name, req.wait_timeout)?,
             Step::Delete { volumes } => {
                 hv.undefine(name)?;
