@@ -27,23 +27,27 @@ fn sample_cmdlines(running: &AtomicBool) -> BTreeSet<String> {
     seen
 }
 
-#[test]
-fn cloud_image_with_signed_checksum_file_builds_boots_and_clones() {
-    let lab = lab_home();
-    let sb = Sandbox::new();
-    let cloud = lab.join("images/cloud");
-    // Sign the lab's SHA256SUMS with the lab key, the way a distribution signs its checksum files.
-    let signed = sb.path().join("SHA256SUMS.asc");
+/// Clearsigns the lab's SHA256SUMS with the lab key into `out`, as a distribution signs its checksum files.
+fn sign_sums(lab: &std::path::Path, out: &std::path::Path) {
     run(
         Command::new("gpg")
             .arg("--homedir")
             .arg(lab.join("images/gpg"))
             .args(["--batch", "--yes", "--clearsign", "--output"])
-            .arg(&signed)
-            .arg(cloud.join("SHA256SUMS")),
+            .arg(out)
+            .arg(lab.join("images/cloud/SHA256SUMS")),
         Duration::from_secs(60),
     )
     .assert_ok("gpg --clearsign");
+}
+
+#[test]
+fn cloud_image_with_signed_checksum_file_builds_boots_and_clones() {
+    let lab = lab_home();
+    let sb = Sandbox::new();
+    let cloud = lab.join("images/cloud");
+    let signed = sb.path().join("SHA256SUMS.asc");
+    sign_sums(&lab, &signed);
     let key = lab.join("images/virt-builder/key.pub");
     let image = cloud.join("debian-12-cloud.qcow2");
     let name = "e2e-cloud";
@@ -143,16 +147,7 @@ fn a_tampered_signed_checksum_file_is_refused_before_anything_is_made() {
     let lab = lab_home();
     let sb = Sandbox::new();
     let signed = sb.path().join("SHA256SUMS.asc");
-    run(
-        Command::new("gpg")
-            .arg("--homedir")
-            .arg(lab.join("images/gpg"))
-            .args(["--batch", "--yes", "--clearsign", "--output"])
-            .arg(&signed)
-            .arg(lab.join("images/cloud/SHA256SUMS")),
-        Duration::from_secs(60),
-    )
-    .assert_ok("gpg --clearsign");
+    sign_sums(&lab, &signed);
     let text = std::fs::read_to_string(&signed).unwrap();
     // Change the first digit of the checksum itself (the signed body starts after the first blank line).
     let body = text.find("\n\n").unwrap() + 2;
