@@ -563,6 +563,7 @@ fn create(
     tag.template = Some(req.desired.template.clone());
     tag.generation = tpl.generation;
     tag.owned_volumes = owned;
+    tag.user = Some(req.user.clone());
     spec.metadata = Some(tag);
     hv.define(&spec)?;
     known_hosts::set(data, name, &host_keys.public_openssh, SHORT_LOCK_TIMEOUT)?;

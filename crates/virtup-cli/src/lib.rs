@@ -3,6 +3,7 @@
 pub mod context;
 pub mod identity;
 pub mod instance;
+pub mod inventory;
 pub mod power;
 pub mod reach;
 pub mod specs;

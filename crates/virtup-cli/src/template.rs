@@ -274,12 +274,7 @@ pub fn run(args: &ModuleArgs) -> Result<ModuleResult> {
     if req.desired.state == TemplateState::Running {
         // Whoever runs the template playbook needs the address, the key and the pinned host key.
         let ip = address(&hv, &data, &req)?;
-        let user = req
-            .desired
-            .fields
-            .username
-            .clone()
-            .unwrap_or_else(|| "virt".into());
+        let user = template_user(&req);
         template["address"] = json!(ip.to_string());
         template["ssh_private_key_file"] =
             json!(keys::load_user_key(&data.sshkeys_dir(), &user)?.map(|k| k.private_path));
@@ -287,6 +282,15 @@ pub fn run(args: &ModuleArgs) -> Result<ModuleResult> {
         template["host_key_alias"] = json!(req.domain);
     }
     Ok(result.with("template", template))
+}
+
+/// The template's login user: the option or config, else virt-up's default `virt`.
+fn template_user(req: &Request) -> String {
+    req.desired
+        .fields
+        .username
+        .clone()
+        .unwrap_or_else(|| "virt".into())
 }
 
 /// Waits (up to `wait_timeout`) until the running template answers on SSH with its pinned key.
@@ -765,6 +769,7 @@ fn define(
     let mut tag = VirtupTag::new(TagKind::Template, &req.desired.name);
     tag.generation = generation;
     tag.digest = Some(req.desired.digest());
+    tag.user = Some(template_user(req));
     let xml = tag.insert_into_domain_xml(&xml)?;
     hv.define_xml(&xml)?;
     Ok(())

@@ -260,6 +260,8 @@ fields! {
     checksum: String = "checksum", Text;
     /// virtup: libvirt URI.
     uri: String = "uri", Text;
+    /// virtup: the hypervisors `virtup_inventory` lists (space-separated URIs).
+    inventory_uris: Vec<String> = "inventory-uris", Args;
 }
 
 /// A parsed value on its way into a `Fields` slot.

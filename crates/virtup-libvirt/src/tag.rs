@@ -51,6 +51,9 @@ pub struct VirtupTag {
     pub digest: Option<String>,
     /// Volume names (in the instance's pool) that are deleted with the domain.
     pub owned_volumes: Vec<String>,
+    /// The login user the domain was prepared for (the inventory needs it for templates, which
+    /// have no metadata file). Absent in tags written before it was recorded.
+    pub user: Option<String>,
 }
 
 impl VirtupTag {
@@ -62,6 +65,7 @@ impl VirtupTag {
             generation: 0,
             digest: None,
             owned_volumes: Vec::new(),
+            user: None,
         }
     }
 
@@ -75,6 +79,9 @@ impl VirtupTag {
         }
         for v in &self.owned_volumes {
             check_text("owned volume", v)?;
+        }
+        if let Some(u) = &self.user {
+            check_text("tag user", u)?;
         }
         Ok(())
     }
@@ -106,6 +113,9 @@ impl VirtupTag {
         }
         for v in &self.owned_volumes {
             w.leaf(&q("volume"), &[], v);
+        }
+        if let Some(u) = &self.user {
+            w.leaf(&q("user"), &[], u);
         }
         w.close(&root);
     }
@@ -223,6 +233,7 @@ impl VirtupTag {
             generation,
             digest: single("digest")?,
             owned_volumes: kids("volume").collect(),
+            user: single("user")?,
         })
     }
 }
@@ -239,6 +250,7 @@ mod tests {
             generation: 7,
             digest: Some("sha256:0123abcd".into()),
             owned_volumes: vec!["web1.qcow2".into(), "web1-config.iso".into()],
+            user: Some("virt".into()),
         }
     }
 
