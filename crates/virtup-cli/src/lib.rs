@@ -1,6 +1,7 @@
 //! Glue shared by the thin virtup binaries: the modules' option sets and their observe → plan → apply drivers.
 
 pub mod context;
+pub mod host;
 pub mod identity;
 pub mod instance;
 pub mod inventory;

@@ -1,4 +1,4 @@
-//! The option sets of the two modules, declared once; `plugins/modules/*.yml` documents the same options.
+//! The option sets of the modules, declared once; `plugins/modules/*.yml` documents the same options.
 
 use virtup_ansible::{ListSplit, ModuleSpec, OptionSpec};
 
@@ -54,6 +54,25 @@ pub fn template_spec() -> ModuleSpec {
     ModuleSpec::new("virtup_template", options).mutually_exclusive(&["os_version", "image"])
 }
 
+/// `virtup_host`: the hypervisor's pool and network, and whether KVM can run a guest.
+pub fn host_spec() -> ModuleSpec {
+    ModuleSpec::new(
+        "virtup_host",
+        vec![
+            OptionSpec::str("uri"),
+            OptionSpec::str("pool"),
+            OptionSpec::path("pool_path").default("/var/lib/libvirt/images"),
+            OptionSpec::str("network").default("default"),
+            OptionSpec::str("network_bridge").default("virbr0"),
+            OptionSpec::str("network_address").default("192.168.122.1"),
+            OptionSpec::str("network_netmask").default("255.255.255.0"),
+            OptionSpec::str("network_dhcp_start").default("192.168.122.2"),
+            OptionSpec::str("network_dhcp_end").default("192.168.122.254"),
+            OptionSpec::bool("probe_kvm").default_bool(true),
+        ],
+    )
+}
+
 pub fn instance_spec() -> ModuleSpec {
     let mut options = common_options();
     options.extend([
@@ -82,6 +101,7 @@ mod tests {
     fn specs_are_well_formed() {
         template_spec().validate().unwrap();
         instance_spec().validate().unwrap();
+        host_spec().validate().unwrap();
     }
 
     /// The sidecar docs and the specs must list the same options, or ansible-doc lies.
@@ -90,6 +110,7 @@ mod tests {
         for (spec, file) in [
             (template_spec(), "virtup_template.yml"),
             (instance_spec(), "virtup_instance.yml"),
+            (host_spec(), "virtup_host.yml"),
         ] {
             let path = concat!(env!("CARGO_MANIFEST_DIR"), "/../../plugins/modules/");
             let text = std::fs::read_to_string(format!("{path}{file}")).unwrap();

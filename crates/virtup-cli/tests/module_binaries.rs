@@ -43,6 +43,7 @@ impl Sandbox {
         let exe = match module {
             "virtup_template" => env!("CARGO_BIN_EXE_virtup_template"),
             "virtup_instance" => env!("CARGO_BIN_EXE_virtup_instance"),
+            "virtup_host" => env!("CARGO_BIN_EXE_virtup_host"),
             other => panic!("no module {other}"),
         };
         let out = Command::new(exe)
@@ -220,4 +221,51 @@ fn wrapper_form_is_accepted_for_hand_testing() {
     );
     assert_eq!(code, 0, "{doc}");
     assert_eq!(doc["changed"], json!(false));
+}
+
+#[test]
+fn host_defines_what_is_missing_and_check_mode_only_reports() {
+    let sb = Sandbox::new();
+    let args = json!({"pool": "virtup-pool", "pool_path": "/virtup-pool", "probe_kvm": false});
+    let mut check = args.clone();
+    check["_ansible_check_mode"] = json!(true);
+    let (code, doc, _, _) = sb.run("virtup_host", &check);
+    assert_eq!(code, 0, "{doc}");
+    assert_eq!(doc["changed"], json!(true), "{doc}");
+    assert_eq!(
+        doc["host"]["pool"],
+        Value::Null,
+        "check mode must not define the pool: {doc}"
+    );
+    assert_eq!(doc["host"]["pool_writable"], Value::Null, "{doc}");
+    assert!(
+        doc["actions"][0]
+            .as_str()
+            .unwrap()
+            .contains("define directory pool `virtup-pool`"),
+        "{doc}"
+    );
+
+    let (code, doc, _, _) = sb.run("virtup_host", &args);
+    assert_eq!(code, 0, "{doc}");
+    assert_eq!(doc["host"]["pool"]["active"], json!(true), "{doc}");
+    assert_eq!(doc["host"]["pool"]["autostart"], json!(true), "{doc}");
+    assert_eq!(doc["host"]["pool_writable"], json!(true), "{doc}");
+    assert_eq!(doc["host"]["network"]["active"], json!(true), "{doc}");
+    assert!(!sb.data().exists(), "virtup_host needs no data dir");
+}
+
+#[test]
+fn host_bad_input_names_the_option() {
+    let sb = Sandbox::new();
+    for (args, needle) in [
+        (json!({"network_bridge": "bad name!"}), "`network_bridge`"),
+        (json!({"network_address": "192.168.1"}), "`network_address`"),
+        (json!({"pool_path": "relative/dir"}), "`pool_path`"),
+        (json!({"pool": "../x"}), "`pool`"),
+        (json!({"probe_kvm": "perhaps"}), "probe_kvm"),
+    ] {
+        let (code, doc, _, _) = sb.run("virtup_host", &args);
+        failed_naming(&doc, code, needle);
+    }
 }

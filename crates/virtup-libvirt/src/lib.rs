@@ -8,6 +8,7 @@
 mod domain_xml;
 mod error;
 mod ffi;
+mod host_setup;
 mod hypervisor;
 mod storage;
 mod storage_xml;
@@ -20,6 +21,7 @@ pub use domain_xml::{
     NicSpec, OnReboot, ParsedDisk, ParsedDomain, ParsedInterface, VirtType, GUEST_AGENT_CHANNEL,
 };
 pub use error::{LibvirtError, Result};
+pub use host_setup::{dir_pool_xml, NatNetworkSpec, NetworkInfo};
 pub use hypervisor::{
     AddressLookup, AddressSource, DomainInfo, DomainState, FoundAddress, GuestAddress,
     GuestInterface, Hypervisor, Lease, AGENT_TIMEOUT_SECS,

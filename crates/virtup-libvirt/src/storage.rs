@@ -31,7 +31,7 @@ impl Hypervisor {
         }
     }
 
-    fn lookup_pool(&self, name: &str) -> Result<StoragePool> {
+    pub(crate) fn lookup_pool(&self, name: &str) -> Result<StoragePool> {
         self.find_pool(name)?
             .ok_or_else(|| LibvirtError::PoolNotFound(name.to_owned()))
     }
