@@ -174,7 +174,6 @@ pub fn collect(paths: &Paths, config: &Config) -> Result<Listing> {
         .clone()
         .unwrap_or_else(|| paths.libvirt_uri.clone());
     let mut hosts: BTreeMap<String, Host> = BTreeMap::new();
-    let mut claimed: BTreeSet<(String, String)> = BTreeSet::new();
     for uri in uris(paths, config, &metas) {
         let listed = Hypervisor::connect_read_only(&uri).and_then(|hv| {
             let domains = hv.list_domains()?;
@@ -218,7 +217,6 @@ pub fn collect(paths: &Paths, config: &Config) -> Result<Listing> {
                     continue;
                 }
             };
-            claimed.insert((uri.clone(), meta.name.clone()));
             let address = match (&hv, state.as_str()) {
                 (Some(hv), "running") => meta
                     .address
@@ -253,17 +251,9 @@ pub fn collect(paths: &Paths, config: &Config) -> Result<Listing> {
         for dom in &domains {
             let Some(tag) = &dom.tag else { continue };
             match tag.kind {
-                TagKind::Instance => {
-                    if !claimed.contains(&(uri.clone(), dom.name.clone()))
-                        && !metas.iter().any(|m| m.name == dom.name)
-                    {
-                        warnings.push(format!(
-                            "domain `{}` on `{uri}` is a virtup instance without metadata in `{}`; it is not listed",
-                            dom.name,
-                            data.instance_dir().display()
-                        ));
-                    }
-                }
+                // Instances of other data dirs (other users, other sandboxes) share the hypervisor;
+                // only this data dir's metadata says which instances are ours to list.
+                TagKind::Instance => {}
                 TagKind::Template => {
                     let Some(hv) = &hv else { continue };
                     if dom.name != template::domain_name(&tag.name) {
