@@ -348,6 +348,7 @@ fn apply(
     let mut started = false;
     let deleting = plan.steps.iter().any(|s| matches!(s, Step::Delete { .. }));
     for step in &plan.steps {
+        crate::cli::progress::stage(&format!("`{name}`: {step}"));
         match step {
             Step::DeleteLeftovers(volumes) => {
                 for v in volumes {
@@ -569,10 +570,10 @@ fn create(
     known_hosts::set(data, name, &host_keys.public_openssh, SHORT_LOCK_TIMEOUT)?;
     meta.state = Some("present".into());
     meta.write(data)?;
-    eprintln!(
+    crate::cli::progress::note(&format!(
         "virtup_instance: created `{name}` in {:.3}s",
         started.elapsed().as_secs_f64()
-    );
+    ));
     Ok(())
 }
 

@@ -1,5 +1,6 @@
 //! Glue shared by the thin virtup binaries: the modules' option sets and their observe → plan → apply drivers.
 
+pub mod cli;
 pub mod context;
 pub mod host;
 pub mod identity;

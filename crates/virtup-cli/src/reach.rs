@@ -54,6 +54,10 @@ pub fn wait_for_ssh(hv: &Hypervisor, data: &DataDir, t: &Target) -> Result<IpAdd
         // A re-created guest (same MAC, new DHCP client id) may still have its old lease listed:
         // the pinned host key tells which address is really this guest.
         candidates.dedup();
+        crate::cli::progress::stage(&match candidates.first() {
+            None => format!("`{}`: waiting for an address", t.domain),
+            Some(ip) => format!("`{}`: waiting for SSH on {ip}", t.domain),
+        });
         for ip in candidates {
             match ssh_answers(data, t.alias, ip) {
                 Ok(()) => return Ok(ip),

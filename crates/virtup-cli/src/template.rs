@@ -394,6 +394,7 @@ fn apply(
 ) -> Result<()> {
     let accel = accel(hv, warnings)?;
     for step in &plan.steps {
+        crate::cli::progress::stage(&format!("template `{}`: {step}", req.desired.name));
         match *step {
             Step::Stop => crate::power::stop(hv, &req.domain, req.wait_timeout)?,
             Step::Build { generation } => build(ctx, data, hv, req, obs, generation, accel)?,
@@ -608,10 +609,10 @@ fn build(
         &host_keys.public_openssh,
         SHORT_LOCK_TIMEOUT,
     )?;
-    eprintln!(
+    crate::cli::progress::note(&format!(
         "virtup_template: built `{volume}` in {:.1}s",
         started.elapsed().as_secs_f64()
-    );
+    ));
     Ok(())
 }
 

@@ -1,6 +1,5 @@
-//! virt-up: not built yet (see the README status table); fails loudly instead of pretending.
+//! virt-up: the classic command line (`virt-up NAME --template T`, `--login`, `--list`, `--delete`, `--init` …) on virtup's core.
 
-fn main() {
-    eprintln!("virt-up: not implemented yet");
-    std::process::exit(2);
+fn main() -> std::process::ExitCode {
+    virtup_cli::cli::main()
 }
