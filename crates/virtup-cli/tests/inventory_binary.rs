@@ -1,0 +1,214 @@
+//! Layer 2/3: the `virtup_inventory` executable against libvirt's test driver loaded with virtup-tagged domains.
+
+use std::path::Path;
+use std::process::Command;
+
+use serde_json::{json, Value};
+
+/// A test-driver node: a running virtup instance `web1`, a stopped one `db1`, a template, and a
+/// foreign domain that must never be listed.
+const NODE_XML: &str = r#"<node>
+  <domain type="test">
+    <name>web1</name><memory>65536</memory><os><type>hvm</type></os>
+    <metadata><virtup:tag xmlns:virtup="https://virtup.dev/xmlns/domain/1" kind="instance" generation="1"><virtup:name>web1</virtup:name><virtup:template>debian-12</virtup:template></virtup:tag></metadata>
+    <devices><interface type="network"><mac address="52:54:00:00:00:01"/><source network="default"/></interface></devices>
+  </domain>
+  <domain type="test">
+    <name>db1</name><memory>65536</memory><os><type>hvm</type></os>
+    <metadata><virtup:tag xmlns:virtup="https://virtup.dev/xmlns/domain/1" kind="instance" generation="1"><virtup:name>db1</virtup:name><virtup:template>debian-12</virtup:template></virtup:tag></metadata>
+  </domain>
+  <domain type="test">
+    <name>VIRTUP-debian-12</name><memory>65536</memory><os><type>hvm</type></os>
+    <metadata><virtup:tag xmlns:virtup="https://virtup.dev/xmlns/domain/1" kind="template" generation="2"><virtup:name>debian-12</virtup:name><virtup:user>admin</virtup:user></virtup:tag></metadata>
+  </domain>
+  <domain type="test">
+    <name>foreign</name><memory>65536</memory><os><type>hvm</type></os>
+  </domain>
+</node>"#;
+
+struct Fixture {
+    dir: tempfile::TempDir,
+}
+
+impl Fixture {
+    fn new() -> Fixture {
+        let f = Fixture {
+            dir: tempfile::tempdir().unwrap(),
+        };
+        std::fs::write(f.node(), NODE_XML).unwrap();
+        let inst = f.data().join("instance");
+        std::fs::create_dir_all(&inst).unwrap();
+        let meta = |name: &str, address: Option<&str>| {
+            json!({"schema": 1, "name": name, "template": "debian-12", "generation": 1, "user": "virt",
+                   "mac": "52:54:00:00:00:01", "address": address, "inventory": true, "state": "running"})
+        };
+        let write = |name: &str, v: &Value| {
+            std::fs::write(inst.join(format!("{name}.json")), v.to_string()).unwrap()
+        };
+        write("web1", &meta("web1", Some("192.168.122.10")));
+        write("db1", &meta("db1", None));
+        // Metadata whose domain is gone, a damaged file, and one hidden from the inventory.
+        write("gone", &meta("gone", Some("192.168.122.11")));
+        std::fs::write(
+            inst.join("broken.json"),
+            "{\"name\": \"broken\", \"user\": 7",
+        )
+        .unwrap();
+        let mut hidden = meta("foreign", None);
+        hidden["inventory"] = json!(false);
+        write("foreign", &hidden);
+        f
+    }
+    fn node(&self) -> std::path::PathBuf {
+        self.dir.path().join("node.xml")
+    }
+    fn data(&self) -> std::path::PathBuf {
+        self.dir.path().join("data")
+    }
+    fn run(&self, args: &[&str]) -> (i32, String, String) {
+        let out = Command::new(env!("CARGO_BIN_EXE_virtup_inventory"))
+            .args(args)
+            .env("VIRTUP_DATA_HOME", self.data())
+            .env("VIRTUP_CONFIG_HOME", self.dir.path().join("config"))
+            .env(
+                "LIBVIRT_DEFAULT_URI",
+                format!("test://{}", self.node().display()),
+            )
+            .env_remove(virtup_cli::inventory::URIS_ENV)
+            .output()
+            .unwrap();
+        (
+            out.status.code().unwrap_or(-1),
+            String::from_utf8(out.stdout).unwrap(),
+            String::from_utf8(out.stderr).unwrap(),
+        )
+    }
+}
+
+fn hosts(doc: &Value, group: &str) -> Vec<String> {
+    serde_json::from_value(doc[group]["hosts"].clone()).unwrap_or_default()
+}
+
+#[test]
+fn list_groups_vars_and_warnings_with_a_silent_stderr() {
+    let f = Fixture::new();
+    let (code, out, err) = f.run(&["--list"]);
+    assert_eq!(code, 0, "{err}");
+    assert_eq!(err, "", "stderr must stay empty on success");
+    let doc: Value = serde_json::from_str(&out).unwrap();
+
+    assert_eq!(hosts(&doc, "virtup_instances"), ["db1", "web1"]);
+    assert_eq!(hosts(&doc, "virtup_templates"), ["VIRTUP-debian-12"]);
+    assert_eq!(hosts(&doc, "virtup_template_debian_12"), ["db1", "web1"]);
+    assert!(hosts(&doc, "virtup_running").contains(&"web1".to_string()));
+    assert!(
+        !out.contains("\"foreign\""),
+        "untagged or hidden domains are never listed: {out}"
+    );
+    let web1 = &doc["_meta"]["hostvars"]["web1"];
+    assert_eq!(
+        web1["ansible_host"],
+        json!({"__ansible_unsafe": "192.168.122.10"})
+    );
+    assert_eq!(
+        web1["virtup_mac"],
+        json!({"__ansible_unsafe": "52:54:00:00:00:01"})
+    );
+    let tpl = &doc["_meta"]["hostvars"]["VIRTUP-debian-12"];
+    assert_eq!(
+        tpl["ansible_user"],
+        json!({"__ansible_unsafe": "admin"}),
+        "the template's user comes from its tag"
+    );
+    assert_eq!(tpl["virtup_generation"], json!(2));
+
+    // Damaged metadata and vanished domains are warnings inside the document, naming the culprit.
+    let warnings = doc["_meta"]["virtup_warnings"].to_string();
+    assert!(warnings.contains("broken.json"), "{warnings}");
+    assert!(
+        warnings.contains("instance `gone` is skipped"),
+        "{warnings}"
+    );
+    assert_eq!(
+        doc["all"]["vars"]["virtup_inventory_warnings"]
+            .as_array()
+            .map(Vec::len),
+        Some(2)
+    );
+}
+
+#[test]
+fn host_answers_one_host_or_nothing() {
+    let f = Fixture::new();
+    let (code, out, err) = f.run(&["--host", "web1"]);
+    assert_eq!((code, err.as_str()), (0, ""));
+    let vars: Value = serde_json::from_str(&out).unwrap();
+    assert_eq!(
+        vars["virtup_template"],
+        json!({"__ansible_unsafe": "debian-12"})
+    );
+    let (code, out, _) = f.run(&["--host", "nosuch"]);
+    assert_eq!((code, out.trim()), (0, "{}"));
+}
+
+#[test]
+fn refreshes_virt_up_inventory_yaml_only_when_it_changes() {
+    let f = Fixture::new();
+    f.run(&["--list"]);
+    let path = f.data().join("inventory.yaml");
+    let first = std::fs::read_to_string(&path).unwrap();
+    assert!(
+        first.contains("    virt_up_managed:\n      hosts:\n        \"web1\":\n"),
+        "{first}"
+    );
+    assert!(
+        !first.contains("\"db1\""),
+        "no address, not listed (as virt-up does): {first}"
+    );
+    let mtime = |p: &Path| std::fs::metadata(p).unwrap().modified().unwrap();
+    let before = mtime(&path);
+    f.run(&["--list"]);
+    assert_eq!(
+        mtime(&path),
+        before,
+        "an unchanged inventory is not rewritten"
+    );
+}
+
+#[test]
+fn unreachable_hypervisor_is_a_warning_and_no_data_dir_is_created() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = Command::new(env!("CARGO_BIN_EXE_virtup_inventory"))
+        .arg("--list")
+        .env("VIRTUP_DATA_HOME", dir.path().join("data"))
+        .env("VIRTUP_CONFIG_HOME", dir.path().join("config"))
+        .env(
+            virtup_cli::inventory::URIS_ENV,
+            "test:///nonexistent/node.xml",
+        )
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(0));
+    assert!(
+        out.stderr.is_empty(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let doc: Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert!(
+        doc["_meta"]["virtup_warnings"][0]
+            .as_str()
+            .unwrap()
+            .contains("cannot list `test:///nonexistent/node.xml`"),
+        "{doc}"
+    );
+    assert!(!dir.path().join("data").exists());
+}
+
+#[test]
+fn usage_errors_exit_2() {
+    let f = Fixture::new();
+    assert_eq!(f.run(&[]).0, 2);
+    assert_eq!(f.run(&["--bogus"]).0, 2);
+    assert_eq!(f.run(&["--list", "--host", "x"]).0, 2);
+}
