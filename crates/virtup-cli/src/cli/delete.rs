@@ -1,0 +1,159 @@
+//! `virt-up NAME --delete` and `virt-up --delete --all`: the modules' `state: absent`, after a confirmation.
+//!
+//! NAME is an instance when one of that name exists; otherwise a template, by its name or its
+//! domain name (`VIRTUP-<name>`, as `--list --all` shows it). The template module refuses to
+//! delete a template while instances are cloned from it, naming them. `--delete --all`, as in
+//! virt-up, deletes every instance first and then every template.
+
+use std::process::ExitCode;
+
+use anyhow::{anyhow, bail, Result};
+use serde_json::json;
+use virtup_core::template::DOMAIN_PREFIX;
+use virtup_core::{Config, DataDir, InstanceMeta, Paths};
+use virtup_libvirt::{Hypervisor, TagKind};
+
+use super::drive::{self, Options};
+use super::{confirm, progress, say, warn, Global};
+use crate::inventory::{self, HostKind};
+
+/// Something `--delete` removes.
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum Target {
+    Instance(Options),
+    Template { name: String, uri: Option<String> },
+}
+
+impl Target {
+    fn describe(&self) -> String {
+        match self {
+            Target::Instance(o) => format!("instance `{}`", o["name"].as_str().unwrap_or_default()),
+            Target::Template { name, .. } => format!("template `{name}`"),
+        }
+    }
+
+    fn delete(&self, global: &Global) -> Result<()> {
+        progress::stage(&format!("deleting {}", self.describe()));
+        match self {
+            Target::Instance(options) => {
+                let mut options = options.clone();
+                options.insert("state".into(), json!("absent"));
+                drive::instance(&drive::instance_args(&options)?, global)?;
+            }
+            Target::Template { name, uri } => {
+                let mut options = Options::new();
+                options.insert("name".into(), json!(name));
+                options.insert("state".into(), json!("absent"));
+                if let Some(uri) = uri {
+                    options.insert("uri".into(), json!(uri));
+                }
+                drive::template(&drive::template_args(&options)?, global)?;
+            }
+        }
+        progress::finish_line();
+        say(global, format!("deleted {}", self.describe()));
+        Ok(())
+    }
+}
+
+fn resolve(paths: &Paths, name: &str) -> Result<Target> {
+    let data = DataDir::at(&paths.data_dir);
+    if virtup_core::validate::name("NAME", name).is_ok() {
+        if let Some(meta) = InstanceMeta::read(&data, name)? {
+            return Ok(Target::Instance(drive::options_for(&meta)));
+        }
+    }
+    let uri = Config::load(paths)?
+        .resolve_common()
+        .uri
+        .unwrap_or_else(|| paths.libvirt_uri.clone());
+    let hv = Hypervisor::connect_read_only(&uri)?;
+    if let Some(tag) = hv.domain(name)?.and_then(|d| d.tag) {
+        match tag.kind {
+            // A virtup instance whose metadata is gone: the module still removes what the tag says it owns.
+            TagKind::Instance if tag.name == name => {
+                let mut options = Options::new();
+                options.insert("name".into(), json!(name));
+                if let Some(t) = tag.template {
+                    options.insert("template".into(), json!(t));
+                }
+                return Ok(Target::Instance(options));
+            }
+            TagKind::Template if name.starts_with(DOMAIN_PREFIX) => {
+                return Ok(Target::Template {
+                    name: tag.name,
+                    uri: None,
+                })
+            }
+            _ => {}
+        }
+    }
+    if drive::template_exists(&hv, name)? {
+        return Ok(Target::Template {
+            name: name.to_owned(),
+            uri: None,
+        });
+    }
+    bail!("no instance or template named `{name}` (see `virt-up --list --all`)")
+}
+
+pub fn delete(paths: &Paths, name: &str, global: &Global) -> Result<ExitCode> {
+    let target = resolve(paths, name)?;
+    confirm(&target.describe(), global)?;
+    target.delete(global)?;
+    super::create::refresh_inventory(paths, global);
+    Ok(ExitCode::SUCCESS)
+}
+
+/// Every instance in the metadata (and tagged instances without it), then every template.
+fn everything(paths: &Paths, global: &Global) -> Result<Vec<Target>> {
+    let data = DataDir::at(&paths.data_dir);
+    let mut targets = Vec::new();
+    for (name, meta) in InstanceMeta::list(&data)? {
+        match meta {
+            Ok(meta) => targets.push(Target::Instance(drive::options_for(&meta))),
+            Err(e) => warn(global, format!("instance `{name}` is skipped: {e}")),
+        }
+    }
+    let config = Config::load(paths)?;
+    let listing = inventory::collect(paths, &config)?;
+    let mut templates = Vec::new();
+    for host in listing.hosts {
+        if host.kind == HostKind::Template {
+            templates.push(Target::Template {
+                name: host.template,
+                uri: Some(host.uri),
+            });
+        }
+    }
+    targets.extend(templates);
+    Ok(targets)
+}
+
+pub fn delete_all(paths: &Paths, global: &Global) -> Result<ExitCode> {
+    let targets = everything(paths, global)?;
+    if targets.is_empty() {
+        say(global, "nothing to delete");
+        return Ok(ExitCode::SUCCESS);
+    }
+    let list: Vec<String> = targets.iter().map(Target::describe).collect();
+    confirm(&list.join(", "), global)?;
+    let mut failed = Vec::new();
+    for t in &targets {
+        if let Err(e) = t.delete(global) {
+            progress::finish_line();
+            eprintln!("virt-up: error: failed to delete {}: {e:#}", t.describe());
+            failed.push(t.describe());
+        }
+    }
+    super::create::refresh_inventory(paths, global);
+    if !failed.is_empty() {
+        return Err(anyhow!(
+            "{} of {} could not be deleted: {}",
+            failed.len(),
+            targets.len(),
+            failed.join(", ")
+        ));
+    }
+    Ok(ExitCode::SUCCESS)
+}
