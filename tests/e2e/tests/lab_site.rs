@@ -16,15 +16,22 @@ use virtup_e2e::{in_repo, lab_home, pool_volumes, run, virsh, Sandbox};
 const INSTANCES: [&str; 3] = ["db1", "web1", "web2"];
 const TEMPLATE_DOMAIN: &str = "VIRTUP-debian-12";
 
-/// Everything the site run may touch on the hypervisor: domains and pool volumes.
+/// What the site run makes on the hypervisor: its domains and their volumes (other tests' domains may
+/// come and go meanwhile when tests run by hand beside each other).
 fn hypervisor_state() -> (BTreeSet<String>, BTreeSet<String>) {
+    let ours = |name: &str| {
+        INSTANCES.iter().chain(&[TEMPLATE_DOMAIN]).any(|n| {
+            name == *n || name.starts_with(&format!("{n}.")) || name.starts_with(&format!("{n}-"))
+        })
+    };
     let domains = virsh(&["list", "--all", "--name"])
         .lines()
         .map(str::trim)
-        .filter(|l| !l.is_empty())
+        .filter(|l| ours(l))
         .map(str::to_owned)
         .collect();
-    (domains, pool_volumes().into_iter().collect())
+    let volumes = pool_volumes().into_iter().filter(|v| ours(v)).collect();
+    (domains, volumes)
 }
 
 struct Site {
@@ -144,9 +151,10 @@ fn site_playbook_brings_up_configured_instances_reachable_through_the_inventory(
         sandbox: Sandbox::new(),
     };
     let before = hypervisor_state();
-    assert!(
-        !before.0.contains(TEMPLATE_DOMAIN),
-        "the lab already has {TEMPLATE_DOMAIN}; this test needs a fresh one"
+    assert_eq!(
+        before,
+        Default::default(),
+        "the lab already has domains or volumes of the example; this test needs a fresh lab"
     );
 
     // 1. Check mode on a fresh lab reports the work and does none of it.
@@ -366,8 +374,11 @@ fn site_playbook_brings_up_configured_instances_reachable_through_the_inventory(
         );
     }
     drop(site);
-    let after = hypervisor_state();
-    assert_eq!(after, before, "teardown left domains or volumes behind");
+    assert_eq!(
+        hypervisor_state(),
+        Default::default(),
+        "teardown left domains or volumes behind"
+    );
 }
 
 /// No file of the project turns host key checking off (the needle is split so this file does not match).
