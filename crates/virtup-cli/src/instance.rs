@@ -9,6 +9,7 @@ use anyhow::{anyhow, bail, Context as _, Result};
 use serde_json::{json, Value};
 use virtup_ansible::{Diff, ModuleArgs, ModuleResult};
 use virtup_core::config::AddressSource as ConfigSource;
+use virtup_core::config::DEFAULT_USER;
 use virtup_core::instance::{
     plan, CloneKind, Customize, InstanceDesired, InstanceObserved, InstanceState, ObservedInstance,
     Plan, PlanError, Step,
@@ -92,7 +93,10 @@ pub fn resolve(args: &ModuleArgs, ctx: &Context) -> Result<Request> {
             .to_owned(),
         network: fields.network.clone().unwrap_or_else(|| "default".into()),
         graphics: fields.graphics.clone().unwrap_or_else(|| "none".into()),
-        user: fields.username.clone().unwrap_or_else(|| "virt".into()),
+        user: fields
+            .username
+            .clone()
+            .unwrap_or_else(|| DEFAULT_USER.into()),
         hostname: name.clone(),
         fqdn,
         size,

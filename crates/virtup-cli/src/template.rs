@@ -7,6 +7,7 @@ use std::time::{Duration, Instant};
 use anyhow::{anyhow, bail, Context as _, Result};
 use serde_json::{json, Value};
 use virtup_ansible::{Diff, ModuleArgs, ModuleResult};
+use virtup_core::config::DEFAULT_USER;
 use virtup_core::template::{
     domain_name, plan, volume_generation, volume_name, ObservedDomain, Plan, Source, Step,
     TemplateDesired, TemplateObserved, TemplateState,
@@ -82,7 +83,10 @@ pub fn resolve(
              (or define os-version in a templates.d section named `{name}`)"
         ),
     };
-    let user = fields.username.clone().unwrap_or_else(|| "virt".into());
+    let user = fields
+        .username
+        .clone()
+        .unwrap_or_else(|| DEFAULT_USER.into());
     let user_public_key = if state == TemplateState::Absent {
         String::new()
     } else {
@@ -290,7 +294,7 @@ fn template_user(req: &Request) -> String {
         .fields
         .username
         .clone()
-        .unwrap_or_else(|| "virt".into())
+        .unwrap_or_else(|| DEFAULT_USER.into())
 }
 
 /// Waits (up to `wait_timeout`) until the running template answers on SSH with its pinned key.
@@ -448,7 +452,7 @@ fn secret(ctx: &Context, domain: &str, what: &str, given: Option<&str>) -> Resul
 /// The customizations every template gets, from either source, in one appliance run.
 fn prepare_ops(req: &Request, password_file: &Path, public_key_file: &Path) -> Vec<CustomizeOp> {
     let f = &req.desired.fields;
-    let user = f.username.clone().unwrap_or_else(|| "virt".into());
+    let user = f.username.clone().unwrap_or_else(|| DEFAULT_USER.into());
     let sudoers = format!("/etc/sudoers.d/90-virtup-{user}");
     let mut ops = vec![
         CustomizeOp::RunCommand(format!(
@@ -528,7 +532,12 @@ fn build(
         req.root_password.as_deref(),
     )?;
     let user_pw = secret(ctx, &req.domain, "password", req.password.as_deref())?;
-    let user = req.desired.fields.username.as_deref().unwrap_or("virt");
+    let user = req
+        .desired
+        .fields
+        .username
+        .as_deref()
+        .unwrap_or(DEFAULT_USER);
     let key = keys::ensure_user_key(&data.sshkeys_dir(), user)?;
     let ops = prepare_ops(req, &user_pw, &key.public_path);
     let f = &req.desired.fields;

@@ -423,6 +423,9 @@ pub struct Config {
     pub warnings: Vec<ConfigWarning>,
 }
 
+/// The login user when neither a module option nor the config names one (virt-up's default).
+pub const DEFAULT_USER: &str = "virt";
+
 /// The section of `settings.cfg` that holds the common settings.
 pub const COMMON_SECTION: &str = "common";
 /// configparser's section whose keys apply to every section.
