@@ -3,7 +3,7 @@
 use std::path::PathBuf;
 use std::time::Duration;
 
-use anyhow::{bail, Context as _, Result};
+use anyhow::{Context as _, Result};
 use virtup_ansible::ModuleArgs;
 use virtup_core::config::{AddressSource, ImageFormat};
 use virtup_core::{validate, Config, DataDir, Fields, Paths};
@@ -111,6 +111,16 @@ pub fn validate_fields(f: &Fields) -> Result<()> {
             validate::name(option, v)?;
         }
     }
+    for (option, value) in [
+        ("os_variant", &f.os_variant),
+        ("os_type", &f.os_type),
+        ("arch", &f.arch),
+        ("graphics", &f.graphics),
+    ] {
+        if let Some(v) = value {
+            validate::tool_word(option, v)?;
+        }
+    }
     Ok(())
 }
 
@@ -125,12 +135,26 @@ pub fn uri(fields: &Fields, paths: &Paths) -> String {
 /// A positive `wait_timeout` as a duration.
 pub fn wait_timeout(args: &ModuleArgs) -> Result<Duration> {
     match args.int("wait_timeout") {
-        Some(s) if s > 0 => Ok(Duration::from_secs(s as u64)),
-        Some(s) => {
-            bail!("invalid value for `wait_timeout`: {s} must be a positive number of seconds")
-        }
+        Some(s) => Ok(Duration::from_secs(validate::wait_timeout_secs(
+            "wait_timeout",
+            s,
+        )?)),
         None => Ok(Duration::from_secs(
             crate::specs::DEFAULT_WAIT_TIMEOUT as u64,
         )),
+    }
+}
+
+/// How long this call waited for other runs: the collisions the proving ground reports.
+#[derive(Default)]
+pub struct Waited {
+    pub lock: Duration,
+    pub hold: Duration,
+}
+
+impl Waited {
+    pub fn to_json(&self) -> serde_json::Value {
+        let secs = |d: Duration| (d.as_secs_f64() * 10.0).round() / 10.0;
+        serde_json::json!({"lock_seconds": secs(self.lock), "hold_seconds": secs(self.hold)})
     }
 }

@@ -10,6 +10,7 @@ use serde_json::{json, Value};
 use virtup_ansible::{Diff, ModuleArgs, ModuleResult};
 use virtup_core::config::AddressSource as ConfigSource;
 use virtup_core::config::DEFAULT_USER;
+use virtup_core::hold;
 use virtup_core::instance::{
     plan, CloneKind, Customize, InstanceDesired, InstanceObserved, InstanceState, ObservedInstance,
     Plan, PlanError, Step,
@@ -23,7 +24,7 @@ use virtup_libvirt::{
     ImageFormat, NicSpec, TagKind, VirtType, VirtupTag, VolumeSpec,
 };
 
-use crate::context::{self, Context, LOCK_TIMEOUT, SHORT_LOCK_TIMEOUT};
+use crate::context::{self, Context, Waited, LOCK_TIMEOUT, SHORT_LOCK_TIMEOUT};
 use crate::identity::{upload_config_disk, GuestIdentity};
 use crate::reach;
 use crate::template::current_disk;
@@ -230,13 +231,34 @@ pub fn run(args: &ModuleArgs) -> Result<ModuleResult> {
     let running_wanted = req.desired.state == InstanceState::Running;
     let mut data = ctx.data.clone();
     let mut lock = None;
+    let mut waited = Waited::default();
     if !check && (!the_plan.is_empty() || running_wanted) {
+        if obs.model.domain.is_none() && req.desired.state != InstanceState::Absent {
+            // Never clone a template another run is still customizing: its disk is about to change.
+            let template_domain = virtup_core::template::domain_name(&req.desired.template);
+            waited.hold = hold::wait_until_free(
+                &ctx.data,
+                &template_domain,
+                None,
+                LOCK_TIMEOUT,
+                |h| {
+                    crate::cli::progress::note(&format!(
+                    "template `{}` is being customized by another run (process {}); waiting until it is sealed",
+                    req.desired.template, h.holder.pid
+                ))
+                },
+            )?;
+        }
         data = ctx.open_data_dir()?;
+        let started = Instant::now();
         lock = Some(data.lock(&format!("instance-{}", req.desired.name), LOCK_TIMEOUT)?);
+        waited.lock = started.elapsed();
         obs = observe(&hv, &data, &req)?;
         the_plan = plan(&req.desired, &obs.model)?;
     }
-    let mut result = ModuleResult::new(!the_plan.is_empty()).with_msg(the_plan.to_string());
+    let mut result = ModuleResult::new(!the_plan.is_empty())
+        .with_msg(the_plan.to_string())
+        .with("waited", waited.to_json());
     if the_plan.needs_reboot_warning(&obs.model) {
         result = result.with_warning(format!(
             "memory and vCPUs of `{}` change at its next boot; it is running now",

@@ -50,6 +50,7 @@ pub fn template_spec() -> ModuleSpec {
         OptionSpec::list("virt_sysprep_args").split(ListSplit::Shell),
         OptionSpec::list("virt_install_args").split(ListSplit::Shell),
         OptionSpec::str("revision"),
+        OptionSpec::str("hold"),
     ]);
     ModuleSpec::new("virtup_template", options).mutually_exclusive(&["os_version", "image"])
 }
@@ -73,8 +74,17 @@ pub fn host_spec() -> ModuleSpec {
     )
 }
 
+/// Graphics an instance's domain can have; virt-up's `--graphics` offers the same.
+pub const INSTANCE_GRAPHICS: &[&str] = &["none", "vnc", "spice"];
+
 pub fn instance_spec() -> ModuleSpec {
     let mut options = common_options();
+    // Anything else would silently become `none` in the domain definition.
+    for o in &mut options {
+        if o.name() == "graphics" {
+            *o = o.choices(INSTANCE_GRAPHICS);
+        }
+    }
     options.extend([
         OptionSpec::str("template"),
         OptionSpec::str("state")

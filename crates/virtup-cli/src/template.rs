@@ -8,6 +8,7 @@ use anyhow::{anyhow, bail, Context as _, Result};
 use serde_json::{json, Value};
 use virtup_ansible::{Diff, ModuleArgs, ModuleResult};
 use virtup_core::config::DEFAULT_USER;
+use virtup_core::hold::{self, HoldState};
 use virtup_core::template::{
     domain_name, plan, volume_generation, volume_name, ObservedDomain, Plan, Source, Step,
     TemplateDesired, TemplateObserved, TemplateState,
@@ -21,7 +22,7 @@ use virtup_guest::{
 };
 use virtup_libvirt::{DomainState, Hypervisor, TagKind, VirtupTag};
 
-use crate::context::{self, Context, LOCK_TIMEOUT, SHORT_LOCK_TIMEOUT};
+use crate::context::{self, Context, Waited, LOCK_TIMEOUT, SHORT_LOCK_TIMEOUT};
 use crate::identity::{upload_config_disk, GuestIdentity};
 use crate::reach;
 
@@ -33,6 +34,8 @@ pub struct Request {
     pub pool: String,
     pub format: String,
     pub wait_timeout: Duration,
+    /// The customization session this call belongs to (see [`virtup_core::hold`]).
+    pub hold: Option<String>,
     password: Option<String>,
     root_password: Option<String>,
 }
@@ -104,6 +107,10 @@ pub fn resolve(
         pool,
         format,
         wait_timeout: context::wait_timeout(args)?,
+        hold: args
+            .str("hold")
+            .filter(|t| !t.is_empty())
+            .map(str::to_owned),
         password: args.str("password").map(str::to_owned),
         root_password: args.str("root_password").map(str::to_owned),
         desired: TemplateDesired {
@@ -233,20 +240,52 @@ pub fn run(args: &ModuleArgs) -> Result<ModuleResult> {
     };
     let mut req = resolve(args, &ctx, read_key)?;
     let hv = Hypervisor::connect(&req.uri)?;
-    let mut before = observe(&hv, &req)?;
-    let mut the_plan = plan(&req.desired, &before.model)?;
-    let mut lock = None;
-    let mut data = ctx.data.clone();
-    if !check && !the_plan.is_empty() {
-        data = ctx.open_data_dir()?;
+    let token = req.hold.clone();
+    let mut waited = Waited::default();
+    // Observe and plan until nothing stands in the way: another session customizing the template is
+    // waited for (outside any lock), and a hold that appeared while we took the lock sends us round again.
+    let (lock, data, before, the_plan, interrupted) = loop {
+        if !check {
+            waited.hold += wait_for_hold(&ctx.data, &req, token.as_deref())?;
+        }
+        let before = observe(&hv, &req)?;
+        let the_plan = plan(&req.desired, &before.model)?;
+        let hold_state = hold::state(&ctx.data, &req.domain, token.as_deref())?;
+        if matches!(hold_state, HoldState::Live(_)) && !check {
+            continue;
+        }
+        // An interrupted customization is work for a session that can redo it (it has a token).
+        let interrupted = hold_state == HoldState::Interrupted && token.is_some();
+        if check || (the_plan.is_empty() && !interrupted) {
+            break (None, ctx.data.clone(), before, the_plan, interrupted);
+        }
+        let data = ctx.open_data_dir()?;
         req = resolve(args, &ctx, |user| {
             Ok(keys::ensure_user_key(&key_dir, user)?.public_openssh)
         })?;
-        lock = Some(data.lock(&format!("template-{}", req.domain), LOCK_TIMEOUT)?);
-        before = observe(&hv, &req)?;
-        the_plan = plan(&req.desired, &before.model)?;
-    }
-    let mut result = ModuleResult::new(!the_plan.is_empty()).with_msg(the_plan.to_string());
+        let started = Instant::now();
+        let lock = data.lock(&format!("template-{}", req.domain), LOCK_TIMEOUT)?;
+        waited.lock += started.elapsed();
+        let hold_state = hold::state(&data, &req.domain, token.as_deref())?;
+        if matches!(hold_state, HoldState::Live(_)) {
+            drop(lock);
+            continue;
+        }
+        let before = observe(&hv, &req)?;
+        let the_plan = plan(&req.desired, &before.model)?;
+        let interrupted = hold_state == HoldState::Interrupted && token.is_some();
+        break (Some(lock), data, before, the_plan, interrupted);
+    };
+    let mut result = ModuleResult::new(!the_plan.is_empty() || interrupted).with_msg(if interrupted {
+        format!(
+            "the customization of template `{}` by an earlier run was interrupted: it is taken over{}{}",
+            req.desired.name,
+            if the_plan.is_empty() { "" } else { "; " },
+            the_plan
+        )
+    } else {
+        the_plan.to_string()
+    });
     if args.diff() {
         result = result.with_diff(diff(&req, &before.model, &the_plan));
     }
@@ -260,17 +299,46 @@ pub fn run(args: &ModuleArgs) -> Result<ModuleResult> {
             )
         });
     }
-    if !the_plan.is_empty() {
+    result = result.with("waited", waited.to_json());
+    if lock.is_some() {
+        let builds = the_plan
+            .steps
+            .iter()
+            .any(|s| matches!(s, Step::Build { .. }));
+        if let Some(token) = &token {
+            // Taken before the build, so whoever sees the finished template also sees the hold.
+            if builds || interrupted {
+                hold::take(&data, &req.domain, token)?;
+            }
+        }
         let mut warnings = Vec::new();
         for partial in &before.partials {
             hv.delete_volume(&req.pool, partial)?;
         }
-        apply(&ctx, &data, &hv, &req, &before, &the_plan, &mut warnings)?;
+        let applied = apply(&ctx, &data, &hv, &req, &before, &the_plan, &mut warnings);
+        let session_over = match &applied {
+            // A failed build leaves nothing to customize: others need not wait for this session.
+            Err(_) => builds,
+            // The session's last call: the template is sealed (or removed).
+            Ok(()) => !builds && !interrupted && req.desired.state != TemplateState::Running,
+        };
+        if session_over && token.is_some() {
+            hold::release(&data, &req.domain)?;
+        }
+        applied?;
         for w in warnings {
             result = result.with_warning(w);
         }
+    } else if token.is_some()
+        && !check
+        && req.desired.state != TemplateState::Running
+        && hold::state(&data, &req.domain, token.as_deref())? == HoldState::Ours
+    {
+        // The seal had nothing left to do (the template was already shut off): the session is over all the same.
+        hold::release(&data, &req.domain)?;
     }
     if req.desired.state == TemplateState::Absent {
+        hold::release(&data, &req.domain)?;
         return Ok(result);
     }
     drop(lock);
@@ -286,6 +354,22 @@ pub fn run(args: &ModuleArgs) -> Result<ModuleResult> {
         template["host_key_alias"] = json!(req.domain);
     }
     Ok(result.with("template", template))
+}
+
+/// Waits while another live session customizes the template (see [`virtup_core::hold`]).
+fn wait_for_hold(data: &DataDir, req: &Request, token: Option<&str>) -> Result<Duration> {
+    Ok(hold::wait_until_free(
+        data,
+        &req.domain,
+        token,
+        LOCK_TIMEOUT,
+        |h| {
+            crate::cli::progress::note(&format!(
+                "template `{}` is being customized by another run (process {}); waiting until it is sealed",
+                req.desired.name, h.holder.pid
+            ))
+        },
+    )?)
 }
 
 /// The template's login user: the option or config, else virt-up's default `virt`.
@@ -591,6 +675,11 @@ fn build(
         Ok(())
     })();
     if let Err(e) = result {
+        // virt-builder does not say when the pool fills up; the partial it kept still fills it.
+        let e = match virtup_guest::space::exhausted(&part) {
+            Some(full) => e.context(full),
+            None => e,
+        };
         // A failed build leaves nothing behind in the pool.
         let _ = std::fs::remove_file(&part);
         return Err(e);

@@ -11,6 +11,7 @@
 //! - [`known_hosts`]: virtup's pinned host keys;
 //! - [`validate`]: checks of names, sizes, memory, vCPUs, users;
 //! - [`digest`]: `InputDigest` for template input digests;
+//! - [`hold`]: customization holds on templates a playbook run is customizing;
 //! - [`template`]: the template model and its pure plan (generations, dependents).
 //!
 //! IO in this crate is limited to the data and config dirs; libvirt, guests and
@@ -19,6 +20,7 @@
 pub mod config;
 pub mod datadir;
 pub mod digest;
+pub mod hold;
 pub mod instance;
 pub mod instance_meta;
 pub mod keys;

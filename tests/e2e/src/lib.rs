@@ -1,5 +1,7 @@
 //! Helpers for the end-to-end tests: find the repo and the lab, run commands with bounded waits, fail loudly outside the lab.
 
+pub mod audit;
+
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};

@@ -1,28 +1,41 @@
 //! Lab: the README's main flow, `ansible-playbook playbooks/site.yml` on the shipped example inventory, then the dynamic inventory.
 //!
 //! One test, because every step needs the previous one's guests: check mode on a fresh lab
-//! changes nothing, the real run brings up 1 template and 3 configured instances, ansible
-//! reaches them through `virtup_inventory` with strict host key checking, a second run changes
-//! nothing, and teardown removes everything (also when an assertion fails, via a guard).
+//! changes nothing; the real run, started twice at once (the shipped inventory and an overlapping
+//! one, forks=8, `-vvv`), brings up 1 template and 4 configured instances with each generation and
+//! instance made once; the secrets audit finds no generated password or private key in the
+//! output, the inventory, sampled command lines or files; ansible reaches the instances through
+//! `virtup_inventory` with strict host key checking; a second run changes nothing; teardown
+//! removes everything (also when an assertion fails, via a guard).
 
 use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::Duration;
 
-use serde_json::Value;
+use serde_json::{json, Value};
+use virtup_e2e::audit::{self, CmdlineSampler, Haystack};
 use virtup_e2e::{in_repo, lab_home, pool_volumes, run, virsh, Sandbox};
 
+/// The shipped inventory's instances.
 const INSTANCES: [&str; 3] = ["db1", "web1", "web2"];
+/// The concurrent run's: two shared with the shipped inventory, one of its own.
+const OTHER_INSTANCES: [&str; 3] = ["app1", "db1", "web2"];
+const OTHER_ONLY: &str = "app1";
 const TEMPLATE_DOMAIN: &str = "VIRTUP-debian-12";
 
 /// What the site run makes on the hypervisor: its domains and their volumes (other tests' domains may
 /// come and go meanwhile when tests run by hand beside each other).
 fn hypervisor_state() -> (BTreeSet<String>, BTreeSet<String>) {
     let ours = |name: &str| {
-        INSTANCES.iter().chain(&[TEMPLATE_DOMAIN]).any(|n| {
-            name == *n || name.starts_with(&format!("{n}.")) || name.starts_with(&format!("{n}-"))
-        })
+        INSTANCES
+            .iter()
+            .chain(&[OTHER_ONLY, TEMPLATE_DOMAIN])
+            .any(|n| {
+                name == *n
+                    || name.starts_with(&format!("{n}."))
+                    || name.starts_with(&format!("{n}-"))
+            })
     };
     let domains = virsh(&["list", "--all", "--name"])
         .lines()
@@ -62,7 +75,15 @@ impl Site {
 
 impl Drop for Site {
     fn drop(&mut self) {
-        // Always leave the lab as it was, even when an assertion failed half-way.
+        // Always leave the lab as it was, even when an assertion failed half-way. The concurrent run's own
+        // instance first: the shipped teardown does not know it, and the template is refused while it exists.
+        let (doc, out) = self.sandbox.module(
+            "virtup_instance",
+            &json!({"name": OTHER_ONLY, "state": "absent"}),
+        );
+        if doc["failed"] == json!(true) {
+            eprintln!("removing {OTHER_ONLY} failed: {doc}\n{}", out.stderr);
+        }
         let r = self.playbook(&["playbooks/teardown.yml"], Duration::from_secs(900));
         if !r.status.success() {
             eprintln!(
@@ -184,32 +205,70 @@ fn site_playbook_brings_up_configured_instances_reachable_through_the_inventory(
         site.sandbox.data().display()
     );
 
-    // 2. The real run: 1 template (built, customized by its playbook, sealed) and 3 configured instances.
-    let r = site.playbook(&["playbooks/site.yml"], Duration::from_secs(3000));
-    assert!(
-        r.status.success(),
-        "site.yml failed:\n{}\n{}",
-        tail(&r.stdout, 120),
-        r.stderr
-    );
-    for (host, _, failed, unreachable) in recap_counts(&r.stdout) {
+    // 2. The real run, twice at once: the shipped inventory and an overlapping one (same template, two
+    // shared instances, one of its own), forks=8, at -vvv for the secrets audit, while another thread
+    // samples every process's command line.
+    let other = other_inventory();
+    let other_path = other.path().to_str().unwrap().to_owned();
+    let sampler = CmdlineSampler::start(Duration::from_millis(100));
+    let (ra, rb) = std::thread::scope(|s| {
+        let a = s.spawn(|| {
+            site.playbook(
+                &["playbooks/site.yml", "--forks", "8", "-vvv"],
+                Duration::from_secs(3000),
+            )
+        });
+        let b = s.spawn(|| {
+            site.playbook(
+                &[
+                    "-i",
+                    &other_path,
+                    "-i",
+                    "virtup_inventory",
+                    "playbooks/site.yml",
+                    "--forks",
+                    "8",
+                    "-vvv",
+                ],
+                Duration::from_secs(3000),
+            )
+        });
+        (a.join().unwrap(), b.join().unwrap())
+    });
+    let (cmdlines, samples) = sampler.finish();
+    for (label, r, declared) in [
+        ("shipped", &ra, &INSTANCES),
+        ("overlapping", &rb, &OTHER_INSTANCES),
+    ] {
+        assert!(
+            r.status.success(),
+            "{label} site.yml failed:\n{}\n{}",
+            tail(&r.stdout, 150),
+            tail(&r.stderr, 40)
+        );
+        for (host, _, failed, unreachable) in recap_counts(&r.stdout) {
+            assert_eq!(
+                (failed, unreachable),
+                (0, 0),
+                "{label}: {host} in\n{}",
+                recap(&r.stdout)
+            );
+        }
+        let configured: BTreeSet<String> = recap_counts(&r.stdout)
+            .into_iter()
+            .map(|(h, ..)| h)
+            .filter(|h| h != "localhost")
+            .collect();
         assert_eq!(
-            (failed, unreachable),
-            (0, 0),
-            "{host} in\n{}",
-            recap(&r.stdout)
+            configured,
+            declared.iter().map(|s| s.to_string()).collect(),
+            "{label}: post-configuration ran on exactly the declared instances"
         );
     }
-    let configured: BTreeSet<String> = recap_counts(&r.stdout)
-        .into_iter()
-        .map(|(h, ..)| h)
-        .filter(|h| h != "localhost")
-        .collect();
-    assert_eq!(
-        configured,
-        INSTANCES.iter().map(|s| s.to_string()).collect(),
-        "post-configuration ran on exactly the declared instances"
-    );
+    let all_instances: BTreeSet<&str> = INSTANCES.iter().chain(&OTHER_INSTANCES).copied().collect();
+    check_made_once(&site, &all_instances, &[&ra.stdout, &rb.stdout]);
+    report_collisions(&[("shipped", &ra), ("overlapping", &rb)]);
+    drop(other);
 
     // 3. Ansible reaches every running instance through the dynamic inventory, verifying the pinned key.
     let r = run(
@@ -350,6 +409,9 @@ fn site_playbook_brings_up_configured_instances_reachable_through_the_inventory(
         );
     }
 
+    // The secrets audit over the whole flow so far.
+    secrets_audit(&site, &[&ra, &rb], &cmdlines, samples, &doc);
+
     // 5. A second run changes nothing on any host.
     let r = site.playbook(&["playbooks/site.yml"], Duration::from_secs(1200));
     assert!(
@@ -379,6 +441,217 @@ fn site_playbook_brings_up_configured_instances_reachable_through_the_inventory(
         Default::default(),
         "teardown left domains or volumes behind"
     );
+}
+
+/// The overlapping inventory: the shipped one's hypervisor and template, instances db1 and web2 as the
+/// shipped one declares them, and app1 of its own.
+fn other_inventory() -> tempfile::TempDir {
+    let dir = tempfile::Builder::new()
+        .prefix("virtup-site-other-")
+        .tempdir()
+        .unwrap();
+    let root = virtup_e2e::repo_root().join("inventory");
+    std::fs::create_dir_all(dir.path().join("group_vars")).unwrap();
+    std::fs::copy(root.join("hosts.yml"), dir.path().join("hosts.yml")).unwrap();
+    let vars = std::fs::read_to_string(root.join("group_vars/virtup_hypervisors.yml")).unwrap();
+    let shipped = "virtup_instance_instances:\n  - name: web1\n  - name: web2\n  - name: db1\n    memory: 768\n";
+    assert!(
+        vars.contains(shipped),
+        "the shipped inventory's instances changed; update this test:\n{vars}"
+    );
+    let vars = vars.replace(
+        shipped,
+        &format!(
+            "virtup_instance_instances:\n  - name: db1\n    memory: 768\n  - name: web2\n  - name: {OTHER_ONLY}\n"
+        ),
+    );
+    std::fs::write(dir.path().join("group_vars/virtup_hypervisors.yml"), vars).unwrap();
+    dir
+}
+
+/// After the concurrent runs: each domain once, one template generation, no volume that no domain uses,
+/// every metadata file parses, one known_hosts line per instance.
+fn check_made_once(site: &Site, instances: &BTreeSet<&str>, outputs: &[&str]) {
+    let (domains, volumes) = hypervisor_state();
+    let expected: BTreeSet<String> = instances
+        .iter()
+        .copied()
+        .chain([TEMPLATE_DOMAIN])
+        .map(str::to_owned)
+        .collect();
+    assert_eq!(domains, expected, "domains after the concurrent runs");
+    let generations: Vec<&String> = volumes
+        .iter()
+        .filter(|v| v.starts_with(&format!("{TEMPLATE_DOMAIN}-g")))
+        .collect();
+    assert_eq!(
+        generations.len(),
+        1,
+        "template generations: {generations:?}"
+    );
+    assert!(
+        !volumes.iter().any(|v| v.ends_with(".part")),
+        "a partial build was left: {volumes:?}"
+    );
+    let builds: usize = outputs
+        .iter()
+        .map(|o| o.matches("build generation 1").count())
+        .sum();
+    assert!(builds >= 1, "no run reported building the template");
+    println!("template build reported {builds} time(s) across both runs' output");
+    // Every volume is a disk of some domain: nothing is orphaned.
+    let mut used = BTreeSet::new();
+    for d in &domains {
+        for line in virsh(&["domblklist", d, "--details"]).lines().skip(2) {
+            if let Some(source) = line.split_whitespace().nth(3) {
+                used.insert(
+                    Path::new(source)
+                        .file_name()
+                        .unwrap()
+                        .to_string_lossy()
+                        .into_owned(),
+                );
+            }
+        }
+    }
+    let orphans: Vec<&String> = volumes.iter().filter(|v| !used.contains(*v)).collect();
+    assert!(
+        orphans.is_empty(),
+        "orphaned volumes: {orphans:?} (used: {used:?})"
+    );
+    let data = site.sandbox.data();
+    for name in instances {
+        let file = data.join("instance").join(format!("{name}.json"));
+        let meta: Value = serde_json::from_slice(&std::fs::read(&file).unwrap())
+            .unwrap_or_else(|e| panic!("{} does not parse: {e}", file.display()));
+        assert_eq!(meta["name"], json!(name), "{}", file.display());
+    }
+    let known = std::fs::read_to_string(data.join("known_hosts")).unwrap();
+    for name in instances {
+        let lines = known
+            .lines()
+            .filter(|l| l.split_whitespace().next() == Some(name))
+            .count();
+        assert_eq!(lines, 1, "known_hosts lines for {name}:\n{known}");
+    }
+    println!(
+        "concurrency: {} domains, {} volumes (1 template generation), {} metadata files, {} known_hosts lines; no orphan",
+        domains.len(),
+        volumes.len(),
+        instances.len(),
+        known.lines().filter(|l| !l.trim().is_empty()).count()
+    );
+}
+
+/// Prints how often a module call of one run waited for the other (the `waited` each call returns).
+fn report_collisions(runs: &[(&str, &virtup_e2e::Run)]) {
+    let number_after = |text: &str, key: &str| -> Vec<f64> {
+        text.match_indices(key)
+            .filter_map(|(i, _)| {
+                let rest = text[i + key.len()..].trim_start_matches([' ', ':', '"']);
+                let end = rest
+                    .find(|c: char| !(c.is_ascii_digit() || c == '.'))
+                    .unwrap_or(rest.len());
+                rest[..end].parse().ok()
+            })
+            .collect()
+    };
+    for (label, r) in runs {
+        let locks = number_after(&r.stdout, "\"lock_seconds\"");
+        let holds = number_after(&r.stdout, "\"hold_seconds\"");
+        let lock_waits: Vec<f64> = locks.iter().copied().filter(|s| *s >= 0.1).collect();
+        let hold_waits: Vec<f64> = holds.iter().copied().filter(|s| *s > 0.0).collect();
+        println!(
+            "collisions ({label} run, {:.0}s): of {} virtup module calls, {} waited for a lock ({:.1}s in all), {} for a template being customized ({:.1}s in all)",
+            r.elapsed.as_secs_f64(),
+            locks.len(),
+            lock_waits.len(),
+            lock_waits.iter().fold(0.0, |a, b| a + b),
+            hold_waits.len(),
+            hold_waits.iter().fold(0.0, |a, b| a + b)
+        );
+    }
+}
+
+/// Searches every generated password and private key in the runs' output, the inventory, the sampled
+/// command lines and the files virtup and libvirt keep (the secret files themselves excepted).
+fn secrets_audit(
+    site: &Site,
+    runs: &[&virtup_e2e::Run],
+    cmdlines: &BTreeSet<String>,
+    samples: u64,
+    inventory: &Value,
+) {
+    let data = site.sandbox.data();
+    let secrets = audit::secrets_of(&data);
+    let passwords = secrets.iter().filter(|s| s.kind == "password").count();
+    let keys = secrets.len() - passwords;
+    assert!(
+        passwords >= 1 && keys >= 5,
+        "expected generated passwords and keys (user key, host keys) in {}: {passwords} passwords, {keys} keys",
+        data.display()
+    );
+    let secret_files: BTreeSet<PathBuf> = secrets.iter().map(|s| s.file.clone()).collect();
+    let mut haystacks = Vec::new();
+    for (i, r) in runs.iter().enumerate() {
+        haystacks.push(Haystack::new(
+            format!("site.yml run {i} stdout (-vvv)"),
+            r.stdout.clone(),
+        ));
+        haystacks.push(Haystack::new(
+            format!("site.yml run {i} stderr"),
+            r.stderr.clone(),
+        ));
+    }
+    haystacks.push(Haystack::new(
+        "ansible-inventory --list",
+        inventory.to_string(),
+    ));
+    let direct = run(
+        in_repo("./virtup_inventory")
+            .arg("--list")
+            .env("VIRTUP_DATA_HOME", site.sandbox.data())
+            .env("VIRTUP_CONFIG_HOME", site.sandbox.config()),
+        Duration::from_secs(120),
+    )
+    .assert_ok("virtup_inventory --list");
+    haystacks.push(Haystack::new("virtup_inventory --list", direct.stdout));
+    haystacks.push(Haystack::new(
+        format!("{} sampled command lines", cmdlines.len()),
+        cmdlines.iter().cloned().collect::<Vec<_>>().join("\n"),
+    ));
+    let mut files = 0;
+    for root in [
+        site.sandbox.path().to_path_buf(),
+        PathBuf::from("/var/log/libvirt"),
+    ] {
+        for f in audit::files_under(&root) {
+            if !secret_files.contains(&f) {
+                if let Some(h) = Haystack::file(&f) {
+                    haystacks.push(h);
+                    files += 1;
+                }
+            }
+        }
+    }
+    let (domains, _) = hypervisor_state();
+    for d in &domains {
+        haystacks.push(Haystack::new(
+            format!("domain XML of {d}"),
+            virsh(&["dumpxml", "--inactive", "--security-info", d]),
+        ));
+    }
+    let bytes: usize = haystacks.iter().map(|h| h.text.len()).sum();
+    let hits = audit::search(&secrets, &haystacks);
+    println!(
+        "secrets audit: {passwords} passwords and {keys} private keys searched in {} places ({files} files, {} domain XMLs, {} distinct command lines from {samples} samples; {:.1} MB): {} found",
+        haystacks.len(),
+        domains.len(),
+        cmdlines.len(),
+        bytes as f64 / 1e6,
+        hits.len()
+    );
+    assert!(hits.is_empty(), "secrets found: {hits:#?}");
 }
 
 /// No file of the project turns host key checking off (the needle is split so this file does not match).
