@@ -499,7 +499,7 @@ fn check_choices(opt: &OptionSpec, value: &Value) -> Result<(), ArgsError> {
                 Err(ArgsError::Choices {
                     name,
                     choices,
-                    got: bad.join(", "),
+                    got: visible(&bad.join(", ")),
                 })
             }
         }
@@ -508,10 +508,31 @@ fn check_choices(opt: &OptionSpec, value: &Value) -> Result<(), ArgsError> {
             if allowed(&got) {
                 Ok(())
             } else {
-                Err(ArgsError::Choice { name, choices, got })
+                Err(ArgsError::Choice {
+                    name,
+                    choices,
+                    got: visible(&got),
+                })
             }
         }
     }
+}
+
+/// A user's value as it may appear in a message: controls and invisible characters (newlines,
+/// bidi overrides, zero-width spaces) escaped, so the message stays one honest line.
+fn visible(value: &str) -> String {
+    value
+        .chars()
+        .map(|c| {
+            let hidden = c.is_control()
+                || (c.escape_debug().next() == Some('\\') && !matches!(c, '\\' | '\'' | '"'));
+            if hidden {
+                c.escape_debug().to_string()
+            } else {
+                c.to_string()
+            }
+        })
+        .collect()
 }
 
 /// Whether a coerced value equals a value written in a spec, for `required_if`.

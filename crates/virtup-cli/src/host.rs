@@ -41,7 +41,10 @@ fn resolve(args: &ModuleArgs, ctx: &Context) -> Result<Request> {
     validate::name("network", &network)?;
     let pool_path = text("pool_path");
     if !pool_path.starts_with('/') {
-        anyhow::bail!("invalid value for `pool_path`: `{pool_path}` must be an absolute path");
+        anyhow::bail!(
+            "invalid value for `pool_path`: {} must be an absolute path",
+            validate::Shown(&pool_path)
+        );
     }
     for option in [
         "network_address",
@@ -51,7 +54,10 @@ fn resolve(args: &ModuleArgs, ctx: &Context) -> Result<Request> {
     ] {
         let v = text(option);
         if v.parse::<std::net::Ipv4Addr>().is_err() {
-            anyhow::bail!("invalid value for `{option}`: `{v}` is not an IPv4 address");
+            anyhow::bail!(
+                "invalid value for `{option}`: {} is not an IPv4 address",
+                validate::Shown(&v)
+            );
         }
     }
     let bridge = text("network_bridge");
@@ -62,7 +68,8 @@ fn resolve(args: &ModuleArgs, ctx: &Context) -> Result<Request> {
             .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_')
     {
         anyhow::bail!(
-            "invalid value for `network_bridge`: `{bridge}` is not a Linux interface name (1-15 letters, digits, - or _)"
+            "invalid value for `network_bridge`: {} is not a Linux interface name (1-15 letters, digits, - or _)",
+            validate::Shown(&bridge)
         );
     }
     Ok(Request {
@@ -83,6 +90,12 @@ fn resolve(args: &ModuleArgs, ctx: &Context) -> Result<Request> {
         },
         probe_kvm: args.bool("probe_kvm").unwrap_or(true),
     })
+}
+
+/// Resolves and validates the options as a run does, without touching the hypervisor; for fuzzing.
+#[doc(hidden)]
+pub fn check_options(args: &ModuleArgs, ctx: &Context) -> Result<()> {
+    resolve(args, ctx).map(drop)
 }
 
 /// What exists now, as the diff shows it.

@@ -22,15 +22,16 @@ impl ValidationError {
     }
 }
 
-/// Shows a user-supplied value inside backticks with control characters escaped,
-/// so a stray newline or escape sequence cannot garble the message.
-pub(crate) struct Shown<'a>(pub &'a str);
+/// Shows a user-supplied value inside backticks with control and invisible characters escaped,
+/// so a stray newline, escape sequence, bidi override or zero-width space cannot garble or
+/// disguise the message.
+pub struct Shown<'a>(pub &'a str);
 
 impl fmt::Display for Shown<'_> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str("`")?;
         for c in self.0.chars() {
-            if c.is_control() {
+            if is_hidden(c) {
                 write!(f, "{}", c.escape_debug())?;
             } else {
                 write!(f, "{c}")?;
@@ -38,6 +39,12 @@ impl fmt::Display for Shown<'_> {
         }
         f.write_str("`")
     }
+}
+
+/// Characters a reader cannot see as themselves: controls, and what Rust's `escape_debug` would not
+/// print (bidi overrides, zero-width and other format characters, combining marks).
+fn is_hidden(c: char) -> bool {
+    c.is_control() || (c.escape_debug().next() == Some('\\') && !matches!(c, '\\' | '\'' | '"'))
 }
 
 /// Longest instance or template name: a DNS label is at most 63 bytes and the
@@ -174,6 +181,60 @@ pub fn dns_domain(option: &str, value: &str) -> Result<(), ValidationError> {
     Ok(())
 }
 
+/// Longest value accepted for a word handed to a virt tool (`os_variant`, `arch`, `graphics`…).
+pub const MAX_TOOL_WORD_LEN: usize = 255;
+
+/// Checks a word that virtup hands to virt-install or virt-builder as one argument (`os_variant`,
+/// `os_type`, `arch`, `graphics`): osinfo ids (`debian11`, `http://debian.org/debian/12`) and
+/// virt-install option strings (`vnc,listen=127.0.0.1`) pass; quotes, `<`, `&`, shell
+/// metacharacters, spaces, `..` and non-ASCII do not, so a typo or an injection fails here
+/// instead of minutes later in a half-built template.
+pub fn tool_word(option: &str, value: &str) -> Result<(), ValidationError> {
+    let err = |why: &str| {
+        Err(ValidationError::new(
+            option,
+            format!("{} {why}", Shown(value)),
+        ))
+    };
+    if value.is_empty() {
+        return Err(ValidationError::new(option, "must not be empty"));
+    }
+    if value.len() > MAX_TOOL_WORD_LEN {
+        return err(&format!("is longer than {MAX_TOOL_WORD_LEN} characters"));
+    }
+    if !value.as_bytes()[0].is_ascii_alphanumeric() {
+        return err("must start with a letter or a digit");
+    }
+    if let Some(c) = value.chars().find(|c| {
+        !(c.is_ascii_alphanumeric()
+            || matches!(c, '.' | '_' | '-' | ',' | '=' | ':' | '/' | '+' | '@'))
+    }) {
+        return err(&format!(
+            "contains {}; use only letters, digits and `._-,=:/+@`",
+            describe_char(c)
+        ));
+    }
+    if value.contains("..") {
+        return err("must not contain `..`");
+    }
+    Ok(())
+}
+
+/// Longest accepted `wait_timeout`: a week. Larger values are mistakes (milliseconds?) and
+/// overflow deadlines computed from them.
+pub const MAX_WAIT_TIMEOUT_SECS: u64 = 7 * 24 * 3600;
+
+/// Checks a timeout in seconds.
+pub fn wait_timeout_secs(option: &str, value: i64) -> Result<u64, ValidationError> {
+    match u64::try_from(value) {
+        Ok(s) if (1..=MAX_WAIT_TIMEOUT_SECS).contains(&s) => Ok(s),
+        _ => Err(ValidationError::new(
+            option,
+            format!("{value} is outside the range 1..={MAX_WAIT_TIMEOUT_SECS} seconds"),
+        )),
+    }
+}
+
 /// Parses a disk size into bytes: plain bytes (`1073741824`), or a number with
 /// a binary unit `K`, `M`, `G`, `T`, `P`, `E`, optionally followed by `i`, `B`
 /// or `iB` (`10G`, `512M`, `20GiB`), or `B` alone. Units are powers of 1024,
@@ -299,6 +360,7 @@ fn describe_char(c: char) -> String {
         ' ' => "a space".to_string(),
         '/' => "`/`".to_string(),
         c if c.is_control() => format!("the control character {:?}", c),
+        c if is_hidden(c) => format!("the invisible character `{}`", c.escape_debug()),
         c if !c.is_ascii() => format!("the non-ASCII character `{c}`"),
         c => format!("`{c}`"),
     }
@@ -333,6 +395,9 @@ mod tests {
             ("a\nb", "control character"),
             (&"x".repeat(64), "longer than 63"),
             ("a:b", "contains `:`"),
+            ("ab\u{202e}cd", "invisible character `\\u{202e}`"),
+            ("a\u{200b}b", "invisible character `\\u{200b}`"),
+            ("vm\u{1f600}", "non-ASCII character"),
         ];
         for (v, want) in bad {
             let e = name("name", v).expect_err(v);
@@ -343,6 +408,56 @@ mod tests {
             );
             assert!(msg.contains(want), "{v:?}: {msg:?} lacks {want:?}");
             assert!(!msg.contains('\n'), "{v:?}: message must stay on one line");
+            assert!(
+                !msg.contains(['\u{202e}', '\u{200b}']),
+                "{v:?}: an invisible character is shown raw: {msg:?}"
+            );
+        }
+    }
+
+    #[test]
+    fn tool_words() {
+        for v in [
+            "debian11",
+            "http://debian.org/debian/12",
+            "vnc,listen=127.0.0.1",
+            "x86_64",
+            "linux",
+        ] {
+            assert_eq!(tool_word("os_variant", v), Ok(()), "{v:?}");
+        }
+        for v in [
+            "",
+            "x'/><devices>",
+            "&xxe;",
+            "x]]>",
+            "$(id)",
+            "a;b",
+            "a b",
+            "a\nb",
+            "a\0b",
+            "ab\u{202e}cd",
+            "../x",
+            "a/../b",
+            "/etc/passwd",
+            &"a".repeat(256),
+        ] {
+            let e = tool_word("os_variant", v).expect_err(v);
+            assert_eq!(e.option, "os_variant");
+            assert!(!e.to_string().contains(['\n', '\0', '\u{202e}']), "{e}");
+        }
+    }
+
+    #[test]
+    fn wait_timeouts() {
+        assert_eq!(wait_timeout_secs("wait_timeout", 600), Ok(600));
+        for v in [0, -1, i64::MAX, MAX_WAIT_TIMEOUT_SECS as i64 + 1] {
+            let e = wait_timeout_secs("wait_timeout", v).expect_err("out of range");
+            assert!(
+                e.to_string()
+                    .starts_with("invalid value for `wait_timeout`"),
+                "{e}"
+            );
         }
     }
 

@@ -9,6 +9,7 @@
 //! removes everything (also when an assertion fails, via a guard).
 
 use std::collections::BTreeSet;
+use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::Duration;
@@ -641,6 +642,16 @@ fn secrets_audit(
             virsh(&["dumpxml", "--inactive", "--security-info", d]),
         ));
     }
+    // The config disks carry each guest's own host private key to its first boot: they must be private too.
+    let (_, volumes) = hypervisor_state();
+    let mut config_disks = 0;
+    for v in volumes.iter().filter(|v| v.ends_with("-config.iso")) {
+        let path = virsh(&["vol-path", "--pool", "default", v]);
+        let mode = std::fs::metadata(path.trim()).unwrap().permissions().mode() & 0o777;
+        assert_eq!(mode, 0o600, "config disk {v} has mode {mode:o}");
+        config_disks += 1;
+    }
+    println!("secrets audit: {config_disks} config disks (they carry the guest's host key) are 0600");
     let bytes: usize = haystacks.iter().map(|h| h.text.len()).sum();
     let hits = audit::search(&secrets, &haystacks);
     println!(

@@ -319,6 +319,15 @@ fn exact_error_messages() {
             r#"{"name": "x", "state": "foo"}"#,
             "value of state must be one of: present, absent, running, got: foo".into(),
         ),
+        // A hostile value cannot break the message into lines or hide behind a bidi override.
+        (
+            r#"{"name": "x", "state": "present\nPLAY RECAP"}"#,
+            "value of state must be one of: present, absent, running, got: present\\nPLAY RECAP".into(),
+        ),
+        (
+            r#"{"name": "x", "state": "ab\u202ecd"}"#,
+            "value of state must be one of: present, absent, running, got: ab\\u{202e}cd".into(),
+        ),
         (
             r#"{"name": "x", "features": "a,c,d"}"#,
             "value of features must be one or more of: a, b. Got no match for: c, d".into(),

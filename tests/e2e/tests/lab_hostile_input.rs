@@ -1,0 +1,617 @@
+//! Layer 4: hostile names and values (path traversal, shell metacharacters, huge numbers, unicode, empty
+//! strings, XML injection) given to the modules and to `virt-up` are rejected naming the option, and
+//! leave libvirt and the data dir exactly as they were.
+//!
+//! Values left out on purpose, because they are legitimately acceptable:
+//! - `password` / `root_password`: any text, unicode included, is a valid password; it only ever goes
+//!   into a 0600 file and the guest's `chpasswd` over a file, never into XML or a command line.
+//! - `revision`: free text by contract, only hashed into the input digest.
+//! - `virt_*_args`: argument lists for the libguestfs tools and virt-install by contract (run as argv,
+//!   never through a shell); passing options there is their purpose.
+//! - template `name` with `/` (`generic/debian10`): virt-up's config ships such names; the domain
+//!   name maps `/` to `-`. Traversal through it (`../x`, `/etc/passwd`, `a//b`) is still covered.
+//! - `pool_path` of `virtup_host` with quotes or `<`: a legal absolute Linux path; it reaches libvirt
+//!   only as escaped XML text. Relative paths and traversal are covered.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::time::Duration;
+
+use serde_json::{json, Value};
+use virtup_e2e::{in_repo, lab_home, repo_root, run, virsh, Sandbox};
+
+/// The prefix of every libvirt object this test makes or names.
+const PREFIX: &str = "hz-";
+/// A domain this test defines, so that a rejected run that wrongly went on would hit something real.
+const DECOY: &str = "hz-decoy";
+/// A template that never exists: an instance run that slipped past validation stops there, harmlessly.
+const NO_TEMPLATE: &str = "hz-none";
+
+/// Characters that must never reach a message raw: they garble or disguise what the user reads.
+const INVISIBLE: &[char] = &[
+    '\0', '\n', '\r', '\u{1b}', '\u{200b}', '\u{200e}', '\u{200f}', '\u{202a}', '\u{202b}',
+    '\u{202c}', '\u{202d}', '\u{202e}', '\u{2066}', '\u{2067}', '\u{2068}', '\u{2069}', '\u{feff}',
+];
+
+/// One hostile input: the module, the option it targets, the whole argument set, and what it is.
+struct Row {
+    module: &'static str,
+    option: &'static str,
+    args: Value,
+    what: String,
+}
+
+/// The libvirt state a rejected run must not change, and the files it must not create.
+#[derive(Debug, PartialEq, Eq)]
+struct Snapshot {
+    domains: BTreeSet<String>,
+    /// The inactive XML of each domain with our prefix.
+    ours: BTreeMap<String, String>,
+    volumes: BTreeSet<String>,
+    /// `net-list --all` / `pool-list --all` rows: name, state, autostart.
+    networks: BTreeSet<String>,
+    pools: BTreeSet<String>,
+    files: BTreeMap<PathBuf, (u64, std::time::SystemTime)>,
+}
+
+/// Waits until libvirtd answers: other lab tests restart it on purpose (fault injection), and a
+/// missing daemon must not read as a missing domain.
+fn libvirt_up() {
+    virtup_e2e::wait_for("libvirtd to answer", Duration::from_secs(600), || {
+        run(
+            Command::new("virsh").args(["-c", "qemu:///system", "version"]),
+            Duration::from_secs(60),
+        )
+        .status
+        .success()
+        .then_some(())
+    });
+}
+
+fn snapshot(sb: &Sandbox) -> Snapshot {
+    libvirt_up();
+    // One virsh process per snapshot: the table has hundreds of rows on a busy 2-core machine.
+    let out = virsh(&[
+        "list --all --name; echo @@; pool-refresh default; echo @@; vol-list default; echo @@; \
+         net-list --all; echo @@; pool-list --all",
+    ]);
+    let parts: Vec<&str> = out.split("@@").collect();
+    assert_eq!(parts.len(), 5, "unexpected virsh output: {out}");
+    let names = |text: &str, skip: usize| -> BTreeSet<String> {
+        text.lines()
+            .map(str::trim)
+            .filter(|l| !l.is_empty() && !l.starts_with("---"))
+            .skip(skip)
+            .filter_map(|l| l.split_whitespace().next().map(str::to_owned))
+            .collect()
+    };
+    let domains = names(parts[0], 0);
+    let ours = domains
+        .iter()
+        .filter(|d| d.starts_with(PREFIX))
+        .map(|d| (d.clone(), virsh(&["dumpxml", "--inactive", d])))
+        .collect();
+    let mut files = BTreeMap::new();
+    walk(sb.path(), &mut files);
+    Snapshot {
+        domains,
+        ours,
+        volumes: names(parts[2], 1),
+        networks: parts[3]
+            .lines()
+            .map(|l| l.trim().to_owned())
+            .filter(|l| !l.is_empty())
+            .skip(2)
+            .collect(),
+        pools: parts[4]
+            .lines()
+            .map(|l| l.trim().to_owned())
+            .filter(|l| !l.is_empty())
+            .skip(2)
+            .collect(),
+        files,
+    }
+}
+
+fn walk(dir: &Path, out: &mut BTreeMap<PathBuf, (u64, std::time::SystemTime)>) {
+    for e in std::fs::read_dir(dir).into_iter().flatten().flatten() {
+        let meta = e.metadata().unwrap();
+        out.insert(e.path(), (meta.len(), meta.modified().unwrap()));
+        if meta.is_dir() {
+            walk(&e.path(), out);
+        }
+    }
+}
+
+/// What changed between two snapshots that could be ours. Other agents share this libvirt, so an
+/// added or removed domain or volume counts only when its name could come from a row: our prefix,
+/// the row's value, or an unusual character of that value.
+fn our_changes(before: &Snapshot, after: &Snapshot, row_value: &str) -> Vec<String> {
+    let odd = |c: char| !(c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-'));
+    let suspect = |n: &str| {
+        n.contains("hz")
+            || (row_value.len() >= 3 && n.contains(row_value))
+            || n.chars().any(|c| odd(c) && row_value.contains(c))
+    };
+    let mut changes = Vec::new();
+    for (what, b, a) in [
+        ("domain", &before.domains, &after.domains),
+        ("volume", &before.volumes, &after.volumes),
+        ("network", &before.networks, &after.networks),
+        ("pool", &before.pools, &after.pools),
+    ] {
+        let first = |n: &String| n.split_whitespace().next().unwrap_or_default().to_owned();
+        for n in a.difference(b).filter(|n| suspect(&first(n))) {
+            changes.push(format!("{what} `{n}` appeared"));
+        }
+        for n in b.difference(a).filter(|n| suspect(&first(n))) {
+            changes.push(format!("{what} `{n}` disappeared"));
+        }
+    }
+    if before.ours != after.ours {
+        changes.push(format!(
+            "the XML of our domains changed: {:?} -> {:?}",
+            before.ours, after.ours
+        ));
+    }
+    if before.files != after.files {
+        changes.push(format!(
+            "the sandbox changed: {:?} -> {:?}",
+            before.files.keys().collect::<Vec<_>>(),
+            after.files.keys().collect::<Vec<_>>()
+        ));
+    }
+    changes
+}
+
+/// The hostile values every free-text option gets, each with a label for the summary.
+fn hostile_text(abs: &str) -> Vec<(&'static str, String)> {
+    vec![
+        ("traversal ../", "../x".into()),
+        ("traversal a/../b", "a/../b".into()),
+        ("absolute path", abs.into()),
+        ("shell ;", "x; rm -rf /".into()),
+        ("shell $()", "$(id)".into()),
+        ("shell backticks", "`id`".into()),
+        ("shell |", "a|b".into()),
+        ("newline", "a\nb".into()),
+        ("RTL override", "ab\u{202e}cd".into()),
+        ("zero-width space", "a\u{200b}b".into()),
+        ("emoji", "vm\u{1f600}".into()),
+        ("NUL byte", "a\0b".into()),
+        ("empty", String::new()),
+        (
+            "XML attribute break",
+            "x'/><devices><disk/></devices>".into(),
+        ),
+        ("XML CDATA end", "x]]>".into()),
+        ("XML entity", "&xxe;".into()),
+        ("too long", "a".repeat(300)),
+    ]
+}
+
+fn rows(abs: &str) -> Vec<Row> {
+    let mut rows = Vec::new();
+    let tpl = |option: &str, v: Value| {
+        let mut a = json!({"name": "hz-t", "os_version": "debian-12"});
+        a[option] = v;
+        a
+    };
+    let inst = |option: &str, v: Value| {
+        let mut a = json!({"name": DECOY, "template": NO_TEMPLATE, "state": "present"});
+        a[option] = v;
+        a
+    };
+    let mut push = |module: &'static str, option: &'static str, args: Value, what: String| {
+        rows.push(Row {
+            module,
+            option,
+            args,
+            what,
+        })
+    };
+    // Free-text options that end up in file names, domain XML, guest files or tool arguments.
+    let text_options_template = [
+        "name",
+        "dns_domain",
+        "os_variant",
+        "os_type",
+        "arch",
+        "graphics",
+        "network",
+        "pool",
+        "user",
+        "size",
+    ];
+    let text_options_instance = [
+        "name",
+        "template",
+        "dns_domain",
+        "graphics",
+        "network",
+        "pool",
+        "user",
+        "size",
+    ];
+    for (label, value) in hostile_text(abs) {
+        for option in text_options_template {
+            push(
+                "virtup_template",
+                option,
+                tpl(option, json!(value)),
+                label.into(),
+            );
+        }
+        for option in text_options_instance {
+            push(
+                "virtup_instance",
+                option,
+                inst(option, json!(value)),
+                label.into(),
+            );
+        }
+    }
+    // Numbers: huge, negative, zero, of the wrong type.
+    let two_pow_64: Value = serde_json::from_str("18446744073709551616").unwrap();
+    let numbers: Vec<(&str, Value)> = vec![
+        ("1e30", json!(1e30)),
+        ("2^64", two_pow_64),
+        ("i64::MAX", json!(i64::MAX)),
+        ("-1", json!(-1)),
+        ("0", json!(0)),
+        ("text", json!("lots")),
+        ("shell in number", json!("1; rm -rf /")),
+    ];
+    for (label, v) in &numbers {
+        for option in ["memory", "vcpus", "wait_timeout"] {
+            push(
+                "virtup_template",
+                option,
+                tpl(option, v.clone()),
+                format!("number {label}"),
+            );
+            push(
+                "virtup_instance",
+                option,
+                inst(option, v.clone()),
+                format!("number {label}"),
+            );
+        }
+    }
+    for size in ["99999999999999T", "-1G", "0", "1e9", "16E", "$(id)G"] {
+        push(
+            "virtup_template",
+            "size",
+            tpl("size", json!(size)),
+            format!("size {size}"),
+        );
+        push(
+            "virtup_instance",
+            "size",
+            inst("size", json!(size)),
+            format!("size {size}"),
+        );
+    }
+    // Choices and lists.
+    for (module, option, v) in [
+        ("virtup_template", "state", "present; rm -rf /"),
+        ("virtup_template", "image_format", "qcow2'/><x>"),
+        ("virtup_instance", "state", "running\n"),
+        ("virtup_instance", "clone", "full; rm -rf /"),
+        ("virtup_instance", "customize", "$(id)"),
+        ("virtup_instance", "image_format", "../raw"),
+    ] {
+        let args = if module == "virtup_template" {
+            tpl(option, json!(v))
+        } else {
+            inst(option, json!(v))
+        };
+        push(module, option, args, "not a choice".into());
+    }
+    push(
+        "virtup_instance",
+        "address_source",
+        inst("address_source", json!(["lease", "$(id)"])),
+        "list item".into(),
+    );
+    push(
+        "virtup_template",
+        "checksum",
+        json!({"name": "hz-t", "image": "/nonexistent.qcow2", "checksum": "sha256:$(id)"}),
+        "checksum $()".into(),
+    );
+    // virtup_host defines pools and networks: its names and addresses get the same treatment.
+    for (option, v) in [
+        ("pool", "../x"),
+        ("pool", "a/b"),
+        ("pool", "x'/><pool>"),
+        ("pool", ""),
+        ("network", "x'/><devices>"),
+        ("network", "$(id)"),
+        ("network", "a\u{202e}b"),
+        ("network_bridge", "br0; rm -rf /"),
+        ("network_bridge", "br\n0"),
+        ("network_bridge", "br\u{200b}0"),
+        ("network_bridge", "virbr-much-too-long"),
+        ("network_address", "$(id)"),
+        ("network_address", "192.168.122.1'/><ip>"),
+        ("network_netmask", "999.0.0.0"),
+        ("network_dhcp_start", ""),
+        ("network_dhcp_end", "&xxe;"),
+        ("pool_path", "relative/dir"),
+        ("pool_path", "../../etc"),
+    ] {
+        let mut a = json!({"pool": "hz-p", "network": "hz-n", "network_bridge": "hzbr0", "probe_kvm": false});
+        a[option] = json!(v);
+        push("virtup_host", option, a, format!("{v:?}"));
+    }
+    rows
+}
+
+/// Whether `msg` names `option` the way virtup and Ansible do (`x`, 'x', or "x").
+fn names_option(msg: &str, option: &str) -> bool {
+    [
+        format!("`{option}`"),
+        format!("'{option}'"),
+        format!("\"{option}\""),
+        // AnsibleModule's wording for choices, which virtup keeps.
+        format!("value of {option} must be one of"),
+    ]
+    .iter()
+    .any(|n| msg.contains(n.as_str()))
+}
+
+/// Defines the decoy: a small shut-off domain without a disk, so nothing can boot or leak.
+fn define_decoy() {
+    let xml = format!(
+        "<domain type='qemu'><name>{DECOY}</name><memory unit='MiB'>64</memory><vcpu>1</vcpu>\
+         <os><type arch='x86_64'>hvm</type></os></domain>"
+    );
+    let f = tempfile::NamedTempFile::new().unwrap();
+    std::fs::write(f.path(), xml).unwrap();
+    virsh(&["define", f.path().to_str().unwrap()]);
+}
+
+struct Undefine;
+
+impl Drop for Undefine {
+    fn drop(&mut self) {
+        libvirt_up();
+        let _ = run(
+            Command::new("virsh").args(["-c", "qemu:///system", "undefine", DECOY]),
+            Duration::from_secs(60),
+        );
+    }
+}
+
+#[test]
+fn hostile_module_inputs_are_rejected_naming_the_option_and_touch_nothing() {
+    lab_home();
+    let sb = Sandbox::new();
+    let abs = format!("/tmp/hz-abs-{}", std::process::id());
+    let _ = run(
+        Command::new("virsh").args(["-c", "qemu:///system", "undefine", DECOY]),
+        Duration::from_secs(60),
+    );
+    define_decoy();
+    let _undefine = Undefine;
+    let rows = rows(&abs);
+    let mut failures = Vec::new();
+    let mut per_module: BTreeMap<&str, (usize, usize)> = BTreeMap::new();
+    for row in &rows {
+        let value = row.args[row.option]
+            .as_str()
+            .map(str::to_owned)
+            .unwrap_or_else(|| row.args[row.option].to_string());
+        let label = format!("{} {}={:?} ({})", row.module, row.option, value, row.what);
+        let before = snapshot(&sb);
+        // A check run first: a value that slips through validation must not start a real build or define.
+        let mut check = row.args.clone();
+        check["_ansible_check_mode"] = json!(true);
+        let (doc, out) = sb.module(row.module, &check);
+        let mut problems = Vec::new();
+        if doc["failed"] != json!(true) {
+            problems.push(format!("ACCEPTED in check mode: {doc}"));
+        } else {
+            let (doc, out) = sb.module(row.module, &row.args);
+            let msg = doc["msg"].as_str().unwrap_or_default();
+            if doc["failed"] != json!(true) {
+                problems.push(format!("ACCEPTED: {doc}"));
+            }
+            if out.status.success() {
+                problems.push("exit status 0".into());
+            }
+            if !names_option(msg, row.option) {
+                problems.push(format!("message does not name `{}`: {msg:?}", row.option));
+            }
+            if let Some(c) = msg.chars().find(|c| INVISIBLE.contains(c)) {
+                problems.push(format!("message shows {c:?} raw: {msg:?}"));
+            }
+            if !out.stderr.is_empty() && out.stderr.chars().any(|c| INVISIBLE[3..].contains(&c)) {
+                problems.push(format!(
+                    "stderr shows an invisible character raw: {:?}",
+                    out.stderr
+                ));
+            }
+        }
+        if !out.status.success() && doc["failed"] != json!(true) {
+            problems.push("nonzero exit without `failed`".into());
+        }
+        let after = snapshot(&sb);
+        problems.extend(our_changes(&before, &after, &value));
+        for p in [
+            abs.clone(),
+            format!("{abs}.json"),
+            format!("{abs}-config.iso"),
+        ] {
+            if Path::new(&p).exists() {
+                problems.push(format!("created `{p}` outside the sandbox"));
+            }
+        }
+        let entry = per_module.entry(row.module).or_default();
+        entry.0 += 1;
+        if problems.is_empty() {
+            entry.1 += 1;
+        } else {
+            failures.push(format!("{label}:\n    {}", problems.join("\n    ")));
+        }
+    }
+    println!("hostile module inputs: module / rows / rejected cleanly");
+    for (module, (n, ok)) in &per_module {
+        println!("  {module:<16} {n:>4} {ok:>4}");
+    }
+    assert!(
+        failures.is_empty(),
+        "{} of {} hostile rows were not rejected cleanly:\n{}",
+        failures.len(),
+        rows.len(),
+        failures.join("\n")
+    );
+}
+
+/// `bin/virt-up`, as scripts/build installs it.
+fn virt_up_exe() -> PathBuf {
+    let exe = repo_root().join("bin/virt-up");
+    assert!(
+        exe.exists(),
+        "{} is missing: run scripts/build",
+        exe.display()
+    );
+    exe
+}
+
+#[test]
+fn hostile_virt_up_flags_are_rejected_naming_the_flag_and_touch_nothing() {
+    lab_home();
+    let sb = Sandbox::new();
+    let _ = run(
+        Command::new("virsh").args(["-c", "qemu:///system", "undefine", DECOY]),
+        Duration::from_secs(60),
+    );
+    define_decoy();
+    let _undefine = Undefine;
+    // Each row: the arguments after `virt-up`, and the word the error must name.
+    let rows: Vec<(Vec<&str>, &str)> = vec![
+        (vec!["--name", "../x", "--template", NO_TEMPLATE], "name"),
+        (vec!["/etc/passwd", "--template", NO_TEMPLATE], "name"),
+        (vec!["$(id)", "--template", NO_TEMPLATE], "name"),
+        (vec!["a\u{202e}b", "--template", NO_TEMPLATE], "name"),
+        (vec!["x'/><devices>", "--template", NO_TEMPLATE], "name"),
+        (vec![DECOY, "--template", "../x"], "template"),
+        (vec![DECOY, "--template", "x;id"], "template"),
+        (
+            vec![DECOY, "--template", NO_TEMPLATE, "--memory", "1e30"],
+            "memory",
+        ),
+        (
+            vec![DECOY, "--template", NO_TEMPLATE, "--memory=-1"],
+            "memory",
+        ),
+        (
+            vec![
+                DECOY,
+                "--template",
+                NO_TEMPLATE,
+                "--memory",
+                "99999999999999999999",
+            ],
+            "memory",
+        ),
+        (
+            vec![
+                DECOY,
+                "--template",
+                NO_TEMPLATE,
+                "--vcpus",
+                "18446744073709551616",
+            ],
+            "vcpus",
+        ),
+        (
+            vec![DECOY, "--template", NO_TEMPLATE, "--vcpus", "0"],
+            "vcpus",
+        ),
+        (
+            vec![
+                DECOY,
+                "--template",
+                NO_TEMPLATE,
+                "--size",
+                "99999999999999T",
+            ],
+            "size",
+        ),
+        (vec![DECOY, "--template", NO_TEMPLATE, "--size=-1G"], "size"),
+        (
+            vec![
+                DECOY,
+                "--template",
+                NO_TEMPLATE,
+                "--dns-domain",
+                "x'/><devices>",
+            ],
+            "dns",
+        ),
+        (
+            vec![DECOY, "--template", NO_TEMPLATE, "--user", "root;id"],
+            "user",
+        ),
+        (vec![DECOY, "--template", NO_TEMPLATE, "--user", ""], "user"),
+        (
+            vec![DECOY, "--template", NO_TEMPLATE, "--graphics", "x'/>"],
+            "graphics",
+        ),
+    ];
+    let mut failures = Vec::new();
+    for (args, word) in &rows {
+        let before = snapshot(&sb);
+        let r = run(
+            in_repo(virt_up_exe())
+                .args(args)
+                .env("VIRTUP_CONFIG_HOME", sb.config())
+                .env("VIRTUP_DATA_HOME", sb.data()),
+            Duration::from_secs(120),
+        );
+        let mut problems = Vec::new();
+        let code = r.status.code();
+        let err_lines: Vec<&str> = r.stderr.lines().filter(|l| !l.trim().is_empty()).collect();
+        if r.status.success() {
+            problems.push("ACCEPTED (exit 0)".to_string());
+        } else if code == Some(2) {
+            // clap's usage errors: several lines, but they must name the flag.
+            if !r.stderr.contains(word) {
+                problems.push(format!("usage error does not name `{word}`"));
+            }
+        } else {
+            match err_lines.as_slice() {
+                [line] if line.starts_with("virt-up: error:") && line.contains(word) => {}
+                _ => problems.push(format!(
+                    "exit {code:?}: expected one `virt-up: error:` line naming `{word}`"
+                )),
+            }
+        }
+        if let Some(c) = r.stderr.chars().find(|c| INVISIBLE[3..].contains(c)) {
+            problems.push(format!("stderr shows {c:?} raw"));
+        }
+        let after = snapshot(&sb);
+        problems.extend(our_changes(&before, &after, args[1]));
+        println!(
+            "  virt-up {args:?}: exit {code:?}, {:?}",
+            err_lines.first().unwrap_or(&"")
+        );
+        if !problems.is_empty() {
+            failures.push(format!(
+                "virt-up {args:?}: {}\n--- stderr\n{}",
+                problems.join("; "),
+                r.stderr
+            ));
+        }
+    }
+    println!(
+        "hostile virt-up flags: {} rows, {} rejected cleanly",
+        rows.len(),
+        rows.len() - failures.len()
+    );
+    assert!(failures.is_empty(), "{}", failures.join("\n"));
+}
