@@ -74,11 +74,10 @@ pub fn upload_config_disk(
 ) -> Result<VolumeInfo> {
     let tool =
         IsoTool::detect().ok_or_else(|| anyhow!("neither xorriso nor genisoimage is installed"))?;
-    let tmp = data.root().join("tmp");
-    virtup_core::datadir::ensure_private_dir(&tmp)?;
-    let iso = tmp.join(volume);
+    // The staged files hold the guest's host private key: a scratch dir of this run, which the next
+    // run sweeps if this one is killed before it is removed.
+    let scratch = data.scratch()?;
+    let iso = scratch.path().join(volume);
     config_disk::write_config_disk(identity, ConfigDiskKind::Virtup, tool, &iso)?;
-    let uploaded = hv.upload_volume(pool, volume, &iso);
-    let _ = std::fs::remove_file(&iso);
-    Ok(uploaded?)
+    Ok(hv.upload_volume(pool, volume, &iso)?)
 }

@@ -93,7 +93,18 @@ pub fn resolve(args: &ModuleArgs, ctx: &Context) -> Result<Request> {
             .unwrap_or("qcow2")
             .to_owned(),
         network: fields.network.clone().unwrap_or_else(|| "default".into()),
-        graphics: fields.graphics.clone().unwrap_or_else(|| "none".into()),
+        graphics: {
+            let g = fields.graphics.clone().unwrap_or_else(|| "none".into());
+            // The option is checked against these choices by its spec; a config file is not.
+            if !crate::specs::INSTANCE_GRAPHICS.contains(&g.as_str()) {
+                bail!(
+                    "invalid value for `graphics`: {} (from the config); choose from {}",
+                    validate::Shown(&g),
+                    crate::specs::INSTANCE_GRAPHICS.join(", ")
+                );
+            }
+            g
+        },
         user: fields
             .username
             .clone()
@@ -584,6 +595,7 @@ fn create(
     spec.graphics = match req.graphics.as_str() {
         "vnc" => Graphics::Vnc,
         "spice" => Graphics::Spice,
+        // `resolve` admits nothing else.
         _ => Graphics::None,
     };
     let mut tag = VirtupTag::new(TagKind::Instance, name);

@@ -642,6 +642,8 @@ fn build(
                 }
                 .cmd()?;
                 libguestfs::apply_env(&mut cmd, accel);
+                let scratch = virtup_guest::builder::scratch()?;
+                virtup_guest::builder::use_scratch(&mut cmd, scratch.path());
                 run_tool(
                     &cmd,
                     &format!("virt-builder could not build `{os_version}`"),
@@ -791,21 +793,22 @@ fn verify_image(image: &Path, spec: &str, gpg_key: Option<&str>, data: &DataDir)
 
 /// Turns the verified image into the template volume's format (decompressing `.xz`), grown to `size`.
 fn import_image(src: &Path, out: &Path, format: &str, size: Option<&str>) -> Result<()> {
-    let tmp;
+    // Named like the build's own partial (`<volume>.part` → `<volume>.xz.part`), so the partials
+    // cleanup of the next run finds it if this one is killed while it exists.
+    let decompressed = out.with_extension("xz.part");
     let src = if xz::is_xz(src) {
-        tmp = out.with_extension("xz-decompressed");
-        let r = xz::decompress_cmd(src, &tmp).output();
+        let r = xz::decompress_cmd(src, &decompressed).output();
         if let Err(e) = r {
-            let _ = std::fs::remove_file(&tmp);
+            let _ = std::fs::remove_file(&decompressed);
             return Err(e).context("failed to decompress image");
         }
-        tmp.as_path()
+        decompressed.as_path()
     } else {
         src
     };
     let info = qemu_img::info(src, None)?;
     let converted = qemu_img::convert_cmd(src, Some(&info.format), out, format).output();
-    if src != out && src.extension().is_some_and(|e| e == "xz-decompressed") {
+    if src == decompressed {
         let _ = std::fs::remove_file(src);
     }
     converted.context("qemu-img could not convert the image")?;

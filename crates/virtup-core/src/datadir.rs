@@ -12,7 +12,7 @@
 
 use std::fs::{self, File, OpenOptions, Permissions};
 use std::io::{self, Write};
-use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt, PermissionsExt};
+use std::os::unix::fs::{DirBuilderExt, MetadataExt, OpenOptionsExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant, SystemTime};
 
@@ -93,10 +93,24 @@ impl DataDir {
         for sub in DataDir::SUBDIRS {
             ensure_private_dir(&dir.root.join(sub))?;
         }
-        for sub in ["", "instance", "sshkeys", "hostkeys"] {
-            remove_stale_temp_files(&dir.root.join(sub), sub == "sshkeys" || sub == "hostkeys")?;
+        for sub in ["", "instance", "sshkeys", "hostkeys", "secrets", "locks"] {
+            let nested = matches!(sub, "sshkeys" | "hostkeys" | "secrets");
+            remove_stale_temp_files(&dir.root.join(sub), nested)?;
         }
+        sweep_scratch_dirs(&dir.tmp_dir(), SCRATCH_PREFIX, |_| {})?;
         Ok(dir)
+    }
+
+    /// Where runs stage files (config disks) in their own scratch dirs.
+    pub fn tmp_dir(&self) -> PathBuf {
+        self.root.join("tmp")
+    }
+
+    /// A private scratch dir of this process under `tmp/`, removed when dropped, and swept by the
+    /// next [`DataDir::open`] if this process is killed first.
+    pub fn scratch(&self) -> Result<ScratchDir, DataError> {
+        ensure_private_dir(&self.tmp_dir())?;
+        ScratchDir::new_in(&self.tmp_dir(), SCRATCH_PREFIX)
     }
 
     /// The data dir at `root` without touching the file system: for readers
@@ -217,6 +231,9 @@ pub fn write_atomic(path: &Path, bytes: &[u8], mode: u32) -> Result<(), DataErro
             .mode(PRIVATE_MODE)
             .open(&tmp)
             .map_err(|e| DataError::io("create", &tmp, e))?;
+        // Held until the rename: a sweeper that can take this lock knows the writer is gone, at once
+        // and whatever the pid namespace. Not getting it only makes the sweep more careful.
+        let _ = FileExt::try_lock_exclusive(&file);
         file.write_all(bytes)
             .map_err(|e| DataError::io("write", &tmp, e))?;
         file.set_permissions(Permissions::from_mode(mode))
@@ -255,7 +272,12 @@ pub fn read_json<T: DeserializeOwned>(path: &Path) -> Result<T, DataError> {
         }
         Err(e) => return Err(DataError::io("read", path, e)),
     };
-    serde_json::from_slice(&bytes).map_err(|e| DataError::Damaged {
+    parse_json(path, &bytes)
+}
+
+/// The parsing half of [`read_json`]: `bytes` as the content of `path`, which errors name.
+pub fn parse_json<T: DeserializeOwned>(path: &Path, bytes: &[u8]) -> Result<T, DataError> {
+    serde_json::from_slice(bytes).map_err(|e| DataError::Damaged {
         path: path.to_path_buf(),
         message: e.to_string(),
     })
@@ -315,8 +337,8 @@ pub(crate) fn temp_name(name: &str) -> String {
     )
 }
 
-/// A temp file is stale when its writer is gone and it is not brand new (the
-/// age check covers pid namespaces where `/proc` cannot see the writer).
+/// A temp file whose lock is free is stale when its writer's pid is gone, or when
+/// it is this old (the writer may live in a pid namespace `/proc` does not show).
 const STALE_AFTER: Duration = Duration::from_secs(60);
 
 /// Removes temp files of [`write_atomic`] whose writer process no longer exists.
@@ -349,7 +371,13 @@ pub fn remove_stale_temp_files(dir: &Path, nested: bool) -> Result<usize, DataEr
             .ok()
             .and_then(|t| SystemTime::now().duration_since(t).ok())
             .is_some_and(|age| age > STALE_AFTER);
-        if !writer_alive && old && remove_file_if_exists(&path)? {
+        // A live writer holds the temp file's lock until its rename (see `write_atomic`).
+        let locked = match File::open(&path) {
+            Ok(f) => FileExt::try_lock_exclusive(&f).is_err(),
+            Err(e) if e.kind() == io::ErrorKind::NotFound => continue,
+            Err(e) => return Err(DataError::io("open", &path, e)),
+        };
+        if !locked && (!writer_alive || old) && remove_file_if_exists(&path)? {
             removed += 1;
         }
     }
@@ -381,6 +409,88 @@ fn encode_lock_name(name: &str) -> String {
         }
     }
     out
+}
+
+/// Prefix of the scratch dirs under the data dir's `tmp/`.
+const SCRATCH_PREFIX: &str = "run-";
+
+/// A private (0700) working directory of this process, `<parent>/<prefix><pid>.<hex>`, removed
+/// when dropped. The pid in its name lets [`sweep_scratch_dirs`] recognise one a killed run left.
+#[derive(Debug)]
+pub struct ScratchDir {
+    path: PathBuf,
+}
+
+impl ScratchDir {
+    /// Creates the dir; `parent` must exist (it may be shared, like `/tmp`: it is not touched).
+    pub fn new_in(parent: &Path, prefix: &str) -> Result<ScratchDir, DataError> {
+        let path = parent.join(format!(
+            "{prefix}{}.{:08x}",
+            std::process::id(),
+            rand::random::<u32>()
+        ));
+        fs::DirBuilder::new()
+            .mode(DIR_MODE)
+            .create(&path)
+            .map_err(|e| DataError::io("create directory", &path, e))?;
+        Ok(ScratchDir { path })
+    }
+
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+}
+
+impl Drop for ScratchDir {
+    fn drop(&mut self) {
+        let _ = fs::remove_dir_all(&self.path);
+    }
+}
+
+/// Removes the scratch dirs under `parent` (named by [`ScratchDir::new_in`] with `prefix`, owned by
+/// this user) whose process is gone. `before_removal` runs first on each, to stop what the dead
+/// run left running in it. Returns how many were removed.
+pub fn sweep_scratch_dirs(
+    parent: &Path,
+    prefix: &str,
+    mut before_removal: impl FnMut(&Path),
+) -> Result<usize, DataError> {
+    let entries = match fs::read_dir(parent) {
+        Ok(entries) => entries,
+        Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(0),
+        Err(e) => return Err(DataError::io("list", parent, e)),
+    };
+    // `/proc/self` belongs to this process's effective user.
+    let me = fs::metadata("/proc/self").map(|m| m.uid()).ok();
+    let mut removed = 0;
+    for entry in entries.flatten() {
+        let name = entry.file_name();
+        let Some(pid) = name
+            .to_str()
+            .and_then(|n| n.strip_prefix(prefix))
+            .and_then(|rest| rest.split_once('.'))
+            .filter(|(_, hex)| hex.len() == 8 && hex.bytes().all(|b| b.is_ascii_hexdigit()))
+            .and_then(|(pid, _)| pid.parse::<u32>().ok())
+        else {
+            continue;
+        };
+        let Ok(meta) = fs::symlink_metadata(entry.path()) else {
+            continue;
+        };
+        if !meta.is_dir() || Some(meta.uid()) != me {
+            continue;
+        }
+        if Path::new("/proc").join(pid.to_string()).exists() {
+            continue;
+        }
+        before_removal(&entry.path());
+        match fs::remove_dir_all(entry.path()) {
+            Ok(()) => removed += 1,
+            Err(e) if e.kind() == io::ErrorKind::NotFound => {}
+            Err(e) => return Err(DataError::io("remove", &entry.path(), e)),
+        }
+    }
+    Ok(removed)
 }
 
 /// An exclusive `flock` on a lock file, released on drop.
@@ -710,11 +820,24 @@ mod tests {
         let fresh_dead = dd
             .root()
             .join(".macaddrs.json.virtup-tmp-0-0000000000000001");
-        for p in [&dead, &live, &dead_nested, &fresh_dead] {
+        // A writer in another pid namespace: its pid means nothing here, but it holds the lock.
+        let foreign_ns = dd.root().join(".known_hosts.virtup-tmp-0-0000000000000002");
+        let secret_dir = dd.root().join("secrets").join("VIRTUP-t");
+        ensure_private_dir(&dd.root().join("secrets")).unwrap();
+        ensure_private_dir(&secret_dir).unwrap();
+        let dead_secret = secret_dir.join(".password.virtup-tmp-0-0000000000000003");
+        for p in [
+            &dead,
+            &live,
+            &dead_nested,
+            &fresh_dead,
+            &foreign_ns,
+            &dead_secret,
+        ] {
             fs::write(p, b"partial").unwrap();
         }
         let old = SystemTime::now() - Duration::from_secs(3600);
-        for p in [&dead, &live, &dead_nested] {
+        for p in [&dead, &live, &dead_nested, &foreign_ns] {
             File::options()
                 .write(true)
                 .open(p)
@@ -722,15 +845,58 @@ mod tests {
                 .set_modified(old)
                 .unwrap();
         }
+        let writer = File::open(&live).unwrap();
+        FileExt::try_lock_exclusive(&writer).unwrap();
+        let other_ns_writer = File::open(&foreign_ns).unwrap();
+        FileExt::try_lock_exclusive(&other_ns_writer).unwrap();
         DataDir::open(&root).unwrap();
         assert!(!dead.exists());
         assert!(!dead_nested.exists());
+        assert!(!dead_secret.exists(), "secrets/ is swept too");
+        assert!(
+            !fresh_dead.exists(),
+            "a dead writer's temp file goes at once: the next run right after a kill finds none"
+        );
         assert!(live.exists(), "a live writer's temp file is kept");
-        assert!(fresh_dead.exists(), "a brand-new temp file is kept");
+        assert!(
+            foreign_ns.exists(),
+            "a locked temp file is kept, whatever its pid"
+        );
+        drop((writer, other_ns_writer));
         assert_eq!(
             temp_file_pid(".a.json.virtup-tmp-12-0123456789abcdef"),
             Some(12)
         );
         assert_eq!(temp_file_pid("a.json"), None);
+    }
+
+    #[test]
+    fn scratch_dirs_go_on_drop_and_a_dead_runs_are_swept() {
+        let tmp = tempfile::tempdir().unwrap();
+        let dd = DataDir::open(tmp.path().join("d")).unwrap();
+        let scratch = dd.scratch().unwrap();
+        let mine = scratch.path().to_owned();
+        assert_eq!(
+            fs::metadata(&mine).unwrap().permissions().mode() & 0o777,
+            DIR_MODE
+        );
+        fs::write(mine.join("staged.iso"), b"x").unwrap();
+        // A killed run's dir: pid 0 is never alive. Its contents go with it.
+        let dead = dd.tmp_dir().join("run-0.0000abcd");
+        fs::create_dir_all(dead.join("inner")).unwrap();
+        let unrelated = dd.tmp_dir().join("run-notapid");
+        fs::create_dir_all(&unrelated).unwrap();
+        let mut seen = Vec::new();
+        let n =
+            sweep_scratch_dirs(&dd.tmp_dir(), SCRATCH_PREFIX, |p| seen.push(p.to_owned())).unwrap();
+        assert_eq!((n, seen), (1, vec![dead.clone()]));
+        assert!(!dead.exists());
+        assert!(mine.exists(), "a live run's scratch dir is kept");
+        assert!(
+            unrelated.exists(),
+            "names not made by ScratchDir are left alone"
+        );
+        drop(scratch);
+        assert!(!mine.exists());
     }
 }

@@ -14,7 +14,7 @@ use serde::de::{self, IgnoredAny, MapAccess, Visitor};
 use serde::{Deserialize, Deserializer, Serialize};
 
 use crate::datadir::{
-    read_json, remove_file_if_exists, write_json, DataDir, DataError, PRIVATE_MODE,
+    parse_json, read_json, remove_file_if_exists, write_json, DataDir, DataError, PRIVATE_MODE,
 };
 use crate::validate::{self, Shown};
 
@@ -159,7 +159,21 @@ fn check_name(name: &str) -> Result<(), DataError> {
 }
 
 fn read_file(path: &Path, name: &str) -> Result<InstanceMeta, DataError> {
-    let mut meta: InstanceMeta = read_json(path)?;
+    check_file_name(path, name, read_json(path)?)
+}
+
+/// `bytes` read as the file `path` of instance `name`, checked as [`InstanceMeta::read`] and
+/// [`InstanceMeta::list`] check it; for fuzzing the reader without a data dir.
+#[doc(hidden)]
+pub fn parse_file(path: &Path, name: &str, bytes: &[u8]) -> Result<InstanceMeta, DataError> {
+    check_file_name(path, name, parse_json(path, bytes)?)
+}
+
+fn check_file_name(
+    path: &Path,
+    name: &str,
+    mut meta: InstanceMeta,
+) -> Result<InstanceMeta, DataError> {
     if meta.name.is_empty() {
         // virt-up names instances by file name only.
         meta.name = name.to_string();
@@ -309,6 +323,18 @@ mod tests {
         std::fs::write(dd.instance_file("x"), "{\"name\": \"y\"}").unwrap();
         let e = InstanceMeta::read(&dd, "x").unwrap_err().to_string();
         assert!(e.ends_with("it describes instance `y`, not `x`"), "{e}");
+    }
+
+    /// The fuzzing entry point checks bytes exactly as a read checks the file.
+    #[test]
+    fn parse_file_checks_like_read() {
+        let path = Path::new("/d/instance/x.json");
+        let meta = parse_file(path, "x", b"{\"schema\": 1, \"template\": \"t\"}").unwrap();
+        assert_eq!((meta.name.as_str(), meta.template.as_str()), ("x", "t"));
+        let e = parse_file(path, "x", b"{\"name\": \"y\"}").unwrap_err();
+        assert!(e.to_string().ends_with("not `x`"), "{e}");
+        let e = parse_file(path, "x", b"{\"generation\": -1}").unwrap_err();
+        assert!(matches!(e, DataError::Damaged { .. }), "{e}");
     }
 
     #[test]

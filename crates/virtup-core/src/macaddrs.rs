@@ -14,7 +14,9 @@ use std::time::Duration;
 use rand::RngCore;
 use serde::Serialize;
 
-use crate::datadir::{read_json_if_exists, write_atomic, DataDir, DataError, PRIVATE_MODE};
+use crate::datadir::{
+    parse_json, read_json_if_exists, write_atomic, DataDir, DataError, PRIVATE_MODE,
+};
 use crate::validate::Shown;
 
 /// libvirt's and QEMU's OUI for generated guest MACs.
@@ -32,7 +34,17 @@ impl MacAddrs {
     /// Reads the file; missing is empty; anything but an object of MAC strings
     /// is a damaged file.
     pub fn load(path: &Path) -> Result<MacAddrs, DataError> {
-        let raw: BTreeMap<String, String> = read_json_if_exists(path)?.unwrap_or_default();
+        Self::from_raw(path, read_json_if_exists(path)?.unwrap_or_default())
+    }
+
+    /// `bytes` read as the content of `path`, checked as [`MacAddrs::load`] checks it; for
+    /// fuzzing the reader without a data dir.
+    #[doc(hidden)]
+    pub fn parse(path: &Path, bytes: &[u8]) -> Result<MacAddrs, DataError> {
+        Self::from_raw(path, parse_json(path, bytes)?)
+    }
+
+    fn from_raw(path: &Path, raw: BTreeMap<String, String>) -> Result<MacAddrs, DataError> {
         let mut entries = BTreeMap::new();
         for (name, mac) in raw {
             let Some(normal) = normalize_mac(&mac) else {
@@ -279,5 +291,16 @@ mod tests {
         ] {
             assert_eq!(normalize_mac(bad), None, "{bad}");
         }
+    }
+
+    /// The fuzzing entry point checks bytes exactly as a load checks the file.
+    #[test]
+    fn parse_checks_like_load() {
+        let path = Path::new("/d/macaddrs.json");
+        let macs = MacAddrs::parse(path, br#"{"a": "52:54:00:AB:CD:EF"}"#).unwrap();
+        assert_eq!(macs.get("a"), Some("52:54:00:ab:cd:ef"));
+        let e = MacAddrs::parse(path, br#"{"a": "52:54:00"}"#).unwrap_err();
+        assert!(matches!(e, DataError::Damaged { .. }), "{e}");
+        assert!(MacAddrs::parse(path, b"[]").is_err());
     }
 }

@@ -1,11 +1,61 @@
 //! virt-builder: building a template disk from a signed OS template, and reading its template list.
 
-use std::path::PathBuf;
+use std::os::unix::ffi::OsStrExt;
+use std::path::{Path, PathBuf};
 
 use serde::Deserialize;
+use virtup_core::datadir::{sweep_scratch_dirs, ScratchDir};
 
 use crate::customize::{ops_args, CustomizeOp};
 use crate::{Cmd, GuestError};
+
+/// Prefix of the scratch dirs virt-builder runs in (its `TMPDIR`), in the system temp dir.
+pub const SCRATCH_PREFIX: &str = "virtup-build-";
+
+/// A scratch dir for one virt-builder run, made after sweeping those of killed runs.
+///
+/// virt-builder makes its temp dir, and a gpg-agent daemon for the signature check, in `TMPDIR`.
+/// A killed run leaves both behind, and the daemon has left the process tree, so killing the
+/// tree does not reach it. In a dir of our own that names our pid, the next build finds both.
+pub fn scratch() -> Result<ScratchDir, GuestError> {
+    let parent = std::env::temp_dir();
+    sweep_scratch_dirs(&parent, SCRATCH_PREFIX, stop_processes_using)?;
+    Ok(ScratchDir::new_in(&parent, SCRATCH_PREFIX)?)
+}
+
+/// Runs a libguestfs tool in `scratch`, keeping libguestfs's appliance cache where it was (it
+/// defaults to `TMPDIR`, and rebuilding it costs every run half a minute).
+pub fn use_scratch(cmd: &mut Cmd, scratch: &Path) {
+    let cache = std::env::var_os("LIBGUESTFS_CACHEDIR")
+        .or_else(|| std::env::var_os("TMPDIR"))
+        .unwrap_or_else(|| "/var/tmp".into());
+    cmd.env("LIBGUESTFS_CACHEDIR", cache).env("TMPDIR", scratch);
+}
+
+/// Sends SIGTERM to every process whose command line mentions `dir` (a dead build's gpg-agent).
+fn stop_processes_using(dir: &Path) {
+    let needle = dir.as_os_str().as_bytes();
+    let Ok(procs) = std::fs::read_dir("/proc") else {
+        return;
+    };
+    for p in procs.flatten() {
+        let Some(pid) = p
+            .file_name()
+            .to_str()
+            .and_then(|n| n.parse::<i32>().ok())
+            .and_then(rustix::process::Pid::from_raw)
+        else {
+            continue;
+        };
+        let Ok(cmdline) = std::fs::read(p.path().join("cmdline")) else {
+            continue;
+        };
+        if cmdline.windows(needle.len()).any(|w| w == needle) {
+            // ESRCH: it went by itself.
+            let _ = rustix::process::kill_process(pid, rustix::process::Signal::TERM);
+        }
+    }
+}
 
 /// `virt-builder OS_VERSION -o OUTPUT --format FORMAT …`.
 ///
@@ -43,7 +93,10 @@ impl VirtBuilder {
         cmd.arg(&self.os_version)
             .arg("-o")
             .arg(&self.output)
-            .args(["--format", &self.format]);
+            .args(["--format", &self.format])
+            // virt-builder fails silently when the disk fills up; the partial output it keeps shows the
+            // caller (see [`crate::space`]) why, and the caller deletes it.
+            .arg("--no-delete-on-failure");
         if let Some(size) = &self.size {
             cmd.args(["--size", size]);
         }
@@ -148,6 +201,7 @@ mod tests {
                 "/pool/t.qcow2",
                 "--format",
                 "qcow2",
+                "--no-delete-on-failure",
                 "--size",
                 "10G",
                 "--arch",
@@ -182,6 +236,7 @@ mod tests {
                 "/o.raw",
                 "--format",
                 "raw",
+                "--no-delete-on-failure",
                 "--root-password",
                 "disabled"
             ]
@@ -223,5 +278,49 @@ mod tests {
         assert!(err.to_string().starts_with(
             "failed to parse the output of `virt-builder --list --list-format json`: "
         ));
+    }
+
+    #[test]
+    fn a_dead_builds_scratch_dir_and_the_daemon_in_it_are_swept() {
+        let parent = tempfile::tempdir().unwrap();
+        let dead = parent.path().join(format!("{SCRATCH_PREFIX}0.0000beef"));
+        std::fs::create_dir(&dead).unwrap();
+        // Stands for the gpg-agent a killed virt-builder left: a process naming the dir.
+        let mut daemon = std::process::Command::new("sh")
+            .arg("-c")
+            .arg("sleep 600; : \"$0\"")
+            .arg(&dead)
+            .spawn()
+            .unwrap();
+        // Until the child has exec'd, its command line is still the test's.
+        let proc_cmdline = format!("/proc/{}/cmdline", daemon.id());
+        let named = || {
+            std::fs::read(&proc_cmdline)
+                .map(|c| {
+                    c.windows(dead.as_os_str().len())
+                        .any(|w| w == dead.as_os_str().as_bytes())
+                })
+                .unwrap_or(false)
+        };
+        let start = std::time::Instant::now();
+        while !named() {
+            assert!(
+                start.elapsed() < std::time::Duration::from_secs(30),
+                "the stand-in daemon never started"
+            );
+            std::thread::sleep(std::time::Duration::from_millis(10));
+        }
+        let n = sweep_scratch_dirs(parent.path(), SCRATCH_PREFIX, stop_processes_using).unwrap();
+        assert_eq!(n, 1);
+        assert!(!dead.exists());
+        let status = daemon.wait().unwrap();
+        assert!(!status.success(), "the daemon was stopped: {status}");
+        let mut cmd = Cmd::new("virt-builder");
+        use_scratch(&mut cmd, Path::new("/x/scratch"));
+        assert_eq!(
+            cmd.get_env("TMPDIR"),
+            Some(Some(std::ffi::OsStr::new("/x/scratch")))
+        );
+        assert!(matches!(cmd.get_env("LIBGUESTFS_CACHEDIR"), Some(Some(_))));
     }
 }

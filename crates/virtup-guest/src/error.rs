@@ -9,6 +9,9 @@ pub enum GuestError {
     #[error(transparent)]
     Cmd(#[from] CmdError),
 
+    #[error(transparent)]
+    Data(#[from] virtup_core::DataError),
+
     #[error("failed to read `{}`: {}", .path.display(), io_reason(.error))]
     Read {
         path: PathBuf,

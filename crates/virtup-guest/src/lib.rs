@@ -16,6 +16,7 @@ pub mod gpg;
 pub mod identity;
 pub mod libguestfs;
 pub mod qemu_img;
+pub mod space;
 pub mod sysprep;
 pub mod virt_install;
 pub mod xz;

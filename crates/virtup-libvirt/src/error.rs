@@ -49,10 +49,14 @@ pub enum LibvirtError {
 
 impl LibvirtError {
     pub(crate) fn call(action: impl Into<String>, object: &str, err: &virt::error::Error) -> Self {
+        use virt::enumutil::Enum;
+        use virt::error::{ErrorDomain, ErrorNumber};
+        let lost = err.domain() == Enum::Known(ErrorDomain::Rpc)
+            || err.code() == Enum::Known(ErrorNumber::NoConnect);
         LibvirtError::Call {
             action: action.into(),
             object: object.to_owned(),
-            message: err.message().to_owned(),
+            message: call_message(err.message(), lost),
         }
     }
 
@@ -83,4 +87,33 @@ impl LibvirtError {
     }
 }
 
+/// libvirt's words, saying so when the connection to the daemon itself failed: "Cannot write data:
+/// Broken pipe" alone does not tell a user that libvirtd went away mid-operation.
+fn call_message(message: &str, connection_lost: bool) -> String {
+    if connection_lost {
+        format!("lost the connection to libvirt ({message})")
+    } else {
+        message.to_owned()
+    }
+}
+
 pub type Result<T, E = LibvirtError> = std::result::Result<T, E>;
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_lost_connection_names_libvirt() {
+        let e = LibvirtError::Call {
+            action: "look up domain".into(),
+            object: "web1".into(),
+            message: call_message("Cannot write data: Broken pipe", true),
+        };
+        assert_eq!(
+            e.to_string(),
+            "failed to look up domain `web1`: lost the connection to libvirt (Cannot write data: Broken pipe)"
+        );
+        assert_eq!(call_message("domain not found", false), "domain not found");
+    }
+}

@@ -651,7 +651,9 @@ fn secrets_audit(
         assert_eq!(mode, 0o600, "config disk {v} has mode {mode:o}");
         config_disks += 1;
     }
-    println!("secrets audit: {config_disks} config disks (they carry the guest's host key) are 0600");
+    println!(
+        "secrets audit: {config_disks} config disks (they carry the guest's host key) are 0600"
+    );
     let bytes: usize = haystacks.iter().map(|h| h.text.len()).sum();
     let hits = audit::search(&secrets, &haystacks);
     println!(
