@@ -10,7 +10,6 @@ use serde_json::{json, Value};
 use virtup_ansible::{Diff, ModuleArgs, ModuleResult};
 use virtup_core::config::AddressSource as ConfigSource;
 use virtup_core::config::DEFAULT_USER;
-use virtup_core::hold;
 use virtup_core::instance::{
     plan, CloneKind, Customize, InstanceDesired, InstanceObserved, InstanceState, ObservedInstance,
     Plan, PlanError, Step,
@@ -246,19 +245,7 @@ pub fn run(args: &ModuleArgs) -> Result<ModuleResult> {
     if !check && (!the_plan.is_empty() || running_wanted) {
         if obs.model.domain.is_none() && req.desired.state != InstanceState::Absent {
             // Never clone a template another run is still customizing: its disk is about to change.
-            let template_domain = virtup_core::template::domain_name(&req.desired.template);
-            waited.hold = hold::wait_until_free(
-                &ctx.data,
-                &template_domain,
-                None,
-                LOCK_TIMEOUT,
-                |h| {
-                    crate::cli::progress::note(&format!(
-                    "template `{}` is being customized by another run (process {}); waiting until it is sealed",
-                    req.desired.template, h.holder.pid
-                ))
-                },
-            )?;
+            waited.hold = crate::template::wait_for_hold(&ctx.data, &req.desired.template, None)?;
         }
         data = ctx.open_data_dir()?;
         let started = Instant::now();

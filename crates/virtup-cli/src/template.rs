@@ -246,7 +246,7 @@ pub fn run(args: &ModuleArgs) -> Result<ModuleResult> {
     // waited for (outside any lock), and a hold that appeared while we took the lock sends us round again.
     let (lock, data, before, the_plan, interrupted) = loop {
         if !check {
-            waited.hold += wait_for_hold(&ctx.data, &req, token.as_deref())?;
+            waited.hold += wait_for_hold(&ctx.data, &req.desired.name, token.as_deref())?;
         }
         let before = observe(&hv, &req)?;
         let the_plan = plan(&req.desired, &before.model)?;
@@ -356,17 +356,22 @@ pub fn run(args: &ModuleArgs) -> Result<ModuleResult> {
     Ok(result.with("template", template))
 }
 
-/// Waits while another live session customizes the template (see [`virtup_core::hold`]).
-fn wait_for_hold(data: &DataDir, req: &Request, token: Option<&str>) -> Result<Duration> {
+/// Waits while another live session customizes `template` (see [`virtup_core::hold`]): before this
+/// run changes it, and before an instance clones it.
+pub(crate) fn wait_for_hold(
+    data: &DataDir,
+    template: &str,
+    token: Option<&str>,
+) -> Result<Duration> {
     Ok(hold::wait_until_free(
         data,
-        &req.domain,
+        &domain_name(template),
         token,
         LOCK_TIMEOUT,
         |h| {
             crate::cli::progress::note(&format!(
-                "template `{}` is being customized by another run (process {}); waiting until it is sealed",
-                req.desired.name, h.holder.pid
+                "template `{template}` is being customized by another run (process {}); waiting until it is sealed",
+                h.holder.pid
             ))
         },
     )?)

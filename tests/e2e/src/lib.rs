@@ -242,6 +242,20 @@ pub fn virsh(args: &[&str]) -> String {
     .stdout
 }
 
+/// Waits until libvirtd answers: fault tests restart it on purpose, and a missing daemon must not
+/// read as a missing domain in a test running beside them.
+pub fn wait_for_libvirt() {
+    wait_for("libvirtd to answer", Duration::from_secs(600), || {
+        run(
+            Command::new("virsh").args(["-c", "qemu:///system", "version"]),
+            Duration::from_secs(60),
+        )
+        .status
+        .success()
+        .then_some(())
+    });
+}
+
 /// Names of the volumes in the lab's `default` pool.
 pub fn pool_volumes() -> Vec<String> {
     virsh(&["pool-refresh", "default"]);

@@ -113,22 +113,8 @@ fn domain_print(name: &str) -> Option<Print> {
     })
 }
 
-/// Waits until libvirtd answers: other lab tests restart it on purpose (fault injection), and a
-/// missing daemon must not read as a missing domain.
-fn libvirt_up() {
-    virtup_e2e::wait_for("libvirtd to answer", Duration::from_secs(600), || {
-        run(
-            Command::new("virsh").args(["-c", "qemu:///system", "version"]),
-            Duration::from_secs(60),
-        )
-        .status
-        .success()
-        .then_some(())
-    });
-}
-
 fn prints() -> BTreeMap<String, Option<Print>> {
-    libvirt_up();
+    virtup_e2e::wait_for_libvirt();
     virsh(&["pool-refresh", "default"]);
     let mut all = BTreeMap::new();
     for (v, _) in FOREIGN_VOLUMES {
@@ -176,7 +162,7 @@ struct Cleanup<'a>(&'a Sandbox);
 
 impl Drop for Cleanup<'_> {
     fn drop(&mut self) {
-        libvirt_up();
+        virtup_e2e::wait_for_libvirt();
         for i in [LINKED, FULL] {
             let _ = self.0.module(
                 "virtup_instance",
@@ -192,7 +178,7 @@ impl Drop for Cleanup<'_> {
 }
 
 fn remove_foreign() {
-    libvirt_up();
+    virtup_e2e::wait_for_libvirt();
     for d in [FOREIGN_DOMAIN, GHOST] {
         virsh_quiet(&["destroy", d]);
         virsh_quiet(&["undefine", d]);

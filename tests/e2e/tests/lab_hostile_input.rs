@@ -55,22 +55,8 @@ struct Snapshot {
     files: BTreeMap<PathBuf, (u64, std::time::SystemTime)>,
 }
 
-/// Waits until libvirtd answers: other lab tests restart it on purpose (fault injection), and a
-/// missing daemon must not read as a missing domain.
-fn libvirt_up() {
-    virtup_e2e::wait_for("libvirtd to answer", Duration::from_secs(600), || {
-        run(
-            Command::new("virsh").args(["-c", "qemu:///system", "version"]),
-            Duration::from_secs(60),
-        )
-        .status
-        .success()
-        .then_some(())
-    });
-}
-
 fn snapshot(sb: &Sandbox) -> Snapshot {
-    libvirt_up();
+    virtup_e2e::wait_for_libvirt();
     // One virsh process per snapshot: the table has hundreds of rows on a busy 2-core machine.
     let out = virsh(&[
         "list --all --name; echo @@; pool-refresh default; echo @@; vol-list default; echo @@; \
@@ -377,7 +363,7 @@ struct Undefine;
 
 impl Drop for Undefine {
     fn drop(&mut self) {
-        libvirt_up();
+        virtup_e2e::wait_for_libvirt();
         let _ = run(
             Command::new("virsh").args(["-c", "qemu:///system", "undefine", DECOY]),
             Duration::from_secs(60),
