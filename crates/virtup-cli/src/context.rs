@@ -33,6 +33,20 @@ impl Context {
         })
     }
 
+    /// Removes what killed runs left in an existing data dir (temp files, scratch dirs), also when this
+    /// run has nothing to change: after a kill the next run often finds its work done. Real runs only.
+    pub fn tidy(&self) -> Result<()> {
+        if self.paths.data_dir.is_dir() {
+            self.data.sweep().with_context(|| {
+                format!(
+                    "failed to tidy data dir `{}`",
+                    self.paths.data_dir.display()
+                )
+            })?;
+        }
+        Ok(())
+    }
+
     /// The data dir, created (0700) on first use; only real runs call this.
     pub fn open_data_dir(&self) -> Result<DataDir> {
         DataDir::open(&self.paths.data_dir).with_context(|| {

@@ -223,6 +223,9 @@ fn observe(hv: &Hypervisor, data: &DataDir, req: &Request) -> Result<Observation
 pub fn run(args: &ModuleArgs) -> Result<ModuleResult> {
     let ctx = Context::load()?;
     let check = args.check_mode();
+    if !check {
+        ctx.tidy()?;
+    }
     let req = resolve(args, &ctx)?;
     let hv = Hypervisor::connect(&req.uri)?;
     let mut obs = observe(&hv, &ctx.data, &req)?;
@@ -591,8 +594,11 @@ fn create(
     tag.owned_volumes = owned;
     tag.user = Some(req.user.clone());
     spec.metadata = Some(tag);
-    hv.define(&spec)?;
+    // Pinned before the define: once the domain exists a later run finds nothing to do, so a run
+    // killed in between must not leave an instance whose key nobody trusts. (Killed before the
+    // define, the line is replaced when the next run makes the instance with new keys.)
     known_hosts::set(data, name, &host_keys.public_openssh, SHORT_LOCK_TIMEOUT)?;
+    hv.define(&spec)?;
     meta.state = Some("present".into());
     meta.write(data)?;
     crate::cli::progress::note(&format!(

@@ -231,6 +231,9 @@ pub fn observe(hv: &Hypervisor, req: &Request) -> Result<Observation> {
 pub fn run(args: &ModuleArgs) -> Result<ModuleResult> {
     let ctx = Context::load()?;
     let check = args.check_mode();
+    if !check {
+        ctx.tidy()?;
+    }
     let key_dir = ctx.data.sshkeys_dir();
     // Until a key exists the digest uses a stand-in, so an unbuilt template shows as a change, which it is.
     let read_key = |user: &str| -> Result<String> {

@@ -93,12 +93,19 @@ impl DataDir {
         for sub in DataDir::SUBDIRS {
             ensure_private_dir(&dir.root.join(sub))?;
         }
+        dir.sweep()?;
+        Ok(dir)
+    }
+
+    /// Removes what killed runs left: temp files of dead writers and scratch dirs of dead runs.
+    /// Creates nothing, so a run with nothing to change can tidy up too.
+    pub fn sweep(&self) -> Result<(), DataError> {
         for sub in ["", "instance", "sshkeys", "hostkeys", "secrets", "locks"] {
             let nested = matches!(sub, "sshkeys" | "hostkeys" | "secrets");
-            remove_stale_temp_files(&dir.root.join(sub), nested)?;
+            remove_stale_temp_files(&self.root.join(sub), nested)?;
         }
-        sweep_scratch_dirs(&dir.tmp_dir(), SCRATCH_PREFIX, |_| {})?;
-        Ok(dir)
+        sweep_scratch_dirs(&self.tmp_dir(), SCRATCH_PREFIX, |_| {})?;
+        Ok(())
     }
 
     /// Where runs stage files (config disks) in their own scratch dirs.
