@@ -285,11 +285,15 @@ mod tests {
         let parent = tempfile::tempdir().unwrap();
         let dead = parent.path().join(format!("{SCRATCH_PREFIX}0.0000beef"));
         std::fs::create_dir(&dead).unwrap();
-        // Stands for the gpg-agent a killed virt-builder left: a process naming the dir.
+        // Stands for the gpg-agent a killed virt-builder left: a process naming the dir. It waits in the
+        // shell's own `read` on a pipe this test holds open, so no child of it outlives the test.
         let mut daemon = std::process::Command::new("sh")
             .arg("-c")
-            .arg("sleep 600; : \"$0\"")
+            .arg("read line; : \"$0\"")
             .arg(&dead)
+            .stdin(std::process::Stdio::piped())
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
             .spawn()
             .unwrap();
         // Until the child has exec'd, its command line is still the test's.
