@@ -14,7 +14,7 @@ use virtup_core::instance::{
     plan, CloneKind, Customize, InstanceDesired, InstanceObserved, InstanceState, ObservedInstance,
     Plan, PlanError, Step,
 };
-use virtup_core::{keys, known_hosts, validate, DataDir, InstanceMeta};
+use virtup_core::{keys, known_hosts, validate, DataDir, InstanceMeta, LockGuard};
 use virtup_guest::config_disk::{self, ConfigDiskKind};
 use virtup_guest::libguestfs::{self, Accel};
 use virtup_guest::{sysprep, Cmd, VirtSysprep};
@@ -244,6 +244,7 @@ pub fn run(args: &ModuleArgs) -> Result<ModuleResult> {
     let running_wanted = req.desired.state == InstanceState::Running;
     let mut data = ctx.data.clone();
     let mut lock = None;
+    let mut template_lock = None;
     let mut waited = Waited::default();
     if !check && (!the_plan.is_empty() || running_wanted) {
         if obs.model.domain.is_none() && req.desired.state != InstanceState::Absent {
@@ -253,9 +254,19 @@ pub fn run(args: &ModuleArgs) -> Result<ModuleResult> {
         data = ctx.open_data_dir()?;
         let started = Instant::now();
         lock = Some(data.lock(&format!("instance-{}", req.desired.name), LOCK_TIMEOUT)?);
+        if obs.model.domain.is_none() && req.desired.state != InstanceState::Absent {
+            // Held from choosing the template's generation until the clone is defined: a concurrent
+            // build deletes the generations no domain uses yet, which would include this clone's.
+            let template_domain = virtup_core::template::domain_name(&req.desired.template);
+            template_lock = Some(data.lock(&format!("template-{template_domain}"), LOCK_TIMEOUT)?);
+        }
         waited.lock = started.elapsed();
         obs = observe(&hv, &data, &req)?;
         the_plan = plan(&req.desired, &obs.model)?;
+        if obs.model.domain.is_some() {
+            // Another run made it while we waited: nothing is cloned, the template is not ours to hold.
+            template_lock = None;
+        }
     }
     let mut result = ModuleResult::new(!the_plan.is_empty())
         .with_msg(the_plan.to_string())
@@ -277,7 +288,7 @@ pub fn run(args: &ModuleArgs) -> Result<ModuleResult> {
         return Ok(result);
     }
     let address = if lock.is_some() {
-        apply(&ctx, &data, &hv, &req, &obs, &the_plan)?
+        apply(&ctx, &data, &hv, &req, &obs, &the_plan, &mut template_lock)?
     } else {
         None
     };
@@ -369,6 +380,7 @@ fn apply(
     req: &Request,
     obs: &Observation,
     plan: &Plan,
+    template_lock: &mut Option<LockGuard>,
 ) -> Result<Option<IpAddr>> {
     let name = &req.desired.name;
     let mut address = None;
@@ -382,7 +394,11 @@ fn apply(
                     hv.delete_volume(&req.pool, v)?;
                 }
             }
-            Step::Create { .. } => create(ctx, data, hv, req, obs)?,
+            Step::Create { .. } => {
+                create(ctx, data, hv, req, obs)?;
+                // Defined: the clone now counts as a dependent, so the template may change again.
+                template_lock.take();
+            }
             Step::Resize { memory_mib, vcpus } => {
                 hv.update_memory_vcpus(name, *memory_mib, *vcpus)?
             }
