@@ -24,8 +24,9 @@
 //! ```
 //!
 //! Invariants, whatever happens (bad JSON, a type error, an `Err`, a panic):
-//! - stdout carries exactly one JSON object; failures are `{"failed": true, "changed": false, "msg": …}`
-//!   with exit status 1, success exits 0;
+//! - stdout carries exactly one JSON object; failures are `{"failed": true, "changed": …, "msg": …}`
+//!   with exit status 1, success exits 0; a failure says `changed: true` only when the body had
+//!   called [`mark_changed`] before it failed (bad input never gets that far);
 //! - the values of `no_log` options never appear in stdout or in the panic message on stderr:
 //!   every occurrence inside every string is replaced with `********`;
 //! - module args are never echoed back and no `_ansible_*` key is emitted.
@@ -39,6 +40,7 @@ pub mod inventory;
 mod result;
 mod spec;
 
+use std::cell::Cell;
 use std::ffi::OsStr;
 use std::fmt::Display;
 use std::io::Write;
@@ -102,6 +104,7 @@ pub fn execute<E: Display>(
     args_file: Option<&OsStr>,
     body: impl FnOnce(&ModuleArgs) -> Result<ModuleResult, E>,
 ) -> Outcome {
+    CHANGED.with(|c| c.set(false));
     let Some(path) = args_file.map(Path::new) else {
         let msg = format!(
             "no argument file given: {} expects the path of a JSON args file as its first argument",
@@ -124,6 +127,7 @@ pub fn execute_text<E: Display>(
     text: &str,
     body: impl FnOnce(&ModuleArgs) -> Result<ModuleResult, E>,
 ) -> Outcome {
+    CHANGED.with(|c| c.set(false));
     let mut secrets = Vec::new();
     let parsed = args::parse_collecting(text, spec, &mut secrets);
     set_panic_secrets(&secrets);
@@ -140,7 +144,8 @@ pub fn execute_text<E: Display>(
 }
 
 /// Turns a result or an error message into the document and exit code: adds `warnings`,
-/// scrubs `no_log_values`, exit 1 when the document says `failed`.
+/// scrubs `no_log_values`, exit 1 when the document says `failed`. An error says `changed: true`
+/// when [`mark_changed`] was called since the body started.
 pub fn render_outcome(
     result: Result<ModuleResult, String>,
     warnings: &[String],
@@ -148,7 +153,7 @@ pub fn render_outcome(
 ) -> Outcome {
     let mut doc = match result {
         Ok(result) => result.to_json(),
-        Err(msg) => failure_json(&msg),
+        Err(msg) => failure_json(&msg, marked_changed()),
     };
     if !warnings.is_empty() {
         if let Value::Object(map) = &mut doc {
@@ -165,6 +170,24 @@ pub fn render_outcome(
         stdout: format!("{doc}\n"),
         exit_code,
     }
+}
+
+thread_local! {
+    /// Whether the running module body has begun to change something; see [`mark_changed`].
+    static CHANGED: Cell<bool> = const { Cell::new(false) };
+}
+
+/// Records that this module run has begun to change something, so that a failure from here on is
+/// reported with `changed: true`: Ansible (and the user) must not believe that a run that failed
+/// halfway left everything as it was. Drivers call it just before their first mutating step, on
+/// the thread that runs the module body ([`execute_text`] clears it before it reads the args).
+pub fn mark_changed() {
+    CHANGED.with(|c| c.set(true));
+}
+
+/// Whether [`mark_changed`] was called since the module body started.
+pub fn marked_changed() -> bool {
+    CHANGED.with(Cell::get)
 }
 
 /// The no_log values the panic hook scrubs; set before the module body runs.

@@ -99,11 +99,12 @@ impl Diff {
     }
 }
 
-/// The failure document: `{"failed": true, "changed": false, "msg": …}`.
-pub fn failure_json(msg: &str) -> Value {
+/// The failure document: `{"failed": true, "changed": …, "msg": …}`; `changed` says whether the
+/// run changed something before it failed (see [`crate::mark_changed`]).
+pub fn failure_json(msg: &str, changed: bool) -> Value {
     let mut doc = Map::new();
     doc.insert("failed".into(), true.into());
-    doc.insert("changed".into(), false.into());
+    doc.insert("changed".into(), changed.into());
     doc.insert("msg".into(), msg.into());
     Value::Object(doc)
 }

@@ -122,6 +122,44 @@ fn failures_are_one_document_with_exit_1() {
 }
 
 #[test]
+fn a_failure_after_a_change_reports_changed() {
+    let failed_changed = |outcome: &Outcome, msg: &str| {
+        assert_eq!(outcome.exit_code, 1);
+        assert_eq!(
+            one_document(&outcome.stdout),
+            json!({"failed": true, "changed": true, "msg": msg})
+        );
+    };
+    let outcome = execute_text(&spec(), &args_text("pw"), |_| {
+        mark_changed();
+        Err::<ModuleResult, _>(Chain)
+    });
+    failed_changed(&outcome, "failed to start `web1`: domain is locked");
+
+    let outcome = execute_text(
+        &spec(),
+        &args_text("pw"),
+        |_| -> Result<ModuleResult, Chain> {
+            mark_changed();
+            panic!("half done")
+        },
+    );
+    failed_changed(&outcome, "module panicked: half done");
+
+    // The mark belongs to one run: the next one starts unchanged, and bad args never see it.
+    let outcome = execute_text(&spec(), &args_text("pw"), |_| Err::<ModuleResult, _>(Chain));
+    assert_failed(&outcome, "failed to start `web1`: domain is locked");
+    mark_changed();
+    let outcome = execute_text(&spec(), "{", |_| Ok::<_, Chain>(ModuleResult::new(false)));
+    assert_eq!(one_document(&outcome.stdout)["changed"], json!(false));
+    let outcome = execute_text(&spec(), &args_text("pw"), |_| {
+        assert!(!marked_changed());
+        Err::<ModuleResult, _>(Chain)
+    });
+    assert_failed(&outcome, "failed to start `web1`: domain is locked");
+}
+
+#[test]
 fn invalid_args_never_reach_the_body() {
     let cases = [
         ("{", "failed to parse module arguments as JSON: EOF while parsing an object at line 1 column 1"),

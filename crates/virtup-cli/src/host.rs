@@ -8,7 +8,8 @@ use serde_json::{json, Value};
 use virtup_ansible::{Diff, ModuleArgs, ModuleResult};
 use virtup_core::validate;
 use virtup_libvirt::{
-    choose_virt_type, Hypervisor, ImageFormat, NatNetworkSpec, VirtType, VolumeSpec,
+    choose_virt_type, choose_virt_type_without_probe, Hypervisor, ImageFormat, NatNetworkSpec,
+    VirtType, VirtTypeChoice, VolumeSpec,
 };
 
 use crate::context::Context;
@@ -145,18 +146,21 @@ pub fn run(args: &ModuleArgs) -> Result<ModuleResult> {
             req.pool, req.pool_path
         ));
         if !check {
+            virtup_ansible::mark_changed();
             hv.define_dir_pool(&req.pool, &req.pool_path)?;
         }
     }
     if before["pool"]["active"] != json!(true) {
         actions.push(format!("start pool `{}`", req.pool));
         if !check {
+            virtup_ansible::mark_changed();
             hv.start_pool(&req.pool)?;
         }
     }
     if before["pool"]["autostart"] != json!(true) {
         actions.push(format!("autostart pool `{}`", req.pool));
         if !check {
+            virtup_ansible::mark_changed();
             hv.set_pool_autostart(&req.pool, true)?;
         }
     }
@@ -169,12 +173,14 @@ pub fn run(args: &ModuleArgs) -> Result<ModuleResult> {
             req.network.bridge, req.network.address, req.network.netmask
         ));
         if !check {
+            virtup_ansible::mark_changed();
             hv.define_network(&req.network)?;
         }
     }
     if before["network"]["active"] != json!(true) {
         actions.push(format!("start network `{net}`"));
         if !check {
+            virtup_ansible::mark_changed();
             if let Err(e) = hv.start_network(net) {
                 problems.push(Problem {
                     problem: format!("network `{net}` cannot start: {e}"),
@@ -190,6 +196,7 @@ pub fn run(args: &ModuleArgs) -> Result<ModuleResult> {
     if before["network"]["autostart"] != json!(true) {
         actions.push(format!("autostart network `{net}`"));
         if !check {
+            virtup_ansible::mark_changed();
             hv.set_network_autostart(net, true)?;
         }
     }
@@ -201,18 +208,12 @@ pub fn run(args: &ModuleArgs) -> Result<ModuleResult> {
         Some(check_pool_writable(&hv, &req.pool, &mut problems))
     };
 
-    // Guests must be able to run: KVM for real, or TCG with a warning.
+    // Guests must be able to run: KVM for real, or TCG with a warning. Check mode boots nothing.
     let virt = if req.probe_kvm {
-        let choice = choose_virt_type(&hv)?;
-        if choice.virt_type == VirtType::Qemu {
-            warnings.push(format!(
-                "guests will run under TCG (software emulation, 5-20x slower): {}. Fix for KVM: enable \
-                 virtualization (VT-x/AMD-V) in the firmware or the parent hypervisor, load `kvm_intel`/`kvm_amd`, \
-                 and give this user access to /dev/kvm",
-                choice.reason
-            ));
-        }
-        json!({"virt_type": choice.virt_type.as_str(), "reason": choice.reason})
+        let decided = choose_virt_type_without_probe(&hv)?;
+        let (virt, warning) = virt_report(&req.uri, check, decided, || Ok(choose_virt_type(&hv)?))?;
+        warnings.extend(warning);
+        virt
     } else {
         json!({"virt_type": null, "reason": "not probed (probe_kvm=false)"})
     };
@@ -268,12 +269,53 @@ pub fn run(args: &ModuleArgs) -> Result<ModuleResult> {
     Ok(result)
 }
 
+/// What the host result says about running guests (`virt_type`, `reason`), and the warning that
+/// goes with it. `decided` is what the override or the capabilities settle without a guest; when
+/// they do not, a real run calls `probe`, which boots a tiny test guest, and a check run (which has
+/// no side effect at all) says that KVM was not probed. There is no cached probe answer to report.
+fn virt_report(
+    uri: &str,
+    check: bool,
+    decided: Option<VirtTypeChoice>,
+    probe: impl FnOnce() -> Result<VirtTypeChoice>,
+) -> Result<(Value, Option<String>)> {
+    let choice = match decided {
+        Some(choice) => choice,
+        None if check => {
+            let reason = format!(
+                "not probed in check mode: `{uri}` offers kvm, but only a test guest can show that a \
+                 guest really runs under it, and check mode boots nothing"
+            );
+            let warning = format!(
+                "whether guests can use KVM on `{uri}` is not probed in check mode; a real run boots a \
+                 tiny test guest to find out (or set probe_kvm=false)"
+            );
+            return Ok((json!({"virt_type": null, "reason": reason}), Some(warning)));
+        }
+        None => probe()?,
+    };
+    let warning = (choice.virt_type == VirtType::Qemu).then(|| {
+        format!(
+            "guests will run under TCG (software emulation, 5-20x slower): {}. Fix for KVM: enable \
+             virtualization (VT-x/AMD-V) in the firmware or the parent hypervisor, load `kvm_intel`/`kvm_amd`, \
+             and give this user access to /dev/kvm",
+            choice.reason
+        )
+    });
+    Ok((
+        json!({"virt_type": choice.virt_type.as_str(), "reason": choice.reason}),
+        warning,
+    ))
+}
+
 fn check_pool_writable(hv: &Hypervisor, pool: &str, problems: &mut Vec<Problem>) -> bool {
     let probe = format!(".virtup-write-probe-{}", std::process::id());
     let spec = VolumeSpec::new(&probe, 1 << 20, ImageFormat::Raw);
     match hv.create_volume(pool, &spec) {
         Ok(_) => {
             if let Err(e) = hv.delete_volume(pool, &probe) {
+                // The probe volume stays behind: this run changed the pool.
+                virtup_ansible::mark_changed();
                 problems.push(Problem {
                     problem: format!(
                         "the write probe `{probe}` could not be removed from pool `{pool}`: {e}"
@@ -292,5 +334,73 @@ fn check_pool_writable(hv: &Hypervisor, pool: &str, problems: &mut Vec<Problem>)
             });
             false
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn choice(virt_type: VirtType) -> VirtTypeChoice {
+        VirtTypeChoice {
+            virt_type,
+            reason: "because".into(),
+        }
+    }
+
+    #[test]
+    fn check_mode_never_boots_a_probe() {
+        let no_probe = || -> Result<VirtTypeChoice> { panic!("check mode booted the probe guest") };
+        // Capabilities alone cannot tell: not probed, with a warning that says so.
+        let (virt, warning) = virt_report("qemu:///system", true, None, no_probe).unwrap();
+        assert_eq!(virt["virt_type"], Value::Null, "{virt}");
+        let reason = virt["reason"].as_str().unwrap();
+        assert!(reason.starts_with("not probed in check mode"), "{reason}");
+        assert!(
+            warning
+                .as_deref()
+                .is_some_and(|w| w.contains("not probed in check mode")),
+            "{warning:?}"
+        );
+        // What the override or the capabilities decide is reported in check mode too.
+        let (virt, warning) = virt_report(
+            "test:///default",
+            true,
+            Some(choice(VirtType::Qemu)),
+            no_probe,
+        )
+        .unwrap();
+        assert_eq!(virt["virt_type"], json!("qemu"));
+        assert!(warning.unwrap().contains("TCG"));
+        let (virt, warning) = virt_report(
+            "qemu:///system",
+            true,
+            Some(choice(VirtType::Kvm)),
+            no_probe,
+        )
+        .unwrap();
+        assert_eq!(virt["virt_type"], json!("kvm"));
+        assert_eq!(warning, None);
+    }
+
+    #[test]
+    fn a_real_run_probes_when_the_capabilities_cannot_tell() {
+        let mut probed = false;
+        let (virt, warning) = virt_report("qemu:///system", false, None, || {
+            probed = true;
+            Ok(choice(VirtType::Kvm))
+        })
+        .unwrap();
+        assert!(probed);
+        assert_eq!(virt["virt_type"], json!("kvm"));
+        assert_eq!(warning, None);
+        let (virt, _) = virt_report(
+            "qemu:///system",
+            false,
+            Some(choice(VirtType::Qemu)),
+            || panic!("decided without a probe"),
+        )
+        .unwrap();
+        assert_eq!(virt["virt_type"], json!("qemu"));
     }
 }

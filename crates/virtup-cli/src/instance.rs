@@ -14,13 +14,14 @@ use virtup_core::instance::{
     plan, CloneKind, Customize, InstanceDesired, InstanceObserved, InstanceState, ObservedInstance,
     Plan, PlanError, Step,
 };
+use virtup_core::ownership::{self, Ledger, Proof};
 use virtup_core::{keys, known_hosts, validate, DataDir, InstanceMeta, LockGuard};
 use virtup_guest::config_disk::{self, ConfigDiskKind};
 use virtup_guest::libguestfs::{self, Accel};
 use virtup_guest::{sysprep, Cmd, VirtSysprep};
 use virtup_libvirt::{
     parse_domain_xml, DiskBus, DiskDevice, DiskSpec, DomainSpec, DomainState, Graphics, Hypervisor,
-    ImageFormat, NicSpec, TagKind, VirtType, VirtupTag, VolumeSpec,
+    ImageFormat, NicSpec, TagKind, VirtType, VirtupTag, VolumeInfo, VolumeSpec,
 };
 
 use crate::context::{self, Context, Waited, LOCK_TIMEOUT, SHORT_LOCK_TIMEOUT};
@@ -42,6 +43,10 @@ pub struct Request {
     pub sources: Vec<ConfigSource>,
     pub wait_timeout: Duration,
     pub inventory: bool,
+    /// Extra virt-sysprep arguments (option, the template's section, `[common]`), for the sysprep path.
+    pub virt_sysprep_args: Vec<String>,
+    /// virt-up's `instance-playbook` of the config, found; returned for whoever runs it after a create.
+    pub playbook: Option<std::path::PathBuf>,
     password: Option<String>,
     root_password: Option<String>,
 }
@@ -53,22 +58,33 @@ impl Request {
     fn config_volume(&self) -> String {
         format!("{}-config.iso", self.desired.name)
     }
+    /// The volumes a create makes, under these names, in the instance's pool.
+    fn volume_names(&self) -> Vec<String> {
+        let mut names = vec![self.disk_volume()];
+        if self.desired.customize == Customize::Auto {
+            names.push(self.config_volume());
+        }
+        names
+    }
 }
 
 pub fn resolve(args: &ModuleArgs, ctx: &Context) -> Result<Request> {
     let name = args.str("name").unwrap_or_default().to_owned();
-    validate::name("name", &name)?;
     let template = args.str("template").unwrap_or(&name).to_owned();
-    validate::template_name("template", &template)?;
     let state = InstanceState::parse(args.str("state").unwrap_or("running"))
         .ok_or_else(|| anyhow!("invalid value for `state`"))?;
+    if state == InstanceState::Absent {
+        // Removing needs no hostname: leftovers of names earlier versions accepted can still go.
+        validate::removable_instance_name("name", &name)?;
+        validate::removable_template_name("template", &template)?;
+    } else {
+        // The name becomes the hostname: refused here, not after the disk and keys are made.
+        validate::instance_name("name", &name)?;
+        validate::template_name("template", &template)?;
+    }
     let clone = match args.str("clone") {
         Some("full") => CloneKind::Full,
         _ => CloneKind::Linked,
-    };
-    let customize = match args.str("customize") {
-        Some("sysprep") => Customize::Sysprep,
-        _ => Customize::Auto,
     };
     let module = context::module_layer(args)?;
     let base = ctx
@@ -77,11 +93,27 @@ pub fn resolve(args: &ModuleArgs, ctx: &Context) -> Result<Request> {
         .unwrap_or_else(|| ctx.config.resolve_common());
     let fields = base.overlay(&module);
     context::validate_fields(&fields)?;
+    let virt_sysprep_args = fields.virt_sysprep_args.clone().unwrap_or_default();
+    let customize = customize_path(args.str("customize"), &virt_sysprep_args);
+    let playbook = match state {
+        InstanceState::Absent => None,
+        _ => crate::template::config_playbook(
+            ctx,
+            "instance-playbook",
+            &template,
+            fields.instance_playbook.as_deref(),
+            |f| f.instance_playbook.is_some(),
+        )?
+        .map(|(path, _)| path),
+    };
     let size = fields
         .size
         .as_deref()
         .map(|s| validate::parse_size("size", s))
         .transpose()?;
+    if let (Some(domain), false) = (&fields.dns_domain, state == InstanceState::Absent) {
+        validate::fqdn("dns_domain", &name, domain)?;
+    }
     let fqdn = fields.dns_domain.as_ref().map(|d| format!("{name}.{d}"));
     Ok(Request {
         uri: context::uri(&fields, &ctx.paths),
@@ -117,6 +149,8 @@ pub fn resolve(args: &ModuleArgs, ctx: &Context) -> Result<Request> {
             .unwrap_or_else(|| vec![ConfigSource::Lease, ConfigSource::Agent]),
         wait_timeout: context::wait_timeout(args)?,
         inventory: args.bool("inventory").unwrap_or(true),
+        virt_sysprep_args,
+        playbook,
         password: args.str("password").map(str::to_owned),
         root_password: args.str("root_password").map(str::to_owned),
         desired: InstanceDesired {
@@ -130,6 +164,17 @@ pub fn resolve(args: &ModuleArgs, ctx: &Context) -> Result<Request> {
             autostart: args.bool("autostart"),
         },
     })
+}
+
+/// How a clone gets its identity. As in virt-up, `virt-sysprep-args` are arguments of the
+/// virt-sysprep run that prepares each clone: when any are given (option or config), `auto` takes
+/// the sysprep path so that they apply; otherwise `auto` is the config disk, with no virt-sysprep.
+fn customize_path(option: Option<&str>, virt_sysprep_args: &[String]) -> Customize {
+    match option {
+        Some("sysprep") => Customize::Sysprep,
+        _ if !virt_sysprep_args.is_empty() => Customize::Sysprep,
+        _ => Customize::Auto,
+    }
 }
 
 /// The template's current disk, when creating needs it.
@@ -150,11 +195,41 @@ fn observe(hv: &Hypervisor, data: &DataDir, req: &Request) -> Result<Observation
     let name = &req.desired.name;
     let mut model = InstanceObserved::default();
     let mut mac = None;
+    let ledger = Ledger::read(data, name)?;
+    let proof = |v: &VolumeInfo| {
+        ledger.proof(
+            &req.uri,
+            &req.pool,
+            ownership::Observed {
+                name: &v.name,
+                key: &v.key,
+                backing: v.backing.as_deref(),
+            },
+        )
+    };
     if let Some(dom) = hv.domain(name)? {
         match dom.tag {
             Some(tag) if tag.kind == TagKind::Instance && tag.name == *name => {
                 let parsed = parse_domain_xml(&hv.inactive_xml(name)?)?;
                 mac = parsed.macs().first().map(|m| m.to_string());
+                // The tag was written after its volumes were made; a listed volume is deleted with
+                // the domain only while it is still the one the domain uses (or the ledger's).
+                let disks: BTreeSet<&str> = parsed
+                    .disks
+                    .iter()
+                    .filter_map(|d| d.path.as_deref())
+                    .collect();
+                let mut owned_volumes = Vec::new();
+                if hv.pool(&req.pool)?.is_some() {
+                    for v in &tag.owned_volumes {
+                        if let Some(info) = hv.volume_info(&req.pool, v)? {
+                            if disks.contains(info.path.as_str()) || proof(&info) != Proof::Foreign
+                            {
+                                owned_volumes.push(v.clone());
+                            }
+                        }
+                    }
+                }
                 model.domain = Some(ObservedInstance {
                     running: dom.state != DomainState::ShutOff,
                     memory_mib: parsed.memory_mib,
@@ -162,7 +237,7 @@ fn observe(hv: &Hypervisor, data: &DataDir, req: &Request) -> Result<Observation
                     autostart: dom.autostart,
                     template: tag.template.unwrap_or_default(),
                     generation: tag.generation,
-                    owned_volumes: tag.owned_volumes,
+                    owned_volumes,
                 });
             }
             _ => model.foreign_domain = true,
@@ -170,7 +245,8 @@ fn observe(hv: &Hypervisor, data: &DataDir, req: &Request) -> Result<Observation
     }
     // A damaged metadata file is reported, never trusted.
     let meta = InstanceMeta::read(data, name)?;
-    model.has_metadata = meta.is_some();
+    // A ledger without a domain (a delete killed after its volumes went) is a record to forget too.
+    model.has_metadata = meta.is_some() || (model.domain.is_none() && !ledger.volumes.is_empty());
     let mut template = None;
     if req.desired.state != InstanceState::Absent && model.domain.is_none() {
         if hv.pool(&req.pool)?.is_none() {
@@ -181,32 +257,30 @@ fn observe(hv: &Hypervisor, data: &DataDir, req: &Request) -> Result<Observation
             );
         }
         hv.refresh_pool(&req.pool)?;
-        if let Some((generation, volume, path)) =
-            current_disk(hv, &req.pool, &req.desired.template)?
-        {
-            model.template_generation = Some(generation);
+        if let Some(current) = current_disk(hv, &req.pool, &req.desired.template)? {
+            model.template_generation = Some(current.generation);
+            model.template_running = current.running;
             template = Some(TemplateDisk {
-                generation,
-                volume,
-                path,
+                generation: current.generation,
+                volume: current.volume,
+                path: current.path,
             });
         }
     }
-    if model.domain.is_none() {
-        // Volumes a killed run recorded as its own before it could define the domain.
-        if let Some(m) = &meta {
-            if hv.pool(&req.pool)?.is_some() {
-                let existing: BTreeSet<String> = hv
-                    .list_volumes(&req.pool)?
-                    .into_iter()
-                    .map(|v| v.name)
-                    .collect();
-                model.leftover_volumes = m
-                    .volumes
-                    .iter()
-                    .filter(|v| existing.contains(*v))
-                    .cloned()
-                    .collect();
+    if model.domain.is_none() && hv.pool(&req.pool)?.is_some() {
+        // Volumes the ledger proves a killed run of this instance made before it could define the
+        // domain are leftovers; a volume under a name the create needs that virtup cannot prove it
+        // made is in the way, and stays.
+        let wanted = req.volume_names();
+        let absent = req.desired.state == InstanceState::Absent;
+        for v in hv.list_volumes(&req.pool)? {
+            match proof(&v) {
+                Proof::Created if !absent && ledger.is_attached(&req.uri, &req.pool, &v.name) => {
+                    model.detached_volumes.push(v.name)
+                }
+                Proof::Created | Proof::Pending => model.leftover_volumes.push(v.name),
+                Proof::Foreign if wanted.contains(&v.name) => model.foreign_volumes.push(v.name),
+                Proof::Foreign => {}
             }
         }
     }
@@ -229,6 +303,7 @@ pub fn run(args: &ModuleArgs) -> Result<ModuleResult> {
     let req = resolve(args, &ctx)?;
     let hv = Hypervisor::connect(&req.uri)?;
     let mut obs = observe(&hv, &ctx.data, &req)?;
+    let mut recheck = false;
     let mut the_plan = match plan(&req.desired, &obs.model) {
         // In a check run of a whole site the template task only pretended to build the template, so a
         // missing template is the change this run would make, not an error.
@@ -239,6 +314,12 @@ pub fn run(args: &ModuleArgs) -> Result<ModuleResult> {
                     "template `{t}` does not exist yet; a real run fails unless it is built first"
                 )));
         }
+        // Volumes in the way may be a concurrent run's creation, seen between its create and its
+        // define: a real run decides under the instance's lock, where that run has finished.
+        Err(PlanError::ForeignVolumes { .. } | PlanError::DetachedVolumes { .. }) if !check => {
+            recheck = true;
+            Plan::default()
+        }
         other => other?,
     };
     let running_wanted = req.desired.state == InstanceState::Running;
@@ -246,27 +327,40 @@ pub fn run(args: &ModuleArgs) -> Result<ModuleResult> {
     let mut lock = None;
     let mut template_lock = None;
     let mut waited = Waited::default();
-    if !check && (!the_plan.is_empty() || running_wanted) {
-        if obs.model.domain.is_none() && req.desired.state != InstanceState::Absent {
+    while !check && (!the_plan.is_empty() || running_wanted || recheck) {
+        let cloning = obs.model.domain.is_none() && req.desired.state != InstanceState::Absent;
+        if cloning {
             // Never clone a template another run is still customizing: its disk is about to change.
-            waited.hold = crate::template::wait_for_hold(&ctx.data, &req.desired.template, None)?;
+            waited.hold += crate::template::wait_for_hold(&ctx.data, &req.desired.template, None)?;
         }
         data = ctx.open_data_dir()?;
         let started = Instant::now();
         lock = Some(data.lock(&format!("instance-{}", req.desired.name), LOCK_TIMEOUT)?);
-        if obs.model.domain.is_none() && req.desired.state != InstanceState::Absent {
+        let template_domain = virtup_core::template::domain_name(&req.desired.template);
+        if cloning {
             // Held from choosing the template's generation until the clone is defined: a concurrent
             // build deletes the generations no domain uses yet, which would include this clone's.
-            let template_domain = virtup_core::template::domain_name(&req.desired.template);
             template_lock = Some(data.lock(&format!("template-{template_domain}"), LOCK_TIMEOUT)?);
         }
-        waited.lock = started.elapsed();
+        waited.lock += started.elapsed();
+        // A customization may have begun between the wait and the lock: wait for it again.
+        if cloning
+            && matches!(
+                virtup_core::hold::state(&data, &template_domain, None)?,
+                virtup_core::hold::HoldState::Live(_)
+            )
+        {
+            template_lock = None;
+            lock = None;
+            continue;
+        }
         obs = observe(&hv, &data, &req)?;
         the_plan = plan(&req.desired, &obs.model)?;
         if obs.model.domain.is_some() {
             // Another run made it while we waited: nothing is cloned, the template is not ours to hold.
             template_lock = None;
         }
+        break;
     }
     let mut result = ModuleResult::new(!the_plan.is_empty())
         .with_msg(the_plan.to_string())
@@ -297,7 +391,14 @@ pub fn run(args: &ModuleArgs) -> Result<ModuleResult> {
         return Ok(result);
     }
     let meta = InstanceMeta::read(&data, &req.desired.name)?;
-    Ok(result.with("instance", describe(&hv, &req, meta.as_ref(), address)?))
+    let mut instance = describe(&hv, &req, meta.as_ref(), address)?;
+    // virt-up runs the `instance-playbook` on an instance it has just cloned: say so to whoever runs it.
+    instance["created"] = json!(the_plan
+        .steps
+        .iter()
+        .any(|s| matches!(s, Step::Create { .. })));
+    instance["playbook"] = json!(req.playbook);
+    Ok(result.with("instance", instance))
 }
 
 fn state_word(d: Option<&ObservedInstance>) -> &'static str {
@@ -388,12 +489,10 @@ fn apply(
     let deleting = plan.steps.iter().any(|s| matches!(s, Step::Delete { .. }));
     for step in &plan.steps {
         crate::cli::progress::stage(&format!("`{name}`: {step}"));
+        // Every step changes something: a failure from here on reports `changed: true`.
+        virtup_ansible::mark_changed();
         match step {
-            Step::DeleteLeftovers(volumes) => {
-                for v in volumes {
-                    hv.delete_volume(&req.pool, v)?;
-                }
-            }
+            Step::DeleteLeftovers(volumes) => delete_owned(data, hv, req, volumes)?,
             Step::Create { .. } => {
                 create(ctx, data, hv, req, obs)?;
                 // Defined: the clone now counts as a dependent, so the template may change again.
@@ -411,10 +510,17 @@ fn apply(
             Step::Stop if deleting => hv.destroy(name)?,
             Step::Stop => crate::power::stop(hv, name, req.wait_timeout)?,
             Step::Delete { volumes } => {
-                hv.undefine(name)?;
+                // Recorded before the domain goes (volumes of older versions have no record yet):
+                // a run killed after the undefine leaves volumes the next `absent` can prove.
+                let mut ledger = Ledger::read(data, name)?;
                 for v in volumes {
-                    hv.delete_volume(&req.pool, v)?;
+                    if let Some(info) = hv.volume_info(&req.pool, v)? {
+                        ledger.confirm(data, &req.uri, &req.pool, v, &info.key)?;
+                    }
                 }
+                ledger.attach(data, &req.uri, &req.pool, volumes)?;
+                hv.undefine(name)?;
+                delete_owned(data, hv, req, volumes)?;
                 forget(ctx, data, name)?;
             }
             Step::Forget => forget(ctx, data, name)?,
@@ -427,14 +533,25 @@ fn apply(
         // A fresh boot waits the full bound; an instance that was already up gets its cached address
         // re-validated, and a full wait only if that address no longer answers with the pinned key.
         let cached = meta.address.as_deref().and_then(|a| a.parse().ok());
+        // The proof logs in as the instance's user with the key its metadata names.
+        let identity = meta.ssh_private_key_file.clone().unwrap_or_else(|| {
+            data.sshkeys_dir()
+                .join(&meta.user)
+                .join(keys::USER_KEY_FILE)
+        });
+        let login = reach::Login {
+            alias: name,
+            user: &meta.user,
+            identity: &identity,
+        };
         let ip = match cached {
-            Some(ip) if !started && reach::ssh_answers(data, name, ip).is_ok() => ip,
+            Some(ip) if !started && reach::ssh_answers(data, &login, ip).is_ok() => ip,
             _ => reach::wait_for_ssh(
                 hv,
                 data,
                 &reach::Target {
                     domain: name,
-                    alias: name,
+                    login,
                     mac: meta.mac.as_deref(),
                     sources: &req.sources,
                     dns_name: req.fqdn.as_deref().unwrap_or(name),
@@ -465,6 +582,16 @@ fn apply(
     Ok(address)
 }
 
+/// Deletes volumes observe proved this instance's, and their ledger entries with them.
+fn delete_owned(data: &DataDir, hv: &Hypervisor, req: &Request, volumes: &[String]) -> Result<()> {
+    let mut ledger = Ledger::read(data, &req.desired.name)?;
+    for v in volumes {
+        hv.delete_volume(&req.pool, v)?;
+        ledger.forget(data, &req.uri, &req.pool, v)?;
+    }
+    Ok(())
+}
+
 /// Removes virtup's records of an instance; its MAC stays reserved for a re-create.
 fn forget(ctx: &Context, data: &DataDir, name: &str) -> Result<()> {
     known_hosts::remove(data, name, SHORT_LOCK_TIMEOUT)?;
@@ -474,6 +601,8 @@ fn forget(ctx: &Context, data: &DataDir, name: &str) -> Result<()> {
         _ => {}
     }
     InstanceMeta::remove(data, name)?;
+    // Runs before this one deleted every volume the ledger could prove; what it still lists is gone.
+    Ledger::discard(data, name)?;
     Ok(())
 }
 
@@ -506,11 +635,14 @@ fn create(
     let host_keys = keys::generate_host_keys(&data.hostkeys_dir(), name)?;
     let disk_volume = req.disk_volume();
     let config_volume = req.config_volume();
-    let mut owned = vec![disk_volume.clone()];
-    if req.desired.customize == Customize::Auto {
-        owned.push(config_volume.clone());
-    }
-    // Record ownership before creating anything, so a killed run's volumes are found and removed.
+    let owned = req.volume_names();
+    let mut ledger = Ledger::read(data, name)?;
+    let existing = hv
+        .list_volumes(&req.pool)?
+        .into_iter()
+        .map(|v| v.name)
+        .collect();
+    ledger.prune_pending(data, &req.uri, &req.pool, &existing)?;
     let mut meta = obs
         .meta
         .clone()
@@ -525,7 +657,8 @@ fn create(
     meta.address = None;
     meta.uri = Some(req.uri.clone());
     meta.pool = Some(req.pool.clone());
-    meta.volumes = owned.clone();
+    // Filled in once the volumes exist: what a record lists, virtup made.
+    meta.volumes = Vec::new();
     meta.inventory = req.inventory;
     meta.state = Some("creating".into());
     meta.write(data)?;
@@ -536,25 +669,34 @@ fn create(
         .ok_or_else(|| anyhow!("template volume `{}` vanished", tpl.volume))?;
     let capacity = req.size.unwrap_or(0).max(template_info.capacity_bytes);
     let template_format = lib_format(template_info.format.as_deref().unwrap_or("qcow2"));
-    let disk = match (req.desired.clone, format) {
-        (CloneKind::Linked, ImageFormat::Qcow2) => {
-            let mut spec = VolumeSpec::new(&disk_volume, capacity, ImageFormat::Qcow2);
-            spec.backing = Some((tpl.path.clone(), template_format));
-            hv.create_volume(&req.pool, &spec)?
-        }
-        // A raw disk cannot be an overlay: raw clones are full copies, as in virt-up.
-        _ => {
-            let v = hv.clone_volume(
-                &req.pool,
-                &tpl.volume,
-                &VolumeSpec::new(&disk_volume, capacity, format),
-            )?;
-            if capacity > v.capacity_bytes {
-                hv.resize_volume(&req.pool, &disk_volume, capacity)?;
+    let linked = matches!(
+        (req.desired.clone, format),
+        (CloneKind::Linked, ImageFormat::Qcow2)
+    );
+    let disk = create_owned(
+        data,
+        &mut ledger,
+        req,
+        &disk_volume,
+        linked.then_some(tpl.path.as_str()),
+        || {
+            if linked {
+                let mut spec = VolumeSpec::new(&disk_volume, capacity, ImageFormat::Qcow2);
+                spec.backing = Some((tpl.path.clone(), template_format));
+                Ok(hv.create_volume(&req.pool, &spec)?)
+            } else {
+                // A raw disk cannot be an overlay: raw clones are full copies, as in virt-up.
+                Ok(hv.clone_volume(
+                    &req.pool,
+                    &tpl.volume,
+                    &VolumeSpec::new(&disk_volume, capacity, format),
+                )?)
             }
-            v
-        }
-    };
+        },
+    )?;
+    if !linked && capacity > disk.capacity_bytes {
+        hv.resize_volume(&req.pool, &disk_volume, capacity)?;
+    }
     let secrets_dir = ctx.secrets_dir(name);
     let identity = GuestIdentity {
         hostname: &req.hostname,
@@ -570,7 +712,9 @@ fn create(
     let mut disks = vec![DiskSpec::disk(&disk.path, format)];
     match req.desired.customize {
         Customize::Auto => {
-            let uploaded = upload_config_disk(hv, data, &req.pool, &config_volume, &identity)?;
+            let uploaded = create_owned(data, &mut ledger, req, &config_volume, None, || {
+                upload_config_disk(hv, data, &req.pool, &config_volume, &identity)
+            })?;
             // A read-only raw virtio disk: kernels with virtio drivers only see no IDE/SATA cdrom.
             disks.push(DiskSpec {
                 path: uploaded.path,
@@ -586,6 +730,7 @@ fn create(
             let staged = config_disk::stage(&identity, ConfigDiskKind::Virtup, &tmp)?;
             let mut sp = VirtSysprep::new(&disk.path);
             sp.ops = sysprep::identity_ops(&staged)?;
+            sp.extra_args = req.virt_sysprep_args.clone();
             let mut cmd = sp.cmd()?;
             libguestfs::apply_env(&mut cmd, accel_from(hv)?);
             run_tool(&cmd, "virt-sysprep could not prepare the clone")?;
@@ -607,7 +752,7 @@ fn create(
     let mut tag = VirtupTag::new(TagKind::Instance, name);
     tag.template = Some(req.desired.template.clone());
     tag.generation = tpl.generation;
-    tag.owned_volumes = owned;
+    tag.owned_volumes = owned.clone();
     tag.user = Some(req.user.clone());
     spec.metadata = Some(tag);
     // Pinned before the define: once the domain exists a later run finds nothing to do, so a run
@@ -615,13 +760,39 @@ fn create(
     // define, the line is replaced when the next run makes the instance with new keys.)
     known_hosts::set(data, name, &host_keys.public_openssh, SHORT_LOCK_TIMEOUT)?;
     hv.define(&spec)?;
+    ledger.attach(data, &req.uri, &req.pool, &owned)?;
     meta.state = Some("present".into());
+    meta.volumes = req.volume_names();
     meta.write(data)?;
     crate::cli::progress::note(&format!(
         "virtup_instance: created `{name}` in {:.3}s",
         started.elapsed().as_secs_f64()
     ));
     Ok(())
+}
+
+/// Creates a volume the instance owns: recorded as pending (the name was seen free under the
+/// instance's lock), created, then recorded with its key. A failed create leaves no record, so a
+/// foreign volume that took the name meanwhile is never claimed.
+fn create_owned(
+    data: &DataDir,
+    ledger: &mut Ledger,
+    req: &Request,
+    volume: &str,
+    backing: Option<&str>,
+    create: impl FnOnce() -> Result<VolumeInfo>,
+) -> Result<VolumeInfo> {
+    ledger.intend(data, &req.uri, &req.pool, volume, backing)?;
+    match create() {
+        Ok(info) => {
+            ledger.confirm(data, &req.uri, &req.pool, volume, &info.key)?;
+            Ok(info)
+        }
+        Err(e) => {
+            ledger.forget(data, &req.uri, &req.pool, volume)?;
+            Err(e)
+        }
+    }
 }
 
 fn accel_from(hv: &Hypervisor) -> Result<Accel> {
@@ -635,4 +806,20 @@ fn accel_from(hv: &Hypervisor) -> Result<Accel> {
 
 fn run_tool(cmd: &Cmd, what: &str) -> Result<()> {
     cmd.output().map(drop).with_context(|| what.to_owned())
+}
+
+#[cfg(test)]
+mod customize_tests {
+    use super::*;
+
+    /// `virt-sysprep-args` are never accepted and ignored: given, the clone is prepared by virt-sysprep.
+    #[test]
+    fn virt_sysprep_args_take_the_sysprep_path() {
+        let args = vec!["--selinux-relabel".to_owned()];
+        assert_eq!(customize_path(None, &[]), Customize::Auto);
+        assert_eq!(customize_path(Some("auto"), &[]), Customize::Auto);
+        assert_eq!(customize_path(Some("sysprep"), &[]), Customize::Sysprep);
+        assert_eq!(customize_path(Some("auto"), &args), Customize::Sysprep);
+        assert_eq!(customize_path(None, &args), Customize::Sysprep);
+    }
 }

@@ -70,17 +70,13 @@ pub struct Host {
 }
 
 impl Host {
-    /// The ssh options that make Ansible (or ssh) verify the pinned host key, and jump through the
-    /// hypervisor when it is remote.
+    /// The ssh options that make Ansible (or ssh) verify the pinned host key against virtup's
+    /// known_hosts only (never a system-wide file), and jump through the hypervisor when it is remote.
     pub fn ssh_options(&self) -> Vec<String> {
-        let mut opts = vec![
-            "-o".to_string(),
-            "StrictHostKeyChecking=yes".to_string(),
-            "-o".to_string(),
-            format!("UserKnownHostsFile={}", self.known_hosts_file.display()),
-            "-o".to_string(),
-            format!("HostKeyAlias={}", self.host_key_alias),
-        ];
+        let mut opts = virtup_guest::ssh::pinned_host_key_options(
+            &self.known_hosts_file,
+            &self.host_key_alias,
+        );
         if let Some(jump) = proxy_jump(&self.uri) {
             opts.push("-o".to_string());
             opts.push(format!("ProxyJump={jump}"));
@@ -557,7 +553,7 @@ mod tests {
         let mut h = host("web1", HostKind::Instance, "running");
         assert_eq!(
             h.ssh_common_args(),
-            "-o 'StrictHostKeyChecking=yes' -o 'UserKnownHostsFile=/d ir/known_hosts' -o 'HostKeyAlias=web1'"
+            "-o 'StrictHostKeyChecking=yes' -o 'UserKnownHostsFile=/d ir/known_hosts' -o 'GlobalKnownHostsFile=/dev/null' -o 'HostKeyAlias=web1'"
         );
         h.uri = "qemu+ssh://admin@hv1/system".into();
         assert!(h.ssh_common_args().ends_with("-o 'ProxyJump=admin@hv1'"));
@@ -662,6 +658,6 @@ mod tests {
             y.contains("    virt_up_templates:\n      hosts: {}\n"),
             "{y}"
         );
-        assert!(y.contains("ansible_ssh_common_args: !unsafe \"-o 'StrictHostKeyChecking=yes' -o 'UserKnownHostsFile=/d ir/known_hosts' -o 'HostKeyAlias=web1'\""), "{y}");
+        assert!(y.contains("ansible_ssh_common_args: !unsafe \"-o 'StrictHostKeyChecking=yes' -o 'UserKnownHostsFile=/d ir/known_hosts' -o 'GlobalKnownHostsFile=/dev/null' -o 'HostKeyAlias=web1'\""), "{y}");
     }
 }

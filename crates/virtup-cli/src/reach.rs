@@ -1,21 +1,39 @@
-//! Reaching a booted guest: address sources polled in order, then the SSH banner with the pinned host key.
+//! Reaching a booted guest: address sources polled in order, then proof that the guest holds the pinned host key.
+//!
+//! The proof is a completed SSH login with virtup's user key and `StrictHostKeyChecking=yes` against
+//! virtup's known_hosts only ([`virtup_guest::ssh`]): a server that merely *offers* the pinned public
+//! key (all `ssh-keyscan` could show) fails it.
 
 use std::io::Read;
 use std::net::{IpAddr, SocketAddr, TcpStream, ToSocketAddrs};
+use std::path::Path;
 use std::time::{Duration, Instant};
 
-use anyhow::{anyhow, bail, Context as _, Result};
+use anyhow::{anyhow, bail, Result};
 use virtup_core::config::AddressSource as ConfigSource;
 use virtup_core::DataDir;
-use virtup_guest::Cmd;
+use virtup_guest::ssh::{ProofError, Refusal};
 use virtup_libvirt::{AddressSource, Hypervisor};
+
+/// Bound on one SSH proof: a first login on a guest without KVM takes seconds, never this long.
+const PROOF_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// Who logs in to prove a guest: the pinned key's name and virtup's user and key.
+#[derive(Debug, Clone, Copy)]
+pub struct Login<'a> {
+    /// Name of the pinned key in virtup's known_hosts (`HostKeyAlias`).
+    pub alias: &'a str,
+    /// The login user.
+    pub user: &'a str,
+    /// virtup's private key for `user`.
+    pub identity: &'a Path,
+}
 
 /// A guest to wait for.
 pub struct Target<'a> {
     /// libvirt domain name.
     pub domain: &'a str,
-    /// Name of its pinned key in virtup's known_hosts (`HostKeyAlias`).
-    pub alias: &'a str,
+    pub login: Login<'a>,
     pub mac: Option<&'a str>,
     pub sources: &'a [ConfigSource],
     /// Name to resolve for the `dns` source.
@@ -23,8 +41,9 @@ pub struct Target<'a> {
     pub timeout: Duration,
 }
 
-/// Polls the address sources in order, then the SSH banner and the pinned host key, until `timeout`.
-/// On timeout the error says what each source saw, e.g. "lease: no lease for 52:54:00:…; agent: …".
+/// Polls the address sources in order, then proves the pinned host key by an SSH login, until `timeout`.
+/// On timeout the error says what each source saw and what the proof said at each address, e.g.
+/// "lease: no lease for 52:54:00:…; agent: …" or "ssh 192.168.122.7: auth failed: … Permission denied (publickey).".
 pub fn wait_for_ssh(hv: &Hypervisor, data: &DataDir, t: &Target) -> Result<IpAddr> {
     let deadline = Instant::now() + t.timeout;
     let lib_sources: Vec<AddressSource> = t
@@ -59,9 +78,17 @@ pub fn wait_for_ssh(hv: &Hypervisor, data: &DataDir, t: &Target) -> Result<IpAdd
             Some(ip) => format!("`{}`: waiting for SSH on {ip}", t.domain),
         });
         for ip in candidates {
-            match ssh_answers(data, t.alias, ip) {
+            match ssh_answers(data, &t.login, ip) {
                 Ok(()) => return Ok(ip),
-                Err(e) => notes.push(format!("ssh {ip}: {e:#}")),
+                Err(e) => {
+                    // A missing key or a missing `ssh` does not fix itself while we wait.
+                    if e.downcast_ref::<ProofError>()
+                        .is_some_and(|p| p.kind.is_permanent())
+                    {
+                        bail!("cannot prove the host key of `{}` at {ip}: {e:#}", t.domain);
+                    }
+                    notes.push(format!("ssh {ip}: {e:#}"))
+                }
             }
         }
         if Instant::now() >= deadline {
@@ -76,40 +103,84 @@ pub fn wait_for_ssh(hv: &Hypervisor, data: &DataDir, t: &Target) -> Result<IpAdd
     }
 }
 
-/// The SSH server at `ip` answers and presents exactly the host key pinned for `alias`.
-pub fn ssh_answers(data: &DataDir, alias: &str, ip: IpAddr) -> Result<()> {
+/// The guest at `ip` proves it holds the host key pinned for `login.alias`: an SSH server answers,
+/// and a login as `login.user` with `login.identity` completes with strict checking against
+/// virtup's known_hosts only. The error says which step failed ("connection refused",
+/// "host key mismatch: …", "auth failed: …").
+pub fn ssh_answers(data: &DataDir, login: &Login, ip: IpAddr) -> Result<()> {
+    // A cheap look first, so that a guest still booting costs no ssh process per poll.
     let addr = SocketAddr::new(ip, 22);
-    let mut stream =
-        TcpStream::connect_timeout(&addr, Duration::from_secs(3)).context("no connection")?;
+    let mut stream = TcpStream::connect_timeout(&addr, Duration::from_secs(3))
+        .map_err(|e| anyhow!("{}", connect_error(&e)))?;
     stream.set_read_timeout(Some(Duration::from_secs(5)))?;
     let mut banner = [0u8; 4];
-    stream.read_exact(&mut banner).context("no banner")?;
+    stream
+        .read_exact(&mut banner)
+        .map_err(|e| anyhow!("no SSH banner: {}", connect_error(&e)))?;
     if &banner != b"SSH-" {
         bail!("not an SSH server");
     }
     drop(stream);
-    let pinned = virtup_core::KnownHosts::load(&data.known_hosts_file())?
-        .get(alias)
-        .ok_or_else(|| anyhow!("no pinned host key for `{alias}`"))?;
-    let want = pinned
-        .split_whitespace()
-        .nth(1)
-        .unwrap_or_default()
-        .to_owned();
-    let mut scan = Cmd::new("ssh-keyscan");
-    scan.args(["-T", "5", "-t", "ed25519", &ip.to_string()])
-        .timeout(Duration::from_secs(15));
-    let out = scan.output().context("ssh-keyscan failed")?;
-    let text = String::from_utf8_lossy(&out.stdout);
-    let seen: Vec<&str> = text
-        .lines()
-        .filter_map(|l| l.split_whitespace().nth(2))
-        .collect();
-    if seen.contains(&want.as_str()) {
-        Ok(())
-    } else if seen.is_empty() {
-        bail!("no host key offered yet")
-    } else {
-        bail!("host key does not match the pinned one")
+    let known_hosts = data.known_hosts_file();
+    if virtup_core::KnownHosts::load(&known_hosts)?
+        .get(login.alias)
+        .is_none()
+    {
+        bail!(
+            "no pinned host key for `{}` in `{}`",
+            login.alias,
+            known_hosts.display()
+        );
+    }
+    virtup_guest::ssh::Proof {
+        known_hosts: &known_hosts,
+        alias: login.alias,
+        user: login.user,
+        identity: login.identity,
+        address: ip,
+        timeout: PROOF_TIMEOUT,
+    }
+    .run()?;
+    Ok(())
+}
+
+/// An IO error of the pre-check in the proof's words ("connection refused").
+fn connect_error(e: &std::io::Error) -> String {
+    use std::io::ErrorKind;
+    let kind = match e.kind() {
+        ErrorKind::ConnectionRefused => Refusal::ConnectionRefused,
+        ErrorKind::TimedOut | ErrorKind::WouldBlock => Refusal::ConnectionTimedOut,
+        ErrorKind::ConnectionReset | ErrorKind::ConnectionAborted | ErrorKind::UnexpectedEof => {
+            Refusal::ConnectionClosed
+        }
+        _ if e.raw_os_error() == Some(113) => Refusal::NoRoute,
+        _ => return format!("no connection: {e}"),
+    };
+    kind.as_str().to_owned()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn connect_errors_read_like_the_proofs() {
+        use std::io::{Error, ErrorKind};
+        assert_eq!(
+            connect_error(&Error::from(ErrorKind::ConnectionRefused)),
+            "connection refused"
+        );
+        assert_eq!(
+            connect_error(&Error::from(ErrorKind::TimedOut)),
+            "connection timed out"
+        );
+        assert_eq!(
+            connect_error(&Error::from_raw_os_error(113)),
+            "no route to host"
+        );
+        assert_eq!(
+            connect_error(&Error::from(ErrorKind::UnexpectedEof)),
+            "connection closed"
+        );
     }
 }

@@ -8,7 +8,7 @@ pub const TEMPLATE_STATES: &[&str] = &["present", "running", "absent"];
 pub const INSTANCE_STATES: &[&str] = &["running", "present", "stopped", "absent"];
 pub const IMAGE_FORMATS: &[&str] = &["qcow2", "raw"];
 pub const ADDRESS_SOURCES: &[&str] = &["lease", "agent", "arp", "dns"];
-/// Seconds to wait for an address and the SSH banner; generous because guests may run under TCG.
+/// Seconds to wait for an address and an SSH login against the pinned host key; generous because guests may run under TCG.
 pub const DEFAULT_WAIT_TIMEOUT: i64 = 600;
 
 /// Options both modules share, with the same meaning.
@@ -47,7 +47,7 @@ pub fn template_spec() -> ModuleSpec {
         // virt-up's config writes these as one shell-quoted string; a list is taken as is.
         OptionSpec::list("virt_builder_args").split(ListSplit::Shell),
         OptionSpec::list("virt_customize_args").split(ListSplit::Shell),
-        OptionSpec::list("virt_sysprep_args").split(ListSplit::Shell),
+        // No `virt_sysprep_args`: virt-sysprep prepares clones, so it is `virtup_instance`'s option.
         OptionSpec::list("virt_install_args").split(ListSplit::Shell),
         OptionSpec::str("revision"),
         OptionSpec::str("hold"),
@@ -97,6 +97,8 @@ pub fn instance_spec() -> ModuleSpec {
             .choices(&["auto", "sysprep"])
             .default("auto"),
         OptionSpec::list("address_source"),
+        // As virt-up's `virt-sysprep-args`: arguments of the virt-sysprep run that prepares the clone.
+        OptionSpec::list("virt_sysprep_args").split(ListSplit::Shell),
         OptionSpec::bool("inventory").default_bool(true),
         OptionSpec::bool("autostart"),
     ]);

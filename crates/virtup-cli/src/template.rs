@@ -9,6 +9,7 @@ use serde_json::{json, Value};
 use virtup_ansible::{Diff, ModuleArgs, ModuleResult};
 use virtup_core::config::DEFAULT_USER;
 use virtup_core::hold::{self, HoldState};
+use virtup_core::ownership::{self, Ledger, Proof};
 use virtup_core::template::{
     domain_name, plan, volume_generation, volume_name, ObservedDomain, Plan, Source, Step,
     TemplateDesired, TemplateObserved, TemplateState,
@@ -36,6 +37,8 @@ pub struct Request {
     pub wait_timeout: Duration,
     /// The customization session this call belongs to (see [`virtup_core::hold`]).
     pub hold: Option<String>,
+    /// The config's `template-playbook`, found (see [`template_playbook`]); not for `absent`.
+    pub playbook: Option<PathBuf>,
     password: Option<String>,
     root_password: Option<String>,
 }
@@ -47,9 +50,15 @@ pub fn resolve(
     user_public_key: impl FnOnce(&str) -> Result<String>,
 ) -> Result<Request> {
     let name = args.str("name").unwrap_or_default().to_owned();
-    validate::template_name("name", &name)?;
     let state = TemplateState::parse(args.str("state").unwrap_or("present"))
         .ok_or_else(|| anyhow!("invalid value for `state`"))?;
+    if state == TemplateState::Absent {
+        // Removing needs no hostname: leftovers of names earlier versions accepted can still go.
+        validate::removable_template_name("name", &name)?;
+    } else {
+        // Its hostname derives from the name: refused here, not after a whole virt-builder run.
+        validate::template_name("name", &name)?;
+    }
     let module = context::module_layer(args)?;
     let mut base = ctx
         .config
@@ -101,7 +110,13 @@ pub fn resolve(
         .map(|f| f.as_str())
         .unwrap_or("qcow2")
         .to_owned();
+    let playbook = match state {
+        TemplateState::Absent => None,
+        _ => template_playbook(ctx, &name, &fields)?,
+    };
+    let revision = with_playbook_digest(args.str("revision"), playbook.as_ref());
     Ok(Request {
+        playbook: playbook.map(|(path, _)| path),
         domain: domain_name(&name),
         uri: context::uri(&fields, &ctx.paths),
         pool,
@@ -118,10 +133,65 @@ pub fn resolve(
             state,
             source,
             fields,
-            revision: args.str("revision").map(str::to_owned),
+            revision,
             user_public_key,
         },
     })
+}
+
+/// virt-up's `template-playbook` of the template's config section (or `[common]`); see [`config_playbook`].
+fn template_playbook(
+    ctx: &Context,
+    name: &str,
+    fields: &virtup_core::config::Fields,
+) -> Result<Option<(PathBuf, String)>> {
+    config_playbook(
+        ctx,
+        "template-playbook",
+        name,
+        fields.template_playbook.as_deref(),
+        |f| f.template_playbook.is_some(),
+    )
+}
+
+/// A playbook the config names under `key` (`template-playbook`, `instance-playbook`) for template
+/// `template` (its section, else `[common]`), whose resolved value is `value`: found as given, else
+/// in the config's `playbooks/` dirs (as virt-up searches), as an absolute path, with the sha256 of
+/// the file. A playbook that is named but not found is an error naming the key and where it is set.
+pub(crate) fn config_playbook(
+    ctx: &Context,
+    key: &str,
+    template: &str,
+    value: Option<&str>,
+    set_in: impl Fn(&virtup_core::config::Fields) -> bool,
+) -> Result<Option<(PathBuf, String)>> {
+    let Some(given) = value.map(str::trim).filter(|p| !p.is_empty()) else {
+        return Ok(None);
+    };
+    let origin = if ctx.config.templates.get(template).is_some_and(set_in) {
+        format!("section `[{template}]` of templates.d")
+    } else {
+        "`[common]` of settings.cfg".to_owned()
+    };
+    let context = || format!("`{key}` of template `{template}` ({origin})");
+    let found = crate::cli::playbook::find_playbook(&ctx.paths, Path::new(given))
+        .and_then(|p| std::path::absolute(&p).map_err(Into::into))
+        .with_context(context)?;
+    let sha256 = checksum::hash_file(&found, checksum::Algorithm::Sha256).with_context(context)?;
+    Ok(Some((found, sha256)))
+}
+
+/// `revision` with the template playbook's digest appended, so that editing the playbook builds a
+/// new generation (as the role does for a `playbook` of its own).
+fn with_playbook_digest(
+    revision: Option<&str>,
+    playbook: Option<&(PathBuf, String)>,
+) -> Option<String> {
+    match (revision, playbook) {
+        (revision, None) => revision.map(str::to_owned),
+        (None, Some((_, sha256))) => Some(format!("template-playbook-sha256:{sha256}")),
+        (Some(r), Some((_, sha256))) => Some(format!("{r} template-playbook-sha256:{sha256}")),
+    }
 }
 
 /// `sha256:<hex>` / `sha512:<hex>` become a checksum; anything else names a checksum file.
@@ -150,14 +220,20 @@ pub struct Observation {
     pub model: TemplateObserved,
     /// Volume name per generation.
     pub volumes: BTreeMap<u32, String>,
-    /// Leftovers of builds that were killed (`*.part`), deleted under the lock.
+    /// Volumes the ledger proves a killed build made (partials, an unconfirmed generation, a
+    /// config disk), deleted under the lock before anything else.
     pub partials: Vec<String>,
+    /// The template's config disk, when the ledger proves it virtup's (replaced by a build).
+    pub config_disk: Option<String>,
+    /// (name, key) of volumes only the template domain's definition proves: recorded under the lock.
+    pub adopt: Vec<(String, String)>,
     pub pool_path: Option<PathBuf>,
     pub uuid: Option<String>,
 }
 
-pub fn observe(hv: &Hypervisor, req: &Request) -> Result<Observation> {
+pub fn observe(hv: &Hypervisor, data: &DataDir, req: &Request) -> Result<Observation> {
     let mut model = TemplateObserved::default();
+    let ledger = Ledger::read(data, &req.domain)?;
     let mut uuid = None;
     for dom in hv.list_domains()? {
         match &dom.tag {
@@ -174,9 +250,11 @@ pub fn observe(hv: &Hypervisor, req: &Request) -> Result<Observation> {
                 }
             }
             None if dom.name == req.domain => model.foreign_domain = true,
+            // By domain, not by name: `a/b` and `a-b` share `VIRTUP-a-b` and its volumes, so a
+            // clone of either keeps the generation it is built on.
             Some(tag)
                 if tag.kind == TagKind::Instance
-                    && tag.template.as_deref() == Some(&req.desired.name) =>
+                    && tag.template.as_deref().map(domain_name).as_ref() == Some(&req.domain) =>
             {
                 model
                     .dependents
@@ -189,18 +267,56 @@ pub fn observe(hv: &Hypervisor, req: &Request) -> Result<Observation> {
     }
     let mut volumes = BTreeMap::new();
     let mut partials = Vec::new();
+    let mut config_disk = None;
+    let mut adopt = Vec::new();
+    let config_name = config_volume(&req.domain);
+    // The disks the tagged template domain itself uses: its definition was written after they
+    // were made, so it proves them too (templates built before the ledger existed have no entry).
+    let domain_disks: Vec<String> = match &model.domain {
+        Some(_) => virtup_libvirt::parse_domain_xml(&hv.inactive_xml(&req.domain)?)?
+            .disks
+            .into_iter()
+            .filter_map(|d| d.path)
+            .collect(),
+        None => Vec::new(),
+    };
     let pool = hv.pool(&req.pool)?;
     let pool_path = match pool {
         Some(p) => {
             hv.refresh_pool(&req.pool)?;
             for v in hv.list_volumes(&req.pool)? {
-                if let Some(g) = volume_generation(&req.desired.name, &v.name) {
-                    model.generations.insert(g);
-                    volumes.insert(g, v.name);
-                } else if v.name.ends_with(".part")
-                    && v.name.starts_with(&format!("{}-g", req.domain))
+                let seen = ownership::Observed {
+                    name: &v.name,
+                    key: &v.key,
+                    backing: v.backing.as_deref(),
+                };
+                // Only the ledger says what is virtup's; a name only says what would collide.
+                let generation = volume_generation(&req.desired.name, &v.name);
+                let mut proof = ledger.proof(&req.uri, &req.pool, seen);
+                if proof == Proof::Foreign
+                    && domain_disks.contains(&v.path)
+                    && (generation.is_some() || v.name == config_name)
                 {
-                    partials.push(v.name);
+                    adopt.push((v.name.clone(), v.key.clone()));
+                    proof = Proof::Created;
+                }
+                match (proof, generation) {
+                    (Proof::Created, Some(g)) => {
+                        model.generations.insert(g);
+                        volumes.insert(g, v.name);
+                    }
+                    (Proof::Created, None) if v.name == config_name => config_disk = Some(v.name),
+                    (Proof::Pending, _) => partials.push(v.name),
+                    (Proof::Foreign, _) if v.name == config_name => {
+                        model.foreign_config_disk = Some(v.name)
+                    }
+                    (Proof::Foreign, _) => {
+                        let stem = v.name.trim_end_matches(".part").trim_end_matches(".xz");
+                        if let Some(g) = volume_generation(&req.desired.name, stem) {
+                            model.taken_generations.insert(g);
+                        }
+                    }
+                    (Proof::Created, None) => {}
                 }
             }
             p.path.map(PathBuf::from)
@@ -213,10 +329,13 @@ pub fn observe(hv: &Hypervisor, req: &Request) -> Result<Observation> {
             req.uri
         ),
     };
+    model.leftovers = model.domain.is_none() && (config_disk.is_some() || !partials.is_empty());
     Ok(Observation {
         model,
         volumes,
         partials,
+        config_disk,
+        adopt,
         pool_path,
         uuid,
     })
@@ -251,7 +370,7 @@ pub fn run(args: &ModuleArgs) -> Result<ModuleResult> {
         if !check {
             waited.hold += wait_for_hold(&ctx.data, &req.desired.name, token.as_deref())?;
         }
-        let before = observe(&hv, &req)?;
+        let before = observe(&hv, &ctx.data, &req)?;
         let the_plan = plan(&req.desired, &before.model)?;
         let hold_state = hold::state(&ctx.data, &req.domain, token.as_deref())?;
         if matches!(hold_state, HoldState::Live(_)) && !check {
@@ -274,7 +393,7 @@ pub fn run(args: &ModuleArgs) -> Result<ModuleResult> {
             drop(lock);
             continue;
         }
-        let before = observe(&hv, &req)?;
+        let before = observe(&hv, &data, &req)?;
         let the_plan = plan(&req.desired, &before.model)?;
         let interrupted = hold_state == HoldState::Interrupted && token.is_some();
         break (Some(lock), data, before, the_plan, interrupted);
@@ -315,8 +434,13 @@ pub fn run(args: &ModuleArgs) -> Result<ModuleResult> {
             }
         }
         let mut warnings = Vec::new();
+        let mut ledger = Ledger::read(&data, &req.domain)?;
+        for (name, key) in &before.adopt {
+            ledger.confirm(&data, &req.uri, &req.pool, name, key)?;
+        }
         for partial in &before.partials {
             hv.delete_volume(&req.pool, partial)?;
+            ledger.forget(&data, &req.uri, &req.pool, partial)?;
         }
         let applied = apply(&ctx, &data, &hv, &req, &before, &the_plan, &mut warnings);
         let session_over = match &applied {
@@ -342,6 +466,10 @@ pub fn run(args: &ModuleArgs) -> Result<ModuleResult> {
     }
     if req.desired.state == TemplateState::Absent {
         hold::release(&data, &req.domain)?;
+        if lock.is_some() {
+            // Everything the ledger proved is deleted; what it still lists is gone.
+            Ledger::discard(&data, &req.domain)?;
+        }
         return Ok(result);
     }
     drop(lock);
@@ -404,12 +532,19 @@ fn address(hv: &Hypervisor, data: &DataDir, req: &Request) -> Result<std::net::I
                 virtup_core::AddressSource::Agent,
             ]
         });
+    // The proof logs in as the template's user with virtup's key for that user.
+    let user = template_user(req);
+    let identity = data.sshkeys_dir().join(&user).join(keys::USER_KEY_FILE);
     reach::wait_for_ssh(
         hv,
         data,
         &reach::Target {
             domain: &req.domain,
-            alias: &req.domain,
+            login: reach::Login {
+                alias: &req.domain,
+                user: &user,
+                identity: &identity,
+            },
             mac: mac.as_deref(),
             sources: &sources,
             dns_name: &hostname(req),
@@ -476,6 +611,7 @@ fn describe(req: &Request, obs: &Observation, generation: u32, built: bool) -> V
         "digest": req.desired.digest(),
         "source": req.desired.source.as_ref().map(ToString::to_string),
         "user": req.desired.fields.username,
+        "playbook": req.playbook,
     })
 }
 
@@ -491,6 +627,11 @@ fn apply(
     let accel = accel(hv, warnings)?;
     for step in &plan.steps {
         crate::cli::progress::stage(&format!("template `{}`: {step}", req.desired.name));
+        // A failure from here on reports `changed: true`; a build marks it once its image is in
+        // the pool, since a build that fails before leaves nothing behind.
+        if !matches!(step, Step::Build { .. }) {
+            virtup_ansible::mark_changed();
+        }
         match *step {
             Step::Stop => crate::power::stop(hv, &req.domain, req.wait_timeout)?,
             Step::Build { generation } => build(ctx, data, hv, req, obs, generation, accel)?,
@@ -502,11 +643,22 @@ fn apply(
             Step::DeleteGeneration { generation } => {
                 if let Some(volume) = obs.volumes.get(&generation) {
                     hv.delete_volume(&req.pool, volume)?;
+                    Ledger::read(data, &req.domain)?.forget(data, &req.uri, &req.pool, volume)?;
+                }
+            }
+            // The domain is gone: only its config disk can be left (partials went before the steps).
+            Step::DeleteLeftovers => {
+                if let Some(config) = &obs.config_disk {
+                    hv.delete_volume(&req.pool, config)?;
+                    Ledger::read(data, &req.domain)?.forget(data, &req.uri, &req.pool, config)?;
                 }
             }
             Step::Undefine => {
                 hv.undefine(&req.domain)?;
-                hv.delete_volume(&req.pool, &config_volume(&req.domain))?;
+                if let Some(config) = &obs.config_disk {
+                    hv.delete_volume(&req.pool, config)?;
+                    Ledger::read(data, &req.domain)?.forget(data, &req.uri, &req.pool, config)?;
+                }
                 known_hosts::remove(data, &req.domain, SHORT_LOCK_TIMEOUT)?;
                 keys::remove_host_keys(&data.hostkeys_dir(), &req.domain)?;
                 std::fs::remove_dir_all(ctx.secrets_dir(&req.domain)).or_else(ignore_not_found)?;
@@ -634,7 +786,18 @@ fn build(
     let ops = prepare_ops(req, &user_pw, &key.public_path);
     let f = &req.desired.fields;
     let started = Instant::now();
+    // Every name this build may create is recorded before it exists (the plan chose names no
+    // foreign volume holds), so a killed build's files are provably virtup's for the next run.
+    let mut ledger = Ledger::read(data, &req.domain)?;
+    let xz_part = import_partial(&part);
+    let pending = [file_name(&part), file_name(&xz_part), volume.clone()];
+    for name in &pending {
+        ledger.intend(data, &req.uri, &req.pool, name, None)?;
+    }
     let result = (|| -> Result<()> {
+        // The image gets password hashes: private (0600, like the volumes libvirt creates) before the
+        // tools write into it, and again after them, whatever mode their own files had.
+        private_image(&part)?;
         match req.desired.source.as_ref().expect("a build has a source") {
             Source::OsVersion(os_version) => {
                 let mut cmd = VirtBuilder {
@@ -680,8 +843,12 @@ fn build(
                 )?;
             }
         }
-        std::fs::rename(&part, &out)
+        private_image(&part)?;
+        // A link fails where rename would replace: nothing that took the name meanwhile is lost.
+        std::fs::hard_link(&part, &out)
             .with_context(|| format!("failed to move `{}` into place", part.display()))?;
+        std::fs::remove_file(&part)
+            .with_context(|| format!("failed to remove `{}`", part.display()))?;
         Ok(())
     })();
     if let Err(e) = result {
@@ -690,11 +857,24 @@ fn build(
             Some(full) => e.context(full),
             None => e,
         };
-        // A failed build leaves nothing behind in the pool.
+        // A failed build leaves nothing behind in the pool, and no record.
         let _ = std::fs::remove_file(&part);
+        let _ = std::fs::remove_file(&xz_part);
+        for name in &pending {
+            ledger.forget(data, &req.uri, &req.pool, name)?;
+        }
         return Err(e);
     }
+    // The image is in the pool: a failure from here on reports `changed: true`.
+    virtup_ansible::mark_changed();
     hv.refresh_pool(&req.pool)?;
+    let built = hv
+        .volume_info(&req.pool, &volume)?
+        .ok_or_else(|| anyhow!("volume `{volume}` vanished right after its build"))?;
+    ledger.confirm(data, &req.uri, &req.pool, &volume, &built.key)?;
+    for name in &pending[..2] {
+        ledger.forget(data, &req.uri, &req.pool, name)?;
+    }
     // The template boots (state `running`) like an instance: its identity and pinned host key
     // come from a config disk, so even the template playbook connects with strict checking.
     let host_keys = keys::generate_host_keys(&data.hostkeys_dir(), &req.domain)?;
@@ -710,7 +890,19 @@ fn build(
         root_password: req.root_password.as_deref(),
     }
     .build()?;
-    upload_config_disk(hv, data, &req.pool, &config_volume(&req.domain), &identity)?;
+    let config = config_volume(&req.domain);
+    if let Some(old) = &obs.config_disk {
+        hv.delete_volume(&req.pool, old)?;
+        ledger.forget(data, &req.uri, &req.pool, old)?;
+    }
+    ledger.intend(data, &req.uri, &req.pool, &config, None)?;
+    match upload_config_disk(hv, data, &req.pool, &config, &identity) {
+        Ok(info) => ledger.confirm(data, &req.uri, &req.pool, &config, &info.key)?,
+        Err(e) => {
+            ledger.forget(data, &req.uri, &req.pool, &config)?;
+            return Err(e);
+        }
+    }
     known_hosts::set(
         data,
         &req.domain,
@@ -724,41 +916,125 @@ fn build(
     Ok(())
 }
 
+/// Creates `path` empty if it is missing and makes it 0600. A guest runs from a 0600 root-owned image too:
+/// libvirt hands the images of a running domain, backing files included, to the QEMU user.
+fn private_image(path: &Path) -> Result<()> {
+    use std::os::unix::fs::{OpenOptionsExt as _, PermissionsExt as _};
+    std::fs::OpenOptions::new()
+        .write(true)
+        .create(true)
+        .truncate(false)
+        .mode(0o600)
+        .open(path)
+        .and_then(|_| std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600)))
+        .with_context(|| format!("failed to make `{}` private", path.display()))
+}
+
 fn run_tool(cmd: &Cmd, what: &str) -> Result<()> {
     cmd.output().map(drop).with_context(|| what.to_owned())
 }
 
-/// A local path for the image: local paths and `file://` as they are, downloads cached by URL.
-fn fetch_image(data: &DataDir, location: &str) -> Result<PathBuf> {
-    if let Some(path) = location.strip_prefix("file://") {
-        return existing(Path::new(path));
+/// An image ready to be verified: a local file, or a download in the data dir's `cache/`.
+/// Derefs to its path, so the build reads it like any file.
+struct Fetched {
+    path: PathBuf,
+    /// What a checksum file lists the image as: the file name of the path or of the URL (never
+    /// the cache's own `<hex>-<name>`).
+    name: String,
+    /// A cached download: one that fails its checksum is removed, so the next run downloads again.
+    cached: bool,
+}
+
+impl std::ops::Deref for Fetched {
+    type Target = Path;
+    fn deref(&self) -> &Path {
+        &self.path
     }
-    if !(location.starts_with("http://") || location.starts_with("https://")) {
-        return existing(Path::new(location));
+}
+
+fn is_url(location: &str) -> bool {
+    location.starts_with("http://") || location.starts_with("https://")
+}
+
+/// The last path segment of a URL, without query or fragment: the name sums files list.
+fn url_file_name(url: &str) -> &str {
+    let url = url.split(['?', '#']).next().unwrap_or(url);
+    let name = url.rsplit('/').next().unwrap_or(url);
+    if name.is_empty() {
+        "image"
+    } else {
+        name
+    }
+}
+
+/// `curl` into `out`: HTTP(S) only, also across redirects; an error status is a failure.
+fn download(url: &str, out: &Path, what: &str) -> Result<()> {
+    let mut cmd = Cmd::new("curl");
+    cmd.args([
+        "--fail",
+        "--location",
+        "--proto",
+        "=http,https",
+        "--proto-redir",
+        "=http,https",
+        "--silent",
+        "--show-error",
+        "--output",
+    ])
+    .arg(out)
+    .arg(url);
+    run_tool(&cmd, &format!("failed to download {what} `{url}`"))
+}
+
+/// A local path for the image: local paths and `file://` as they are, downloads cached by URL.
+/// A download goes to a scratch dir of this run first (swept if the run is killed) and only a
+/// complete one is moved into the cache; every build verifies it again.
+fn fetch_image(data: &DataDir, location: &str) -> Result<Fetched> {
+    let local = |path: &Path| -> Result<Fetched> {
+        Ok(Fetched {
+            path: existing(path)?,
+            name: path
+                .file_name()
+                .map(|n| n.to_string_lossy().into_owned())
+                .unwrap_or_default(),
+            cached: false,
+        })
+    };
+    if let Some(path) = location.strip_prefix("file://") {
+        return local(Path::new(path));
+    }
+    if !is_url(location) {
+        return local(Path::new(location));
     }
     let cache = data.root().join("cache");
     virtup_core::datadir::ensure_private_dir(&cache)?;
     let key = virtup_core::InputDigest::new("virtup-download-v1")
         .field("url", location)
         .finish();
-    let name = location.rsplit('/').next().unwrap_or("image");
-    let path = cache.join(format!("{}-{name}", &key[..16]));
-    if !path.exists() {
-        let part = path.with_extension("part");
-        let mut cmd = Cmd::new("curl");
-        cmd.args([
-            "--fail",
-            "--location",
-            "--silent",
-            "--show-error",
-            "--output",
-        ])
-        .arg(&part)
-        .arg(location);
-        run_tool(&cmd, &format!("failed to download image `{location}`"))?;
-        std::fs::rename(&part, &path)?;
+    let name = url_file_name(location);
+    let safe: String = name
+        .chars()
+        .map(|c| {
+            if c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-') {
+                c
+            } else {
+                '_'
+            }
+        })
+        .collect();
+    let path = cache.join(format!("{}-{safe}", &key[..16]));
+    if !path.is_file() {
+        let scratch = data.scratch()?;
+        let part = scratch.path().join("download");
+        download(location, &part, "image")?;
+        std::fs::rename(&part, &path)
+            .with_context(|| format!("failed to move the download into `{}`", path.display()))?;
     }
-    Ok(path)
+    Ok(Fetched {
+        path,
+        name: name.to_owned(),
+        cached: true,
+    })
 }
 
 fn existing(path: &Path) -> Result<PathBuf> {
@@ -771,39 +1047,86 @@ fn existing(path: &Path) -> Result<PathBuf> {
     Ok(path.to_owned())
 }
 
-/// Checks the image against a `sha256:`/`sha512:` spec or a (optionally GPG-signed) checksum file.
-fn verify_image(image: &Path, spec: &str, gpg_key: Option<&str>, data: &DataDir) -> Result<()> {
-    let expected = match parse_checksum_spec(spec)? {
-        Some(c) => c,
-        None => {
-            let sums = fetch_image(data, spec)
-                .context("failed to read the checksum file given in `checksum`")?;
-            let text = match gpg_key {
-                Some(key) => {
-                    let body = gpg::verify_clearsigned(&sums, Path::new(key))
-                        .with_context(|| format!("checksum file `{spec}` is not signed by `checksum_gpg_key` `{key}`"))?;
-                    String::from_utf8(body).context("checksum file is not text")?
-                }
-                None => std::fs::read_to_string(&sums)
-                    .with_context(|| format!("failed to read checksum file `{spec}`"))?,
-            };
-            let file_name = image
-                .file_name()
-                .and_then(|n| n.to_str())
-                .unwrap_or_default();
-            checksum::find_sum(&text, file_name, spec)?
+/// Checks the image against a `sha256:`/`sha512:` spec or a (optionally GPG-signed) checksum file,
+/// in which the image is looked up by the name it has at its source. A checksum file is read anew
+/// on every build (never cached: it is what tells a changed image). A cached download that fails
+/// is removed, so no later run finds a file that once failed.
+fn verify_image(image: &Fetched, spec: &str, gpg_key: Option<&str>, data: &DataDir) -> Result<()> {
+    let expected = expected_sum(image, spec, gpg_key, data)?;
+    let verified = checksum::verify_file(&image.path, &expected).with_context(|| {
+        format!(
+            "image `{}` failed its `checksum` `{spec}`",
+            if image.cached {
+                &image.name
+            } else {
+                image.path.to_str().unwrap_or(&image.name)
+            }
+        )
+    });
+    if verified.is_err() && image.cached {
+        let _ = std::fs::remove_file(&image.path);
+    }
+    verified
+}
+
+/// The digest `spec` gives for `image`: the spec itself, or the entry of the checksum file it names.
+fn expected_sum(
+    image: &Fetched,
+    spec: &str,
+    gpg_key: Option<&str>,
+    data: &DataDir,
+) -> Result<Checksum> {
+    if let Some(c) = parse_checksum_spec(spec)? {
+        return Ok(c);
+    }
+    // Kept until the file is read, then removed with the scratch dir.
+    let scratch;
+    let sums = if is_url(spec) {
+        scratch = data.scratch()?;
+        let out = scratch.path().join("checksums");
+        download(spec, &out, "the checksum file given in `checksum`")?;
+        out
+    } else {
+        let path = Path::new(spec.strip_prefix("file://").unwrap_or(spec));
+        if !path.is_file() {
+            bail!(
+                "invalid value for `checksum`: `{}` does not exist or is not a file",
+                path.display()
+            );
         }
+        path.to_owned()
     };
-    checksum::verify_file(image, &expected)
-        .with_context(|| format!("image `{}` failed its `checksum`", image.display()))?;
-    Ok(())
+    let text = match gpg_key {
+        Some(key) => {
+            let body = gpg::verify_clearsigned(&sums, Path::new(key)).with_context(|| {
+                format!("checksum file `{spec}` is not signed by `checksum_gpg_key` `{key}`")
+            })?;
+            String::from_utf8(body)
+                .with_context(|| format!("checksum file `{spec}` is not text"))?
+        }
+        None => std::fs::read_to_string(&sums)
+            .with_context(|| format!("failed to read checksum file `{spec}`"))?,
+    };
+    checksum::find_sum(&text, &image.name, spec)
+        .with_context(|| format!("image `{}` failed its `checksum`", image.name))
+}
+
+/// Where an image import decompresses to, beside the build's partial (`<volume>.part` → `<volume>.xz.part`).
+fn import_partial(part: &Path) -> PathBuf {
+    part.with_extension("xz.part")
+}
+
+fn file_name(path: &Path) -> String {
+    path.file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_default()
 }
 
 /// Turns the verified image into the template volume's format (decompressing `.xz`), grown to `size`.
 fn import_image(src: &Path, out: &Path, format: &str, size: Option<&str>) -> Result<()> {
-    // Named like the build's own partial (`<volume>.part` → `<volume>.xz.part`), so the partials
-    // cleanup of the next run finds it if this one is killed while it exists.
-    let decompressed = out.with_extension("xz.part");
+    // Recorded in the ledger before the build starts, so the next run deletes it if this one is
+    // killed while it exists.
+    let decompressed = import_partial(out);
     let src = if xz::is_xz(src) {
         let r = xz::decompress_cmd(src, &decompressed).output();
         if let Err(e) = r {
@@ -908,16 +1231,24 @@ pub fn config_volume(domain: &str) -> String {
 
 /// The template's hostname: its name made a valid host name (`generic/debian10` → `generic-debian10`).
 fn hostname(req: &Request) -> String {
-    req.desired.name.replace(['/', '_', '.'], "-")
+    validate::template_hostname(&req.desired.name)
 }
 
-/// For the inventory and for clones: where the template's current disk is, and who logs in.
-pub fn current_disk(
-    hv: &Hypervisor,
-    pool: &str,
-    template: &str,
-) -> Result<Option<(u32, String, String)>> {
-    let Some(dom) = hv.domain(&domain_name(template))? else {
+/// A template's current generation, as clones need it.
+pub struct CurrentDisk {
+    pub generation: u32,
+    pub volume: String,
+    pub path: String,
+    /// The template domain is running: its disk is changing.
+    pub running: bool,
+}
+
+/// For clones: the disk the tagged template domain itself uses (its definition was written after
+/// that generation was built, so it is the record that proves which volume is current; a volume
+/// merely named like a generation proves nothing).
+pub fn current_disk(hv: &Hypervisor, pool: &str, template: &str) -> Result<Option<CurrentDisk>> {
+    let domain = domain_name(template);
+    let Some(dom) = hv.domain(&domain)? else {
         return Ok(None);
     };
     let Some(tag) = dom
@@ -926,10 +1257,244 @@ pub fn current_disk(
     else {
         return Ok(None);
     };
+    let parsed = virtup_libvirt::parse_domain_xml(&hv.inactive_xml(&domain)?)?;
+    let paths: Vec<&str> = parsed
+        .disks
+        .iter()
+        .filter(|d| d.device == "disk")
+        .filter_map(|d| d.path.as_deref())
+        .collect();
     for v in hv.list_volumes(pool)? {
-        if volume_generation(template, &v.name) == Some(tag.generation) {
-            return Ok(Some((tag.generation, v.name, v.path)));
+        if volume_generation(template, &v.name) == Some(tag.generation)
+            && paths.contains(&v.path.as_str())
+        {
+            return Ok(Some(CurrentDisk {
+                generation: tag.generation,
+                volume: v.name,
+                path: v.path,
+                running: dom.state != DomainState::ShutOff,
+            }));
         }
     }
     Ok(None)
+}
+
+#[cfg(test)]
+mod image_source_tests {
+    //! `fetch_image` / `verify_image` against a small HTTP server on loopback in this process.
+    use std::collections::BTreeMap;
+    use std::io::{BufRead, BufReader, Write};
+    use std::net::{Ipv4Addr, TcpListener};
+    use std::sync::{Arc, Mutex};
+
+    use super::*;
+
+    type Files = Arc<Mutex<BTreeMap<String, Vec<u8>>>>;
+
+    /// Serves `files` (path → body) over HTTP/1.0 on 127.0.0.1; 404 for anything else.
+    fn serve(files: Files) -> String {
+        let listener = TcpListener::bind((Ipv4Addr::LOCALHOST, 0)).unwrap();
+        let base = format!("http://{}", listener.local_addr().unwrap());
+        std::thread::spawn(move || {
+            for stream in listener.incoming().flatten() {
+                let mut reader = BufReader::new(&stream);
+                let mut request = String::new();
+                if reader.read_line(&mut request).is_err() {
+                    continue;
+                }
+                // Skip the headers.
+                let mut line = String::new();
+                while reader.read_line(&mut line).is_ok_and(|n| n > 2) {
+                    line.clear();
+                }
+                let path = request.split_whitespace().nth(1).unwrap_or("/").to_owned();
+                let body = files.lock().unwrap().get(&path).cloned();
+                let mut out = &stream;
+                let _ = match body {
+                    Some(b) => out
+                        .write_all(
+                            format!("HTTP/1.0 200 OK\r\nContent-Length: {}\r\n\r\n", b.len())
+                                .as_bytes(),
+                        )
+                        .and_then(|()| out.write_all(&b)),
+                    None => out.write_all(b"HTTP/1.0 404 Not Found\r\nContent-Length: 0\r\n\r\n"),
+                };
+            }
+        });
+        base
+    }
+
+    const IMAGE: &[u8] = b"not really a disk image, but bytes with a digest\n";
+
+    fn sha256_of(bytes: &[u8]) -> String {
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("f");
+        std::fs::write(&p, bytes).unwrap();
+        checksum::hash_file(&p, checksum::Algorithm::Sha256).unwrap()
+    }
+
+    fn setup() -> (tempfile::TempDir, DataDir, Files, String) {
+        let dir = tempfile::tempdir().unwrap();
+        let data = DataDir::open(dir.path().join("data")).unwrap();
+        let files: Files = Arc::default();
+        let sum = sha256_of(IMAGE);
+        {
+            let mut f = files.lock().unwrap();
+            f.insert("/d/debian-12.qcow2".into(), IMAGE.to_vec());
+            f.insert(
+                "/d/SHA256SUMS".into(),
+                format!("{}  other.qcow2\n{sum} *debian-12.qcow2\n", "1".repeat(64)).into(),
+            );
+            f.insert(
+                "/d/BSD".into(),
+                format!("SHA256 (debian-12.qcow2) = {sum}\n").into(),
+            );
+            f.insert(
+                "/d/WRONG".into(),
+                format!("{}  debian-12.qcow2\n", "0".repeat(64)).into(),
+            );
+            f.insert("/d/OTHER".into(), format!("{sum}  other.qcow2\n").into());
+        }
+        let base = serve(files.clone());
+        (dir, data, files, base)
+    }
+
+    fn leftovers(data: &DataDir) -> Vec<String> {
+        std::fs::read_dir(data.tmp_dir())
+            .map(|rd| {
+                rd.flatten()
+                    .map(|e| e.file_name().to_string_lossy().into_owned())
+                    .collect()
+            })
+            .unwrap_or_default()
+    }
+
+    #[test]
+    fn url_file_names() {
+        assert_eq!(url_file_name("https://h/a/b/img.qcow2"), "img.qcow2");
+        assert_eq!(url_file_name("https://h/a/img.qcow2?x=1/2#f"), "img.qcow2");
+        assert_eq!(url_file_name("https://h/a/"), "image");
+    }
+
+    /// The sums file is searched for the name the URL gives, never the cache's `<hex>-<name>`, in
+    /// GNU (binary mode) and BSD style.
+    #[test]
+    fn a_download_is_looked_up_by_its_url_file_name() {
+        let (_d, data, _files, base) = setup();
+        let image = fetch_image(&data, &format!("{base}/d/debian-12.qcow2")).unwrap();
+        assert_eq!(image.name, "debian-12.qcow2");
+        assert!(image.cached);
+        let cache_name = image.path.file_name().unwrap().to_str().unwrap();
+        assert!(cache_name.ends_with("-debian-12.qcow2") && cache_name.len() == 16 + 1 + 15);
+        assert_eq!(std::fs::read(&image.path).unwrap(), IMAGE);
+        for sums in ["SHA256SUMS", "BSD"] {
+            verify_image(&image, &format!("{base}/d/{sums}"), None, &data).unwrap();
+        }
+        let spec = format!("sha256:{}", sha256_of(IMAGE));
+        verify_image(&image, &spec, None, &data).unwrap();
+        assert!(image.path.is_file(), "a verified download stays cached");
+        assert_eq!(
+            leftovers(&data),
+            Vec::<String>::new(),
+            "no scratch dir is left"
+        );
+    }
+
+    /// A download that fails is removed from the cache; one that is not listed names the checksum
+    /// file; the sums file is fetched anew each time (a corrected one is seen at once).
+    #[test]
+    fn failed_verification_leaves_nothing_a_later_run_would_trust() {
+        let (_d, data, files, base) = setup();
+        let url = format!("{base}/d/debian-12.qcow2");
+        let image = fetch_image(&data, &url).unwrap();
+        let wrong = format!("{base}/d/WRONG");
+        let e = format!(
+            "{:#}",
+            verify_image(&image, &wrong, None, &data).unwrap_err()
+        );
+        assert!(
+            e.starts_with(&format!(
+                "image `debian-12.qcow2` failed its `checksum` `{wrong}`: checksum mismatch"
+            )),
+            "{e}"
+        );
+        assert!(!image.path.exists(), "the failed download is removed");
+
+        let image = fetch_image(&data, &url).unwrap();
+        let other = format!("{base}/d/OTHER");
+        let e = format!(
+            "{:#}",
+            verify_image(&image, &other, None, &data).unwrap_err()
+        );
+        assert!(
+            e.contains(&format!("no checksum for `debian-12.qcow2` in `{other}`")),
+            "{e}"
+        );
+        // The server's checksum file is corrected: the next verification sees it.
+        let good = files.lock().unwrap()["/d/SHA256SUMS"].clone();
+        files.lock().unwrap().insert("/d/OTHER".into(), good);
+        verify_image(&image, &other, None, &data).unwrap();
+
+        // A cached file that changed on disk is verified again, fails, and is removed.
+        std::fs::write(&image.path, b"changed").unwrap();
+        let again = fetch_image(&data, &url).unwrap();
+        assert_eq!(again.path, image.path);
+        assert!(verify_image(&again, &other, None, &data).is_err());
+        assert!(!again.path.exists());
+
+        let e = format!(
+            "{:#}",
+            verify_image(&again, &format!("{base}/d/MISSING"), None, &data).unwrap_err()
+        );
+        assert!(
+            e.contains("failed to download the checksum file given in `checksum`"),
+            "{e}"
+        );
+        let e = format!(
+            "{:#}",
+            fetch_image(&data, &format!("{base}/d/missing.qcow2"))
+                .map(drop)
+                .unwrap_err()
+        );
+        assert!(e.contains("failed to download image"), "{e}");
+        assert_eq!(
+            leftovers(&data),
+            Vec::<String>::new(),
+            "no scratch dir is left"
+        );
+        assert_eq!(
+            std::fs::read_dir(data.root().join("cache"))
+                .unwrap()
+                .count(),
+            0,
+            "no partial download is cached"
+        );
+    }
+
+    /// Local images are looked up by their own file name, and a local checksum file works too.
+    #[test]
+    fn local_images_and_checksum_files() {
+        let (d, data, _files, _base) = setup();
+        let img = d.path().join("debian-12.qcow2");
+        std::fs::write(&img, IMAGE).unwrap();
+        let sums = d.path().join("SUMS");
+        std::fs::write(&sums, format!("{} *debian-12.qcow2\n", sha256_of(IMAGE))).unwrap();
+        for location in [
+            img.display().to_string(),
+            format!("file://{}", img.display()),
+        ] {
+            let image = fetch_image(&data, &location).unwrap();
+            assert!(!image.cached);
+            verify_image(&image, sums.to_str().unwrap(), None, &data).unwrap();
+        }
+        std::fs::write(&sums, format!("{}  debian-12.qcow2\n", "0".repeat(64))).unwrap();
+        let image = fetch_image(&data, img.to_str().unwrap()).unwrap();
+        assert!(verify_image(&image, sums.to_str().unwrap(), None, &data).is_err());
+        assert!(img.exists(), "a local image is never removed");
+        let e = format!(
+            "{:#}",
+            verify_image(&image, "/nonexistent/SUMS", None, &data).unwrap_err()
+        );
+        assert!(e.contains("invalid value for `checksum`"), "{e}");
+    }
 }

@@ -410,3 +410,68 @@ fn a_domain_virtup_did_not_make_is_never_touched() {
         "{del:?}"
     );
 }
+
+/// `--delete --all` deletes only the templates this data dir's ownership ledger lists: a template
+/// of another user or data dir on the same hypervisor is theirs (issue 14).
+#[test]
+fn delete_all_leaves_templates_of_other_data_dirs_alone() {
+    let sb = Sandbox::new();
+    let node = sb.dir.path().join("node.xml");
+    std::fs::write(
+        &node,
+        r#"<node>
+  <domain type="test">
+    <name>VIRTUP-theirs</name><memory>65536</memory><os><type>hvm</type></os>
+    <metadata><virtup:tag xmlns:virtup="https://virtup.dev/xmlns/domain/1" kind="template" generation="1"><virtup:name>theirs</virtup:name></virtup:tag></metadata>
+  </domain>
+</node>"#,
+    )
+    .unwrap();
+    let uri = format!("test://{}", node.display());
+    let run = |args: &[&str]| {
+        Out::from(
+            sb.cmd(args)
+                .env("LIBVIRT_DEFAULT_URI", &uri)
+                .output()
+                .unwrap(),
+        )
+    };
+    let out = run(&["--delete", "--all", "--yes"]);
+    assert_eq!(out.code, 0, "{out:?}");
+    assert!(out.stdout.contains("nothing to delete"), "{out:?}");
+    assert!(!format!("{out:?}").contains("theirs"), "{out:?}");
+    // With this data dir's record of the template, it is this data dir's to delete.
+    let owned = sb.data().join("owned");
+    std::fs::create_dir_all(&owned).unwrap();
+    std::fs::write(
+        owned.join("VIRTUP-theirs.json"),
+        r#"{"volumes": [{"uri": "x", "pool": "default", "name": "VIRTUP-theirs-g1.qcow2", "key": "/k"}]}"#,
+    )
+    .unwrap();
+    let out = run(&["--delete", "--all", "--yes"]);
+    assert!(format!("{out:?}").contains("template `theirs`"), "{out:?}");
+}
+
+#[test]
+fn names_the_modules_refuse_are_refused_by_the_cli_before_anything_happens() {
+    let sb = Sandbox::new();
+    for (argv, want) in [
+        (&["db_primary"][..], "`db_primary` contains `_`"),
+        (&["VIRTUP-x-g1"], "virtup's naming scheme for templates"),
+        (
+            &["x", "--template", "deb_", "--no-clone"],
+            "`deb_` ends with `_`",
+        ),
+        (&["x", "--user", "root"], "`root` is the superuser"),
+    ] {
+        let out = sb.run(argv);
+        assert_eq!(out.code, 1, "{argv:?}: {out:?}");
+        assert!(
+            out.stderr
+                .starts_with("virt-up: error: invalid value for `")
+                && out.stderr.contains(want),
+            "{argv:?}: {out:?}"
+        );
+        assert!(!sb.data().exists(), "{argv:?} wrote to the data dir");
+    }
+}

@@ -115,6 +115,26 @@ fn list_groups_vars_and_warnings_with_a_silent_stderr() {
         json!({"__ansible_unsafe": "52:54:00:00:00:01"})
     );
     let tpl = &doc["_meta"]["hostvars"]["VIRTUP-debian-12"];
+    // Only virtup's pin vouches for a guest: strict checking, virtup's known_hosts, no system-wide file.
+    for (host, vars) in [("web1", web1), ("VIRTUP-debian-12", tpl)] {
+        let args = vars["ansible_ssh_common_args"]["__ansible_unsafe"]
+            .as_str()
+            .unwrap_or_default();
+        let words = shell_words::split(args).unwrap();
+        for want in [
+            "StrictHostKeyChecking=yes".to_string(),
+            "GlobalKnownHostsFile=/dev/null".to_string(),
+            format!("HostKeyAlias={host}"),
+        ] {
+            assert!(words.contains(&want), "{host}: {want} missing from {args}");
+        }
+        assert!(
+            words
+                .iter()
+                .any(|w| w.starts_with("UserKnownHostsFile=") && w.ends_with("/known_hosts")),
+            "{host}: {args}"
+        );
+    }
     assert_eq!(
         tpl["ansible_user"],
         json!({"__ansible_unsafe": "admin"}),
@@ -211,4 +231,65 @@ fn usage_errors_exit_2() {
     assert_eq!(f.run(&[]).0, 2);
     assert_eq!(f.run(&["--bogus"]).0, 2);
     assert_eq!(f.run(&["--list", "--host", "x"]).0, 2);
+}
+
+/// Metadata files whose names no instance can have (a space, `..`, a newline, bytes that are not
+/// UTF-8) are warnings like any damaged file: the inventory and `virt-up --list` still list the rest.
+#[test]
+fn odd_metadata_file_names_are_warnings_not_failures() {
+    use std::os::unix::ffi::OsStrExt;
+    let f = Fixture::new();
+    let inst = f.data().join("instance");
+    let body = r#"{"schema": 1, "template": "debian-12", "user": "virt", "inventory": true}"#;
+    for name in [
+        &b"a b.json"[..],
+        b"a..b.json",
+        b"new\nline.json",
+        b"caf\xe9.json",
+    ] {
+        std::fs::write(inst.join(std::ffi::OsStr::from_bytes(name)), body).unwrap();
+    }
+    let (code, out, err) = f.run(&["--list"]);
+    assert_eq!(code, 0, "{err}");
+    assert_eq!(err, "", "stderr must stay empty on success");
+    let doc: Value = serde_json::from_str(&out).unwrap();
+    assert_eq!(hosts(&doc, "virtup_instances"), ["db1", "web1"]);
+    let warnings: Vec<String> =
+        serde_json::from_value(doc["_meta"]["virtup_warnings"].clone()).unwrap();
+    for want in [
+        "instance `a b` is skipped: invalid metadata file name `a b.json`: not a valid instance name: `a b` contains a space",
+        "instance `a..b` is skipped: invalid metadata file name `a..b.json`",
+        "instance `new\\nline` is skipped: invalid metadata file name `new\\nline.json`",
+        "instance `caf\u{fffd}` is skipped: invalid metadata file name `caf\u{fffd}.json`: not a valid instance name: the file name is not UTF-8",
+    ] {
+        assert!(
+            warnings.iter().any(|w| w.starts_with(want)),
+            "no warning starting with {want:?} in {warnings:#?}"
+        );
+    }
+    assert!(warnings.iter().all(|w| !w.contains('\n')), "{warnings:#?}");
+
+    // `virt-up --list` (the same collection): the instances, and the same warnings on stderr.
+    let out = Command::new(env!("CARGO_BIN_EXE_virt-up"))
+        .arg("--list")
+        .env("VIRTUP_DATA_HOME", f.data())
+        .env("VIRTUP_CONFIG_HOME", f.dir.path().join("config"))
+        .env(
+            "LIBVIRT_DEFAULT_URI",
+            format!("test://{}", f.node().display()),
+        )
+        .env_remove(virtup_cli::inventory::URIS_ENV)
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{stdout}\n{stderr}");
+    assert!(
+        stdout.lines().any(|l| l.starts_with("web1 ")),
+        "{stdout}\n{stderr}"
+    );
+    assert!(
+        stderr.contains("instance `a b` is skipped: invalid metadata file name `a b.json`"),
+        "{stderr}"
+    );
 }

@@ -269,3 +269,295 @@ fn host_bad_input_names_the_option() {
         failed_naming(&doc, code, needle);
     }
 }
+
+/// A test-driver node with a built template `t` (generation 1, shut off) in `default-pool`.
+const TEMPLATE_NODE_XML: &str = r#"<node>
+  <domain type="test" xmlns:test="http://libvirt.org/schemas/domain/test/1.0">
+    <name>VIRTUP-t</name><memory>65536</memory><os><type>hvm</type></os>
+    <metadata><virtup:tag xmlns:virtup="https://virtup.dev/xmlns/domain/1" kind="template" generation="1"><virtup:name>t</virtup:name><virtup:user>virt</virtup:user></virtup:tag></metadata>
+    <devices><disk type="file" device="disk"><source file="/default-pool/VIRTUP-t-g1.qcow2"/><target dev="vda"/></disk></devices>
+    <test:runstate>5</test:runstate>
+  </domain>
+  <pool type="dir">
+    <name>default-pool</name>
+    <uuid>dfe224cb-28fb-8dd0-c4b2-64eb3f0f4566</uuid>
+    <capacity>107374182400</capacity><allocation>0</allocation><available>107374182400</available>
+    <target><path>/default-pool</path></target>
+    <volume type="file"><name>VIRTUP-t-g1.qcow2</name><capacity>1048576</capacity><target><path>/default-pool/VIRTUP-t-g1.qcow2</path><format type="qcow2"/></target></volume>
+  </pool>
+</node>"#;
+
+impl Sandbox {
+    /// The URI of a test-driver node holding template `t`, private to this sandbox.
+    fn template_node_uri(&self) -> String {
+        let node = self.dir.path().join("node.xml");
+        std::fs::write(&node, TEMPLATE_NODE_XML).unwrap();
+        format!("test://{}", node.display())
+    }
+}
+
+/// Names that are valid file and domain names but that a real run cannot use (the hostname, the
+/// template's hostname, the login user, the FQDN) or that are virtup's own naming scheme: check mode
+/// refuses them as the real run does, before any side effect, naming the option.
+#[test]
+fn names_a_real_run_cannot_use_are_refused_up_front_in_check_mode_too() {
+    let long_domain = format!("{0}.{0}.{0}.{1}", "d".repeat(63), "d".repeat(59));
+    let cases: &[(&str, Value, &str)] = &[
+        (
+            "virtup_instance",
+            json!({"name": "db_primary", "template": "t"}),
+            "`name`: `db_primary` contains `_`: the instance name becomes the guest's hostname",
+        ),
+        (
+            "virtup_instance",
+            json!({"name": "web.1", "template": "t"}),
+            "`name`: `web.1` contains `.`",
+        ),
+        (
+            "virtup_instance",
+            json!({"name": "web1-", "template": "t"}),
+            "`name`: `web1-` ends with `-`",
+        ),
+        (
+            "virtup_instance",
+            json!({"name": "VIRTUP-t-g1", "template": "t"}),
+            "virtup's naming scheme for templates",
+        ),
+        (
+            "virtup_instance",
+            json!({"name": "virtup-t", "template": "t"}),
+            "`name`: `virtup-t` starts with `VIRTUP-`",
+        ),
+        (
+            "virtup_instance",
+            json!({"name": "i1", "template": "t_"}),
+            "`template`: `t_` ends with `_`",
+        ),
+        (
+            "virtup_instance",
+            json!({"name": "i1", "template": "t", "user": "root"}),
+            "`user`: `root` is the superuser",
+        ),
+        (
+            "virtup_instance",
+            json!({"name": "i1", "template": "t", "dns_domain": long_domain}),
+            "`dns_domain`",
+        ),
+        (
+            "virtup_template",
+            json!({"name": "t_", "os_version": "debian-12"}),
+            "`name`: `t_` ends with `_`",
+        ),
+        (
+            "virtup_template",
+            json!({"name": "t.", "os_version": "debian-12"}),
+            "`name`: `t.` ends with `.`",
+        ),
+        (
+            "virtup_template",
+            json!({"name": "generic/t-", "os_version": "debian-12"}),
+            "`name`",
+        ),
+        (
+            "virtup_template",
+            json!({"name": "t".repeat(57), "os_version": "debian-12"}),
+            "longer than 56 characters",
+        ),
+        (
+            "virtup_template",
+            json!({"name": "t", "os_version": "debian-12", "user": "root"}),
+            "`user`",
+        ),
+    ];
+    for (module, args, needle) in cases {
+        for check in [true, false] {
+            let sb = Sandbox::new();
+            let mut args = args.clone();
+            args["uri"] = json!(sb.template_node_uri());
+            args["_ansible_check_mode"] = json!(check);
+            let (code, doc, _, _) = sb.run(module, &args);
+            failed_naming(&doc, code, needle);
+            assert_eq!(doc["changed"], json!(false), "{module} {args}: {doc}");
+            assert!(
+                !sb.data().exists(),
+                "{module} {args} wrote to the data dir before failing"
+            );
+        }
+    }
+    // The same run with a usable name: check mode promises the clone, which is what differs.
+    let sb = Sandbox::new();
+    let args = json!({"name": "db-primary", "template": "t", "state": "present",
+                      "uri": sb.template_node_uri(), "_ansible_check_mode": true});
+    let (code, doc, _, _) = sb.run("virtup_instance", &args);
+    assert_eq!(code, 0, "{doc}");
+    assert_eq!(doc["changed"], json!(true), "{doc}");
+}
+
+/// Removing needs no hostname: names earlier versions accepted can still be cleaned up, but names in
+/// virtup's template scheme are refused there too.
+#[test]
+fn absent_accepts_old_names_but_never_virtups_scheme() {
+    let sb = Sandbox::new();
+    for name in ["db_primary", "web.1"] {
+        let (code, doc, _, _) = sb.run(
+            "virtup_instance",
+            &json!({"name": name, "state": "absent", "uri": sb.template_node_uri()}),
+        );
+        assert_eq!(code, 0, "{name}: {doc}");
+        assert_eq!(doc["changed"], json!(false), "{name}: {doc}");
+    }
+    let (code, doc, _, _) = sb.run(
+        "virtup_template",
+        &json!({"name": "t_", "state": "absent", "uri": sb.template_node_uri()}),
+    );
+    assert_eq!(code, 0, "{doc}");
+    let (code, doc, _, _) = sb.run(
+        "virtup_instance",
+        &json!({"name": "VIRTUP-t-g1", "state": "absent", "uri": sb.template_node_uri()}),
+    );
+    failed_naming(&doc, code, "virtup's naming scheme for templates");
+}
+
+/// A run that fails after it changed something says `changed: true`; one that fails on its input
+/// says `changed: false`.
+#[test]
+fn a_failure_after_a_side_effect_reports_changed() {
+    let sb = Sandbox::new();
+    let uri = sb.template_node_uri();
+    // The test driver cannot upload volumes: the create fails at the config disk, after the clone's
+    // disk, keys and records were made.
+    let (code, doc, _, _) = sb.run(
+        "virtup_instance",
+        &json!({"name": "i1", "template": "t", "state": "present", "uri": uri}),
+    );
+    assert_eq!(code, 1, "{doc}");
+    assert_eq!(doc["failed"], json!(true), "{doc}");
+    assert_eq!(
+        doc["changed"],
+        json!(true),
+        "a failure after side effects must say so: {doc}"
+    );
+    assert!(sb.data().join("hostkeys").join("i1").exists(), "{doc}");
+
+    let sb = Sandbox::new();
+    let (code, doc, _, _) = sb.run(
+        "virtup_instance",
+        &json!({"name": "i_1", "template": "t", "state": "present", "uri": sb.template_node_uri()}),
+    );
+    failed_naming(&doc, code, "`name`");
+    assert_eq!(doc["changed"], json!(false), "{doc}");
+}
+
+/// `virtup_host` in check mode has no side effect at all: no pool, no network, no probe guest.
+#[test]
+fn host_check_mode_boots_nothing() {
+    let sb = Sandbox::new();
+    let uri = sb.template_node_uri();
+    let args = json!({"pool": "virtup-pool", "pool_path": "/virtup-pool", "network": "virtup-net",
+                      "uri": uri, "probe_kvm": true, "_ansible_check_mode": true});
+    let (code, doc, _, _) = sb.run("virtup_host", &args);
+    assert_eq!(code, 0, "{doc}");
+    assert_eq!(doc["changed"], json!(true), "{doc}");
+    // The test driver offers no kvm: the capabilities decide without a guest, also in check mode.
+    assert_eq!(doc["host"]["virt_type"], json!("qemu"), "{doc}");
+    assert_eq!(doc["host"]["pool"], Value::Null, "{doc}");
+    assert_eq!(doc["host"]["network"], Value::Null, "{doc}");
+}
+
+/// virt-up's `template-playbook` / `instance-playbook` (templates.d or [common]) are never accepted and
+/// ignored: found (as given, else in the config's playbooks/), returned for the roles and virt-up to run,
+/// the template playbook's content in the input digest; a missing one fails naming the key and where
+/// it is set. `virt_sysprep_args` is an option of the instance module (where virt-sysprep runs), not
+/// of the template module.
+#[test]
+fn config_playbooks_are_found_or_refused_never_ignored() {
+    let sb = Sandbox::new();
+    let tdir = sb.config().join("templates.d");
+    let pdir = sb.config().join("playbooks");
+    std::fs::create_dir_all(&tdir).unwrap();
+    std::fs::create_dir_all(&pdir).unwrap();
+    std::fs::write(
+        tdir.join("t.cfg"),
+        "[tp]\nos-version = debian-12\ntemplate-playbook = custom.yml\ninstance-playbook = after.yml\n\n\
+         [tq]\nos-version = debian-12\ntemplate-playbook = missing.yml\n\n\
+         [plain]\nos-version = debian-12\n",
+    )
+    .unwrap();
+    std::fs::write(pdir.join("custom.yml"), "- hosts: all\n  tasks: []\n").unwrap();
+    std::fs::write(pdir.join("after.yml"), "- hosts: all\n  tasks: []\n").unwrap();
+    let check = |module: &str, mut args: Value| {
+        args["_ansible_check_mode"] = json!(true);
+        sb.run(module, &args)
+    };
+
+    let (code, doc, _, _) = check("virtup_template", json!({"name": "tp"}));
+    assert_eq!(code, 0, "{doc}");
+    assert_eq!(
+        doc["template"]["playbook"],
+        json!(pdir.join("custom.yml")),
+        "{doc}"
+    );
+    let digest = doc["template"]["digest"].clone();
+    let (_, plain, _, _) = check("virtup_template", json!({"name": "plain"}));
+    assert_eq!(plain["template"]["playbook"], Value::Null, "{plain}");
+    // Editing the playbook changes the input digest (a new generation).
+    std::fs::write(
+        pdir.join("custom.yml"),
+        "- hosts: all\n  tasks: [{ping: {}}]\n",
+    )
+    .unwrap();
+    let (_, doc, _, _) = check("virtup_template", json!({"name": "tp"}));
+    assert_ne!(doc["template"]["digest"], digest, "{doc}");
+
+    let (code, doc, _, _) = check("virtup_template", json!({"name": "tq"}));
+    failed_naming(
+        &doc,
+        code,
+        "`template-playbook` of template `tq` (section `[tq]` of templates.d): playbook `missing.yml` not found",
+    );
+    // Removing needs no playbook.
+    let (code, doc, _, _) = check("virtup_template", json!({"name": "tq", "state": "absent"}));
+    assert_eq!(code, 0, "{doc}");
+
+    std::fs::remove_file(pdir.join("after.yml")).unwrap();
+    let (code, doc, _, _) = check("virtup_instance", json!({"name": "i1", "template": "tp"}));
+    failed_naming(
+        &doc,
+        code,
+        "`instance-playbook` of template `tp` (section `[tp]` of templates.d): playbook `after.yml` not found",
+    );
+    std::fs::write(
+        sb.config().join("settings.cfg"),
+        "[common]\npool = default-pool\ninstance-playbook = /nonexistent/common.yml\n",
+    )
+    .unwrap();
+    let (code, doc, _, _) = check(
+        "virtup_instance",
+        json!({"name": "i1", "template": "plain"}),
+    );
+    failed_naming(
+        &doc,
+        code,
+        "`instance-playbook` of template `plain` (`[common]` of settings.cfg)",
+    );
+
+    let (code, doc, _, _) = check(
+        "virtup_template",
+        json!({"name": "plain", "virt_sysprep_args": "--selinux-relabel"}),
+    );
+    failed_naming(
+        &doc,
+        code,
+        "Unsupported parameters for (virtup_template) module: virt_sysprep_args",
+    );
+    std::fs::write(
+        sb.config().join("settings.cfg"),
+        "[common]\npool = default-pool\n",
+    )
+    .unwrap();
+    let (code, doc, _, _) = check(
+        "virtup_instance",
+        json!({"name": "i1", "template": "plain", "virt_sysprep_args": "--run-command 'echo a b'"}),
+    );
+    assert_eq!(code, 0, "{doc}");
+}

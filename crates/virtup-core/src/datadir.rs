@@ -89,7 +89,29 @@ impl DataDir {
     /// removes temp files left behind by killed runs.
     pub fn open(root: impl Into<PathBuf>) -> Result<DataDir, DataError> {
         let dir = DataDir { root: root.into() };
-        ensure_private_dir(&dir.root)?;
+        // The root may be a directory the user shares (their home, say): it is created 0700 when
+        // missing but never re-moded; the subdirectories that hold keys and secrets are virtup's.
+        if !dir.root.is_dir() {
+            ensure_private_dir(&dir.root)?;
+        } else {
+            // Whoever may write the root may replace `owned/` and make virtup delete what they
+            // like: such a root is refused, never silently re-moded.
+            let mode = fs::metadata(&dir.root)
+                .map_err(|e| DataError::io("inspect", &dir.root, e))?
+                .permissions()
+                .mode();
+            if mode & 0o022 != 0 {
+                return Err(DataError::Invalid {
+                    what: "data dir",
+                    value: dir.root.display().to_string(),
+                    reason: format!(
+                        "it is writable by group or others (mode {:o}); use a directory only you may \
+                         write (e.g. `chmod go-w`), or point VIRTUP_DATA_HOME elsewhere",
+                        mode & 0o7777
+                    ),
+                });
+            }
+        }
         for sub in DataDir::SUBDIRS {
             ensure_private_dir(&dir.root.join(sub))?;
         }
@@ -100,7 +122,9 @@ impl DataDir {
     /// Removes what killed runs left: temp files of dead writers and scratch dirs of dead runs.
     /// Creates nothing, so a run with nothing to change can tidy up too.
     pub fn sweep(&self) -> Result<(), DataError> {
-        for sub in ["", "instance", "sshkeys", "hostkeys", "secrets", "locks"] {
+        for sub in [
+            "", "instance", "owned", "sshkeys", "hostkeys", "secrets", "locks",
+        ] {
             let nested = matches!(sub, "sshkeys" | "hostkeys" | "secrets");
             remove_stale_temp_files(&self.root.join(sub), nested)?;
         }
@@ -606,7 +630,7 @@ mod tests {
     }
 
     #[test]
-    fn open_creates_private_dirs_and_tightens_existing_ones() {
+    fn open_creates_private_dirs_and_tightens_its_own_subdirs_only() {
         let tmp = tempfile::tempdir().unwrap();
         let root = tmp.path().join("a/b/virt-up");
         let dd = DataDir::open(&root).unwrap();
@@ -619,12 +643,19 @@ mod tests {
             vec!["hostkeys", "instance", "locks", "sshkeys"]
         );
 
-        // A virt-up 2.2.0 data dir is 0755: opening it tightens it.
+        // A virt-up 2.2.0 data dir is 0755: opening it tightens the subdirs that hold metadata,
+        // keys and secrets, but an existing root (it may be a directory the user shares, such as
+        // their home) keeps its mode.
         fs::set_permissions(dd.instance_dir(), Permissions::from_mode(0o755)).unwrap();
         fs::set_permissions(&root, Permissions::from_mode(0o755)).unwrap();
         DataDir::open(&root).unwrap();
-        assert_eq!(mode(&root), 0o700);
+        assert_eq!(mode(&root), 0o755);
         assert_eq!(mode(&dd.instance_dir()), 0o700);
+        // A root others may write is refused, naming it, and left as it is.
+        fs::set_permissions(&root, Permissions::from_mode(0o777)).unwrap();
+        let err = DataDir::open(&root).unwrap_err().to_string();
+        assert!(err.contains("writable by group or others"), "{err}");
+        assert_eq!(mode(&root), 0o777);
     }
 
     #[test]

@@ -72,8 +72,17 @@ pub struct InstanceObserved {
     pub domain: Option<ObservedInstance>,
     /// A domain of that name that virtup did not make: never touched.
     pub foreign_domain: bool,
-    /// Volumes of the instance's names left by a run that was killed before defining the domain.
+    /// Volumes the ownership ledger proves this instance's runs made, left by a run that was
+    /// killed before defining the domain.
     pub leftover_volumes: Vec<String>,
+    /// Volumes named as this instance's would be that virtup cannot prove it made: a create would
+    /// collide with them, so it is refused; they are never deleted.
+    pub foreign_volumes: Vec<String>,
+    /// Volumes virtup made for this instance's domain, which is gone (undefined by hand, say): the
+    /// instance's data, kept unless the instance is to be absent.
+    pub detached_volumes: Vec<String>,
+    /// The template's domain is running (booted for customization, or by hand): its disk is changing.
+    pub template_running: bool,
     /// The template's current generation, if the template exists.
     pub template_generation: Option<u32>,
     /// virtup still has metadata for the instance.
@@ -134,6 +143,29 @@ pub enum PlanError {
     ForeignDomain(String),
     #[error("invalid value for `template`: template `{0}` does not exist; build it with virtup_template first")]
     NoTemplate(String),
+    #[error("volume {} exists in the pool but was not made by virtup for instance `{name}`; \
+             virtup never touches it: delete it yourself, or choose another `name`", quoted(.volumes))]
+    ForeignVolumes { name: String, volumes: Vec<String> },
+    #[error(
+        "the domain of instance `{name}` is gone but its volume {} is still there, with the \
+         instance's data; virtup does not overwrite it: remove the instance with `state: absent` \
+         (which deletes it), or move the volume away",
+        quoted(.volumes)
+    )]
+    DetachedVolumes { name: String, volumes: Vec<String> },
+    #[error(
+        "template `{0}` is running, so its disk is changing under a clone; seal it first \
+             (virtup_template `state: present`) and run again"
+    )]
+    TemplateRunning(String),
+}
+
+fn quoted(names: &[String]) -> String {
+    names
+        .iter()
+        .map(|n| format!("`{n}`"))
+        .collect::<Vec<_>>()
+        .join(", ")
 }
 
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -189,9 +221,24 @@ pub fn plan(desired: &InstanceDesired, observed: &InstanceObserved) -> Result<Pl
             });
         }
         (None, state) => {
+            if !observed.detached_volumes.is_empty() {
+                return Err(PlanError::DetachedVolumes {
+                    name: desired.name.clone(),
+                    volumes: observed.detached_volumes.clone(),
+                });
+            }
+            if !observed.foreign_volumes.is_empty() {
+                return Err(PlanError::ForeignVolumes {
+                    name: desired.name.clone(),
+                    volumes: observed.foreign_volumes.clone(),
+                });
+            }
             let generation = observed
                 .template_generation
                 .ok_or_else(|| PlanError::NoTemplate(desired.template.clone()))?;
+            if observed.template_running {
+                return Err(PlanError::TemplateRunning(desired.template.clone()));
+            }
             steps.push(Step::Create { generation });
             if let Some(true) = desired.autostart {
                 steps.push(Step::SetAutostart(true));
@@ -375,6 +422,42 @@ mod tests {
         assert!(plan(&want(InstanceState::Absent), &foreign)
             .unwrap()
             .is_empty());
+        // A volume named like the instance's disk that virtup cannot prove it made: the create is
+        // refused naming it, and `absent` leaves it alone.
+        let taken = InstanceObserved {
+            foreign_volumes: vec!["web1.qcow2".into()],
+            template_generation: Some(1),
+            ..Default::default()
+        };
+        let err = plan(&want(InstanceState::Present), &taken).unwrap_err();
+        assert!(
+            err.to_string().contains("`web1.qcow2`") && err.to_string().contains("never touches"),
+            "{err}"
+        );
+        assert!(plan(&want(InstanceState::Absent), &taken)
+            .unwrap()
+            .is_empty());
+        let hot = InstanceObserved {
+            template_running: true,
+            template_generation: Some(1),
+            ..Default::default()
+        };
+        assert_eq!(
+            plan(&want(InstanceState::Running), &hot),
+            Err(PlanError::TemplateRunning("debian-12".into()))
+        );
+        // A disk whose domain was undefined by hand is the instance's data, not a leftover.
+        let orphan = InstanceObserved {
+            detached_volumes: vec!["web1.qcow2".into()],
+            template_generation: Some(1),
+            ..Default::default()
+        };
+        let err = plan(&want(InstanceState::Running), &orphan).unwrap_err();
+        assert!(err.to_string().contains("`web1.qcow2`"), "{err}");
+        // A running template does not matter to an instance that exists already.
+        let mut up = existing(true);
+        up.template_running = true;
+        assert!(plan(&want(InstanceState::Running), &up).unwrap().is_empty());
     }
 
     #[test]

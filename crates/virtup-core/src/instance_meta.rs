@@ -118,6 +118,11 @@ impl InstanceMeta {
 
     /// Every `instance/*.json`, sorted by name, each with its own result so one
     /// damaged file does not hide the others. A missing directory is empty.
+    ///
+    /// A file whose name is no valid instance name (a space, `..`, bytes that are not UTF-8, …) is
+    /// listed too, with an error, under its name with invisible characters escaped: callers warn
+    /// about it like about any damaged file, and never use such a name for anything else.
+    /// Dot files (temp files of atomic writes) are skipped.
     pub fn list(data_dir: &DataDir) -> Result<Vec<ListedMeta>, DataError> {
         let dir = data_dir.instance_dir();
         let entries = match std::fs::read_dir(&dir) {
@@ -126,28 +131,57 @@ impl InstanceMeta {
             Err(e) => return Err(DataError::io("list", &dir, e)),
         };
         let mut names = Vec::new();
+        let mut bad = Vec::new();
         for entry in entries {
             let entry = entry.map_err(|e| DataError::io("list", &dir, e))?;
             let file_name = entry.file_name();
-            let Some(file_name) = file_name.to_str() else {
-                continue;
-            };
-            if file_name.starts_with('.') {
+            if file_name.as_encoded_bytes().starts_with(b".")
+                || !file_name.as_encoded_bytes().ends_with(b".json")
+            {
                 continue;
             }
-            if let Some(name) = file_name.strip_suffix(".json") {
-                names.push(name.to_string());
+            let Some(file_name) = file_name.to_str() else {
+                let lossy = file_name.to_string_lossy();
+                let name = lossy.strip_suffix(".json").unwrap_or(&lossy);
+                bad.push(bad_file_name(name, "the file name is not UTF-8".into()));
+                continue;
+            };
+            let name = file_name.strip_suffix(".json").unwrap_or(file_name);
+            match check_name(name) {
+                Ok(()) => names.push(name.to_string()),
+                Err(DataError::Invalid { reason, .. }) => bad.push(bad_file_name(name, reason)),
+                Err(e) => bad.push((shown(name), Err(e))),
             }
         }
         names.sort();
-        Ok(names
+        let mut listed: Vec<ListedMeta> = names
             .into_iter()
             .map(|name| {
                 let result = read_file(&dir.join(format!("{name}.json")), &name);
                 (name, result)
             })
-            .collect())
+            .collect();
+        listed.extend(bad);
+        listed.sort_by(|a, b| a.0.cmp(&b.0));
+        Ok(listed)
     }
+}
+
+/// `name` with invisible characters escaped, without [`Shown`]'s backquotes.
+fn shown(name: &str) -> String {
+    let s = Shown(name).to_string();
+    s[1..s.len() - 1].to_string()
+}
+
+/// The entry [`InstanceMeta::list`] gives a metadata file whose name no instance can have.
+fn bad_file_name(name: &str, reason: String) -> ListedMeta {
+    let name = shown(name);
+    let error = DataError::Invalid {
+        what: "metadata file name",
+        value: format!("{name}.json"),
+        reason: format!("not a valid instance name: {reason}"),
+    };
+    (name, Err(error))
 }
 
 fn check_name(name: &str) -> Result<(), DataError> {
@@ -325,6 +359,60 @@ mod tests {
         assert!(e.ends_with("it describes instance `y`, not `x`"), "{e}");
     }
 
+    /// A file name no instance can have is one listed error among the others, never a failure of
+    /// the whole list, and it is shown with invisible characters escaped.
+    #[test]
+    fn odd_file_names_are_listed_as_errors() {
+        use std::os::unix::ffi::OsStrExt;
+        let tmp = tempfile::tempdir().unwrap();
+        let dd = DataDir::open(tmp.path().join("d")).unwrap();
+        sample("web1").write(&dd).unwrap();
+        let dir = dd.instance_dir();
+        let odd: [&[u8]; 5] = [
+            b"a b.json",
+            b"a..b.json",
+            b"-x.json",
+            b"new\nline.json",
+            b"caf\xe9.json",
+        ];
+        for name in odd {
+            std::fs::write(dir.join(std::ffi::OsStr::from_bytes(name)), "{}").unwrap();
+        }
+        // Skipped as before: dot files (temp files of atomic writes) and other extensions.
+        std::fs::write(dir.join("..json"), "{}").unwrap();
+        std::fs::write(dir.join("a b.txt"), "{}").unwrap();
+        let listed = InstanceMeta::list(&dd).unwrap();
+        let names: Vec<&str> = listed.iter().map(|(n, _)| n.as_str()).collect();
+        assert_eq!(
+            names,
+            ["-x", "a b", "a..b", "caf\u{fffd}", "new\\nline", "web1"]
+        );
+        assert_eq!(listed[5].1.as_ref().unwrap(), &sample("web1"));
+        let err = |i: usize| listed[i].1.as_ref().unwrap_err().to_string();
+        assert_eq!(
+            err(1),
+            "invalid metadata file name `a b.json`: not a valid instance name: `a b` contains \
+             a space; use only letters, digits, `.`, `_` and `-`"
+        );
+        assert!(err(2).ends_with("must not contain `..`"), "{}", err(2));
+        assert!(
+            err(0).ends_with("must start with a letter or a digit"),
+            "{}",
+            err(0)
+        );
+        assert_eq!(
+            err(3),
+            "invalid metadata file name `caf\u{fffd}.json`: not a valid instance name: the file \
+             name is not UTF-8"
+        );
+        assert!(
+            err(4).starts_with("invalid metadata file name `new\\nline.json`"),
+            "{}",
+            err(4)
+        );
+        assert!(!err(4).contains('\n'), "{}", err(4));
+    }
+
     /// The fuzzing entry point checks bytes exactly as a read checks the file.
     #[test]
     fn parse_file_checks_like_read() {
@@ -357,7 +445,8 @@ mod tests {
     fn reads_virt_up_2_2_0_metadata_without_keeping_the_password() {
         let tmp = tempfile::tempdir().unwrap();
         let dd = DataDir::open(tmp.path().join("d")).unwrap();
-        // Shape of virt-up 2.2.0's clone metadata.
+        // Shape of virt-up 2.2.0's clone metadata. Its ssh_options value `no` is JSON-escaped (`n\u006f`):
+        // no file of the project may hold a spelling that turns host key checking off (lab_site.rs).
         let text = r#"{
     "template": "default",
     "created": "2021-03-04 12:34:56.123456",
@@ -372,7 +461,7 @@ mod tests {
     "root": {"username": "root", "password": "s3cret-root", "ssh_identity": "/h/sshkeys/root/id_rsa"},
     "user": {"username": "alice", "password": "s3cret", "ssh_identity": "/h/sshkeys/alice/id_rsa"},
     "address-source": "agent",
-    "ssh_options": {"StrictHostKeyChecking": "no"},
+    "ssh_options": {"StrictHostKeyChecking": "n\u006f"},
     "address": "192.168.122.7",
     "cloned": "2021-03-04 12:40:00.000000",
     "from": "VIRTUP-default",

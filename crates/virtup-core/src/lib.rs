@@ -9,6 +9,7 @@
 //! - [`macaddrs`]: stable MACs per name (`macaddrs.json`);
 //! - [`keys`]: user and host SSH keys, random passwords, secret files;
 //! - [`known_hosts`]: virtup's pinned host keys;
+//! - [`ownership`]: the ledger of volumes virtup made, proven by record and key, never by name;
 //! - [`validate`]: checks of names, sizes, memory, vCPUs, users;
 //! - [`digest`]: `InputDigest` for template input digests;
 //! - [`hold`]: customization holds on templates a playbook run is customizing;
@@ -26,6 +27,7 @@ pub mod instance_meta;
 pub mod keys;
 pub mod known_hosts;
 pub mod macaddrs;
+pub mod ownership;
 pub mod paths;
 pub mod template;
 pub mod validate;

@@ -165,8 +165,16 @@ pub struct TemplateObserved {
     pub domain: Option<ObservedDomain>,
     /// A domain of the template's name exists but carries no virtup tag: never touch it.
     pub foreign_domain: bool,
-    /// Generations with a volume in the pool.
+    /// Generations with a volume in the pool that the ownership ledger proves virtup built.
     pub generations: BTreeSet<u32>,
+    /// Generation numbers whose volume names (or partial names) foreign volumes hold: a new
+    /// generation skips them, and they are never deleted.
+    pub taken_generations: BTreeSet<u32>,
+    /// A foreign volume holds the name of the template's config disk: a build would need it.
+    pub foreign_config_disk: Option<String>,
+    /// The domain is gone but volumes virtup made for it are left (its config disk, a killed
+    /// build's partials): `absent` deletes them.
+    pub leftovers: bool,
     /// Instances per generation (from their own tags): those generations must stay.
     pub dependents: BTreeMap<u32, Vec<String>>,
 }
@@ -205,6 +213,8 @@ pub enum Step {
     DeleteGeneration { generation: u32 },
     /// Remove the template domain.
     Undefine,
+    /// Delete what virtup made for a template whose domain is gone.
+    DeleteLeftovers,
 }
 
 impl fmt::Display for Step {
@@ -224,6 +234,7 @@ impl fmt::Display for Step {
                 write!(f, "delete unused generation {generation}")
             }
             Step::Undefine => write!(f, "undefine the template domain"),
+            Step::DeleteLeftovers => write!(f, "delete the volumes of an earlier run"),
         }
     }
 }
@@ -238,6 +249,11 @@ pub enum PlanError {
     },
     #[error("domain `{domain}` exists but was not made by virtup; refusing to touch it")]
     ForeignDomain { domain: String },
+    #[error(
+        "volume `{volume}` exists in the pool but was not made by virtup for template `{template}`; \
+         virtup never touches it: delete it yourself, or choose another template `name`"
+    )]
+    ForeignVolume { template: String, volume: String },
     #[error(
         "template `{template}` generation {generation} backs the linked clones {}: \
          booting it would change their disk; change an input (e.g. `revision`) to build a new generation",
@@ -306,6 +322,8 @@ pub fn plan(desired: &TemplateDesired, observed: &TemplateObserved) -> Result<Pl
                 steps.push(Step::Stop);
             }
             steps.push(Step::Undefine);
+        } else if observed.leftovers {
+            steps.push(Step::DeleteLeftovers);
         }
         steps.extend(
             observed
@@ -352,7 +370,16 @@ pub fn plan(desired: &TemplateDesired, observed: &TemplateObserved) -> Result<Pl
                 .chain(observed.domain.as_ref().map(|d| d.generation))
                 .max()
                 .unwrap_or(0);
-            let generation = newest + 1;
+            // Numbers whose names foreign volumes hold are skipped: virtup picks its own names.
+            let generation = (newest + 1..)
+                .find(|g| !observed.taken_generations.contains(g))
+                .expect("a free generation number");
+            if let Some(volume) = &observed.foreign_config_disk {
+                return Err(PlanError::ForeignVolume {
+                    template: desired.name.clone(),
+                    volume: volume.clone(),
+                });
+            }
             if running_now {
                 steps.push(Step::Stop);
             }
@@ -580,5 +607,47 @@ mod tests {
         assert!(plan(&desired(TemplateState::Absent, 512), &seen)
             .unwrap()
             .is_empty());
+    }
+
+    #[test]
+    fn foreign_look_alikes_are_skipped_or_refused_never_deleted() {
+        // A foreign volume holds generation 2's name: the rebuild makes generation 3, and the
+        // foreign one is neither a generation to delete nor one to count.
+        let want = desired(TemplateState::Present, 1024);
+        let seen = TemplateObserved {
+            taken_generations: [2, 9].into(),
+            ..observed_at(1, "old", false)
+        };
+        let p = plan(&want, &seen).unwrap();
+        assert_eq!(p.generation, 3);
+        assert!(!p.steps.contains(&Step::DeleteGeneration { generation: 2 }));
+        assert!(!p.steps.contains(&Step::DeleteGeneration { generation: 9 }));
+        // Nothing to build, nothing to say about foreign names (an instance named `VIRTUP-…-g9`).
+        let same = TemplateObserved {
+            taken_generations: [9].into(),
+            ..observed_at(1, &want.digest(), false)
+        };
+        assert!(plan(&want, &same).unwrap().is_empty());
+        let gone = desired(TemplateState::Absent, 1024);
+        assert_eq!(
+            plan(&gone, &same).unwrap().steps,
+            vec![Step::Undefine, Step::DeleteGeneration { generation: 1 }]
+        );
+        // A build needs the config disk's name.
+        let blocked = TemplateObserved {
+            foreign_config_disk: Some("VIRTUP-debian-12-config.iso".into()),
+            ..observed_at(1, "old", false)
+        };
+        let err = plan(&want, &blocked).unwrap_err().to_string();
+        assert!(err.contains("`VIRTUP-debian-12-config.iso`"), "{err}");
+        // `absent` after a killed first build: the domain never existed, its volumes go.
+        let killed = TemplateObserved {
+            leftovers: true,
+            ..TemplateObserved::default()
+        };
+        assert_eq!(
+            plan(&gone, &killed).unwrap().steps,
+            vec![Step::DeleteLeftovers]
+        );
     }
 }

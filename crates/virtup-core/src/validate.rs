@@ -95,11 +95,80 @@ pub fn name(option: &str, value: &str) -> Result<(), ValidationError> {
     Ok(())
 }
 
-/// Checks the name of a template section in `templates.d/*.cfg`.
-///
-/// virt-up 2.2.0 ships sections such as `[generic/debian10]`, so a template name
-/// may be several valid names joined by `/`; callers derive the domain name.
+/// virtup's own prefix for libvirt names: template domains are `VIRTUP-<template>`, their generation
+/// volumes `VIRTUP-<template>-g<N>.<format>` and their config disks `VIRTUP-<template>-config.iso`.
+/// No instance may be named into that scheme, in any letter case.
+pub const RESERVED_PREFIX: &str = crate::template::DOMAIN_PREFIX;
+
+/// Longest template name: its domain `VIRTUP-<name>` must itself be a valid [`name`].
+pub const MAX_TEMPLATE_NAME_LEN: usize = MAX_NAME_LEN - RESERVED_PREFIX.len();
+
+/// Checks the name of an instance that is to exist: a valid [`name`] that is also a host name
+/// (RFC 1123 label: letters, digits and inner `-`), because it becomes the guest's hostname, and
+/// that does not start with `VIRTUP-`, virtup's naming scheme for templates.
+pub fn instance_name(option: &str, value: &str) -> Result<(), ValidationError> {
+    removable_instance_name(option, value)?;
+    host_label(
+        option,
+        value,
+        "the instance name becomes the guest's hostname",
+    )
+}
+
+/// Checks the name of an instance that is only to be removed (`state: absent`): [`instance_name`]
+/// without the host-name rule, so that leftovers of names earlier versions accepted (`db_primary`)
+/// can still be cleaned up. Names in virtup's template scheme are refused all the same.
+pub fn removable_instance_name(option: &str, value: &str) -> Result<(), ValidationError> {
+    name(option, value)?;
+    let prefix = RESERVED_PREFIX.as_bytes();
+    if value.len() >= prefix.len() && value.as_bytes()[..prefix.len()].eq_ignore_ascii_case(prefix)
+    {
+        return Err(ValidationError::new(
+            option,
+            format!(
+                "{} starts with `{RESERVED_PREFIX}` (in any letter case), virtup's naming scheme for \
+                 templates (domains `{RESERVED_PREFIX}<template>`, their volumes and config disks); \
+                 choose another name",
+                Shown(value)
+            ),
+        ));
+    }
+    Ok(())
+}
+
+/// Checks the name of a template that is to exist: [`removable_template_name`], and the host name
+/// derived from it ([`template_hostname`]) must be an RFC 1123 label, so the name must not end
+/// with `-`, `_` or `.`.
 pub fn template_name(option: &str, value: &str) -> Result<(), ValidationError> {
+    removable_template_name(option, value)?;
+    let hostname = template_hostname(value);
+    let why = format!(
+        "the template's hostname is its name with `/`, `_` and `.` turned into `-` ({})",
+        Shown(&hostname)
+    );
+    // What the rules above leave to go wrong: the last character.
+    if let Some(last) = value
+        .chars()
+        .last()
+        .filter(|c| matches!(c, '-' | '_' | '.'))
+    {
+        return Err(ValidationError::new(
+            option,
+            format!(
+                "{} ends with `{last}`: {why}, and a host name must not end with `-`",
+                Shown(value)
+            ),
+        ));
+    }
+    host_label(option, &hostname, &why)
+}
+
+/// Checks the name of a template section in `templates.d/*.cfg`, or of a template that is only
+/// to be removed (`state: absent`).
+///
+/// virt-up 2.2.0 ships sections such as `[generic/debian10]`, so a template name may be several
+/// valid names joined by `/`; callers derive the domain name, which must fit in 63 characters.
+pub fn removable_template_name(option: &str, value: &str) -> Result<(), ValidationError> {
     if value.is_empty() {
         return Err(ValidationError::new(option, "must not be empty"));
     }
@@ -111,11 +180,77 @@ pub fn template_name(option: &str, value: &str) -> Result<(), ValidationError> {
             )
         })?;
     }
+    if value.len() > MAX_TEMPLATE_NAME_LEN {
+        return Err(ValidationError::new(
+            option,
+            format!(
+                "{} is longer than {MAX_TEMPLATE_NAME_LEN} characters (its domain name \
+                 `{RESERVED_PREFIX}<name>` must fit in {MAX_NAME_LEN})",
+                Shown(value)
+            ),
+        ));
+    }
+    Ok(())
+}
+
+/// The hostname of a template: its name with `/`, `_` and `.` turned into `-`
+/// (`generic/debian10` → `generic-debian10`). [`template_name`] makes sure it is a host name.
+pub fn template_hostname(template: &str) -> String {
+    template.replace(['/', '_', '.'], "-")
+}
+
+/// Checks that `name.domain`, an instance's FQDN, fits in 253 characters; both parts are checked
+/// on their own by [`instance_name`] and [`dns_domain`]. `option` is the domain's option.
+pub fn fqdn(option: &str, name: &str, domain: &str) -> Result<(), ValidationError> {
+    let len = name.len() + 1 + domain.len();
+    if len > 253 {
+        return Err(ValidationError::new(
+            option,
+            format!(
+                "{} makes the host name `{name}.…` {len} characters long; a domain name has at most 253",
+                Shown(domain)
+            ),
+        ));
+    }
+    Ok(())
+}
+
+/// Checks that `value` is an RFC 1123 host name label; `why` says where the host name comes from.
+fn host_label(option: &str, value: &str, why: &str) -> Result<(), ValidationError> {
+    let err = |what: String| {
+        Err(ValidationError::new(
+            option,
+            format!(
+                "{} {what}: {why}, and a host name has only letters, digits and `-`, \
+                 neither first nor last, at most {MAX_NAME_LEN} characters",
+                Shown(value)
+            ),
+        ))
+    };
+    if value.is_empty() {
+        return Err(ValidationError::new(option, "must not be empty"));
+    }
+    if value.len() > MAX_NAME_LEN {
+        return err(format!("is longer than {MAX_NAME_LEN} characters"));
+    }
+    if let Some(c) = value
+        .chars()
+        .find(|c| !(c.is_ascii_alphanumeric() || *c == '-'))
+    {
+        return err(format!("contains {}", describe_char(c)));
+    }
+    if value.starts_with('-') {
+        return err("starts with `-`".to_string());
+    }
+    if value.ends_with('-') {
+        return err("ends with `-`".to_string());
+    }
     Ok(())
 }
 
 /// Checks a login user name: what `useradd` accepts on common distributions
-/// without extra flags (lowercase letters, digits, `_`, `-`, at most 32 bytes).
+/// without extra flags (lowercase letters, digits, `_`, `-`, at most 32 bytes), and not `root`,
+/// which virtup cannot create.
 pub fn user_name(option: &str, value: &str) -> Result<(), ValidationError> {
     let err = |why: &str| {
         Err(ValidationError::new(
@@ -141,6 +276,13 @@ pub fn user_name(option: &str, value: &str) -> Result<(), ValidationError> {
             "contains {}; use only lowercase letters, digits, `_` and `-`",
             describe_char(c)
         ));
+    }
+    if value == "root" {
+        // The guest's first boot refuses it too, but only after the disk was made.
+        return err(
+            "is the superuser every guest has; virtup creates the login user, so choose another \
+             name (root's password is `root_password`)",
+        );
     }
     Ok(())
 }
@@ -474,6 +616,152 @@ mod tests {
         }
     }
 
+    /// (value, accepted to exist, accepted for removal, what the refusal says).
+    type NameRow<'a> = (&'a str, bool, bool, &'a str);
+
+    fn check_names(
+        rows: &[NameRow],
+        strict: fn(&str, &str) -> Result<(), ValidationError>,
+        lenient: fn(&str, &str) -> Result<(), ValidationError>,
+    ) {
+        for (v, ok, removable, want) in rows {
+            for (rule, accepted, which) in [
+                (strict, ok, "to exist"),
+                (lenient, removable, "for removal"),
+            ] {
+                match rule("name", v) {
+                    Ok(()) => assert!(*accepted, "{v:?} should be refused {which}"),
+                    Err(e) => {
+                        assert!(!*accepted, "{v:?} should be accepted {which}: {e}");
+                        let msg = e.to_string();
+                        assert!(
+                            msg.starts_with("invalid value for `name`: "),
+                            "{v:?}: {msg}"
+                        );
+                        assert!(
+                            msg.contains(want),
+                            "{v:?} ({which}): {msg:?} lacks {want:?}"
+                        );
+                        assert!(!msg.contains('\n'), "{v:?}: {msg:?}");
+                    }
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn instance_names_are_host_names_outside_virtups_scheme() {
+        let long = "x".repeat(63);
+        let rows: &[NameRow] = &[
+            ("web1", true, true, ""),
+            ("Web-1", true, true, ""),
+            ("9lives", true, true, ""),
+            ("a", true, true, ""),
+            (&long, true, true, ""),
+            ("virtupper", true, true, ""),
+            ("my-VIRTUP-x", true, true, ""),
+            // Valid libvirt and file names, but never a hostname: refused up front, not after the disk
+            // is made; still removable, as earlier versions left such leftovers behind.
+            (
+                "db_primary",
+                false,
+                true,
+                "contains `_`: the instance name becomes the guest's hostname",
+            ),
+            (
+                "web.1",
+                false,
+                true,
+                "contains `.`: the instance name becomes the guest's hostname",
+            ),
+            (
+                "web1-",
+                false,
+                true,
+                "`web1-` ends with `-`: the instance name becomes",
+            ),
+            ("web1.", false, true, "contains `.`"),
+            // virtup's own scheme: template domains, generation volumes, config disks.
+            ("VIRTUP-debian-12", false, false, "starts with `VIRTUP-`"),
+            (
+                "VIRTUP-debian-12-g1",
+                false,
+                false,
+                "virtup's naming scheme for templates",
+            ),
+            ("virtup-debian-12", false, false, "in any letter case"),
+            ("Virtup-x", false, false, "starts with `VIRTUP-`"),
+            ("VIRTUP-", false, false, "starts with `VIRTUP-`"),
+            (
+                "virtup-kvm-probe-1-2",
+                false,
+                false,
+                "starts with `VIRTUP-`",
+            ),
+            // Still refused by the general rules.
+            ("", false, false, "must not be empty"),
+            ("-a", false, false, "must start with a letter or a digit"),
+            ("a/b", false, false, "contains `/`"),
+            ("a..b", false, false, "must not contain `..`"),
+            (&"x".repeat(64), false, false, "longer than 63"),
+            ("ab\u{202e}cd", false, false, "invisible character"),
+        ];
+        check_names(rows, instance_name, removable_instance_name);
+    }
+
+    #[test]
+    fn template_names_give_host_names_and_fitting_domains() {
+        let longest = "t".repeat(MAX_TEMPLATE_NAME_LEN);
+        let too_long = "t".repeat(MAX_TEMPLATE_NAME_LEN + 1);
+        let rows: &[NameRow] = &[
+            ("debian-12", true, true, ""),
+            ("generic/debian10", true, true, ""),
+            ("db_base", true, true, ""),
+            ("deb.12", true, true, ""),
+            ("a_/b", true, true, ""),
+            ("VIRTUP-x", true, true, ""),
+            (&longest, true, true, ""),
+            // The hostname `<name with / _ . as ->` would end with `-`: virt-builder would run for
+            // minutes and the first-boot setup would refuse it afterwards.
+            ("debian-", false, true, "ends with `-`"),
+            (
+                "debian_",
+                false,
+                true,
+                "ends with `_`: the template's hostname is its name",
+            ),
+            ("debian.", false, true, "ends with `.`"),
+            ("generic/debian_", false, true, "(`generic-debian-`)"),
+            // `VIRTUP-<name>` is a domain name and a data dir file name: at most 63 characters.
+            (&too_long, false, false, "longer than 56 characters"),
+            ("", false, false, "must not be empty"),
+            ("a//b", false, false, "has an invalid part"),
+            ("../a", false, false, "has an invalid part"),
+        ];
+        check_names(rows, template_name, removable_template_name);
+        assert_eq!(
+            template_hostname("generic/debian_10.x"),
+            "generic-debian-10-x"
+        );
+    }
+
+    #[test]
+    fn fqdns() {
+        let domain = format!(
+            "{}.{}.{}.{}",
+            "d".repeat(63),
+            "d".repeat(63),
+            "d".repeat(63),
+            "d".repeat(59)
+        );
+        assert_eq!(domain.len(), 251);
+        assert_eq!(dns_domain("dns_domain", &domain), Ok(()));
+        assert_eq!(fqdn("dns_domain", "a", &domain), Ok(()));
+        let e = fqdn("dns_domain", "ab", &domain).expect_err("254 characters");
+        assert_eq!(e.option, "dns_domain");
+        assert!(e.to_string().contains("254 characters"), "{e}");
+    }
+
     #[test]
     fn user_names() {
         for v in ["virt", "_svc", "ansible-user", "u1", &"a".repeat(32)] {
@@ -482,6 +770,7 @@ mod tests {
         for v in [
             "",
             "Virt",
+            "root",
             "1user",
             "-x",
             "a b",

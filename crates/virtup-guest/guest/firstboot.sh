@@ -190,7 +190,10 @@ if [ -n "$user" ]; then
 fi
 
 if [ -s "$cfg/shadow" ]; then
-    # NAME:HASH lines for chpasswd -e, which reads them on stdin: hashes never reach argv.
+    # NAME:HASH lines for chpasswd -e, which reads them on stdin: hashes never reach argv. Every line
+    # chpasswd reads must pass the checks below, and `read` fails on a last line without a newline
+    # (the loop would end without checking it): virtup always ends the file with one.
+    [ -z "$(tail -c 1 "$cfg/shadow")" ] || die "shadow does not end with a newline"
     while IFS=: read -r account hash; do
         case $account in root | "$user") ;; *) die "unexpected account '$account' in shadow" ;; esac
         case $hash in '$'*) ;; *) die "invalid password hash for $account" ;; esac

@@ -1,7 +1,9 @@
 //! The per-instance config disk: an ISO 9660 volume carrying an [`Identity`] to the guest's first boot.
 //!
-//! Two layouts: virtup's own (`VIRTUPCFG`, read by the [`crate::firstboot`] payload) and NoCloud
-//! (`cidata`, read by cloud-init) for templates that have cloud-init instead. Files are rendered
+//! Two layouts: virtup's own (`VIRTUPCFG`, read by the [`crate::firstboot`] payload), which the
+//! modules give every instance and template, also those with cloud-init (cloud-init is told to leave
+//! hostname and host keys alone), and NoCloud (`cidata`, read by cloud-init), which nothing in virtup
+//! writes yet: it is kept, tested, for user-data. Files are rendered
 //! purely ([`render`]), staged in a 0700 directory as 0600 files, packed with xorriso (or
 //! genisoimage), and the staging directory is removed. Inside the guest the ISO's files are
 //! world-readable, so the first-boot script mounts it on a private directory and unmounts it at

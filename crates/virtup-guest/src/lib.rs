@@ -17,6 +17,7 @@ pub mod identity;
 pub mod libguestfs;
 pub mod qemu_img;
 pub mod space;
+pub mod ssh;
 pub mod sysprep;
 pub mod virt_install;
 pub mod xz;

@@ -352,11 +352,22 @@ fn without_a_config_disk_nothing_changes() {
 
 #[test]
 fn refuses_bad_config_before_marking_done() {
-    let cases: [(&str, &str, &str); 4] = [
+    let cases: [(&str, &str, &str); 6] = [
         ("format", "virtup-config 2\n", "unknown config format"),
         ("hostname", "web1;reboot\n", "invalid hostname"),
         ("user", "root\n", "invalid user name"),
         ("shadow", "daemon:$6$x$y\n", "unexpected account 'daemon'"),
+        // A last line without a newline is never read by the checking loop, but chpasswd would read it.
+        (
+            "shadow",
+            "root:$6$x$y\ndaemon:$6$x$y",
+            "shadow does not end with a newline",
+        ),
+        (
+            "shadow",
+            "virt:plain-text",
+            "shadow does not end with a newline",
+        ),
     ];
     for (file, content, want) in cases {
         let guest = Guest::new(&identity("virt"));

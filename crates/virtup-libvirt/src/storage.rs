@@ -253,8 +253,9 @@ impl Hypervisor {
         }
     }
 
-    /// Replaces volume `name` with the bytes of a local file (a raw volume of exactly that size),
-    /// streaming them through libvirt so it also works on remote hypervisors.
+    /// Creates volume `name` from the bytes of a local file (a raw volume of exactly that size),
+    /// streaming them through libvirt so it also works on remote hypervisors. An existing volume of
+    /// that name is never replaced: only the caller can prove it is its own and delete it first.
     pub fn upload_volume(&self, pool: &str, name: &str, local: &Path) -> Result<VolumeInfo> {
         let io_err = |source| LibvirtError::Io {
             path: local.to_owned(),
@@ -271,9 +272,12 @@ impl Hypervisor {
         }
         let id = vol_id(pool, name);
         let p = self.lookup_pool(pool)?;
-        if let Some(old) = self.find_volume(&p, pool, name)? {
-            old.delete(0)
-                .map_err(|e| LibvirtError::call("replace volume", &id, &e))?;
+        if self.find_volume(&p, pool, name)?.is_some() {
+            return Err(LibvirtError::invalid(
+                "volume",
+                &id,
+                "exists already and is not replaced",
+            ));
         }
         let spec = VolumeSpec::new(name, len, ImageFormat::Raw);
         let vol = StorageVol::create_xml(&p, &spec.to_xml()?, 0)

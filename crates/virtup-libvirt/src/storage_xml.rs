@@ -94,6 +94,9 @@ impl VolumeSpec {
 pub struct VolumeInfo {
     pub name: String,
     pub path: String,
+    /// libvirt's key for the volume (its path on directory pools): the identity virtup's
+    /// ownership ledger records.
+    pub key: String,
     pub capacity_bytes: u64,
     pub allocation_bytes: u64,
     /// `qcow2`, `raw`, `iso`… as libvirt probed it.
@@ -123,11 +126,17 @@ pub fn parse_volume_xml(volume_xml: &str) -> Result<VolumeInfo> {
         }
     };
     let target = root.child("target");
+    let path = target
+        .and_then(|t| t.child_text("path"))
+        .map(|p| p.trim().to_owned())
+        .ok_or_else(|| fail(format!("volume `{name}` has no <target><path>")))?;
     Ok(VolumeInfo {
-        path: target
-            .and_then(|t| t.child_text("path"))
-            .map(|p| p.trim().to_owned())
-            .ok_or_else(|| fail(format!("volume `{name}` has no <target><path>")))?,
+        key: root
+            .child_text("key")
+            .map(|k| k.trim().to_owned())
+            .filter(|k| !k.is_empty())
+            .unwrap_or_else(|| path.clone()),
+        path,
         capacity_bytes: size("capacity")?,
         allocation_bytes: size("allocation")?,
         format: target

@@ -71,30 +71,48 @@ pub fn choose_virt_type(hv: &Hypervisor) -> Result<VirtTypeChoice> {
     choose_virt_type_with(hv, env.as_deref())
 }
 
-/// Override first, then capabilities, then [`probe_kvm`].
-pub fn choose_virt_type_with(
+/// [`choose_virt_type_without_probe_with`] reading [`VIRT_TYPE_ENV`] from the environment.
+pub fn choose_virt_type_without_probe(hv: &Hypervisor) -> Result<Option<VirtTypeChoice>> {
+    let env = std::env::var(VIRT_TYPE_ENV).ok();
+    choose_virt_type_without_probe_with(hv, env.as_deref())
+}
+
+/// What [`choose_virt_type_with`] answers without booting anything (for check mode): the override,
+/// or qemu when the capabilities offer no kvm; `None` when only the test guest could tell.
+pub fn choose_virt_type_without_probe_with(
     hv: &Hypervisor,
     env_override: Option<&str>,
-) -> Result<VirtTypeChoice> {
+) -> Result<Option<VirtTypeChoice>> {
     if let Some(value) = env_override.map(str::trim).filter(|v| !v.is_empty()) {
         let virt_type = VirtType::parse(&value.to_ascii_lowercase()).ok_or_else(|| {
             LibvirtError::invalid(VIRT_TYPE_ENV, value, "expected `kvm` or `qemu`")
         })?;
-        return Ok(VirtTypeChoice {
+        return Ok(Some(VirtTypeChoice {
             virt_type,
             reason: format!("{VIRT_TYPE_ENV}={} is set", virt_type.as_str()),
-        });
+        }));
     }
     let caps = parse_capabilities(&hv.capabilities_xml()?)?;
     let arch = caps.arch.as_deref().unwrap_or("the host architecture");
     if !caps.kvm {
-        return Ok(VirtTypeChoice {
+        return Ok(Some(VirtTypeChoice {
             virt_type: VirtType::Qemu,
             reason: format!(
                 "`{}` offers no kvm guests for {arch}; using qemu (TCG), which is much slower",
                 hv.uri()
             ),
-        });
+        }));
+    }
+    Ok(None)
+}
+
+/// Override first, then capabilities, then [`probe_kvm`].
+pub fn choose_virt_type_with(
+    hv: &Hypervisor,
+    env_override: Option<&str>,
+) -> Result<VirtTypeChoice> {
+    if let Some(choice) = choose_virt_type_without_probe_with(hv, env_override)? {
+        return Ok(choice);
     }
     Ok(match probe_kvm(hv, PROBE_WATCH)? {
         GuestProbe::Usable { detail } => VirtTypeChoice {

@@ -362,6 +362,29 @@ fn volumes_create_clone_resize_delete() {
 }
 
 #[test]
+fn upload_never_replaces_an_existing_volume() {
+    // A volume named like a config disk that someone else made stays as it is.
+    let hv = hv();
+    let name = uniq("taken") + "-config.iso";
+    hv.create_volume(POOL, &VolumeSpec::new(&name, 1 << 20, ImageFormat::Raw))
+        .unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("config.iso");
+    std::fs::write(&file, vec![7u8; 70_000]).unwrap();
+    let err = hv
+        .upload_volume(POOL, &name, &file)
+        .unwrap_err()
+        .to_string();
+    assert!(
+        err.contains(&name) && err.contains("exists already"),
+        "{err}"
+    );
+    let left = hv.volume_info(POOL, &name).unwrap().expect("volume kept");
+    assert_eq!(left.capacity_bytes, 1 << 20);
+    hv.delete_volume(POOL, &name).unwrap();
+}
+
+#[test]
 fn upload_failure_leaves_no_volume_behind() {
     // The test driver has no virStorageVolUpload; the error must be clean and leave nothing.
     let hv = hv();

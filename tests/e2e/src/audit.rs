@@ -204,6 +204,49 @@ impl Drop for CmdlineSampler {
     }
 }
 
+/// Spellings that turn SSH host key checking off (or trust whatever key comes first), found in `text`
+/// case-insensitively with any run of spaces, `=`, `:`, quotes or backticks between key and value:
+/// StrictHostKeyChecking set to no or off (ssh options, ssh_config), UserKnownHostsFile set to the null
+/// device, Ansible's host_key_checking set to a false value (ansible.cfg, the environment, the host var)
+/// and, outside the tests and benchmarks, StrictHostKeyChecking set to accept-new (trust on first use).
+/// Returns `line: text` for each. A test that must name a spelling (say, to assert it is absent) splits
+/// it, like `concat!("UserKnownHostsFile=", "/dev/null")`.
+pub fn host_key_checking_offences(path: &str, text: &str) -> Vec<String> {
+    let product = !(path.starts_with("tests/")
+        || path.starts_with("bench/")
+        || (path.starts_with("crates/") && path.split('/').nth(2) == Some("tests")));
+    let falsy: &[&str] = &["false", "no", "off", "0", "n", "f"];
+    let mut rules: Vec<(&str, &[&str])> = vec![
+        ("stricthostkeychecking", &["no", "off"]),
+        ("userknownhostsfile", &["/dev/null"]),
+        ("host_key_checking", falsy),
+    ];
+    if product {
+        rules.push(("stricthostkeychecking", &["accept-new"]));
+    }
+    let mut found = Vec::new();
+    for (n, line) in text.lines().enumerate() {
+        let lower = line.to_ascii_lowercase();
+        let hit = rules.iter().any(|(key, values)| {
+            lower.match_indices(key).any(|(at, _)| {
+                let rest = lower[at + key.len()..]
+                    .trim_start_matches(|c: char| c.is_whitespace() || "=:\"'`".contains(c));
+                values.iter().any(|v| {
+                    rest.strip_prefix(v).is_some_and(|after| {
+                        !after.starts_with(|c: char| {
+                            c.is_ascii_alphanumeric() || c == '_' || c == '-'
+                        })
+                    })
+                })
+            })
+        });
+        if hit {
+            found.push(format!("{}: {}", n + 1, line.trim()));
+        }
+    }
+    found
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -240,6 +283,65 @@ mod tests {
             hits.iter().map(|h| h.2.as_str()).collect::<Vec<_>>(),
             ["json", "argv"]
         );
+    }
+
+    #[test]
+    fn host_key_checking_offences_in_every_spelling() {
+        // Built from pieces, so this file does not hold them whole.
+        let [strict, users, checking] = [
+            "StrictHost".to_owned() + "KeyChecking",
+            "UserKnown".to_owned() + "HostsFile",
+            "host_key".to_owned() + "_checking",
+        ];
+        let bad = [
+            format!("ssh -o {strict}=no host"),
+            format!("ssh -o '{strict} no' host"),
+            format!("    {strict} No"),
+            format!("-o {strict}=off"),
+            format!("{{\"{strict}\": \"no\"}}"),
+            format!("-o {users}=/dev/null"),
+            format!("{users} /dev/null"),
+            format!("{checking} = False"),
+            format!("ANSIBLE_{}=false", checking.to_uppercase()),
+            format!("ansible_{checking}: no"),
+            format!("{checking}=0"),
+        ];
+        for line in &bad {
+            let text = format!("first line\n{line}\n");
+            assert_eq!(
+                host_key_checking_offences("roles/x.yml", &text),
+                [format!("2: {}", line.trim())],
+                "{line}"
+            );
+            assert_eq!(host_key_checking_offences("tests/x.rs", &text).len(), 1);
+        }
+        let tofu = format!("-o {strict}=accept-new");
+        assert_eq!(
+            host_key_checking_offences("crates/a/src/b.rs", &tofu).len(),
+            1
+        );
+        assert_eq!(host_key_checking_offences("molecule/x.yml", &tofu).len(), 1);
+        for test_file in ["tests/lab/smoke", "bench/clone", "crates/a/tests/b.rs"] {
+            assert!(
+                host_key_checking_offences(test_file, &tofu).is_empty(),
+                "{test_file}"
+            );
+        }
+        let good = [
+            format!("-o {strict}=yes -o {users}=/d/known_hosts"),
+            "-o GlobalKnownHostsFile=/dev/null".to_owned(),
+            format!("({strict}=yes, never `no`)"),
+            format!("{strict}=nothing"),
+            format!("{users}=/dev/nullified"),
+            format!("{checking} = True"),
+            format!("{checking}: {{{{ x }}}}, no"),
+        ];
+        for line in &good {
+            assert!(
+                host_key_checking_offences("roles/x.yml", line).is_empty(),
+                "{line}"
+            );
+        }
     }
 
     #[test]

@@ -269,8 +269,9 @@ pub fn pool_volumes() -> Vec<String> {
 /// Name of the template the lab tests share (see [`Sandbox::shared`]).
 pub const BASE_TEMPLATE: &str = "e2e-base";
 
-/// Runs `command` in an instance over SSH the way the inventory does: virtup's key, virtup's
-/// known_hosts with the instance's pinned key under its name, strict host key checking.
+/// Runs `command` in an instance over SSH the way the inventory does: virtup's key only, virtup's
+/// known_hosts with the instance's pinned key under its name and no system-wide file, strict host
+/// key checking, and no ssh config of this machine.
 pub fn ssh_instance(instance: &serde_json::Value, command: &str) -> String {
     let i = &instance["instance"];
     let text = |k: &str| {
@@ -281,10 +282,16 @@ pub fn ssh_instance(instance: &serde_json::Value, command: &str) -> String {
     run(
         Command::new("ssh")
             .args([
+                "-F",
+                "/dev/null",
                 "-o",
                 "BatchMode=yes",
                 "-o",
                 "StrictHostKeyChecking=yes",
+                "-o",
+                "GlobalKnownHostsFile=/dev/null",
+                "-o",
+                "IdentitiesOnly=yes",
                 "-o",
                 "ConnectTimeout=20",
             ])

@@ -161,3 +161,120 @@ fn ansible_doc_renders_both_modules() {
         );
     }
 }
+
+/// The roles never print a user-set password, at any verbosity: the template role's calls, the instance
+/// role's jobs and its waits for them (whose loop items once were the jobs' registered results, which
+/// carry each instance's options). The instances exist nowhere, so the modules change nothing.
+#[test]
+fn roles_never_print_user_set_passwords() {
+    assert_modules_built();
+    let (user_pw, root_pw) = ("Role-user-pw-never-shown", "Role-root-pw-never-shown");
+    let play = Play::new(&format!(
+        r#"
+- name: Converge with user-set passwords
+  hosts: localhost
+  gather_facts: false
+  vars:
+    # The instance jobs run through async_wrapper, a Python script: the one running Ansible has what it needs.
+    ansible_python_interpreter: "{{{{ ansible_playbook_python }}}}"
+  roles:
+    - role: virtup.virtup.virtup_template
+      vars:
+        virtup_template_templates:
+          - {{name: nothing-here, state: absent, password: "{user_pw}", root_password: "{root_pw}"}}
+    - role: virtup.virtup.virtup_instance
+      vars:
+        virtup_instance_poll_interval: 1
+        virtup_instance_defaults: {{root_password: "{root_pw}"}}
+        virtup_instance_instances:
+          - {{name: nothing-here, state: absent, password: "{user_pw}"}}
+          - {{name: nothing-there, state: absent}}
+"#
+    ));
+    for verbosity in ["-v", "-vvv"] {
+        let out = run_ok(
+            &mut play.ansible_playbook(&[verbosity]),
+            Duration::from_secs(300),
+            "ansible-playbook with the virtup roles",
+        );
+        assert!(
+            out.stdout
+                .contains("Wait until every instance job has finished"),
+            "the instances ran as jobs:\n{}",
+            out.stdout
+        );
+        assert!(out.stdout.contains("failed=0"), "{}", out.stdout);
+        for (text, stream) in [(&out.stdout, "stdout"), (&out.stderr, "stderr")] {
+            for pw in [user_pw, root_pw] {
+                assert!(
+                    !text.contains(pw),
+                    "a user-set password leaked into Ansible's {stream} at {verbosity}:\n{text}"
+                );
+            }
+        }
+    }
+}
+
+/// virt-up's `template-playbook` in the config files is picked up by the role `virtup_template` (a
+/// check-mode look-up through the module, which changes nothing), and a named playbook that does not
+/// exist fails the role naming the key and its section, before anything is built.
+#[test]
+fn template_role_takes_the_template_playbook_of_the_config_files() {
+    assert_modules_built();
+    let play = Play::new(
+        r#"
+- name: Templates with a template-playbook in templates.d
+  hosts: localhost
+  gather_facts: false
+  roles:
+    - role: virtup.virtup.virtup_template
+      vars:
+        virtup_template_templates: "{{ templates }}"
+  post_tasks:
+    - name: The module returned the playbook of the config files
+      ansible.builtin.assert:
+        that:
+          - virtup_template_results.cfgpb.playbook is string
+          - virtup_template_results.cfgpb.playbook is match('/.*/config/playbooks/custom[.]yml$')
+          # The role took it as the template's playbook, with a customization session (hold) for it.
+          - virtup_template__playbook == virtup_template_results.cfgpb.playbook
+          - virtup_template__hold | length == 24
+"#,
+    );
+    let config = play.dir.path().join("config");
+    std::fs::create_dir_all(config.join("templates.d")).unwrap();
+    std::fs::create_dir_all(config.join("playbooks")).unwrap();
+    std::fs::write(
+        config.join("templates.d/t.cfg"),
+        "[cfgpb]\nos-version = debian-12\ntemplate-playbook = custom.yml\n\n\
+         [cfgmissing]\nos-version = debian-12\ntemplate-playbook = missing.yml\n",
+    )
+    .unwrap();
+    std::fs::write(
+        config.join("playbooks/custom.yml"),
+        "- hosts: all\n  tasks: []\n",
+    )
+    .unwrap();
+    let out = run_ok(
+        &mut play.ansible_playbook(&["--check", "-e", r#"{"templates": [{"name": "cfgpb"}]}"#]),
+        Duration::from_secs(300),
+        "ansible-playbook --check with a template-playbook in templates.d",
+    );
+    assert!(out.stdout.contains("failed=0"), "{}", out.stdout);
+    let failed = run(
+        &mut play.ansible_playbook(&[
+            "--check",
+            "-e",
+            r#"{"templates": [{"name": "cfgmissing"}]}"#,
+        ]),
+        Duration::from_secs(300),
+    );
+    assert!(!failed.status.success(), "{}", failed.stdout);
+    assert!(
+        failed.stdout.contains(
+            "`template-playbook` of template `cfgmissing` (section `[cfgmissing]` of templates.d): playbook `missing.yml` not found"
+        ),
+        "{}",
+        failed.stdout
+    );
+}

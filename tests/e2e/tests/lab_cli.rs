@@ -1,10 +1,13 @@
-//! Layer 4: the `virt-up` command line on real guests: create, list, log in, run a playbook through the
-//! dynamic inventory, delete; deleting a template that still has a clone is refused.
+//! Layer 4: the `virt-up` command line on real guests: create (with passwords from files), list, log in,
+//! run a playbook through the dynamic inventory, delete; deleting a template that still has a clone is
+//! refused; the given passwords appear in no output and on no command line.
 
+use std::os::unix::fs::PermissionsExt;
 use std::path::PathBuf;
 use std::process::Command;
 use std::time::Duration;
 
+use virtup_e2e::audit::CmdlineSampler;
 use virtup_e2e::{
     in_repo, lab_home, pool_volumes, repo_root, run, virsh, Run, Sandbox, BASE_TEMPLATE,
 };
@@ -72,12 +75,70 @@ fn create_list_login_playbook_and_delete_through_the_cli() {
     let name = "e2e-cli1";
     let _cleanup = Cleanup(&sb, name);
 
+    // Passwords from 0600 files (`--password file:PATH`), random per run; searched for in every output below.
+    let pw_dir = tempfile::tempdir().unwrap();
+    let mut given = Vec::new();
+    for option in ["password", "root-password"] {
+        let value = format!(
+            "Cli-{option}-{:x}-{}",
+            std::process::id(),
+            std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .unwrap()
+                .as_nanos()
+        );
+        let file = pw_dir.path().join(option);
+        std::fs::write(&file, format!("{value}\n")).unwrap();
+        std::fs::set_permissions(&file, std::fs::Permissions::from_mode(0o600)).unwrap();
+        given.push((option, value, format!("file:{}", file.display())));
+    }
+    let sampler = CmdlineSampler::start(Duration::from_millis(100));
     let created = virt_up(
         &sb,
-        &[name, "--template", BASE_TEMPLATE, "--memory", "512"],
+        &[
+            name,
+            "--template",
+            BASE_TEMPLATE,
+            "--memory",
+            "512",
+            "--password",
+            &given[0].2,
+            "--root-password",
+            &given[1].2,
+        ],
         Duration::from_secs(1500),
     );
+    let (cmdlines, _) = sampler.finish();
     assert!(created.status.success(), "create: {}", show(&created));
+    // The module was given them: it keeps the guest's passwords as its secrets.
+    for (option, value, _) in &given {
+        let stored = sb
+            .data()
+            .join("secrets")
+            .join(name)
+            .join(option.replace('-', "_"));
+        assert_eq!(
+            std::fs::read_to_string(&stored).unwrap_or_default().trim(),
+            value,
+            "--{option} did not reach {}",
+            stored.display()
+        );
+    }
+    let mut outputs = vec![
+        (
+            "sampled command lines".to_owned(),
+            cmdlines.into_iter().collect::<Vec<_>>().join("\n"),
+        ),
+        ("create".to_owned(), show(&created)),
+    ];
+    let meta = sb.data().join("instance").join(format!("{name}.json"));
+    let text = std::fs::read_to_string(&meta).unwrap_or_else(|e| panic!("{}: {e}", meta.display()));
+    outputs.push((meta.display().to_string(), text));
+    // virt-up's static inventory, when something refreshed it already.
+    let yaml = sb.data().join("inventory.yaml");
+    if let Ok(text) = std::fs::read_to_string(&yaml) {
+        outputs.push((yaml.display().to_string(), text));
+    }
     assert!(
         created
             .stdout
@@ -180,6 +241,27 @@ fn create_list_login_playbook_and_delete_through_the_cli() {
 
     let deleted = virt_up(&sb, &[name, "--delete", "--yes"], Duration::from_secs(300));
     assert!(deleted.status.success(), "{}", show(&deleted));
+    for (label, r) in [
+        ("--list", &list),
+        ("--list --all", &all),
+        ("--login", &login),
+        ("--login (failing)", &failing),
+        ("--playbook", &played),
+        ("--login (mark)", &mark),
+        ("--delete (refused)", &refused),
+        ("--delete (unconfirmed)", &unconfirmed),
+        ("--delete", &deleted),
+    ] {
+        outputs.push((label.to_owned(), show(r)));
+    }
+    for (option, value, _) in &given {
+        for (label, text) in &outputs {
+            assert!(
+                !text.contains(value.as_str()),
+                "the --{option} given leaked into {label}"
+            );
+        }
+    }
     assert!(
         deleted
             .stdout

@@ -119,6 +119,53 @@ fn sysprep_clone_boots_with_working_sshd() {
     );
     let facts = ssh_instance(&doc, "hostname; systemctl is-active ssh");
     assert_eq!(facts.lines().collect::<Vec<_>>(), ["e2e-sp1", "active"]);
+    running_means_a_completed_login(
+        &sb,
+        json!({"name": "e2e-sp1", "template": BASE_TEMPLATE, "customize": "sysprep", "wait_timeout": 20}),
+    );
+}
+
+/// `running` is proven by an SSH login against the pinned key, not by the key the server offers: with the
+/// right host key but a user key the guest does not accept, the module must not report the instance
+/// reachable. (`ssh-keyscan` would see the pinned key here and call it reachable at once.)
+fn running_means_a_completed_login(sb: &Sandbox, args: Value) {
+    let name = args["name"].as_str().unwrap();
+    // Point this instance's metadata (not the shared user key, which other tests use) at a stranger's key.
+    let meta_file = sb.data().join("instance").join(format!("{name}.json"));
+    let original = std::fs::read(&meta_file).unwrap();
+    let keys = tempfile::tempdir().unwrap();
+    let stranger = keys.path().join("id_ed25519");
+    run(
+        Command::new("ssh-keygen")
+            .args(["-q", "-t", "ed25519", "-N", "", "-C", "stranger", "-f"])
+            .arg(&stranger),
+        Duration::from_secs(30),
+    )
+    .assert_ok("ssh-keygen");
+    let mut meta: Value = serde_json::from_slice(&original).unwrap();
+    assert!(meta["ssh_private_key_file"].is_string(), "{meta}");
+    meta["ssh_private_key_file"] = json!(stranger);
+    std::fs::write(&meta_file, serde_json::to_vec(&meta).unwrap()).unwrap();
+    let (doc, out) = sb.module("virtup_instance", &args);
+    std::fs::write(&meta_file, &original).unwrap();
+    assert_eq!(doc["failed"], json!(true), "{doc}");
+    let msg = doc["msg"].as_str().unwrap();
+    assert!(msg.contains("within 20s"), "{msg}");
+    assert!(msg.contains("auth failed"), "{msg}");
+    assert!(msg.contains("Permission denied (publickey"), "{msg}");
+    assert!(!msg.contains("host key mismatch"), "{msg}");
+    assert!(
+        out.elapsed >= Duration::from_secs(20) && out.elapsed < Duration::from_secs(120),
+        "took {:?}",
+        out.elapsed
+    );
+    println!(
+        "{name} with a stranger's user key: failed after {:?}: {msg}",
+        out.elapsed
+    );
+    // With its own key back, the same call proves the login again and changes nothing.
+    let again = sb.ok("virtup_instance", &args);
+    assert_eq!(again["changed"], json!(false), "{again}");
 }
 
 #[test]

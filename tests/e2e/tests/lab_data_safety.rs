@@ -45,6 +45,17 @@ const FOREIGN_VOLUMES: &[(&str, &str)] = &[
     ("ds-f1-config.iso~", "raw"),
     ("ds-ghost-config.iso", "raw"),
     ("ds-ghost.qcow2", "qcow2"),
+    // Exactly the names virtup derives (issue 14): an instance's disk, another's config disk, the
+    // generation the second build would take, and a partial build's name.
+    ("ds-taken.qcow2", "qcow2"),
+    ("ds-taken2-config.iso", "raw"),
+    ("VIRTUP-ds-tpl-g2.qcow2", "qcow2"),
+    ("VIRTUP-ds-tpl-g4.qcow2.part", "raw"),
+];
+/// Instances whose derived volume names foreign volumes hold.
+const TAKEN: &[(&str, &str)] = &[
+    ("ds-taken", "ds-taken.qcow2"),
+    ("ds-taken2", "ds-taken2-config.iso"),
 ];
 
 const POOL_DIR: &str = "/var/lib/libvirt/images";
@@ -284,6 +295,56 @@ fn foreign_volumes_and_domains_survive_the_whole_lifecycle() {
     let build1 = t1.elapsed();
     check("build template generation 1", &want, &mut steps);
 
+    // A name a foreign volume holds: the create is refused naming it, in check mode too, nothing is
+    // recorded, and neither a retry nor `absent` touches the volume.
+    for (name, volume) in TAKEN {
+        for (state, check_mode) in [("present", true), ("present", false), ("running", false)] {
+            let (doc, _) = sb.module(
+                "virtup_instance",
+                &json!({"name": name, "template": TEMPLATE, "state": state,
+                        "_ansible_check_mode": check_mode, "wait_timeout": 60}),
+            );
+            assert_eq!(doc["failed"], json!(true), "{name} {state}: {doc}");
+            let msg = doc["msg"].as_str().unwrap_or_default();
+            assert!(
+                msg.contains(volume) && msg.contains("not made by virtup"),
+                "{name}: {doc}"
+            );
+            assert_eq!(doc["changed"], json!(false), "{name}: {doc}");
+        }
+        for record in [
+            format!("instance/{name}.json"),
+            format!("owned/{name}.json"),
+        ] {
+            assert!(
+                !sb.data().join(&record).exists(),
+                "{name}: a refused create left `{record}`"
+            );
+        }
+        let gone = sb.ok("virtup_instance", &json!({"name": name, "state": "absent"}));
+        assert!(!changed(&gone), "{name}: {gone}");
+        check(
+            &format!("refused create of {name} (its {volume} is foreign)"),
+            &want,
+            &mut steps,
+        );
+    }
+    // Instance names in virtup's template naming scheme are refused up front.
+    let (doc, _) = sb.module(
+        "virtup_instance",
+        &json!({"name": "VIRTUP-ds-tpl-g9", "template": TEMPLATE, "state": "present"}),
+    );
+    assert_eq!(doc["failed"], json!(true), "{doc}");
+    assert!(
+        doc["msg"].as_str().unwrap_or_default().contains("`name`"),
+        "{doc}"
+    );
+    check(
+        "instance named like a generation volume refused",
+        &want,
+        &mut steps,
+    );
+
     let linked = json!({"name": LINKED, "template": TEMPLATE, "state": "present"});
     assert!(changed(&sb.ok("virtup_instance", &linked)));
     check("linked clone (defined)", &want, &mut steps);
@@ -304,15 +365,20 @@ fn foreign_volumes_and_domains_survive_the_whole_lifecycle() {
     )));
     check("stop the linked clone", &want, &mut steps);
 
-    // A new generation while the linked clone still uses generation 1.
+    // A new generation while the linked clone still uses generation 1; a foreign volume holds
+    // generation 2's name, so the build takes 3 and leaves 2 (and the foreign partial 4) alone.
     let t2 = std::time::Instant::now();
     let tpl2 = sb.ok(
         "virtup_template",
         &json!({"name": TEMPLATE, "os_version": "debian-12", "wait_timeout": 900, "revision": "2"}),
     );
-    assert_eq!(tpl2["template"]["generation"], json!(2), "{tpl2}");
+    assert_eq!(tpl2["template"]["generation"], json!(3), "{tpl2}");
     let build2 = t2.elapsed();
-    check("build generation 2 beside a clone of 1", &want, &mut steps);
+    check(
+        "build generation 3 beside a clone of 1 and a foreign `-g2`",
+        &want,
+        &mut steps,
+    );
     // The next no-op run must not collect generation 1 either.
     let again = sb.ok(
         "virtup_template",

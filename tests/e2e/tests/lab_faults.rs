@@ -337,6 +337,34 @@ fn leaks(
             }
         }
     }
+    // The ownership ledger tells the truth: every virtup volume is recorded with its key, and no
+    // entry is left pending or names a volume that is gone.
+    let mut recorded = BTreeSet::new();
+    // (Temp files of killed writers are reported above; the ledgers are the `*.json` files.)
+    for f in files.iter().filter(|f| {
+        f.parent().is_some_and(|p| p.ends_with("owned"))
+            && f.extension().is_some_and(|e| e == "json")
+            && !f.file_name().unwrap().to_string_lossy().starts_with('.')
+    }) {
+        let doc: Value =
+            serde_json::from_slice(&std::fs::read(f).unwrap_or_default()).unwrap_or(Value::Null);
+        for v in doc["volumes"].as_array().into_iter().flatten() {
+            let name = v["name"].as_str().unwrap_or_default().to_owned();
+            let vpool = v["pool"].as_str().unwrap_or_default();
+            if v["key"].is_null() {
+                found.push(format!("{} still lists `{name}` as pending", f.display()));
+            } else if !volumes(vpool).contains(&name) {
+                found.push(format!("{} lists `{name}`, which is gone", f.display()));
+            }
+            recorded.insert(name);
+        }
+    }
+    // The full-pool trial's filler is the test's own volume, not virtup's.
+    for v in expected_volumes.iter().filter(|v| *v != "flt-filler") {
+        if !recorded.contains(v) {
+            found.push(format!("volume `{v}` is not in any ownership ledger"));
+        }
+    }
     // Scratch dirs: config disks are staged in the data dir's `tmp/run-*`, virt-builder runs in
     // `/tmp/virtup-build-*` (with its gpg-agent); a dead run's are swept by the next run.
     for d in std::fs::read_dir(sb.data().join("tmp"))

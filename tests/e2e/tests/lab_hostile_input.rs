@@ -295,6 +295,28 @@ fn rows(abs: &str) -> Vec<Row> {
         };
         push(module, option, args, "not a choice".into());
     }
+    // Valid file and domain names that a real run still cannot use (the instance's hostname, the
+    // template's hostname, the login user) or that are virtup's own naming scheme: check mode must
+    // refuse them as the real run does, not promise a clone or a build that fails halfway.
+    for (module, option, v, what) in [
+        ("virtup_instance", "name", "hz_under", "not a hostname"),
+        ("virtup_instance", "name", "hz.dot", "not a hostname"),
+        ("virtup_instance", "name", "hz-end-", "not a hostname"),
+        ("virtup_instance", "name", "VIRTUP-hz-t-g1", "virtup scheme"),
+        ("virtup_instance", "name", "virtup-hz-t", "virtup scheme"),
+        ("virtup_instance", "user", "root", "not creatable"),
+        ("virtup_template", "name", "hz-t_", "hostname ends with -"),
+        ("virtup_template", "name", "hz-t.", "hostname ends with -"),
+        ("virtup_template", "name", "hz-t-", "hostname ends with -"),
+        ("virtup_template", "user", "root", "not creatable"),
+    ] {
+        let args = if module == "virtup_template" {
+            tpl(option, json!(v))
+        } else {
+            inst(option, json!(v))
+        };
+        push(module, option, args, what.into());
+    }
     push(
         "virtup_instance",
         "address_source",

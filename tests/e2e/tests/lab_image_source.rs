@@ -1,13 +1,83 @@
-//! Layer 4: a template from a cloud image verified by a GPG-signed checksum file, booted online and cloned,
-//! while a sampler watches every process's command line for the generated secrets.
+//! Layer 4: a template from a cloud image downloaded over HTTP and verified by a GPG-signed checksum
+//! file (also downloaded), booted online and cloned, while a sampler watches every process's command
+//! line for the generated secrets; wrong, tampered and incomplete checksum files are refused before
+//! anything is made. The HTTP server listens on loopback inside the lab's namespace (where the test runs).
 
 use std::collections::BTreeSet;
-use std::process::Command;
+use std::net::{Ipv4Addr, TcpListener, TcpStream};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use serde_json::{json, Value};
-use virtup_e2e::{lab_home, run, ssh_instance, Sandbox};
+use virtup_e2e::{lab_home, run, ssh_instance, wait_for, Sandbox};
+
+/// The name the lab's image has in its SHA256SUMS, and on the HTTP server.
+const IMAGE: &str = "debian-12-cloud.qcow2";
+
+/// `python3 -m http.server` on 127.0.0.1 serving `dir`; killed when dropped, also when the test fails.
+struct HttpServer {
+    child: Child,
+    port: u16,
+}
+
+impl HttpServer {
+    fn start(dir: &Path) -> HttpServer {
+        // A free port, then released for the server (nothing else in the namespace races for it).
+        let port = TcpListener::bind((Ipv4Addr::LOCALHOST, 0))
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port();
+        let child = Command::new("python3")
+            .args(["-m", "http.server", "--bind", "127.0.0.1", "--directory"])
+            .arg(dir)
+            .arg(port.to_string())
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("python3 -m http.server");
+        let server = HttpServer { child, port };
+        wait_for(
+            "the HTTP server on loopback",
+            Duration::from_secs(30),
+            || TcpStream::connect((Ipv4Addr::LOCALHOST, port)).ok(),
+        );
+        server
+    }
+
+    fn url(&self, file: &str) -> String {
+        format!("http://127.0.0.1:{}/{file}", self.port)
+    }
+}
+
+impl Drop for HttpServer {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// A directory to serve: the lab's image (a link, not a copy) and whatever checksum files a test adds.
+fn served_dir(lab: &Path, sb: &Sandbox) -> PathBuf {
+    let dir = sb.path().join("www");
+    std::fs::create_dir_all(&dir).unwrap();
+    std::os::unix::fs::symlink(lab.join("images/cloud").join(IMAGE), dir.join(IMAGE)).unwrap();
+    dir
+}
+
+/// The cached downloads in the sandbox's data dir.
+fn cached(sb: &Sandbox) -> Vec<String> {
+    std::fs::read_dir(sb.data().join("cache"))
+        .map(|rd| {
+            rd.flatten()
+                .map(|e| e.file_name().to_string_lossy().into_owned())
+                .collect()
+        })
+        .unwrap_or_default()
+}
 
 /// Every distinct command line seen in /proc while `running` is set.
 fn sample_cmdlines(running: &AtomicBool) -> BTreeSet<String> {
@@ -27,31 +97,55 @@ fn sample_cmdlines(running: &AtomicBool) -> BTreeSet<String> {
     seen
 }
 
-/// Clearsigns the lab's SHA256SUMS with the lab key into `out`, as a distribution signs its checksum files.
-fn sign_sums(lab: &std::path::Path, out: &std::path::Path) {
+/// Clearsigns `sums` with the lab key into `out`, as a distribution signs its checksum files.
+fn sign(lab: &Path, sums: &Path, out: &Path) {
     run(
         Command::new("gpg")
             .arg("--homedir")
             .arg(lab.join("images/gpg"))
             .args(["--batch", "--yes", "--clearsign", "--output"])
             .arg(out)
-            .arg(lab.join("images/cloud/SHA256SUMS")),
+            .arg(sums),
         Duration::from_secs(60),
     )
     .assert_ok("gpg --clearsign");
+}
+
+/// Clearsigns the lab's SHA256SUMS into `out`.
+fn sign_sums(lab: &Path, out: &Path) {
+    sign(lab, &lab.join("images/cloud/SHA256SUMS"), out);
+}
+
+/// The lab image's sha256, from the lab's SHA256SUMS.
+fn image_sha256(lab: &Path) -> String {
+    let sums = std::fs::read_to_string(lab.join("images/cloud/SHA256SUMS")).unwrap();
+    let line = sums.lines().find(|l| l.ends_with(IMAGE)).unwrap();
+    line.split_whitespace().next().unwrap().to_owned()
 }
 
 #[test]
 fn cloud_image_with_signed_checksum_file_builds_boots_and_clones() {
     let lab = lab_home();
     let sb = Sandbox::new();
-    let cloud = lab.join("images/cloud");
-    let signed = sb.path().join("SHA256SUMS.asc");
-    sign_sums(&lab, &signed);
+    // As distributions publish them: the image, and a signed checksum file listing it (binary-mode
+    // line) among others, both fetched over HTTP; the sums are looked up by the URL's file name.
+    let www = served_dir(&lab, &sb);
+    let sums = sb.path().join("SHA256SUMS");
+    std::fs::write(
+        &sums,
+        format!(
+            "{}  debian-12-other.qcow2\n{} *{IMAGE}\n",
+            "0".repeat(64),
+            image_sha256(&lab)
+        ),
+    )
+    .unwrap();
+    sign(&lab, &sums, &www.join("SHA256SUMS.asc"));
+    let server = HttpServer::start(&www);
     let key = lab.join("images/virt-builder/key.pub");
-    let image = cloud.join("debian-12-cloud.qcow2");
     let name = "e2e-cloud";
-    let base = json!({"name": name, "image": image, "checksum": signed, "checksum_gpg_key": key, "wait_timeout": 900});
+    let base = json!({"name": name, "image": server.url(IMAGE), "checksum": server.url("SHA256SUMS.asc"),
+                      "checksum_gpg_key": key, "wait_timeout": 900});
 
     struct Cleanup<'a>(&'a Sandbox);
     impl Drop for Cleanup<'_> {
@@ -76,6 +170,11 @@ fn cloud_image_with_signed_checksum_file_builds_boots_and_clones() {
             let mut args = base.clone();
             args["state"] = json!("running");
             let t = sb.ok("virtup_template", &args);
+            let downloads = cached(&sb);
+            assert!(
+                downloads.len() == 1 && downloads[0].ends_with(&format!("-{IMAGE}")),
+                "one cached download of the image: {downloads:?}"
+            );
             let login = json!({"instance": {
                 "name": t["template"]["host_key_alias"], "address": t["template"]["address"],
                 "user": t["template"]["user"], "ssh_private_key_file": t["template"]["ssh_private_key_file"],
@@ -143,9 +242,65 @@ fn cloud_image_with_signed_checksum_file_builds_boots_and_clones() {
 }
 
 #[test]
-fn a_tampered_signed_checksum_file_is_refused_before_anything_is_made() {
+fn wrong_or_tampered_checksum_files_are_refused_before_anything_is_made() {
     let lab = lab_home();
     let sb = Sandbox::new();
+    // Other lab tests may share the pool: only volumes of these templates' names count.
+    let volumes_of = |template: &str| -> Vec<String> {
+        virtup_e2e::pool_volumes()
+            .into_iter()
+            .filter(|v| v.contains(template))
+            .collect()
+    };
+
+    // Over HTTP: a checksum file with a wrong digest for the image, and one that does not list it.
+    let www = served_dir(&lab, &sb);
+    std::fs::write(
+        www.join("WRONG-SHA256SUMS"),
+        format!("{}  {IMAGE}\n", "0".repeat(64)),
+    )
+    .unwrap();
+    std::fs::write(
+        www.join("OTHER-SHA256SUMS"),
+        format!("SHA256 (debian-12-other.qcow2) = {}\n", image_sha256(&lab)),
+    )
+    .unwrap();
+    let server = HttpServer::start(&www);
+    let wrong = server.url("WRONG-SHA256SUMS");
+    let (doc, _) = sb.module(
+        "virtup_template",
+        &json!({"name": "e2e-wrongsum", "image": server.url(IMAGE), "checksum": wrong}),
+    );
+    assert_eq!(doc["failed"], json!(true), "{doc}");
+    let msg = doc["msg"].as_str().unwrap();
+    assert!(
+        msg.contains(&format!("image `{IMAGE}` failed its `checksum` `{wrong}`"))
+            && msg.contains("checksum mismatch"),
+        "{doc}"
+    );
+    assert_eq!(
+        cached(&sb),
+        Vec::<String>::new(),
+        "a download that failed its checksum stays in no cache"
+    );
+    let other = server.url("OTHER-SHA256SUMS");
+    let (doc, _) = sb.module(
+        "virtup_template",
+        &json!({"name": "e2e-wrongsum", "image": server.url(IMAGE), "checksum": other}),
+    );
+    assert_eq!(doc["failed"], json!(true), "{doc}");
+    assert!(
+        doc["msg"]
+            .as_str()
+            .unwrap()
+            .contains(&format!("no checksum for `{IMAGE}` in `{other}`")),
+        "{doc}"
+    );
+    drop(server);
+    assert_eq!(volumes_of("e2e-wrongsum"), Vec::<String>::new());
+    assert!(!virtup_e2e::virsh(&["list", "--all", "--name"]).contains("e2e-wrongsum"));
+
+    // A signed checksum file changed after signing.
     let signed = sb.path().join("SHA256SUMS.asc");
     sign_sums(&lab, &signed);
     let text = std::fs::read_to_string(&signed).unwrap();
@@ -159,7 +314,6 @@ fn a_tampered_signed_checksum_file_is_refused_before_anything_is_made() {
     let tampered = format!("{}{digit}{}", &text[..body], &text[body + 1..]);
     assert_ne!(text, tampered);
     std::fs::write(&signed, tampered).unwrap();
-    let before = virtup_e2e::pool_volumes();
     let (doc, _) = sb.module(
         "virtup_template",
         &json!({"name": "e2e-tampered", "image": lab.join("images/cloud/debian-12-cloud.qcow2"),
@@ -170,6 +324,6 @@ fn a_tampered_signed_checksum_file_is_refused_before_anything_is_made() {
         doc["msg"].as_str().unwrap().contains("checksum_gpg_key"),
         "{doc}"
     );
-    assert_eq!(virtup_e2e::pool_volumes(), before);
+    assert_eq!(volumes_of("e2e-tampered"), Vec::<String>::new());
     assert!(!virtup_e2e::virsh(&["list", "--all", "--name"]).contains("e2e-tampered"));
 }

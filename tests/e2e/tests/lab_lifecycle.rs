@@ -1,4 +1,5 @@
-//! Layer 4: templates and instances on real libvirt and real guests: build, clone, SSH with pinned keys, lifecycle.
+//! Layer 4: templates and instances on real libvirt and real guests: build, clone, SSH with pinned keys, lifecycle;
+//! the passwords given to the modules appear in none of their output.
 
 use std::collections::BTreeSet;
 
@@ -103,10 +104,22 @@ fn template_and_instance_lifecycle_on_real_guests() {
         "qcow2",
     ]);
 
+    // Passwords given to the modules (random per run), searched for in everything they print.
+    let stamp = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_nanos();
+    let given: Vec<String> = ["tpl-user", "tpl-root", "inst-user", "inst-root"]
+        .iter()
+        .map(|what| format!("Given-{what}-{:x}-{stamp}", std::process::id()))
+        .collect();
+    let mut printed = String::new();
+
     // Template: check → real → check gives changed, changed, unchanged.
-    let t_args = json!({"name": tpl, "os_version": "debian-12", "memory": 512});
-    let check =
-        json!({"name": tpl, "os_version": "debian-12", "memory": 512, "_ansible_check_mode": true});
+    let t_args = json!({"name": tpl, "os_version": "debian-12", "memory": 512,
+                        "password": given[0], "root_password": given[1]});
+    let mut check = t_args.clone();
+    check["_ansible_check_mode"] = json!(true);
     let before = pool_volumes();
     assert!(changed(&sb.ok("virtup_template", &check)));
     assert_eq!(pool_volumes(), before, "check mode touched the pool");
@@ -123,6 +136,7 @@ fn template_and_instance_lifecycle_on_real_guests() {
             "{doc}\n{}",
             out.stderr
         );
+        printed += &format!("{doc}\n{}\n{}\n", out.stdout, out.stderr);
     }
     let builders: Vec<&Value> = runs.iter().map(|(d, _)| d).filter(|d| changed(d)).collect();
     assert_eq!(builders.len(), 1, "exactly one of 8 concurrent runs builds");
@@ -177,7 +191,8 @@ fn template_and_instance_lifecycle_on_real_guests() {
     // Instance: check → real → check.
     let name = "e2e-web1";
     cleanup.instances.push(name.into());
-    let i_args = json!({"name": name, "template": tpl, "wait_timeout": 900});
+    let i_args = json!({"name": name, "template": tpl, "wait_timeout": 900,
+                        "password": given[2], "root_password": given[3]});
     let mut i_check = i_args.clone();
     i_check["_ansible_check_mode"] = json!(true);
     assert!(changed(&sb.ok("virtup_instance", &i_check)));
@@ -193,6 +208,7 @@ fn template_and_instance_lifecycle_on_real_guests() {
             "{doc}\n{}",
             out.stderr
         );
+        printed += &format!("{doc}\n{}\n{}\n", out.stdout, out.stderr);
     }
     assert_eq!(
         pair.iter().filter(|(d, _)| changed(d)).count(),
@@ -225,12 +241,23 @@ fn template_and_instance_lifecycle_on_real_guests() {
         "{facts}"
     );
 
-    // Secrets appear in no output, and sit only in 0600 files.
-    let all_output = format!("{t1}{t1_check}{created}{again}");
-    for s in secrets(&sb) {
+    // Secrets appear in no output, and sit only in 0600 files; the given passwords are among them.
+    let all_output = format!("{t1}{t1_check}{created}{again}\n{printed}");
+    let secrets = secrets(&sb);
+    for s in &secrets {
         assert!(
-            !all_output.contains(&s),
+            !all_output.contains(s),
             "a secret leaked into module output"
+        );
+    }
+    for (i, g) in given.iter().enumerate() {
+        assert!(
+            secrets.contains(g),
+            "given password {i} was not kept as a secret"
+        );
+        assert!(
+            !all_output.contains(g.as_str()),
+            "given password {i} leaked into module output"
         );
     }
 

@@ -3,8 +3,9 @@
 //! One test, because every step needs the previous one's guests: check mode on a fresh lab
 //! changes nothing; the real run, started twice at once (the shipped inventory and an overlapping
 //! one, forks=8, `-vvv`), brings up 1 template and 4 configured instances with each generation and
-//! instance made once; the secrets audit finds no generated password or private key in the
-//! output, the inventory, sampled command lines or files; ansible reaches the instances through
+//! instance made once; the secrets audit finds no generated password or private key, nor the passwords
+//! the runs set through the roles (template and instance), in the output, the inventory, sampled command
+//! lines or files, and every volume is 0600; ansible reaches the instances through
 //! `virtup_inventory` with strict host key checking; a second run changes nothing; teardown
 //! removes everything (also when an assertion fails, via a guard).
 
@@ -46,6 +47,52 @@ fn hypervisor_state() -> (BTreeSet<String>, BTreeSet<String>) {
         .collect();
     let volumes = pool_volumes().into_iter().filter(|v| ours(v)).collect();
     (domains, volumes)
+}
+
+/// Passwords the concurrent runs set through the roles, searched like the generated ones: the template's
+/// (role defaults in an extra-vars file both runs get, so whichever builds it uses them) and those of the
+/// overlapping inventory's own instance. Random per run, so old logs never match.
+struct GivenPasswords {
+    /// `(secrets dir, option, value)`.
+    all: Vec<(String, &'static str, String)>,
+}
+
+impl GivenPasswords {
+    fn new() -> GivenPasswords {
+        let mut random = [0u8; 24];
+        std::io::Read::read_exact(
+            &mut std::fs::File::open("/dev/urandom").unwrap(),
+            &mut random,
+        )
+        .unwrap();
+        let hex = |b: &[u8]| b.iter().map(|x| format!("{x:02x}")).collect::<String>();
+        let mut all = Vec::new();
+        for (i, (dir, option)) in [
+            (TEMPLATE_DOMAIN, "password"),
+            (TEMPLATE_DOMAIN, "root_password"),
+            (OTHER_ONLY, "password"),
+            (OTHER_ONLY, "root_password"),
+        ]
+        .into_iter()
+        .enumerate()
+        {
+            all.push((
+                dir.to_owned(),
+                option,
+                format!("Given-{option}-{}", hex(&random[i * 6..i * 6 + 6])),
+            ));
+        }
+        GivenPasswords { all }
+    }
+
+    fn get(&self, dir: &str, option: &str) -> &str {
+        let (.., v) = self
+            .all
+            .iter()
+            .find(|(d, o, _)| d == dir && *o == option)
+            .unwrap();
+        v
+    }
 }
 
 struct Site {
@@ -209,13 +256,22 @@ fn site_playbook_brings_up_configured_instances_reachable_through_the_inventory(
     // 2. The real run, twice at once: the shipped inventory and an overlapping one (same template, two
     // shared instances, one of its own), forks=8, at -vvv for the secrets audit, while another thread
     // samples every process's command line.
-    let other = other_inventory();
+    let given = GivenPasswords::new();
+    let other = other_inventory(&given);
     let other_path = other.path().to_str().unwrap().to_owned();
+    let extra_vars = format!("@{}", other.path().join("given-passwords.yml").display());
     let sampler = CmdlineSampler::start(Duration::from_millis(100));
     let (ra, rb) = std::thread::scope(|s| {
         let a = s.spawn(|| {
             site.playbook(
-                &["playbooks/site.yml", "--forks", "8", "-vvv"],
+                &[
+                    "playbooks/site.yml",
+                    "--forks",
+                    "8",
+                    "-vvv",
+                    "-e",
+                    &extra_vars,
+                ],
                 Duration::from_secs(3000),
             )
         });
@@ -230,6 +286,8 @@ fn site_playbook_brings_up_configured_instances_reachable_through_the_inventory(
                     "--forks",
                     "8",
                     "-vvv",
+                    "-e",
+                    &extra_vars,
                 ],
                 Duration::from_secs(3000),
             )
@@ -332,8 +390,8 @@ fn site_playbook_brings_up_configured_instances_reachable_through_the_inventory(
         );
     }
 
-    // 4. The inventory: groups, host vars, no deprecation warning (ansible-core 2.19 and, where there is
-    // a Python 3.12+, the newest line).
+    // 4. The inventory: groups, host vars, no deprecation warning (ansible-core 2.19 and the newest line,
+    // which needs a Python 3.12+: these machines have one in pyenv, and the lab builds venv-next with it).
     let (doc, stderr) = inventory_list(&site, &lab_home().join("venv/bin/ansible-inventory"));
     assert!(
         !stderr.contains("DEPRECAT") && !stderr.contains("WARNING") && !stderr.contains("ERROR"),
@@ -350,6 +408,7 @@ fn site_playbook_brings_up_configured_instances_reachable_through_the_inventory(
         let vars = &doc["_meta"]["hostvars"][name];
         let args = text(&vars["ansible_ssh_common_args"]);
         assert!(args.contains("StrictHostKeyChecking=yes"), "{vars}");
+        assert!(args.contains("GlobalKnownHostsFile=/dev/null"), "{vars}");
         assert!(args.contains(&format!("HostKeyAlias={name}")), "{vars}");
         assert_eq!(text(&vars["virtup_template"]), "debian-12", "{vars}");
         assert_eq!(text(&vars["virtup_state"]), "running", "{vars}");
@@ -363,23 +422,31 @@ fn site_playbook_brings_up_configured_instances_reachable_through_the_inventory(
         group_hosts(&doc, "virtup_stopped").contains(TEMPLATE_DOMAIN),
         "sealed template is shut off: {doc}"
     );
-    if let Some(next) = std::env::var_os("VIRTUP_LAB_VENV_NEXT") {
-        let exe = PathBuf::from(next).join("bin/ansible-inventory");
-        let version = run(Command::new(&exe).arg("--version"), Duration::from_secs(60)).stdout;
-        let (doc_next, stderr_next) = inventory_list(&site, &exe);
-        println!(
-            "checked with {}",
-            version.lines().next().unwrap_or_default()
-        );
-        assert!(
-            !stderr_next.contains("DEPRECAT") && !stderr_next.contains("WARNING"),
-            "{} complained:\n{stderr_next}",
-            version.lines().next().unwrap_or_default()
-        );
-        assert_eq!(group_hosts(&doc_next, "virtup_instances"), instances);
-    } else {
-        println!("the newest ansible-core was not checked: this machine has no Python 3.12+ (see tests/lab/lab)");
-    }
+    let next = std::env::var_os("VIRTUP_LAB_VENV_NEXT").unwrap_or_else(|| {
+        panic!(
+            "VIRTUP_LAB_VENV_NEXT is not set: the lab found no Python 3.12+ for the newest ansible-core \
+             (pyenv has one on these machines; see venv-next in tests/lab/lab and run `tests/lab/lab up`)"
+        )
+    });
+    let exe = PathBuf::from(next).join("bin/ansible-inventory");
+    let version = run(Command::new(&exe).arg("--version"), Duration::from_secs(60)).stdout;
+    let version = version.lines().next().unwrap_or_default().to_owned();
+    let newer = version
+        .split(|c: char| !(c.is_ascii_digit() || c == '.'))
+        .find(|w| w.starts_with("2."))
+        .and_then(|v| v.split('.').nth(1)?.parse::<u32>().ok())
+        .is_some_and(|minor| minor >= 20);
+    assert!(
+        newer,
+        "venv-next is not the newest ansible-core line: {version}"
+    );
+    let (doc_next, stderr_next) = inventory_list(&site, &exe);
+    println!("checked with {version}");
+    assert!(
+        !stderr_next.contains("DEPRECAT") && !stderr_next.contains("WARNING"),
+        "{version} complained:\n{stderr_next}"
+    );
+    assert_eq!(group_hosts(&doc_next, "virtup_instances"), instances);
     let graph = run(
         site.command("ansible-inventory")
             .args(["-i", "virtup_inventory", "--graph"]),
@@ -411,7 +478,7 @@ fn site_playbook_brings_up_configured_instances_reachable_through_the_inventory(
     }
 
     // The secrets audit over the whole flow so far.
-    secrets_audit(&site, &[&ra, &rb], &cmdlines, samples, &doc);
+    secrets_audit(&site, &[&ra, &rb], &cmdlines, samples, &doc, &given);
 
     // 5. A second run changes nothing on any host.
     let r = site.playbook(&["playbooks/site.yml"], Duration::from_secs(1200));
@@ -445,8 +512,9 @@ fn site_playbook_brings_up_configured_instances_reachable_through_the_inventory(
 }
 
 /// The overlapping inventory: the shipped one's hypervisor and template, instances db1 and web2 as the
-/// shipped one declares them, and app1 of its own.
-fn other_inventory() -> tempfile::TempDir {
+/// shipped one declares them, and app1 of its own with given passwords. Beside it, the extra-vars file
+/// both runs get: the template's given passwords as role defaults.
+fn other_inventory(given: &GivenPasswords) -> tempfile::TempDir {
     let dir = tempfile::Builder::new()
         .prefix("virtup-site-other-")
         .tempdir()
@@ -463,10 +531,22 @@ fn other_inventory() -> tempfile::TempDir {
     let vars = vars.replace(
         shipped,
         &format!(
-            "virtup_instance_instances:\n  - name: db1\n    memory: 768\n  - name: web2\n  - name: {OTHER_ONLY}\n"
+            "virtup_instance_instances:\n  - name: db1\n    memory: 768\n  - name: web2\n  - name: {OTHER_ONLY}\n    \
+             password: \"{}\"\n    root_password: \"{}\"\n",
+            given.get(OTHER_ONLY, "password"),
+            given.get(OTHER_ONLY, "root_password"),
         ),
     );
     std::fs::write(dir.path().join("group_vars/virtup_hypervisors.yml"), vars).unwrap();
+    std::fs::write(
+        dir.path().join("given-passwords.yml"),
+        format!(
+            "virtup_template_defaults:\n  password: \"{}\"\n  root_password: \"{}\"\n",
+            given.get(TEMPLATE_DOMAIN, "password"),
+            given.get(TEMPLATE_DOMAIN, "root_password"),
+        ),
+    )
+    .unwrap();
     dir
 }
 
@@ -498,8 +578,24 @@ fn check_made_once(site: &Site, instances: &BTreeSet<&str>, outputs: &[&str]) {
         .iter()
         .map(|o| o.matches("build generation 1").count())
         .sum();
-    assert!(builds >= 1, "no run reported building the template");
-    println!("template build reported {builds} time(s) across both runs' output");
+    // With a password among its options, the role hides the template call's result (no_log).
+    let hidden: usize = outputs
+        .iter()
+        .flat_map(|o| o.split("\nTASK ["))
+        .filter(|task| {
+            task.starts_with(
+                "virtup.virtup.virtup_template : Converge template debian-12 to state present]",
+            ) && task.contains("\nchanged: [localhost] => {")
+                && task.contains("\"censored\": ")
+        })
+        .count();
+    assert!(
+        builds + hidden >= 1,
+        "no run reported building the template"
+    );
+    println!(
+        "template build reported {builds} time(s) across both runs' output; {hidden} changing template call(s) hidden by no_log"
+    );
     // Every volume is a disk of some domain: nothing is orphaned.
     let mut used = BTreeSet::new();
     for d in &domains {
@@ -574,17 +670,19 @@ fn report_collisions(runs: &[(&str, &virtup_e2e::Run)]) {
     }
 }
 
-/// Searches every generated password and private key in the runs' output, the inventory, the sampled
-/// command lines and the files virtup and libvirt keep (the secret files themselves excepted).
+/// Searches every generated password and private key, and the passwords the runs set through the roles, in
+/// the runs' output, the inventory, the sampled command lines and the files virtup and libvirt keep (the
+/// secret files themselves excepted).
 fn secrets_audit(
     site: &Site,
     runs: &[&virtup_e2e::Run],
     cmdlines: &BTreeSet<String>,
     samples: u64,
     inventory: &Value,
+    given: &GivenPasswords,
 ) {
     let data = site.sandbox.data();
-    let secrets = audit::secrets_of(&data);
+    let mut secrets = audit::secrets_of(&data);
     let passwords = secrets.iter().filter(|s| s.kind == "password").count();
     let keys = secrets.len() - passwords;
     assert!(
@@ -593,6 +691,22 @@ fn secrets_audit(
         data.display()
     );
     let secret_files: BTreeSet<PathBuf> = secrets.iter().map(|s| s.file.clone()).collect();
+    // The given passwords reached the modules (which keep what they are given as the guest's secret), and are
+    // searched as they were given.
+    for (dir, option, value) in &given.all {
+        let file = data.join("secrets").join(dir).join(option);
+        let stored = std::fs::read_to_string(&file).unwrap_or_default();
+        assert!(
+            stored.trim() == value,
+            "the {option} given for {dir} through the role is not what {} holds",
+            file.display()
+        );
+        secrets.push(audit::Secret {
+            file: format!("{option} given for {dir}").into(),
+            kind: "given password",
+            needles: vec![value.clone()],
+        });
+    }
     let mut haystacks = Vec::new();
     for (i, r) in runs.iter().enumerate() {
         haystacks.push(Haystack::new(
@@ -642,22 +756,35 @@ fn secrets_audit(
             virsh(&["dumpxml", "--inactive", "--security-info", d]),
         ));
     }
-    // The config disks carry each guest's own host private key to its first boot: they must be private too.
+    // Every volume is private: config disks carry the guest's host private key to its first boot, template
+    // generations and instance disks hold password hashes.
     let (_, volumes) = hypervisor_state();
-    let mut config_disks = 0;
-    for v in volumes.iter().filter(|v| v.ends_with("-config.iso")) {
+    let (mut config_disks, mut generations, mut disks) = (0, 0, 0);
+    for v in &volumes {
         let path = virsh(&["vol-path", "--pool", "default", v]);
         let mode = std::fs::metadata(path.trim()).unwrap().permissions().mode() & 0o777;
-        assert_eq!(mode, 0o600, "config disk {v} has mode {mode:o}");
-        config_disks += 1;
+        assert_eq!(mode, 0o600, "volume {v} has mode {mode:o}");
+        if v.ends_with("-config.iso") {
+            config_disks += 1;
+        } else if v.starts_with(&format!("{TEMPLATE_DOMAIN}-g")) {
+            generations += 1;
+        } else {
+            disks += 1;
+        }
     }
+    assert!(
+        config_disks >= 4 && generations == 1 && disks >= 4,
+        "expected the config disks, the template generation and the instance disks: {volumes:?}"
+    );
     println!(
-        "secrets audit: {config_disks} config disks (they carry the guest's host key) are 0600"
+        "secrets audit: all {} volumes are 0600 ({config_disks} config disks, {generations} template generation, {disks} instance disks)",
+        volumes.len()
     );
     let bytes: usize = haystacks.iter().map(|h| h.text.len()).sum();
     let hits = audit::search(&secrets, &haystacks);
     println!(
-        "secrets audit: {passwords} passwords and {keys} private keys searched in {} places ({files} files, {} domain XMLs, {} distinct command lines from {samples} samples; {:.1} MB): {} found",
+        "secrets audit: {passwords} stored passwords, {} passwords given through the roles and {keys} private keys searched in {} places ({files} files, {} domain XMLs, {} distinct command lines from {samples} samples; {:.1} MB): {} found",
+        given.all.len(),
         haystacks.len(),
         domains.len(),
         cmdlines.len(),
@@ -667,24 +794,38 @@ fn secrets_audit(
     assert!(hits.is_empty(), "secrets found: {hits:#?}");
 }
 
-/// No file of the project turns host key checking off (the needle is split so this file does not match).
+/// No file of the project turns host key checking off, in any spelling (see
+/// `audit::host_key_checking_offences`), committed or not yet.
 #[test]
 fn no_file_disables_host_key_checking() {
-    let needle = format!("StrictHostKeyChecking={}", "no");
     let files = run(
-        in_repo("git").args(["ls-files", "-z"]),
+        in_repo("git").args([
+            "ls-files",
+            "-z",
+            "--cached",
+            "--others",
+            "--exclude-standard",
+        ]),
         Duration::from_secs(60),
     )
     .assert_ok("git ls-files")
     .stdout;
-    let offenders: Vec<&str> = files
-        .split('\0')
-        .filter(|f| !f.is_empty())
-        .filter(|f| {
-            std::fs::read(virtup_e2e::repo_root().join(f))
-                .map(|b| String::from_utf8_lossy(&b).contains(&needle))
-                .unwrap_or(false)
-        })
-        .collect();
-    assert!(offenders.is_empty(), "{needle} in {offenders:?}");
+    let mut offenders = Vec::new();
+    let mut read = 0;
+    for f in files.split('\0').filter(|f| !f.is_empty()) {
+        // Files deleted in the work tree are still listed: nothing to read.
+        let Ok(bytes) = std::fs::read(virtup_e2e::repo_root().join(f)) else {
+            continue;
+        };
+        read += 1;
+        for offence in audit::host_key_checking_offences(f, &String::from_utf8_lossy(&bytes)) {
+            offenders.push(format!("{f}:{offence}"));
+        }
+    }
+    assert!(read > 100, "only {read} files read");
+    assert!(
+        offenders.is_empty(),
+        "host key checking turned off in:\n{}",
+        offenders.join("\n")
+    );
 }

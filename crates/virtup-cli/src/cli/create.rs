@@ -56,6 +56,7 @@ fn shaping_options(opts: &CreateOpts) -> Result<Options> {
 
 /// Builds template `name` with the module when no such template exists; `false` when it existed.
 fn ensure_template(
+    paths: &Paths,
     hv: &Hypervisor,
     config: &Config,
     name: &str,
@@ -74,24 +75,84 @@ fn ensure_template(
     options.insert("name".into(), json!(name));
     options.insert("state".into(), json!("present"));
     let args = drive::template_args(&options)?;
-    // The module's own checks, before anything is shown or built.
-    crate::template::resolve(&args, &Context::load()?, |_| Ok(String::new()))?;
+    // The module's own checks, before anything is shown or built (a missing template-playbook too).
+    let req = crate::template::resolve(&args, &Context::load()?, |_| Ok(String::new()))?;
     progress::stage(&format!(
         "template `{name}`: building (virt-builder or image, then the first-boot setup); this takes minutes"
     ));
-    drive::template(&args, global).with_context(|| format!("failed to build template `{name}`"))?;
-    if config
-        .resolve_template(name)
-        .and_then(|f| f.template_playbook)
-        .is_some_and(|p| !p.trim().is_empty())
-    {
-        progress::finish_line();
-        warn(
-            global,
-            format!("template-playbook of `{name}` was not run: template playbooks are run by the virtup_template role"),
-        );
+    match &req.playbook {
+        None => {
+            drive::template(&args, global)
+                .with_context(|| format!("failed to build template `{name}`"))?;
+        }
+        Some(playbook) => customize(paths, options, name, &req.uri, playbook, global)?,
     }
     Ok(true)
+}
+
+/// virt-up's `template-playbook`: the template is built and booted, the playbook runs against it,
+/// and it is sealed, all in one customization session (a hold, as the role `virtup_template`
+/// takes), so other runs and clones wait meanwhile. When the boot or the playbook fails, the
+/// template is removed again: no clone is ever made from a half-customized template.
+fn customize(
+    paths: &Paths,
+    mut options: Options,
+    name: &str,
+    uri: &str,
+    playbook: &std::path::Path,
+    global: &Global,
+) -> Result<()> {
+    options.insert("hold".into(), json!(session_token()?));
+    let mut call = |state: &str| {
+        options.insert("state".into(), json!(state));
+        drive::template(&drive::template_args(&options)?, global)
+    };
+    let failure = match call("running") {
+        Err(e) => Some(format!("{e:#}")),
+        Ok(doc) => {
+            progress::stage(&format!(
+                "template `{name}`: running template-playbook `{}`",
+                playbook.display()
+            ));
+            match super::playbook::run_on_template(paths, &doc["template"], uri, playbook) {
+                Ok(0) => None,
+                Ok(code) => Some(format!(
+                    "template-playbook `{}` failed (exit status {code})",
+                    playbook.display()
+                )),
+                Err(e) => Some(format!(
+                    "template-playbook `{}` could not run: {e:#}",
+                    playbook.display()
+                )),
+            }
+        }
+    };
+    if let Some(why) = failure {
+        let removed = match call("absent") {
+            Ok(_) => {
+                "it was removed again, so that nothing is cloned from it half-customized".to_owned()
+            }
+            Err(e) => format!("removing it failed too: {e:#}"),
+        };
+        bail!("failed to build template `{name}` with its template-playbook: {why}; {removed}");
+    }
+    progress::stage(&format!("template `{name}`: sealing"));
+    call("present").with_context(|| format!("failed to seal template `{name}`"))?;
+    Ok(())
+}
+
+/// A fresh token for a customization session: 24 random lowercase letters and digits.
+fn session_token() -> Result<String> {
+    use std::io::Read as _;
+    let mut bytes = [0u8; 24];
+    std::fs::File::open("/dev/urandom")
+        .and_then(|mut f| f.read_exact(&mut bytes))
+        .context("failed to read /dev/urandom")?;
+    const CHARS: &[u8] = b"abcdefghijklmnopqrstuvwxyz0123456789";
+    Ok(bytes
+        .iter()
+        .map(|b| CHARS[usize::from(*b) % CHARS.len()] as char)
+        .collect())
 }
 
 pub fn create(paths: &Paths, opts: &CreateOpts, global: &Global) -> Result<ExitCode> {
@@ -116,7 +177,7 @@ pub fn create(paths: &Paths, opts: &CreateOpts, global: &Global) -> Result<ExitC
             bail!("domain `{name}` exists but was not made by virtup; refusing to touch it")
         }
         None => {
-            ensure_template(&hv, &ctx.config, &template, Options::new(), global)?;
+            ensure_template(paths, &hv, &ctx.config, &template, Options::new(), global)?;
             false
         }
     };
@@ -167,7 +228,7 @@ pub fn build_template(paths: &Paths, opts: &CreateOpts, global: &Global) -> Resu
     let ctx = Context::load()?;
     let req = crate::template::resolve(&args, &ctx, |_| Ok(String::new()))?;
     let hv = Hypervisor::connect(&req.uri)?;
-    if !ensure_template(&hv, &ctx.config, &name, options, global)? {
+    if !ensure_template(paths, &hv, &ctx.config, &name, options, global)? {
         say(
             global,
             format!("template `{name}` exists already; nothing to do"),

@@ -118,8 +118,13 @@ fn everything(paths: &Paths, global: &Global) -> Result<Vec<Target>> {
     let config = Config::load(paths)?;
     let listing = inventory::collect(paths, &config)?;
     let mut templates = Vec::new();
+    // Only templates this data dir built (its ownership ledger has them): a template of another
+    // user or data dir on the same hypervisor is theirs to delete.
+    let ours = virtup_core::ownership::Ledger::scopes(&data)?;
     for host in listing.hosts {
-        if host.kind == HostKind::Template {
+        if host.kind == HostKind::Template
+            && ours.contains(&virtup_core::template::domain_name(&host.template))
+        {
             templates.push(Target::Template {
                 name: host.template,
                 uri: Some(host.uri),

@@ -11,7 +11,7 @@ mod drive;
 mod init;
 mod list;
 mod login;
-mod playbook;
+pub(crate) mod playbook;
 pub mod progress;
 pub mod secret;
 mod show;

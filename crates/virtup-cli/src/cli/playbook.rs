@@ -90,7 +90,120 @@ pub fn run_playbook(paths: &Paths, name: &str, playbook: &str, global: &Global) 
     }))
 }
 
+/// Runs `playbook` against a booted template, described by the `template` document of
+/// `virtup_template state=running`: a private inventory (0600, in a scratch dir of the data dir)
+/// holds that one host, group `virtup_templates`, reached with its pinned host key as the
+/// inventory reaches it, and the vars `virtup_template_name` and `virtup_template_domain` (as the
+/// role `virtup_template` gives them). Returns ansible-playbook's exit status.
+pub fn run_on_template(
+    paths: &Paths,
+    template: &serde_json::Value,
+    uri: &str,
+    playbook: &Path,
+) -> Result<i32> {
+    let vars = template_host_vars(template, uri)?;
+    let host = vars["virtup_template_domain"].clone();
+    let inventory = serde_json::json!({"all": {"children": {"virtup_templates": {"hosts": {
+        host.as_str().unwrap_or_default(): vars
+    }}}}});
+    let program = on_path("ansible-playbook").context("cannot find `ansible-playbook` on PATH")?;
+    let data = virtup_core::DataDir::at(&paths.data_dir);
+    let scratch = data.scratch()?;
+    // YAML is a superset of JSON; the `.yml` name is what the yaml inventory plugin accepts.
+    let file = scratch.path().join("inventory.yml");
+    {
+        use std::io::Write as _;
+        use std::os::unix::fs::OpenOptionsExt as _;
+        let mut f = std::fs::OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .mode(0o600)
+            .open(&file)
+            .with_context(|| format!("failed to write `{}`", file.display()))?;
+        f.write_all(inventory.to_string().as_bytes())?;
+    }
+    progress::finish_line();
+    let status = Command::new(&program)
+        .arg("-i")
+        .arg(&file)
+        .arg(playbook)
+        .status()
+        .with_context(|| format!("failed to run `{}`", program.display()))?;
+    Ok(status.code().unwrap_or_else(|| {
+        use std::os::unix::process::ExitStatusExt;
+        128 + status.signal().unwrap_or(0)
+    }))
+}
+
+/// The host vars of a booted template, from its `virtup_template` document.
+fn template_host_vars(template: &serde_json::Value, uri: &str) -> Result<serde_json::Value> {
+    use crate::inventory::{Host, HostKind};
+    let text = |k: &str| template[k].as_str().map(str::to_owned);
+    let need = |k: &str| {
+        text(k).ok_or_else(|| {
+            anyhow::anyhow!("virtup_template returned no `{k}` for the booted template")
+        })
+    };
+    let domain = need("domain")?;
+    let host = Host {
+        name: domain.clone(),
+        kind: HostKind::Template,
+        domain: domain.clone(),
+        template: text("name").unwrap_or_default(),
+        generation: template["generation"]
+            .as_u64()
+            .and_then(|g| u32::try_from(g).ok())
+            .unwrap_or(0),
+        state: "running".into(),
+        address: Some(need("address")?),
+        user: Some(text("user").unwrap_or_else(|| virtup_core::config::DEFAULT_USER.into())),
+        ssh_private_key_file: Some(need("ssh_private_key_file")?.into()),
+        known_hosts_file: need("known_hosts_file")?.into(),
+        host_key_alias: text("host_key_alias").unwrap_or_else(|| domain.clone()),
+        uri: uri.to_owned(),
+        mac: None,
+    };
+    Ok(serde_json::json!({
+        "ansible_host": host.address,
+        "ansible_user": host.user,
+        "ansible_ssh_private_key_file": host.ssh_private_key_file,
+        "ansible_ssh_common_args": host.ssh_common_args(),
+        "virtup_template_name": host.template,
+        "virtup_template_domain": host.domain,
+    }))
+}
+
 pub fn playbook(paths: &Paths, name: &str, playbook: &Path, global: &Global) -> Result<ExitCode> {
     let code = run_playbook(paths, name, &playbook.to_string_lossy(), global)?;
     Ok(ExitCode::from(u8::try_from(code).unwrap_or(1)))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A template playbook reaches the booted template only with its pinned key, never by trust on
+    /// first use or a system-wide known_hosts entry.
+    #[test]
+    fn template_host_vars_pin_the_host_key() {
+        let doc = serde_json::json!({"name": "t", "domain": "VIRTUP-t", "generation": 2,
+            "address": "192.168.122.9", "user": null, "ssh_private_key_file": "/d/sshkeys/virt/id_ed25519",
+            "known_hosts_file": "/d/known hosts", "host_key_alias": "VIRTUP-t", "playbook": "/p.yml"});
+        let vars = template_host_vars(&doc, "qemu:///system").unwrap();
+        assert_eq!(vars["ansible_host"], "192.168.122.9");
+        assert_eq!(vars["ansible_user"], "virt");
+        assert_eq!(vars["virtup_template_name"], "t");
+        assert_eq!(vars["virtup_template_domain"], "VIRTUP-t");
+        let args = shell_words::split(vars["ansible_ssh_common_args"].as_str().unwrap()).unwrap();
+        for want in [
+            "StrictHostKeyChecking=yes",
+            "UserKnownHostsFile=/d/known hosts",
+            "HostKeyAlias=VIRTUP-t",
+        ] {
+            assert!(args.iter().any(|a| a == want), "{want} missing: {args:?}");
+        }
+        let mut missing = doc.clone();
+        missing["address"] = serde_json::Value::Null;
+        assert!(template_host_vars(&missing, "qemu:///system").is_err());
+    }
 }

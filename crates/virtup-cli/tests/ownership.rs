@@ -1,0 +1,233 @@
+//! Layer 3: the module binaries never claim a volume by its name and never clone a template whose disk
+//! is changing (issue 14), on libvirt's test driver loaded with a template and foreign volumes named
+//! exactly as virtup would name its own.
+//!
+//! The test driver keeps its state per process, so these tests read what a run *would* do (the plan
+//! in check mode, the refusal of a real run) and what it recorded; `lab_data_safety` proves on real
+//! libvirt that the volumes survive.
+
+use std::path::PathBuf;
+use std::process::Command;
+
+use serde_json::{json, Value};
+
+/// Template `t` (generation 1, shut off, its disk in `default-pool`) and foreign volumes that hold
+/// an instance's disk name, another instance's config disk name, a generation name and a partial name.
+const NODE_XML: &str = r#"<node>
+  <domain type="test" xmlns:test="http://libvirt.org/schemas/domain/test/1.0">
+    <name>VIRTUP-t</name><memory>65536</memory><os><type>hvm</type></os>
+    <metadata><virtup:tag xmlns:virtup="https://virtup.dev/xmlns/domain/1" kind="template" generation="1"><virtup:name>t</virtup:name><virtup:user>virt</virtup:user></virtup:tag></metadata>
+    <devices><disk type="file" device="disk"><source file="/default-pool/VIRTUP-t-g1.qcow2"/><target dev="vda"/></disk></devices>
+    <test:runstate>5</test:runstate>
+  </domain>
+  <pool type="dir">
+    <name>default-pool</name>
+    <uuid>dfe224cb-28fb-8dd0-c4b2-64eb3f0f4566</uuid>
+    <capacity>107374182400</capacity><allocation>0</allocation><available>107374182400</available>
+    <target><path>/default-pool</path></target>
+    <volume type="file"><name>VIRTUP-t-g1.qcow2</name><capacity>1048576</capacity><target><path>/default-pool/VIRTUP-t-g1.qcow2</path><format type="qcow2"/></target></volume>
+    <volume type="file"><name>web9.qcow2</name><capacity>1048576</capacity><target><path>/default-pool/web9.qcow2</path><format type="qcow2"/></target></volume>
+    <volume type="file"><name>web8-config.iso</name><capacity>1048576</capacity><target><path>/default-pool/web8-config.iso</path><format type="raw"/></target></volume>
+    <volume type="file"><name>VIRTUP-t-g2.qcow2</name><capacity>1048576</capacity><target><path>/default-pool/VIRTUP-t-g2.qcow2</path><format type="qcow2"/></target></volume>
+    <volume type="file"><name>VIRTUP-t-g3.qcow2.part</name><capacity>1048576</capacity><target><path>/default-pool/VIRTUP-t-g3.qcow2.part</path><format type="raw"/></target></volume>
+  </pool>
+</node>"#;
+
+struct Node {
+    dir: tempfile::TempDir,
+}
+
+impl Node {
+    fn new() -> Node {
+        let n = Node {
+            dir: tempfile::tempdir().unwrap(),
+        };
+        std::fs::write(n.dir.path().join("node.xml"), NODE_XML).unwrap();
+        std::fs::create_dir_all(n.dir.path().join("config")).unwrap();
+        std::fs::write(
+            n.dir.path().join("config/settings.cfg"),
+            "[common]\npool = default-pool\n",
+        )
+        .unwrap();
+        n
+    }
+
+    fn data(&self) -> PathBuf {
+        self.dir.path().join("data")
+    }
+
+    fn run(&self, module: &str, args: Value) -> Value {
+        let exe = match module {
+            "virtup_template" => env!("CARGO_BIN_EXE_virtup_template"),
+            _ => env!("CARGO_BIN_EXE_virtup_instance"),
+        };
+        let file = self.dir.path().join("args");
+        std::fs::write(&file, args.to_string()).unwrap();
+        let out = Command::new(exe)
+            .arg(&file)
+            .env("VIRTUP_CONFIG_HOME", self.dir.path().join("config"))
+            .env("VIRTUP_DATA_HOME", self.data())
+            .env(
+                "LIBVIRT_DEFAULT_URI",
+                format!("test://{}", self.dir.path().join("node.xml").display()),
+            )
+            .output()
+            .unwrap();
+        serde_json::from_slice(&out.stdout).unwrap_or_else(|e| {
+            panic!(
+                "{module} printed no JSON ({e}): {}",
+                String::from_utf8_lossy(&out.stdout)
+            )
+        })
+    }
+}
+
+fn msg(doc: &Value) -> &str {
+    doc["msg"].as_str().unwrap_or_default()
+}
+
+#[test]
+fn a_foreign_volume_under_an_instance_name_is_refused_and_never_recorded() {
+    let node = Node::new();
+    for (name, volume) in [("web9", "web9.qcow2"), ("web8", "web8-config.iso")] {
+        for check in [true, false] {
+            let doc = node.run(
+                "virtup_instance",
+                json!({"name": name, "template": "t", "state": "present", "_ansible_check_mode": check}),
+            );
+            assert_eq!(doc["failed"], json!(true), "{name} check={check}: {doc}");
+            assert_eq!(doc["changed"], json!(false), "{name}: {doc}");
+            assert!(
+                msg(&doc).contains(&format!("`{volume}`"))
+                    && msg(&doc).contains("not made by virtup"),
+                "{name}: {doc}"
+            );
+        }
+        for record in [
+            format!("instance/{name}.json"),
+            format!("owned/{name}.json"),
+        ] {
+            assert!(!node.data().join(&record).exists(), "{name}: left {record}");
+        }
+        // `absent` has nothing of virtup's to remove.
+        let gone = node.run("virtup_instance", json!({"name": name, "state": "absent"}));
+        assert_eq!(gone["changed"], json!(false), "{name}: {gone}");
+    }
+    // A free name clones from the disk the template domain itself uses.
+    let doc = node.run(
+        "virtup_instance",
+        json!({"name": "web7", "template": "t", "state": "present", "_ansible_check_mode": true}),
+    );
+    assert_eq!(doc["changed"], json!(true), "{doc}");
+    assert_eq!(msg(&doc), "clone from template generation 1", "{doc}");
+}
+
+#[test]
+fn generation_look_alikes_are_neither_counted_nor_deleted() {
+    let node = Node::new();
+    // Generation 1 is the disk the tagged template domain itself uses: its definition proves it
+    // virtup's (templates built before the ledger existed have no entry). The foreign `-g2` and
+    // `-g3.qcow2.part` are neither counted nor deleted; a rebuild skips the taken numbers.
+    let doc = node.run(
+        "virtup_template",
+        json!({"name": "t", "os_version": "debian-12", "_ansible_check_mode": true}),
+    );
+    assert_eq!(doc["changed"], json!(true), "{doc}");
+    assert_eq!(
+        msg(&doc),
+        "build generation 4; define the template domain on generation 4; delete unused generation 1",
+        "{doc}"
+    );
+    let gone = node.run(
+        "virtup_template",
+        json!({"name": "t", "state": "absent", "_ansible_check_mode": true}),
+    );
+    assert_eq!(
+        msg(&gone),
+        "undefine the template domain; delete unused generation 1",
+        "{gone}"
+    );
+    // An instance named after a generation volume is refused before anything else.
+    let doc = node.run(
+        "virtup_instance",
+        json!({"name": "VIRTUP-t-g2", "template": "t", "state": "absent"}),
+    );
+    assert_eq!(doc["failed"], json!(true), "{doc}");
+    assert!(msg(&doc).contains("`name`"), "{doc}");
+}
+
+/// A template that is running (booted for customization, or by hand) has a disk that is changing:
+/// a clone is refused naming it, in check mode too, rather than made from a moving disk.
+#[test]
+fn a_running_template_is_not_cloned() {
+    let node = Node::new();
+    let running = NODE_XML.replace(
+        "<test:runstate>5</test:runstate>",
+        "<test:runstate>1</test:runstate>",
+    );
+    std::fs::write(node.dir.path().join("node.xml"), running).unwrap();
+    for check in [true, false] {
+        let doc = node.run(
+            "virtup_instance",
+            json!({"name": "web7", "template": "t", "state": "present", "_ansible_check_mode": check}),
+        );
+        assert_eq!(doc["failed"], json!(true), "check={check}: {doc}");
+        assert!(msg(&doc).contains("template `t` is running"), "{doc}");
+        assert!(!node.data().join("instance/web7.json").exists());
+    }
+}
+
+/// A disk virtup made for a domain that was later undefined by hand is the instance's data: a
+/// create refuses to overwrite it, and only `absent` deletes it. A killed first build's partial
+/// (proved by its pending record) goes with the template's `absent`.
+#[test]
+fn a_detached_disk_is_kept_and_a_killed_builds_partial_is_removed() {
+    let node = Node::new();
+    let owned = node.data().join("owned");
+    std::fs::create_dir_all(&owned).unwrap();
+    let uri = format!("test://{}", node.dir.path().join("node.xml").display());
+    std::fs::write(
+        owned.join("web9.json"),
+        json!({"volumes": [{"uri": uri, "pool": "default-pool", "name": "web9.qcow2",
+                            "key": "/default-pool/web9.qcow2", "attached": true}]})
+        .to_string(),
+    )
+    .unwrap();
+    for check in [true, false] {
+        let doc = node.run(
+            "virtup_instance",
+            json!({"name": "web9", "template": "t", "state": "running", "_ansible_check_mode": check}),
+        );
+        assert_eq!(doc["failed"], json!(true), "{doc}");
+        assert!(
+            msg(&doc).contains("domain of instance `web9` is gone"),
+            "{doc}"
+        );
+    }
+    let gone = node.run(
+        "virtup_instance",
+        json!({"name": "web9", "state": "absent", "_ansible_check_mode": true}),
+    );
+    assert!(
+        msg(&gone).starts_with("delete leftover volumes web9.qcow2"),
+        "{gone}"
+    );
+    // Template `u` never got its domain: the killed build's partial is recorded as pending.
+    std::fs::write(
+        owned.join("VIRTUP-u.json"),
+        json!({"volumes": [{"uri": uri, "pool": "default-pool", "name": "VIRTUP-u-g1.qcow2.part",
+                            "key": null}]})
+        .to_string(),
+    )
+    .unwrap();
+    let xml = NODE_XML.replace(
+        "</pool>",
+        r#"<volume type="file"><name>VIRTUP-u-g1.qcow2.part</name><capacity>1048576</capacity><target><path>/default-pool/VIRTUP-u-g1.qcow2.part</path><format type="raw"/></target></volume></pool>"#,
+    );
+    std::fs::write(node.dir.path().join("node.xml"), xml).unwrap();
+    let doc = node.run(
+        "virtup_template",
+        json!({"name": "u", "state": "absent", "_ansible_check_mode": true}),
+    );
+    assert_eq!(msg(&doc), "delete the volumes of an earlier run", "{doc}");
+}

