@@ -1,5 +1,8 @@
 //! Layer 3: the built module binaries run with args files, the way Ansible runs them.
 
+mod common;
+use common::TEMPLATE_NODE_XML;
+
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
@@ -269,23 +272,6 @@ fn host_bad_input_names_the_option() {
         failed_naming(&doc, code, needle);
     }
 }
-
-/// A test-driver node with a built template `t` (generation 1, shut off) in `default-pool`.
-const TEMPLATE_NODE_XML: &str = r#"<node>
-  <domain type="test" xmlns:test="http://libvirt.org/schemas/domain/test/1.0">
-    <name>VIRTUP-t</name><memory>65536</memory><os><type>hvm</type></os>
-    <metadata><virtup:tag xmlns:virtup="https://virtup.dev/xmlns/domain/1" kind="template" generation="1"><virtup:name>t</virtup:name><virtup:user>virt</virtup:user></virtup:tag></metadata>
-    <devices><disk type="file" device="disk"><source file="/default-pool/VIRTUP-t-g1.qcow2"/><target dev="vda"/></disk></devices>
-    <test:runstate>5</test:runstate>
-  </domain>
-  <pool type="dir">
-    <name>default-pool</name>
-    <uuid>dfe224cb-28fb-8dd0-c4b2-64eb3f0f4566</uuid>
-    <capacity>107374182400</capacity><allocation>0</allocation><available>107374182400</available>
-    <target><path>/default-pool</path></target>
-    <volume type="file"><name>VIRTUP-t-g1.qcow2</name><capacity>1048576</capacity><target><path>/default-pool/VIRTUP-t-g1.qcow2</path><format type="qcow2"/></target></volume>
-  </pool>
-</node>"#;
 
 impl Sandbox {
     /// The URI of a test-driver node holding template `t`, private to this sandbox.

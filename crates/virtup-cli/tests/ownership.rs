@@ -11,27 +11,27 @@ use std::process::Command;
 
 use serde_json::{json, Value};
 
+mod common;
+use common::TEMPLATE_NODE_XML;
+
 /// Template `t` (generation 1, shut off, its disk in `default-pool`) and foreign volumes that hold
 /// an instance's disk name, another instance's config disk name, a generation name and a partial name.
-const NODE_XML: &str = r#"<node>
-  <domain type="test" xmlns:test="http://libvirt.org/schemas/domain/test/1.0">
-    <name>VIRTUP-t</name><memory>65536</memory><os><type>hvm</type></os>
-    <metadata><virtup:tag xmlns:virtup="https://virtup.dev/xmlns/domain/1" kind="template" generation="1"><virtup:name>t</virtup:name><virtup:user>virt</virtup:user></virtup:tag></metadata>
-    <devices><disk type="file" device="disk"><source file="/default-pool/VIRTUP-t-g1.qcow2"/><target dev="vda"/></disk></devices>
-    <test:runstate>5</test:runstate>
-  </domain>
-  <pool type="dir">
-    <name>default-pool</name>
-    <uuid>dfe224cb-28fb-8dd0-c4b2-64eb3f0f4566</uuid>
-    <capacity>107374182400</capacity><allocation>0</allocation><available>107374182400</available>
-    <target><path>/default-pool</path></target>
-    <volume type="file"><name>VIRTUP-t-g1.qcow2</name><capacity>1048576</capacity><target><path>/default-pool/VIRTUP-t-g1.qcow2</path><format type="qcow2"/></target></volume>
-    <volume type="file"><name>web9.qcow2</name><capacity>1048576</capacity><target><path>/default-pool/web9.qcow2</path><format type="qcow2"/></target></volume>
-    <volume type="file"><name>web8-config.iso</name><capacity>1048576</capacity><target><path>/default-pool/web8-config.iso</path><format type="raw"/></target></volume>
-    <volume type="file"><name>VIRTUP-t-g2.qcow2</name><capacity>1048576</capacity><target><path>/default-pool/VIRTUP-t-g2.qcow2</path><format type="qcow2"/></target></volume>
-    <volume type="file"><name>VIRTUP-t-g3.qcow2.part</name><capacity>1048576</capacity><target><path>/default-pool/VIRTUP-t-g3.qcow2.part</path><format type="raw"/></target></volume>
-  </pool>
-</node>"#;
+fn node_xml() -> String {
+    let foreign: String = [
+        ("web9.qcow2", "qcow2"),
+        ("web8-config.iso", "raw"),
+        ("VIRTUP-t-g2.qcow2", "qcow2"),
+        ("VIRTUP-t-g3.qcow2.part", "raw"),
+    ]
+    .iter()
+    .map(|(name, format)| {
+        format!(
+            r#"<volume type="file"><name>{name}</name><capacity>1048576</capacity><target><path>/default-pool/{name}</path><format type="{format}"/></target></volume>"#
+        )
+    })
+    .collect();
+    TEMPLATE_NODE_XML.replace("</pool>", &format!("{foreign}</pool>"))
+}
 
 struct Node {
     dir: tempfile::TempDir,
@@ -42,7 +42,7 @@ impl Node {
         let n = Node {
             dir: tempfile::tempdir().unwrap(),
         };
-        std::fs::write(n.dir.path().join("node.xml"), NODE_XML).unwrap();
+        std::fs::write(n.dir.path().join("node.xml"), node_xml()).unwrap();
         std::fs::create_dir_all(n.dir.path().join("config")).unwrap();
         std::fs::write(
             n.dir.path().join("config/settings.cfg"),
@@ -161,7 +161,7 @@ fn generation_look_alikes_are_neither_counted_nor_deleted() {
 #[test]
 fn a_running_template_is_not_cloned() {
     let node = Node::new();
-    let running = NODE_XML.replace(
+    let running = node_xml().replace(
         "<test:runstate>5</test:runstate>",
         "<test:runstate>1</test:runstate>",
     );
@@ -220,7 +220,7 @@ fn a_detached_disk_is_kept_and_a_killed_builds_partial_is_removed() {
         .to_string(),
     )
     .unwrap();
-    let xml = NODE_XML.replace(
+    let xml = node_xml().replace(
         "</pool>",
         r#"<volume type="file"><name>VIRTUP-u-g1.qcow2.part</name><capacity>1048576</capacity><target><path>/default-pool/VIRTUP-u-g1.qcow2.part</path><format type="raw"/></target></volume></pool>"#,
     );
