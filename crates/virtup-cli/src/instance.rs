@@ -208,8 +208,17 @@ fn observe(hv: &Hypervisor, data: &DataDir, req: &Request) -> Result<Observation
         )
     };
     if let Some(dom) = hv.domain(name)? {
+        // A tag proves a domain to the data dir that wrote it, not to every data dir on the host.
+        let ours = match &dom.tag {
+            Some(tag) => {
+                tag.kind == TagKind::Instance
+                    && tag.name == *name
+                    && crate::owner::proves(data, tag, name)?
+            }
+            None => false,
+        };
         match dom.tag {
-            Some(tag) if tag.kind == TagKind::Instance && tag.name == *name => {
+            Some(tag) if ours => {
                 let parsed = parse_domain_xml(&hv.inactive_xml(name)?)?;
                 mac = parsed.macs().first().map(|m| m.to_string());
                 // The tag was written after its volumes were made; a listed volume is deleted with
@@ -257,7 +266,7 @@ fn observe(hv: &Hypervisor, data: &DataDir, req: &Request) -> Result<Observation
             );
         }
         hv.refresh_pool(&req.pool)?;
-        if let Some(current) = current_disk(hv, &req.pool, &req.desired.template)? {
+        if let Some(current) = current_disk(hv, data, &req.pool, &req.desired.template)? {
             model.template_generation = Some(current.generation);
             model.template_running = current.running;
             template = Some(TemplateDisk {
@@ -365,6 +374,13 @@ pub fn run(args: &ModuleArgs) -> Result<ModuleResult> {
     let mut result = ModuleResult::new(!the_plan.is_empty())
         .with_msg(the_plan.to_string())
         .with("waited", waited.to_json());
+    if obs.model.foreign_domain && req.desired.state == InstanceState::Absent {
+        // `absent` holds for virtup, but the user may think the domain was theirs: say why it stays.
+        result = result.with_warning(format!(
+            "domain `{}` exists but was not made by virtup with this data dir; it is left alone",
+            req.desired.name
+        ));
+    }
     if the_plan.needs_reboot_warning(&obs.model) {
         result = result.with_warning(format!(
             "memory and vCPUs of `{}` change at its next boot; it is running now",
@@ -626,6 +642,8 @@ fn create(
         .template
         .as_ref()
         .ok_or_else(|| anyhow!("template `{}` vanished", req.desired.template))?;
+    // Made before the first volume, so that failing to make it leaves nothing behind.
+    let owner = data.ensure_owner_id(SHORT_LOCK_TIMEOUT)?;
     let started = Instant::now();
     let mac = match &obs.mac {
         Some(m) => m.clone(),
@@ -754,6 +772,7 @@ fn create(
     tag.generation = tpl.generation;
     tag.owned_volumes = owned.clone();
     tag.user = Some(req.user.clone());
+    tag.owner = Some(owner);
     spec.metadata = Some(tag);
     // Pinned before the define: once the domain exists a later run finds nothing to do, so a run
     // killed in between must not leave an instance whose key nobody trusts. (Killed before the

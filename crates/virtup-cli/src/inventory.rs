@@ -152,6 +152,13 @@ pub fn proxy_jump(uri: &str) -> Option<String> {
 pub fn collect(paths: &Paths, config: &Config) -> Result<Listing> {
     let data = DataDir::at(&paths.data_dir);
     let mut warnings = Vec::new();
+    // Domains another data dir made are not this one's to list.
+    let ours = |tag: &virtup_libvirt::VirtupTag, domain: &str, warnings: &mut Vec<String>| {
+        crate::owner::proves(&data, tag, domain).unwrap_or_else(|e| {
+            warnings.push(format!("`{domain}` is skipped: {e:#}"));
+            false
+        })
+    };
     let mut metas = Vec::new();
     for (name, meta) in InstanceMeta::list(&data).with_context(|| {
         format!(
@@ -197,7 +204,14 @@ pub fn collect(paths: &Paths, config: &Config) -> Result<Listing> {
             let dom = by_name.get(meta.name.as_str()).copied();
             let state = match (&hv, dom) {
                 (None, _) => "unknown".to_string(),
-                (Some(_), Some(d)) if is_instance_of(d, &meta.name) => state_name(&d.state),
+                (Some(_), Some(d))
+                    if is_instance_of(d, &meta.name)
+                        && d.tag
+                            .as_ref()
+                            .is_some_and(|t| ours(t, &d.name, &mut warnings)) =>
+                {
+                    state_name(&d.state)
+                }
                 (Some(_), Some(_)) => {
                     warnings.push(format!(
                         "instance `{}` is skipped: domain `{}` on `{uri}` is not the instance virtup made",
@@ -252,7 +266,9 @@ pub fn collect(paths: &Paths, config: &Config) -> Result<Listing> {
                 TagKind::Instance => {}
                 TagKind::Template => {
                     let Some(hv) = &hv else { continue };
-                    if dom.name != template::domain_name(&tag.name) {
+                    if dom.name != template::domain_name(&tag.name)
+                        || !ours(tag, &dom.name, &mut warnings)
+                    {
                         continue;
                     }
                     let state = state_name(&dom.state);

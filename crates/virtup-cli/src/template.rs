@@ -238,7 +238,11 @@ pub fn observe(hv: &Hypervisor, data: &DataDir, req: &Request) -> Result<Observa
     for dom in hv.list_domains()? {
         match &dom.tag {
             Some(tag) if dom.name == req.domain => {
-                if tag.kind == TagKind::Template && tag.name == req.desired.name {
+                // A tag proves a template to the data dir that wrote it, not to every data dir.
+                if tag.kind == TagKind::Template
+                    && tag.name == req.desired.name
+                    && crate::owner::proves(data, tag, &req.domain)?
+                {
                     model.domain = Some(ObservedDomain {
                         running: dom.state != DomainState::ShutOff,
                         generation: tag.generation,
@@ -408,6 +412,13 @@ pub fn run(args: &ModuleArgs) -> Result<ModuleResult> {
     } else {
         the_plan.to_string()
     });
+    if before.model.foreign_domain && req.desired.state == TemplateState::Absent {
+        // `absent` holds for virtup, but the user may think the domain was theirs: say why it stays.
+        result = result.with_warning(format!(
+            "domain `{}` exists but was not made by virtup with this data dir; it is left alone",
+            req.domain
+        ));
+    }
     if args.diff() {
         result = result.with_diff(diff(&req, &before.model, &the_plan));
     }
@@ -625,6 +636,10 @@ fn apply(
     warnings: &mut Vec<String>,
 ) -> Result<()> {
     let accel = accel(hv, warnings)?;
+    if plan.steps.iter().any(|s| matches!(s, Step::Define { .. })) {
+        // Made before the build, so that failing to make it leaves nothing behind (define reads it).
+        data.ensure_owner_id(SHORT_LOCK_TIMEOUT)?;
+    }
     for step in &plan.steps {
         crate::cli::progress::stage(&format!("template `{}`: {step}", req.desired.name));
         // A failure from here on reports `changed: true`; a build marks it once its image is in
@@ -635,7 +650,7 @@ fn apply(
         match *step {
             Step::Stop => crate::power::stop(hv, &req.domain, req.wait_timeout)?,
             Step::Build { generation } => build(ctx, data, hv, req, obs, generation, accel)?,
-            Step::Define { generation } => define(hv, req, obs, generation, accel)?,
+            Step::Define { generation } => define(data, hv, req, obs, generation, accel)?,
             Step::Start => {
                 hv.start(&req.domain)?;
             }
@@ -1156,6 +1171,7 @@ fn import_image(src: &Path, out: &Path, format: &str, size: Option<&str>) -> Res
 
 /// Defines the template domain from virt-install's XML with virtup's tag inside, in one define.
 fn define(
+    data: &DataDir,
     hv: &Hypervisor,
     req: &Request,
     obs: &Observation,
@@ -1203,6 +1219,7 @@ fn define(
     tag.generation = generation;
     tag.digest = Some(req.desired.digest());
     tag.user = Some(template_user(req));
+    tag.owner = Some(data.ensure_owner_id(SHORT_LOCK_TIMEOUT)?);
     let xml = tag.insert_into_domain_xml(&xml)?;
     hv.define_xml(&xml)?;
     Ok(())
@@ -1246,7 +1263,12 @@ pub struct CurrentDisk {
 /// For clones: the disk the tagged template domain itself uses (its definition was written after
 /// that generation was built, so it is the record that proves which volume is current; a volume
 /// merely named like a generation proves nothing).
-pub fn current_disk(hv: &Hypervisor, pool: &str, template: &str) -> Result<Option<CurrentDisk>> {
+pub fn current_disk(
+    hv: &Hypervisor,
+    data: &DataDir,
+    pool: &str,
+    template: &str,
+) -> Result<Option<CurrentDisk>> {
     let domain = domain_name(template);
     let Some(dom) = hv.domain(&domain)? else {
         return Ok(None);
@@ -1257,6 +1279,13 @@ pub fn current_disk(hv: &Hypervisor, pool: &str, template: &str) -> Result<Optio
     else {
         return Ok(None);
     };
+    // A clone pins its base generation: another data dir's template is not this one's to pin.
+    if !crate::owner::proves(data, &tag, &domain)? {
+        bail!(
+            "invalid value for `template`: template `{template}` (domain `{domain}`) was not made by \
+             virtup with this data dir; build one of your own under another name"
+        );
+    }
     let parsed = virtup_libvirt::parse_domain_xml(&hv.inactive_xml(&domain)?)?;
     let paths: Vec<&str> = parsed
         .disks

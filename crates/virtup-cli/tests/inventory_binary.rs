@@ -6,11 +6,11 @@ use std::process::Command;
 use serde_json::{json, Value};
 
 /// A test-driver node: a running virtup instance `web1`, a stopped one `db1`, a template, and a
-/// foreign domain that must never be listed.
+/// foreign domain and another data dir's template (owner `bbbb…`), which must never be listed.
 const NODE_XML: &str = r#"<node>
   <domain type="test">
     <name>web1</name><memory>65536</memory><os><type>hvm</type></os>
-    <metadata><virtup:tag xmlns:virtup="https://virtup.dev/xmlns/domain/1" kind="instance" generation="1"><virtup:name>web1</virtup:name><virtup:template>debian-12</virtup:template></virtup:tag></metadata>
+    <metadata><virtup:tag xmlns:virtup="https://virtup.dev/xmlns/domain/1" kind="instance" generation="1"><virtup:name>web1</virtup:name><virtup:template>debian-12</virtup:template><virtup:owner>aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa</virtup:owner></virtup:tag></metadata>
     <devices><interface type="network"><mac address="52:54:00:00:00:01"/><source network="default"/></interface></devices>
   </domain>
   <domain type="test">
@@ -19,7 +19,11 @@ const NODE_XML: &str = r#"<node>
   </domain>
   <domain type="test">
     <name>VIRTUP-debian-12</name><memory>65536</memory><os><type>hvm</type></os>
-    <metadata><virtup:tag xmlns:virtup="https://virtup.dev/xmlns/domain/1" kind="template" generation="2"><virtup:name>debian-12</virtup:name><virtup:user>admin</virtup:user></virtup:tag></metadata>
+    <metadata><virtup:tag xmlns:virtup="https://virtup.dev/xmlns/domain/1" kind="template" generation="2"><virtup:name>debian-12</virtup:name><virtup:user>admin</virtup:user><virtup:owner>aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa</virtup:owner></virtup:tag></metadata>
+  </domain>
+  <domain type="test">
+    <name>VIRTUP-theirs</name><memory>65536</memory><os><type>hvm</type></os>
+    <metadata><virtup:tag xmlns:virtup="https://virtup.dev/xmlns/domain/1" kind="template" generation="1"><virtup:name>theirs</virtup:name><virtup:owner>bbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbb</virtup:owner></virtup:tag></metadata>
   </domain>
   <domain type="test">
     <name>foreign</name><memory>65536</memory><os><type>hvm</type></os>
@@ -38,6 +42,11 @@ impl Fixture {
         std::fs::write(f.node(), NODE_XML).unwrap();
         let inst = f.data().join("instance");
         std::fs::create_dir_all(&inst).unwrap();
+        std::fs::write(
+            f.data().join("owner-id"),
+            "aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa\n",
+        )
+        .unwrap();
         let meta = |name: &str, address: Option<&str>| {
             json!({"schema": 1, "name": name, "template": "debian-12", "generation": 1, "user": "virt",
                    "mac": "52:54:00:00:00:01", "address": address, "inventory": true, "state": "running"})
@@ -102,8 +111,8 @@ fn list_groups_vars_and_warnings_with_a_silent_stderr() {
     assert_eq!(hosts(&doc, "virtup_template_debian_12"), ["db1", "web1"]);
     assert!(hosts(&doc, "virtup_running").contains(&"web1".to_string()));
     assert!(
-        !out.contains("\"foreign\""),
-        "untagged or hidden domains are never listed: {out}"
+        !out.contains("\"foreign\"") && !out.contains("theirs"),
+        "untagged, hidden or other data dirs' domains are never listed: {out}"
     );
     let web1 = &doc["_meta"]["hostvars"]["web1"];
     assert_eq!(

@@ -1,7 +1,7 @@
 //! Layer 3: the built module binaries run with args files, the way Ansible runs them.
 
 mod common;
-use common::TEMPLATE_NODE_XML;
+use common::{own, TEMPLATE_NODE_XML};
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -278,6 +278,7 @@ impl Sandbox {
     fn template_node_uri(&self) -> String {
         let node = self.dir.path().join("node.xml");
         std::fs::write(&node, TEMPLATE_NODE_XML).unwrap();
+        own(&self.data());
         format!("test://{}", node.display())
     }
 }
@@ -364,8 +365,14 @@ fn names_a_real_run_cannot_use_are_refused_up_front_in_check_mode_too() {
             let (code, doc, _, _) = sb.run(module, &args);
             failed_naming(&doc, code, needle);
             assert_eq!(doc["changed"], json!(false), "{module} {args}: {doc}");
-            assert!(
-                !sb.data().exists(),
+            // The fixture's owner id is all the data dir may hold.
+            let written: Vec<String> = std::fs::read_dir(sb.data())
+                .unwrap()
+                .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+                .collect();
+            assert_eq!(
+                written,
+                ["owner-id"],
                 "{module} {args} wrote to the data dir before failing"
             );
         }

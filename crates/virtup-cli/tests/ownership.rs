@@ -12,7 +12,7 @@ use std::process::Command;
 use serde_json::{json, Value};
 
 mod common;
-use common::TEMPLATE_NODE_XML;
+use common::{own, FIXTURE_OWNER, TEMPLATE_NODE_XML};
 
 /// Template `t` (generation 1, shut off, its disk in `default-pool`) and foreign volumes that hold
 /// an instance's disk name, another instance's config disk name, a generation name and a partial name.
@@ -44,6 +44,7 @@ impl Node {
         };
         std::fs::write(n.dir.path().join("node.xml"), node_xml()).unwrap();
         std::fs::create_dir_all(n.dir.path().join("config")).unwrap();
+        own(&n.data());
         std::fs::write(
             n.dir.path().join("config/settings.cfg"),
             "[common]\npool = default-pool\n",
@@ -230,4 +231,241 @@ fn a_detached_disk_is_kept_and_a_killed_builds_partial_is_removed() {
         json!({"name": "u", "state": "absent", "_ansible_check_mode": true}),
     );
     assert_eq!(msg(&doc), "delete the volumes of an earlier run", "{doc}");
+}
+
+/// The owner id of the data dir that tagged the domains of [`owned_node_xml`].
+const OWNER_A: &str = FIXTURE_OWNER;
+
+/// Template `t` and instance `web1`, both tagged by the data dir whose owner id is [`OWNER_A`].
+fn owned_node_xml() -> String {
+    let instance = r#"<domain type="test">
+    <name>web1</name><memory>65536</memory><os><type>hvm</type></os>
+    <metadata><virtup:tag xmlns:virtup="https://virtup.dev/xmlns/domain/1" kind="instance" generation="1"><virtup:name>web1</virtup:name><virtup:template>t</virtup:template><virtup:volume>web1.qcow2</virtup:volume><virtup:owner>0123456789abcdef0123456789abcdef</virtup:owner></virtup:tag></metadata>
+    <devices><disk type="file" device="disk"><source file="/default-pool/web1.qcow2"/><target dev="vda"/></disk></devices>
+  </domain>
+  <pool type="dir">"#;
+    TEMPLATE_NODE_XML
+        .replacen("<pool type=\"dir\">", instance, 1)
+        .replace(
+            "</pool>",
+            r#"<volume type="file"><name>web1.qcow2</name><capacity>1048576</capacity><target><path>/default-pool/web1.qcow2</path><format type="qcow2"/></target></volume></pool>"#,
+        )
+}
+
+/// The same domains with tags written before owner ids existed.
+fn legacy_node_xml() -> String {
+    owned_node_xml().replace(&format!("<virtup:owner>{OWNER_A}</virtup:owner>"), "")
+}
+
+#[test]
+fn a_tag_proves_a_domain_only_to_the_data_dir_that_wrote_it() {
+    let node = Node::new();
+    std::fs::write(node.dir.path().join("node.xml"), owned_node_xml()).unwrap();
+    let write_owner = |id: Option<&str>| {
+        let file = node.data().join("owner-id");
+        match id {
+            Some(id) => {
+                std::fs::create_dir_all(node.data()).unwrap();
+                std::fs::write(&file, format!("{id}\n")).unwrap();
+            }
+            None => {
+                let _ = std::fs::remove_file(&file);
+            }
+        }
+    };
+    // Another data dir (one with no id yet, one with its own): for it, A's domains are not
+    // virtup's. `absent` has nothing to remove; anything else is refused and names the reason;
+    // in check mode and for real.
+    for other in [None, Some("bbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbb")] {
+        write_owner(other);
+        for check in [true, false] {
+            for (module, args) in [
+                (
+                    "virtup_instance",
+                    json!({"name": "web1", "state": "absent"}),
+                ),
+                ("virtup_template", json!({"name": "t", "state": "absent"})),
+            ] {
+                let mut args = args;
+                args["_ansible_check_mode"] = json!(check);
+                let doc = node.run(module, args.clone());
+                assert_eq!(doc["failed"], json!(null), "{other:?} {args}: {doc}");
+                assert_eq!(doc["changed"], json!(false), "{other:?} {args}: {doc}");
+                assert_eq!(msg(&doc), "nothing to do", "{other:?} {args}: {doc}");
+                assert!(
+                    doc["warnings"].to_string().contains("left alone"),
+                    "{other:?} {args}: {doc}"
+                );
+            }
+            for (module, args) in [
+                (
+                    "virtup_instance",
+                    json!({"name": "web1", "template": "t", "state": "present"}),
+                ),
+                (
+                    "virtup_template",
+                    json!({"name": "t", "os_version": "debian-12", "revision": "2"}),
+                ),
+            ] {
+                let mut args = args;
+                args["_ansible_check_mode"] = json!(check);
+                let doc = node.run(module, args.clone());
+                assert_eq!(doc["failed"], json!(true), "{other:?} {args}: {doc}");
+                assert_eq!(doc["changed"], json!(false), "{other:?} {args}: {doc}");
+                assert!(
+                    msg(&doc).contains("not made by virtup with this data dir"),
+                    "{other:?} {args}: {doc}"
+                );
+            }
+        }
+        assert!(
+            !node.data().join("owned").exists() && !node.data().join("instance").exists(),
+            "{other:?}: a refused run recorded something"
+        );
+        assert_eq!(
+            std::fs::read_to_string(node.data().join("owner-id"))
+                .ok()
+                .as_deref(),
+            other.map(|id| format!("{id}\n")).as_deref(),
+            "a refused run made or changed the owner id"
+        );
+    }
+    // The data dir that wrote the tags manages them.
+    write_owner(Some(OWNER_A));
+    let doc = node.run(
+        "virtup_instance",
+        json!({"name": "web1", "state": "absent", "_ansible_check_mode": true}),
+    );
+    assert_eq!(doc["changed"], json!(true), "{doc}");
+    let doc = node.run(
+        "virtup_template",
+        json!({"name": "t", "state": "absent", "_ansible_check_mode": true}),
+    );
+    assert_eq!(
+        (doc["failed"].clone(), msg(&doc)),
+        (
+            json!(true),
+            "template `t` is used by `web1`: delete them first"
+        ),
+        "t is A's template, and web1 its clone: {doc}"
+    );
+}
+
+#[test]
+fn virt_up_delete_names_the_data_dir_that_owns_the_domain() {
+    let node = Node::new();
+    std::fs::write(node.dir.path().join("node.xml"), owned_node_xml()).unwrap();
+    std::fs::write(
+        node.data().join("owner-id"),
+        "bbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbb\n",
+    )
+    .unwrap();
+    // By domain name the tag is read up front; by template name (and for an instance this data dir
+    // has stale metadata of) the module leaves it alone, and virt-up must not claim a deletion.
+    let meta = node.data().join("instance");
+    std::fs::create_dir_all(&meta).unwrap();
+    std::fs::write(
+        meta.join("web1.json"),
+        r#"{"name": "web1", "template": "t", "user": "virt"}"#,
+    )
+    .unwrap();
+    for (name, want) in [
+        ("VIRTUP-t", "made by virtup with another data dir"),
+        (
+            "t",
+            "template `t` was not deleted: it is not virtup's for this data dir",
+        ),
+        (
+            "web1",
+            "instance `web1` was not deleted: it is not virtup's for this data dir",
+        ),
+    ] {
+        let out = Command::new(env!("CARGO_BIN_EXE_virt-up"))
+            .args([name, "--delete", "--yes"])
+            .env("VIRTUP_CONFIG_HOME", node.dir.path().join("config"))
+            .env("VIRTUP_DATA_HOME", node.data())
+            .env(
+                "LIBVIRT_DEFAULT_URI",
+                format!("test://{}", node.dir.path().join("node.xml").display()),
+            )
+            .output()
+            .unwrap();
+        let (stdout, stderr) = (
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr),
+        );
+        assert!(!out.status.success(), "{name}: {stderr}");
+        assert!(stderr.contains(want), "{name}: {stderr}");
+        assert!(!stdout.contains("deleted"), "{name}: {stdout}");
+    }
+}
+
+#[test]
+fn a_tag_without_owner_is_this_data_dirs_only_with_a_record_of_it() {
+    let node = Node::new();
+    std::fs::write(node.dir.path().join("node.xml"), legacy_node_xml()).unwrap();
+    // A data dir with its own id but no record of web1 or t (a fresh one, another project's).
+    std::fs::write(
+        node.data().join("owner-id"),
+        "bbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbb\n",
+    )
+    .unwrap();
+    for (module, args, failed) in [
+        (
+            "virtup_instance",
+            json!({"name": "web1", "state": "absent"}),
+            false,
+        ),
+        (
+            "virtup_template",
+            json!({"name": "t", "state": "absent"}),
+            false,
+        ),
+        (
+            "virtup_template",
+            json!({"name": "t", "os_version": "debian-12", "revision": "2"}),
+            true,
+        ),
+        (
+            "virtup_instance",
+            json!({"name": "web5", "template": "t", "state": "present"}),
+            true,
+        ),
+    ] {
+        let mut args = args;
+        args["_ansible_check_mode"] = json!(true);
+        let doc = node.run(module, args.clone());
+        assert_eq!(doc["changed"], json!(false), "{args}: {doc}");
+        assert_eq!(doc["failed"] == json!(true), failed, "{args}: {doc}");
+        if failed {
+            assert!(
+                msg(&doc).contains("not made by virtup with this data dir"),
+                "{args}: {doc}"
+            );
+        }
+    }
+    // The data dir that keeps a record of them (virt-up 2.2.0's metadata, virtup's ledger or secrets)
+    // still manages them.
+    let meta = node.data().join("instance");
+    std::fs::create_dir_all(&meta).unwrap();
+    std::fs::write(
+        meta.join("web1.json"),
+        r#"{"name": "web1", "template": "t", "user": "virt"}"#,
+    )
+    .unwrap();
+    std::fs::create_dir_all(node.data().join("secrets/VIRTUP-t")).unwrap();
+    let doc = node.run(
+        "virtup_instance",
+        json!({"name": "web1", "state": "absent", "_ansible_check_mode": true}),
+    );
+    assert_eq!(doc["changed"], json!(true), "{doc}");
+    let doc = node.run(
+        "virtup_template",
+        json!({"name": "t", "state": "absent", "_ansible_check_mode": true}),
+    );
+    assert_eq!(
+        msg(&doc),
+        "template `t` is used by `web1`: delete them first",
+        "{doc}"
+    );
 }

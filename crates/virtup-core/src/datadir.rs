@@ -32,6 +32,8 @@ const LOCK_POLL: Duration = Duration::from_millis(50);
 
 /// Name of the lock guarding shared files (`macaddrs.json`, `known_hosts`).
 pub const DATA_DIR_LOCK: &str = "datadir";
+/// Length of a data dir's owner id (128 random bits in hex).
+pub const OWNER_ID_HEX_LEN: usize = 32;
 
 #[derive(Debug, thiserror::Error)]
 pub enum DataError {
@@ -177,6 +179,52 @@ impl DataDir {
     }
     pub fn inventory_file(&self) -> PathBuf {
         self.root.join("inventory.yaml")
+    }
+    /// `owner-id`: the identity this data dir writes into every domain tag it makes, so that
+    /// another data dir (another user, another project) never takes those domains for its own.
+    pub fn owner_id_file(&self) -> PathBuf {
+        self.root.join("owner-id")
+    }
+
+    /// This data dir's owner id, when it has one. Readers (check mode, the inventory) never make
+    /// one: a data dir without an id has made no domain that carries one.
+    pub fn owner_id(&self) -> Result<Option<String>, DataError> {
+        let path = self.owner_id_file();
+        let text = match fs::read_to_string(&path) {
+            Ok(text) => text,
+            Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(None),
+            Err(e) => return Err(DataError::io("read", &path, e)),
+        };
+        let id = text.trim_end_matches('\n');
+        if id.len() != OWNER_ID_HEX_LEN || !id.bytes().all(|b| b.is_ascii_hexdigit()) {
+            return Err(DataError::Damaged {
+                path,
+                message: format!(
+                    "expected {OWNER_ID_HEX_LEN} hex digits; restore it from a backup, or remove it \
+                     only if no domain made from this data dir exists (they would no longer be yours)"
+                ),
+            });
+        }
+        Ok(Some(id.to_ascii_lowercase()))
+    }
+
+    /// This data dir's owner id, made (random, 128 bits) the first time a run needs it. Two first
+    /// runs at once agree on one id: it is made under the data-dir lock.
+    pub fn ensure_owner_id(&self, timeout: Duration) -> Result<String, DataError> {
+        if let Some(id) = self.owner_id()? {
+            return Ok(id);
+        }
+        let _lock = self.lock_data_dir(timeout)?;
+        if let Some(id) = self.owner_id()? {
+            return Ok(id);
+        }
+        let id = hex::encode(rand::random::<[u8; OWNER_ID_HEX_LEN / 2]>());
+        write_atomic(
+            &self.owner_id_file(),
+            format!("{id}\n").as_bytes(),
+            PRIVATE_MODE,
+        )?;
+        Ok(id)
     }
 
     /// See [`write_atomic`].
@@ -627,6 +675,36 @@ mod tests {
             .collect();
         v.sort();
         v
+    }
+
+    #[test]
+    fn owner_id_is_made_once_private_and_never_by_readers() {
+        let tmp = tempfile::tempdir().unwrap();
+        let dd = DataDir::open(tmp.path().join("data")).unwrap();
+        assert_eq!(dd.owner_id().unwrap(), None, "a reader makes no id");
+        assert!(!dd.owner_id_file().exists());
+        let id = dd.ensure_owner_id(Duration::from_secs(5)).unwrap();
+        assert_eq!(id.len(), OWNER_ID_HEX_LEN);
+        assert_eq!(mode(&dd.owner_id_file()), 0o600);
+        assert_eq!(dd.ensure_owner_id(Duration::from_secs(5)).unwrap(), id);
+        assert_eq!(dd.owner_id().unwrap().as_deref(), Some(id.as_str()));
+        // Another data dir is another owner.
+        let other = DataDir::open(tmp.path().join("other")).unwrap();
+        assert_ne!(other.ensure_owner_id(Duration::from_secs(5)).unwrap(), id);
+        // A damaged id is an error naming the file, never silently replaced.
+        fs::write(dd.owner_id_file(), "not-an-id\n").unwrap();
+        let err = dd
+            .ensure_owner_id(Duration::from_secs(5))
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains("owner-id") && err.contains("hex digits"),
+            "{err}"
+        );
+        assert_eq!(
+            fs::read_to_string(dd.owner_id_file()).unwrap(),
+            "not-an-id\n"
+        );
     }
 
     #[test]

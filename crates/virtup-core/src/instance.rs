@@ -139,7 +139,11 @@ impl fmt::Display for Step {
 
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum PlanError {
-    #[error("domain `{0}` exists but was not made by virtup; refusing to touch it")]
+    #[error(
+        "domain `{0}` exists but was not made by virtup with this data dir; refusing to touch it \
+         (manage it with the data dir that made it, or choose another `name`; if this data dir made it, \
+         its `owner-id` file was lost or replaced)"
+    )]
     ForeignDomain(String),
     #[error("invalid value for `template`: template `{0}` does not exist; build it with virtup_template first")]
     NoTemplate(String),

@@ -247,7 +247,11 @@ pub enum PlanError {
         template: String,
         dependents: Vec<String>,
     },
-    #[error("domain `{domain}` exists but was not made by virtup; refusing to touch it")]
+    #[error(
+        "domain `{domain}` exists but was not made by virtup with this data dir; refusing to touch it \
+         (manage it with the data dir that made it, or choose another template `name`; if this data dir \
+         made it, its `owner-id` file was lost or replaced)"
+    )]
     ForeignDomain { domain: String },
     #[error(
         "volume `{volume}` exists in the pool but was not made by virtup for template `{template}`; \

@@ -54,6 +54,9 @@ pub struct VirtupTag {
     /// The login user the domain was prepared for (the inventory needs it for templates, which
     /// have no metadata file). Absent in tags written before it was recorded.
     pub user: Option<String>,
+    /// The owner id of the data dir that made the domain (`<data-dir>/owner-id`), so that a
+    /// tag proves the domain to that data dir only. Absent in tags written before it existed.
+    pub owner: Option<String>,
 }
 
 impl VirtupTag {
@@ -66,7 +69,16 @@ impl VirtupTag {
             digest: None,
             owned_volumes: Vec::new(),
             user: None,
+            owner: None,
         }
+    }
+
+    /// Whether the tag names `id` (a data dir's owner id, `None` when it has none yet) as its owner:
+    /// `None` for a tag written before owner ids, which the caller decides from its own records.
+    pub fn names_owner(&self, id: Option<&str>) -> Option<bool> {
+        self.owner
+            .as_deref()
+            .map(|owner| id.is_some_and(|id| id.eq_ignore_ascii_case(owner)))
     }
 
     pub(crate) fn validate(&self) -> Result<()> {
@@ -82,6 +94,9 @@ impl VirtupTag {
         }
         if let Some(u) = &self.user {
             check_text("tag user", u)?;
+        }
+        if let Some(o) = &self.owner {
+            check_text("tag owner", o)?;
         }
         Ok(())
     }
@@ -116,6 +131,9 @@ impl VirtupTag {
         }
         if let Some(u) = &self.user {
             w.leaf(&q("user"), &[], u);
+        }
+        if let Some(o) = &self.owner {
+            w.leaf(&q("owner"), &[], o);
         }
         w.close(&root);
     }
@@ -234,6 +252,7 @@ impl VirtupTag {
             digest: single("digest")?,
             owned_volumes: kids("volume").collect(),
             user: single("user")?,
+            owner: single("owner")?,
         })
     }
 }
@@ -251,6 +270,7 @@ mod tests {
             digest: Some("sha256:0123abcd".into()),
             owned_volumes: vec!["web1.qcow2".into(), "web1-config.iso".into()],
             user: Some("virt".into()),
+            owner: Some("0123456789abcdef0123456789abcdef".into()),
         }
     }
 
@@ -291,6 +311,37 @@ mod tests {
         let bare = tag.to_metadata_element().unwrap();
         assert!(!bare.contains("xmlns"), "{bare}");
         assert_eq!(VirtupTag::from_metadata_element(&bare), Some(tag));
+    }
+
+    #[test]
+    fn owner_decides_which_data_dir_may_claim_the_domain() {
+        let tag = sample();
+        let a = Some("0123456789abcdef0123456789abcdef");
+        assert_eq!(tag.names_owner(a), Some(true));
+        assert_eq!(
+            tag.names_owner(Some("ffffffffffffffffffffffffffffffff")),
+            Some(false)
+        );
+        assert_eq!(
+            tag.names_owner(None),
+            Some(false),
+            "no id owns no owned domain"
+        );
+        let legacy = VirtupTag {
+            owner: None,
+            ..sample()
+        };
+        // Written before owner ids: the caller decides from its own records.
+        assert_eq!(
+            (legacy.names_owner(a), legacy.names_owner(None)),
+            (None, None)
+        );
+        // Two owners are ambiguous: the element is no tag at all.
+        let twice = in_domain(&tag).replace(
+            "<virtup:owner>",
+            "<virtup:owner>ffffffffffffffffffffffffffffffff</virtup:owner><virtup:owner>",
+        );
+        assert_eq!(VirtupTag::from_domain_xml(&twice), None);
     }
 
     #[test]

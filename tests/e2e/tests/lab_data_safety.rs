@@ -365,6 +365,33 @@ fn foreign_volumes_and_domains_survive_the_whole_lifecycle() {
     )));
     check("stop the linked clone", &want, &mut steps);
 
+    // Another data dir on the same host: the tags carry this data dir's owner id, so for the other
+    // one the template and the clone are not virtup's. `absent` removes nothing, a build is refused.
+    let owner = std::fs::read_to_string(sb.data().join("owner-id")).unwrap();
+    let owner = owner.trim();
+    for domain in [LINKED, TEMPLATE_DOMAIN] {
+        let xml = virtup_e2e::virsh(&["dumpxml", "--inactive", domain]);
+        assert!(xml.contains(&format!("owner>{owner}</")), "{domain}: {xml}");
+    }
+    let other = Sandbox::new();
+    for (module, name) in [("virtup_instance", LINKED), ("virtup_template", TEMPLATE)] {
+        let gone = other.ok(module, &json!({"name": name, "state": "absent"}));
+        assert!(!changed(&gone), "{name}: {gone}");
+    }
+    let (refused, _) = other.module(
+        "virtup_template",
+        &json!({"name": TEMPLATE, "os_version": "debian-12", "revision": "2"}),
+    );
+    assert!(
+        refused["msg"]
+            .as_str()
+            .unwrap_or_default()
+            .contains("not made by virtup with this data dir"),
+        "{refused}"
+    );
+    assert!(virsh_quiet(&["dominfo", LINKED]) && virsh_quiet(&["dominfo", TEMPLATE_DOMAIN]));
+    check("another data dir's `absent` and build", &want, &mut steps);
+
     // A new generation while the linked clone still uses generation 1; a foreign volume holds
     // generation 2's name, so the build takes 3 and leaves 2 (and the foreign partial 4) alone.
     let t2 = std::time::Instant::now();

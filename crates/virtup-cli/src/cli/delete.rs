@@ -34,11 +34,11 @@ impl Target {
 
     fn delete(&self, global: &Global) -> Result<()> {
         progress::stage(&format!("deleting {}", self.describe()));
-        match self {
+        let doc = match self {
             Target::Instance(options) => {
                 let mut options = options.clone();
                 options.insert("state".into(), json!("absent"));
-                drive::instance(&drive::instance_args(&options)?, global)?;
+                drive::instance(&drive::instance_args(&options)?, global)?
             }
             Target::Template { name, uri } => {
                 let mut options = Options::new();
@@ -47,10 +47,18 @@ impl Target {
                 if let Some(uri) = uri {
                     options.insert("uri".into(), json!(uri));
                 }
-                drive::template(&drive::template_args(&options)?, global)?;
+                drive::template(&drive::template_args(&options)?, global)?
             }
-        }
+        };
         progress::finish_line();
+        // Found, but the module had nothing of virtup's to remove: the domain belongs to another data
+        // dir (its warning says so). Saying "deleted" would be a lie.
+        if doc["changed"] != json!(true) {
+            bail!(
+                "{} was not deleted: it is not virtup's for this data dir",
+                self.describe()
+            );
+        }
         say(global, format!("deleted {}", self.describe()));
         Ok(())
     }
@@ -69,6 +77,13 @@ fn resolve(paths: &Paths, name: &str) -> Result<Target> {
         .unwrap_or_else(|| paths.libvirt_uri.clone());
     let hv = Hypervisor::connect_read_only(&uri)?;
     if let Some(tag) = hv.domain(name)?.and_then(|d| d.tag) {
+        if !crate::owner::proves(&data, &tag, name)? {
+            bail!(
+                "`{name}` was made by virtup with another data dir, not `{}`: delete it with that \
+                 data dir (VIRTUP_DATA_HOME), or with virsh if it is no longer wanted",
+                paths.data_dir.display()
+            );
+        }
         match tag.kind {
             // A virtup instance whose metadata is gone: the module still removes what the tag says it owns.
             TagKind::Instance if tag.name == name => {

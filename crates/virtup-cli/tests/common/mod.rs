@@ -1,10 +1,20 @@
 //! Fixtures shared by the module-binary test files (each test binary includes this module).
 
-/// A test-driver node with a built template `t` (generation 1, shut off) in `default-pool`.
+/// The owner id in the tags of [`TEMPLATE_NODE_XML`]: a data dir with it (see [`own`]) made `t`.
+pub const FIXTURE_OWNER: &str = "0123456789abcdef0123456789abcdef";
+
+/// Makes the data dir at `data` the one whose owner id is [`FIXTURE_OWNER`].
+pub fn own(data: &std::path::Path) {
+    std::fs::create_dir_all(data).unwrap();
+    std::fs::write(data.join("owner-id"), format!("{FIXTURE_OWNER}\n")).unwrap();
+}
+
+/// A test-driver node with a built template `t` (generation 1, shut off) in `default-pool`, made by
+/// the data dir whose owner id is [`FIXTURE_OWNER`].
 pub const TEMPLATE_NODE_XML: &str = r#"<node>
   <domain type="test" xmlns:test="http://libvirt.org/schemas/domain/test/1.0">
     <name>VIRTUP-t</name><memory>65536</memory><os><type>hvm</type></os>
-    <metadata><virtup:tag xmlns:virtup="https://virtup.dev/xmlns/domain/1" kind="template" generation="1"><virtup:name>t</virtup:name><virtup:user>virt</virtup:user></virtup:tag></metadata>
+    <metadata><virtup:tag xmlns:virtup="https://virtup.dev/xmlns/domain/1" kind="template" generation="1"><virtup:name>t</virtup:name><virtup:user>virt</virtup:user><virtup:owner>0123456789abcdef0123456789abcdef</virtup:owner></virtup:tag></metadata>
     <devices><disk type="file" device="disk"><source file="/default-pool/VIRTUP-t-g1.qcow2"/><target dev="vda"/></disk></devices>
     <test:runstate>5</test:runstate>
   </domain>
