@@ -196,6 +196,8 @@ fn observe(hv: &Hypervisor, data: &DataDir, req: &Request) -> Result<Observation
     let mut model = InstanceObserved::default();
     let mut mac = None;
     let ledger = Ledger::read(data, name)?;
+    // A damaged owner id fails the run here, in check mode too: the real run needs it.
+    data.owner_id()?;
     let proof = |v: &VolumeInfo| {
         ledger.proof(
             &req.uri,
@@ -213,7 +215,7 @@ fn observe(hv: &Hypervisor, data: &DataDir, req: &Request) -> Result<Observation
             Some(tag) => {
                 tag.kind == TagKind::Instance
                     && tag.name == *name
-                    && crate::owner::proves(data, tag, name)?
+                    && crate::owner::proves(data, hv, tag, name)?
             }
             None => false,
         };

@@ -152,12 +152,13 @@ pub fn proxy_jump(uri: &str) -> Option<String> {
 pub fn collect(paths: &Paths, config: &Config) -> Result<Listing> {
     let data = DataDir::at(&paths.data_dir);
     let mut warnings = Vec::new();
-    // Domains another data dir made are not this one's to list.
-    let ours = |tag: &virtup_libvirt::VirtupTag, domain: &str, warnings: &mut Vec<String>| {
-        crate::owner::proves(&data, tag, domain).unwrap_or_else(|e| {
-            warnings.push(format!("`{domain}` is skipped: {e:#}"));
-            false
-        })
+    // Domains another data dir made are not this one's to list. Without a readable owner id none is
+    // provably this data dir's: one warning says so, naming the file.
+    if let Err(e) = data.owner_id() {
+        warnings.push(format!("no domain is listed as this data dir's: {e}"));
+    }
+    let ours = |hv: &Hypervisor, tag: &virtup_libvirt::VirtupTag, domain: &str| {
+        crate::owner::proves(&data, hv, tag, domain).unwrap_or(false)
     };
     let mut metas = Vec::new();
     for (name, meta) in InstanceMeta::list(&data).with_context(|| {
@@ -204,17 +205,15 @@ pub fn collect(paths: &Paths, config: &Config) -> Result<Listing> {
             let dom = by_name.get(meta.name.as_str()).copied();
             let state = match (&hv, dom) {
                 (None, _) => "unknown".to_string(),
-                (Some(_), Some(d))
+                (Some(hv), Some(d))
                     if is_instance_of(d, &meta.name)
-                        && d.tag
-                            .as_ref()
-                            .is_some_and(|t| ours(t, &d.name, &mut warnings)) =>
+                        && d.tag.as_ref().is_some_and(|t| ours(hv, t, &d.name)) =>
                 {
                     state_name(&d.state)
                 }
                 (Some(_), Some(_)) => {
                     warnings.push(format!(
-                        "instance `{}` is skipped: domain `{}` on `{uri}` is not the instance virtup made",
+                        "instance `{}` is skipped: domain `{}` on `{uri}` is not one virtup made with this data dir",
                         meta.name, meta.name
                     ));
                     continue;
@@ -266,9 +265,7 @@ pub fn collect(paths: &Paths, config: &Config) -> Result<Listing> {
                 TagKind::Instance => {}
                 TagKind::Template => {
                     let Some(hv) = &hv else { continue };
-                    if dom.name != template::domain_name(&tag.name)
-                        || !ours(tag, &dom.name, &mut warnings)
-                    {
+                    if dom.name != template::domain_name(&tag.name) || !ours(hv, tag, &dom.name) {
                         continue;
                     }
                     let state = state_name(&dom.state);

@@ -234,6 +234,8 @@ pub struct Observation {
 pub fn observe(hv: &Hypervisor, data: &DataDir, req: &Request) -> Result<Observation> {
     let mut model = TemplateObserved::default();
     let ledger = Ledger::read(data, &req.domain)?;
+    // A damaged owner id fails the run here, in check mode too: the real run needs it.
+    data.owner_id()?;
     let mut uuid = None;
     for dom in hv.list_domains()? {
         match &dom.tag {
@@ -241,7 +243,7 @@ pub fn observe(hv: &Hypervisor, data: &DataDir, req: &Request) -> Result<Observa
                 // A tag proves a template to the data dir that wrote it, not to every data dir.
                 if tag.kind == TagKind::Template
                     && tag.name == req.desired.name
-                    && crate::owner::proves(data, tag, &req.domain)?
+                    && crate::owner::proves(data, hv, tag, &req.domain)?
                 {
                     model.domain = Some(ObservedDomain {
                         running: dom.state != DomainState::ShutOff,
@@ -1280,7 +1282,7 @@ pub fn current_disk(
         return Ok(None);
     };
     // A clone pins its base generation: another data dir's template is not this one's to pin.
-    if !crate::owner::proves(data, &tag, &domain)? {
+    if !crate::owner::proves(data, hv, &tag, &domain)? {
         bail!(
             "invalid value for `template`: template `{template}` (domain `{domain}`) was not made by \
              virtup with this data dir; build one of your own under another name"

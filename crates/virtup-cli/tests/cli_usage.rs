@@ -440,14 +440,18 @@ fn delete_all_leaves_templates_of_other_data_dirs_alone() {
     assert_eq!(out.code, 0, "{out:?}");
     assert!(out.stdout.contains("nothing to delete"), "{out:?}");
     assert!(!format!("{out:?}").contains("theirs"), "{out:?}");
-    // With this data dir's record of the template, it is this data dir's to delete.
+    // A record of it on another hypervisor proves nothing here (its tag is from before owner ids).
     let owned = sb.data().join("owned");
     std::fs::create_dir_all(&owned).unwrap();
-    std::fs::write(
-        owned.join("VIRTUP-theirs.json"),
-        r#"{"volumes": [{"uri": "x", "pool": "default", "name": "VIRTUP-theirs-g1.qcow2", "key": "/k"}]}"#,
-    )
-    .unwrap();
+    let record = |uri: &str| {
+        let doc = serde_json::json!({"volumes": [{"uri": uri, "pool": "default", "name": "VIRTUP-theirs-g1.qcow2", "key": "/k"}]});
+        std::fs::write(owned.join("VIRTUP-theirs.json"), doc.to_string()).unwrap();
+    };
+    record("qemu+ssh://elsewhere/system");
+    let out = run(&["--delete", "--all", "--yes"]);
+    assert!(out.stdout.contains("nothing to delete"), "{out:?}");
+    // With this data dir's record of the template on this hypervisor, it is this data dir's to delete.
+    record(&uri);
     let out = run(&["--delete", "--all", "--yes"]);
     assert!(format!("{out:?}").contains("template `theirs`"), "{out:?}");
 }

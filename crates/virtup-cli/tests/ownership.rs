@@ -373,7 +373,7 @@ fn virt_up_delete_names_the_data_dir_that_owns_the_domain() {
         ("VIRTUP-t", "made by virtup with another data dir"),
         (
             "t",
-            "template `t` was not deleted: it is not virtup's for this data dir",
+            "template `t` (domain `VIRTUP-t`) was not made by virtup with this data dir",
         ),
         (
             "web1",
@@ -398,6 +398,42 @@ fn virt_up_delete_names_the_data_dir_that_owns_the_domain() {
         assert!(stderr.contains(want), "{name}: {stderr}");
         assert!(!stdout.contains("deleted"), "{name}: {stdout}");
     }
+    // Another data dir's instance that happens to be named like this data dir's template does not
+    // stand in the way of deleting the template by its name.
+    let instance_t = owned_node_xml()
+        .replace("<name>web1</name>", "<name>t</name>")
+        .replace(
+            "<virtup:name>web1</virtup:name><virtup:template>t</virtup:template>",
+            "<virtup:name>t</virtup:name><virtup:template>u</virtup:template>",
+        )
+        .replace(
+            "<virtup:volume>web1.qcow2</virtup:volume><virtup:owner>0123456789abcdef0123456789abcdef",
+            "<virtup:volume>web1.qcow2</virtup:volume><virtup:owner>bbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbb",
+        );
+    assert!(
+        instance_t.contains("<name>t</name>") && instance_t.contains("bbbbbbbb"),
+        "{instance_t}"
+    );
+    std::fs::write(node.dir.path().join("node.xml"), instance_t).unwrap();
+    own(&node.data());
+    std::fs::remove_file(meta.join("web1.json")).unwrap();
+    let out = Command::new(env!("CARGO_BIN_EXE_virt-up"))
+        .args(["t", "--delete", "--yes"])
+        .env("VIRTUP_CONFIG_HOME", node.dir.path().join("config"))
+        .env("VIRTUP_DATA_HOME", node.data())
+        .env(
+            "LIBVIRT_DEFAULT_URI",
+            format!("test://{}", node.dir.path().join("node.xml").display()),
+        )
+        .output()
+        .unwrap();
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(out.status.success(), "{text}");
+    assert!(text.contains("deleted template `t`"), "{text}");
 }
 
 #[test]
@@ -444,16 +480,40 @@ fn a_tag_without_owner_is_this_data_dirs_only_with_a_record_of_it() {
             );
         }
     }
-    // The data dir that keeps a record of them (virt-up 2.2.0's metadata, virtup's ledger or secrets)
-    // still manages them.
+    // Records of the same names on another hypervisor, or secrets (which name no hypervisor), prove
+    // nothing here.
+    let uri = format!("test://{}", node.dir.path().join("node.xml").display());
     let meta = node.data().join("instance");
     std::fs::create_dir_all(&meta).unwrap();
-    std::fs::write(
-        meta.join("web1.json"),
-        r#"{"name": "web1", "template": "t", "user": "virt"}"#,
-    )
-    .unwrap();
+    let write_meta = |uri: Option<&str>| {
+        let mut doc = json!({"name": "web1", "template": "t", "user": "virt"});
+        if let Some(uri) = uri {
+            doc["uri"] = json!(uri);
+        }
+        std::fs::write(meta.join("web1.json"), doc.to_string()).unwrap();
+    };
+    let owned = node.data().join("owned");
+    std::fs::create_dir_all(&owned).unwrap();
+    let write_ledger = |uri: &str| {
+        let doc = json!({"volumes": [{"uri": uri, "pool": "default-pool", "name": "VIRTUP-t-g1.qcow2", "key": "/default-pool/VIRTUP-t-g1.qcow2", "attached": true}]});
+        std::fs::write(owned.join("VIRTUP-t.json"), doc.to_string()).unwrap();
+    };
+    write_meta(Some("qemu+ssh://elsewhere/system"));
+    write_ledger("qemu+ssh://elsewhere/system");
     std::fs::create_dir_all(node.data().join("secrets/VIRTUP-t")).unwrap();
+    std::fs::create_dir_all(node.data().join("secrets/web1")).unwrap();
+    for (module, name) in [("virtup_instance", "web1"), ("virtup_template", "t")] {
+        let doc = node.run(
+            module,
+            json!({"name": name, "state": "absent", "_ansible_check_mode": true}),
+        );
+        assert_eq!(doc["changed"], json!(false), "{name}: {doc}");
+        assert_eq!(msg(&doc), "nothing to do", "{name}: {doc}");
+    }
+    // The data dir that keeps a record of them on this hypervisor (virt-up 2.2.0's metadata, which
+    // names no URI, or virtup's; virtup's ledger) still manages them.
+    write_meta(None);
+    write_ledger(&uri);
     let doc = node.run(
         "virtup_instance",
         json!({"name": "web1", "state": "absent", "_ansible_check_mode": true}),
@@ -468,4 +528,54 @@ fn a_tag_without_owner_is_this_data_dirs_only_with_a_record_of_it() {
         "template `t` is used by `web1`: delete them first",
         "{doc}"
     );
+}
+
+#[test]
+fn a_damaged_owner_id_fails_every_run_naming_it_and_is_never_replaced() {
+    let node = Node::new();
+    let file = node.data().join("owner-id");
+    std::fs::write(&file, "not an id\n").unwrap();
+    for check in [true, false] {
+        for (module, args) in [
+            (
+                "virtup_instance",
+                json!({"name": "web7", "template": "t", "state": "present"}),
+            ),
+            (
+                "virtup_instance",
+                json!({"name": "web7", "state": "absent"}),
+            ),
+            (
+                "virtup_template",
+                json!({"name": "t", "os_version": "debian-12", "revision": "2"}),
+            ),
+            (
+                "virtup_template",
+                json!({"name": "new", "os_version": "debian-12"}),
+            ),
+        ] {
+            let mut args = args;
+            args["_ansible_check_mode"] = json!(check);
+            let doc = node.run(module, args.clone());
+            assert_eq!(doc["failed"], json!(true), "{args}: {doc}");
+            assert!(
+                msg(&doc).contains(&file.display().to_string()),
+                "{args}: {doc}"
+            );
+        }
+    }
+    assert_eq!(std::fs::read_to_string(&file).unwrap(), "not an id\n");
+    let out = Command::new(env!("CARGO_BIN_EXE_virt-up"))
+        .args(["--delete", "--all", "--yes"])
+        .env("VIRTUP_CONFIG_HOME", node.dir.path().join("config"))
+        .env("VIRTUP_DATA_HOME", node.data())
+        .env(
+            "LIBVIRT_DEFAULT_URI",
+            format!("test://{}", node.dir.path().join("node.xml").display()),
+        )
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success(), "{stderr}");
+    assert!(stderr.contains("owner-id"), "{stderr}");
 }

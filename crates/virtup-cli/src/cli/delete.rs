@@ -77,33 +77,42 @@ fn resolve(paths: &Paths, name: &str) -> Result<Target> {
         .unwrap_or_else(|| paths.libvirt_uri.clone());
     let hv = Hypervisor::connect_read_only(&uri)?;
     if let Some(tag) = hv.domain(name)?.and_then(|d| d.tag) {
-        if !crate::owner::proves(&data, &tag, name)? {
+        let target = match tag.kind {
+            // A virtup instance whose metadata is gone: the module still removes what the tag says it owns.
+            TagKind::Instance if tag.name == name => {
+                let mut options = Options::new();
+                options.insert("name".into(), json!(name));
+                if let Some(t) = &tag.template {
+                    options.insert("template".into(), json!(t));
+                }
+                Some(Target::Instance(options))
+            }
+            TagKind::Template if name.starts_with(DOMAIN_PREFIX) => Some(Target::Template {
+                name: tag.name.clone(),
+                uri: None,
+            }),
+            _ => None,
+        };
+        if let Some(target) = target {
+            if crate::owner::proves(&data, &hv, &tag, name)? {
+                return Ok(target);
+            }
+            // Another data dir's domain of this name: this data dir's template `name` may still be meant.
+            if !name.starts_with(DOMAIN_PREFIX) && crate::owner::template_is_ours(&data, &hv, name)?
+            {
+                return Ok(Target::Template {
+                    name: name.to_owned(),
+                    uri: None,
+                });
+            }
             bail!(
                 "`{name}` was made by virtup with another data dir, not `{}`: delete it with that \
                  data dir (VIRTUP_DATA_HOME), or with virsh if it is no longer wanted",
                 paths.data_dir.display()
             );
         }
-        match tag.kind {
-            // A virtup instance whose metadata is gone: the module still removes what the tag says it owns.
-            TagKind::Instance if tag.name == name => {
-                let mut options = Options::new();
-                options.insert("name".into(), json!(name));
-                if let Some(t) = tag.template {
-                    options.insert("template".into(), json!(t));
-                }
-                return Ok(Target::Instance(options));
-            }
-            TagKind::Template if name.starts_with(DOMAIN_PREFIX) => {
-                return Ok(Target::Template {
-                    name: tag.name,
-                    uri: None,
-                })
-            }
-            _ => {}
-        }
     }
-    if drive::template_exists(&hv, name)? {
+    if crate::owner::template_is_ours(&data, &hv, name)? {
         return Ok(Target::Template {
             name: name.to_owned(),
             uri: None,
@@ -120,9 +129,12 @@ pub fn delete(paths: &Paths, name: &str, global: &Global) -> Result<ExitCode> {
     Ok(ExitCode::SUCCESS)
 }
 
-/// Every instance in the metadata (and tagged instances without it), then every template.
+/// Every instance in the metadata, then every template this data dir's ledger lists.
 fn everything(paths: &Paths, global: &Global) -> Result<Vec<Target>> {
     let data = DataDir::at(&paths.data_dir);
+    // Without a readable owner id no template can be proven this data dir's, and the listing below
+    // would only say so in warnings: fail here, naming the file.
+    data.owner_id()?;
     let mut targets = Vec::new();
     for (name, meta) in InstanceMeta::list(&data)? {
         match meta {

@@ -3,7 +3,7 @@
 use anyhow::{anyhow, bail, Context as _, Result};
 use serde_json::{json, Map, Value};
 use virtup_ansible::{parse_args, ModuleArgs, ModuleResult};
-use virtup_core::{template, DataDir, InstanceMeta, Paths};
+use virtup_core::{DataDir, InstanceMeta, Paths};
 use virtup_libvirt::{parse_domain_xml, Hypervisor, TagKind};
 
 use super::Global;
@@ -49,14 +49,6 @@ fn finish(result: ModuleResult, global: &Global) -> Result<Value> {
         }
     }
     Ok(doc)
-}
-
-/// Whether the template `name` exists on `hv` (a domain virtup tagged as that template).
-pub fn template_exists(hv: &Hypervisor, name: &str) -> Result<bool> {
-    Ok(hv
-        .domain(&template::domain_name(name))?
-        .and_then(|d| d.tag)
-        .is_some_and(|t| t.kind == TagKind::Template && t.name == name))
 }
 
 /// Memory and vCPUs of an existing instance, so that starting it does not also resize it to the
