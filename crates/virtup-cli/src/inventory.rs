@@ -154,7 +154,8 @@ pub fn collect(paths: &Paths, config: &Config) -> Result<Listing> {
     let mut warnings = Vec::new();
     // Domains another data dir made are not this one's to list. Without a readable owner id none is
     // provably this data dir's: one warning says so, naming the file.
-    if let Err(e) = data.owner_id() {
+    let id_damaged = data.owner_id().err();
+    if let Some(e) = &id_damaged {
         warnings.push(format!("no domain is listed as this data dir's: {e}"));
     }
     let ours = |hv: &Hypervisor, tag: &virtup_libvirt::VirtupTag, domain: &str| {
@@ -211,6 +212,8 @@ pub fn collect(paths: &Paths, config: &Config) -> Result<Listing> {
                 {
                     state_name(&d.state)
                 }
+                // Already said once: the damaged id proves no domain.
+                (Some(_), Some(_)) if id_damaged.is_some() => continue,
                 (Some(_), Some(_)) => {
                     warnings.push(format!(
                         "instance `{}` is skipped: domain `{}` on `{uri}` is not one virtup made with this data dir",

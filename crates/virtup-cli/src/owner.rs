@@ -17,13 +17,14 @@ pub fn proves(data: &DataDir, hv: &Hypervisor, tag: &VirtupTag, domain: &str) ->
     }
 }
 
-/// Whether this data dir holds a record of `domain` on `uri`: instance metadata (which virt-up
-/// 2.2.0 wrote too; without a URI it names the default hypervisor, which cannot be told apart) or
-/// volumes in its ledger. Secrets and keys carry no hypervisor, so they prove nothing.
+/// Whether this data dir holds a record of `domain` on `uri` (spelled as the run spells it):
+/// instance metadata naming that URI, or volumes in its ledger on it. Metadata without a URI was
+/// written by virt-up 2.2.0, whose domains carry no tag at all; secrets and keys name no
+/// hypervisor: they prove nothing.
 fn has_record(data: &DataDir, uri: &str, domain: &str) -> Result<bool> {
     // A record that cannot be read proves nothing; the module reports it when it reads it itself.
     if let Ok(Some(meta)) = InstanceMeta::read(data, domain) {
-        if meta.uri.as_deref().is_none_or(|u| u == uri) {
+        if meta.uri.as_deref() == Some(uri) {
             return Ok(true);
         }
     }

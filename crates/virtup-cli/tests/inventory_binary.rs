@@ -47,9 +47,12 @@ impl Fixture {
             "aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa\n",
         )
         .unwrap();
+        // As virtup writes it: with the hypervisor's URI (db1's tag has no owner; this record proves it).
+        let uri = format!("test://{}", f.node().display());
         let meta = |name: &str, address: Option<&str>| {
             json!({"schema": 1, "name": name, "template": "debian-12", "generation": 1, "user": "virt",
-                   "mac": "52:54:00:00:00:01", "address": address, "inventory": true, "state": "running"})
+                   "mac": "52:54:00:00:00:01", "address": address, "inventory": true, "state": "running",
+                   "uri": uri})
         };
         let write = |name: &str, v: &Value| {
             std::fs::write(inst.join(format!("{name}.json")), v.to_string()).unwrap()
@@ -301,4 +304,17 @@ fn odd_metadata_file_names_are_warnings_not_failures() {
         stderr.contains("instance `a b` is skipped: invalid metadata file name `a b.json`"),
         "{stderr}"
     );
+}
+
+#[test]
+fn a_damaged_owner_id_is_one_warning_naming_it() {
+    let f = Fixture::new();
+    std::fs::write(f.data().join("owner-id"), "nope\n").unwrap();
+    let (code, out, err) = f.run(&["--list"]);
+    assert_eq!(code, 0, "{err}");
+    let doc: Value = serde_json::from_str(&out).unwrap();
+    let warnings = doc["_meta"]["virtup_warnings"].to_string();
+    assert_eq!(warnings.matches("owner-id").count(), 1, "{warnings}");
+    assert!(!warnings.contains("not one virtup made"), "{warnings}");
+    assert!(hosts(&doc, "virtup_templates").is_empty(), "{out}");
 }

@@ -437,6 +437,40 @@ fn virt_up_delete_names_the_data_dir_that_owns_the_domain() {
 }
 
 #[test]
+fn virt_up_never_clones_from_or_builds_over_another_data_dirs_template() {
+    let node = Node::new();
+    std::fs::write(
+        node.data().join("owner-id"),
+        "bbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbb\n",
+    )
+    .unwrap();
+    let sections = node.dir.path().join("config/templates.d");
+    std::fs::create_dir_all(&sections).unwrap();
+    std::fs::write(sections.join("t.cfg"), "[t]\nos-version = debian-12\n").unwrap();
+    for args in [&["web5", "--template", "t"][..], &["t", "--no-clone"]] {
+        let out = Command::new(env!("CARGO_BIN_EXE_virt-up"))
+            .args(args)
+            .env("VIRTUP_CONFIG_HOME", node.dir.path().join("config"))
+            .env("VIRTUP_DATA_HOME", node.data())
+            .env(
+                "LIBVIRT_DEFAULT_URI",
+                format!("test://{}", node.dir.path().join("node.xml").display()),
+            )
+            .output()
+            .unwrap();
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(!out.status.success(), "{args:?}: {stderr}");
+        assert!(
+            stderr.contains(
+                "template `t` (domain `VIRTUP-t`) was not made by virtup with this data dir"
+            ),
+            "{args:?}: {stderr}"
+        );
+    }
+    assert!(!node.data().join("instance").exists() && !node.data().join("owned").exists());
+}
+
+#[test]
 fn a_tag_without_owner_is_this_data_dirs_only_with_a_record_of_it() {
     let node = Node::new();
     std::fs::write(node.dir.path().join("node.xml"), legacy_node_xml()).unwrap();
@@ -498,21 +532,24 @@ fn a_tag_without_owner_is_this_data_dirs_only_with_a_record_of_it() {
         let doc = json!({"volumes": [{"uri": uri, "pool": "default-pool", "name": "VIRTUP-t-g1.qcow2", "key": "/default-pool/VIRTUP-t-g1.qcow2", "attached": true}]});
         std::fs::write(owned.join("VIRTUP-t.json"), doc.to_string()).unwrap();
     };
-    write_meta(Some("qemu+ssh://elsewhere/system"));
+    // Metadata without a URI is virt-up 2.2.0's, whose domains carry no tag: it proves nothing either.
     write_ledger("qemu+ssh://elsewhere/system");
     std::fs::create_dir_all(node.data().join("secrets/VIRTUP-t")).unwrap();
     std::fs::create_dir_all(node.data().join("secrets/web1")).unwrap();
-    for (module, name) in [("virtup_instance", "web1"), ("virtup_template", "t")] {
-        let doc = node.run(
-            module,
-            json!({"name": name, "state": "absent", "_ansible_check_mode": true}),
-        );
-        assert_eq!(doc["changed"], json!(false), "{name}: {doc}");
-        assert_eq!(msg(&doc), "nothing to do", "{name}: {doc}");
+    for meta_uri in [Some("qemu+ssh://elsewhere/system"), None] {
+        write_meta(meta_uri);
+        for (module, name) in [("virtup_instance", "web1"), ("virtup_template", "t")] {
+            let doc = node.run(
+                module,
+                json!({"name": name, "state": "absent", "_ansible_check_mode": true}),
+            );
+            assert_eq!(doc["changed"], json!(false), "{name} {meta_uri:?}: {doc}");
+            assert_eq!(msg(&doc), "nothing to do", "{name} {meta_uri:?}: {doc}");
+        }
     }
-    // The data dir that keeps a record of them on this hypervisor (virt-up 2.2.0's metadata, which
-    // names no URI, or virtup's; virtup's ledger) still manages them.
-    write_meta(None);
+    // The data dir that keeps a record of them on this hypervisor (metadata or ledger) still
+    // manages them.
+    write_meta(Some(&uri));
     write_ledger(&uri);
     let doc = node.run(
         "virtup_instance",

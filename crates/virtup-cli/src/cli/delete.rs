@@ -75,6 +75,7 @@ fn resolve(paths: &Paths, name: &str) -> Result<Target> {
         .resolve_common()
         .uri
         .unwrap_or_else(|| paths.libvirt_uri.clone());
+    // Ownership is proven on this hypervisor, so the module is sent to this one too.
     let hv = Hypervisor::connect_read_only(&uri)?;
     if let Some(tag) = hv.domain(name)?.and_then(|d| d.tag) {
         let target = match tag.kind {
@@ -82,6 +83,7 @@ fn resolve(paths: &Paths, name: &str) -> Result<Target> {
             TagKind::Instance if tag.name == name => {
                 let mut options = Options::new();
                 options.insert("name".into(), json!(name));
+                options.insert("uri".into(), json!(hv.uri()));
                 if let Some(t) = &tag.template {
                     options.insert("template".into(), json!(t));
                 }
@@ -89,7 +91,7 @@ fn resolve(paths: &Paths, name: &str) -> Result<Target> {
             }
             TagKind::Template if name.starts_with(DOMAIN_PREFIX) => Some(Target::Template {
                 name: tag.name.clone(),
-                uri: None,
+                uri: Some(hv.uri().to_owned()),
             }),
             _ => None,
         };
@@ -102,7 +104,7 @@ fn resolve(paths: &Paths, name: &str) -> Result<Target> {
             {
                 return Ok(Target::Template {
                     name: name.to_owned(),
-                    uri: None,
+                    uri: Some(hv.uri().to_owned()),
                 });
             }
             bail!(
@@ -115,7 +117,7 @@ fn resolve(paths: &Paths, name: &str) -> Result<Target> {
     if crate::owner::template_is_ours(&data, &hv, name)? {
         return Ok(Target::Template {
             name: name.to_owned(),
-            uri: None,
+            uri: Some(hv.uri().to_owned()),
         });
     }
     bail!("no instance or template named `{name}` (see `virt-up --list --all`)")
