@@ -83,6 +83,22 @@ impl Node {
     }
 }
 
+impl Node {
+    /// Runs `virt-up ARGS` against this node and data dir.
+    fn virt_up(&self, args: &[&str]) -> std::process::Output {
+        Command::new(env!("CARGO_BIN_EXE_virt-up"))
+            .args(args)
+            .env("VIRTUP_CONFIG_HOME", self.dir.path().join("config"))
+            .env("VIRTUP_DATA_HOME", self.data())
+            .env(
+                "LIBVIRT_DEFAULT_URI",
+                format!("test://{}", self.dir.path().join("node.xml").display()),
+            )
+            .output()
+            .unwrap()
+    }
+}
+
 fn msg(doc: &Value) -> &str {
     doc["msg"].as_str().unwrap_or_default()
 }
@@ -380,16 +396,7 @@ fn virt_up_delete_names_the_data_dir_that_owns_the_domain() {
             "instance `web1` was not deleted: it is not virtup's for this data dir",
         ),
     ] {
-        let out = Command::new(env!("CARGO_BIN_EXE_virt-up"))
-            .args([name, "--delete", "--yes"])
-            .env("VIRTUP_CONFIG_HOME", node.dir.path().join("config"))
-            .env("VIRTUP_DATA_HOME", node.data())
-            .env(
-                "LIBVIRT_DEFAULT_URI",
-                format!("test://{}", node.dir.path().join("node.xml").display()),
-            )
-            .output()
-            .unwrap();
+        let out = node.virt_up(&[name, "--delete", "--yes"]);
         let (stdout, stderr) = (
             String::from_utf8_lossy(&out.stdout),
             String::from_utf8_lossy(&out.stderr),
@@ -417,16 +424,7 @@ fn virt_up_delete_names_the_data_dir_that_owns_the_domain() {
     std::fs::write(node.dir.path().join("node.xml"), instance_t).unwrap();
     own(&node.data());
     std::fs::remove_file(meta.join("web1.json")).unwrap();
-    let out = Command::new(env!("CARGO_BIN_EXE_virt-up"))
-        .args(["t", "--delete", "--yes"])
-        .env("VIRTUP_CONFIG_HOME", node.dir.path().join("config"))
-        .env("VIRTUP_DATA_HOME", node.data())
-        .env(
-            "LIBVIRT_DEFAULT_URI",
-            format!("test://{}", node.dir.path().join("node.xml").display()),
-        )
-        .output()
-        .unwrap();
+    let out = node.virt_up(&["t", "--delete", "--yes"]);
     let text = format!(
         "{}{}",
         String::from_utf8_lossy(&out.stdout),
@@ -448,16 +446,7 @@ fn virt_up_never_clones_from_or_builds_over_another_data_dirs_template() {
     std::fs::create_dir_all(&sections).unwrap();
     std::fs::write(sections.join("t.cfg"), "[t]\nos-version = debian-12\n").unwrap();
     for args in [&["web5", "--template", "t"][..], &["t", "--no-clone"]] {
-        let out = Command::new(env!("CARGO_BIN_EXE_virt-up"))
-            .args(args)
-            .env("VIRTUP_CONFIG_HOME", node.dir.path().join("config"))
-            .env("VIRTUP_DATA_HOME", node.data())
-            .env(
-                "LIBVIRT_DEFAULT_URI",
-                format!("test://{}", node.dir.path().join("node.xml").display()),
-            )
-            .output()
-            .unwrap();
+        let out = node.virt_up(args);
         let stderr = String::from_utf8_lossy(&out.stderr);
         assert!(!out.status.success(), "{args:?}: {stderr}");
         assert!(
@@ -602,16 +591,7 @@ fn a_damaged_owner_id_fails_every_run_naming_it_and_is_never_replaced() {
         }
     }
     assert_eq!(std::fs::read_to_string(&file).unwrap(), "not an id\n");
-    let out = Command::new(env!("CARGO_BIN_EXE_virt-up"))
-        .args(["--delete", "--all", "--yes"])
-        .env("VIRTUP_CONFIG_HOME", node.dir.path().join("config"))
-        .env("VIRTUP_DATA_HOME", node.data())
-        .env(
-            "LIBVIRT_DEFAULT_URI",
-            format!("test://{}", node.dir.path().join("node.xml").display()),
-        )
-        .output()
-        .unwrap();
+    let out = node.virt_up(&["--delete", "--all", "--yes"]);
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(!out.status.success(), "{stderr}");
     assert!(stderr.contains("owner-id"), "{stderr}");
