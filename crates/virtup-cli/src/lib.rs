@@ -6,6 +6,7 @@ pub mod host;
 pub mod identity;
 pub mod instance;
 pub mod inventory;
+pub mod module;
 pub mod owner;
 pub mod power;
 pub mod reach;

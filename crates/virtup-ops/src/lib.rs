@@ -1,0 +1,33 @@
+//! virtup's operations as a library: a caller builds a typed request, decides the [`Mode`] once, and
+//! gets a typed report back. Nothing here knows Ansible's JSON or the command line; the module
+//! binaries and `virt-up` are adapters around it.
+
+pub mod host;
+
+/// Whether a run may change anything. Decided once by the caller (a module's `check_mode`, `virt-up
+/// --check`); below it, only `converge` looks at it, to stop after the plan.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Mode {
+    /// Observe and plan; report what would change; no side effect at all.
+    Check,
+    /// Observe, plan and apply the plan.
+    Apply,
+}
+
+/// Receives what a run wants a human or the caller to know while it works.
+///
+/// `changed` matters to the Ansible modules: a run that fails after a side effect must still
+/// report `changed`, so every step calls it before it touches anything.
+pub trait Reporter {
+    /// A side effect is about to happen.
+    fn changed(&self) {}
+    /// A new stage of long work begins.
+    fn stage(&self, _text: &str) {}
+    /// A one-off remark.
+    fn note(&self, _text: &str) {}
+}
+
+/// A reporter that keeps nothing; for callers that only want the report.
+pub struct Quiet;
+
+impl Reporter for Quiet {}
