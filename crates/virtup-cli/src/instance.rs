@@ -8,16 +8,15 @@ use std::time::{Duration, Instant};
 use anyhow::{anyhow, bail, Context as _, Result};
 use serde_json::{json, Value};
 use virtup_ansible::{Diff, ModuleArgs, ModuleResult};
-use virtup_core::config::AddressSource as ConfigSource;
 use virtup_core::config::DEFAULT_USER;
 use virtup_core::instance::{
     plan, CloneKind, Customize, InstanceDesired, InstanceObserved, InstanceState, ObservedInstance,
     Plan, PlanError, Step,
 };
 use virtup_core::ownership::{self, Ledger, Proof};
-use virtup_core::{keys, known_hosts, validate, DataDir, InstanceMeta, LockGuard};
+use virtup_core::{keys, known_hosts, validate, AddressSource, DataDir, InstanceMeta, LockGuard};
 use virtup_guest::config_disk::{self, ConfigDiskKind};
-use virtup_guest::libguestfs::{self, Accel};
+use virtup_guest::libguestfs;
 use virtup_guest::{sysprep, Cmd, VirtSysprep};
 use virtup_libvirt::{
     parse_domain_xml, DiskBus, DiskDevice, DiskSpec, DomainSpec, DomainState, Graphics, Hypervisor,
@@ -40,7 +39,7 @@ pub struct Request {
     pub hostname: String,
     pub fqdn: Option<String>,
     pub size: Option<u64>,
-    pub sources: Vec<ConfigSource>,
+    pub sources: Vec<AddressSource>,
     pub wait_timeout: Duration,
     pub inventory: bool,
     /// Extra virt-sysprep arguments (option, the template's section, `[common]`), for the sysprep path.
@@ -56,7 +55,7 @@ impl Request {
         format!("{}.{}", self.desired.name, self.format)
     }
     fn config_volume(&self) -> String {
-        format!("{}-config.iso", self.desired.name)
+        virtup_core::vocab::config_disk_volume(&self.desired.name)
     }
     /// The volumes a create makes, under these names, in the instance's pool.
     fn volume_names(&self) -> Vec<String> {
@@ -146,7 +145,7 @@ pub fn resolve(args: &ModuleArgs, ctx: &Context) -> Result<Request> {
         sources: fields
             .address_source
             .clone()
-            .unwrap_or_else(|| vec![ConfigSource::Lease, ConfigSource::Agent]),
+            .unwrap_or_else(|| vec![AddressSource::Lease, AddressSource::Agent]),
         wait_timeout: context::wait_timeout(args)?,
         inventory: args.bool("inventory").unwrap_or(true),
         virt_sysprep_args,
@@ -213,9 +212,7 @@ fn observe(hv: &Hypervisor, data: &DataDir, req: &Request) -> Result<Observation
         // A tag proves a domain to the data dir that wrote it, not to every data dir on the host.
         let ours = match &dom.tag {
             Some(tag) => {
-                tag.kind == TagKind::Instance
-                    && tag.name == *name
-                    && crate::owner::proves(data, hv, tag, name)?
+                tag.is(TagKind::Instance, name) && crate::owner::proves(data, hv, tag, name)?
             }
             None => false,
         };
@@ -552,11 +549,10 @@ fn apply(
         // re-validated, and a full wait only if that address no longer answers with the pinned key.
         let cached = meta.address.as_deref().and_then(|a| a.parse().ok());
         // The proof logs in as the instance's user with the key its metadata names.
-        let identity = meta.ssh_private_key_file.clone().unwrap_or_else(|| {
-            data.sshkeys_dir()
-                .join(&meta.user)
-                .join(keys::USER_KEY_FILE)
-        });
+        let identity = meta
+            .ssh_private_key_file
+            .clone()
+            .unwrap_or_else(|| data.user_key_path(&meta.user));
         let login = reach::Login {
             alias: name,
             user: &meta.user,
@@ -625,11 +621,7 @@ fn forget(ctx: &Context, data: &DataDir, name: &str) -> Result<()> {
 }
 
 fn lib_format(format: &str) -> ImageFormat {
-    if format == "raw" {
-        ImageFormat::Raw
-    } else {
-        ImageFormat::Qcow2
-    }
+    ImageFormat::from_name(format).unwrap_or(ImageFormat::Qcow2)
 }
 
 fn create(
@@ -816,13 +808,8 @@ fn create_owned(
     }
 }
 
-fn accel_from(hv: &Hypervisor) -> Result<Accel> {
-    let t = virtup_libvirt::choose_virt_type(hv)?.virt_type;
-    Ok(if t == VirtType::Qemu {
-        Accel::Tcg
-    } else {
-        Accel::Kvm
-    })
+fn accel_from(hv: &Hypervisor) -> Result<VirtType> {
+    Ok(virtup_libvirt::choose_virt_type(hv)?.virt_type)
 }
 
 fn run_tool(cmd: &Cmd, what: &str) -> Result<()> {

@@ -246,8 +246,7 @@ pub fn collect(paths: &Paths, config: &Config) -> Result<Listing> {
                 address,
                 user: Some(meta.user.clone()).filter(|u| !u.is_empty()),
                 ssh_private_key_file: meta.ssh_private_key_file.clone().or_else(|| {
-                    Some(data.sshkeys_dir().join(&meta.user).join("id_ed25519"))
-                        .filter(|_| !meta.user.is_empty())
+                    Some(data.user_key_path(&meta.user)).filter(|_| !meta.user.is_empty())
                 }),
                 known_hosts_file: meta
                     .known_hosts_file
@@ -296,9 +295,7 @@ pub fn collect(paths: &Paths, config: &Config) -> Result<Listing> {
                             None
                         },
                         state,
-                        ssh_private_key_file: user
-                            .as_ref()
-                            .map(|u| data.sshkeys_dir().join(u).join("id_ed25519")),
+                        ssh_private_key_file: user.as_ref().map(|u| data.user_key_path(u)),
                         user,
                         known_hosts_file: data.known_hosts_file(),
                         host_key_alias: dom.name.clone(),
@@ -328,7 +325,9 @@ fn insert(hosts: &mut BTreeMap<String, Host>, host: Host, warnings: &mut Vec<Str
 }
 
 fn is_instance_of(dom: &DomainInfo, name: &str) -> bool {
-    matches!(&dom.tag, Some(t) if t.kind == TagKind::Instance && t.name == name)
+    dom.tag
+        .as_ref()
+        .is_some_and(|t| t.is(TagKind::Instance, name))
 }
 
 fn state_name(state: &DomainState) -> String {

@@ -41,7 +41,7 @@ pub fn template_is_ours(data: &DataDir, hv: &Hypervisor, name: &str) -> Result<b
     let Some(tag) = hv
         .domain(&domain)?
         .and_then(|d| d.tag)
-        .filter(|t| t.kind == TagKind::Template && t.name == name)
+        .filter(|t| t.is(TagKind::Template, name))
     else {
         return Ok(false);
     };

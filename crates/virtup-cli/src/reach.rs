@@ -10,7 +10,6 @@ use std::path::Path;
 use std::time::{Duration, Instant};
 
 use anyhow::{anyhow, bail, Result};
-use virtup_core::config::AddressSource as ConfigSource;
 use virtup_core::DataDir;
 use virtup_guest::ssh::{ProofError, Refusal};
 use virtup_libvirt::{AddressSource, Hypervisor};
@@ -35,7 +34,7 @@ pub struct Target<'a> {
     pub domain: &'a str,
     pub login: Login<'a>,
     pub mac: Option<&'a str>,
-    pub sources: &'a [ConfigSource],
+    pub sources: &'a [AddressSource],
     /// Name to resolve for the `dns` source.
     pub dns_name: &'a str,
     pub timeout: Duration,
@@ -46,15 +45,12 @@ pub struct Target<'a> {
 /// "lease: no lease for 52:54:00:…; agent: …" or "ssh 192.168.122.7: auth failed: … Permission denied (publickey).".
 pub fn wait_for_ssh(hv: &Hypervisor, data: &DataDir, t: &Target) -> Result<IpAddr> {
     let deadline = Instant::now() + t.timeout;
+    // libvirt answers every source but `dns`, which is resolved here.
     let lib_sources: Vec<AddressSource> = t
         .sources
         .iter()
-        .filter_map(|s| match s {
-            ConfigSource::Lease => Some(AddressSource::Lease),
-            ConfigSource::Agent => Some(AddressSource::Agent),
-            ConfigSource::Arp => Some(AddressSource::Arp),
-            ConfigSource::Dns => None,
-        })
+        .copied()
+        .filter(|s| *s != AddressSource::Dns)
         .collect();
     loop {
         let mut notes = Vec::new();
@@ -64,7 +60,7 @@ pub fn wait_for_ssh(hv: &Hypervisor, data: &DataDir, t: &Target) -> Result<IpAdd
             notes.extend(lookup.notes.iter().cloned());
             candidates.extend(lookup.candidates.iter().map(|f| f.ip));
         }
-        if candidates.is_empty() && t.sources.contains(&ConfigSource::Dns) {
+        if candidates.is_empty() && t.sources.contains(&AddressSource::Dns) {
             match (t.dns_name, 22).to_socket_addrs() {
                 Ok(addrs) => candidates.extend(addrs.map(|a| a.ip())),
                 Err(e) => notes.push(format!("dns: {}: {e}", t.dns_name)),

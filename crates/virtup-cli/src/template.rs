@@ -14,14 +14,15 @@ use virtup_core::template::{
     domain_name, plan, volume_generation, volume_name, ObservedDomain, Plan, Source, Step,
     TemplateDesired, TemplateObserved, TemplateState,
 };
+use virtup_core::vocab::config_disk_volume;
 use virtup_core::{keys, known_hosts, validate, DataDir};
 use virtup_guest::checksum::{self, Checksum};
-use virtup_guest::libguestfs::{self, Accel};
+use virtup_guest::libguestfs;
 use virtup_guest::virt_install::{InstallDisk, InstallNetwork};
 use virtup_guest::{
     firstboot, gpg, qemu_img, xz, Cmd, CustomizeOp, VirtBuilder, VirtCustomize, VirtInstall,
 };
-use virtup_libvirt::{DomainState, Hypervisor, TagKind, VirtupTag};
+use virtup_libvirt::{DomainState, Hypervisor, TagKind, VirtType, VirtupTag};
 
 use crate::context::{self, Context, Waited, LOCK_TIMEOUT, SHORT_LOCK_TIMEOUT};
 use crate::identity::{upload_config_disk, GuestIdentity};
@@ -241,8 +242,7 @@ pub fn observe(hv: &Hypervisor, data: &DataDir, req: &Request) -> Result<Observa
         match &dom.tag {
             Some(tag) if dom.name == req.domain => {
                 // A tag proves a template to the data dir that wrote it, not to every data dir.
-                if tag.kind == TagKind::Template
-                    && tag.name == req.desired.name
+                if tag.is(TagKind::Template, &req.desired.name)
                     && crate::owner::proves(data, hv, tag, &req.domain)?
                 {
                     model.domain = Some(ObservedDomain {
@@ -275,7 +275,7 @@ pub fn observe(hv: &Hypervisor, data: &DataDir, req: &Request) -> Result<Observa
     let mut partials = Vec::new();
     let mut config_disk = None;
     let mut adopt = Vec::new();
-    let config_name = config_volume(&req.domain);
+    let config_name = config_disk_volume(&req.domain);
     // The disks the tagged template domain itself uses: its definition was written after they
     // were made, so it proves them too (templates built before the ledger existed have no entry).
     let domain_disks: Vec<String> = match &model.domain {
@@ -547,7 +547,7 @@ fn address(hv: &Hypervisor, data: &DataDir, req: &Request) -> Result<std::net::I
         });
     // The proof logs in as the template's user with virtup's key for that user.
     let user = template_user(req);
-    let identity = data.sshkeys_dir().join(&user).join(keys::USER_KEY_FILE);
+    let identity = data.user_key_path(&user);
     reach::wait_for_ssh(
         hv,
         data,
@@ -694,13 +694,13 @@ fn ignore_not_found(e: std::io::Error) -> std::io::Result<()> {
 }
 
 /// KVM where it can really run a guest, TCG otherwise (with a warning: it is much slower).
-fn accel(hv: &Hypervisor, warnings: &mut Vec<String>) -> Result<Accel> {
+fn accel(hv: &Hypervisor, warnings: &mut Vec<String>) -> Result<VirtType> {
     let choice = virtup_libvirt::choose_virt_type(hv)?;
-    let accel = Accel::from_virt_type(choice.virt_type.as_str()).unwrap_or(Accel::Kvm);
-    if accel == Accel::Tcg && std::env::var_os(libguestfs::VIRT_TYPE_ENV).is_none() {
+    if choice.virt_type == VirtType::Qemu && std::env::var_os(virtup_core::VIRT_TYPE_ENV).is_none()
+    {
         warnings.push(choice.reason);
     }
-    Ok(accel)
+    Ok(choice.virt_type)
 }
 
 /// The generated (or given) secret of `what` as a 0600 file, for tools that read secrets from files.
@@ -777,7 +777,7 @@ fn build(
     req: &Request,
     obs: &Observation,
     generation: u32,
-    accel: Accel,
+    accel: VirtType,
 ) -> Result<()> {
     let pool_path = obs
         .pool_path
@@ -907,7 +907,7 @@ fn build(
         root_password: req.root_password.as_deref(),
     }
     .build()?;
-    let config = config_volume(&req.domain);
+    let config = config_disk_volume(&req.domain);
     if let Some(old) = &obs.config_disk {
         hv.delete_volume(&req.pool, old)?;
         ledger.forget(data, &req.uri, &req.pool, old)?;
@@ -1178,7 +1178,7 @@ fn define(
     req: &Request,
     obs: &Observation,
     generation: u32,
-    accel: Accel,
+    accel: VirtType,
 ) -> Result<()> {
     let f = &req.desired.fields;
     let pool_path = obs
@@ -1199,7 +1199,7 @@ fn define(
         vcpus: f.vcpus.unwrap_or(1),
         disks: vec![
             InstallDisk::virtio(&disk, &req.format),
-            InstallDisk::config_disk(pool_path.join(config_volume(&req.domain))),
+            InstallDisk::config_disk(pool_path.join(config_disk_volume(&req.domain))),
         ],
         networks: vec![InstallNetwork::network(
             f.network.as_deref().unwrap_or("default"),
@@ -1207,7 +1207,7 @@ fn define(
         )],
         graphics: f.graphics.clone().unwrap_or_else(|| "none".into()),
         osinfo: f.os_variant.clone(),
-        virt_type: Some(if accel == Accel::Tcg { "qemu" } else { "kvm" }.to_owned()),
+        virt_type: Some(accel.as_str().to_owned()),
         arch: f.arch.clone(),
         guest_agent: true,
         extra_args: extra,
@@ -1228,7 +1228,7 @@ fn define(
 }
 
 /// After the template ran online: remove the identity again, so clones get their own.
-fn seal(req: &Request, obs: &Observation, generation: u32, accel: Accel) -> Result<()> {
+fn seal(req: &Request, obs: &Observation, generation: u32, accel: VirtType) -> Result<()> {
     let pool_path = obs
         .pool_path
         .as_ref()
@@ -1241,11 +1241,6 @@ fn seal(req: &Request, obs: &Observation, generation: u32, accel: Accel) -> Resu
     .cmd()?;
     libguestfs::apply_env(&mut cmd, accel);
     run_tool(&cmd, "virt-customize could not seal the template")
-}
-
-/// The config disk volume of a template domain.
-pub fn config_volume(domain: &str) -> String {
-    format!("{domain}-config.iso")
 }
 
 /// The template's hostname: its name made a valid host name (`generic/debian10` → `generic-debian10`).
@@ -1275,10 +1270,7 @@ pub fn current_disk(
     let Some(dom) = hv.domain(&domain)? else {
         return Ok(None);
     };
-    let Some(tag) = dom
-        .tag
-        .filter(|t| t.kind == TagKind::Template && t.name == template)
-    else {
+    let Some(tag) = dom.tag.filter(|t| t.is(TagKind::Template, template)) else {
         return Ok(None);
     };
     // A clone pins its base generation: another data dir's template is not this one's to pin.

@@ -40,126 +40,12 @@ use std::fmt;
 use std::io;
 use std::path::{Path, PathBuf};
 
-use serde::{Deserialize, Serialize};
+use serde::Serialize;
 
 use crate::paths::Paths;
 use crate::validate;
 
-/// How a disk image is stored.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum ImageFormat {
-    Qcow2,
-    Raw,
-}
-
-impl ImageFormat {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            ImageFormat::Qcow2 => "qcow2",
-            ImageFormat::Raw => "raw",
-        }
-    }
-
-    /// Parses `qcow2` or `raw`, with an error naming the option.
-    pub fn parse(option: &str, value: &str) -> Result<ImageFormat, validate::ValidationError> {
-        match value {
-            "qcow2" => Ok(ImageFormat::Qcow2),
-            "raw" => Ok(ImageFormat::Raw),
-            other => Err(validate::ValidationError::new(
-                option,
-                format!(
-                    "{} is not an image format (expected `qcow2` or `raw`)",
-                    validate::Shown(other)
-                ),
-            )),
-        }
-    }
-}
-
-impl fmt::Display for ImageFormat {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(self.as_str())
-    }
-}
-
-/// A way to learn a guest's IP address; a list of them is tried in order.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum AddressSource {
-    /// libvirt's DHCP leases.
-    Lease,
-    /// The QEMU guest agent.
-    Agent,
-    /// The hypervisor's ARP table.
-    Arp,
-    /// A DNS lookup of the guest's hostname.
-    Dns,
-}
-
-impl AddressSource {
-    pub const ALL: [AddressSource; 4] = [
-        AddressSource::Lease,
-        AddressSource::Agent,
-        AddressSource::Arp,
-        AddressSource::Dns,
-    ];
-
-    pub fn as_str(self) -> &'static str {
-        match self {
-            AddressSource::Lease => "lease",
-            AddressSource::Agent => "agent",
-            AddressSource::Arp => "arp",
-            AddressSource::Dns => "dns",
-        }
-    }
-
-    /// Parses an ordered list separated by commas and/or whitespace
-    /// (`lease, agent arp`); an unknown or repeated method is an error.
-    pub fn parse_list(
-        option: &str,
-        value: &str,
-    ) -> Result<Vec<AddressSource>, validate::ValidationError> {
-        let mut list = Vec::new();
-        for word in value
-            .split(|c: char| c == ',' || c.is_whitespace())
-            .filter(|w| !w.is_empty())
-        {
-            let source = AddressSource::ALL
-                .into_iter()
-                .find(|s| s.as_str() == word)
-                .ok_or_else(|| {
-                    validate::ValidationError::new(
-                        option,
-                        format!(
-                            "{} is not an address source (expected `lease`, `agent`, `arp` or `dns`)",
-                            validate::Shown(word)
-                        ),
-                    )
-                })?;
-            if list.contains(&source) {
-                return Err(validate::ValidationError::new(
-                    option,
-                    format!("`{word}` is listed twice"),
-                ));
-            }
-            list.push(source);
-        }
-        if list.is_empty() {
-            return Err(validate::ValidationError::new(
-                option,
-                "must list at least one of `lease`, `agent`, `arp`, `dns`",
-            ));
-        }
-        Ok(list)
-    }
-}
-
-impl fmt::Display for AddressSource {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(self.as_str())
-    }
-}
+pub use crate::vocab::{AddressSource, ImageFormat};
 
 /// How a raw value becomes a field: the parser for each kind of field.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -165,6 +165,12 @@ impl DataDir {
     pub fn sshkeys_dir(&self) -> PathBuf {
         self.root.join("sshkeys")
     }
+    /// `sshkeys/<user>/id_ed25519`: the private key virtup logs in with as `user`.
+    pub fn user_key_path(&self, user: &str) -> PathBuf {
+        self.sshkeys_dir()
+            .join(user)
+            .join(crate::keys::USER_KEY_FILE)
+    }
     pub fn hostkeys_dir(&self) -> PathBuf {
         self.root.join("hostkeys")
     }

@@ -13,7 +13,8 @@
 //! - [`validate`]: checks of names, sizes, memory, vCPUs, users;
 //! - [`digest`]: `InputDigest` for template input digests;
 //! - [`hold`]: customization holds on templates a playbook run is customizing;
-//! - [`template`]: the template model and its pure plan (generations, dependents).
+//! - [`template`]: the template model and its pure plan (generations, dependents);
+//! - [`vocab`]: one type per shared concept (`ImageFormat`, `AddressSource`, `VirtType`).
 //!
 //! IO in this crate is limited to the data and config dirs; libvirt, guests and
 //! subprocesses live in other crates.
@@ -31,6 +32,7 @@ pub mod ownership;
 pub mod paths;
 pub mod template;
 pub mod validate;
+pub mod vocab;
 
 pub use config::{AddressSource, Config, ConfigError, ConfigWarning, Fields, ImageFormat};
 pub use datadir::{DataDir, DataError, LockGuard};
@@ -44,6 +46,7 @@ pub use known_hosts::KnownHosts;
 pub use macaddrs::{ensure_mac, MacAddrs};
 pub use paths::{Paths, PathsError};
 pub use validate::ValidationError;
+pub use vocab::{VirtType, VIRT_TYPE_ENV};
 
 /// Any error of this crate, for callers that handle them alike.
 #[derive(Debug, thiserror::Error)]

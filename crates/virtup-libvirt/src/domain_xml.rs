@@ -4,30 +4,8 @@ use crate::error::{LibvirtError, Result};
 use crate::tag::VirtupTag;
 use crate::xml::{self, check_text, scaled_bytes, Element, XmlWriter};
 
-/// Accelerator for a domain: libvirt's `<domain type=…>`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-pub enum VirtType {
-    Kvm,
-    /// Plain QEMU (TCG): slow, but runs anywhere.
-    Qemu,
-}
-
-impl VirtType {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            VirtType::Kvm => "kvm",
-            VirtType::Qemu => "qemu",
-        }
-    }
-
-    pub fn parse(s: &str) -> Option<VirtType> {
-        match s {
-            "kvm" => Some(VirtType::Kvm),
-            "qemu" => Some(VirtType::Qemu),
-            _ => None,
-        }
-    }
-}
+/// The accelerator (libvirt's `<domain type=…>`) and disk formats are virtup-wide concepts.
+pub use virtup_core::{ImageFormat, VirtType};
 
 /// Guest CPU model policy.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -55,30 +33,6 @@ impl CpuMode {
             CpuMode::HostPassthrough => Some("host-passthrough"),
             CpuMode::HostModel => Some("host-model"),
             CpuMode::Maximum => Some("maximum"),
-        }
-    }
-}
-
-/// On-disk format of a disk image or volume.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-pub enum ImageFormat {
-    Qcow2,
-    Raw,
-}
-
-impl ImageFormat {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            ImageFormat::Qcow2 => "qcow2",
-            ImageFormat::Raw => "raw",
-        }
-    }
-
-    pub fn parse(s: &str) -> Option<ImageFormat> {
-        match s {
-            "qcow2" => Some(ImageFormat::Qcow2),
-            "raw" => Some(ImageFormat::Raw),
-            _ => None,
         }
     }
 }

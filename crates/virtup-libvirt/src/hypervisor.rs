@@ -66,44 +66,16 @@ pub struct DomainInfo {
     pub tag: Option<VirtupTag>,
 }
 
-/// Where libvirt looks for a guest's addresses.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-pub enum AddressSource {
-    /// The libvirt network's DHCP leases.
-    Lease,
-    /// qemu-guest-agent inside the guest.
-    Agent,
-    /// The host's ARP table.
-    Arp,
-}
+/// The address sources are virtup-wide; libvirt answers all but `dns`, which the caller resolves itself.
+pub use virtup_core::AddressSource;
 
-impl AddressSource {
-    pub const ALL: [AddressSource; 3] = [
-        AddressSource::Lease,
-        AddressSource::Agent,
-        AddressSource::Arp,
-    ];
-
-    pub fn as_str(self) -> &'static str {
-        match self {
-            AddressSource::Lease => "lease",
-            AddressSource::Agent => "agent",
-            AddressSource::Arp => "arp",
-        }
-    }
-
-    fn raw(self) -> sys::virDomainInterfaceAddressesSource {
-        match self {
-            AddressSource::Lease => sys::VIR_DOMAIN_INTERFACE_ADDRESSES_SRC_LEASE,
-            AddressSource::Agent => sys::VIR_DOMAIN_INTERFACE_ADDRESSES_SRC_AGENT,
-            AddressSource::Arp => sys::VIR_DOMAIN_INTERFACE_ADDRESSES_SRC_ARP,
-        }
-    }
-}
-
-impl fmt::Display for AddressSource {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(self.as_str())
+/// libvirt's constant for a source; `None` for `dns`, which libvirt does not answer.
+fn raw_source(source: AddressSource) -> Option<sys::virDomainInterfaceAddressesSource> {
+    match source {
+        AddressSource::Lease => Some(sys::VIR_DOMAIN_INTERFACE_ADDRESSES_SRC_LEASE),
+        AddressSource::Agent => Some(sys::VIR_DOMAIN_INTERFACE_ADDRESSES_SRC_AGENT),
+        AddressSource::Arp => Some(sys::VIR_DOMAIN_INTERFACE_ADDRESSES_SRC_ARP),
+        AddressSource::Dns => None,
     }
 }
 
@@ -568,7 +540,10 @@ impl Hypervisor {
             // Older daemons lack the call; the agent's own 5 s sync timeout still applies then.
             let _ = ffi::agent_set_response_timeout(dom, AGENT_TIMEOUT_SECS);
         }
-        let ifaces = dom.interface_addresses(source.raw(), 0)?;
+        let Some(raw) = raw_source(source) else {
+            return Ok(Vec::new());
+        };
+        let ifaces = dom.interface_addresses(raw, 0)?;
         Ok(ifaces
             .into_iter()
             .map(|i| GuestInterface {
@@ -612,6 +587,10 @@ impl Hypervisor {
         let dom = self.lookup_domain(name)?;
         let mut lookup = AddressLookup::default();
         for &source in sources {
+            if source == AddressSource::Dns {
+                lookup.notes.push("dns: not a libvirt source".into());
+                continue;
+            }
             let ifaces = match Self::raw_addresses(&dom, source) {
                 Ok(i) => i,
                 Err(e) if e.code().is(ErrorNumber::NoDomain) => {
@@ -649,7 +628,7 @@ impl Hypervisor {
             }
             let what = match source {
                 AddressSource::Lease => "no lease",
-                AddressSource::Agent | AddressSource::Arp => "no address",
+                AddressSource::Agent | AddressSource::Arp | AddressSource::Dns => "no address",
             };
             lookup.notes.push(match mac {
                 Some(m) => format!("{source}: {what} for {m}"),

@@ -73,6 +73,12 @@ impl VirtupTag {
         }
     }
 
+    /// Whether the tag says this is the `kind` virtup calls `name`: the one test of what a domain is.
+    /// Whose it is, is a second question ([`VirtupTag::names_owner`]).
+    pub fn is(&self, kind: TagKind, name: &str) -> bool {
+        self.kind == kind && self.name == name
+    }
+
     /// Whether the tag names `id` (a data dir's owner id, `None` when it has none yet) as its owner:
     /// `None` for a tag written before owner ids, which the caller decides from its own records.
     pub fn names_owner(&self, id: Option<&str>) -> Option<bool> {
@@ -260,6 +266,14 @@ impl VirtupTag {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn is_asks_kind_and_name_together() {
+        let tag = VirtupTag::new(TagKind::Template, "debian-12");
+        assert!(tag.is(TagKind::Template, "debian-12"));
+        assert!(!tag.is(TagKind::Instance, "debian-12"));
+        assert!(!tag.is(TagKind::Template, "debian-13"));
+    }
 
     fn sample() -> VirtupTag {
         VirtupTag {

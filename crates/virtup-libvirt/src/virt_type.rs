@@ -20,7 +20,7 @@ use crate::hypervisor::{is_unsupported, Hypervisor};
 use crate::xml::{self, check_text, XmlWriter};
 
 /// Environment variable that forces the accelerator (`kvm` or `qemu`).
-pub const VIRT_TYPE_ENV: &str = "VIRTUP_VIRT_TYPE";
+pub use virtup_core::VIRT_TYPE_ENV;
 
 /// Upper bound for the test guest. Under TCG the kernel probe needs about 5 s on the lab host;
 /// a working kvm needs a fraction of that, so only a broken kvm waits this long.

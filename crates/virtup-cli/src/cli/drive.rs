@@ -57,10 +57,7 @@ pub fn current_size(hv: &Hypervisor, name: &str) -> Result<Option<(u64, u32)>> {
     let Some(dom) = hv.domain(name)? else {
         return Ok(None);
     };
-    if !dom
-        .tag
-        .is_some_and(|t| t.kind == TagKind::Instance && t.name == name)
-    {
+    if !dom.tag.is_some_and(|t| t.is(TagKind::Instance, name)) {
         return Ok(None);
     }
     let parsed = parse_domain_xml(&hv.inactive_xml(name)?)?;
