@@ -18,8 +18,7 @@ fn resolve(args: &ModuleArgs, ctx: &Context) -> Result<HostRequest> {
     let pool = args
         .str("pool")
         .map(str::to_owned)
-        .or(common.pool)
-        .unwrap_or_else(|| "default".into());
+        .unwrap_or_else(|| common.settings().pool);
     validate::name("pool", &pool)?;
     let network = text("network");
     validate::name("network", &network)?;

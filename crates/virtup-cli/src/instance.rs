@@ -8,7 +8,6 @@ use std::time::{Duration, Instant};
 use anyhow::{anyhow, bail, Context as _, Result};
 use serde_json::{json, Value};
 use virtup_ansible::{Diff, ModuleArgs, ModuleResult};
-use virtup_core::config::DEFAULT_USER;
 use virtup_core::instance::{
     plan, CloneKind, Customize, InstanceDesired, InstanceObserved, InstanceState, ObservedInstance,
     Plan, PlanError, Step,
@@ -92,7 +91,8 @@ pub fn resolve(args: &ModuleArgs, ctx: &Context) -> Result<Request> {
         .unwrap_or_else(|| ctx.config.resolve_common());
     let fields = base.overlay(&module);
     context::validate_fields(&fields)?;
-    let virt_sysprep_args = fields.virt_sysprep_args.clone().unwrap_or_default();
+    let settings = fields.settings();
+    let virt_sysprep_args = settings.virt_sysprep_args.clone();
     let customize = customize_path(args.str("customize"), &virt_sysprep_args);
     let playbook = match state {
         InstanceState::Absent => None,
@@ -116,15 +116,11 @@ pub fn resolve(args: &ModuleArgs, ctx: &Context) -> Result<Request> {
     let fqdn = fields.dns_domain.as_ref().map(|d| format!("{name}.{d}"));
     Ok(Request {
         uri: context::uri(&fields, &ctx.paths),
-        pool: fields.pool.clone().unwrap_or_else(|| "default".into()),
-        format: fields
-            .image_format
-            .map(|f| f.as_str())
-            .unwrap_or("qcow2")
-            .to_owned(),
-        network: fields.network.clone().unwrap_or_else(|| "default".into()),
+        pool: settings.pool,
+        format: settings.image_format.as_str().to_owned(),
+        network: settings.network,
         graphics: {
-            let g = fields.graphics.clone().unwrap_or_else(|| "none".into());
+            let g = settings.graphics;
             // The option is checked against these choices by its spec; a config file is not.
             if !crate::specs::INSTANCE_GRAPHICS.contains(&g.as_str()) {
                 bail!(
@@ -135,17 +131,11 @@ pub fn resolve(args: &ModuleArgs, ctx: &Context) -> Result<Request> {
             }
             g
         },
-        user: fields
-            .username
-            .clone()
-            .unwrap_or_else(|| DEFAULT_USER.into()),
+        user: settings.user,
         hostname: name.clone(),
         fqdn,
         size,
-        sources: fields
-            .address_source
-            .clone()
-            .unwrap_or_else(|| vec![AddressSource::Lease, AddressSource::Agent]),
+        sources: settings.address_source,
         wait_timeout: context::wait_timeout(args)?,
         inventory: args.bool("inventory").unwrap_or(true),
         virt_sysprep_args,
@@ -158,8 +148,8 @@ pub fn resolve(args: &ModuleArgs, ctx: &Context) -> Result<Request> {
             state,
             clone,
             customize,
-            memory_mib: fields.memory.unwrap_or(512),
-            vcpus: fields.vcpus.unwrap_or(1),
+            memory_mib: settings.memory_mib,
+            vcpus: settings.vcpus,
             autostart: args.bool("autostart"),
         },
     })

@@ -7,7 +7,7 @@ use std::time::{Duration, Instant};
 use anyhow::{anyhow, bail, Context as _, Result};
 use serde_json::{json, Value};
 use virtup_ansible::{Diff, ModuleArgs, ModuleResult};
-use virtup_core::config::DEFAULT_USER;
+use virtup_core::config::Settings;
 use virtup_core::hold::{self, HoldState};
 use virtup_core::ownership::{self, Ledger, Proof};
 use virtup_core::template::{
@@ -35,6 +35,8 @@ pub struct Request {
     pub uri: String,
     pub pool: String,
     pub format: String,
+    /// `desired.fields` with every default applied.
+    pub settings: Settings,
     pub wait_timeout: Duration,
     /// The customization session this call belongs to (see [`virtup_core::hold`]).
     pub hold: Option<String>,
@@ -96,21 +98,13 @@ pub fn resolve(
              (or define os-version in a templates.d section named `{name}`)"
         ),
     };
-    let user = fields
-        .username
-        .clone()
-        .unwrap_or_else(|| DEFAULT_USER.into());
+    let settings = fields.settings();
+    let user = settings.user.clone();
     let user_public_key = if state == TemplateState::Absent {
         String::new()
     } else {
         user_public_key(&user)?
     };
-    let pool = fields.pool.clone().unwrap_or_else(|| "default".into());
-    let format = fields
-        .image_format
-        .map(|f| f.as_str())
-        .unwrap_or("qcow2")
-        .to_owned();
     let playbook = match state {
         TemplateState::Absent => None,
         _ => template_playbook(ctx, &name, &fields)?,
@@ -120,8 +114,9 @@ pub fn resolve(
         playbook: playbook.map(|(path, _)| path),
         domain: domain_name(&name),
         uri: context::uri(&fields, &ctx.paths),
-        pool,
-        format,
+        pool: settings.pool.clone(),
+        format: settings.image_format.as_str().to_owned(),
+        settings,
         wait_timeout: context::wait_timeout(args)?,
         hold: args
             .str("hold")
@@ -523,28 +518,14 @@ pub(crate) fn wait_for_hold(
 
 /// The template's login user: the option or config, else virt-up's default `virt`.
 fn template_user(req: &Request) -> String {
-    req.desired
-        .fields
-        .username
-        .clone()
-        .unwrap_or_else(|| DEFAULT_USER.into())
+    req.settings.user.clone()
 }
 
 /// Waits (up to `wait_timeout`) until the running template answers on SSH with its pinned key.
 fn address(hv: &Hypervisor, data: &DataDir, req: &Request) -> Result<std::net::IpAddr> {
     let parsed = virtup_libvirt::parse_domain_xml(&hv.xml(&req.domain)?)?;
     let mac = parsed.macs().first().map(|m| m.to_string());
-    let sources = req
-        .desired
-        .fields
-        .address_source
-        .clone()
-        .unwrap_or_else(|| {
-            vec![
-                virtup_core::AddressSource::Lease,
-                virtup_core::AddressSource::Agent,
-            ]
-        });
+    let sources = req.settings.address_source.clone();
     // The proof logs in as the template's user with virtup's key for that user.
     let user = template_user(req);
     let identity = data.user_key_path(&user);
@@ -623,7 +604,7 @@ fn describe(req: &Request, obs: &Observation, generation: u32, built: bool) -> V
         "generation": generation,
         "digest": req.desired.digest(),
         "source": req.desired.source.as_ref().map(ToString::to_string),
-        "user": req.desired.fields.username,
+        "user": req.settings.user,
         "playbook": req.playbook,
     })
 }
@@ -713,7 +694,7 @@ fn secret(ctx: &Context, domain: &str, what: &str, given: Option<&str>) -> Resul
 /// The customizations every template gets, from either source, in one appliance run.
 fn prepare_ops(req: &Request, password_file: &Path, public_key_file: &Path) -> Vec<CustomizeOp> {
     let f = &req.desired.fields;
-    let user = f.username.clone().unwrap_or_else(|| DEFAULT_USER.into());
+    let user = &req.settings.user;
     let sudoers = format!("/etc/sudoers.d/90-virtup-{user}");
     let mut ops = vec![
         CustomizeOp::RunCommand(format!(
@@ -793,12 +774,7 @@ fn build(
         req.root_password.as_deref(),
     )?;
     let user_pw = secret(ctx, &req.domain, "password", req.password.as_deref())?;
-    let user = req
-        .desired
-        .fields
-        .username
-        .as_deref()
-        .unwrap_or(DEFAULT_USER);
+    let user = &req.settings.user;
     let key = keys::ensure_user_key(&data.sshkeys_dir(), user)?;
     let ops = prepare_ops(req, &user_pw, &key.public_path);
     let f = &req.desired.fields;
@@ -826,7 +802,7 @@ fn build(
                     root_password_file: Some(root_pw.clone()),
                     hostname: Some(hostname(req)),
                     ops,
-                    extra_args: f.virt_builder_args.clone().unwrap_or_default(),
+                    extra_args: req.settings.virt_builder_args.clone(),
                 }
                 .cmd()?;
                 libguestfs::apply_env(&mut cmd, accel);
@@ -1191,21 +1167,18 @@ fn define(
     if let Some(uuid) = &obs.uuid {
         extra.extend(["--uuid".to_owned(), uuid.clone()]);
     }
-    extra.extend(f.virt_install_args.clone().unwrap_or_default());
+    extra.extend(req.settings.virt_install_args.iter().cloned());
     let cmd = VirtInstall {
         connect: Some(req.uri.clone()),
         name: req.domain.clone(),
-        memory_mib: f.memory.unwrap_or(512),
-        vcpus: f.vcpus.unwrap_or(1),
+        memory_mib: req.settings.memory_mib,
+        vcpus: req.settings.vcpus,
         disks: vec![
             InstallDisk::virtio(&disk, &req.format),
             InstallDisk::config_disk(pool_path.join(config_disk_volume(&req.domain))),
         ],
-        networks: vec![InstallNetwork::network(
-            f.network.as_deref().unwrap_or("default"),
-            None,
-        )],
-        graphics: f.graphics.clone().unwrap_or_else(|| "none".into()),
+        networks: vec![InstallNetwork::network(&req.settings.network, None)],
+        graphics: req.settings.graphics.clone(),
         osinfo: f.os_variant.clone(),
         virt_type: Some(accel.as_str().to_owned()),
         arch: f.arch.clone(),

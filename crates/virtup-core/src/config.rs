@@ -217,7 +217,7 @@ impl Fields {
     pub fn builtin_defaults() -> Fields {
         Fields {
             pool: Some("default".to_string()),
-            username: Some("virt".to_string()),
+            username: Some(DEFAULT_USER.to_string()),
             password_length: Some(24),
             address_source: Some(vec![AddressSource::Lease, AddressSource::Agent]),
             image_format: Some(ImageFormat::Qcow2),
@@ -225,6 +225,48 @@ impl Fields {
             vcpus: Some(1),
             graphics: Some("none".to_string()),
             ..Fields::default()
+        }
+    }
+}
+
+/// [`Fields`] with every default applied, once: what a run reads. Only what has no default (the
+/// image source, the DNS domain, the OS variant…) stays in `Fields` as an `Option`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Settings {
+    pub pool: String,
+    pub user: String,
+    pub network: String,
+    pub graphics: String,
+    pub image_format: ImageFormat,
+    pub memory_mib: u64,
+    pub vcpus: u32,
+    pub password_length: u32,
+    pub address_source: Vec<AddressSource>,
+    pub virt_builder_args: Vec<String>,
+    pub virt_install_args: Vec<String>,
+    pub virt_sysprep_args: Vec<String>,
+}
+
+impl Fields {
+    /// These fields over [`Fields::builtin_defaults`] (and libvirt's `default` network, which is not
+    /// a config default: an unset network stays out of template digests).
+    pub fn settings(&self) -> Settings {
+        let f = Fields::builtin_defaults().overlay(self);
+        let defaulted = "every field with a built-in default has a value";
+        let args = |a: &Option<Vec<String>>| a.clone().unwrap_or_default();
+        Settings {
+            pool: f.pool.expect(defaulted),
+            user: f.username.expect(defaulted),
+            network: f.network.unwrap_or_else(|| DEFAULT_NETWORK.into()),
+            graphics: f.graphics.expect(defaulted),
+            image_format: f.image_format.expect(defaulted),
+            memory_mib: f.memory.expect(defaulted),
+            vcpus: f.vcpus.expect(defaulted),
+            password_length: f.password_length.expect(defaulted),
+            address_source: f.address_source.expect(defaulted),
+            virt_builder_args: args(&f.virt_builder_args),
+            virt_install_args: args(&f.virt_install_args),
+            virt_sysprep_args: args(&f.virt_sysprep_args),
         }
     }
 }
@@ -311,6 +353,8 @@ pub struct Config {
 
 /// The login user when neither a module option nor the config names one (virt-up's default).
 pub const DEFAULT_USER: &str = "virt";
+/// The libvirt network guests join when none is configured.
+pub const DEFAULT_NETWORK: &str = "default";
 
 /// The section of `settings.cfg` that holds the common settings.
 pub const COMMON_SECTION: &str = "common";
@@ -937,6 +981,43 @@ fn keep_trailing_backslash(out: &mut String) {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn settings_apply_every_default_once() {
+        let s = Fields::default().settings();
+        assert_eq!(
+            (s.pool.as_str(), s.user.as_str()),
+            ("default", DEFAULT_USER)
+        );
+        assert_eq!(
+            (s.network.as_str(), s.graphics.as_str()),
+            (DEFAULT_NETWORK, "none")
+        );
+        assert_eq!(
+            (s.image_format, s.memory_mib, s.vcpus),
+            (ImageFormat::Qcow2, 512, 1)
+        );
+        assert_eq!(
+            s.address_source,
+            [AddressSource::Lease, AddressSource::Agent]
+        );
+        assert!(s.virt_install_args.is_empty());
+        let set = Fields {
+            pool: Some("fast".into()),
+            network: Some("lab".into()),
+            memory: Some(2048),
+            virt_sysprep_args: Some(vec!["--quiet".into()]),
+            ..Fields::default()
+        }
+        .settings();
+        assert_eq!(
+            (set.pool.as_str(), set.network.as_str(), set.memory_mib),
+            ("fast", "lab", 2048)
+        );
+        assert_eq!(set.virt_sysprep_args, ["--quiet"]);
+        // The network default is not a config layer: it stays out of the fields a digest reads.
+        assert_eq!(Fields::builtin_defaults().network, None);
+    }
 
     fn load(settings: &str, templates: &[&str]) -> Result<Config, ConfigError> {
         let tpaths: Vec<PathBuf> = (0..templates.len())
