@@ -21,10 +21,11 @@ use virtup_libvirt::{
     parse_domain_xml, DiskBus, DiskDevice, DiskSpec, DomainSpec, DomainState, Graphics, Hypervisor,
     ImageFormat, NicSpec, TagKind, VirtType, VirtupTag, VolumeInfo, VolumeSpec,
 };
+use virtup_ops::identity::{upload_config_disk, GuestIdentity};
+use virtup_ops::reach;
 
 use crate::context::{self, Context, Waited, LOCK_TIMEOUT, SHORT_LOCK_TIMEOUT};
-use crate::identity::{upload_config_disk, GuestIdentity};
-use crate::reach;
+use crate::module::ModuleReporter;
 use crate::template::current_disk;
 
 pub struct Request {
@@ -202,7 +203,7 @@ fn observe(hv: &Hypervisor, data: &DataDir, req: &Request) -> Result<Observation
         // A tag proves a domain to the data dir that wrote it, not to every data dir on the host.
         let ours = match &dom.tag {
             Some(tag) => {
-                tag.is(TagKind::Instance, name) && crate::owner::proves(data, hv, tag, name)?
+                tag.is(TagKind::Instance, name) && virtup_ops::owner::proves(data, hv, tag, name)?
             }
             None => false,
         };
@@ -513,7 +514,7 @@ fn apply(
             }
             // A guest whose disk is deleted next gains nothing from a graceful shutdown.
             Step::Stop if deleting => hv.destroy(name)?,
-            Step::Stop => crate::power::stop(hv, name, req.wait_timeout)?,
+            Step::Stop => virtup_ops::power::stop(hv, name, req.wait_timeout)?,
             Step::Delete { volumes } => {
                 // Recorded before the domain goes (volumes of older versions have no record yet):
                 // a run killed after the undefine leaves volumes the next `absent` can prove.
@@ -561,6 +562,7 @@ fn apply(
                     dns_name: req.fqdn.as_deref().unwrap_or(name),
                     timeout: req.wait_timeout,
                 },
+                &ModuleReporter,
             )?,
         };
         if meta.address.as_deref() != Some(ip.to_string().as_str()) {

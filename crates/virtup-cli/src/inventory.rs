@@ -159,7 +159,7 @@ pub fn collect(paths: &Paths, config: &Config) -> Result<Listing> {
         warnings.push(format!("no domain is listed as this data dir's: {e}"));
     }
     let ours = |hv: &Hypervisor, tag: &virtup_libvirt::VirtupTag, domain: &str| {
-        crate::owner::proves(&data, hv, tag, domain).unwrap_or(false)
+        virtup_ops::owner::proves(&data, hv, tag, domain).unwrap_or(false)
     };
     let mut metas = Vec::new();
     for (name, meta) in InstanceMeta::list(&data).with_context(|| {

@@ -3,12 +3,8 @@
 pub mod cli;
 pub mod context;
 pub mod host;
-pub mod identity;
 pub mod instance;
 pub mod inventory;
 pub mod module;
-pub mod owner;
-pub mod power;
-pub mod reach;
 pub mod specs;
 pub mod template;

@@ -23,10 +23,11 @@ use virtup_guest::{
     firstboot, gpg, qemu_img, xz, Cmd, CustomizeOp, VirtBuilder, VirtCustomize, VirtInstall,
 };
 use virtup_libvirt::{DomainState, Hypervisor, TagKind, VirtType, VirtupTag};
+use virtup_ops::identity::{upload_config_disk, GuestIdentity};
+use virtup_ops::reach;
 
 use crate::context::{self, Context, Waited, LOCK_TIMEOUT, SHORT_LOCK_TIMEOUT};
-use crate::identity::{upload_config_disk, GuestIdentity};
-use crate::reach;
+use crate::module::ModuleReporter;
 
 /// A template request, resolved and validated; building it has had no side effect.
 pub struct Request {
@@ -238,7 +239,7 @@ pub fn observe(hv: &Hypervisor, data: &DataDir, req: &Request) -> Result<Observa
             Some(tag) if dom.name == req.domain => {
                 // A tag proves a template to the data dir that wrote it, not to every data dir.
                 if tag.is(TagKind::Template, &req.desired.name)
-                    && crate::owner::proves(data, hv, tag, &req.domain)?
+                    && virtup_ops::owner::proves(data, hv, tag, &req.domain)?
                 {
                     model.domain = Some(ObservedDomain {
                         running: dom.state != DomainState::ShutOff,
@@ -544,6 +545,7 @@ fn address(hv: &Hypervisor, data: &DataDir, req: &Request) -> Result<std::net::I
             dns_name: &hostname(req),
             timeout: req.wait_timeout,
         },
+        &ModuleReporter,
     )
 }
 
@@ -631,7 +633,7 @@ fn apply(
             virtup_ansible::mark_changed();
         }
         match *step {
-            Step::Stop => crate::power::stop(hv, &req.domain, req.wait_timeout)?,
+            Step::Stop => virtup_ops::power::stop(hv, &req.domain, req.wait_timeout)?,
             Step::Build { generation } => build(ctx, data, hv, req, obs, generation, accel)?,
             Step::Define { generation } => define(data, hv, req, obs, generation, accel)?,
             Step::Start => {
@@ -687,7 +689,7 @@ fn accel(hv: &Hypervisor, warnings: &mut Vec<String>) -> Result<VirtType> {
 /// The generated (or given) secret of `what` as a 0600 file, for tools that read secrets from files.
 fn secret(ctx: &Context, domain: &str, what: &str, given: Option<&str>) -> Result<PathBuf> {
     let dir = ctx.secrets_dir(domain);
-    crate::identity::secret(&dir, what, given)?;
+    virtup_ops::identity::secret(&dir, what, given)?;
     Ok(dir.join(what))
 }
 
@@ -1247,7 +1249,7 @@ pub fn current_disk(
         return Ok(None);
     };
     // A clone pins its base generation: another data dir's template is not this one's to pin.
-    if !crate::owner::proves(data, hv, &tag, &domain)? {
+    if !virtup_ops::owner::proves(data, hv, &tag, &domain)? {
         bail!(
             "invalid value for `template`: template `{template}` (domain `{domain}`) was not made by \
              virtup with this data dir; build one of your own under another name"

@@ -3,6 +3,10 @@
 //! binaries and `virt-up` are adapters around it.
 
 pub mod host;
+pub mod identity;
+pub mod owner;
+pub mod power;
+pub mod reach;
 
 /// Whether a run may change anything. Decided once by the caller (a module's `check_mode`, `virt-up
 /// --check`); below it, only `converge` looks at it, to stop after the plan.

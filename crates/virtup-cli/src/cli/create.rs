@@ -63,7 +63,7 @@ fn ensure_template(
     mut options: Options,
     global: &Global,
 ) -> Result<bool> {
-    if crate::owner::template_is_ours(&virtup_core::DataDir::at(&paths.data_dir), hv, name)? {
+    if virtup_ops::owner::template_is_ours(&virtup_core::DataDir::at(&paths.data_dir), hv, name)? {
         return Ok(false);
     }
     if config.resolve_template(name).is_none() {

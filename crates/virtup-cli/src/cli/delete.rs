@@ -96,11 +96,12 @@ fn resolve(paths: &Paths, name: &str) -> Result<Target> {
             _ => None,
         };
         if let Some(target) = target {
-            if crate::owner::proves(&data, &hv, &tag, name)? {
+            if virtup_ops::owner::proves(&data, &hv, &tag, name)? {
                 return Ok(target);
             }
             // Another data dir's domain of this name: this data dir's template `name` may still be meant.
-            if !name.starts_with(DOMAIN_PREFIX) && crate::owner::template_is_ours(&data, &hv, name)?
+            if !name.starts_with(DOMAIN_PREFIX)
+                && virtup_ops::owner::template_is_ours(&data, &hv, name)?
             {
                 return Ok(Target::Template {
                     name: name.to_owned(),
@@ -114,7 +115,7 @@ fn resolve(paths: &Paths, name: &str) -> Result<Target> {
             );
         }
     }
-    if crate::owner::template_is_ours(&data, &hv, name)? {
+    if virtup_ops::owner::template_is_ours(&data, &hv, name)? {
         return Ok(Target::Template {
             name: name.to_owned(),
             uri: Some(hv.uri().to_owned()),

@@ -14,6 +14,8 @@ use virtup_core::DataDir;
 use virtup_guest::ssh::{ProofError, Refusal};
 use virtup_libvirt::{AddressSource, Hypervisor};
 
+use crate::Reporter;
+
 /// Bound on one SSH proof: a first login on a guest without KVM takes seconds, never this long.
 const PROOF_TIMEOUT: Duration = Duration::from_secs(30);
 
@@ -43,7 +45,12 @@ pub struct Target<'a> {
 /// Polls the address sources in order, then proves the pinned host key by an SSH login, until `timeout`.
 /// On timeout the error says what each source saw and what the proof said at each address, e.g.
 /// "lease: no lease for 52:54:00:…; agent: …" or "ssh 192.168.122.7: auth failed: … Permission denied (publickey).".
-pub fn wait_for_ssh(hv: &Hypervisor, data: &DataDir, t: &Target) -> Result<IpAddr> {
+pub fn wait_for_ssh(
+    hv: &Hypervisor,
+    data: &DataDir,
+    t: &Target,
+    reporter: &dyn Reporter,
+) -> Result<IpAddr> {
     let deadline = Instant::now() + t.timeout;
     // libvirt answers every source but `dns`, which is resolved here.
     let lib_sources: Vec<AddressSource> = t
@@ -69,7 +76,7 @@ pub fn wait_for_ssh(hv: &Hypervisor, data: &DataDir, t: &Target) -> Result<IpAdd
         // A re-created guest (same MAC, new DHCP client id) may still have its old lease listed:
         // the pinned host key tells which address is really this guest.
         candidates.dedup();
-        crate::cli::progress::stage(&match candidates.first() {
+        reporter.stage(&match candidates.first() {
             None => format!("`{}`: waiting for an address", t.domain),
             Some(ip) => format!("`{}`: waiting for SSH on {ip}", t.domain),
         });
