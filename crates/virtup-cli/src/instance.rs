@@ -295,7 +295,8 @@ fn observe(hv: &Hypervisor, data: &DataDir, req: &Request) -> Result<Observation
 /// side effect), then, when there is work, plan again under the instance's lock and apply.
 pub fn run(args: &ModuleArgs) -> Result<ModuleResult> {
     let ctx = Context::load()?;
-    let check = args.check_mode();
+    // The driver still branches on the mode below; virtup_ops::host shows the shape it is moving to.
+    let check = crate::module::mode(args) == virtup_ops::Mode::Check;
     if !check {
         ctx.tidy()?;
     }

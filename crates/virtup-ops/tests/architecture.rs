@@ -1,0 +1,175 @@
+//! Checks the boundaries ARCHITECTURE.md states, so that the document stays true: who may import what, and that every test it names exists.
+
+use std::fs;
+use std::path::{Path, PathBuf};
+
+fn root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .ancestors()
+        .nth(2)
+        .expect("the workspace root is two levels above the crate")
+        .to_owned()
+}
+
+fn read(path: &Path) -> String {
+    fs::read_to_string(path).unwrap_or_else(|e| panic!("cannot read {}: {e}", path.display()))
+}
+
+/// Every `.rs` file under `dir`, skipping build output.
+fn rust_files(dir: &Path) -> Vec<PathBuf> {
+    let mut out = Vec::new();
+    let mut stack = vec![dir.to_owned()];
+    while let Some(d) = stack.pop() {
+        for entry in fs::read_dir(&d).unwrap() {
+            let path = entry.unwrap().path();
+            let name = path.file_name().unwrap().to_string_lossy();
+            if path.is_dir() {
+                if name != "target" && !name.starts_with('.') {
+                    stack.push(path);
+                }
+            } else if name.ends_with(".rs") {
+                out.push(path);
+            }
+        }
+    }
+    out.sort();
+    out
+}
+
+/// The crate names a manifest's `[dependencies]` section lists (not dev-dependencies).
+fn dependencies(manifest: &Path) -> Vec<String> {
+    let mut deps = Vec::new();
+    let mut inside = false;
+    for line in read(manifest).lines() {
+        let line = line.trim();
+        if line.starts_with('[') {
+            inside = line == "[dependencies]";
+        } else if inside && !line.is_empty() && !line.starts_with('#') {
+            let name = line.split(['=', '.', ' ']).next().unwrap().trim();
+            deps.push(name.to_owned());
+        }
+    }
+    deps
+}
+
+fn crate_manifests() -> Vec<(String, PathBuf)> {
+    let mut out: Vec<(String, PathBuf)> = fs::read_dir(root().join("crates"))
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .filter(|p| p.join("Cargo.toml").is_file())
+        .map(|p| {
+            let name = p.file_name().unwrap().to_string_lossy().into_owned();
+            (name, p.join("Cargo.toml"))
+        })
+        .collect();
+    out.sort();
+    out
+}
+
+#[test]
+fn only_virtup_libvirt_imports_virt() {
+    for (name, manifest) in crate_manifests() {
+        let has_virt = dependencies(&manifest).iter().any(|d| d == "virt");
+        assert_eq!(
+            has_virt,
+            name == "virtup-libvirt",
+            "{name}: libvirt is reached only through virtup-libvirt ({})",
+            manifest.display()
+        );
+    }
+}
+
+/// The operations know nothing of Ansible's JSON, the command line or the CLI's globals.
+#[test]
+fn virtup_ops_knows_no_ansible_json_nor_clap() {
+    let ops = root().join("crates/virtup-ops");
+    let deps = dependencies(&ops.join("Cargo.toml"));
+    for banned in ["serde_json", "virtup-ansible", "clap", "virtup-cli"] {
+        assert!(
+            !deps.iter().any(|d| d == banned),
+            "virtup-ops depends on {banned}"
+        );
+    }
+    for file in rust_files(&ops.join("src")) {
+        let text = read(&file);
+        for banned in [
+            "serde_json",
+            "ModuleArgs",
+            "check_mode",
+            "crate::cli",
+            "virtup_ansible",
+        ] {
+            assert!(
+                !text.contains(banned),
+                "{} mentions `{banned}`",
+                file.display()
+            );
+        }
+    }
+}
+
+/// virtup-core is the bottom layer: no libvirt, no tools, no protocol.
+#[test]
+fn virtup_core_depends_on_no_other_virtup_crate() {
+    let deps = dependencies(&root().join("crates/virtup-core/Cargo.toml"));
+    for banned in [
+        "virt",
+        "virtup-libvirt",
+        "virtup-guest",
+        "virtup-ansible",
+        "virtup-ops",
+    ] {
+        assert!(
+            !deps.iter().any(|d| d == banned),
+            "virtup-core depends on {banned}"
+        );
+    }
+}
+
+#[test]
+fn every_rust_file_opens_with_what_it_is_for() {
+    let root = root();
+    let mut missing = Vec::new();
+    for dir in ["crates", "tests/e2e", "fuzz/fuzz_targets", "fuzz/src"] {
+        for file in rust_files(&root.join(dir)) {
+            if !read(&file).starts_with("//!") {
+                missing.push(file.strip_prefix(&root).unwrap().display().to_string());
+            }
+        }
+    }
+    assert!(missing.is_empty(), "no `//!` first line: {missing:?}");
+}
+
+/// Every test ARCHITECTURE.md names beside an invariant (`file::test_name`) exists.
+#[test]
+fn the_tests_architecture_md_names_exist() {
+    let root = root();
+    let doc = read(&root.join("ARCHITECTURE.md"));
+    let sources: Vec<String> = ["crates", "tests/e2e"]
+        .iter()
+        .flat_map(|d| rust_files(&root.join(d)))
+        .map(|f| read(&f))
+        .collect();
+    let mut named = 0;
+    for (i, quoted) in doc.split('`').enumerate() {
+        // Odd pieces are inside backticks; a test is `a::b::snake_case_name` with two underscores or more.
+        let Some(name) = (i % 2 == 1).then(|| quoted.rsplit("::").next()).flatten() else {
+            continue;
+        };
+        let is_test_name = quoted.contains("::")
+            && name.matches('_').count() >= 2
+            && name
+                .chars()
+                .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '_');
+        if !is_test_name {
+            continue;
+        }
+        named += 1;
+        let defined = format!("fn {name}(");
+        assert!(
+            sources.iter().any(|s| s.contains(&defined)),
+            "ARCHITECTURE.md names `{quoted}`, but no `fn {name}` exists"
+        );
+    }
+    assert!(named >= 10, "ARCHITECTURE.md names only {named} tests");
+}
