@@ -2,6 +2,10 @@
 //!
 //! No guest is needed: whatever talks to libvirt uses the in-memory test driver (`test:///default`).
 
+// These tests check the built binaries' process-level behaviour (exit code, raw stdout and stderr,
+// stdin pipes) with std's `Command`, independently of `virtup_guest::Cmd`, which the binaries use.
+#![allow(clippy::disallowed_types)]
+
 use std::path::PathBuf;
 use std::process::{Command, Output, Stdio};
 

@@ -6,6 +6,10 @@
 //! route to PyPI), install offline from there. Nothing is skipped: without PyPI and without the
 //! wheels the test fails, saying how to get them.
 
+// These tests check the built binaries' process-level behaviour (exit code, raw stdout and stderr,
+// stdin pipes) with std's `Command`, independently of `virtup_guest::Cmd`, which the binaries use.
+#![allow(clippy::disallowed_types)]
+
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};

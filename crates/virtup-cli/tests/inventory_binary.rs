@@ -1,5 +1,9 @@
 //! Layer 2/3: the `virtup_inventory` executable against libvirt's test driver loaded with virtup-tagged domains.
 
+// These tests check the built binaries' process-level behaviour (exit code, raw stdout and stderr,
+// stdin pipes) with std's `Command`, independently of `virtup_guest::Cmd`, which the binaries use.
+#![allow(clippy::disallowed_types)]
+
 use std::path::Path;
 use std::process::Command;
 

@@ -1,5 +1,9 @@
 //! Layer 3: the built module binaries run with args files, the way Ansible runs them.
 
+// These tests check the built binaries' process-level behaviour (exit code, raw stdout and stderr,
+// stdin pipes) with std's `Command`, independently of `virtup_guest::Cmd`, which the binaries use.
+#![allow(clippy::disallowed_types)]
+
 mod common;
 use common::{own, TEMPLATE_NODE_XML};
 

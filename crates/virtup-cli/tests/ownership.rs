@@ -6,6 +6,10 @@
 //! in check mode, the refusal of a real run) and what it recorded; `lab_data_safety` proves on real
 //! libvirt that the volumes survive.
 
+// These tests check the built binaries' process-level behaviour (exit code, raw stdout and stderr,
+// stdin pipes) with std's `Command`, independently of `virtup_guest::Cmd`, which the binaries use.
+#![allow(clippy::disallowed_types)]
+
 use std::path::PathBuf;
 use std::process::Command;
 

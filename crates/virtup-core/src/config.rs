@@ -304,12 +304,14 @@ impl fmt::Display for ConfigWarning {
     }
 }
 
+/// Why the configuration could not be read. An I/O cause is part of the message and deliberately not
+/// also a `source()`, which anyhow's `{:#}` would print a second time.
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
-    #[error("failed to read `{}`: {source}", path.display())]
-    Read { path: PathBuf, source: io::Error },
-    #[error("failed to list `{}`: {source}", path.display())]
-    List { path: PathBuf, source: io::Error },
+    #[error("failed to read `{}`: {error}", path.display())]
+    Read { path: PathBuf, error: io::Error },
+    #[error("failed to list `{}`: {error}", path.display())]
+    List { path: PathBuf, error: io::Error },
     #[error("malformed `{}` line {line}: {message}", path.display())]
     Syntax {
         path: PathBuf,
@@ -463,10 +465,10 @@ fn read_if_file(path: &Path) -> Result<Option<String>, ConfigError> {
         Ok(meta) if meta.is_file() => {}
         Ok(_) => return Ok(None),
         Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(None),
-        Err(source) => {
+        Err(error) => {
             return Err(ConfigError::Read {
                 path: path.to_path_buf(),
-                source,
+                error,
             })
         }
     }
@@ -474,9 +476,9 @@ fn read_if_file(path: &Path) -> Result<Option<String>, ConfigError> {
         Ok(text) => Ok(Some(text)),
         // Removed between the two calls: as if it had never been there.
         Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(None),
-        Err(source) => Err(ConfigError::Read {
+        Err(error) => Err(ConfigError::Read {
             path: path.to_path_buf(),
-            source,
+            error,
         }),
     }
 }
@@ -486,18 +488,18 @@ fn list_template_files(dir: &Path) -> Result<Vec<PathBuf>, ConfigError> {
     let entries = match std::fs::read_dir(dir) {
         Ok(entries) => entries,
         Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(Vec::new()),
-        Err(source) => {
+        Err(error) => {
             return Err(ConfigError::List {
                 path: dir.to_path_buf(),
-                source,
+                error,
             })
         }
     };
     let mut files = Vec::new();
     for entry in entries {
-        let entry = entry.map_err(|source| ConfigError::List {
+        let entry = entry.map_err(|error| ConfigError::List {
             path: dir.to_path_buf(),
-            source,
+            error,
         })?;
         let name = entry.file_name();
         let name = name.to_string_lossy();
@@ -1029,6 +1031,33 @@ mod tests {
             .map(|(p, t)| (p.as_path(), *t))
             .collect();
         Config::from_texts(&[(Path::new("/s/settings.cfg"), settings)], &t)
+    }
+
+    /// How often `needle` appears in what a user sees: anyhow's `{:#}`, the rendering of `virt-up`'s
+    /// error line and of a module's `msg`.
+    fn shown_times(err: impl Into<anyhow::Error>, needle: &str) -> usize {
+        format!("{:#}", err.into()).matches(needle).count()
+    }
+
+    #[test]
+    fn an_io_cause_is_shown_once() {
+        let read = ConfigError::Read {
+            path: "/c/settings.cfg".into(),
+            error: io::Error::other("disk on fire"),
+        };
+        assert_eq!(
+            read.to_string(),
+            "failed to read `/c/settings.cfg`: disk on fire"
+        );
+        assert_eq!(shown_times(read, "disk on fire"), 1);
+        // A real one: `templates.d` that is a file cannot be listed.
+        let dir = tempfile::tempdir().unwrap();
+        let not_a_dir = dir.path().join("templates.d");
+        std::fs::write(&not_a_dir, "").unwrap();
+        let list = list_template_files(&not_a_dir).unwrap_err();
+        assert!(matches!(list, ConfigError::List { .. }), "{list}");
+        let reason = io::Error::from_raw_os_error(libc::ENOTDIR).to_string();
+        assert_eq!(shown_times(crate::Error::from(list), &reason), 1);
     }
 
     fn template(text: &str, name: &str) -> Fields {

@@ -35,13 +35,15 @@ pub const DATA_DIR_LOCK: &str = "datadir";
 /// Length of a data dir's owner id (128 random bits in hex).
 pub const OWNER_ID_HEX_LEN: usize = 32;
 
+/// Why a data dir operation failed. Each message is complete on its own: an I/O cause is part of the
+/// message and deliberately not also a `source()`, which anyhow's `{:#}` would print a second time.
 #[derive(Debug, thiserror::Error)]
 pub enum DataError {
-    #[error("failed to {action} `{}`: {source}", path.display())]
+    #[error("failed to {action} `{}`: {error}", path.display())]
     Io {
         action: &'static str,
         path: PathBuf,
-        source: io::Error,
+        error: io::Error,
     },
     #[error("`{}` does not exist", path.display())]
     NotFound { path: PathBuf },
@@ -68,11 +70,11 @@ impl DataError {
         matches!(self, DataError::NotFound { .. })
     }
 
-    pub(crate) fn io(action: &'static str, path: &Path, source: io::Error) -> DataError {
+    pub(crate) fn io(action: &'static str, path: &Path, error: io::Error) -> DataError {
         DataError::Io {
             action,
             path: path.to_path_buf(),
-            source,
+            error,
         }
     }
 }
@@ -672,6 +674,30 @@ mod tests {
 
     fn mode(path: &Path) -> u32 {
         fs::metadata(path).unwrap().mode() & 0o7777
+    }
+
+    /// How often `needle` appears in what a user sees: anyhow's `{:#}`, the rendering of `virt-up`'s
+    /// error line and of a module's `msg`.
+    fn shown_times(err: impl Into<anyhow::Error>, needle: &str) -> usize {
+        format!("{:#}", err.into()).matches(needle).count()
+    }
+
+    #[test]
+    fn an_io_cause_is_shown_once() {
+        let err = || {
+            DataError::io(
+                "read",
+                Path::new("/d/x.json"),
+                io::Error::other("disk on fire"),
+            )
+        };
+        assert_eq!(
+            err().to_string(),
+            "failed to read `/d/x.json`: disk on fire"
+        );
+        assert_eq!(shown_times(err(), "disk on fire"), 1);
+        // As it usually travels: inside the crate's transparent error.
+        assert_eq!(shown_times(crate::Error::from(err()), "disk on fire"), 1);
     }
 
     fn names(dir: &Path) -> Vec<String> {

@@ -237,7 +237,7 @@ impl Ledger {
                 return Err(DataError::Io {
                     action: "list",
                     path: dir,
-                    source: e,
+                    error: e,
                 })
             }
         };

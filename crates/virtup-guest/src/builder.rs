@@ -280,6 +280,9 @@ mod tests {
         ));
     }
 
+    // The stand-in daemon must stay alive while the sweep runs and hold a stdin pipe the test owns,
+    // a spawn-and-keep that `Cmd` (which always runs to completion) deliberately does not offer.
+    #[allow(clippy::disallowed_types)]
     #[test]
     fn a_dead_builds_scratch_dir_and_the_daemon_in_it_are_swept() {
         let parent = tempfile::tempdir().unwrap();

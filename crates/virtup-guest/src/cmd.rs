@@ -3,6 +3,11 @@
 //! Modelled on cargo's `ProcessBuilder`: tool wrappers build a `Cmd` without running anything, tests
 //! look at its argv, and one engine runs it and turns failure into a [`CmdError`] that carries the
 //! argv, the exit status and the tail of stderr.
+//!
+//! This is the one place of the product that may name `std::process::Command` (the workspace
+//! `clippy.toml` bans it elsewhere; only tests that drive the built binaries opt out), so that every
+//! subprocess gets the same argv, environment and error handling.
+#![allow(clippy::disallowed_types)]
 
 use std::collections::BTreeMap;
 use std::ffi::{OsStr, OsString};
@@ -194,7 +199,54 @@ impl Cmd {
         self.exec(Some(&mut on_line), true)
     }
 
-    fn command(&self) -> Result<Command, CmdError> {
+    /// Runs to completion with stdin, stdout and stderr inherited from this process (the terminal,
+    /// for an interactive tool such as ansible-playbook) and returns its exit status, zero or not.
+    /// The child stays in our process group, so a terminal's Ctrl-C reaches it too.
+    ///
+    /// Nothing is captured, so [`Cmd::stdin_bytes`], [`Cmd::stdout_file`] and [`Cmd::timeout`] do
+    /// not apply; setting them is a bug (debug builds assert).
+    pub fn status(&self) -> Result<ExitStatus, CmdError> {
+        self.debug_assert_inherits_stdio();
+        let mut child = self
+            .base_command()
+            .spawn()
+            .map_err(|error| self.spawn_error(error))?;
+        child.wait().map_err(|error| CmdError::Io {
+            cmd: self.to_string(),
+            action: "wait for",
+            error,
+        })
+    }
+
+    /// Replaces this process with the command (unix `exec`), with the environment and working
+    /// directory of this `Cmd` and the stdio of this process: the terminal, signals and the exit
+    /// status belong to the command from then on. Returns only when the exec failed.
+    ///
+    /// As for [`Cmd::status`], stdin bytes, a stdout file and a timeout do not apply.
+    pub fn exec_replace(&self) -> CmdError {
+        self.debug_assert_inherits_stdio();
+        let error = self.base_command().exec();
+        self.spawn_error(error)
+    }
+
+    fn debug_assert_inherits_stdio(&self) {
+        debug_assert!(
+            self.stdin.is_none() && self.stdout_file.is_none() && self.timeout.is_none(),
+            "`{self}`: stdin bytes, a stdout file and a timeout need the capturing engine (`output`, `run`)"
+        );
+    }
+
+    fn spawn_error(&self, error: io::Error) -> CmdError {
+        CmdError::Spawn {
+            program: self.program.to_string_lossy().into_owned(),
+            argv: self.argv(),
+            error,
+        }
+    }
+
+    /// A std `Command` with this `Cmd`'s program, argv, environment and working directory; stdio
+    /// and the process group are left as std's defaults (inherited) for the caller to set.
+    fn base_command(&self) -> Command {
         let mut command = Command::new(&self.program);
         command.args(&self.args);
         if let Some(keep) = &self.env_keep {
@@ -214,6 +266,13 @@ impl Cmd {
         if let Some(cwd) = &self.cwd {
             command.current_dir(cwd);
         }
+        command
+    }
+
+    /// The command for the capturing engine: stdin fed or `/dev/null`, stdout piped or to its file,
+    /// stderr piped, and its own process group when a timeout may have to kill it.
+    fn command(&self) -> Result<Command, CmdError> {
+        let mut command = self.base_command();
         command.stdin(if self.stdin.is_some() {
             Stdio::piped()
         } else {
@@ -244,10 +303,10 @@ impl Cmd {
         mut on_line: Option<&mut LineSink<'_>>,
         check: bool,
     ) -> Result<Output, CmdError> {
-        let mut child = self.command()?.spawn().map_err(|error| CmdError::Spawn {
-            program: self.program.to_string_lossy().into_owned(),
-            error,
-        })?;
+        let mut child = self
+            .command()?
+            .spawn()
+            .map_err(|error| self.spawn_error(error))?;
         let pid = child.id();
         let (tx, rx) = mpsc::channel::<Event>();
 
@@ -543,7 +602,11 @@ pub fn shell_quote(s: &str) -> String {
 #[derive(Debug, thiserror::Error)]
 pub enum CmdError {
     #[error("failed to run `{program}`: {}", io_reason(.error))]
-    Spawn { program: String, error: io::Error },
+    Spawn {
+        program: String,
+        argv: Vec<String>,
+        error: io::Error,
+    },
 
     #[error("`{cmd}` {}{}", describe_status(.status), tail_suffix(.stderr_tail))]
     Failed {
@@ -603,10 +666,12 @@ impl CmdError {
         }
     }
 
-    /// The argv of the command that ran, when it ran.
+    /// The argv of the command, when it ran or failed to start.
     pub fn argv(&self) -> Option<&[String]> {
         match self {
-            CmdError::Failed { argv, .. } | CmdError::Timeout { argv, .. } => Some(argv),
+            CmdError::Spawn { argv, .. }
+            | CmdError::Failed { argv, .. }
+            | CmdError::Timeout { argv, .. } => Some(argv),
             _ => None,
         }
     }

@@ -83,6 +83,72 @@ fn spawn_failure_names_the_program() {
 }
 
 #[test]
+fn status_returns_the_exit_status_without_failing() {
+    // stdout and stderr are the test's own: these scripts print nothing.
+    assert_eq!(sh("exit 3").status().unwrap().code(), Some(3));
+    assert!(Cmd::new("true").status().unwrap().success());
+}
+
+#[test]
+fn status_applies_env_and_cwd() {
+    let dir = tempfile::tempdir().unwrap();
+    let canonical = dir.path().canonicalize().unwrap();
+    // Exit codes say which check failed, since nothing is captured.
+    let status = sh(r#"[ "$VIRTUP_TEST_SET" = "a b" ] || exit 10
+        [ -z "${HOME+set}" ] || exit 11
+        [ "$(pwd -P)" = "$0" ] || exit 12"#)
+    .arg(&canonical)
+    .env("VIRTUP_TEST_SET", "a b")
+    .env_remove("HOME")
+    .cwd(dir.path())
+    .status()
+    .unwrap();
+    assert_eq!(status.code(), Some(0));
+
+    let status = sh(r#"[ -z "${HOME+set}" ] || exit 10
+        [ "$ONLY" = this ] || exit 11"#)
+    .env_clear_except(&["PATH"])
+    .env("ONLY", "this")
+    .status()
+    .unwrap();
+    assert_eq!(status.code(), Some(0));
+}
+
+#[test]
+fn status_spawn_failure_names_the_program() {
+    let err = Cmd::new("virtup-no-such-program")
+        .arg("x")
+        .status()
+        .unwrap_err();
+    assert!(matches!(err, CmdError::Spawn { .. }));
+    assert_eq!(err.argv().unwrap(), ["virtup-no-such-program", "x"]);
+    assert_eq!(
+        err.to_string(),
+        "failed to run `virtup-no-such-program`: No such file or directory"
+    );
+}
+
+/// Only failures are tried: a successful exec would replace the test process itself.
+#[test]
+fn exec_replace_failure_returns_an_error_naming_the_program() {
+    let err = Cmd::new("virtup-no-such-program").arg("x").exec_replace();
+    assert!(matches!(err, CmdError::Spawn { .. }));
+    assert_eq!(err.argv().unwrap(), ["virtup-no-such-program", "x"]);
+    assert_eq!(
+        err.to_string(),
+        "failed to run `virtup-no-such-program`: No such file or directory"
+    );
+    // A program that exists but cannot be run (a directory) is refused too, and we are still here.
+    let dir = tempfile::tempdir().unwrap();
+    let err = Cmd::new(dir.path()).exec_replace();
+    assert!(
+        err.to_string()
+            .starts_with(&format!("failed to run `{}`: ", dir.path().display())),
+        "{err}"
+    );
+}
+
+#[test]
 fn stdin_is_fed_and_closed() {
     let out = Cmd::new("cat").stdin_bytes("secret\n").output().unwrap();
     assert_eq!(out.stdout, b"secret\n");

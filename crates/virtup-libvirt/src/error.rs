@@ -39,11 +39,12 @@ pub enum LibvirtError {
     #[error("failed to parse {what}: {message}")]
     Parse { what: String, message: String },
 
-    #[error("failed to read `{path}`: {source}")]
+    /// The I/O cause is part of the message and deliberately not also a `source()`, which
+    /// anyhow's `{:#}` would print a second time.
+    #[error("failed to read `{path}`: {error}")]
     Io {
         path: PathBuf,
-        #[source]
-        source: std::io::Error,
+        error: std::io::Error,
     },
 }
 
@@ -115,5 +116,20 @@ mod tests {
             "failed to look up domain `web1`: lost the connection to libvirt (Cannot write data: Broken pipe)"
         );
         assert_eq!(call_message("domain not found", false), "domain not found");
+    }
+
+    /// `{:#}` (how `virt-up` and the modules render errors) shows the I/O cause once.
+    #[test]
+    fn an_io_cause_is_shown_once() {
+        let e = || LibvirtError::Io {
+            path: "/tmp/seed.iso".into(),
+            error: std::io::Error::other("disk on fire"),
+        };
+        assert_eq!(
+            e().to_string(),
+            "failed to read `/tmp/seed.iso`: disk on fire"
+        );
+        let shown = format!("{:#}", anyhow::Error::from(e()));
+        assert_eq!(shown.matches("disk on fire").count(), 1, "{shown}");
     }
 }

@@ -257,9 +257,9 @@ impl Hypervisor {
     /// streaming them through libvirt so it also works on remote hypervisors. An existing volume of
     /// that name is never replaced: only the caller can prove it is its own and delete it first.
     pub fn upload_volume(&self, pool: &str, name: &str, local: &Path) -> Result<VolumeInfo> {
-        let io_err = |source| LibvirtError::Io {
+        let io_err = |error| LibvirtError::Io {
             path: local.to_owned(),
-            source,
+            error,
         };
         let mut file = File::open(local).map_err(io_err)?;
         let len = file.metadata().map_err(io_err)?.len();
@@ -310,10 +310,10 @@ impl Hypervisor {
                 Ok(0) => break Ok(()),
                 Ok(n) => n,
                 Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
-                Err(source) => {
+                Err(error) => {
                     break Err(LibvirtError::Io {
                         path: local.to_owned(),
-                        source,
+                        error,
                     })
                 }
             };

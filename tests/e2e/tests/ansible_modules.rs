@@ -1,5 +1,9 @@
 //! Layer 3 through real Ansible: ansible-playbook calls both modules by short name and by FQCN, ansible-doc renders them.
 
+// End-to-end tests drive the built binaries and the lab's tools with std's `Command` (and keep some
+// children running); this black-box crate depends on none of virtup's crates, so not on `virtup_guest::Cmd`.
+#![allow(clippy::disallowed_types)]
+
 use std::process::Command;
 use std::time::Duration;
 

@@ -1,6 +1,10 @@
 //! Layer 4: clones of the shared base template: parallel linked and full clones with their own identity,
 //! the virt-sysprep path, and a guest that never answers.
 
+// End-to-end tests drive the built binaries and the lab's tools with std's `Command` (and keep some
+// children running); this black-box crate depends on none of virtup's crates, so not on `virtup_guest::Cmd`.
+#![allow(clippy::disallowed_types)]
+
 use std::process::Command;
 use std::time::Duration;
 

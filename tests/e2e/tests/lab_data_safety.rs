@@ -9,6 +9,10 @@
 //! A private template is built (twice: two generations) because a new generation of the shared
 //! base template would change what every other lab test clones from.
 
+// End-to-end tests drive the built binaries and the lab's tools with std's `Command` (and keep some
+// children running); this black-box crate depends on none of virtup's crates, so not on `virtup_guest::Cmd`.
+#![allow(clippy::disallowed_types)]
+
 use std::collections::BTreeMap;
 use std::path::PathBuf;
 use std::process::Command;

@@ -9,6 +9,10 @@
 //! `VIRTUP_FAULT_SEED=<n>` replays a run. A module that finishes before its kill time is reported as
 //! such and still checked, but not counted as a kill.
 
+// End-to-end tests drive the built binaries and the lab's tools with std's `Command` (and keep some
+// children running); this black-box crate depends on none of virtup's crates, so not on `virtup_guest::Cmd`.
+#![allow(clippy::disallowed_types)]
+
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};

@@ -4,6 +4,10 @@
 //! Uses the shared base template and writes its hold file by hand: a holder is any live process (here a
 //! `sleep`), so no playbook run is needed to stand for the other session.
 
+// End-to-end tests drive the built binaries and the lab's tools with std's `Command` (and keep some
+// children running); this black-box crate depends on none of virtup's crates, so not on `virtup_guest::Cmd`.
+#![allow(clippy::disallowed_types)]
+
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};

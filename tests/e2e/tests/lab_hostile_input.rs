@@ -13,6 +13,10 @@
 //! - `pool_path` of `virtup_host` with quotes or `<`: a legal absolute Linux path; it reaches libvirt
 //!   only as escaped XML text. Relative paths and traversal are covered.
 
+// End-to-end tests drive the built binaries and the lab's tools with std's `Command` (and keep some
+// children running); this black-box crate depends on none of virtup's crates, so not on `virtup_guest::Cmd`.
+#![allow(clippy::disallowed_types)]
+
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
 use std::process::Command;

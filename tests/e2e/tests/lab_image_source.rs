@@ -3,6 +3,10 @@
 //! line for the generated secrets; wrong, tampered and incomplete checksum files are refused before
 //! anything is made. The HTTP server listens on loopback inside the lab's namespace (where the test runs).
 
+// End-to-end tests drive the built binaries and the lab's tools with std's `Command` (and keep some
+// children running); this black-box crate depends on none of virtup's crates, so not on `virtup_guest::Cmd`.
+#![allow(clippy::disallowed_types)]
+
 use std::collections::BTreeSet;
 use std::net::{Ipv4Addr, TcpListener, TcpStream};
 use std::path::{Path, PathBuf};

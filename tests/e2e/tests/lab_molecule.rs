@@ -2,6 +2,10 @@
 //! time on the template the first one built; scenario `default` (the project's roles end to end) once. Each
 //! `molecule test` must pass and leave nothing of its own behind but the shared template.
 
+// End-to-end tests drive the built binaries and the lab's tools with std's `Command` (and keep some
+// children running); this black-box crate depends on none of virtup's crates, so not on `virtup_guest::Cmd`.
+#![allow(clippy::disallowed_types)]
+
 use std::collections::BTreeMap;
 use std::os::unix::fs::MetadataExt;
 use std::path::PathBuf;

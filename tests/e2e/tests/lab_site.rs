@@ -9,6 +9,10 @@
 //! `virtup_inventory` with strict host key checking; a second run changes nothing; teardown
 //! removes everything (also when an assertion fails, via a guard).
 
+// End-to-end tests drive the built binaries and the lab's tools with std's `Command` (and keep some
+// children running); this black-box crate depends on none of virtup's crates, so not on `virtup_guest::Cmd`.
+#![allow(clippy::disallowed_types)]
+
 use std::collections::BTreeSet;
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};

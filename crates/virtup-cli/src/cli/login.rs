@@ -1,12 +1,12 @@
 //! `virt-up NAME --login [--sftp | --command CMD]`: ssh or sftp into the instance with virtup's key and pinned host key.
 
-use std::os::unix::process::CommandExt;
 use std::path::PathBuf;
-use std::process::{Command, ExitCode};
+use std::process::ExitCode;
 
-use anyhow::{anyhow, Context as _, Result};
+use anyhow::{anyhow, Result};
 use serde_json::Value;
 use virtup_core::{DataDir, Paths};
+use virtup_guest::Cmd;
 
 use super::{drive, progress, Global};
 use crate::inventory::{Host, HostKind};
@@ -47,8 +47,8 @@ pub fn host(paths: &Paths, name: &str, global: &Global) -> Result<Host> {
 }
 
 /// The ssh (or sftp) command line for `host`: virtup's key only, strict checking against the pinned key.
-pub fn ssh_command(program: &str, host: &Host, command: Option<&str>) -> Command {
-    let mut cmd = Command::new(program);
+pub fn ssh_command(program: &str, host: &Host, command: Option<&str>) -> Cmd {
+    let mut cmd = Cmd::new(program);
     if let Some(key) = &host.ssh_private_key_file {
         cmd.arg("-i").arg(key);
     }
@@ -74,9 +74,61 @@ pub fn login(
 ) -> Result<ExitCode> {
     let host = host(paths, name, global)?;
     let program = if sftp { "sftp" } else { "ssh" };
-    let mut cmd = ssh_command(program, &host, command);
+    let cmd = ssh_command(program, &host, command);
     progress::finish();
     // exec: the terminal, signals and the exit status all belong to ssh from here on.
-    let err = cmd.exec();
-    Err(err).with_context(|| format!("failed to run `{program}`"))
+    Err(cmd.exec_replace().into())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// `--login` exec's exactly this argv with the environment untouched: virtup's key only,
+    /// the pinned host key, then `user@address` and the remote command as one argument.
+    #[test]
+    fn ssh_command_uses_virtups_key_and_the_pinned_host_key() {
+        let host = Host {
+            name: "web1".into(),
+            kind: HostKind::Instance,
+            domain: "web1".into(),
+            template: "debian-12".into(),
+            generation: 1,
+            state: "running".into(),
+            address: Some("192.168.122.9".into()),
+            user: Some("virt".into()),
+            ssh_private_key_file: Some("/d/sshkeys/virt/id_ed25519".into()),
+            known_hosts_file: "/d/known_hosts".into(),
+            host_key_alias: "web1".into(),
+            uri: "qemu:///system".into(),
+            mac: None,
+        };
+        let cmd = ssh_command("ssh", &host, Some("uname -a"));
+        assert_eq!(
+            cmd.argv(),
+            [
+                "ssh",
+                "-i",
+                "/d/sshkeys/virt/id_ed25519",
+                "-o",
+                "IdentitiesOnly=yes",
+                "-o",
+                "StrictHostKeyChecking=yes",
+                "-o",
+                "UserKnownHostsFile=/d/known_hosts",
+                "-o",
+                "GlobalKnownHostsFile=/dev/null",
+                "-o",
+                "HostKeyAlias=web1",
+                "virt@192.168.122.9",
+                "uname -a",
+            ]
+        );
+        assert_eq!(cmd.get_env_keep(), None);
+        assert_eq!(cmd.get_cwd(), None);
+        assert_eq!(
+            ssh_command("sftp", &host, None).argv().last().unwrap(),
+            "virt@192.168.122.9"
+        );
+    }
 }

@@ -1,10 +1,11 @@
 //! `virt-up NAME --playbook PLAYBOOK`: `ansible-playbook -i virtup_inventory --limit NAME PLAYBOOK`.
 
 use std::path::{Path, PathBuf};
-use std::process::{Command, ExitCode};
+use std::process::{ExitCode, ExitStatus};
 
 use anyhow::{bail, Context as _, Result};
 use virtup_core::Paths;
+use virtup_guest::Cmd;
 
 use super::{drive, progress, Global};
 
@@ -76,18 +77,21 @@ pub fn run_playbook(paths: &Paths, name: &str, playbook: &str, global: &Global) 
         playbook.display()
     ));
     progress::finish_line();
-    let status = Command::new(&program)
+    let status = Cmd::new(&program)
         .arg("-i")
         .arg(&inventory)
         .args(["--limit", name])
         .arg(&playbook)
-        .status()
-        .with_context(|| format!("failed to run `{}`", program.display()))?;
-    // A signal has no exit code; 128 + signal is what shells report.
-    Ok(status.code().unwrap_or_else(|| {
+        .status()?;
+    Ok(exit_code(status))
+}
+
+/// A signal has no exit code; 128 + signal is what shells report.
+fn exit_code(status: ExitStatus) -> i32 {
+    status.code().unwrap_or_else(|| {
         use std::os::unix::process::ExitStatusExt;
         128 + status.signal().unwrap_or(0)
-    }))
+    })
 }
 
 /// Runs `playbook` against a booted template, described by the `template` document of
@@ -123,16 +127,12 @@ pub fn run_on_template(
         f.write_all(inventory.to_string().as_bytes())?;
     }
     progress::finish_line();
-    let status = Command::new(&program)
+    let status = Cmd::new(&program)
         .arg("-i")
         .arg(&file)
         .arg(playbook)
-        .status()
-        .with_context(|| format!("failed to run `{}`", program.display()))?;
-    Ok(status.code().unwrap_or_else(|| {
-        use std::os::unix::process::ExitStatusExt;
-        128 + status.signal().unwrap_or(0)
-    }))
+        .status()?;
+    Ok(exit_code(status))
 }
 
 /// The host vars of a booted template, from its `virtup_template` document.
