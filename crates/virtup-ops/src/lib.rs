@@ -8,8 +8,8 @@ pub mod owner;
 pub mod power;
 pub mod reach;
 
-/// Whether a run may change anything. Decided once by the caller (a module's `check_mode`, `virt-up
-/// --check`); below it, only `converge` looks at it, to stop after the plan.
+/// Whether a run may change anything. Decided once by the caller (from Ansible's check mode for the
+/// modules); below it, only `converge` looks at it, to stop after the plan.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Mode {
     /// Observe and plan; report what would change; no side effect at all.

@@ -108,7 +108,7 @@ fn choice(virt_type: VirtType) -> VirtTypeChoice {
 }
 
 #[test]
-fn check_mode_never_boots_a_probe() {
+fn a_check_run_never_boots_a_probe() {
     let no_probe = || -> Result<VirtTypeChoice> { panic!("check mode booted the probe guest") };
     // Capabilities alone cannot tell: not probed, with a warning that says so.
     let (virt, warning) = virt_report("qemu:///system", Mode::Check, None, no_probe).unwrap();
