@@ -558,3 +558,65 @@ fn config_playbooks_are_found_or_refused_never_ignored() {
     );
     assert_eq!(code, 0, "{doc}");
 }
+
+/// The role's own `playbook` reaches the module, which folds the file's sha256 into the digest with
+/// the label the role used to compute in Jinja (`playbook-sha256:<hex>`), so generations built before
+/// stay current; it wins over the config's `template-playbook`, and a bad path names the option.
+#[test]
+fn the_playbook_option_is_digested_by_the_module() {
+    let sb = Sandbox::new();
+    let tdir = sb.config().join("templates.d");
+    std::fs::create_dir_all(&tdir).unwrap();
+    std::fs::write(
+        tdir.join("t.cfg"),
+        "[plain]\nos-version = debian-12\n\n[tp]\nos-version = debian-12\ntemplate-playbook = /nonexistent.yml\n",
+    )
+    .unwrap();
+    let playbook = sb.dir.path().join("site customize.yml");
+    std::fs::write(&playbook, "- hosts: all\n  tasks: []\n").unwrap();
+    let check = |args: Value| {
+        let mut args = args;
+        args["_ansible_check_mode"] = json!(true);
+        let (code, doc, _, _) = sb.run("virtup_template", &args);
+        assert_eq!(code, 0, "{doc}");
+        doc
+    };
+    let sha = |p: &std::path::Path| {
+        virtup_guest::checksum::hash_file(p, virtup_guest::checksum::Algorithm::Sha256).unwrap()
+    };
+
+    let given = check(json!({"name": "plain", "playbook": playbook, "revision": "r2"}));
+    assert_eq!(given["template"]["playbook"], json!(playbook), "{given}");
+    let as_the_role_did = check(json!({"name": "plain",
+        "revision": format!("r2 playbook-sha256:{}", sha(&playbook))}));
+    assert_eq!(
+        given["template"]["digest"], as_the_role_did["template"]["digest"],
+        "the digest differs from the one the role computed in Jinja"
+    );
+    let without = check(json!({"name": "plain", "revision": "r2"}));
+    assert_ne!(given["template"]["digest"], without["template"]["digest"]);
+    // Editing the playbook is a new generation.
+    std::fs::write(&playbook, "- hosts: all\n  tasks: [{ping: {}}]\n").unwrap();
+    let edited = check(json!({"name": "plain", "playbook": playbook, "revision": "r2"}));
+    assert_ne!(edited["template"]["digest"], given["template"]["digest"]);
+    // Given, it wins over the config's (missing) template-playbook.
+    let wins = check(json!({"name": "tp", "playbook": playbook}));
+    assert_eq!(wins["template"]["playbook"], json!(playbook), "{wins}");
+
+    for (bad, needle) in [
+        (json!("relative.yml"), "invalid value for `playbook`"),
+        (json!("/nonexistent/site.yml"), "`playbook` `/nonexistent/site.yml` cannot be read"),
+    ] {
+        let (code, doc, _, _) = sb.run(
+            "virtup_template",
+            &json!({"name": "plain", "playbook": bad, "_ansible_check_mode": true}),
+        );
+        failed_naming(&doc, code, needle);
+    }
+    // Removing needs no playbook.
+    let (code, doc, _, _) = sb.run(
+        "virtup_template",
+        &json!({"name": "plain", "state": "absent", "playbook": "/nonexistent/site.yml"}),
+    );
+    assert_eq!(code, 0, "{doc}");
+}
