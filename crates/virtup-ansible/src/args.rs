@@ -78,8 +78,23 @@ pub struct ModuleArgs {
 
 impl ModuleArgs {
     /// The value of an option given by name or alias, user-supplied or default.
+    ///
+    /// Panics when the module's spec has no such option: reading an undeclared (misspelt) option
+    /// is a bug that would otherwise read as "not given". Every test that runs the read finds it;
+    /// in a module, the panic hook turns it into a clean failure.
     pub fn get(&self, name: &str) -> Option<&Value> {
-        self.values.get(self.names.get(name)?)
+        let Some(canonical) = self.names.get(name) else {
+            panic!(
+                "internal error: module `{}` reads option `{name}`, which its spec does not declare",
+                self.module_name
+            );
+        };
+        self.values.get(canonical)
+    }
+    /// Whether the module's spec declares `name` (as an option or an alias), for code shared by
+    /// modules whose option sets differ.
+    pub fn declares(&self, name: &str) -> bool {
+        self.names.contains_key(name)
     }
     pub fn str(&self, name: &str) -> Option<&str> {
         self.get(name)?.as_str()

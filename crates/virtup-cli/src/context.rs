@@ -63,9 +63,27 @@ impl Context {
     }
 }
 
+/// Config-layer options that only one of `virtup_template` and `virtup_instance` declares; the other
+/// reads them as unset. Any other option read below must be declared by both, or the read panics.
+pub const ONE_MODULE_ONLY: &[&str] = &[
+    "os_version",
+    "image",
+    "checksum",
+    "arch",
+    "os_type",
+    "os_variant",
+    "virt_builder_args",
+    "virt_customize_args",
+    "virt_install_args",
+    "virt_sysprep_args",
+    "address_source",
+];
+
 /// The module's options as the top config layer, each validated with the option's name in the error.
 pub fn module_layer(args: &ModuleArgs) -> Result<Fields> {
-    let text = |k: &str| args.str(k).map(str::to_owned);
+    let read = |k: &str| !ONE_MODULE_ONLY.contains(&k) || args.declares(k);
+    let text = |k: &str| read(k).then(|| args.str(k)).flatten().map(str::to_owned);
+    let list = |k: &str| read(k).then(|| args.list(k)).flatten();
     let mut f = Fields {
         pool: text("pool"),
         username: text("user"),
@@ -80,10 +98,10 @@ pub fn module_layer(args: &ModuleArgs) -> Result<Fields> {
         os_type: text("os_type"),
         os_variant: text("os_variant"),
         size: text("size"),
-        virt_builder_args: args.list("virt_builder_args"),
-        virt_customize_args: args.list("virt_customize_args"),
-        virt_sysprep_args: args.list("virt_sysprep_args"),
-        virt_install_args: args.list("virt_install_args"),
+        virt_builder_args: list("virt_builder_args"),
+        virt_customize_args: list("virt_customize_args"),
+        virt_sysprep_args: list("virt_sysprep_args"),
+        virt_install_args: list("virt_install_args"),
         ..Fields::default()
     };
     if let Some(memory) = args.int("memory") {
@@ -100,7 +118,7 @@ pub fn module_layer(args: &ModuleArgs) -> Result<Fields> {
     if let Some(format) = args.str("image_format") {
         f.image_format = Some(ImageFormat::parse("image_format", format)?);
     }
-    if let Some(sources) = args.list("address_source") {
+    if let Some(sources) = list("address_source") {
         f.address_source = Some(AddressSource::parse_list(
             "address_source",
             &sources.join(","),

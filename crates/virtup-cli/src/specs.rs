@@ -110,6 +110,20 @@ pub fn instance_spec() -> ModuleSpec {
 mod tests {
     use super::*;
 
+    /// The shared config layer reads these only where declared: each must be declared by exactly
+    /// one of the two modules, so that a misspelt entry fails here.
+    #[test]
+    fn one_module_only_options_are_declared_by_exactly_one_module() {
+        let (t, i) = (template_spec(), instance_spec());
+        for option in crate::context::ONE_MODULE_ONLY {
+            let declared = [&t, &i]
+                .iter()
+                .filter(|s| s.option(option).is_some())
+                .count();
+            assert_eq!(declared, 1, "`{option}` is declared by {declared} modules");
+        }
+    }
+
     #[test]
     fn specs_are_well_formed() {
         template_spec().validate().unwrap();

@@ -605,7 +605,10 @@ fn the_playbook_option_is_digested_by_the_module() {
 
     for (bad, needle) in [
         (json!("relative.yml"), "invalid value for `playbook`"),
-        (json!("/nonexistent/site.yml"), "`playbook` `/nonexistent/site.yml` cannot be read"),
+        (
+            json!("/nonexistent/site.yml"),
+            "`playbook` `/nonexistent/site.yml` cannot be read",
+        ),
     ] {
         let (code, doc, _, _) = sb.run(
             "virtup_template",
