@@ -96,7 +96,9 @@ pub fn instance_spec() -> ModuleSpec {
         OptionSpec::str("customize")
             .choices(&["auto", "sysprep"])
             .default("auto"),
-        OptionSpec::list("address_source"),
+        // Choices as the docs list them, so the role's argument spec refuses a wrong source before its async
+        // jobs start; the driver still refuses duplicates when it parses the list.
+        OptionSpec::list("address_source").choices(ADDRESS_SOURCES),
         // As virt-up's `virt-sysprep-args`: arguments of the virt-sysprep run that prepares the clone.
         OptionSpec::list("virt_sysprep_args").split(ListSplit::Shell),
         OptionSpec::bool("inventory").default_bool(true),
