@@ -169,6 +169,19 @@ impl OptionSpec {
     pub fn is_no_log(&self) -> bool {
         self.no_log
     }
+    // The getters below let tests hold the docs and roles that mirror a spec to it.
+    pub fn is_required(&self) -> bool {
+        self.required
+    }
+    pub fn default_value(&self) -> Option<DefaultValue> {
+        self.default
+    }
+    pub fn choices_list(&self) -> &'static [&'static str] {
+        self.choices
+    }
+    pub fn list_split(&self) -> ListSplit {
+        self.split
+    }
 }
 
 /// `key == value` makes `requirements` required (all of them, or any one with `any`).
