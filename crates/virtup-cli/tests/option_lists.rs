@@ -63,10 +63,10 @@ fn links() -> Vec<RoleLink> {
                           `virtup_template_force_state`",
                 },
                 RoleSets {
-                    option: "playbook",
-                    user_value_read_at: Some("virtup_template__o.playbook"),
-                    why: "the role resolves a relative path against the playbook's directory and passes none \
-                          with state=absent; a template-playbook of the config files is found by the module",
+                    option: "revision",
+                    user_value_read_at: Some("virtup_template__o.revision"),
+                    why: "the role appends the sha256 of the template's playbook to the user's `revision`, so \
+                          an edited playbook builds a new generation",
                 },
                 RoleSets {
                     option: "hold",
@@ -75,7 +75,11 @@ fn links() -> Vec<RoleLink> {
                           the template alone from build to seal; a user has no value to give",
                 },
             ],
-            role_keys: &[],
+            role_keys: &[RoleKey {
+                key: "playbook",
+                used_at: "virtup_template__o.playbook",
+                why: "the playbook the role runs against the booted template before sealing it",
+            }],
         },
         RoleLink {
             role: "virtup_instance",
