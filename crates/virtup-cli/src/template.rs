@@ -106,11 +106,9 @@ pub fn resolve(
     } else {
         user_public_key(&user)?
     };
-    // A `playbook` given to the module wins over the config's `template-playbook`.
-    let playbook = match (state, args.str("playbook")) {
-        (TemplateState::Absent, _) => None,
-        (_, Some(given)) => Some(given_playbook(given)?),
-        (_, None) => template_playbook(ctx, &name, &fields)?,
+    let playbook = match state {
+        TemplateState::Absent => None,
+        _ => template_playbook(ctx, &name, &fields)?,
     };
     let revision = with_playbook_digest(args.str("revision"), playbook.as_ref());
     Ok(Request {
@@ -139,36 +137,18 @@ pub fn resolve(
 }
 
 /// virt-up's `template-playbook` of the template's config section (or `[common]`); see [`config_playbook`].
-/// The template's playbook and the digest label it adds to the revision: the config's
-/// `template-playbook`, found as virt-up finds it.
 fn template_playbook(
     ctx: &Context,
     name: &str,
     fields: &virtup_core::config::Fields,
 ) -> Result<Option<(PathBuf, String)>> {
-    Ok(config_playbook(
+    config_playbook(
         ctx,
         "template-playbook",
         name,
         fields.template_playbook.as_deref(),
         |f| f.template_playbook.is_some(),
-    )?
-    .map(|(path, sha256)| (path, format!("template-playbook-sha256:{sha256}"))))
-}
-
-/// The `playbook` option (the role passes the template's own playbook): an absolute path to a file,
-/// with the digest label the role used to compute in Jinja, so existing generations stay current.
-fn given_playbook(given: &str) -> Result<(PathBuf, String)> {
-    let path = PathBuf::from(given);
-    if !path.is_absolute() {
-        bail!(
-            "invalid value for `playbook`: {} must be an absolute path",
-            validate::Shown(given)
-        );
-    }
-    let sha256 = checksum::hash_file(&path, checksum::Algorithm::Sha256)
-        .with_context(|| format!("`playbook` `{}` cannot be read", path.display()))?;
-    Ok((path, format!("playbook-sha256:{sha256}")))
+    )
 }
 
 /// A playbook the config names under `key` (`template-playbook`, `instance-playbook`) for template
@@ -198,16 +178,16 @@ pub(crate) fn config_playbook(
     Ok(Some((found, sha256)))
 }
 
-/// `revision` with the template playbook's digest label appended, so that editing the playbook
-/// builds a new generation.
+/// `revision` with the template playbook's digest appended, so that editing the playbook builds a
+/// new generation (as the role does for a `playbook` of its own).
 fn with_playbook_digest(
     revision: Option<&str>,
     playbook: Option<&(PathBuf, String)>,
 ) -> Option<String> {
     match (revision, playbook) {
         (revision, None) => revision.map(str::to_owned),
-        (None, Some((_, label))) => Some(label.clone()),
-        (Some(r), Some((_, label))) => Some(format!("{r} {label}")),
+        (None, Some((_, sha256))) => Some(format!("template-playbook-sha256:{sha256}")),
+        (Some(r), Some((_, sha256))) => Some(format!("{r} template-playbook-sha256:{sha256}")),
     }
 }
 
