@@ -114,6 +114,8 @@ impl ModuleArgs {
     }
     /// Whether the task gave the option (under any alias), as opposed to a default filling it.
     pub fn is_set(&self, name: &str) -> bool {
+        // Same rule as `get`: an undeclared name is a bug, not "not set".
+        let _declared = self.get(name);
         self.names
             .get(name)
             .is_some_and(|c| self.supplied.contains(c))

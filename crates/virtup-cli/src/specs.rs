@@ -8,7 +8,6 @@ pub const TEMPLATE_STATES: &[&str] = &["present", "running", "absent"];
 /// States of `virtup_instance`.
 pub const INSTANCE_STATES: &[&str] = &["running", "present", "stopped", "absent"];
 pub const IMAGE_FORMATS: &[&str] = &["qcow2", "raw"];
-pub const ADDRESS_SOURCES: &[&str] = &["lease", "agent", "arp", "dns"];
 /// Seconds to wait for an address and an SSH login against the pinned host key; generous because guests may run under TCG.
 pub const DEFAULT_WAIT_TIMEOUT: i64 = 600;
 
@@ -99,7 +98,9 @@ pub fn instance_spec() -> ModuleSpec {
             .default("auto"),
         // Choices as the docs list them, so the role's argument spec refuses a wrong source before its async
         // jobs start; the driver still refuses duplicates when it parses the list.
-        OptionSpec::list("address_source").choices(ADDRESS_SOURCES),
+        // No choices: one item may hold several sources (`lease, agent`, `lease agent`), as virt-up's
+        // config writes them; `AddressSource::parse_list` checks each, naming the option.
+        OptionSpec::list("address_source"),
         // As virt-up's `virt-sysprep-args`: arguments of the virt-sysprep run that prepares the clone.
         OptionSpec::list("virt_sysprep_args").split(ListSplit::Shell),
         OptionSpec::bool("inventory").default_bool(true),

@@ -201,6 +201,25 @@ fn secrets_never_appear_in_output() {
     }
 }
 
+/// `address_source` items may hold several sources, as virt-up's config writes them: the module
+/// splits and checks them (no Ansible choices, which would refuse `lease, agent`).
+#[test]
+fn address_sources_may_share_one_item() {
+    let sb = Sandbox::new();
+    for sources in [
+        json!("lease, agent"),
+        json!(["lease agent", "arp"]),
+        json!(["dns"]),
+    ] {
+        let args = json!({"name": "nothing-here", "state": "absent", "address_source": sources});
+        let (code, doc, _, _) = sb.run("virtup_instance", &args);
+        assert_eq!(code, 0, "{sources}: {doc}");
+    }
+    let args = json!({"name": "nothing-here", "state": "absent", "address_source": "lease, lease"});
+    let (code, doc, _, _) = sb.run("virtup_instance", &args);
+    failed_naming(&doc, code, "`address_source`");
+}
+
 #[test]
 fn absent_when_nothing_exists_is_unchanged_in_check_and_real_mode() {
     for module in ["virtup_template", "virtup_instance"] {

@@ -157,13 +157,6 @@ impl VirtType {
             _ => None,
         }
     }
-
-    /// What [`VIRT_TYPE_ENV`] says, if it is set to `kvm` or `qemu`; otherwise the caller probes.
-    pub fn from_env() -> Option<VirtType> {
-        std::env::var(VIRT_TYPE_ENV)
-            .ok()
-            .and_then(|v| VirtType::parse(v.trim()))
-    }
 }
 
 impl fmt::Display for VirtType {

@@ -72,31 +72,26 @@ impl HostState {
         Ok(HostState { pool, network })
     }
 
-    /// The state a successful apply leaves: what exists keeps its path and bridge, the rest is
-    /// as requested; everything active and autostarted. The diff's "after" side, in both modes.
+    /// The state a successful apply leaves: what exists keeps its path and bridge as libvirt has
+    /// them (a pool without a target path keeps none), the rest is as requested; everything active
+    /// and autostarted. The diff's "after" side, in both modes.
     pub fn desired(req: &HostRequest, observed: &HostState) -> HostState {
         HostState {
             pool: Some(PoolState {
                 name: req.pool.clone(),
-                path: Some(
-                    observed
-                        .pool
-                        .as_ref()
-                        .and_then(|p| p.path.clone())
-                        .unwrap_or_else(|| req.pool_path.clone()),
-                ),
+                path: match &observed.pool {
+                    Some(p) => p.path.clone(),
+                    None => Some(req.pool_path.clone()),
+                },
                 active: true,
                 autostart: true,
             }),
             network: Some(NetworkState {
                 name: req.network.name.clone(),
-                bridge: Some(
-                    observed
-                        .network
-                        .as_ref()
-                        .and_then(|n| n.bridge.clone())
-                        .unwrap_or_else(|| req.network.bridge.clone()),
-                ),
+                bridge: match &observed.network {
+                    Some(n) => n.bridge.clone(),
+                    None => Some(req.network.bridge.clone()),
+                },
                 active: true,
                 autostart: true,
             }),

@@ -108,6 +108,27 @@ fn virtup_ops_knows_no_ansible_json_nor_clap() {
     }
 }
 
+/// Check mode is read in one place, `virtup_cli::module::mode`; every other reader goes through it.
+#[test]
+fn check_mode_is_read_in_one_place() {
+    let root = root();
+    let mut readers = Vec::new();
+    for file in rust_files(&root.join("crates")) {
+        let rel = file.strip_prefix(&root).unwrap().display().to_string();
+        if rel.starts_with("crates/virtup-ansible/") || rel.contains("/tests/") {
+            continue; // the protocol parses it; tests set it
+        }
+        if read(&file).contains(".check_mode()") {
+            readers.push(rel);
+        }
+    }
+    assert_eq!(
+        readers,
+        ["crates/virtup-cli/src/module.rs"],
+        "check mode read outside module::mode"
+    );
+}
+
 /// virtup-core is the bottom layer: no libvirt, no tools, no protocol.
 #[test]
 fn virtup_core_depends_on_no_other_virtup_crate() {

@@ -98,6 +98,15 @@ fn the_desired_state_keeps_what_exists_and_requests_the_rest() {
     assert_eq!(p.path.as_deref(), Some("/elsewhere"));
     assert_eq!(n.bridge.as_deref(), Some("virbr7"));
     assert!(p.active && p.autostart && n.active && n.autostart);
+    // A pool libvirt reports without a target path (not a directory pool) keeps none: no
+    // invented change in the diff of a run that changes nothing.
+    let mut pathless = pool(true, true).unwrap();
+    pathless.path = None;
+    let observed = HostState {
+        pool: Some(pathless),
+        network: network(true, true),
+    };
+    assert_eq!(HostState::desired(&req, &observed), observed);
 }
 
 fn choice(virt_type: VirtType) -> VirtTypeChoice {
