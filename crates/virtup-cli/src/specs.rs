@@ -96,8 +96,6 @@ pub fn instance_spec() -> ModuleSpec {
         OptionSpec::str("customize")
             .choices(&["auto", "sysprep"])
             .default("auto"),
-        // Choices as the docs list them, so the role's argument spec refuses a wrong source before its async
-        // jobs start; the driver still refuses duplicates when it parses the list.
         // No choices: one item may hold several sources (`lease, agent`, `lease agent`), as virt-up's
         // config writes them; `AddressSource::parse_list` checks each, naming the option.
         OptionSpec::list("address_source"),
