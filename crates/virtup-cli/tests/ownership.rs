@@ -68,16 +68,7 @@ impl Node {
         };
         let file = self.dir.path().join("args");
         std::fs::write(&file, args.to_string()).unwrap();
-        let out = Command::new(exe)
-            .arg(&file)
-            .env("VIRTUP_CONFIG_HOME", self.dir.path().join("config"))
-            .env("VIRTUP_DATA_HOME", self.data())
-            .env(
-                "LIBVIRT_DEFAULT_URI",
-                format!("test://{}", self.dir.path().join("node.xml").display()),
-            )
-            .output()
-            .unwrap();
+        let out = self.command(exe).arg(&file).output().unwrap();
         serde_json::from_slice(&out.stdout).unwrap_or_else(|e| {
             panic!(
                 "{module} printed no JSON ({e}): {}",
@@ -90,16 +81,22 @@ impl Node {
 impl Node {
     /// Runs `virt-up ARGS` against this node and data dir.
     fn virt_up(&self, args: &[&str]) -> std::process::Output {
-        Command::new(env!("CARGO_BIN_EXE_virt-up"))
+        self.command(env!("CARGO_BIN_EXE_virt-up"))
             .args(args)
-            .env("VIRTUP_CONFIG_HOME", self.dir.path().join("config"))
+            .output()
+            .unwrap()
+    }
+
+    /// `exe` with this node's config, data dir and hypervisor.
+    fn command(&self, exe: &str) -> Command {
+        let mut cmd = Command::new(exe);
+        cmd.env("VIRTUP_CONFIG_HOME", self.dir.path().join("config"))
             .env("VIRTUP_DATA_HOME", self.data())
             .env(
                 "LIBVIRT_DEFAULT_URI",
                 format!("test://{}", self.dir.path().join("node.xml").display()),
-            )
-            .output()
-            .unwrap()
+            );
+        cmd
     }
 }
 

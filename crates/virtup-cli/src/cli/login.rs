@@ -32,7 +32,7 @@ pub fn host(paths: &Paths, name: &str, global: &Global) -> Result<Host> {
         ssh_private_key_file: Some(
             text("ssh_private_key_file")
                 .map(PathBuf::from)
-                .unwrap_or_else(|| data.sshkeys_dir().join(&user).join("id_ed25519")),
+                .unwrap_or_else(|| data.user_key_path(&user)),
         ),
         known_hosts_file: text("known_hosts_file")
             .map(PathBuf::from)
