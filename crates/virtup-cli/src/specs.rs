@@ -8,8 +8,8 @@ pub const TEMPLATE_STATES: &[&str] = &["present", "running", "absent"];
 /// States of `virtup_instance`.
 pub const INSTANCE_STATES: &[&str] = &["running", "present", "stopped", "absent"];
 pub const IMAGE_FORMATS: &[&str] = &["qcow2", "raw"];
-/// Seconds to wait for an address and an SSH login against the pinned host key; generous because guests may run under TCG.
-pub const DEFAULT_WAIT_TIMEOUT: i64 = 600;
+/// `wait_timeout`'s default (see `virtup_ops::context`).
+pub const DEFAULT_WAIT_TIMEOUT: i64 = virtup_ops::context::DEFAULT_WAIT_TIMEOUT_SECS as i64;
 
 /// Options both modules share, with the same meaning.
 fn common_options() -> Vec<OptionSpec> {
@@ -74,8 +74,8 @@ pub fn host_spec() -> ModuleSpec {
     )
 }
 
-/// Graphics an instance's domain can have; virt-up's `--graphics` offers the same.
-pub const INSTANCE_GRAPHICS: &[&str] = &["none", "vnc", "spice"];
+/// Graphics an instance's domain can have (`virtup_ops::instance::GRAPHICS`); virt-up's `--graphics` offers the same.
+pub use virtup_ops::instance::GRAPHICS as INSTANCE_GRAPHICS;
 
 pub fn instance_spec() -> ModuleSpec {
     let mut options = common_options();

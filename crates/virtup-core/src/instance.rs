@@ -23,6 +23,16 @@ impl InstanceState {
             _ => None,
         }
     }
+
+    /// The word `parse` reads, as the metadata and the module's `state` write it.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            InstanceState::Running => "running",
+            InstanceState::Present => "present",
+            InstanceState::Stopped => "stopped",
+            InstanceState::Absent => "absent",
+        }
+    }
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

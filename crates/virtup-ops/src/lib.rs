@@ -2,11 +2,23 @@
 //! gets a typed report back. Nothing here knows Ansible's JSON or the command line; the module
 //! binaries and `virt-up` are adapters around it.
 
+pub mod context;
 pub mod host;
 pub mod identity;
+pub mod instance;
 pub mod owner;
+pub mod playbook;
 pub mod power;
 pub mod reach;
+pub mod template;
+#[cfg(test)]
+mod test_support;
+
+/// Runs a tool to completion; its failure names what the run was for (the tool's own error is the cause).
+pub(crate) fn run_tool(cmd: &virtup_guest::Cmd, what: &str) -> anyhow::Result<()> {
+    use anyhow::Context as _;
+    cmd.output().map(drop).with_context(|| what.to_owned())
+}
 
 /// Whether a run may change anything. Decided once by the caller (from Ansible's check mode for the
 /// modules); below it, only `converge` looks at it, to stop after the plan.

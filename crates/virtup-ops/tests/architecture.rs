@@ -129,6 +129,48 @@ fn check_mode_is_read_in_one_place() {
     );
 }
 
+/// Below the adapters only an operation's `converge` branches on the mode (to stop after the plan),
+/// and the host's KVM report, which boots a probe guest only in a real run. Every other function
+/// is the same in both modes, so a check run cannot take a path a real run does not.
+#[test]
+fn only_converge_branches_on_the_mode() {
+    let root = root();
+    let allowed = ["converge", "virt_report"];
+    let mut branches = 0;
+    for file in rust_files(&root.join("crates/virtup-ops/src")) {
+        let rel = file.strip_prefix(&root).unwrap().display().to_string();
+        if rel.ends_with("/tests.rs") || rel.contains("/tests/") {
+            continue;
+        }
+        let mut current_fn = String::new();
+        for line in read(&file).lines() {
+            let code = line.trim_start();
+            if code.starts_with("//") {
+                continue;
+            }
+            if let Some(rest) = code
+                .strip_prefix("pub fn ")
+                .or_else(|| code.strip_prefix("pub(crate) fn "))
+                .or_else(|| code.strip_prefix("pub(super) fn "))
+                .or_else(|| code.strip_prefix("fn "))
+            {
+                current_fn = rest.split(['(', '<']).next().unwrap().to_owned();
+            }
+            if code.contains("Mode::Check") || code.contains("Mode::Apply") {
+                branches += 1;
+                assert!(
+                    allowed.contains(&current_fn.as_str()),
+                    "{rel}: `{current_fn}` branches on the mode: {code}"
+                );
+            }
+        }
+    }
+    assert!(
+        branches >= 3,
+        "found only {branches} mode branches: is the scan blind?"
+    );
+}
+
 /// virtup-core is the bottom layer: no libvirt, no tools, no protocol.
 #[test]
 fn virtup_core_depends_on_no_other_virtup_crate() {

@@ -6,23 +6,33 @@
 
 use std::process::ExitCode;
 
-use anyhow::{bail, Context as _, Result};
-use serde_json::{json, Value};
-use virtup_core::{Config, Paths};
-use virtup_libvirt::Hypervisor;
+use anyhow::{anyhow, bail, Context as _, Result};
 
-use super::drive::{self, Options};
+use virtup_core::instance::InstanceState;
+use virtup_core::template::TemplateState;
+use virtup_core::{validate, Config, Fields, Paths};
+use virtup_libvirt::Hypervisor;
+use virtup_ops::instance::InstanceOptions;
+use virtup_ops::template::{TemplateOptions, TemplateReport};
+
+use super::operate;
 use super::secret::{self, SecretSource};
 use super::{progress, say, warn, CreateOpts, Global};
 use crate::context::Context;
 
-/// Reads the secrets (from files or stdin) before anything else happens.
-fn secrets(opts: &CreateOpts, options: &mut Options) -> Result<()> {
+/// Passwords the user gave (from files or stdin), read before anything else happens.
+#[derive(Default)]
+struct Secrets {
+    password: Option<String>,
+    root_password: Option<String>,
+}
+
+fn secrets(opts: &CreateOpts) -> Result<Secrets> {
     let both_stdin = opts.root_password == Some(SecretSource::Stdin)
         && opts.password == Some(SecretSource::Stdin);
+    let mut secrets = Secrets::default();
     if let Some(source) = &opts.root_password {
-        let v = secret::read("--root-password", source, "root password: ")?;
-        options.insert("root_password".into(), json!(v));
+        secrets.root_password = Some(secret::read("--root-password", source, "root password: ")?);
     }
     if let Some(source) = &opts.password {
         let prompt = if both_stdin {
@@ -30,27 +40,36 @@ fn secrets(opts: &CreateOpts, options: &mut Options) -> Result<()> {
         } else {
             "password: "
         };
-        let v = secret::read("--password", source, prompt)?;
-        options.insert("password".into(), json!(v));
+        secrets.password = Some(secret::read("--password", source, prompt)?);
     }
-    Ok(())
+    Ok(secrets)
 }
 
-/// The create options as module options (what both modules call them).
-fn shaping_options(opts: &CreateOpts) -> Result<Options> {
-    let mut options = Options::new();
-    let mut put = |k: &str, v: Option<Value>| {
-        if let Some(v) = v {
-            options.insert(k.into(), v);
-        }
-    };
-    put("user", opts.user.as_ref().map(|v| json!(v)));
-    put("size", opts.size.as_ref().map(|v| json!(v)));
-    put("memory", opts.memory.map(|v| json!(v)));
-    put("vcpus", opts.vcpus.map(|v| json!(v)));
-    put("graphics", opts.graphics.as_ref().map(|v| json!(v)));
-    put("dns_domain", opts.dns_domain.as_ref().map(|v| json!(v)));
-    secrets(opts, &mut options)?;
+/// The create options as the instance's top config layer, checked as the module checks them.
+fn layer(opts: &CreateOpts) -> Result<Fields> {
+    Ok(Fields {
+        username: opts.user.clone(),
+        size: opts.size.clone(),
+        memory: opts
+            .memory
+            .map(|m| validate::memory_mib("memory", m))
+            .transpose()?,
+        vcpus: opts
+            .vcpus
+            .map(|v| validate::vcpus("vcpus", v.into()))
+            .transpose()?,
+        graphics: opts.graphics.clone(),
+        dns_domain: opts.dns_domain.clone(),
+        ..Fields::default()
+    })
+}
+
+/// The create options as `virtup_template`'s, for template `name` shaped by them (`--no-clone`).
+fn template_options(name: &str, opts: &CreateOpts, secrets: Secrets) -> Result<TemplateOptions> {
+    let mut options = TemplateOptions::new(name, TemplateState::Present);
+    options.layer = layer(opts)?;
+    options.password = secrets.password;
+    options.root_password = secrets.root_password;
     Ok(options)
 }
 
@@ -59,10 +78,10 @@ fn ensure_template(
     paths: &Paths,
     hv: &Hypervisor,
     config: &Config,
-    name: &str,
-    mut options: Options,
+    options: TemplateOptions,
     global: &Global,
 ) -> Result<bool> {
+    let name = &options.name.clone();
     if virtup_ops::owner::template_is_ours(&virtup_core::DataDir::at(&paths.data_dir), hv, name)? {
         return Ok(false);
     }
@@ -72,20 +91,18 @@ fn ensure_template(
              (see `virt-up --show-templates`, `virt-up --init`)"
         );
     }
-    options.insert("name".into(), json!(name));
-    options.insert("state".into(), json!("present"));
-    let args = drive::template_args(&options)?;
     // The module's own checks, before anything is shown or built (a missing template-playbook too).
-    let req = crate::template::resolve(&args, &Context::load()?, |_| Ok(String::new()))?;
+    let req =
+        virtup_ops::template::resolve(&Context::load()?, options.clone(), |_| Ok(String::new()))?;
     progress::stage(&format!(
         "template `{name}`: building (virt-builder or image, then the first-boot setup); this takes minutes"
     ));
     match &req.playbook {
         None => {
-            drive::template(&args, global)
+            operate::template(options, global)
                 .with_context(|| format!("failed to build template `{name}`"))?;
         }
-        Some(playbook) => customize(paths, options, name, &req.uri, playbook, global)?,
+        Some(playbook) => customize(paths, options, &req.uri, playbook, global)?,
     }
     Ok(true)
 }
@@ -96,25 +113,31 @@ fn ensure_template(
 /// template is removed again: no clone is ever made from a half-customized template.
 fn customize(
     paths: &Paths,
-    mut options: Options,
-    name: &str,
+    mut options: TemplateOptions,
     uri: &str,
     playbook: &std::path::Path,
     global: &Global,
 ) -> Result<()> {
-    options.insert("hold".into(), json!(session_token()?));
-    let mut call = |state: &str| {
-        options.insert("state".into(), json!(state));
-        drive::template(&drive::template_args(&options)?, global)
+    let name = options.name.clone();
+    options.hold = Some(session_token()?);
+    let mut call = |state: TemplateState| {
+        options.state = state;
+        operate::template(options.clone(), global)
     };
-    let failure = match call("running") {
+    let failure = match call(TemplateState::Running) {
         Err(e) => Some(format!("{e:#}")),
-        Ok(doc) => {
+        Ok(TemplateReport { template: None, .. }) => {
+            Some("the template operation returned no template".to_owned())
+        }
+        Ok(TemplateReport {
+            template: Some(template),
+            ..
+        }) => {
             progress::stage(&format!(
                 "template `{name}`: running template-playbook `{}`",
                 playbook.display()
             ));
-            match super::playbook::run_on_template(paths, &doc["template"], uri, playbook) {
+            match super::playbook::run_on_template(paths, &template, uri, playbook) {
                 Ok(0) => None,
                 Ok(code) => Some(format!(
                     "template-playbook `{}` failed (exit status {code})",
@@ -128,7 +151,7 @@ fn customize(
         }
     };
     if let Some(why) = failure {
-        let removed = match call("absent") {
+        let removed = match call(TemplateState::Absent) {
             Ok(_) => {
                 "it was removed again, so that nothing is cloned from it half-customized".to_owned()
             }
@@ -137,7 +160,7 @@ fn customize(
         bail!("failed to build template `{name}` with its template-playbook: {why}; {removed}");
     }
     progress::stage(&format!("template `{name}`: sealing"));
-    call("present").with_context(|| format!("failed to seal template `{name}`"))?;
+    call(TemplateState::Present).with_context(|| format!("failed to seal template `{name}`"))?;
     Ok(())
 }
 
@@ -158,40 +181,49 @@ fn session_token() -> Result<String> {
 pub fn create(paths: &Paths, opts: &CreateOpts, global: &Global) -> Result<ExitCode> {
     let name = &opts.name;
     let template = opts.template.clone().unwrap_or_else(|| name.clone());
-    let mut options = shaping_options(opts)?;
-    options.insert("name".into(), json!(name));
-    options.insert("template".into(), json!(template));
-    options.insert("state".into(), json!("running"));
-    options.insert("inventory".into(), json!(opts.inventory));
+    let secrets = secrets(opts)?;
+    let mut options = InstanceOptions::new(name, InstanceState::Running);
+    options.template = Some(template.clone());
+    options.inventory = opts.inventory;
+    options.layer = layer(opts)?;
+    options.password = secrets.password;
+    options.root_password = secrets.root_password;
     // Everything is validated, by the module's own rules, before the first side effect.
     let ctx = Context::load()?;
-    let req = crate::instance::resolve(&drive::instance_args(&options)?, &ctx)?;
+    let req = virtup_ops::instance::resolve(&ctx, options.clone())?;
     let hv = Hypervisor::connect(&req.uri)?;
-    let existed = match drive::current_size(&hv, name)? {
+    let existed = match operate::current_size(&hv, name)? {
         Some((memory, vcpus)) => {
-            options.entry("memory").or_insert(json!(memory));
-            options.entry("vcpus").or_insert(json!(vcpus));
+            options.layer.memory.get_or_insert(memory);
+            options.layer.vcpus.get_or_insert(vcpus);
             true
         }
         None if hv.domain(name)?.is_some() => {
             bail!("domain `{name}` exists but was not made by virtup; refusing to touch it")
         }
         None => {
-            ensure_template(paths, &hv, &ctx.config, &template, Options::new(), global)?;
+            ensure_template(
+                paths,
+                &hv,
+                &ctx.config,
+                TemplateOptions::new(&template, TemplateState::Present),
+                global,
+            )?;
             false
         }
     };
     drop(hv);
-    let doc = drive::instance(&drive::instance_args(&options)?, global)?;
+    let report = operate::instance(options, global)?;
     progress::finish_line();
-    let i = &doc["instance"];
-    let text = |k: &str| i[k].as_str().unwrap_or("-").to_owned();
+    let i = report
+        .instance
+        .ok_or_else(|| anyhow!("the instance operation returned no instance for `{name}`"))?;
     say(
         global,
         format!(
             "instance `{name}` is up at {} (user {}); log in with `virt-up {name} --login`",
-            text("address"),
-            text("user"),
+            i.address.as_deref().unwrap_or("-"),
+            i.user,
         ),
     );
     refresh_inventory(paths, global);
@@ -221,14 +253,11 @@ fn instance_playbook(config: &Config, template: &str) -> Option<String> {
 /// `--no-clone`: the template only, shaped by the create options.
 pub fn build_template(paths: &Paths, opts: &CreateOpts, global: &Global) -> Result<ExitCode> {
     let name = opts.template.clone().unwrap_or_else(|| opts.name.clone());
-    let mut options = shaping_options(opts)?;
-    options.insert("name".into(), json!(name));
-    options.insert("state".into(), json!("present"));
-    let args = drive::template_args(&options)?;
+    let options = template_options(&name, opts, secrets(opts)?)?;
     let ctx = Context::load()?;
-    let req = crate::template::resolve(&args, &ctx, |_| Ok(String::new()))?;
+    let req = virtup_ops::template::resolve(&ctx, options.clone(), |_| Ok(String::new()))?;
     let hv = Hypervisor::connect(&req.uri)?;
-    if !ensure_template(paths, &hv, &ctx.config, &name, options, global)? {
+    if !ensure_template(paths, &hv, &ctx.config, options, global)? {
         say(
             global,
             format!("template `{name}` exists already; nothing to do"),

@@ -8,52 +8,54 @@
 use std::process::ExitCode;
 
 use anyhow::{anyhow, bail, Result};
-use serde_json::json;
 use virtup_core::template::DOMAIN_PREFIX;
 use virtup_core::{Config, DataDir, InstanceMeta, Paths};
 use virtup_libvirt::{Hypervisor, TagKind};
 
-use super::drive::{self, Options};
+use super::operate;
 use super::{confirm, progress, say, warn, Global};
 use crate::inventory::{self, HostKind};
+use virtup_core::instance::InstanceState;
+use virtup_core::template::TemplateState;
+use virtup_ops::instance::InstanceOptions;
+use virtup_ops::template::TemplateOptions;
 
 /// Something `--delete` removes.
-#[derive(Debug, Clone, PartialEq, Eq)]
 enum Target {
-    Instance(Options),
-    Template { name: String, uri: Option<String> },
+    /// Addressed where it was made (`state` is set when it is deleted).
+    Instance(Box<InstanceOptions>),
+    Template {
+        name: String,
+        uri: Option<String>,
+    },
 }
 
 impl Target {
     fn describe(&self) -> String {
         match self {
-            Target::Instance(o) => format!("instance `{}`", o["name"].as_str().unwrap_or_default()),
+            Target::Instance(o) => format!("instance `{}`", o.name),
             Target::Template { name, .. } => format!("template `{name}`"),
         }
     }
 
     fn delete(&self, global: &Global) -> Result<()> {
         progress::stage(&format!("deleting {}", self.describe()));
-        let doc = match self {
+        let changed = match self {
             Target::Instance(options) => {
-                let mut options = options.clone();
-                options.insert("state".into(), json!("absent"));
-                drive::instance(&drive::instance_args(&options)?, global)?
+                let mut options = (**options).clone();
+                options.state = InstanceState::Absent;
+                operate::instance(options, global)?.changed
             }
             Target::Template { name, uri } => {
-                let mut options = Options::new();
-                options.insert("name".into(), json!(name));
-                options.insert("state".into(), json!("absent"));
-                if let Some(uri) = uri {
-                    options.insert("uri".into(), json!(uri));
-                }
-                drive::template(&drive::template_args(&options)?, global)?
+                let mut options = TemplateOptions::new(name, TemplateState::Absent);
+                options.layer.uri = uri.clone();
+                operate::template(options, global)?.changed
             }
         };
         progress::finish_line();
         // Found, but the module had nothing of virtup's to remove: the domain belongs to another data
         // dir (its warning says so). Saying "deleted" would be a lie.
-        if doc["changed"] != json!(true) {
+        if !changed {
             bail!(
                 "{} was not deleted: it is not virtup's for this data dir",
                 self.describe()
@@ -68,7 +70,10 @@ fn resolve(paths: &Paths, name: &str) -> Result<Target> {
     let data = DataDir::at(&paths.data_dir);
     if virtup_core::validate::name("NAME", name).is_ok() {
         if let Some(meta) = InstanceMeta::read(&data, name)? {
-            return Ok(Target::Instance(drive::options_for(&meta)));
+            return Ok(Target::Instance(Box::new(InstanceOptions::for_existing(
+                &meta,
+                InstanceState::Absent,
+            ))));
         }
     }
     let uri = Config::load(paths)?
@@ -81,13 +86,10 @@ fn resolve(paths: &Paths, name: &str) -> Result<Target> {
         let target = match tag.kind {
             // A virtup instance whose metadata is gone: the module still removes what the tag says it owns.
             TagKind::Instance if tag.name == name => {
-                let mut options = Options::new();
-                options.insert("name".into(), json!(name));
-                options.insert("uri".into(), json!(hv.uri()));
-                if let Some(t) = &tag.template {
-                    options.insert("template".into(), json!(t));
-                }
-                Some(Target::Instance(options))
+                let mut options = InstanceOptions::new(name, InstanceState::Absent);
+                options.layer.uri = Some(hv.uri().to_owned());
+                options.template = tag.template.clone();
+                Some(Target::Instance(Box::new(options)))
             }
             TagKind::Template if name.starts_with(DOMAIN_PREFIX) => Some(Target::Template {
                 name: tag.name.clone(),
@@ -141,7 +143,10 @@ fn everything(paths: &Paths, global: &Global) -> Result<Vec<Target>> {
     let mut targets = Vec::new();
     for (name, meta) in InstanceMeta::list(&data)? {
         match meta {
-            Ok(meta) => targets.push(Target::Instance(drive::options_for(&meta))),
+            Ok(meta) => targets.push(Target::Instance(Box::new(InstanceOptions::for_existing(
+                &meta,
+                InstanceState::Absent,
+            )))),
             Err(e) => warn(global, format!("instance `{name}` is skipped: {e}")),
         }
     }

@@ -1,24 +1,22 @@
 //! `virt-up NAME --login [--sftp | --command CMD]`: ssh or sftp into the instance with virtup's key and pinned host key.
 
-use std::path::PathBuf;
 use std::process::ExitCode;
 
 use anyhow::{anyhow, Result};
-use serde_json::Value;
 use virtup_core::{DataDir, Paths};
 use virtup_guest::Cmd;
 
-use super::{drive, progress, Global};
+use super::{operate, progress, Global};
 use crate::inventory::{Host, HostKind};
 
 /// How to reach a running instance: the same host record the inventory gives Ansible.
 pub fn host(paths: &Paths, name: &str, global: &Global) -> Result<Host> {
-    let meta = drive::existing_meta(paths, name)?;
-    let i = drive::ensure_running(paths, name, global)?;
-    let text = |k: &str| i.get(k).and_then(Value::as_str).map(str::to_owned);
-    let address =
-        text("address").ok_or_else(|| anyhow!("instance `{name}` runs but has no address"))?;
-    let user = text("user").ok_or_else(|| anyhow!("instance `{name}` has no login user"))?;
+    let meta = operate::existing_meta(paths, name)?;
+    let i = operate::ensure_running(paths, name, global)?;
+    let address = i
+        .address
+        .ok_or_else(|| anyhow!("instance `{name}` runs but has no address"))?;
+    let user = i.user;
     let data = DataDir::at(&paths.data_dir);
     Ok(Host {
         name: name.to_owned(),
@@ -28,16 +26,15 @@ pub fn host(paths: &Paths, name: &str, global: &Global) -> Result<Host> {
         generation: meta.generation,
         state: "running".into(),
         address: Some(address),
-        user: Some(user.clone()),
         ssh_private_key_file: Some(
-            text("ssh_private_key_file")
-                .map(PathBuf::from)
+            i.ssh_private_key_file
                 .unwrap_or_else(|| data.user_key_path(&user)),
         ),
-        known_hosts_file: text("known_hosts_file")
-            .map(PathBuf::from)
+        user: Some(user),
+        known_hosts_file: i
+            .known_hosts_file
             .unwrap_or_else(|| data.known_hosts_file()),
-        host_key_alias: text("host_key_alias").unwrap_or_else(|| name.to_owned()),
+        host_key_alias: i.host_key_alias,
         uri: meta
             .uri
             .clone()

@@ -1,16 +1,16 @@
-//! The `virt-up` command line: virt-up's flags, parsed with clap, run by the same drivers as the Ansible modules.
+//! The `virt-up` command line: virt-up's flags, parsed with clap, run by the same operations as the Ansible modules.
 //!
-//! Every command that changes something builds the module's option document and goes through
-//! `virtup_ansible::parse_args` and `template::run` / `instance::run`, so the CLI validates and
-//! behaves exactly as `virtup_template` / `virtup_instance` do. What is only the CLI's lives here:
-//! flag parsing, secrets from files or stdin, confirmation, progress, tables, `--init`.
+//! Every command that changes something builds the typed options of `virtup_ops::template` or
+//! `virtup_ops::instance` and converges them (`operate.rs`), so the CLI validates and behaves exactly
+//! as `virtup_template` / `virtup_instance` do. What is only the CLI's lives here: flag parsing,
+//! secrets from files or stdin, confirmation, progress, tables, `--init`.
 
 mod create;
 mod delete;
-mod drive;
 mod init;
 mod list;
 mod login;
+mod operate;
 pub(crate) mod playbook;
 pub mod progress;
 pub mod secret;
@@ -125,7 +125,7 @@ pub struct Args {
     #[arg(long, value_name = "VCPUS", value_parser = clap::value_parser!(u32).range(1..), help_heading = "Create options")]
     pub vcpus: Option<u32>,
     /// Instance graphics (default: the config's, else none)
-    #[arg(long, value_name = "GRAPHICS", value_parser = ["none", "vnc", "spice"], help_heading = "Create options")]
+    #[arg(long, value_name = "GRAPHICS", value_parser = clap::builder::PossibleValuesParser::new(virtup_ops::instance::GRAPHICS), help_heading = "Create options")]
     pub graphics: Option<String>,
     /// DNS domain of the instance's host name
     #[arg(long, value_name = "DOMAIN", help_heading = "Create options")]

@@ -6,8 +6,9 @@ use std::process::{ExitCode, ExitStatus};
 use anyhow::{bail, Context as _, Result};
 use virtup_core::Paths;
 use virtup_guest::Cmd;
+use virtup_ops::template::TemplateFacts;
 
-use super::{drive, progress, Global};
+use super::{operate, progress, Global};
 
 /// The inventory executable: beside the running `virt-up` (how `scripts/build` and cargo lay
 /// them out), else the first `virtup_inventory` on `PATH`.
@@ -36,41 +37,15 @@ fn on_path(program: &str) -> Option<PathBuf> {
         .find(|p| is_executable(p))
 }
 
-/// The playbook as given, else in the config's `playbooks/` dirs (user, then system), as virt-up searches.
-pub fn find_playbook(paths: &Paths, playbook: &Path) -> Result<PathBuf> {
-    let mut searched = vec![playbook.to_path_buf()];
-    if playbook.is_file() {
-        return Ok(playbook.to_path_buf());
-    }
-    if playbook.is_relative() {
-        for dir in paths.playbook_dirs() {
-            let p = dir.join(playbook);
-            if p.is_file() {
-                return Ok(p);
-            }
-            searched.push(p);
-        }
-    }
-    let list: Vec<String> = searched
-        .iter()
-        .map(|p| format!("`{}`", p.display()))
-        .collect();
-    bail!(
-        "playbook `{}` not found (searched {})",
-        playbook.display(),
-        list.join(", ")
-    )
-}
-
 /// Runs the playbook on the instance (started and reachable first); ansible-playbook's exit status.
 pub fn run_playbook(paths: &Paths, name: &str, playbook: &str, global: &Global) -> Result<i32> {
-    let meta = drive::existing_meta(paths, name)?;
+    let meta = operate::existing_meta(paths, name)?;
     if !meta.inventory {
         bail!("instance `{name}` was created with --no-inventory, so the inventory does not list it and no playbook can reach it");
     }
-    let playbook = find_playbook(paths, Path::new(playbook))?;
+    let playbook = virtup_ops::playbook::find(paths, Path::new(playbook))?;
     let inventory = inventory_executable()?;
-    drive::ensure_running(paths, name, global)?;
+    operate::ensure_running(paths, name, global)?;
     let program = on_path("ansible-playbook").context("cannot find `ansible-playbook` on PATH")?;
     progress::stage(&format!(
         "`{name}`: ansible-playbook {}",
@@ -101,7 +76,7 @@ fn exit_code(status: ExitStatus) -> i32 {
 /// role `virtup_template` gives them). Returns ansible-playbook's exit status.
 pub fn run_on_template(
     paths: &Paths,
-    template: &serde_json::Value,
+    template: &TemplateFacts,
     uri: &str,
     playbook: &Path,
 ) -> Result<i32> {
@@ -135,31 +110,34 @@ pub fn run_on_template(
     Ok(exit_code(status))
 }
 
-/// The host vars of a booted template, from its `virtup_template` document.
-fn template_host_vars(template: &serde_json::Value, uri: &str) -> Result<serde_json::Value> {
+/// The host vars of a booted template, from what the template operation returned.
+fn template_host_vars(template: &TemplateFacts, uri: &str) -> Result<serde_json::Value> {
     use crate::inventory::{Host, HostKind};
-    let text = |k: &str| template[k].as_str().map(str::to_owned);
-    let need = |k: &str| {
-        text(k).ok_or_else(|| {
-            anyhow::anyhow!("virtup_template returned no `{k}` for the booted template")
-        })
-    };
-    let domain = need("domain")?;
+    let login = template.login.as_ref().ok_or_else(|| {
+        anyhow::anyhow!(
+            "template `{}` was not left running: no address to run its playbook on",
+            template.name
+        )
+    })?;
+    let key = login.ssh_private_key_file.clone().ok_or_else(|| {
+        anyhow::anyhow!(
+            "template `{}` runs but its user `{}` has no key",
+            template.name,
+            template.user
+        )
+    })?;
     let host = Host {
-        name: domain.clone(),
+        name: template.domain.clone(),
         kind: HostKind::Template,
-        domain: domain.clone(),
-        template: text("name").unwrap_or_default(),
-        generation: template["generation"]
-            .as_u64()
-            .and_then(|g| u32::try_from(g).ok())
-            .unwrap_or(0),
+        domain: template.domain.clone(),
+        template: template.name.clone(),
+        generation: template.generation,
         state: "running".into(),
-        address: Some(need("address")?),
-        user: Some(text("user").unwrap_or_else(|| virtup_core::config::DEFAULT_USER.into())),
-        ssh_private_key_file: Some(need("ssh_private_key_file")?.into()),
-        known_hosts_file: need("known_hosts_file")?.into(),
-        host_key_alias: text("host_key_alias").unwrap_or_else(|| domain.clone()),
+        address: Some(login.address.clone()),
+        user: Some(template.user.clone()),
+        ssh_private_key_file: Some(key),
+        known_hosts_file: login.known_hosts_file.clone(),
+        host_key_alias: login.host_key_alias.clone(),
         uri: uri.to_owned(),
         mac: None,
     };
@@ -181,15 +159,29 @@ pub fn playbook(paths: &Paths, name: &str, playbook: &Path, global: &Global) -> 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use virtup_ops::template::TemplateLogin;
 
     /// A template playbook reaches the booted template only with its pinned key, never by trust on
     /// first use or a system-wide known_hosts entry.
     #[test]
     fn template_host_vars_pin_the_host_key() {
-        let doc = serde_json::json!({"name": "t", "domain": "VIRTUP-t", "generation": 2,
-            "address": "192.168.122.9", "user": null, "ssh_private_key_file": "/d/sshkeys/virt/id_ed25519",
-            "known_hosts_file": "/d/known hosts", "host_key_alias": "VIRTUP-t", "playbook": "/p.yml"});
-        let vars = template_host_vars(&doc, "qemu:///system").unwrap();
+        let mut facts = TemplateFacts {
+            name: "t".into(),
+            domain: "VIRTUP-t".into(),
+            disk: None,
+            generation: 2,
+            digest: "sha256:feed".into(),
+            source: None,
+            user: "virt".into(),
+            playbook: Some("/p.yml".into()),
+            login: Some(TemplateLogin {
+                address: "192.168.122.9".into(),
+                ssh_private_key_file: Some("/d/sshkeys/virt/id_ed25519".into()),
+                known_hosts_file: "/d/known hosts".into(),
+                host_key_alias: "VIRTUP-t".into(),
+            }),
+        };
+        let vars = template_host_vars(&facts, "qemu:///system").unwrap();
         assert_eq!(vars["ansible_host"], "192.168.122.9");
         assert_eq!(vars["ansible_user"], "virt");
         assert_eq!(vars["virtup_template_name"], "t");
@@ -202,8 +194,8 @@ mod tests {
         ] {
             assert!(args.iter().any(|a| a == want), "{want} missing: {args:?}");
         }
-        let mut missing = doc.clone();
-        missing["address"] = serde_json::Value::Null;
-        assert!(template_host_vars(&missing, "qemu:///system").is_err());
+        facts.login = None;
+        let e = template_host_vars(&facts, "qemu:///system").unwrap_err();
+        assert!(e.to_string().contains("not left running"), "{e}");
     }
 }

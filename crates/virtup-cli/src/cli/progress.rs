@@ -57,6 +57,18 @@ pub fn finish() {
     }
 }
 
+/// The operations' reporter for `virt-up`: stages and notes go to the progress display.
+pub struct Progress;
+
+impl virtup_ops::Reporter for Progress {
+    fn stage(&self, text: &str) {
+        stage(text);
+    }
+    fn note(&self, text: &str) {
+        note(text);
+    }
+}
+
 /// How much the command line shows.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Verbosity {

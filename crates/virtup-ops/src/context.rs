@@ -1,0 +1,108 @@
+//! What every operation starts from: paths, config and the data dir of one run, the lock bounds, and the settings every request resolves the same way.
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use anyhow::{Context as _, Result};
+use virtup_core::{validate, Config, DataDir, Fields, Paths};
+
+/// How long a run waits for another run holding the same lock (a template build takes minutes under TCG).
+pub const LOCK_TIMEOUT: Duration = Duration::from_secs(3600);
+/// Short read-modify-write of shared files (macaddrs.json, known_hosts).
+pub const SHORT_LOCK_TIMEOUT: Duration = Duration::from_secs(120);
+/// Seconds to wait for an address and an SSH login against the pinned host key; generous because guests may run under TCG.
+pub const DEFAULT_WAIT_TIMEOUT_SECS: u64 = 600;
+
+/// Paths, config and the (possibly not yet existing) data dir of one run. Creating it has no side effect.
+pub struct Context {
+    pub paths: Paths,
+    pub config: Config,
+    /// `DataDir::at`: no IO. `open_data_dir` creates it when a real run is about to change something.
+    pub data: DataDir,
+}
+
+impl Context {
+    pub fn load() -> Result<Context> {
+        let paths = Paths::from_env()?;
+        let config = Config::load(&paths)?;
+        let data = DataDir::at(&paths.data_dir);
+        Ok(Context {
+            paths,
+            config,
+            data,
+        })
+    }
+
+    /// Removes what killed runs left in an existing data dir (temp files, scratch dirs), also when this
+    /// run has nothing to change: after a kill the next run often finds its work done. Real runs only.
+    pub fn tidy(&self) -> Result<()> {
+        if self.paths.data_dir.is_dir() {
+            self.data.sweep().with_context(|| {
+                format!(
+                    "failed to tidy data dir `{}`",
+                    self.paths.data_dir.display()
+                )
+            })?;
+        }
+        Ok(())
+    }
+
+    /// The data dir, created (0700) on first use; only real runs call this.
+    pub fn open_data_dir(&self) -> Result<DataDir> {
+        DataDir::open(&self.paths.data_dir).with_context(|| {
+            format!(
+                "failed to open data dir `{}`",
+                self.paths.data_dir.display()
+            )
+        })
+    }
+
+    /// The directory of a domain's generated secrets (0700; files in it 0600).
+    pub fn secrets_dir(&self, domain: &str) -> PathBuf {
+        self.paths.data_dir.join("secrets").join(domain)
+    }
+}
+
+/// Validates the merged settings that come from config files too, naming the option.
+pub fn validate_fields(f: &Fields) -> Result<()> {
+    if let Some(size) = &f.size {
+        validate::parse_size("size", size)?;
+    }
+    if let Some(user) = &f.username {
+        validate::user_name("user", user)?;
+    }
+    if let Some(domain) = &f.dns_domain {
+        validate::dns_domain("dns_domain", domain)?;
+    }
+    for (option, value) in [("pool", &f.pool), ("network", &f.network)] {
+        if let Some(v) = value {
+            validate::name(option, v)?;
+        }
+    }
+    for (option, value) in [
+        ("os_variant", &f.os_variant),
+        ("os_type", &f.os_type),
+        ("arch", &f.arch),
+        ("graphics", &f.graphics),
+    ] {
+        if let Some(v) = value {
+            validate::tool_word(option, v)?;
+        }
+    }
+    Ok(())
+}
+
+/// The libvirt URI: option or config, else `LIBVIRT_DEFAULT_URI`, else `qemu:///system`.
+pub fn uri(fields: &Fields, paths: &Paths) -> String {
+    fields
+        .uri
+        .clone()
+        .unwrap_or_else(|| paths.libvirt_uri.clone())
+}
+
+/// How long this call waited for other runs: the collisions the proving ground reports.
+#[derive(Debug, Default, Clone, Copy)]
+pub struct Waited {
+    pub lock: Duration,
+    pub hold: Duration,
+}

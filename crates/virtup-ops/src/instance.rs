@@ -1,0 +1,1043 @@
+//! The instance operation: resolve options into a request, observe libvirt and the data dir, plan (`virtup_core::instance`), and apply in apply mode.
+
+use std::collections::BTreeSet;
+use std::net::IpAddr;
+use std::path::PathBuf;
+use std::time::{Duration, Instant};
+
+use anyhow::{anyhow, bail, Result};
+use serde::Serialize;
+use virtup_core::instance::{
+    plan, CloneKind, Customize, InstanceDesired, InstanceObserved, InstanceState, ObservedInstance,
+    Plan, PlanError, Step,
+};
+use virtup_core::ownership::{self, Ledger, Proof};
+use virtup_core::{
+    keys, known_hosts, validate, AddressSource, DataDir, Fields, InstanceMeta, LockGuard,
+};
+use virtup_guest::config_disk::{self, ConfigDiskKind};
+use virtup_guest::libguestfs;
+use virtup_guest::{sysprep, VirtSysprep};
+use virtup_libvirt::{
+    parse_domain_xml, DiskBus, DiskDevice, DiskSpec, DomainSpec, DomainState, Graphics, Hypervisor,
+    ImageFormat, NicSpec, TagKind, VirtType, VirtupTag, VolumeInfo, VolumeSpec,
+};
+
+use crate::context::{self, Context, Waited, LOCK_TIMEOUT, SHORT_LOCK_TIMEOUT};
+use crate::identity::{upload_config_disk, GuestIdentity};
+use crate::template::{current_disk, wait_for_hold};
+use crate::{reach, run_tool, Mode, Reporter};
+
+#[cfg(test)]
+mod tests;
+
+/// Graphics an instance's domain can have; virt-up's `--graphics` offers the same.
+pub const GRAPHICS: &[&str] = &["none", "vnc", "spice"];
+
+/// What a caller asks of one instance, before the config and the defaults: the module's options, or
+/// `virt-up`'s flags. (No `Debug`: it carries passwords.)
+#[derive(Clone)]
+pub struct InstanceOptions {
+    pub name: String,
+    /// The template to clone; the instance's own name when unset (as in virt-up).
+    pub template: Option<String>,
+    pub state: InstanceState,
+    pub clone: CloneKind,
+    /// `Auto` takes virt-sysprep only when `virt_sysprep_args` are given; `Sysprep` always does.
+    pub customize: Customize,
+    /// The options that are also config keys (pool, memory, user, …): the top config layer.
+    pub layer: Fields,
+    pub wait_timeout: Duration,
+    /// Listed by the inventory.
+    pub inventory: bool,
+    /// `None` leaves autostart as it is.
+    pub autostart: Option<bool>,
+    pub password: Option<String>,
+    pub root_password: Option<String>,
+}
+
+impl InstanceOptions {
+    /// The options of a task that names only `name` and `state`: every other one at its default.
+    pub fn new(name: &str, state: InstanceState) -> InstanceOptions {
+        InstanceOptions {
+            name: name.to_owned(),
+            template: None,
+            state,
+            clone: CloneKind::Linked,
+            customize: Customize::Auto,
+            layer: Fields::default(),
+            wait_timeout: Duration::from_secs(context::DEFAULT_WAIT_TIMEOUT_SECS),
+            inventory: true,
+            autostart: None,
+            password: None,
+            root_password: None,
+        }
+    }
+
+    /// The options that address an existing instance where it was made: its template, URI and pool.
+    pub fn for_existing(meta: &InstanceMeta, state: InstanceState) -> InstanceOptions {
+        let mut options = InstanceOptions::new(&meta.name, state);
+        if !meta.template.is_empty() {
+            options.template = Some(meta.template.clone());
+        }
+        options.layer.uri = meta.uri.clone();
+        options.layer.pool = meta.pool.clone();
+        options
+    }
+}
+
+/// An instance request, resolved and validated against the config; making it has had no side effect.
+pub struct Request {
+    pub desired: InstanceDesired,
+    pub uri: String,
+    pub pool: String,
+    pub format: ImageFormat,
+    pub network: String,
+    pub graphics: Graphics,
+    pub user: String,
+    pub hostname: String,
+    pub fqdn: Option<String>,
+    pub size: Option<u64>,
+    pub sources: Vec<AddressSource>,
+    pub wait_timeout: Duration,
+    pub inventory: bool,
+    /// Extra virt-sysprep arguments (option, the template's section, `[common]`), for the sysprep path.
+    pub virt_sysprep_args: Vec<String>,
+    /// virt-up's `instance-playbook` of the config, found; returned for whoever runs it after a create.
+    pub playbook: Option<PathBuf>,
+    password: Option<String>,
+    root_password: Option<String>,
+}
+
+impl Request {
+    fn disk_volume(&self) -> String {
+        format!("{}.{}", self.desired.name, self.format.as_str())
+    }
+    fn config_volume(&self) -> String {
+        virtup_core::vocab::config_disk_volume(&self.desired.name)
+    }
+    /// The volumes a create makes, under these names, in the instance's pool.
+    fn volume_names(&self) -> Vec<String> {
+        let mut names = vec![self.disk_volume()];
+        if self.desired.customize == Customize::Auto {
+            names.push(self.config_volume());
+        }
+        names
+    }
+}
+
+/// Options over the template's config section (else `[common]`) over the built-in defaults.
+pub fn resolve(ctx: &Context, options: InstanceOptions) -> Result<Request> {
+    let InstanceOptions {
+        name,
+        template,
+        state,
+        clone,
+        customize,
+        layer,
+        wait_timeout,
+        inventory,
+        autostart,
+        password,
+        root_password,
+    } = options;
+    let template = template.unwrap_or_else(|| name.clone());
+    if state == InstanceState::Absent {
+        // Removing needs no hostname: leftovers of names earlier versions accepted can still go.
+        validate::removable_instance_name("name", &name)?;
+        validate::removable_template_name("template", &template)?;
+    } else {
+        // The name becomes the hostname: refused here, not after the disk and keys are made.
+        validate::instance_name("name", &name)?;
+        validate::template_name("template", &template)?;
+    }
+    let base = ctx
+        .config
+        .resolve_template(&template)
+        .unwrap_or_else(|| ctx.config.resolve_common());
+    let fields = base.overlay(&layer);
+    context::validate_fields(&fields)?;
+    let settings = fields.settings();
+    let virt_sysprep_args = settings.virt_sysprep_args.clone();
+    let customize = customize_path(customize, &virt_sysprep_args);
+    let playbook = match state {
+        InstanceState::Absent => None,
+        _ => crate::playbook::configured(
+            ctx,
+            "instance-playbook",
+            &template,
+            fields.instance_playbook.as_deref(),
+            |f| f.instance_playbook.is_some(),
+        )?
+        .map(|(path, _)| path),
+    };
+    let size = fields
+        .size
+        .as_deref()
+        .map(|s| validate::parse_size("size", s))
+        .transpose()?;
+    if let (Some(domain), false) = (&fields.dns_domain, state == InstanceState::Absent) {
+        validate::fqdn("dns_domain", &name, domain)?;
+    }
+    let fqdn = fields.dns_domain.as_ref().map(|d| format!("{name}.{d}"));
+    Ok(Request {
+        uri: context::uri(&fields, &ctx.paths),
+        pool: settings.pool,
+        format: settings.image_format,
+        network: settings.network,
+        graphics: graphics(&settings.graphics)?,
+        user: settings.user,
+        hostname: name.clone(),
+        fqdn,
+        size,
+        sources: settings.address_source,
+        wait_timeout,
+        inventory,
+        virt_sysprep_args,
+        playbook,
+        password,
+        root_password,
+        desired: InstanceDesired {
+            name,
+            template,
+            state,
+            clone,
+            customize,
+            memory_mib: settings.memory_mib,
+            vcpus: settings.vcpus,
+            autostart,
+        },
+    })
+}
+
+/// The domain's graphics. The module's option is checked against [`GRAPHICS`] by its spec; a
+/// config file is not, so the word is checked here, naming where it came from.
+fn graphics(word: &str) -> Result<Graphics> {
+    match word {
+        "none" => Ok(Graphics::None),
+        "vnc" => Ok(Graphics::Vnc),
+        "spice" => Ok(Graphics::Spice),
+        _ => bail!(
+            "invalid value for `graphics`: {} (from the config); choose from {}",
+            validate::Shown(word),
+            GRAPHICS.join(", ")
+        ),
+    }
+}
+
+/// How a clone gets its identity. As in virt-up, `virt-sysprep-args` are arguments of the
+/// virt-sysprep run that prepares each clone: when any are given (option or config), `auto` takes
+/// the sysprep path so that they apply; otherwise `auto` is the config disk, with no virt-sysprep.
+fn customize_path(asked: Customize, virt_sysprep_args: &[String]) -> Customize {
+    match asked {
+        Customize::Sysprep => Customize::Sysprep,
+        Customize::Auto if !virt_sysprep_args.is_empty() => Customize::Sysprep,
+        Customize::Auto => Customize::Auto,
+    }
+}
+
+/// The template's current disk, when creating needs it.
+struct TemplateDisk {
+    generation: u32,
+    volume: String,
+    path: String,
+}
+
+struct Observation {
+    model: InstanceObserved,
+    template: Option<TemplateDisk>,
+    meta: Option<InstanceMeta>,
+    mac: Option<String>,
+}
+
+fn observe(hv: &Hypervisor, data: &DataDir, req: &Request) -> Result<Observation> {
+    let name = &req.desired.name;
+    let mut model = InstanceObserved::default();
+    let mut mac = None;
+    let ledger = Ledger::read(data, name)?;
+    // A damaged owner id fails the run here, in check mode too: the real run needs it.
+    data.owner_id()?;
+    let proof = |v: &VolumeInfo| {
+        ledger.proof(
+            &req.uri,
+            &req.pool,
+            ownership::Observed {
+                name: &v.name,
+                key: &v.key,
+                backing: v.backing.as_deref(),
+            },
+        )
+    };
+    if let Some(dom) = hv.domain(name)? {
+        // A tag proves a domain to the data dir that wrote it, not to every data dir on the host.
+        let ours = match &dom.tag {
+            Some(tag) => {
+                tag.is(TagKind::Instance, name) && crate::owner::proves(data, hv, tag, name)?
+            }
+            None => false,
+        };
+        match dom.tag {
+            Some(tag) if ours => {
+                let parsed = parse_domain_xml(&hv.inactive_xml(name)?)?;
+                mac = parsed.macs().first().map(|m| m.to_string());
+                // The tag was written after its volumes were made; a listed volume is deleted with
+                // the domain only while it is still the one the domain uses (or the ledger's).
+                let disks: BTreeSet<&str> = parsed
+                    .disks
+                    .iter()
+                    .filter_map(|d| d.path.as_deref())
+                    .collect();
+                let mut owned_volumes = Vec::new();
+                if hv.pool(&req.pool)?.is_some() {
+                    for v in &tag.owned_volumes {
+                        if let Some(info) = hv.volume_info(&req.pool, v)? {
+                            if disks.contains(info.path.as_str()) || proof(&info) != Proof::Foreign
+                            {
+                                owned_volumes.push(v.clone());
+                            }
+                        }
+                    }
+                }
+                model.domain = Some(ObservedInstance {
+                    running: dom.state != DomainState::ShutOff,
+                    memory_mib: parsed.memory_mib,
+                    vcpus: parsed.vcpus,
+                    autostart: dom.autostart,
+                    template: tag.template.unwrap_or_default(),
+                    generation: tag.generation,
+                    owned_volumes,
+                });
+            }
+            _ => model.foreign_domain = true,
+        }
+    }
+    // A damaged metadata file is reported, never trusted.
+    let meta = InstanceMeta::read(data, name)?;
+    // A ledger without a domain (a delete killed after its volumes went) is a record to forget too.
+    model.has_metadata = meta.is_some() || (model.domain.is_none() && !ledger.volumes.is_empty());
+    let mut template = None;
+    if req.desired.state != InstanceState::Absent && model.domain.is_none() {
+        if hv.pool(&req.pool)?.is_none() {
+            bail!(
+                "invalid value for `pool`: storage pool `{}` does not exist on `{}`",
+                req.pool,
+                req.uri
+            );
+        }
+        hv.refresh_pool(&req.pool)?;
+        if let Some(current) = current_disk(hv, data, &req.pool, &req.desired.template)? {
+            model.template_generation = Some(current.generation);
+            model.template_running = current.running;
+            template = Some(TemplateDisk {
+                generation: current.generation,
+                volume: current.volume,
+                path: current.path,
+            });
+        }
+    }
+    if model.domain.is_none() && hv.pool(&req.pool)?.is_some() {
+        // Volumes the ledger proves a killed run of this instance made before it could define the
+        // domain are leftovers; a volume under a name the create needs that virtup cannot prove it
+        // made is in the way, and stays.
+        let wanted = req.volume_names();
+        let absent = req.desired.state == InstanceState::Absent;
+        for v in hv.list_volumes(&req.pool)? {
+            match proof(&v) {
+                Proof::Created if !absent && ledger.is_attached(&req.uri, &req.pool, &v.name) => {
+                    model.detached_volumes.push(v.name)
+                }
+                Proof::Created | Proof::Pending => model.leftover_volumes.push(v.name),
+                Proof::Foreign if wanted.contains(&v.name) => model.foreign_volumes.push(v.name),
+                Proof::Foreign => {}
+            }
+        }
+    }
+    Ok(Observation {
+        model,
+        template,
+        meta,
+        mac,
+    })
+}
+
+/// An instance's state as `--diff` shows it: the state word, and its shape unless it is absent.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct InstanceView {
+    pub state: &'static str,
+    #[serde(flatten)]
+    pub shape: Option<InstanceShape>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct InstanceShape {
+    #[serde(rename = "memory")]
+    pub memory_mib: u64,
+    pub vcpus: u32,
+    pub autostart: bool,
+    pub template: String,
+    /// The template generation it is (or would be) cloned from; unknown before the template exists.
+    pub generation: Option<u32>,
+}
+
+/// What a run found and left: the instance as the module returns it (`instance`) and the inventory lists it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct InstanceFacts {
+    pub name: String,
+    pub address: Option<String>,
+    pub user: String,
+    pub ssh_private_key_file: Option<PathBuf>,
+    pub known_hosts_file: Option<PathBuf>,
+    /// The pinned key is stored under the instance's name: ssh needs `-o HostKeyAlias=<this>`.
+    pub host_key_alias: String,
+    pub host_key_fingerprint: Option<String>,
+    pub mac: Option<String>,
+    pub disk: Option<String>,
+    pub template: String,
+    pub generation: Option<u32>,
+    pub state: &'static str,
+    /// Set by a real run only.
+    #[serde(flatten)]
+    pub outcome: Option<Outcome>,
+}
+
+/// What a real run did that its caller may act on.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Outcome {
+    /// This run cloned the instance (virt-up runs the `instance-playbook` on new instances).
+    pub created: bool,
+    /// The config's `instance-playbook`, found.
+    pub playbook: Option<PathBuf>,
+}
+
+/// The result of one converge.
+#[derive(Debug, Clone)]
+pub struct InstanceReport {
+    pub changed: bool,
+    /// The plan in words.
+    pub msg: String,
+    pub warnings: Vec<String>,
+    pub waited: Waited,
+    /// Before and after; `None` when nothing could be planned (a check run before the template exists).
+    pub diff: Option<(InstanceView, InstanceView)>,
+    /// The instance after the run; `None` when it is absent (in a check run: when it does not exist yet).
+    pub instance: Option<InstanceFacts>,
+}
+
+/// Brings the instance to the request on `hv` (connected to `req.uri`): observe, plan, and in
+/// [`Mode::Apply`] apply under its lock. Bad input and refusals fail at the first plan, before any
+/// side effect.
+pub fn converge(
+    ctx: &Context,
+    hv: &Hypervisor,
+    req: &Request,
+    mode: Mode,
+    reporter: &dyn Reporter,
+) -> Result<InstanceReport> {
+    if mode == Mode::Apply {
+        ctx.tidy()?;
+    }
+    let obs = observe(hv, &ctx.data, req)?;
+    match mode {
+        Mode::Check => check(ctx, hv, req, &obs),
+        Mode::Apply => apply_mode(ctx, hv, req, obs, reporter),
+    }
+}
+
+/// What a real run would do, from the first observation; nothing is written.
+fn check(
+    ctx: &Context,
+    hv: &Hypervisor,
+    req: &Request,
+    obs: &Observation,
+) -> Result<InstanceReport> {
+    let the_plan = match plan(&req.desired, &obs.model) {
+        // In a check run of a whole site the template task only pretended to build the template, so a
+        // missing template is the change this run would make, not an error.
+        Err(PlanError::NoTemplate(t)) => {
+            return Ok(InstanceReport {
+                changed: true,
+                msg: format!("clone from template `{t}` once it is built"),
+                warnings: vec![format!(
+                    "template `{t}` does not exist yet; a real run fails unless it is built first"
+                )],
+                waited: Waited::default(),
+                diff: None,
+                instance: None,
+            })
+        }
+        other => other?,
+    };
+    let mut report = report(req, obs, &the_plan, Waited::default());
+    if obs.model.domain.is_some() && req.desired.state != InstanceState::Absent {
+        let meta = InstanceMeta::read(&ctx.data, &req.desired.name)?;
+        report.instance = Some(describe(hv, req, meta.as_ref(), None)?);
+    }
+    Ok(report)
+}
+
+fn apply_mode(
+    ctx: &Context,
+    hv: &Hypervisor,
+    req: &Request,
+    obs: Observation,
+    reporter: &dyn Reporter,
+) -> Result<InstanceReport> {
+    let (the_plan, recheck) = match plan(&req.desired, &obs.model) {
+        // Volumes in the way may be a concurrent run's creation, seen between its create and its
+        // define: the run decides under the instance's lock, where that run has finished.
+        Err(PlanError::ForeignVolumes { .. } | PlanError::DetachedVolumes { .. }) => {
+            (Plan::default(), true)
+        }
+        other => (other?, false),
+    };
+    let running_wanted = req.desired.state == InstanceState::Running;
+    if the_plan.is_empty() && !running_wanted && !recheck {
+        // Nothing to change and nothing to prove: no lock, no data dir created.
+        let report = report(req, &obs, &the_plan, Waited::default());
+        return finish(&ctx.data, hv, req, &the_plan, report, None);
+    }
+    let cloning = obs.model.domain.is_none() && req.desired.state != InstanceState::Absent;
+    let mut session = Session::enter(ctx, req, cloning, reporter)?;
+    let obs = observe(hv, &session.data, req)?;
+    let the_plan = plan(&req.desired, &obs.model)?;
+    if obs.model.domain.is_some() {
+        // Another run made it while we waited: nothing is cloned, the template is not ours to hold.
+        session.template_lock = None;
+    }
+    let report = report(req, &obs, &the_plan, session.waited);
+    let address = apply(ctx, &mut session, hv, req, &obs, &the_plan, reporter)?;
+    let data = session.data.clone();
+    drop(session);
+    finish(&data, hv, req, &the_plan, report, address)
+}
+
+/// A real run's hold on the instance: its lock and, while it clones, its template's.
+struct Session {
+    data: DataDir,
+    _lock: LockGuard,
+    /// Held from choosing the template's generation until the clone is defined: a concurrent build
+    /// deletes the generations no domain uses yet, which would include this clone's.
+    template_lock: Option<LockGuard>,
+    waited: Waited,
+}
+
+impl Session {
+    /// Takes the instance's lock (and the template's, when `cloning`), never while another run
+    /// customizes the template: its disk is about to change.
+    fn enter(
+        ctx: &Context,
+        req: &Request,
+        cloning: bool,
+        reporter: &dyn Reporter,
+    ) -> Result<Session> {
+        let mut waited = Waited::default();
+        let template_domain = virtup_core::template::domain_name(&req.desired.template);
+        loop {
+            if cloning {
+                waited.hold += wait_for_hold(&ctx.data, &req.desired.template, None, reporter)?;
+            }
+            let data = ctx.open_data_dir()?;
+            let started = Instant::now();
+            let lock = data.lock(&format!("instance-{}", req.desired.name), LOCK_TIMEOUT)?;
+            let template_lock = if cloning {
+                Some(data.lock(&format!("template-{template_domain}"), LOCK_TIMEOUT)?)
+            } else {
+                None
+            };
+            waited.lock += started.elapsed();
+            // A customization may have begun between the wait and the lock: wait for it again.
+            if cloning
+                && matches!(
+                    virtup_core::hold::state(&data, &template_domain, None)?,
+                    virtup_core::hold::HoldState::Live(_)
+                )
+            {
+                continue;
+            }
+            return Ok(Session {
+                data,
+                _lock: lock,
+                template_lock,
+                waited,
+            });
+        }
+    }
+}
+
+/// The report of a plan, before anything is applied.
+fn report(req: &Request, obs: &Observation, the_plan: &Plan, waited: Waited) -> InstanceReport {
+    let mut warnings = Vec::new();
+    if obs.model.foreign_domain && req.desired.state == InstanceState::Absent {
+        // `absent` holds for virtup, but the user may think the domain was theirs: say why it stays.
+        warnings.push(format!(
+            "domain `{}` exists but was not made by virtup with this data dir; it is left alone",
+            req.desired.name
+        ));
+    }
+    if the_plan.needs_reboot_warning(&obs.model) {
+        warnings.push(format!(
+            "memory and vCPUs of `{}` change at its next boot; it is running now",
+            req.desired.name
+        ));
+    }
+    InstanceReport {
+        changed: !the_plan.is_empty(),
+        msg: the_plan.to_string(),
+        warnings,
+        waited,
+        diff: Some(diff(req, &obs.model)),
+        instance: None,
+    }
+}
+
+/// A real run's report with the instance as it is left.
+fn finish(
+    data: &DataDir,
+    hv: &Hypervisor,
+    req: &Request,
+    the_plan: &Plan,
+    mut report: InstanceReport,
+    address: Option<IpAddr>,
+) -> Result<InstanceReport> {
+    if req.desired.state == InstanceState::Absent {
+        return Ok(report);
+    }
+    let meta = InstanceMeta::read(data, &req.desired.name)?;
+    let mut instance = describe(hv, req, meta.as_ref(), address)?;
+    instance.outcome = Some(Outcome {
+        created: the_plan
+            .steps
+            .iter()
+            .any(|s| matches!(s, Step::Create { .. })),
+        playbook: req.playbook.clone(),
+    });
+    report.instance = Some(instance);
+    Ok(report)
+}
+
+fn state_word(d: &ObservedInstance) -> &'static str {
+    if d.running {
+        "running"
+    } else {
+        "present"
+    }
+}
+
+fn diff(req: &Request, before: &InstanceObserved) -> (InstanceView, InstanceView) {
+    let b = match &before.domain {
+        None => InstanceView {
+            state: "absent",
+            shape: None,
+        },
+        Some(d) => InstanceView {
+            state: state_word(d),
+            shape: Some(InstanceShape {
+                memory_mib: d.memory_mib,
+                vcpus: d.vcpus,
+                autostart: d.autostart,
+                template: d.template.clone(),
+                generation: Some(d.generation),
+            }),
+        },
+    };
+    let d = &req.desired;
+    let a = match d.state {
+        InstanceState::Absent => InstanceView {
+            state: "absent",
+            shape: None,
+        },
+        s => InstanceView {
+            state: match (s, &before.domain) {
+                (InstanceState::Running, _) => "running",
+                (InstanceState::Stopped, _) => "present",
+                (_, Some(dom)) => state_word(dom),
+                (_, None) => "present",
+            },
+            shape: Some(InstanceShape {
+                memory_mib: d.memory_mib,
+                vcpus: d.vcpus,
+                autostart: d
+                    .autostart
+                    .or(before.domain.as_ref().map(|x| x.autostart))
+                    .unwrap_or(false),
+                template: d.template.clone(),
+                generation: before
+                    .domain
+                    .as_ref()
+                    .map(|x| x.generation)
+                    .or(before.template_generation),
+            }),
+        },
+    };
+    (b, a)
+}
+
+fn describe(
+    hv: &Hypervisor,
+    req: &Request,
+    meta: Option<&InstanceMeta>,
+    address: Option<IpAddr>,
+) -> Result<InstanceFacts> {
+    let state = match hv.domain(&req.desired.name)? {
+        None => "absent",
+        Some(d) if d.state == DomainState::ShutOff => "present",
+        Some(_) => "running",
+    };
+    Ok(InstanceFacts {
+        name: req.desired.name.clone(),
+        address: address
+            .map(|a| a.to_string())
+            .or_else(|| meta.and_then(|m| m.address.clone())),
+        user: meta
+            .map(|m| m.user.clone())
+            .unwrap_or_else(|| req.user.clone()),
+        ssh_private_key_file: meta.and_then(|m| m.ssh_private_key_file.clone()),
+        known_hosts_file: meta.and_then(|m| m.known_hosts_file.clone()),
+        host_key_alias: req.desired.name.clone(),
+        host_key_fingerprint: meta.and_then(|m| m.host_key_fingerprint.clone()),
+        mac: meta.and_then(|m| m.mac.clone()),
+        disk: hv.volume_path(&req.pool, &req.disk_volume())?,
+        template: req.desired.template.clone(),
+        generation: meta.map(|m| m.generation),
+        state,
+        outcome: None,
+    })
+}
+
+fn apply(
+    ctx: &Context,
+    session: &mut Session,
+    hv: &Hypervisor,
+    req: &Request,
+    obs: &Observation,
+    plan: &Plan,
+    reporter: &dyn Reporter,
+) -> Result<Option<IpAddr>> {
+    let data = &session.data;
+    let name = &req.desired.name;
+    let mut started = false;
+    let deleting = plan.steps.iter().any(|s| matches!(s, Step::Delete { .. }));
+    for step in &plan.steps {
+        reporter.stage(&format!("`{name}`: {step}"));
+        // Every step changes something: a failure from here on reports `changed: true`.
+        reporter.changed();
+        match step {
+            Step::DeleteLeftovers(volumes) => delete_owned(data, hv, req, volumes)?,
+            Step::Create { .. } => {
+                create(ctx, data, hv, req, obs, reporter)?;
+                // Defined: the clone now counts as a dependent, so the template may change again.
+                session.template_lock = None;
+            }
+            Step::Resize { memory_mib, vcpus } => {
+                hv.update_memory_vcpus(name, *memory_mib, *vcpus)?
+            }
+            Step::SetAutostart(on) => hv.set_autostart(name, *on)?,
+            Step::Start => {
+                hv.start(name)?;
+                started = true;
+            }
+            // A guest whose disk is deleted next gains nothing from a graceful shutdown.
+            Step::Stop if deleting => hv.destroy(name)?,
+            Step::Stop => crate::power::stop(hv, name, req.wait_timeout)?,
+            Step::Delete { volumes } => delete(ctx, data, hv, req, volumes)?,
+            Step::Forget => forget(ctx, data, name)?,
+        }
+    }
+    let address = if req.desired.state == InstanceState::Running {
+        Some(reachable(data, hv, req, started, reporter)?)
+    } else {
+        None
+    };
+    if let Some(mut meta) = InstanceMeta::read(data, name)? {
+        let state = req.desired.state.as_str();
+        if meta.state.as_deref() != Some(state) {
+            meta.state = Some(state.into());
+            meta.write(data)?;
+        }
+    }
+    Ok(address)
+}
+
+/// Undefines the domain and deletes the volumes observe proved its own, then forgets it.
+fn delete(
+    ctx: &Context,
+    data: &DataDir,
+    hv: &Hypervisor,
+    req: &Request,
+    volumes: &[String],
+) -> Result<()> {
+    let name = &req.desired.name;
+    // Recorded before the domain goes (volumes of older versions have no record yet): a run killed
+    // after the undefine leaves volumes the next `absent` can prove.
+    let mut ledger = Ledger::read(data, name)?;
+    for v in volumes {
+        if let Some(info) = hv.volume_info(&req.pool, v)? {
+            ledger.confirm(data, &req.uri, &req.pool, v, &info.key)?;
+        }
+    }
+    ledger.attach(data, &req.uri, &req.pool, volumes)?;
+    hv.undefine(name)?;
+    delete_owned(data, hv, req, volumes)?;
+    forget(ctx, data, name)
+}
+
+/// The address where the running instance answers on SSH with its pinned key, kept in its metadata.
+fn reachable(
+    data: &DataDir,
+    hv: &Hypervisor,
+    req: &Request,
+    started: bool,
+    reporter: &dyn Reporter,
+) -> Result<IpAddr> {
+    let name = &req.desired.name;
+    let meta =
+        InstanceMeta::read(data, name)?.ok_or_else(|| anyhow!("metadata of `{name}` vanished"))?;
+    // A fresh boot waits the full bound; an instance that was already up gets its cached address
+    // re-validated, and a full wait only if that address no longer answers with the pinned key.
+    let cached = meta.address.as_deref().and_then(|a| a.parse().ok());
+    // The proof logs in as the instance's user with the key its metadata names.
+    let identity = meta
+        .ssh_private_key_file
+        .clone()
+        .unwrap_or_else(|| data.user_key_path(&meta.user));
+    let login = reach::Login {
+        alias: name,
+        user: &meta.user,
+        identity: &identity,
+    };
+    let ip = match cached {
+        Some(ip) if !started && reach::ssh_answers(data, &login, ip).is_ok() => ip,
+        _ => reach::wait_for_ssh(
+            hv,
+            data,
+            &reach::Target {
+                domain: name,
+                login,
+                mac: meta.mac.as_deref(),
+                sources: &req.sources,
+                dns_name: req.fqdn.as_deref().unwrap_or(name),
+                timeout: req.wait_timeout,
+            },
+            reporter,
+        )?,
+    };
+    if meta.address.as_deref() != Some(ip.to_string().as_str()) {
+        let _g = data.lock(&format!("meta-{name}"), SHORT_LOCK_TIMEOUT)?;
+        let mut meta = meta;
+        meta.address = Some(ip.to_string());
+        meta.write(data)?;
+    }
+    Ok(ip)
+}
+
+/// Deletes volumes observe proved this instance's, and their ledger entries with them.
+fn delete_owned(data: &DataDir, hv: &Hypervisor, req: &Request, volumes: &[String]) -> Result<()> {
+    let mut ledger = Ledger::read(data, &req.desired.name)?;
+    for v in volumes {
+        hv.delete_volume(&req.pool, v)?;
+        ledger.forget(data, &req.uri, &req.pool, v)?;
+    }
+    Ok(())
+}
+
+/// Removes virtup's records of an instance; its MAC stays reserved for a re-create.
+fn forget(ctx: &Context, data: &DataDir, name: &str) -> Result<()> {
+    known_hosts::remove(data, name, SHORT_LOCK_TIMEOUT)?;
+    keys::remove_host_keys(&data.hostkeys_dir(), name)?;
+    match std::fs::remove_dir_all(ctx.secrets_dir(name)) {
+        Err(e) if e.kind() != std::io::ErrorKind::NotFound => return Err(e.into()),
+        _ => {}
+    }
+    InstanceMeta::remove(data, name)?;
+    // Runs before this one deleted every volume the ledger could prove; what it still lists is gone.
+    Ledger::discard(data, name)?;
+    Ok(())
+}
+
+fn create(
+    ctx: &Context,
+    data: &DataDir,
+    hv: &Hypervisor,
+    req: &Request,
+    obs: &Observation,
+    reporter: &dyn Reporter,
+) -> Result<()> {
+    let name = &req.desired.name;
+    let tpl = obs
+        .template
+        .as_ref()
+        .ok_or_else(|| anyhow!("template `{}` vanished", req.desired.template))?;
+    // Made before the first volume, so that failing to make it leaves nothing behind.
+    let owner = data.ensure_owner_id(SHORT_LOCK_TIMEOUT)?;
+    let started = Instant::now();
+    let mac = match &obs.mac {
+        Some(m) => m.clone(),
+        None => virtup_core::ensure_mac(data, name, &BTreeSet::new(), SHORT_LOCK_TIMEOUT)?,
+    };
+    let user_key = keys::ensure_user_key(&data.sshkeys_dir(), &req.user)?;
+    let host_keys = keys::generate_host_keys(&data.hostkeys_dir(), name)?;
+    let disk_volume = req.disk_volume();
+    let config_volume = req.config_volume();
+    let owned = req.volume_names();
+    let mut ledger = Ledger::read(data, name)?;
+    let existing = hv
+        .list_volumes(&req.pool)?
+        .into_iter()
+        .map(|v| v.name)
+        .collect();
+    ledger.prune_pending(data, &req.uri, &req.pool, &existing)?;
+    let mut meta = obs
+        .meta
+        .clone()
+        .unwrap_or_else(|| InstanceMeta::new(name, &req.desired.template));
+    meta.template = req.desired.template.clone();
+    meta.generation = tpl.generation;
+    meta.user = req.user.clone();
+    meta.ssh_private_key_file = Some(user_key.private_path.clone());
+    meta.known_hosts_file = Some(data.known_hosts_file());
+    meta.host_key_fingerprint = Some(host_keys.fingerprint.clone());
+    meta.mac = Some(mac.clone());
+    meta.address = None;
+    meta.uri = Some(req.uri.clone());
+    meta.pool = Some(req.pool.clone());
+    // Filled in once the volumes exist: what a record lists, virtup made.
+    meta.volumes = Vec::new();
+    meta.inventory = req.inventory;
+    meta.state = Some("creating".into());
+    meta.write(data)?;
+
+    let format = req.format;
+    let template_info = hv
+        .volume_info(&req.pool, &tpl.volume)?
+        .ok_or_else(|| anyhow!("template volume `{}` vanished", tpl.volume))?;
+    let capacity = req.size.unwrap_or(0).max(template_info.capacity_bytes);
+    let template_format = template_info
+        .format
+        .as_deref()
+        .and_then(ImageFormat::from_name)
+        .unwrap_or(ImageFormat::Qcow2);
+    let linked = matches!(
+        (req.desired.clone, format),
+        (CloneKind::Linked, ImageFormat::Qcow2)
+    );
+    let disk = create_owned(
+        data,
+        &mut ledger,
+        req,
+        &disk_volume,
+        linked.then_some(tpl.path.as_str()),
+        || {
+            if linked {
+                let mut spec = VolumeSpec::new(&disk_volume, capacity, ImageFormat::Qcow2);
+                spec.backing = Some((tpl.path.clone(), template_format));
+                Ok(hv.create_volume(&req.pool, &spec)?)
+            } else {
+                // A raw disk cannot be an overlay: raw clones are full copies, as in virt-up.
+                Ok(hv.clone_volume(
+                    &req.pool,
+                    &tpl.volume,
+                    &VolumeSpec::new(&disk_volume, capacity, format),
+                )?)
+            }
+        },
+    )?;
+    if !linked && capacity > disk.capacity_bytes {
+        hv.resize_volume(&req.pool, &disk_volume, capacity)?;
+    }
+    let secrets_dir = ctx.secrets_dir(name);
+    let identity = GuestIdentity {
+        hostname: &req.hostname,
+        fqdn: req.fqdn.as_deref(),
+        user: &req.user,
+        user_key: &user_key,
+        host_keys: &host_keys,
+        secrets_dir: &secrets_dir,
+        password: req.password.as_deref(),
+        root_password: req.root_password.as_deref(),
+    }
+    .build()?;
+    let mut disks = vec![DiskSpec::disk(&disk.path, format)];
+    match req.desired.customize {
+        Customize::Auto => {
+            let uploaded = create_owned(data, &mut ledger, req, &config_volume, None, || {
+                upload_config_disk(hv, data, &req.pool, &config_volume, &identity)
+            })?;
+            // A read-only raw virtio disk: kernels with virtio drivers only see no IDE/SATA cdrom.
+            disks.push(DiskSpec {
+                path: uploaded.path,
+                format: ImageFormat::Raw,
+                device: DiskDevice::Disk,
+                bus: DiskBus::Virtio,
+                readonly: true,
+            });
+        }
+        Customize::Sysprep => {
+            let tmp = data.root().join("tmp");
+            virtup_core::datadir::ensure_private_dir(&tmp)?;
+            let staged = config_disk::stage(&identity, ConfigDiskKind::Virtup, &tmp)?;
+            let mut sp = VirtSysprep::new(&disk.path);
+            sp.ops = sysprep::identity_ops(&staged)?;
+            sp.extra_args = req.virt_sysprep_args.clone();
+            let mut cmd = sp.cmd()?;
+            libguestfs::apply_env(&mut cmd, accel_from(hv)?);
+            run_tool(&cmd, "virt-sysprep could not prepare the clone")?;
+        }
+    }
+    let virt_type = virtup_libvirt::choose_virt_type(hv)?.virt_type;
+    let mut spec = DomainSpec::new(name, req.desired.memory_mib, req.desired.vcpus, virt_type);
+    spec.disks = disks;
+    spec.nic = Some(NicSpec {
+        network: req.network.clone(),
+        mac: Some(mac.clone()),
+    });
+    spec.graphics = req.graphics;
+    let mut tag = VirtupTag::new(TagKind::Instance, name);
+    tag.template = Some(req.desired.template.clone());
+    tag.generation = tpl.generation;
+    tag.owned_volumes = owned.clone();
+    tag.user = Some(req.user.clone());
+    tag.owner = Some(owner);
+    spec.metadata = Some(tag);
+    // Pinned before the define: once the domain exists a later run finds nothing to do, so a run
+    // killed in between must not leave an instance whose key nobody trusts. (Killed before the
+    // define, the line is replaced when the next run makes the instance with new keys.)
+    known_hosts::set(data, name, &host_keys.public_openssh, SHORT_LOCK_TIMEOUT)?;
+    hv.define(&spec)?;
+    ledger.attach(data, &req.uri, &req.pool, &owned)?;
+    meta.state = Some("present".into());
+    meta.volumes = req.volume_names();
+    meta.write(data)?;
+    reporter.note(&format!(
+        "virtup_instance: created `{name}` in {:.3}s",
+        started.elapsed().as_secs_f64()
+    ));
+    Ok(())
+}
+
+/// Creates a volume the instance owns: recorded as pending (the name was seen free under the
+/// instance's lock), created, then recorded with its key. A failed create leaves no record, so a
+/// foreign volume that took the name meanwhile is never claimed.
+fn create_owned(
+    data: &DataDir,
+    ledger: &mut Ledger,
+    req: &Request,
+    volume: &str,
+    backing: Option<&str>,
+    create: impl FnOnce() -> Result<VolumeInfo>,
+) -> Result<VolumeInfo> {
+    ledger.intend(data, &req.uri, &req.pool, volume, backing)?;
+    match create() {
+        Ok(info) => {
+            ledger.confirm(data, &req.uri, &req.pool, volume, &info.key)?;
+            Ok(info)
+        }
+        Err(e) => {
+            ledger.forget(data, &req.uri, &req.pool, volume)?;
+            Err(e)
+        }
+    }
+}
+
+fn accel_from(hv: &Hypervisor) -> Result<VirtType> {
+    Ok(virtup_libvirt::choose_virt_type(hv)?.virt_type)
+}

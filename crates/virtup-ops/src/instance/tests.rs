@@ -1,0 +1,225 @@
+//! The instance operation without the lab: option resolution, and converge against libvirt's `test:///default` driver.
+
+use super::*;
+use crate::Quiet;
+
+/// `virt-sysprep-args` are never accepted and ignored: given, the clone is prepared by virt-sysprep.
+#[test]
+fn virt_sysprep_args_take_the_sysprep_path() {
+    let args = vec!["--selinux-relabel".to_owned()];
+    assert_eq!(customize_path(Customize::Auto, &[]), Customize::Auto);
+    assert_eq!(customize_path(Customize::Sysprep, &[]), Customize::Sysprep);
+    assert_eq!(customize_path(Customize::Auto, &args), Customize::Sysprep);
+    assert_eq!(
+        customize_path(Customize::Sysprep, &args),
+        Customize::Sysprep
+    );
+}
+
+use std::cell::RefCell;
+
+use tempfile::TempDir;
+
+use crate::test_support::{context, test_hv, volume_exists, POOL};
+
+fn options(name: &str, state: InstanceState) -> InstanceOptions {
+    let mut options = InstanceOptions::new(name, state);
+    options.template = Some("tpl".into());
+    options.layer.pool = Some(POOL.into());
+    options
+}
+
+/// What a run told its reporter, in order.
+#[derive(Default)]
+struct Recorder(RefCell<Vec<String>>);
+
+impl Reporter for Recorder {
+    fn changed(&self) {
+        self.0.borrow_mut().push("changed".into());
+    }
+    fn stage(&self, text: &str) {
+        self.0.borrow_mut().push(format!("stage {text}"));
+    }
+}
+
+/// Template `tpl` at generation 1, made by this data dir: its tagged domain uses its volume.
+fn template(hv: &Hypervisor, ctx: &Context) {
+    let volume = virtup_core::template::volume_name("tpl", 1, "qcow2");
+    let disk = hv
+        .create_volume(POOL, &VolumeSpec::new(&volume, 1 << 20, ImageFormat::Qcow2))
+        .unwrap();
+    let mut spec = DomainSpec::new(
+        virtup_core::template::domain_name("tpl"),
+        256,
+        1,
+        VirtType::Qemu,
+    );
+    spec.disks = vec![DiskSpec::disk(&disk.path, ImageFormat::Qcow2)];
+    let mut tag = VirtupTag::new(TagKind::Template, "tpl");
+    tag.generation = 1;
+    tag.owner = ctx.data.owner_id().unwrap();
+    spec.metadata = Some(tag);
+    hv.define(&spec).unwrap();
+}
+
+/// Instance `name` as a create leaves it: tagged with `owner`, using `name.qcow2`, listing `owned`.
+fn instance(hv: &Hypervisor, name: &str, owner: Option<String>, owned: &[&str]) {
+    let disk = hv
+        .create_volume(
+            POOL,
+            &VolumeSpec::new(format!("{name}.qcow2"), 1 << 20, ImageFormat::Qcow2),
+        )
+        .unwrap();
+    let mut spec = DomainSpec::new(name, 256, 1, VirtType::Qemu);
+    spec.disks = vec![DiskSpec::disk(&disk.path, ImageFormat::Qcow2)];
+    let mut tag = VirtupTag::new(TagKind::Instance, name);
+    tag.template = Some("tpl".into());
+    tag.generation = 1;
+    tag.owner = owner;
+    tag.owned_volumes = owned.iter().map(|v| v.to_string()).collect();
+    spec.metadata = Some(tag);
+    hv.define(&spec).unwrap();
+}
+
+#[test]
+fn a_check_run_plans_the_clone_and_changes_nothing() {
+    let dir = TempDir::new().unwrap();
+    let ctx = context(&dir, true);
+    let hv = test_hv();
+    template(&hv, &ctx);
+    let req = resolve(&ctx, options("web1", InstanceState::Running)).unwrap();
+    let report = converge(&ctx, &hv, &req, Mode::Check, &Quiet).unwrap();
+    assert!(report.changed);
+    assert!(report.msg.contains("clone"), "{}", report.msg);
+    let (before, after) = report.diff.expect("a planned run has a diff");
+    assert_eq!(before.state, "absent");
+    assert_eq!(after.state, "running");
+    assert_eq!(after.shape.map(|s| s.generation), Some(Some(1)));
+    assert!(report.instance.is_none(), "nothing exists to describe");
+    assert!(hv.domain("web1").unwrap().is_none());
+    assert!(!volume_exists(&hv, "web1.qcow2"));
+    assert!(InstanceMeta::read(&ctx.data, "web1").unwrap().is_none());
+}
+
+#[test]
+fn a_missing_template_is_a_planned_change_in_a_check_run_and_an_error_before_any_side_effect() {
+    let dir = TempDir::new().unwrap();
+    let ctx = context(&dir, false);
+    let hv = test_hv();
+    let req = resolve(&ctx, options("web1", InstanceState::Running)).unwrap();
+    let report = converge(&ctx, &hv, &req, Mode::Check, &Quiet).unwrap();
+    assert!(report.changed);
+    assert!(report.diff.is_none());
+    assert!(
+        report.warnings[0].contains("does not exist yet"),
+        "{:?}",
+        report.warnings
+    );
+    let recorder = Recorder::default();
+    let e = converge(&ctx, &hv, &req, Mode::Apply, &recorder).unwrap_err();
+    assert!(
+        format!("{e:#}").contains("template `tpl` does not exist"),
+        "{e:#}"
+    );
+    assert!(recorder.0.borrow().is_empty(), "{:?}", recorder.0.borrow());
+    assert!(!ctx.paths.data_dir.exists(), "no data dir was made");
+}
+
+/// The tag lists two volumes; the domain uses one, and no ledger proves the other: only the one goes.
+#[test]
+fn absent_deletes_what_is_proven_and_leaves_a_look_alike_volume() {
+    let dir = TempDir::new().unwrap();
+    let ctx = context(&dir, true);
+    let hv = test_hv();
+    instance(
+        &hv,
+        "web3",
+        ctx.data.owner_id().unwrap(),
+        &["web3.qcow2", "web3-config.iso"],
+    );
+    hv.create_volume(
+        POOL,
+        &VolumeSpec::new("web3-config.iso", 1 << 10, ImageFormat::Raw),
+    )
+    .unwrap();
+    let req = resolve(&ctx, options("web3", InstanceState::Absent)).unwrap();
+    let check = converge(&ctx, &hv, &req, Mode::Check, &Quiet).unwrap();
+    assert!(check.changed);
+    assert!(
+        hv.domain("web3").unwrap().is_some(),
+        "check changed nothing"
+    );
+    let recorder = Recorder::default();
+    let report = converge(&ctx, &hv, &req, Mode::Apply, &recorder).unwrap();
+    assert!(report.changed);
+    // Each step is announced, then marked as a change before it touches anything.
+    let events = recorder.0.borrow();
+    assert!(events[0].starts_with("stage `web3`: "), "{events:?}");
+    assert_eq!(events[1], "changed", "{events:?}");
+    assert!(hv.domain("web3").unwrap().is_none());
+    assert!(!volume_exists(&hv, "web3.qcow2"));
+    assert!(
+        volume_exists(&hv, "web3-config.iso"),
+        "not proven, not deleted"
+    );
+    let again = converge(&ctx, &hv, &req, Mode::Apply, &Quiet).unwrap();
+    assert!(!again.changed, "{}", again.msg);
+}
+
+/// A domain named as virtup would name it, but untagged or another data dir's, is never touched.
+#[test]
+fn a_look_alike_domain_is_left_alone() {
+    let dir = TempDir::new().unwrap();
+    let ctx = context(&dir, true);
+    let hv = test_hv();
+    instance(
+        &hv,
+        "web4",
+        Some("another-data-dir".into()),
+        &["web4.qcow2"],
+    );
+    let absent = resolve(&ctx, options("web4", InstanceState::Absent)).unwrap();
+    let report = converge(&ctx, &hv, &absent, Mode::Apply, &Quiet).unwrap();
+    assert!(!report.changed, "{}", report.msg);
+    assert!(
+        report.warnings[0].contains("not made by virtup with this data dir"),
+        "{:?}",
+        report.warnings
+    );
+    let present = resolve(&ctx, options("web4", InstanceState::Present)).unwrap();
+    let e = converge(&ctx, &hv, &present, Mode::Apply, &Quiet).unwrap_err();
+    assert!(format!("{e:#}").contains("refusing to touch it"), "{e:#}");
+    assert!(hv.domain("web4").unwrap().is_some());
+    assert!(volume_exists(&hv, "web4.qcow2"));
+}
+
+/// `present` with another size on a domain that is off: resized in place, reported, then nothing to do.
+#[test]
+fn present_resizes_in_place_and_describes_the_instance() {
+    let dir = TempDir::new().unwrap();
+    let ctx = context(&dir, true);
+    let hv = test_hv();
+    instance(&hv, "web5", ctx.data.owner_id().unwrap(), &["web5.qcow2"]);
+    let mut opts = options("web5", InstanceState::Present);
+    opts.layer.memory = Some(512);
+    opts.layer.vcpus = Some(2);
+    let req = resolve(&ctx, opts).unwrap();
+    let report = converge(&ctx, &hv, &req, Mode::Apply, &Quiet).unwrap();
+    assert!(report.changed, "{}", report.msg);
+    let (before, after) = report.diff.unwrap();
+    assert_eq!(before.shape.unwrap().memory_mib, 256);
+    assert_eq!(after.shape.unwrap().memory_mib, 512);
+    let facts = report.instance.expect("a present instance is described");
+    assert_eq!(facts.state, "present");
+    assert_eq!(facts.host_key_alias, "web5");
+    assert_eq!(facts.disk.as_deref(), Some("/default-pool/web5.qcow2"));
+    assert_eq!(
+        facts.outcome,
+        Some(Outcome {
+            created: false,
+            playbook: None
+        })
+    );
+    let again = converge(&ctx, &hv, &req, Mode::Apply, &Quiet).unwrap();
+    assert!(!again.changed, "{}", again.msg);
+}

@@ -1,0 +1,922 @@
+//! The template operation: resolve options into a request, observe libvirt and the data dir, plan
+//! (`virtup_core::template`), and apply in apply mode; plus what clones need of a template.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::path::PathBuf;
+use std::time::{Duration, Instant};
+
+use anyhow::{anyhow, bail, Result};
+use serde::Serialize;
+use virtup_core::config::Settings;
+use virtup_core::hold::{self, HoldState};
+use virtup_core::ownership::{self, Ledger, Proof};
+use virtup_core::template::{
+    domain_name, plan, volume_generation, volume_name, ObservedDomain, Plan, Source, Step,
+    TemplateDesired, TemplateObserved, TemplateState,
+};
+use virtup_core::vocab::config_disk_volume;
+use virtup_core::{keys, known_hosts, validate, DataDir, Fields, LockGuard};
+use virtup_libvirt::{DomainState, Hypervisor, TagKind, VirtType};
+
+use crate::context::{self, Context, Waited, LOCK_TIMEOUT, SHORT_LOCK_TIMEOUT};
+use crate::{reach, Mode, Reporter};
+
+mod build;
+mod image;
+#[cfg(test)]
+mod tests;
+
+use image::parse_checksum_spec;
+
+/// What a caller asks of one template, before the config and the defaults: the module's options,
+/// or `virt-up`'s flags. (No `Debug`: it carries passwords.)
+#[derive(Clone)]
+pub struct TemplateOptions {
+    pub name: String,
+    pub state: TemplateState,
+    /// The options that are also config keys (source, pool, memory, user, …): the top config layer.
+    pub layer: Fields,
+    pub checksum_gpg_key: Option<String>,
+    /// Folded into the digest: a new revision builds a new generation.
+    pub revision: Option<String>,
+    /// The customization session this call belongs to (see [`virtup_core::hold`]); empty is none.
+    pub hold: Option<String>,
+    pub wait_timeout: Duration,
+    pub password: Option<String>,
+    pub root_password: Option<String>,
+}
+
+impl TemplateOptions {
+    /// The options of a task that names only `name` and `state`: every other one at its default.
+    pub fn new(name: &str, state: TemplateState) -> TemplateOptions {
+        TemplateOptions {
+            name: name.to_owned(),
+            state,
+            layer: Fields::default(),
+            checksum_gpg_key: None,
+            revision: None,
+            hold: None,
+            wait_timeout: Duration::from_secs(context::DEFAULT_WAIT_TIMEOUT_SECS),
+            password: None,
+            root_password: None,
+        }
+    }
+}
+
+/// A template request, resolved and validated; building it has had no side effect.
+pub struct Request {
+    pub desired: TemplateDesired,
+    pub domain: String,
+    pub uri: String,
+    pub pool: String,
+    pub format: String,
+    /// `desired.fields` with every default applied.
+    pub settings: Settings,
+    pub wait_timeout: Duration,
+    /// The customization session this call belongs to (see [`virtup_core::hold`]).
+    pub hold: Option<String>,
+    /// The config's `template-playbook`, found (see [`template_playbook`]); not for `absent`.
+    pub playbook: Option<PathBuf>,
+    password: Option<String>,
+    root_password: Option<String>,
+}
+
+/// Module options over the template's config section over `[common]` over built-in defaults.
+pub fn resolve(
+    ctx: &Context,
+    options: TemplateOptions,
+    user_public_key: impl FnOnce(&str) -> Result<String>,
+) -> Result<Request> {
+    let TemplateOptions {
+        name,
+        state,
+        layer: module,
+        checksum_gpg_key,
+        revision,
+        hold,
+        wait_timeout,
+        password,
+        root_password,
+    } = options;
+    if state == TemplateState::Absent {
+        // Removing needs no hostname: leftovers of names earlier versions accepted can still go.
+        validate::removable_template_name("name", &name)?;
+    } else {
+        // Its hostname derives from the name: refused here, not after a whole virt-builder run.
+        validate::template_name("name", &name)?;
+    }
+    let mut base = ctx
+        .config
+        .resolve_template(&name)
+        .unwrap_or_else(|| ctx.config.resolve_common());
+    // A source given as an option replaces any source the config names.
+    if module.os_version.is_some() || module.image.is_some() {
+        base.os_version = None;
+        base.image = None;
+        base.checksum = None;
+    }
+    let fields = base.overlay(&module);
+    context::validate_fields(&fields)?;
+    let source = match (&fields.os_version, &fields.image) {
+        (Some(_), Some(_)) => bail!(
+            "template `{name}` names both `os-version` and `image` in its config; \
+             parameters are mutually exclusive: os_version|image"
+        ),
+        (Some(v), None) => Some(Source::OsVersion(v.clone())),
+        (None, Some(image)) => {
+            let checksum = fields.checksum.clone().ok_or_else(|| {
+                anyhow!("missing `checksum` for image `{image}`: give sha256:<hex>, sha512:<hex> or a checksum file")
+            })?;
+            parse_checksum_spec(&checksum)?;
+            Some(Source::Image {
+                location: image.clone(),
+                checksum,
+                gpg_key: checksum_gpg_key,
+            })
+        }
+        (None, None) if state == TemplateState::Absent => None,
+        (None, None) => bail!(
+            "template `{name}` has no source: give `os_version` or `image` \
+             (or define os-version in a templates.d section named `{name}`)"
+        ),
+    };
+    let settings = fields.settings();
+    let user = settings.user.clone();
+    let user_public_key = if state == TemplateState::Absent {
+        String::new()
+    } else {
+        user_public_key(&user)?
+    };
+    let playbook = match state {
+        TemplateState::Absent => None,
+        _ => template_playbook(ctx, &name, &fields)?,
+    };
+    let revision = with_playbook_digest(revision.as_deref(), playbook.as_ref());
+    Ok(Request {
+        playbook: playbook.map(|(path, _)| path),
+        domain: domain_name(&name),
+        uri: context::uri(&fields, &ctx.paths),
+        pool: settings.pool.clone(),
+        format: settings.image_format.as_str().to_owned(),
+        settings,
+        wait_timeout,
+        hold: hold.filter(|t| !t.is_empty()),
+        password,
+        root_password,
+        desired: TemplateDesired {
+            name,
+            state,
+            source,
+            fields,
+            revision,
+            user_public_key,
+        },
+    })
+}
+
+/// virt-up's `template-playbook` of the template's config section (or `[common]`); see [`crate::playbook::configured`].
+fn template_playbook(
+    ctx: &Context,
+    name: &str,
+    fields: &virtup_core::config::Fields,
+) -> Result<Option<(PathBuf, String)>> {
+    crate::playbook::configured(
+        ctx,
+        "template-playbook",
+        name,
+        fields.template_playbook.as_deref(),
+        |f| f.template_playbook.is_some(),
+    )
+}
+
+/// `revision` with the template playbook's digest appended, so that editing the playbook builds a
+/// new generation (as the role does for a `playbook` of its own).
+fn with_playbook_digest(
+    revision: Option<&str>,
+    playbook: Option<&(PathBuf, String)>,
+) -> Option<String> {
+    match (revision, playbook) {
+        (revision, None) => revision.map(str::to_owned),
+        (None, Some((_, sha256))) => Some(format!("template-playbook-sha256:{sha256}")),
+        (Some(r), Some((_, sha256))) => Some(format!("{r} template-playbook-sha256:{sha256}")),
+    }
+}
+
+/// What exists: the tagged template domain, its generation volumes, and the instances using them.
+struct Observation {
+    pub model: TemplateObserved,
+    /// Volume name per generation.
+    pub volumes: BTreeMap<u32, String>,
+    /// Volumes the ledger proves a killed build made (partials, an unconfirmed generation, a
+    /// config disk), deleted under the lock before anything else.
+    pub partials: Vec<String>,
+    /// The template's config disk, when the ledger proves it virtup's (replaced by a build).
+    pub config_disk: Option<String>,
+    /// (name, key) of volumes only the template domain's definition proves: recorded under the lock.
+    pub adopt: Vec<(String, String)>,
+    pub pool_path: Option<PathBuf>,
+    pub uuid: Option<String>,
+}
+
+fn observe(hv: &Hypervisor, data: &DataDir, req: &Request) -> Result<Observation> {
+    let mut model = TemplateObserved::default();
+    let ledger = Ledger::read(data, &req.domain)?;
+    // A damaged owner id fails the run here, in check mode too: the real run needs it.
+    data.owner_id()?;
+    let mut uuid = None;
+    for dom in hv.list_domains()? {
+        match &dom.tag {
+            Some(tag) if dom.name == req.domain => {
+                // A tag proves a template to the data dir that wrote it, not to every data dir.
+                if tag.is(TagKind::Template, &req.desired.name)
+                    && crate::owner::proves(data, hv, tag, &req.domain)?
+                {
+                    model.domain = Some(ObservedDomain {
+                        running: dom.state != DomainState::ShutOff,
+                        generation: tag.generation,
+                        digest: tag.digest.clone(),
+                    });
+                    uuid = Some(dom.uuid.clone());
+                } else {
+                    model.foreign_domain = true;
+                }
+            }
+            None if dom.name == req.domain => model.foreign_domain = true,
+            // By domain, not by name: `a/b` and `a-b` share `VIRTUP-a-b` and its volumes, so a
+            // clone of either keeps the generation it is built on.
+            Some(tag)
+                if tag.kind == TagKind::Instance
+                    && tag.template.as_deref().map(domain_name).as_ref() == Some(&req.domain) =>
+            {
+                model
+                    .dependents
+                    .entry(tag.generation)
+                    .or_default()
+                    .push(dom.name.clone());
+            }
+            _ => {}
+        }
+    }
+    let mut volumes = BTreeMap::new();
+    let mut partials = Vec::new();
+    let mut config_disk = None;
+    let mut adopt = Vec::new();
+    let config_name = config_disk_volume(&req.domain);
+    // The disks the tagged template domain itself uses: its definition was written after they
+    // were made, so it proves them too (templates built before the ledger existed have no entry).
+    let domain_disks: Vec<String> = match &model.domain {
+        Some(_) => virtup_libvirt::parse_domain_xml(&hv.inactive_xml(&req.domain)?)?
+            .disks
+            .into_iter()
+            .filter_map(|d| d.path)
+            .collect(),
+        None => Vec::new(),
+    };
+    let pool = hv.pool(&req.pool)?;
+    let pool_path = match pool {
+        Some(p) => {
+            hv.refresh_pool(&req.pool)?;
+            for v in hv.list_volumes(&req.pool)? {
+                let seen = ownership::Observed {
+                    name: &v.name,
+                    key: &v.key,
+                    backing: v.backing.as_deref(),
+                };
+                // Only the ledger says what is virtup's; a name only says what would collide.
+                let generation = volume_generation(&req.desired.name, &v.name);
+                let mut proof = ledger.proof(&req.uri, &req.pool, seen);
+                if proof == Proof::Foreign
+                    && domain_disks.contains(&v.path)
+                    && (generation.is_some() || v.name == config_name)
+                {
+                    adopt.push((v.name.clone(), v.key.clone()));
+                    proof = Proof::Created;
+                }
+                match (proof, generation) {
+                    (Proof::Created, Some(g)) => {
+                        model.generations.insert(g);
+                        volumes.insert(g, v.name);
+                    }
+                    (Proof::Created, None) if v.name == config_name => config_disk = Some(v.name),
+                    (Proof::Pending, _) => partials.push(v.name),
+                    (Proof::Foreign, _) if v.name == config_name => {
+                        model.foreign_config_disk = Some(v.name)
+                    }
+                    (Proof::Foreign, _) => {
+                        let stem = v.name.trim_end_matches(".part").trim_end_matches(".xz");
+                        if let Some(g) = volume_generation(&req.desired.name, stem) {
+                            model.taken_generations.insert(g);
+                        }
+                    }
+                    (Proof::Created, None) => {}
+                }
+            }
+            p.path.map(PathBuf::from)
+        }
+        // Nothing of a template can exist in a pool that does not; only building needs it.
+        None if req.desired.state == TemplateState::Absent => None,
+        None => bail!(
+            "invalid value for `pool`: storage pool `{}` does not exist on `{}`",
+            req.pool,
+            req.uri
+        ),
+    };
+    model.leftovers = model.domain.is_none() && (config_disk.is_some() || !partials.is_empty());
+    Ok(Observation {
+        model,
+        volumes,
+        partials,
+        config_disk,
+        adopt,
+        pool_path,
+        uuid,
+    })
+}
+
+/// A template's state as `--diff` shows it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct TemplateView {
+    pub state: &'static str,
+    pub generation: Option<u32>,
+    pub digest: Option<String>,
+    pub generations: Vec<u32>,
+}
+
+/// The template as the module returns it (`template`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct TemplateFacts {
+    pub name: String,
+    pub domain: String,
+    pub disk: Option<String>,
+    pub generation: u32,
+    pub digest: String,
+    pub source: Option<String>,
+    pub user: String,
+    pub playbook: Option<PathBuf>,
+    /// How to reach it, when it was left running.
+    #[serde(flatten)]
+    pub login: Option<TemplateLogin>,
+}
+
+/// Where a running template answers on SSH, and with which key and pinned host key.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct TemplateLogin {
+    pub address: String,
+    pub ssh_private_key_file: Option<PathBuf>,
+    pub known_hosts_file: PathBuf,
+    /// The pinned key is stored under the domain's name.
+    pub host_key_alias: String,
+}
+
+/// The result of one converge.
+#[derive(Debug, Clone)]
+pub struct TemplateReport {
+    pub changed: bool,
+    /// The plan in words.
+    pub msg: String,
+    pub warnings: Vec<String>,
+    /// How long a real run waited for other runs; `None` in a check run.
+    pub waited: Option<Waited>,
+    pub diff: (TemplateView, TemplateView),
+    /// The template after the run; `None` for `absent`.
+    pub template: Option<TemplateFacts>,
+}
+
+/// The public key of `user` as the digest names it, without making one: until a key exists the
+/// digest uses a stand-in, so an unbuilt template shows as a change, which it is.
+pub fn current_user_key(ctx: &Context) -> impl FnOnce(&str) -> Result<String> + '_ {
+    |user| {
+        Ok(keys::load_user_key(&ctx.data.sshkeys_dir(), user)?
+            .map(|k| k.public_openssh)
+            .unwrap_or_else(|| "(not generated yet)".into()))
+    }
+}
+
+/// Brings the template to the request on `hv` (connected to `req.uri`).
+///
+/// Observing and planning happen first without any write, so bad input and refusals fail before any
+/// side effect and a no-op run costs no lock. In [`Mode::Apply`] with work to do, the run plans
+/// again under the template's lock, so concurrent runs build each generation once: the second one
+/// waits, observes the finished template and has nothing left to do.
+pub fn converge(
+    ctx: &Context,
+    hv: &Hypervisor,
+    req: Request,
+    mode: Mode,
+    reporter: &dyn Reporter,
+) -> Result<TemplateReport> {
+    match mode {
+        Mode::Check => check(ctx, hv, &req),
+        Mode::Apply => {
+            ctx.tidy()?;
+            apply_mode(ctx, hv, req, reporter)
+        }
+    }
+}
+
+/// What a real run would do; nothing is written, no hold is waited for.
+fn check(ctx: &Context, hv: &Hypervisor, req: &Request) -> Result<TemplateReport> {
+    let before = observe(hv, &ctx.data, req)?;
+    let the_plan = plan(&req.desired, &before.model)?;
+    let interrupted = takes_over(
+        hold::state(&ctx.data, &req.domain, req.hold.as_deref())?,
+        req,
+    );
+    let mut report = report(req, &before, &the_plan, interrupted);
+    if req.desired.state != TemplateState::Absent {
+        report.template = Some(describe(req, &before, the_plan.generation, false));
+    }
+    Ok(report)
+}
+
+/// An interrupted customization is work for a session that can redo it (it has a token).
+fn takes_over(hold: HoldState, req: &Request) -> bool {
+    hold == HoldState::Interrupted && req.hold.is_some()
+}
+
+fn apply_mode(
+    ctx: &Context,
+    hv: &Hypervisor,
+    req: Request,
+    reporter: &dyn Reporter,
+) -> Result<TemplateReport> {
+    let (session, req) = Session::enter(ctx, hv, req, reporter)?;
+    let mut report = report(&req, &session.before, &session.plan, session.interrupted);
+    report.waited = Some(session.waited);
+    if session.lock.is_some() {
+        let warnings = apply_locked(ctx, hv, &req, &session, reporter)?;
+        report.warnings.extend(warnings);
+    }
+    let Session {
+        data,
+        lock,
+        before,
+        plan: the_plan,
+        ..
+    } = session;
+    let token = req.hold.as_deref();
+    if lock.is_none()
+        && token.is_some()
+        && req.desired.state != TemplateState::Running
+        && hold::state(&data, &req.domain, token)? == HoldState::Ours
+    {
+        // The seal had nothing left to do (the template was already shut off): the session is over all the same.
+        hold::release(&data, &req.domain)?;
+    }
+    if req.desired.state == TemplateState::Absent {
+        hold::release(&data, &req.domain)?;
+        if lock.is_some() {
+            // Everything the ledger proved is deleted; what it still lists is gone.
+            Ledger::discard(&data, &req.domain)?;
+        }
+        return Ok(report);
+    }
+    drop(lock);
+    let mut template = describe(&req, &before, the_plan.generation, true);
+    if req.desired.state == TemplateState::Running {
+        // Whoever runs the template playbook needs the address, the key and the pinned host key.
+        let ip = address(hv, &data, &req, reporter)?;
+        template.login = Some(TemplateLogin {
+            address: ip.to_string(),
+            ssh_private_key_file: keys::load_user_key(&data.sshkeys_dir(), &req.settings.user)?
+                .map(|k| k.private_path),
+            known_hosts_file: data.known_hosts_file(),
+            host_key_alias: req.domain.clone(),
+        });
+    }
+    report.template = Some(template);
+    Ok(report)
+}
+
+/// A real run's view of the template once nothing stands in its way: with work to do, under the
+/// template's lock; without, with no lock and possibly no data dir.
+struct Session {
+    data: DataDir,
+    lock: Option<LockGuard>,
+    before: Observation,
+    plan: Plan,
+    interrupted: bool,
+    waited: Waited,
+}
+
+impl Session {
+    /// Observes and plans until nothing stands in the way: another session customizing the template
+    /// is waited for (outside any lock), and a hold that appeared while the lock was taken sends the
+    /// run round again. With work to do, the user's key is made before the locked plan, so the
+    /// digest names the real key.
+    fn enter(
+        ctx: &Context,
+        hv: &Hypervisor,
+        mut req: Request,
+        reporter: &dyn Reporter,
+    ) -> Result<(Session, Request)> {
+        let token = req.hold.clone();
+        let mut waited = Waited::default();
+        loop {
+            waited.hold += wait_for_hold(&ctx.data, &req.desired.name, token.as_deref(), reporter)?;
+            let before = observe(hv, &ctx.data, &req)?;
+            let the_plan = plan(&req.desired, &before.model)?;
+            let hold_state = hold::state(&ctx.data, &req.domain, token.as_deref())?;
+            if matches!(hold_state, HoldState::Live(_)) {
+                continue;
+            }
+            let interrupted = takes_over(hold_state, &req);
+            if the_plan.is_empty() && !interrupted {
+                let session = Session {
+                    data: ctx.data.clone(),
+                    lock: None,
+                    before,
+                    plan: the_plan,
+                    interrupted,
+                    waited,
+                };
+                return Ok((session, req));
+            }
+            let data = ctx.open_data_dir()?;
+            if req.desired.state != TemplateState::Absent {
+                req.desired.user_public_key =
+                    keys::ensure_user_key(&data.sshkeys_dir(), &req.settings.user)?.public_openssh;
+            }
+            let started = Instant::now();
+            let lock = data.lock(&format!("template-{}", req.domain), LOCK_TIMEOUT)?;
+            waited.lock += started.elapsed();
+            let hold_state = hold::state(&data, &req.domain, token.as_deref())?;
+            if matches!(hold_state, HoldState::Live(_)) {
+                continue;
+            }
+            let before = observe(hv, &data, &req)?;
+            let the_plan = plan(&req.desired, &before.model)?;
+            let interrupted = takes_over(hold_state, &req);
+            let session = Session {
+                data,
+                lock: Some(lock),
+                before,
+                plan: the_plan,
+                interrupted,
+                waited,
+            };
+            return Ok((session, req));
+        }
+    }
+}
+
+/// Under the lock: the hold is taken for a build, what a killed run left is cleared, the plan is
+/// applied, and the hold is released when the session is over. The warnings of the apply.
+#[allow(clippy::too_many_arguments)]
+fn apply_locked(
+    ctx: &Context,
+    hv: &Hypervisor,
+    req: &Request,
+    session: &Session,
+    reporter: &dyn Reporter,
+) -> Result<Vec<String>> {
+    let Session {
+        data,
+        before,
+        plan: the_plan,
+        interrupted,
+        ..
+    } = session;
+    let interrupted = *interrupted;
+    let token = req.hold.as_deref();
+    let builds = the_plan
+        .steps
+        .iter()
+        .any(|s| matches!(s, Step::Build { .. }));
+    if let Some(token) = token {
+        // Taken before the build, so whoever sees the finished template also sees the hold.
+        if builds || interrupted {
+            hold::take(data, &req.domain, token)?;
+        }
+    }
+    let mut ledger = Ledger::read(data, &req.domain)?;
+    for (name, key) in &before.adopt {
+        ledger.confirm(data, &req.uri, &req.pool, name, key)?;
+    }
+    for partial in &before.partials {
+        hv.delete_volume(&req.pool, partial)?;
+        ledger.forget(data, &req.uri, &req.pool, partial)?;
+    }
+    let run = Apply {
+        ctx,
+        data,
+        hv,
+        req,
+        obs: before,
+        reporter,
+    };
+    let applied = apply(run, the_plan);
+    let session_over = match &applied {
+        // A failed build leaves nothing to customize: others need not wait for this session.
+        Err(_) => builds,
+        // The session's last call: the template is sealed (or removed).
+        Ok(_) => !builds && !interrupted && req.desired.state != TemplateState::Running,
+    };
+    if session_over && token.is_some() {
+        hold::release(data, &req.domain)?;
+    }
+    applied
+}
+
+/// The report of a plan, before anything is applied.
+fn report(
+    req: &Request,
+    before: &Observation,
+    the_plan: &Plan,
+    interrupted: bool,
+) -> TemplateReport {
+    let msg = if interrupted {
+        format!(
+            "the customization of template `{}` by an earlier run was interrupted: it is taken over{}{}",
+            req.desired.name,
+            if the_plan.is_empty() { "" } else { "; " },
+            the_plan
+        )
+    } else {
+        the_plan.to_string()
+    };
+    let mut warnings = Vec::new();
+    if before.model.foreign_domain && req.desired.state == TemplateState::Absent {
+        // `absent` holds for virtup, but the user may think the domain was theirs: say why it stays.
+        warnings.push(format!(
+            "domain `{}` exists but was not made by virtup with this data dir; it is left alone",
+            req.domain
+        ));
+    }
+    TemplateReport {
+        changed: !the_plan.is_empty() || interrupted,
+        msg,
+        warnings,
+        waited: None,
+        diff: diff(req, &before.model, the_plan),
+        template: None,
+    }
+}
+
+/// The template's login user: the option or config, else virt-up's default `virt`.
+fn template_user(req: &Request) -> String {
+    req.settings.user.clone()
+}
+
+/// Waits (up to `wait_timeout`) until the running template answers on SSH with its pinned key.
+fn address(
+    hv: &Hypervisor,
+    data: &DataDir,
+    req: &Request,
+    reporter: &dyn Reporter,
+) -> Result<std::net::IpAddr> {
+    let parsed = virtup_libvirt::parse_domain_xml(&hv.xml(&req.domain)?)?;
+    let mac = parsed.macs().first().map(|m| m.to_string());
+    let sources = req.settings.address_source.clone();
+    // The proof logs in as the template's user with virtup's key for that user.
+    let user = template_user(req);
+    let identity = data.user_key_path(&user);
+    reach::wait_for_ssh(
+        hv,
+        data,
+        &reach::Target {
+            domain: &req.domain,
+            login: reach::Login {
+                alias: &req.domain,
+                user: &user,
+                identity: &identity,
+            },
+            mac: mac.as_deref(),
+            sources: &sources,
+            dns_name: &build::hostname(req),
+            timeout: req.wait_timeout,
+        },
+        reporter,
+    )
+}
+
+fn diff(req: &Request, before: &TemplateObserved, plan: &Plan) -> (TemplateView, TemplateView) {
+    let b = TemplateView {
+        state: match &before.domain {
+            None => "absent",
+            Some(d) if d.running => "running",
+            Some(_) => "present",
+        },
+        generation: before.domain.as_ref().map(|d| d.generation),
+        digest: before.domain.as_ref().and_then(|d| d.digest.clone()),
+        generations: before.generations.iter().copied().collect(),
+    };
+    let a = match req.desired.state {
+        TemplateState::Absent => TemplateView {
+            state: "absent",
+            generation: None,
+            digest: None,
+            generations: Vec::new(),
+        },
+        s => TemplateView {
+            state: if s == TemplateState::Running {
+                "running"
+            } else {
+                "present"
+            },
+            generation: Some(plan.generation),
+            digest: Some(req.desired.digest()),
+            generations: before
+                .generations
+                .iter()
+                .copied()
+                .filter(|g| {
+                    !plan
+                        .steps
+                        .contains(&Step::DeleteGeneration { generation: *g })
+                })
+                .chain(std::iter::once(plan.generation))
+                .collect::<BTreeSet<_>>()
+                .into_iter()
+                .collect(),
+        },
+    };
+    (b, a)
+}
+
+fn describe(req: &Request, obs: &Observation, generation: u32, built: bool) -> TemplateFacts {
+    let disk = obs.pool_path.as_ref().map(|p| {
+        p.join(volume_name(&req.desired.name, generation, &req.format))
+            .display()
+            .to_string()
+    });
+    TemplateFacts {
+        name: req.desired.name.clone(),
+        domain: req.domain.clone(),
+        disk: if built || obs.volumes.contains_key(&generation) {
+            disk
+        } else {
+            None
+        },
+        generation,
+        digest: req.desired.digest(),
+        source: req.desired.source.as_ref().map(ToString::to_string),
+        user: req.settings.user.clone(),
+        playbook: req.playbook.clone(),
+        login: None,
+    }
+}
+
+/// What the steps of a real run work with.
+#[derive(Clone, Copy)]
+struct Apply<'a> {
+    ctx: &'a Context,
+    data: &'a DataDir,
+    hv: &'a Hypervisor,
+    req: &'a Request,
+    obs: &'a Observation,
+    reporter: &'a dyn Reporter,
+}
+
+/// Applies the plan's steps in order; the warnings they raised.
+fn apply(run: Apply<'_>, plan: &Plan) -> Result<Vec<String>> {
+    let Apply {
+        ctx,
+        data,
+        hv,
+        req,
+        obs,
+        reporter,
+    } = run;
+    let mut warnings = Vec::new();
+    let accel = accel(hv, &mut warnings)?;
+    if plan.steps.iter().any(|s| matches!(s, Step::Define { .. })) {
+        // Made before the build, so that failing to make it leaves nothing behind (define reads it).
+        data.ensure_owner_id(SHORT_LOCK_TIMEOUT)?;
+    }
+    for step in &plan.steps {
+        reporter.stage(&format!("template `{}`: {step}", req.desired.name));
+        // A failure from here on reports `changed: true`; a build marks it once its image is in
+        // the pool, since a build that fails before leaves nothing behind.
+        if !matches!(step, Step::Build { .. }) {
+            reporter.changed();
+        }
+        match *step {
+            Step::Stop => crate::power::stop(hv, &req.domain, req.wait_timeout)?,
+            Step::Build { generation } => build::build(run, generation, accel)?,
+            Step::Define { generation } => build::define(data, hv, req, obs, generation, accel)?,
+            Step::Start => {
+                hv.start(&req.domain)?;
+            }
+            Step::Seal => build::seal(req, obs, plan.generation, accel)?,
+            Step::DeleteGeneration { generation } => {
+                if let Some(volume) = obs.volumes.get(&generation) {
+                    hv.delete_volume(&req.pool, volume)?;
+                    Ledger::read(data, &req.domain)?.forget(data, &req.uri, &req.pool, volume)?;
+                }
+            }
+            // The domain is gone: only its config disk can be left (partials went before the steps).
+            Step::DeleteLeftovers => {
+                if let Some(config) = &obs.config_disk {
+                    hv.delete_volume(&req.pool, config)?;
+                    Ledger::read(data, &req.domain)?.forget(data, &req.uri, &req.pool, config)?;
+                }
+            }
+            Step::Undefine => {
+                hv.undefine(&req.domain)?;
+                if let Some(config) = &obs.config_disk {
+                    hv.delete_volume(&req.pool, config)?;
+                    Ledger::read(data, &req.domain)?.forget(data, &req.uri, &req.pool, config)?;
+                }
+                known_hosts::remove(data, &req.domain, SHORT_LOCK_TIMEOUT)?;
+                keys::remove_host_keys(&data.hostkeys_dir(), &req.domain)?;
+                std::fs::remove_dir_all(ctx.secrets_dir(&req.domain)).or_else(ignore_not_found)?;
+            }
+        }
+    }
+    Ok(warnings)
+}
+
+fn ignore_not_found(e: std::io::Error) -> std::io::Result<()> {
+    if e.kind() == std::io::ErrorKind::NotFound {
+        Ok(())
+    } else {
+        Err(e)
+    }
+}
+
+/// KVM where it can really run a guest, TCG otherwise (with a warning: it is much slower).
+fn accel(hv: &Hypervisor, warnings: &mut Vec<String>) -> Result<VirtType> {
+    let choice = virtup_libvirt::choose_virt_type(hv)?;
+    if choice.virt_type == VirtType::Qemu && std::env::var_os(virtup_core::VIRT_TYPE_ENV).is_none()
+    {
+        warnings.push(choice.reason);
+    }
+    Ok(choice.virt_type)
+}
+
+/// Waits while another live session customizes `template` (see [`virtup_core::hold`]): before this
+/// run changes it, and before an instance clones it.
+pub fn wait_for_hold(
+    data: &DataDir,
+    template: &str,
+    token: Option<&str>,
+    reporter: &dyn Reporter,
+) -> Result<Duration> {
+    Ok(hold::wait_until_free(
+        data,
+        &domain_name(template),
+        token,
+        LOCK_TIMEOUT,
+        |h| {
+            reporter.note(&format!(
+                "template `{template}` is being customized by another run (process {}); waiting until it is sealed",
+                h.holder.pid
+            ))
+        },
+    )?)
+}
+
+/// A template's current generation, as clones need it.
+pub struct CurrentDisk {
+    pub generation: u32,
+    pub volume: String,
+    pub path: String,
+    /// The template domain is running: its disk is changing.
+    pub running: bool,
+}
+
+/// For clones: the disk the tagged template domain itself uses (its definition was written after
+/// that generation was built, so it is the record that proves which volume is current; a volume
+/// merely named like a generation proves nothing).
+pub fn current_disk(
+    hv: &Hypervisor,
+    data: &DataDir,
+    pool: &str,
+    template: &str,
+) -> Result<Option<CurrentDisk>> {
+    let domain = domain_name(template);
+    let Some(dom) = hv.domain(&domain)? else {
+        return Ok(None);
+    };
+    let Some(tag) = dom.tag.filter(|t| t.is(TagKind::Template, template)) else {
+        return Ok(None);
+    };
+    // A clone pins its base generation: another data dir's template is not this one's to pin.
+    if !crate::owner::proves(data, hv, &tag, &domain)? {
+        bail!(
+            "invalid value for `template`: template `{template}` (domain `{domain}`) was not made by \
+             virtup with this data dir; build one of your own under another name"
+        );
+    }
+    let parsed = virtup_libvirt::parse_domain_xml(&hv.inactive_xml(&domain)?)?;
+    let paths: Vec<&str> = parsed
+        .disks
+        .iter()
+        .filter(|d| d.device == "disk")
+        .filter_map(|d| d.path.as_deref())
+        .collect();
+    for v in hv.list_volumes(pool)? {
+        if volume_generation(template, &v.name) == Some(tag.generation)
+            && paths.contains(&v.path.as_str())
+        {
+            return Ok(Some(CurrentDisk {
+                generation: tag.generation,
+                volume: v.name,
+                path: v.path,
+                running: dom.state != DomainState::ShutOff,
+            }));
+        }
+    }
+    Ok(None)
+}

@@ -1,0 +1,339 @@
+//! Building a template generation: the image from virt-builder or a verified download, the first
+//! customization, the domain definition, and the seal that removes the identity again.
+
+use std::path::{Path, PathBuf};
+use std::time::Instant;
+
+use anyhow::{anyhow, Context as _, Result};
+use virtup_core::ownership::Ledger;
+use virtup_core::template::{volume_name, Source};
+use virtup_core::vocab::config_disk_volume;
+use virtup_core::{keys, known_hosts, validate, DataDir};
+use virtup_guest::libguestfs;
+use virtup_guest::virt_install::{InstallDisk, InstallNetwork};
+use virtup_guest::{firstboot, CustomizeOp, VirtBuilder, VirtCustomize, VirtInstall};
+use virtup_libvirt::{Hypervisor, TagKind, VirtType, VirtupTag};
+
+use super::image::{fetch_image, file_name, import_image, import_partial, verify_image};
+use super::{Apply, Observation, Request};
+use crate::context::{Context, SHORT_LOCK_TIMEOUT};
+use crate::identity::{upload_config_disk, GuestIdentity};
+use crate::run_tool;
+
+/// The generated (or given) secret of `what` as a 0600 file, for tools that read secrets from files.
+fn secret(ctx: &Context, domain: &str, what: &str, given: Option<&str>) -> Result<PathBuf> {
+    let dir = ctx.secrets_dir(domain);
+    crate::identity::secret(&dir, what, given)?;
+    Ok(dir.join(what))
+}
+
+/// The customizations every template gets, from either source, in one appliance run.
+fn prepare_ops(req: &Request, password_file: &Path, public_key_file: &Path) -> Vec<CustomizeOp> {
+    let f = &req.desired.fields;
+    let user = &req.settings.user;
+    let sudoers = format!("/etc/sudoers.d/90-virtup-{user}");
+    let mut ops = vec![
+        CustomizeOp::RunCommand(format!(
+            "id -u {user} >/dev/null 2>&1 || useradd -m -s /bin/bash {user}"
+        )),
+        CustomizeOp::Password {
+            user: user.clone(),
+            file: password_file.to_owned(),
+        },
+        // From the file: virt-customize splits `string:` selectors at colons, and key comments have them.
+        CustomizeOp::SshInjectFile {
+            user: user.clone(),
+            pubkey_file: public_key_file.to_owned(),
+        },
+        CustomizeOp::Mkdir("/etc/sudoers.d".into()),
+        CustomizeOp::Write {
+            path: sudoers.clone(),
+            content: format!("{user} ALL=(ALL) NOPASSWD:ALL\n"),
+        },
+        CustomizeOp::Chmod {
+            mode: 0o440,
+            path: sudoers,
+        },
+    ];
+    ops.extend(firstboot::install_ops());
+    // Images with cloud-init keep it for users' own data, but it must not undo the identity the
+    // config disk gave: on a clone's first boot it would delete the pinned host keys and reset the hostname.
+    ops.push(CustomizeOp::RunCommand(format!(
+        "if [ -d /etc/cloud/cloud.cfg.d ]; then printf '{CLOUD_INIT_KEEP}' > /etc/cloud/cloud.cfg.d/90-virtup.cfg; fi"
+    )));
+    if let Some(extra) = &f.virt_customize_args {
+        ops.push(CustomizeOp::Raw(extra.clone()));
+    }
+    ops.extend(identity_removal_ops());
+    ops
+}
+
+/// cloud-init settings that leave hostname and SSH host keys to virtup's first-boot unit.
+/// Written with printf, so `\\n` (backslash n) separates the lines and the command stays on one line.
+const CLOUD_INIT_KEEP: &str = "# virtup: identity comes from the VIRTUPCFG config disk\\n\
+ssh_deletekeys: false\\nssh_genkeytypes: []\\npreserve_hostname: true\\nmanage_etc_hosts: false\\n";
+
+/// What a clone must not inherit: it gets its own at first boot from its config disk.
+pub(super) fn identity_removal_ops() -> Vec<CustomizeOp> {
+    vec![
+        CustomizeOp::Truncate("/etc/machine-id".into()),
+        CustomizeOp::Delete("/var/lib/dbus/machine-id".into()),
+        CustomizeOp::Delete("/etc/ssh/ssh_host_*".into()),
+        CustomizeOp::Delete("/var/lib/dhcp/*".into()),
+        CustomizeOp::Delete(firstboot::DONE_PATH.into()),
+        CustomizeOp::RunCommand(
+            "if command -v cloud-init >/dev/null; then cloud-init clean --logs; fi".into(),
+        ),
+    ]
+}
+
+pub(super) fn build(run: Apply<'_>, generation: u32, accel: VirtType) -> Result<()> {
+    let Apply {
+        ctx,
+        data,
+        hv,
+        req,
+        obs,
+        reporter,
+    } = run;
+    let pool_path = obs
+        .pool_path
+        .as_ref()
+        .ok_or_else(|| anyhow!("pool `{}` has no path", req.pool))?;
+    let volume = volume_name(&req.desired.name, generation, &req.format);
+    let out = pool_path.join(&volume);
+    let part = pool_path.join(format!("{volume}.part"));
+    let root_pw = secret(
+        ctx,
+        &req.domain,
+        "root_password",
+        req.root_password.as_deref(),
+    )?;
+    let user_pw = secret(ctx, &req.domain, "password", req.password.as_deref())?;
+    let user = &req.settings.user;
+    let key = keys::ensure_user_key(&data.sshkeys_dir(), user)?;
+    let ops = prepare_ops(req, &user_pw, &key.public_path);
+    let f = &req.desired.fields;
+    let started = Instant::now();
+    // Every name this build may create is recorded before it exists (the plan chose names no
+    // foreign volume holds), so a killed build's files are provably virtup's for the next run.
+    let mut ledger = Ledger::read(data, &req.domain)?;
+    let xz_part = import_partial(&part);
+    let pending = [file_name(&part), file_name(&xz_part), volume.clone()];
+    for name in &pending {
+        ledger.intend(data, &req.uri, &req.pool, name, None)?;
+    }
+    let result = (|| -> Result<()> {
+        // The image gets password hashes: private (0600, like the volumes libvirt creates) before the
+        // tools write into it, and again after them, whatever mode their own files had.
+        private_image(&part)?;
+        match req.desired.source.as_ref().expect("a build has a source") {
+            Source::OsVersion(os_version) => {
+                let mut cmd = VirtBuilder {
+                    os_version: os_version.clone(),
+                    output: part.clone(),
+                    format: req.format.clone(),
+                    size: f.size.clone(),
+                    arch: f.arch.clone(),
+                    root_password_file: Some(root_pw.clone()),
+                    hostname: Some(hostname(req)),
+                    ops,
+                    extra_args: req.settings.virt_builder_args.clone(),
+                }
+                .cmd()?;
+                libguestfs::apply_env(&mut cmd, accel);
+                let scratch = virtup_guest::builder::scratch()?;
+                virtup_guest::builder::use_scratch(&mut cmd, scratch.path());
+                run_tool(
+                    &cmd,
+                    &format!("virt-builder could not build `{os_version}`"),
+                )?;
+            }
+            Source::Image {
+                location,
+                checksum,
+                gpg_key,
+            } => {
+                let local = fetch_image(data, location)?;
+                verify_image(&local, checksum, gpg_key.as_deref(), data)?;
+                import_image(&local, &part, &req.format, f.size.as_deref())?;
+                let mut ops = ops;
+                ops.insert(0, CustomizeOp::RootPassword(root_pw.clone()));
+                ops.insert(1, CustomizeOp::Hostname(hostname(req)));
+                let mut cmd = VirtCustomize {
+                    ops,
+                    ..VirtCustomize::new(&part)
+                }
+                .cmd()?;
+                libguestfs::apply_env(&mut cmd, accel);
+                run_tool(
+                    &cmd,
+                    &format!("virt-customize could not prepare image `{location}`"),
+                )?;
+            }
+        }
+        private_image(&part)?;
+        // A link fails where rename would replace: nothing that took the name meanwhile is lost.
+        std::fs::hard_link(&part, &out)
+            .with_context(|| format!("failed to move `{}` into place", part.display()))?;
+        std::fs::remove_file(&part)
+            .with_context(|| format!("failed to remove `{}`", part.display()))?;
+        Ok(())
+    })();
+    if let Err(e) = result {
+        // virt-builder does not say when the pool fills up; the partial it kept still fills it.
+        let e = match virtup_guest::space::exhausted(&part) {
+            Some(full) => e.context(full),
+            None => e,
+        };
+        // A failed build leaves nothing behind in the pool, and no record.
+        let _ = std::fs::remove_file(&part);
+        let _ = std::fs::remove_file(&xz_part);
+        for name in &pending {
+            ledger.forget(data, &req.uri, &req.pool, name)?;
+        }
+        return Err(e);
+    }
+    // The image is in the pool: a failure from here on reports `changed: true`.
+    reporter.changed();
+    hv.refresh_pool(&req.pool)?;
+    let built = hv
+        .volume_info(&req.pool, &volume)?
+        .ok_or_else(|| anyhow!("volume `{volume}` vanished right after its build"))?;
+    ledger.confirm(data, &req.uri, &req.pool, &volume, &built.key)?;
+    for name in &pending[..2] {
+        ledger.forget(data, &req.uri, &req.pool, name)?;
+    }
+    // The template boots (state `running`) like an instance: its identity and pinned host key
+    // come from a config disk, so even the template playbook connects with strict checking.
+    let host_keys = keys::generate_host_keys(&data.hostkeys_dir(), &req.domain)?;
+    let secrets_dir = ctx.secrets_dir(&req.domain);
+    let identity = GuestIdentity {
+        hostname: &hostname(req),
+        fqdn: None,
+        user,
+        user_key: &key,
+        host_keys: &host_keys,
+        secrets_dir: &secrets_dir,
+        password: req.password.as_deref(),
+        root_password: req.root_password.as_deref(),
+    }
+    .build()?;
+    let config = config_disk_volume(&req.domain);
+    if let Some(old) = &obs.config_disk {
+        hv.delete_volume(&req.pool, old)?;
+        ledger.forget(data, &req.uri, &req.pool, old)?;
+    }
+    ledger.intend(data, &req.uri, &req.pool, &config, None)?;
+    match upload_config_disk(hv, data, &req.pool, &config, &identity) {
+        Ok(info) => ledger.confirm(data, &req.uri, &req.pool, &config, &info.key)?,
+        Err(e) => {
+            ledger.forget(data, &req.uri, &req.pool, &config)?;
+            return Err(e);
+        }
+    }
+    known_hosts::set(
+        data,
+        &req.domain,
+        &host_keys.public_openssh,
+        SHORT_LOCK_TIMEOUT,
+    )?;
+    reporter.note(&format!(
+        "virtup_template: built `{volume}` in {:.1}s",
+        started.elapsed().as_secs_f64()
+    ));
+    Ok(())
+}
+
+/// Creates `path` empty if it is missing and makes it 0600. A guest runs from a 0600 root-owned image too:
+/// libvirt hands the images of a running domain, backing files included, to the QEMU user.
+fn private_image(path: &Path) -> Result<()> {
+    use std::os::unix::fs::{OpenOptionsExt as _, PermissionsExt as _};
+    std::fs::OpenOptions::new()
+        .write(true)
+        .create(true)
+        .truncate(false)
+        .mode(0o600)
+        .open(path)
+        .and_then(|_| std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600)))
+        .with_context(|| format!("failed to make `{}` private", path.display()))
+}
+
+/// Defines the template domain from virt-install's XML with virtup's tag inside, in one define.
+pub(super) fn define(
+    data: &DataDir,
+    hv: &Hypervisor,
+    req: &Request,
+    obs: &Observation,
+    generation: u32,
+    accel: VirtType,
+) -> Result<()> {
+    let f = &req.desired.fields;
+    let pool_path = obs
+        .pool_path
+        .as_ref()
+        .ok_or_else(|| anyhow!("pool `{}` has no path", req.pool))?;
+    let disk = pool_path.join(volume_name(&req.desired.name, generation, &req.format));
+    let mut extra = Vec::new();
+    // Redefining under the old UUID keeps libvirt from refusing "domain already exists".
+    if let Some(uuid) = &obs.uuid {
+        extra.extend(["--uuid".to_owned(), uuid.clone()]);
+    }
+    extra.extend(req.settings.virt_install_args.iter().cloned());
+    let cmd = VirtInstall {
+        connect: Some(req.uri.clone()),
+        name: req.domain.clone(),
+        memory_mib: req.settings.memory_mib,
+        vcpus: req.settings.vcpus,
+        disks: vec![
+            InstallDisk::virtio(&disk, &req.format),
+            InstallDisk::config_disk(pool_path.join(config_disk_volume(&req.domain))),
+        ],
+        networks: vec![InstallNetwork::network(&req.settings.network, None)],
+        graphics: req.settings.graphics.clone(),
+        osinfo: f.os_variant.clone(),
+        virt_type: Some(accel.as_str().to_owned()),
+        arch: f.arch.clone(),
+        guest_agent: true,
+        extra_args: extra,
+    }
+    .cmd()?;
+    let out = cmd
+        .output()
+        .context("virt-install could not describe the template domain")?;
+    let xml = String::from_utf8(out.stdout).context("virt-install printed non-UTF-8 XML")?;
+    let mut tag = VirtupTag::new(TagKind::Template, &req.desired.name);
+    tag.generation = generation;
+    tag.digest = Some(req.desired.digest());
+    tag.user = Some(super::template_user(req));
+    tag.owner = Some(data.ensure_owner_id(SHORT_LOCK_TIMEOUT)?);
+    let xml = tag.insert_into_domain_xml(&xml)?;
+    hv.define_xml(&xml)?;
+    Ok(())
+}
+
+/// After the template ran online: remove the identity again, so clones get their own.
+pub(super) fn seal(
+    req: &Request,
+    obs: &Observation,
+    generation: u32,
+    accel: VirtType,
+) -> Result<()> {
+    let pool_path = obs
+        .pool_path
+        .as_ref()
+        .ok_or_else(|| anyhow!("pool `{}` has no path", req.pool))?;
+    let disk = pool_path.join(volume_name(&req.desired.name, generation, &req.format));
+    let mut cmd = VirtCustomize {
+        ops: identity_removal_ops(),
+        ..VirtCustomize::new(&disk)
+    }
+    .cmd()?;
+    libguestfs::apply_env(&mut cmd, accel);
+    run_tool(&cmd, "virt-customize could not seal the template")
+}
+
+/// The template's hostname: its name made a valid host name (`generic/debian10` → `generic-debian10`).
+pub(super) fn hostname(req: &Request) -> String {
+    validate::template_hostname(&req.desired.name)
+}
