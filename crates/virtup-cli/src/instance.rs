@@ -68,3 +68,124 @@ pub fn module_result(report: &InstanceReport, name: &str, with_diff: bool) -> Re
     }
     Ok(result)
 }
+
+#[cfg(test)]
+mod tests {
+    //! The result document the adapter makes of a report: the keys plugins/modules/virtup_instance.yml promises.
+
+    use std::time::Duration;
+
+    use virtup_ops::context::Waited;
+    use virtup_ops::instance::{InstanceFacts, InstanceShape, InstanceView, Outcome};
+
+    use super::*;
+
+    fn report(outcome: Option<Outcome>) -> InstanceReport {
+        let shape = |memory_mib| InstanceShape {
+            memory_mib,
+            vcpus: 1,
+            autostart: false,
+            template: "t".into(),
+            generation: Some(2),
+        };
+        InstanceReport {
+            changed: true,
+            msg: "set memory".into(),
+            warnings: vec!["w".into()],
+            waited: Waited {
+                lock: Duration::from_millis(1250),
+                hold: Duration::ZERO,
+            },
+            diff: Some((
+                InstanceView {
+                    state: "present",
+                    shape: Some(shape(256)),
+                },
+                InstanceView {
+                    state: "absent",
+                    shape: None,
+                },
+            )),
+            instance: Some(InstanceFacts {
+                name: "web1".into(),
+                address: None,
+                user: "virt".into(),
+                ssh_private_key_file: Some("/d/sshkeys/virt/id_ed25519".into()),
+                known_hosts_file: Some("/d/known_hosts".into()),
+                host_key_alias: "web1".into(),
+                host_key_fingerprint: None,
+                mac: Some("52:54:00:00:00:01".into()),
+                disk: Some("/p/web1.qcow2".into()),
+                template: "t".into(),
+                generation: Some(2),
+                state: "present",
+                outcome,
+            }),
+        }
+    }
+
+    #[test]
+    fn the_result_has_the_documented_keys() {
+        let doc = module_result(&report(None), "web1", true)
+            .unwrap()
+            .to_json();
+        assert_eq!(doc["changed"], true);
+        assert_eq!(doc["warnings"], json!(["w"]));
+        assert_eq!(
+            doc["waited"],
+            json!({"lock_seconds": 1.3, "hold_seconds": 0.0})
+        );
+        assert_eq!(doc["diff"]["before"]["memory"], 256);
+        assert_eq!(doc["diff"]["after"], json!({"state": "absent"}));
+        assert_eq!(doc["diff"]["before_header"], "instance web1 (before)");
+        let keys: Vec<&str> = doc["instance"]
+            .as_object()
+            .unwrap()
+            .keys()
+            .map(String::as_str)
+            .collect();
+        assert_eq!(
+            keys,
+            [
+                "address",
+                "disk",
+                "generation",
+                "host_key_alias",
+                "host_key_fingerprint",
+                "known_hosts_file",
+                "mac",
+                "name",
+                "ssh_private_key_file",
+                "state",
+                "template",
+                "user"
+            ]
+        );
+        assert!(
+            doc["instance"]["address"].is_null(),
+            "unknown is null, not missing"
+        );
+        let without_diff = module_result(&report(None), "web1", false)
+            .unwrap()
+            .to_json();
+        assert!(without_diff.get("diff").is_none());
+    }
+
+    /// A real run also says whether it created the instance and which instance-playbook follows.
+    #[test]
+    fn a_real_runs_outcome_is_flattened_into_the_instance() {
+        let outcome = Outcome {
+            created: true,
+            playbook: None,
+        };
+        let doc = module_result(&report(Some(outcome)), "web1", false)
+            .unwrap()
+            .to_json();
+        assert_eq!(doc["instance"]["created"], true);
+        assert!(doc["instance"]["playbook"].is_null());
+        assert!(doc["instance"]
+            .as_object()
+            .unwrap()
+            .contains_key("playbook"));
+    }
+}

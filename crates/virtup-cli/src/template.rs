@@ -68,3 +68,98 @@ pub fn module_result(report: &TemplateReport, name: &str, with_diff: bool) -> Re
     }
     Ok(result)
 }
+
+#[cfg(test)]
+mod tests {
+    //! The result document the adapter makes of a report: the keys plugins/modules/virtup_template.yml promises.
+
+    use virtup_ops::context::Waited;
+    use virtup_ops::template::{TemplateFacts, TemplateLogin, TemplateView};
+
+    use super::*;
+
+    fn report(waited: Option<Waited>, login: Option<TemplateLogin>) -> TemplateReport {
+        TemplateReport {
+            changed: false,
+            msg: "nothing to do".into(),
+            warnings: Vec::new(),
+            waited,
+            diff: (
+                TemplateView {
+                    state: "absent",
+                    generation: None,
+                    digest: None,
+                    generations: Vec::new(),
+                },
+                TemplateView {
+                    state: "present",
+                    generation: Some(1),
+                    digest: Some("sha256:feed".into()),
+                    generations: vec![1],
+                },
+            ),
+            template: Some(TemplateFacts {
+                name: "t".into(),
+                domain: "VIRTUP-t".into(),
+                disk: None,
+                generation: 1,
+                digest: "sha256:feed".into(),
+                source: Some("os_version:debian-12".into()),
+                user: "virt".into(),
+                playbook: None,
+                login,
+            }),
+        }
+    }
+
+    #[test]
+    fn a_check_run_has_no_waited_and_a_null_disk() {
+        let doc = module_result(&report(None, None), "t", true)
+            .unwrap()
+            .to_json();
+        assert_eq!(doc["changed"], false);
+        assert!(doc.get("waited").is_none());
+        assert_eq!(
+            doc["diff"]["before"],
+            json!({"state": "absent", "generation": null, "digest": null, "generations": []})
+        );
+        assert_eq!(doc["diff"]["after"]["generations"], json!([1]));
+        let t = doc["template"].as_object().unwrap();
+        let keys: Vec<&str> = t.keys().map(String::as_str).collect();
+        assert_eq!(
+            keys,
+            [
+                "digest",
+                "disk",
+                "domain",
+                "generation",
+                "name",
+                "playbook",
+                "source",
+                "user"
+            ]
+        );
+        assert!(t["disk"].is_null());
+    }
+
+    /// A template left running says how to reach it, for whoever runs its playbook.
+    #[test]
+    fn a_running_template_carries_its_login() {
+        let login = TemplateLogin {
+            address: "192.168.122.9".into(),
+            ssh_private_key_file: Some("/d/sshkeys/virt/id_ed25519".into()),
+            known_hosts_file: "/d/known_hosts".into(),
+            host_key_alias: "VIRTUP-t".into(),
+        };
+        let doc = module_result(&report(Some(Waited::default()), Some(login)), "t", false)
+            .unwrap()
+            .to_json();
+        assert_eq!(
+            doc["waited"],
+            json!({"lock_seconds": 0.0, "hold_seconds": 0.0})
+        );
+        assert_eq!(doc["template"]["address"], "192.168.122.9");
+        assert_eq!(doc["template"]["host_key_alias"], "VIRTUP-t");
+        assert_eq!(doc["template"]["known_hosts_file"], "/d/known_hosts");
+    }
+}

@@ -79,6 +79,9 @@ pub struct Request {
     pub playbook: Option<PathBuf>,
     password: Option<String>,
     root_password: Option<String>,
+    /// What it was resolved from: a real run resolves it again under the lock, after the wait for
+    /// another session, so that the digest names the user's key made there and the playbook as it is then.
+    options: TemplateOptions,
 }
 
 /// Module options over the template's config section over `[common]` over built-in defaults.
@@ -87,6 +90,7 @@ pub fn resolve(
     options: TemplateOptions,
     user_public_key: impl FnOnce(&str) -> Result<String>,
 ) -> Result<Request> {
+    let given = options.clone();
     let TemplateOptions {
         name,
         state,
@@ -153,6 +157,7 @@ pub fn resolve(
     };
     let revision = with_playbook_digest(revision.as_deref(), playbook.as_ref());
     Ok(Request {
+        options: given,
         playbook: playbook.map(|(path, _)| path),
         domain: domain_name(&name),
         uri: context::uri(&fields, &ctx.paths),
@@ -502,8 +507,8 @@ struct Session {
 impl Session {
     /// Observes and plans until nothing stands in the way: another session customizing the template
     /// is waited for (outside any lock), and a hold that appeared while the lock was taken sends the
-    /// run round again. With work to do, the user's key is made before the locked plan, so the
-    /// digest names the real key.
+    /// run round again. With work to do, the request is resolved again before the locked plan,
+    /// making the user's key, so that the digest names that key and the playbook as it is then.
     fn enter(
         ctx: &Context,
         hv: &Hypervisor,
@@ -533,10 +538,9 @@ impl Session {
                 return Ok((session, req));
             }
             let data = ctx.open_data_dir()?;
-            if req.desired.state != TemplateState::Absent {
-                req.desired.user_public_key =
-                    keys::ensure_user_key(&data.sshkeys_dir(), &req.settings.user)?.public_openssh;
-            }
+            req = resolve(ctx, req.options.clone(), |user| {
+                Ok(keys::ensure_user_key(&data.sshkeys_dir(), user)?.public_openssh)
+            })?;
             let started = Instant::now();
             let lock = data.lock(&format!("template-{}", req.domain), LOCK_TIMEOUT)?;
             waited.lock += started.elapsed();

@@ -3,7 +3,7 @@
 
 use anyhow::{anyhow, bail, Context as _, Result};
 use virtup_core::instance::InstanceState;
-use virtup_core::{DataDir, InstanceMeta, Paths};
+use virtup_core::{validate, DataDir, InstanceMeta, Paths};
 use virtup_libvirt::{parse_domain_xml, Hypervisor, TagKind};
 use virtup_ops::instance::{InstanceFacts, InstanceOptions, InstanceReport};
 use virtup_ops::template::{current_user_key, TemplateOptions, TemplateReport};
@@ -44,7 +44,7 @@ fn warn_all(warnings: &[String], global: &Global) {
 }
 
 /// Memory and vCPUs of an existing instance, so that starting it does not also resize it to the
-/// config's defaults (the module converges to whatever it is given).
+/// config's defaults (the operation converges to whatever it is given).
 pub fn current_size(hv: &Hypervisor, name: &str) -> Result<Option<(u64, u32)>> {
     let Some(dom) = hv.domain(name)? else {
         return Ok(None);
@@ -53,7 +53,11 @@ pub fn current_size(hv: &Hypervisor, name: &str) -> Result<Option<(u64, u32)>> {
         return Ok(None);
     }
     let parsed = parse_domain_xml(&hv.inactive_xml(name)?)?;
-    Ok(Some((parsed.memory_mib, parsed.vcpus)))
+    // Checked as the module checks these options: a domain resized out of bounds is refused, not converged.
+    Ok(Some((
+        validate::memory_mib("memory", parsed.memory_mib)?,
+        validate::vcpus("vcpus", parsed.vcpus.into())?,
+    )))
 }
 
 /// An existing instance, running and answering on SSH with its pinned key (the module's

@@ -111,7 +111,10 @@ fn another_data_dirs_template_is_left_alone() {
         report.warnings
     );
     let e = run(&ctx, &hv, TemplateState::Present, Mode::Apply).unwrap_err();
-    assert!(format!("{e:#}").contains("VIRTUP-tpl"), "{e:#}");
+    assert!(
+        format!("{e:#}").contains("domain `VIRTUP-tpl` exists but was not made by virtup with this data dir; refusing to touch it"),
+        "{e:#}"
+    );
     assert!(hv.domain("VIRTUP-tpl").unwrap().is_some());
     assert!(volume_exists(&hv, &volume_name("tpl", 1, "qcow2")));
 }
