@@ -876,9 +876,6 @@ fn create(
     };
     let user_key = keys::ensure_user_key(&data.sshkeys_dir(), &req.user)?;
     let host_keys = keys::generate_host_keys(&data.hostkeys_dir(), name)?;
-    let disk_volume = req.disk_volume();
-    let config_volume = req.config_volume();
-    let owned = req.volume_names();
     let mut ledger = Ledger::read(data, name)?;
     let existing = hv
         .list_volumes(&req.pool)?
@@ -906,6 +903,47 @@ fn create(
     meta.state = Some("creating".into());
     meta.write(data)?;
 
+    let disk = clone_disk(data, hv, req, &mut ledger, tpl)?;
+    let secrets_dir = ctx.secrets_dir(name);
+    let identity = GuestIdentity {
+        hostname: &req.hostname,
+        fqdn: req.fqdn.as_deref(),
+        user: &req.user,
+        user_key: &user_key,
+        host_keys: &host_keys,
+        secrets_dir: &secrets_dir,
+        password: req.password.as_deref(),
+        root_password: req.root_password.as_deref(),
+    }
+    .build()?;
+    let disks = identity_disks(data, hv, req, &mut ledger, &disk, &identity)?;
+    let spec = domain_spec(hv, req, tpl, disks, &mac, owner)?;
+    // Pinned before the define: once the domain exists a later run finds nothing to do, so a run
+    // killed in between must not leave an instance whose key nobody trusts. (Killed before the
+    // define, the line is replaced when the next run makes the instance with new keys.)
+    known_hosts::set(data, name, &host_keys.public_openssh, SHORT_LOCK_TIMEOUT)?;
+    hv.define(&spec)?;
+    ledger.attach(data, &req.uri, &req.pool, &req.volume_names())?;
+    meta.state = Some("present".into());
+    meta.volumes = req.volume_names();
+    meta.write(data)?;
+    reporter.note(&format!(
+        "virtup_instance: created `{name}` in {:.3}s",
+        started.elapsed().as_secs_f64()
+    ));
+    Ok(())
+}
+
+/// The clone's disk: an overlay on the template's generation (linked qcow2), else a full copy,
+/// at least as large as the template and `size`.
+fn clone_disk(
+    data: &DataDir,
+    hv: &Hypervisor,
+    req: &Request,
+    ledger: &mut Ledger,
+    tpl: &TemplateDisk,
+) -> Result<VolumeInfo> {
+    let disk_volume = req.disk_volume();
     let format = req.format;
     let template_info = hv
         .volume_info(&req.pool, &tpl.volume)?
@@ -922,7 +960,7 @@ fn create(
     );
     let disk = create_owned(
         data,
-        &mut ledger,
+        ledger,
         req,
         &disk_volume,
         linked.then_some(tpl.path.as_str()),
@@ -944,23 +982,25 @@ fn create(
     if !linked && capacity > disk.capacity_bytes {
         hv.resize_volume(&req.pool, &disk_volume, capacity)?;
     }
-    let secrets_dir = ctx.secrets_dir(name);
-    let identity = GuestIdentity {
-        hostname: &req.hostname,
-        fqdn: req.fqdn.as_deref(),
-        user: &req.user,
-        user_key: &user_key,
-        host_keys: &host_keys,
-        secrets_dir: &secrets_dir,
-        password: req.password.as_deref(),
-        root_password: req.root_password.as_deref(),
-    }
-    .build()?;
-    let mut disks = vec![DiskSpec::disk(&disk.path, format)];
+    Ok(disk)
+}
+
+/// The disks that give the clone its identity: a config disk beside its own, or virt-sysprep
+/// writing the identity into it.
+fn identity_disks(
+    data: &DataDir,
+    hv: &Hypervisor,
+    req: &Request,
+    ledger: &mut Ledger,
+    disk: &VolumeInfo,
+    identity: &virtup_guest::Identity,
+) -> Result<Vec<DiskSpec>> {
+    let config_volume = req.config_volume();
+    let mut disks = vec![DiskSpec::disk(&disk.path, req.format)];
     match req.desired.customize {
         Customize::Auto => {
-            let uploaded = create_owned(data, &mut ledger, req, &config_volume, None, || {
-                upload_config_disk(hv, data, &req.pool, &config_volume, &identity)
+            let uploaded = create_owned(data, ledger, req, &config_volume, None, || {
+                upload_config_disk(hv, data, &req.pool, &config_volume, identity)
             })?;
             // A read-only raw virtio disk: kernels with virtio drivers only see no IDE/SATA cdrom.
             disks.push(DiskSpec {
@@ -974,7 +1014,7 @@ fn create(
         Customize::Sysprep => {
             let tmp = data.root().join("tmp");
             virtup_core::datadir::ensure_private_dir(&tmp)?;
-            let staged = config_disk::stage(&identity, ConfigDiskKind::Virtup, &tmp)?;
+            let staged = config_disk::stage(identity, ConfigDiskKind::Virtup, &tmp)?;
             let mut sp = VirtSysprep::new(&disk.path);
             sp.ops = sysprep::identity_ops(&staged)?;
             sp.extra_args = req.virt_sysprep_args.clone();
@@ -983,35 +1023,36 @@ fn create(
             run_tool(&cmd, "virt-sysprep could not prepare the clone")?;
         }
     }
+    Ok(disks)
+}
+
+/// The clone's domain, tagged with what proves it this data dir's: its template, generation,
+/// volumes, user and owner id.
+fn domain_spec(
+    hv: &Hypervisor,
+    req: &Request,
+    tpl: &TemplateDisk,
+    disks: Vec<DiskSpec>,
+    mac: &str,
+    owner: String,
+) -> Result<DomainSpec> {
+    let name = &req.desired.name;
     let virt_type = virtup_libvirt::choose_virt_type(hv)?.virt_type;
     let mut spec = DomainSpec::new(name, req.desired.memory_mib, req.desired.vcpus, virt_type);
     spec.disks = disks;
     spec.nic = Some(NicSpec {
         network: req.network.clone(),
-        mac: Some(mac.clone()),
+        mac: Some(mac.to_owned()),
     });
     spec.graphics = req.graphics;
     let mut tag = VirtupTag::new(TagKind::Instance, name);
     tag.template = Some(req.desired.template.clone());
     tag.generation = tpl.generation;
-    tag.owned_volumes = owned.clone();
+    tag.owned_volumes = req.volume_names();
     tag.user = Some(req.user.clone());
     tag.owner = Some(owner);
     spec.metadata = Some(tag);
-    // Pinned before the define: once the domain exists a later run finds nothing to do, so a run
-    // killed in between must not leave an instance whose key nobody trusts. (Killed before the
-    // define, the line is replaced when the next run makes the instance with new keys.)
-    known_hosts::set(data, name, &host_keys.public_openssh, SHORT_LOCK_TIMEOUT)?;
-    hv.define(&spec)?;
-    ledger.attach(data, &req.uri, &req.pool, &owned)?;
-    meta.state = Some("present".into());
-    meta.volumes = req.volume_names();
-    meta.write(data)?;
-    reporter.note(&format!(
-        "virtup_instance: created `{name}` in {:.3}s",
-        started.elapsed().as_secs_f64()
-    ));
-    Ok(())
+    Ok(spec)
 }
 
 /// Creates a volume the instance owns: recorded as pending (the name was seen free under the

@@ -262,11 +262,6 @@ fn observe(hv: &Hypervisor, data: &DataDir, req: &Request) -> Result<Observation
             _ => {}
         }
     }
-    let mut volumes = BTreeMap::new();
-    let mut partials = Vec::new();
-    let mut config_disk = None;
-    let mut adopt = Vec::new();
-    let config_name = config_disk_volume(&req.domain);
     // The disks the tagged template domain itself uses: its definition was written after they
     // were made, so it proves them too (templates built before the ledger existed have no entry).
     let domain_disks: Vec<String> = match &model.domain {
@@ -277,65 +272,80 @@ fn observe(hv: &Hypervisor, data: &DataDir, req: &Request) -> Result<Observation
             .collect(),
         None => Vec::new(),
     };
-    let pool = hv.pool(&req.pool)?;
-    let pool_path = match pool {
+    let mut obs = Observation {
+        model,
+        volumes: BTreeMap::new(),
+        partials: Vec::new(),
+        config_disk: None,
+        adopt: Vec::new(),
+        pool_path: None,
+        uuid,
+    };
+    match hv.pool(&req.pool)? {
         Some(p) => {
             hv.refresh_pool(&req.pool)?;
-            for v in hv.list_volumes(&req.pool)? {
-                let seen = ownership::Observed {
-                    name: &v.name,
-                    key: &v.key,
-                    backing: v.backing.as_deref(),
-                };
-                // Only the ledger says what is virtup's; a name only says what would collide.
-                let generation = volume_generation(&req.desired.name, &v.name);
-                let mut proof = ledger.proof(&req.uri, &req.pool, seen);
-                if proof == Proof::Foreign
-                    && domain_disks.contains(&v.path)
-                    && (generation.is_some() || v.name == config_name)
-                {
-                    adopt.push((v.name.clone(), v.key.clone()));
-                    proof = Proof::Created;
-                }
-                match (proof, generation) {
-                    (Proof::Created, Some(g)) => {
-                        model.generations.insert(g);
-                        volumes.insert(g, v.name);
-                    }
-                    (Proof::Created, None) if v.name == config_name => config_disk = Some(v.name),
-                    (Proof::Pending, _) => partials.push(v.name),
-                    (Proof::Foreign, _) if v.name == config_name => {
-                        model.foreign_config_disk = Some(v.name)
-                    }
-                    (Proof::Foreign, _) => {
-                        let stem = v.name.trim_end_matches(".part").trim_end_matches(".xz");
-                        if let Some(g) = volume_generation(&req.desired.name, stem) {
-                            model.taken_generations.insert(g);
-                        }
-                    }
-                    (Proof::Created, None) => {}
-                }
-            }
-            p.path.map(PathBuf::from)
+            scan_volumes(hv, req, &ledger, &domain_disks, &mut obs)?;
+            obs.pool_path = p.path.map(PathBuf::from);
         }
         // Nothing of a template can exist in a pool that does not; only building needs it.
-        None if req.desired.state == TemplateState::Absent => None,
+        None if req.desired.state == TemplateState::Absent => {}
         None => bail!(
             "invalid value for `pool`: storage pool `{}` does not exist on `{}`",
             req.pool,
             req.uri
         ),
-    };
-    model.leftovers = model.domain.is_none() && (config_disk.is_some() || !partials.is_empty());
-    Ok(Observation {
-        model,
-        volumes,
-        partials,
-        config_disk,
-        adopt,
-        pool_path,
-        uuid,
-    })
+    }
+    obs.model.leftovers =
+        obs.model.domain.is_none() && (obs.config_disk.is_some() || !obs.partials.is_empty());
+    Ok(obs)
+}
+
+/// Sorts the pool's volumes by what proves them: the ledger, else the template domain's own
+/// definition (`domain_disks`); a name alone only says what would collide.
+fn scan_volumes(
+    hv: &Hypervisor,
+    req: &Request,
+    ledger: &Ledger,
+    domain_disks: &[String],
+    obs: &mut Observation,
+) -> Result<()> {
+    let config_name = config_disk_volume(&req.domain);
+    let model = &mut obs.model;
+    for v in hv.list_volumes(&req.pool)? {
+        let seen = ownership::Observed {
+            name: &v.name,
+            key: &v.key,
+            backing: v.backing.as_deref(),
+        };
+        let generation = volume_generation(&req.desired.name, &v.name);
+        let mut proof = ledger.proof(&req.uri, &req.pool, seen);
+        if proof == Proof::Foreign
+            && domain_disks.contains(&v.path)
+            && (generation.is_some() || v.name == config_name)
+        {
+            obs.adopt.push((v.name.clone(), v.key.clone()));
+            proof = Proof::Created;
+        }
+        match (proof, generation) {
+            (Proof::Created, Some(g)) => {
+                model.generations.insert(g);
+                obs.volumes.insert(g, v.name);
+            }
+            (Proof::Created, None) if v.name == config_name => obs.config_disk = Some(v.name),
+            (Proof::Pending, _) => obs.partials.push(v.name),
+            (Proof::Foreign, _) if v.name == config_name => {
+                model.foreign_config_disk = Some(v.name)
+            }
+            (Proof::Foreign, _) => {
+                let stem = v.name.trim_end_matches(".part").trim_end_matches(".xz");
+                if let Some(g) = volume_generation(&req.desired.name, stem) {
+                    model.taken_generations.insert(g);
+                }
+            }
+            (Proof::Created, None) => {}
+        }
+    }
+    Ok(())
 }
 
 /// A template's state as `--diff` shows it.

@@ -113,7 +113,6 @@ pub(super) fn build(run: Apply<'_>, generation: u32, accel: VirtType) -> Result<
     let user = &req.settings.user;
     let key = keys::ensure_user_key(&data.sshkeys_dir(), user)?;
     let ops = prepare_ops(req, &user_pw, &key.public_path);
-    let f = &req.desired.fields;
     let started = Instant::now();
     // Every name this build may create is recorded before it exists (the plan chose names no
     // foreign volume holds), so a killed build's files are provably virtup's for the next run.
@@ -123,63 +122,7 @@ pub(super) fn build(run: Apply<'_>, generation: u32, accel: VirtType) -> Result<
     for name in &pending {
         ledger.intend(data, &req.uri, &req.pool, name, None)?;
     }
-    let result = (|| -> Result<()> {
-        // The image gets password hashes: private (0600, like the volumes libvirt creates) before the
-        // tools write into it, and again after them, whatever mode their own files had.
-        private_image(&part)?;
-        match req.desired.source.as_ref().expect("a build has a source") {
-            Source::OsVersion(os_version) => {
-                let mut cmd = VirtBuilder {
-                    os_version: os_version.clone(),
-                    output: part.clone(),
-                    format: req.format.clone(),
-                    size: f.size.clone(),
-                    arch: f.arch.clone(),
-                    root_password_file: Some(root_pw.clone()),
-                    hostname: Some(hostname(req)),
-                    ops,
-                    extra_args: req.settings.virt_builder_args.clone(),
-                }
-                .cmd()?;
-                libguestfs::apply_env(&mut cmd, accel);
-                let scratch = virtup_guest::builder::scratch()?;
-                virtup_guest::builder::use_scratch(&mut cmd, scratch.path());
-                run_tool(
-                    &cmd,
-                    &format!("virt-builder could not build `{os_version}`"),
-                )?;
-            }
-            Source::Image {
-                location,
-                checksum,
-                gpg_key,
-            } => {
-                let local = fetch_image(data, location)?;
-                verify_image(&local, checksum, gpg_key.as_deref(), data)?;
-                import_image(&local, &part, &req.format, f.size.as_deref())?;
-                let mut ops = ops;
-                ops.insert(0, CustomizeOp::RootPassword(root_pw.clone()));
-                ops.insert(1, CustomizeOp::Hostname(hostname(req)));
-                let mut cmd = VirtCustomize {
-                    ops,
-                    ..VirtCustomize::new(&part)
-                }
-                .cmd()?;
-                libguestfs::apply_env(&mut cmd, accel);
-                run_tool(
-                    &cmd,
-                    &format!("virt-customize could not prepare image `{location}`"),
-                )?;
-            }
-        }
-        private_image(&part)?;
-        // A link fails where rename would replace: nothing that took the name meanwhile is lost.
-        std::fs::hard_link(&part, &out)
-            .with_context(|| format!("failed to move `{}` into place", part.display()))?;
-        std::fs::remove_file(&part)
-            .with_context(|| format!("failed to remove `{}`", part.display()))?;
-        Ok(())
-    })();
+    let result = make_image(run, &part, &out, ops, &root_pw, accel);
     if let Err(e) = result {
         // virt-builder does not say when the pool fills up; the partial it kept still fills it.
         let e = match virtup_guest::space::exhausted(&part) {
@@ -204,15 +147,100 @@ pub(super) fn build(run: Apply<'_>, generation: u32, accel: VirtType) -> Result<
     for name in &pending[..2] {
         ledger.forget(data, &req.uri, &req.pool, name)?;
     }
-    // The template boots (state `running`) like an instance: its identity and pinned host key
-    // come from a config disk, so even the template playbook connects with strict checking.
+    give_identity(run, &key, &mut ledger)?;
+    reporter.note(&format!(
+        "virtup_template: built `{volume}` in {:.1}s",
+        started.elapsed().as_secs_f64()
+    ));
+    Ok(())
+}
+
+/// Makes the image at `part` (virt-builder, or a verified image customized) and moves it to `out`.
+fn make_image(
+    run: Apply<'_>,
+    part: &Path,
+    out: &Path,
+    ops: Vec<CustomizeOp>,
+    root_pw: &Path,
+    accel: VirtType,
+) -> Result<()> {
+    let Apply { data, req, .. } = run;
+    let f = &req.desired.fields;
+    // The image gets password hashes: private (0600, like the volumes libvirt creates) before the
+    // tools write into it, and again after them, whatever mode their own files had.
+    private_image(part)?;
+    match req.desired.source.as_ref().expect("a build has a source") {
+        Source::OsVersion(os_version) => {
+            let mut cmd = VirtBuilder {
+                os_version: os_version.clone(),
+                output: part.to_owned(),
+                format: req.format.clone(),
+                size: f.size.clone(),
+                arch: f.arch.clone(),
+                root_password_file: Some(root_pw.to_owned()),
+                hostname: Some(hostname(req)),
+                ops,
+                extra_args: req.settings.virt_builder_args.clone(),
+            }
+            .cmd()?;
+            libguestfs::apply_env(&mut cmd, accel);
+            let scratch = virtup_guest::builder::scratch()?;
+            virtup_guest::builder::use_scratch(&mut cmd, scratch.path());
+            run_tool(
+                &cmd,
+                &format!("virt-builder could not build `{os_version}`"),
+            )?;
+        }
+        Source::Image {
+            location,
+            checksum,
+            gpg_key,
+        } => {
+            let local = fetch_image(data, location)?;
+            verify_image(&local, checksum, gpg_key.as_deref(), data)?;
+            import_image(&local, part, &req.format, f.size.as_deref())?;
+            let mut ops = ops;
+            ops.insert(0, CustomizeOp::RootPassword(root_pw.to_owned()));
+            ops.insert(1, CustomizeOp::Hostname(hostname(req)));
+            let mut cmd = VirtCustomize {
+                ops,
+                ..VirtCustomize::new(part)
+            }
+            .cmd()?;
+            libguestfs::apply_env(&mut cmd, accel);
+            run_tool(
+                &cmd,
+                &format!("virt-customize could not prepare image `{location}`"),
+            )?;
+        }
+    }
+    private_image(part)?;
+    // A link fails where rename would replace: nothing that took the name meanwhile is lost.
+    std::fs::hard_link(part, out)
+        .with_context(|| format!("failed to move `{}` into place", part.display()))?;
+    std::fs::remove_file(part).with_context(|| format!("failed to remove `{}`", part.display()))?;
+    Ok(())
+}
+
+/// The template boots (state `running`) like an instance: its identity and pinned host key come
+/// from a config disk, so even the template playbook connects with strict checking.
+fn give_identity(run: Apply<'_>, key: &keys::UserKey, ledger: &mut Ledger) -> Result<()> {
+    let Apply {
+        ctx,
+        data,
+        hv,
+        req,
+        obs,
+        ..
+    } = run;
+    let user = &req.settings.user;
     let host_keys = keys::generate_host_keys(&data.hostkeys_dir(), &req.domain)?;
     let secrets_dir = ctx.secrets_dir(&req.domain);
     let identity = GuestIdentity {
         hostname: &hostname(req),
         fqdn: None,
         user,
-        user_key: &key,
+        user_key: key,
         host_keys: &host_keys,
         secrets_dir: &secrets_dir,
         password: req.password.as_deref(),
@@ -238,10 +266,6 @@ pub(super) fn build(run: Apply<'_>, generation: u32, accel: VirtType) -> Result<
         &host_keys.public_openssh,
         SHORT_LOCK_TIMEOUT,
     )?;
-    reporter.note(&format!(
-        "virtup_template: built `{volume}` in {:.1}s",
-        started.elapsed().as_secs_f64()
-    ));
     Ok(())
 }
 
