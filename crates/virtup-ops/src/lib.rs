@@ -6,6 +6,7 @@ pub mod context;
 pub mod host;
 pub mod identity;
 pub mod instance;
+pub mod inventory;
 pub mod owner;
 pub mod playbook;
 pub mod power;

@@ -1,0 +1,342 @@
+//! What virtup made, read from its metadata and libvirt: the hosts the dynamic inventory lists, `virt-up --list` shows and `--delete --all` removes.
+//!
+//! The inventory runs on every ansible command, so it must be fast, quiet and robust: one
+//! damaged metadata file or one unreachable hypervisor becomes a warning in the listing, never a
+//! failure. It never asks a guest agent: addresses come from the metadata (validated by the
+//! module when it last ran), then DHCP leases and the ARP table, which libvirt answers without
+//! the guest's help. Rendering the listing for Ansible is the binaries' business.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::path::PathBuf;
+
+use anyhow::{Context as _, Result};
+use virtup_core::config::Config;
+use virtup_core::{template, DataDir, InstanceMeta, Paths};
+use virtup_libvirt::{
+    parse_domain_xml, AddressSource, DomainInfo, DomainState, Hypervisor, TagKind,
+};
+
+/// Environment variable naming the hypervisors to list (space- or comma-separated URIs).
+pub const URIS_ENV: &str = "VIRTUP_INVENTORY_URIS";
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum HostKind {
+    Template,
+    Instance,
+}
+
+impl HostKind {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            HostKind::Template => "template",
+            HostKind::Instance => "instance",
+        }
+    }
+}
+
+/// One inventory host: an instance (named as the instance) or a template (named as its domain,
+/// `VIRTUP-<name>`, so that a template and an instance of the same name never collide).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Host {
+    pub name: String,
+    pub kind: HostKind,
+    pub domain: String,
+    /// The template an instance was cloned from; a template's own name.
+    pub template: String,
+    pub generation: u32,
+    /// `running`, `stopped`, `paused`, another libvirt state, or `unknown` when the hypervisor
+    /// could not be asked.
+    pub state: String,
+    pub address: Option<String>,
+    pub user: Option<String>,
+    pub ssh_private_key_file: Option<PathBuf>,
+    pub known_hosts_file: PathBuf,
+    /// The name the pinned host key is filed under in `known_hosts`.
+    pub host_key_alias: String,
+    pub uri: String,
+    pub mac: Option<String>,
+}
+
+impl Host {
+    /// The ssh options that make Ansible (or ssh) verify the pinned host key against virtup's
+    /// known_hosts only (never a system-wide file), and jump through the hypervisor when it is remote.
+    pub fn ssh_options(&self) -> Vec<String> {
+        let mut opts = virtup_guest::ssh::pinned_host_key_options(
+            &self.known_hosts_file,
+            &self.host_key_alias,
+        );
+        if let Some(jump) = proxy_jump(&self.uri) {
+            opts.push("-o".to_string());
+            opts.push(format!("ProxyJump={jump}"));
+        }
+        opts
+    }
+
+    /// [`Host::ssh_options`] as one shell-quoted string, as `ansible_ssh_common_args` wants it.
+    pub fn ssh_common_args(&self) -> String {
+        shell_words::join(self.ssh_options())
+    }
+}
+
+/// Everything the inventory found, hosts sorted by name.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Listing {
+    pub hosts: Vec<Host>,
+    pub warnings: Vec<String>,
+}
+
+/// The hypervisors to list: `$VIRTUP_INVENTORY_URIS`, else `inventory-uris` from the config, else
+/// the default URI together with every URI the metadata mentions.
+pub fn uris(paths: &Paths, config: &Config, metas: &[InstanceMeta]) -> Vec<String> {
+    if let Some(list) = std::env::var(URIS_ENV)
+        .ok()
+        .filter(|v| !v.trim().is_empty())
+    {
+        return dedup(list.split([' ', ',', '\t', '\n']).map(str::to_owned));
+    }
+    if let Some(list) = config
+        .common
+        .inventory_uris
+        .clone()
+        .filter(|l| !l.is_empty())
+    {
+        return dedup(list);
+    }
+    let default = config
+        .common
+        .uri
+        .clone()
+        .unwrap_or_else(|| paths.libvirt_uri.clone());
+    dedup(std::iter::once(default).chain(metas.iter().filter_map(|m| m.uri.clone())))
+}
+
+fn dedup(items: impl IntoIterator<Item = String>) -> Vec<String> {
+    let mut seen = BTreeSet::new();
+    items
+        .into_iter()
+        .map(|s| s.trim().to_owned())
+        .filter(|s| !s.is_empty() && seen.insert(s.clone()))
+        .collect()
+}
+
+/// `[user@]host[:port]` of a remote libvirt URI reached over SSH (`qemu+ssh://…`), for `ProxyJump`.
+pub fn proxy_jump(uri: &str) -> Option<String> {
+    let (scheme, rest) = uri.split_once("://")?;
+    let transport = scheme.split_once('+')?.1;
+    if !matches!(transport, "ssh" | "libssh" | "libssh2") {
+        return None;
+    }
+    let authority = rest.split(['/', '?']).next()?;
+    let host = authority.rsplit('@').next()?;
+    let host = host.split(':').next()?;
+    if host.is_empty() {
+        return None;
+    }
+    Some(authority.to_owned())
+}
+
+/// Reads metadata and every hypervisor. Fails only when the data dir itself cannot be read;
+/// everything narrower becomes a warning.
+pub fn collect(paths: &Paths, config: &Config) -> Result<Listing> {
+    let data = DataDir::at(&paths.data_dir);
+    let mut warnings = Vec::new();
+    // Domains another data dir made are not this one's to list. Without a readable owner id none is
+    // provably this data dir's: one warning says so, naming the file.
+    let id_damaged = data.owner_id().err();
+    if let Some(e) = &id_damaged {
+        warnings.push(format!("no domain is listed as this data dir's: {e}"));
+    }
+    let ours = |hv: &Hypervisor, tag: &virtup_libvirt::VirtupTag, domain: &str| {
+        crate::owner::proves(&data, hv, tag, domain).unwrap_or(false)
+    };
+    let mut metas = Vec::new();
+    for (name, meta) in InstanceMeta::list(&data).with_context(|| {
+        format!(
+            "failed to list the instance metadata in `{}`",
+            data.instance_dir().display()
+        )
+    })? {
+        match meta {
+            Ok(m) => metas.push(m),
+            Err(e) => warnings.push(format!("instance `{name}` is skipped: {e}")),
+        }
+    }
+    let default_uri = config
+        .common
+        .uri
+        .clone()
+        .unwrap_or_else(|| paths.libvirt_uri.clone());
+    let mut hosts: BTreeMap<String, Host> = BTreeMap::new();
+    for uri in uris(paths, config, &metas) {
+        let listed = Hypervisor::connect_read_only(&uri).and_then(|hv| {
+            let domains = hv.list_domains()?;
+            Ok((hv, domains))
+        });
+        let (hv, domains) = match listed {
+            Ok(found) => (Some(found.0), found.1),
+            Err(e) => {
+                warnings.push(format!(
+                    "cannot list `{uri}`: {e}; its instances are listed with state `unknown`"
+                ));
+                (None, Vec::new())
+            }
+        };
+        let by_name: BTreeMap<&str, &DomainInfo> =
+            domains.iter().map(|d| (d.name.as_str(), d)).collect();
+
+        for meta in metas
+            .iter()
+            .filter(|m| m.uri.as_deref().unwrap_or(&default_uri) == uri)
+        {
+            if !meta.inventory {
+                continue;
+            }
+            let dom = by_name.get(meta.name.as_str()).copied();
+            let state = match (&hv, dom) {
+                (None, _) => "unknown".to_string(),
+                (Some(hv), Some(d))
+                    if is_instance_of(d, &meta.name)
+                        && d.tag.as_ref().is_some_and(|t| ours(hv, t, &d.name)) =>
+                {
+                    state_name(&d.state)
+                }
+                // Already said once: the damaged id proves no domain.
+                (Some(_), Some(_)) if id_damaged.is_some() => continue,
+                (Some(_), Some(_)) => {
+                    warnings.push(format!(
+                        "instance `{}` is skipped: domain `{}` on `{uri}` is not one virtup made with this data dir",
+                        meta.name, meta.name
+                    ));
+                    continue;
+                }
+                (Some(_), None) => {
+                    warnings.push(format!(
+                        "instance `{}` is skipped: its metadata exists but `{uri}` has no such domain",
+                        meta.name
+                    ));
+                    continue;
+                }
+            };
+            let address = match (&hv, state.as_str()) {
+                (Some(hv), "running") => meta
+                    .address
+                    .clone()
+                    .or_else(|| live_address(hv, &meta.name, meta.mac.as_deref())),
+                _ => meta.address.clone(),
+            };
+            let host = Host {
+                name: meta.name.clone(),
+                kind: HostKind::Instance,
+                domain: meta.name.clone(),
+                template: meta.template.clone(),
+                generation: meta.generation,
+                state,
+                address,
+                user: Some(meta.user.clone()).filter(|u| !u.is_empty()),
+                ssh_private_key_file: meta.ssh_private_key_file.clone().or_else(|| {
+                    Some(data.user_key_path(&meta.user)).filter(|_| !meta.user.is_empty())
+                }),
+                known_hosts_file: meta
+                    .known_hosts_file
+                    .clone()
+                    .unwrap_or_else(|| data.known_hosts_file()),
+                host_key_alias: meta.name.clone(),
+                uri: uri.clone(),
+                mac: meta.mac.clone(),
+            };
+            insert(&mut hosts, host, &mut warnings);
+        }
+
+        for dom in &domains {
+            let Some(tag) = &dom.tag else { continue };
+            match tag.kind {
+                // Instances of other data dirs (other users, other sandboxes) share the hypervisor;
+                // only this data dir's metadata says which instances are ours to list.
+                TagKind::Instance => {}
+                TagKind::Template => {
+                    let Some(hv) = &hv else { continue };
+                    if dom.name != template::domain_name(&tag.name) || !ours(hv, tag, &dom.name) {
+                        continue;
+                    }
+                    let state = state_name(&dom.state);
+                    let running = state == "running";
+                    let mac = if running {
+                        first_mac(hv, &dom.name)
+                    } else {
+                        None
+                    };
+                    let user = tag.user.clone().or_else(|| {
+                        config
+                            .resolve_template(&tag.name)
+                            .unwrap_or_else(|| config.resolve_common())
+                            .username
+                    });
+                    let host = Host {
+                        name: dom.name.clone(),
+                        kind: HostKind::Template,
+                        domain: dom.name.clone(),
+                        template: tag.name.clone(),
+                        generation: tag.generation,
+                        address: if running {
+                            live_address(hv, &dom.name, mac.as_deref())
+                        } else {
+                            None
+                        },
+                        state,
+                        ssh_private_key_file: user.as_ref().map(|u| data.user_key_path(u)),
+                        user,
+                        known_hosts_file: data.known_hosts_file(),
+                        host_key_alias: dom.name.clone(),
+                        uri: uri.clone(),
+                        mac,
+                    };
+                    insert(&mut hosts, host, &mut warnings);
+                }
+            }
+        }
+    }
+    Ok(Listing {
+        hosts: hosts.into_values().collect(),
+        warnings,
+    })
+}
+
+fn insert(hosts: &mut BTreeMap<String, Host>, host: Host, warnings: &mut Vec<String>) {
+    if let Some(first) = hosts.get(&host.name) {
+        warnings.push(format!(
+            "`{}` on `{}` is skipped: `{}` already has a host of that name",
+            host.name, host.uri, first.uri
+        ));
+        return;
+    }
+    hosts.insert(host.name.clone(), host);
+}
+
+fn is_instance_of(dom: &DomainInfo, name: &str) -> bool {
+    dom.tag
+        .as_ref()
+        .is_some_and(|t| t.is(TagKind::Instance, name))
+}
+
+fn state_name(state: &DomainState) -> String {
+    match state {
+        DomainState::Running => "running".into(),
+        DomainState::ShutOff => "stopped".into(),
+        DomainState::Paused => "paused".into(),
+        DomainState::Other(s) => s.clone(),
+    }
+}
+
+fn first_mac(hv: &Hypervisor, domain: &str) -> Option<String> {
+    let xml = hv.xml(domain).ok()?;
+    let parsed = parse_domain_xml(&xml).ok()?;
+    parsed.macs().first().map(|m| m.to_string())
+}
+
+/// An address from sources that need no guest cooperation (never the agent, which can hang).
+fn live_address(hv: &Hypervisor, domain: &str, mac: Option<&str>) -> Option<String> {
+    let lookup = hv
+        .find_address(domain, mac, &[AddressSource::Lease, AddressSource::Arp])
+        .ok()?;
+    lookup.found.map(|f| f.ip.to_string())
+}
