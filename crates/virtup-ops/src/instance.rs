@@ -253,63 +253,25 @@ struct Observation {
 fn observe(hv: &Hypervisor, data: &DataDir, req: &Request) -> Result<Observation> {
     let name = &req.desired.name;
     let mut model = InstanceObserved::default();
-    let mut mac = None;
     let ledger = Ledger::read(data, name)?;
     // A damaged owner id fails the run here, in check mode too: the real run needs it.
     data.owner_id()?;
-    let proof = |v: &VolumeInfo| {
-        ledger.proof(
-            &req.uri,
-            &req.pool,
-            ownership::Observed {
-                name: &v.name,
-                key: &v.key,
-                backing: v.backing.as_deref(),
-            },
-        )
-    };
-    if let Some(dom) = hv.domain(name)? {
+    let proof = |v: &VolumeInfo| volume_proof(&ledger, req, v);
+    let mut mac = None;
+    match hv.domain(name)? {
+        None => {}
         // A tag proves a domain to the data dir that wrote it, not to every data dir on the host.
-        let ours = match &dom.tag {
-            Some(tag) => {
-                tag.is(TagKind::Instance, name) && crate::owner::proves(data, hv, tag, name)?
-            }
-            None => false,
-        };
-        match dom.tag {
-            Some(tag) if ours => {
-                let parsed = parse_domain_xml(&hv.inactive_xml(name)?)?;
-                mac = parsed.macs().first().map(|m| m.to_string());
-                // The tag was written after its volumes were made; a listed volume is deleted with
-                // the domain only while it is still the one the domain uses (or the ledger's).
-                let disks: BTreeSet<&str> = parsed
-                    .disks
-                    .iter()
-                    .filter_map(|d| d.path.as_deref())
-                    .collect();
-                let mut owned_volumes = Vec::new();
-                if hv.pool(&req.pool)?.is_some() {
-                    for v in &tag.owned_volumes {
-                        if let Some(info) = hv.volume_info(&req.pool, v)? {
-                            if disks.contains(info.path.as_str()) || proof(&info) != Proof::Foreign
-                            {
-                                owned_volumes.push(v.clone());
-                            }
-                        }
-                    }
-                }
-                model.domain = Some(ObservedInstance {
-                    running: dom.state != DomainState::ShutOff,
-                    memory_mib: parsed.memory_mib,
-                    vcpus: parsed.vcpus,
-                    autostart: dom.autostart,
-                    template: tag.template.unwrap_or_default(),
-                    generation: tag.generation,
-                    owned_volumes,
-                });
+        Some(dom) => match dom.tag.clone() {
+            Some(tag)
+                if tag.is(TagKind::Instance, name)
+                    && crate::owner::proves(data, hv, &tag, name)? =>
+            {
+                let (observed, first_mac) = observe_domain(hv, req, &dom, tag, &proof)?;
+                model.domain = Some(observed);
+                mac = first_mac;
             }
             _ => model.foreign_domain = true,
-        }
+        },
     }
     // A damaged metadata file is reported, never trusted.
     let meta = InstanceMeta::read(data, name)?;
@@ -358,6 +320,59 @@ fn observe(hv: &Hypervisor, data: &DataDir, req: &Request) -> Result<Observation
         meta,
         mac,
     })
+}
+
+/// What the ledger proves of a volume in the instance's pool.
+fn volume_proof(ledger: &Ledger, req: &Request, v: &VolumeInfo) -> Proof {
+    ledger.proof(
+        &req.uri,
+        &req.pool,
+        ownership::Observed {
+            name: &v.name,
+            key: &v.key,
+            backing: v.backing.as_deref(),
+        },
+    )
+}
+
+/// The instance's own domain as the plan sees it, and its first MAC (kept by a re-create).
+fn observe_domain(
+    hv: &Hypervisor,
+    req: &Request,
+    dom: &virtup_libvirt::DomainInfo,
+    tag: VirtupTag,
+    proof: &dyn Fn(&VolumeInfo) -> Proof,
+) -> Result<(ObservedInstance, Option<String>)> {
+    let name = &req.desired.name;
+    let parsed = parse_domain_xml(&hv.inactive_xml(name)?)?;
+    let mac = parsed.macs().first().map(|m| m.to_string());
+    // The tag was written after its volumes were made; a listed volume is deleted with the domain
+    // only while it is still the one the domain uses (or the ledger's).
+    let disks: BTreeSet<&str> = parsed
+        .disks
+        .iter()
+        .filter_map(|d| d.path.as_deref())
+        .collect();
+    let mut owned_volumes = Vec::new();
+    if hv.pool(&req.pool)?.is_some() {
+        for v in &tag.owned_volumes {
+            if let Some(info) = hv.volume_info(&req.pool, v)? {
+                if disks.contains(info.path.as_str()) || proof(&info) != Proof::Foreign {
+                    owned_volumes.push(v.clone());
+                }
+            }
+        }
+    }
+    let observed = ObservedInstance {
+        running: dom.state != DomainState::ShutOff,
+        memory_mib: parsed.memory_mib,
+        vcpus: parsed.vcpus,
+        autostart: dom.autostart,
+        template: tag.template.unwrap_or_default(),
+        generation: tag.generation,
+        owned_volumes,
+    };
+    Ok((observed, mac))
 }
 
 /// An instance's state as `--diff` shows it: the state word, and its shape unless it is absent.
