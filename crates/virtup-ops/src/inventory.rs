@@ -1,8 +1,8 @@
-//! What virtup made, read from its metadata and libvirt: the hosts the dynamic inventory lists, `virt-up --list` shows and `--delete --all` removes.
+//! What virtup made, from its metadata and libvirt: the hosts the inventory lists and `virt-up --list` shows.
 //!
 //! The inventory runs on every ansible command, so it must be fast, quiet and robust: one
 //! damaged metadata file or one unreachable hypervisor becomes a warning in the listing, never a
-//! failure. It never asks a guest agent: addresses come from the metadata (validated by the
+//! failure of every ansible command (only a data dir that cannot be read fails). It never asks a guest agent: addresses come from the metadata (validated by the
 //! module when it last ran), then DHCP leases and the ARP table, which libvirt answers without
 //! the guest's help. Rendering the listing for Ansible is the binaries' business.
 

@@ -1,6 +1,7 @@
 //! virtup's operations as a library: a caller builds a typed request, decides the [`Mode`] once, and
-//! gets a typed report back. Nothing here knows Ansible's JSON or the command line; the module
-//! binaries and `virt-up` are adapters around it.
+//! gets a typed report back (the inventory's `collect`, which changes nothing, takes no mode and
+//! returns a listing). Nothing here knows Ansible's JSON or the command line; the module binaries
+//! and `virt-up` are adapters around it.
 
 pub mod context;
 pub mod host;
