@@ -1052,7 +1052,7 @@ fn domain_spec(
     owner: String,
 ) -> Result<DomainSpec> {
     let name = &req.desired.name;
-    let virt_type = virtup_libvirt::choose_virt_type(hv)?.virt_type;
+    let virt_type = accel_from(hv)?;
     let mut spec = DomainSpec::new(name, req.desired.memory_mib, req.desired.vcpus, virt_type);
     spec.disks = disks;
     spec.nic = Some(NicSpec {
@@ -1094,6 +1094,8 @@ fn create_owned(
     }
 }
 
+/// The virt type chosen for this hypervisor (KVM where usable, else TCG): the clone's domain and
+/// virt-sysprep's appliance use the same one.
 fn accel_from(hv: &Hypervisor) -> Result<VirtType> {
     Ok(virtup_libvirt::choose_virt_type(hv)?.virt_type)
 }
