@@ -303,6 +303,10 @@ impl Cmd {
         mut on_line: Option<&mut LineSink<'_>>,
         check: bool,
     ) -> Result<Output, CmdError> {
+        #[cfg(feature = "script")]
+        if let Some(reply) = crate::script::answer(self) {
+            return self.scripted(reply, on_line, check);
+        }
         let mut child = self
             .command()?
             .spawn()
@@ -440,6 +444,50 @@ impl Cmd {
             status,
             stdout,
             stderr,
+        })
+    }
+}
+
+#[cfg(feature = "script")]
+impl Cmd {
+    /// A scripted run's reply as the engine returns a real one: lines streamed, a stdout file
+    /// written, a non-zero exit an error with the stderr tail.
+    fn scripted(
+        &self,
+        reply: crate::script::Reply,
+        on_line: Option<&mut LineSink<'_>>,
+        check: bool,
+    ) -> Result<Output, CmdError> {
+        if let Some(on_line) = on_line {
+            for (stream, bytes) in [
+                (Stream::Stdout, &reply.stdout),
+                (Stream::Stderr, &reply.stderr),
+            ] {
+                emit_lines(&mut bytes.clone(), stream, &mut *on_line, true);
+            }
+        }
+        let mut stdout = reply.stdout;
+        if let Some(path) = &self.stdout_file {
+            std::fs::write(path, &stdout).map_err(|error| CmdError::StdoutFile {
+                path: path.clone(),
+                cmd: self.to_string(),
+                error,
+            })?;
+            stdout.clear();
+        }
+        let status = ExitStatus::from_raw((reply.code & 0xff) << 8);
+        if check && !status.success() {
+            return Err(CmdError::Failed {
+                cmd: self.to_string(),
+                argv: self.argv(),
+                status,
+                stderr_tail: stderr_tail(&reply.stderr),
+            });
+        }
+        Ok(Output {
+            status,
+            stdout,
+            stderr: reply.stderr,
         })
     }
 }

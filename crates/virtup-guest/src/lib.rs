@@ -16,6 +16,8 @@ pub mod gpg;
 pub mod identity;
 pub mod libguestfs;
 pub mod qemu_img;
+#[cfg(feature = "script")]
+pub mod script;
 pub mod space;
 pub mod ssh;
 pub mod sysprep;

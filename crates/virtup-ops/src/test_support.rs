@@ -39,3 +39,26 @@ pub fn test_hv() -> Hypervisor {
 pub fn volume_exists(hv: &Hypervisor, name: &str) -> bool {
     hv.volume_info(POOL, name).unwrap().is_some()
 }
+
+/// A test-driver node of its own whose pool `default-pool` is the directory `dir/pool`, for runs
+/// whose (scripted) tools write files into the pool; its URI and a connection to it.
+pub fn node_with_pool_dir(dir: &TempDir) -> (String, Hypervisor) {
+    let pool = dir.path().join("pool");
+    std::fs::create_dir_all(&pool).unwrap();
+    let node = dir.path().join("node.xml");
+    std::fs::write(
+        &node,
+        format!(
+            "<node>\n\
+             <network><name>default</name><bridge name='virbr0'/><forward/>\
+             <ip address='192.168.122.1' netmask='255.255.255.0'/></network>\n\
+             <pool type='dir'><name>{POOL}</name><target><path>{}</path></target></pool>\n\
+             </node>\n",
+            pool.display()
+        ),
+    )
+    .unwrap();
+    let uri = format!("test://{}", node.display());
+    let hv = Hypervisor::connect(&uri).unwrap();
+    (uri, hv)
+}

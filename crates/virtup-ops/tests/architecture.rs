@@ -204,6 +204,33 @@ fn virtup_core_depends_on_no_other_virtup_crate() {
     }
 }
 
+/// Scripted tool runs (`virtup_guest::script`) are for tests: only a `[dev-dependencies]` section
+/// turns the feature on, so no product binary can answer a command itself.
+#[test]
+fn only_dev_dependencies_turn_on_scripted_tool_runs() {
+    let mut manifests: Vec<PathBuf> = crate_manifests().into_iter().map(|(_, m)| m).collect();
+    manifests.extend([root().join("Cargo.toml"), root().join("fuzz/Cargo.toml")]);
+    let mut dev_uses = 0;
+    for manifest in manifests {
+        let mut section = String::new();
+        for line in read(&manifest).lines() {
+            let line = line.trim();
+            if line.starts_with('[') {
+                section = line.to_owned();
+            } else if line.starts_with("virtup-guest") && line.contains("\"script\"") {
+                assert_eq!(
+                    section,
+                    "[dev-dependencies]",
+                    "{} turns on `script` in {section}",
+                    manifest.display()
+                );
+                dev_uses += 1;
+            }
+        }
+    }
+    assert!(dev_uses >= 1, "no crate uses scripted runs: is the scan blind?");
+}
+
 #[test]
 fn every_rust_file_opens_with_what_it_is_for() {
     let root = root();

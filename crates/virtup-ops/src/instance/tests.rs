@@ -223,3 +223,158 @@ fn present_resizes_in_place_and_describes_the_instance() {
     let again = converge(&ctx, &hv, &req, Mode::Apply, &Quiet).unwrap();
     assert!(!again.changed, "{}", again.msg);
 }
+
+// Clones with scripted tool runs: virt-sysprep cannot run without the lab, so the test answers it
+// (virtup_guest::script) and checks what it was asked; everything else is the real code on the test driver.
+
+use virtup_core::ownership::Ledger;
+use virtup_guest::script::{Reply, Script};
+
+/// `web6` cloned from `tpl` by the sysprep path, with an explicit password and extra sysprep arguments.
+fn sysprep_clone(ctx: &Context) -> Request {
+    let mut o = options("web6", InstanceState::Present);
+    o.customize = Customize::Sysprep;
+    o.password = Some("Clone-S3cret".into());
+    o.root_password = Some("Root-S3cret".into());
+    o.layer.virt_sysprep_args = Some(vec!["--timezone".into(), "UTC".into()]);
+    resolve(ctx, o).unwrap()
+}
+
+#[test]
+fn a_sysprep_clone_prepares_its_own_overlay_and_defines_the_tagged_domain() {
+    let dir = TempDir::new().unwrap();
+    let ctx = context(&dir, true);
+    let hv = test_hv();
+    template(&hv, &ctx);
+    // What virt-sysprep would copy into the guest, read while it "runs": the staged identity.
+    let staged = std::rc::Rc::new(RefCell::new(Vec::<(String, Vec<u8>)>::new()));
+    let seen = staged.clone();
+    let script = Script::install(move |cmd| {
+        if cmd.get_program() != "virt-sysprep" {
+            return None;
+        }
+        let argv = cmd.argv();
+        let copy_in = argv.windows(2).find(|w| w[0] == "--copy-in")?;
+        let dir = copy_in[1].split(':').next()?;
+        for entry in std::fs::read_dir(dir).ok()? {
+            let entry = entry.ok()?;
+            let name = entry.file_name().to_string_lossy().into_owned();
+            seen.borrow_mut()
+                .push((name, std::fs::read(entry.path()).ok()?));
+        }
+        Some(Reply::ok())
+    });
+    let req = sysprep_clone(&ctx);
+    let report = converge(&ctx, &hv, &req, Mode::Apply, &Quiet).unwrap();
+    assert!(report.changed, "{}", report.msg);
+    let staged = staged.borrow();
+    let file = |name: &str| {
+        staged
+            .iter()
+            .find(|(n, _)| n == name)
+            .map(|(_, c)| String::from_utf8_lossy(c).into_owned())
+            .unwrap_or_else(|| panic!("`{name}` not staged: {staged:?}"))
+    };
+    assert_eq!(file("hostname").trim(), "web6");
+    let shadow = file("shadow");
+    assert!(shadow.starts_with("root:$6$"), "hashes only: {shadow}");
+    assert!(!shadow.contains("S3cret"), "{shadow}");
+
+    let runs = script.runs();
+    assert_eq!(runs.len(), 1, "one virt-sysprep run, nothing else scripted");
+    let argv = runs[0].argv();
+    assert_eq!(argv[0], "virt-sysprep");
+    let disk = argv.windows(2).find(|w| w[0] == "-a").map(|w| w[1].clone());
+    assert_eq!(
+        disk.as_deref(),
+        Some("/default-pool/web6.qcow2"),
+        "the clone's own disk, never the template's: {argv:?}"
+    );
+    assert!(
+        argv.ends_with(&["--timezone".into(), "UTC".into()]),
+        "{argv:?}"
+    );
+    let copy_in = argv.windows(2).find(|w| w[0] == "--copy-in").unwrap();
+    let staged_dir = copy_in[1].split(':').next().unwrap();
+    assert!(
+        !std::path::Path::new(staged_dir).exists(),
+        "the staged identity (host private key) is removed after the run"
+    );
+    let joined = argv.join(" ");
+    assert!(
+        !joined.contains("Clone-S3cret") && !joined.contains("Root-S3cret"),
+        "secrets reach virt-sysprep through files: {argv:?}"
+    );
+    assert_eq!(
+        runs[0].get_env("LIBGUESTFS_BACKEND"),
+        Some(Some(std::ffi::OsStr::new("direct"))),
+        "the test driver has no KVM: the appliance runs under TCG"
+    );
+
+    let overlay = hv.volume_info(POOL, "web6.qcow2").unwrap().unwrap();
+    let template_volume = virtup_core::template::volume_name("tpl", 1, "qcow2");
+    assert_eq!(
+        overlay.backing,
+        Some(format!("/default-pool/{template_volume}")),
+        "linked to the template's generation"
+    );
+    let tag = hv.tag("web6").unwrap().expect("the clone is tagged");
+    assert_eq!(tag.template.as_deref(), Some("tpl"));
+    assert_eq!(tag.generation, 1);
+    assert_eq!(tag.owner, ctx.data.owner_id().unwrap());
+    assert_eq!(tag.owned_volumes, ["web6.qcow2"]);
+    assert!(
+        !volume_exists(&hv, "web6-config.iso"),
+        "the sysprep path has no config disk"
+    );
+    let ledger = Ledger::read(&ctx.data, "web6").unwrap();
+    assert!(ledger.is_attached(&req.uri, POOL, "web6.qcow2"));
+    let meta = InstanceMeta::read(&ctx.data, "web6").unwrap().unwrap();
+    assert_eq!(meta.state.as_deref(), Some("present"));
+    assert_eq!(meta.volumes, ["web6.qcow2"]);
+
+    let again = converge(&ctx, &hv, &req, Mode::Apply, &Quiet).unwrap();
+    assert!(!again.changed, "{}", again.msg);
+    assert_eq!(script.runs().len(), 1, "nothing is prepared twice");
+}
+
+/// virt-sysprep fails: the error names it with its stderr, no domain exists, and the next run
+/// deletes the half-made overlay (the ledger proves it) and clones again.
+#[test]
+fn a_failed_sysprep_is_reported_and_the_next_run_finishes_the_clone() {
+    let dir = TempDir::new().unwrap();
+    let ctx = context(&dir, true);
+    let hv = test_hv();
+    template(&hv, &ctx);
+    let req = sysprep_clone(&ctx);
+    {
+        let _script = Script::install(|cmd| {
+            (cmd.get_program() == "virt-sysprep")
+                .then(|| Reply::fail(1, "virt-sysprep: error: no operating systems were found"))
+        });
+        let e = converge(&ctx, &hv, &req, Mode::Apply, &Quiet).unwrap_err();
+        let e = format!("{e:#}");
+        assert!(
+            e.contains("virt-sysprep could not prepare the clone"),
+            "{e}"
+        );
+        assert!(e.contains("no operating systems were found"), "{e}");
+    }
+    assert!(hv.domain("web6").unwrap().is_none());
+    let ledger = Ledger::read(&ctx.data, "web6").unwrap();
+    assert!(
+        ledger.entry(&req.uri, POOL, "web6.qcow2").is_some(),
+        "the half-made overlay is recorded as virtup's"
+    );
+
+    let script = Script::install(|cmd| (cmd.get_program() == "virt-sysprep").then(Reply::ok));
+    let report = converge(&ctx, &hv, &req, Mode::Apply, &Quiet).unwrap();
+    assert!(report.changed, "{}", report.msg);
+    assert_eq!(
+        report.msg,
+        "delete leftover volumes web6.qcow2; clone from template generation 1"
+    );
+    assert_eq!(script.runs().len(), 1);
+    assert!(hv.domain("web6").unwrap().is_some());
+    assert!(volume_exists(&hv, "web6.qcow2"));
+}

@@ -118,3 +118,262 @@ fn another_data_dirs_template_is_left_alone() {
     assert!(hv.domain("VIRTUP-tpl").unwrap().is_some());
     assert!(volume_exists(&hv, &volume_name("tpl", 1, "qcow2")));
 }
+
+// Builds with scripted tool runs: virt-builder, virt-customize and virt-install cannot run without
+// the lab, so the test answers them (virtup_guest::script), doing to the pool what the tool would,
+// and checks what they were asked. The pool is a directory of the test (`node_with_pool_dir`).
+
+mod scripted {
+    use std::os::unix::fs::PermissionsExt as _;
+    use std::path::Path;
+    use std::rc::Rc;
+
+    use virtup_core::ownership::Ledger;
+    use virtup_guest::script::{Reply, Script};
+    use virtup_guest::Cmd;
+
+    use super::*;
+    use crate::test_support::node_with_pool_dir;
+
+    fn request_on(ctx: &Context, uri: &str) -> Request {
+        let mut options = TemplateOptions::new("tpl", TemplateState::Present);
+        options.layer.os_version = Some("debian-12".into());
+        options.layer.pool = Some(POOL.into());
+        options.layer.uri = Some(uri.into());
+        options.password = Some("Tpl-S3cret".into());
+        options.root_password = Some("Root-S3cret".into());
+        resolve(ctx, options, current_user_key(ctx)).unwrap()
+    }
+
+    /// The value after `flag` in a scripted command's argv.
+    fn after(cmd: &Cmd, flag: &str) -> String {
+        let argv = cmd.argv();
+        let at = argv.iter().position(|a| a == flag);
+        at.and_then(|i| argv.get(i + 1).cloned())
+            .unwrap_or_else(|| panic!("no `{flag}` in {argv:?}"))
+    }
+
+    fn mode_of(path: &Path) -> u32 {
+        std::fs::metadata(path).unwrap().permissions().mode() & 0o777
+    }
+
+    fn files_in(dir: &Path) -> Vec<String> {
+        let mut names: Vec<String> = std::fs::read_dir(dir)
+            .unwrap()
+            .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+            .collect();
+        names.sort();
+        names
+    }
+
+    /// virt-builder fails after writing a partial image (it runs with `--no-delete-on-failure`):
+    /// the error names it with its stderr, and the pool, the ledger and libvirt keep nothing.
+    #[test]
+    fn a_failed_build_names_virt_builder_and_leaves_nothing_behind() {
+        let dir = TempDir::new().unwrap();
+        let ctx = context(&dir, false);
+        let (uri, hv) = node_with_pool_dir(&dir);
+        let script = Script::install(|cmd| {
+            if cmd.get_program() != "virt-builder" {
+                return None;
+            }
+            std::fs::write(after(cmd, "-o"), b"half an image").unwrap();
+            Some(Reply::fail(
+                1,
+                "virt-builder: error: appliance closed the connection",
+            ))
+        });
+        let req = request_on(&ctx, &uri);
+        let e = converge(&ctx, &hv, req, Mode::Apply, &Quiet).unwrap_err();
+        let e = format!("{e:#}");
+        assert!(
+            e.contains("virt-builder could not build `debian-12`"),
+            "{e}"
+        );
+        assert!(e.contains("appliance closed the connection"), "{e}");
+
+        let runs = script.runs();
+        assert_eq!(runs.len(), 1, "one virt-builder run, nothing else scripted");
+        let pool = dir.path().join("pool");
+        let part = pool.join(format!("{}.part", volume_name("tpl", 1, "qcow2")));
+        assert_eq!(after(&runs[0], "-o"), part.display().to_string());
+        assert_eq!(after(&runs[0], "--format"), "qcow2");
+        assert_eq!(after(&runs[0], "--hostname"), "tpl");
+        let secrets = ctx.secrets_dir("VIRTUP-tpl");
+        assert_eq!(
+            after(&runs[0], "--root-password"),
+            format!("file:{}", secrets.join("root_password").display())
+        );
+        let argv = runs[0].argv().join(" ");
+        assert!(
+            !argv.contains("S3cret"),
+            "secrets reach virt-builder through files: {argv}"
+        );
+        assert_eq!(
+            std::fs::read_to_string(secrets.join("root_password"))
+                .unwrap()
+                .trim_end(),
+            "Root-S3cret",
+            "the root password the user set"
+        );
+        assert_eq!(mode_of(&secrets.join("root_password")), 0o600);
+        assert_eq!(mode_of(&secrets), 0o700);
+
+        assert_eq!(
+            files_in(&pool),
+            Vec::<String>::new(),
+            "the partial image is deleted"
+        );
+        assert!(Ledger::read(&ctx.data, "VIRTUP-tpl")
+            .unwrap()
+            .volumes
+            .is_empty());
+        assert!(hv.list_volumes(POOL).unwrap().is_empty());
+        assert!(hv.domain("VIRTUP-tpl").unwrap().is_none());
+    }
+
+    /// virt-builder succeeds: the image is moved into place private (0600) and recorded by its key
+    /// before the config disk. Uploading that is where the test driver stops
+    /// (no `virStorageVolUpload`); the lab tests the rest of the build.
+    #[test]
+    fn a_build_moves_a_private_image_into_place_and_records_it_by_key() {
+        let dir = TempDir::new().unwrap();
+        let ctx = context(&dir, false);
+        let (uri, hv) = node_with_pool_dir(&dir);
+        let hv = Rc::new(hv);
+        let pool_of_driver = hv.clone();
+        let _script = Script::install(move |cmd| {
+            if cmd.get_program() != "virt-builder" {
+                return None;
+            }
+            // What the build and a pool refresh leave: the file, and libvirt's volume for it.
+            let out = after(cmd, "-o");
+            std::fs::write(&out, b"an image").unwrap();
+            let name = Path::new(&out).file_name().unwrap().to_string_lossy();
+            let name = name.trim_end_matches(".part");
+            pool_of_driver
+                .create_volume(POOL, &VolumeSpec::new(name, 1 << 20, ImageFormat::Qcow2))
+                .unwrap();
+            Some(Reply::ok())
+        });
+        let req = request_on(&ctx, &uri);
+        let e = converge(&ctx, &hv, req, Mode::Apply, &Quiet).unwrap_err();
+        assert!(format!("{e:#}").contains("virStorageVolUpload"), "{e:#}");
+
+        let pool = dir.path().join("pool");
+        let image = pool.join(volume_name("tpl", 1, "qcow2"));
+        assert_eq!(
+            files_in(&pool),
+            [volume_name("tpl", 1, "qcow2")],
+            "no `.part` is left"
+        );
+        assert_eq!(mode_of(&image), 0o600, "the image holds password hashes");
+        let ledger = Ledger::read(&ctx.data, "VIRTUP-tpl").unwrap();
+        let info = hv
+            .volume_info(POOL, &volume_name("tpl", 1, "qcow2"))
+            .unwrap()
+            .unwrap();
+        let entry = ledger
+            .entry(&uri, POOL, &volume_name("tpl", 1, "qcow2"))
+            .unwrap();
+        assert_eq!(
+            entry.key.as_deref(),
+            Some(info.key.as_str()),
+            "proven by its key"
+        );
+        assert!(
+            ledger.entry(&uri, POOL, "VIRTUP-tpl-config.iso").is_none(),
+            "a config disk that was never made is not recorded"
+        );
+    }
+
+    /// The domain comes from virt-install's XML with virtup's tag inside; defined again, it keeps its UUID.
+    #[test]
+    fn define_tags_virt_install_s_domain_and_keeps_its_uuid() {
+        let dir = TempDir::new().unwrap();
+        let ctx = context(&dir, true);
+        let (uri, hv) = node_with_pool_dir(&dir);
+        let script = Script::install(|cmd| {
+            (cmd.get_program() == "virt-install").then(|| {
+                // As virt-install prints it: `--uuid` becomes the domain's UUID.
+                let argv = cmd.argv();
+                let uuid = argv
+                    .iter()
+                    .position(|a| a == "--uuid")
+                    .map(|i| format!("<uuid>{}</uuid>", argv[i + 1]));
+                Reply::stdout(format!(
+                    "<domain type='qemu'><name>{}</name>{}<memory unit='KiB'>1048576</memory>\
+                     <vcpu>1</vcpu><os><type>hvm</type></os></domain>",
+                    after(cmd, "--name"),
+                    uuid.unwrap_or_default()
+                ))
+            })
+        });
+        let req = request_on(&ctx, &uri);
+        let obs = observe(&hv, &ctx.data, &req).unwrap();
+        build::define(&ctx.data, &hv, &req, &obs, 1, VirtType::Qemu).unwrap();
+        let tag = hv.tag("VIRTUP-tpl").unwrap().expect("tagged");
+        assert!(tag.is(TagKind::Template, "tpl"));
+        assert_eq!(tag.generation, 1);
+        assert_eq!(tag.digest, Some(req.desired.digest()));
+        assert_eq!(tag.owner, ctx.data.owner_id().unwrap());
+        assert_eq!(tag.user.as_deref(), Some("virt"));
+
+        let obs = observe(&hv, &ctx.data, &req).unwrap();
+        let uuid = obs.uuid.clone().expect("the defined domain has a UUID");
+        build::define(&ctx.data, &hv, &req, &obs, 2, VirtType::Qemu).unwrap();
+        let runs = script.runs();
+        assert_eq!(runs.len(), 2);
+        assert_eq!(after(&runs[0], "--connect"), uri);
+        assert_eq!(after(&runs[0], "--virt-type"), "qemu");
+        assert!(!runs[0].argv().contains(&"--uuid".to_owned()));
+        assert_eq!(after(&runs[1], "--uuid"), uuid, "redefined under its UUID");
+        let disks: Vec<String> = runs[1]
+            .argv()
+            .windows(2)
+            .filter(|w| w[0] == "--disk")
+            .map(|w| w[1].clone())
+            .collect();
+        let pool = dir.path().join("pool");
+        assert!(
+            disks[0].starts_with(&format!(
+                "path={}",
+                pool.join(volume_name("tpl", 2, "qcow2")).display()
+            )),
+            "{disks:?}"
+        );
+        assert!(disks[1].contains("VIRTUP-tpl-config.iso"), "{disks:?}");
+        assert_eq!(hv.tag("VIRTUP-tpl").unwrap().unwrap().generation, 2);
+    }
+
+    /// The seal removes the identity a clone must not inherit, from the current generation's disk.
+    #[test]
+    fn seal_removes_the_identity_from_the_generation_s_disk() {
+        let dir = TempDir::new().unwrap();
+        let ctx = context(&dir, true);
+        let (uri, hv) = node_with_pool_dir(&dir);
+        let script = Script::install(|cmd| (cmd.get_program() == "virt-customize").then(Reply::ok));
+        let req = request_on(&ctx, &uri);
+        let obs = observe(&hv, &ctx.data, &req).unwrap();
+        build::seal(&req, &obs, 3, VirtType::Qemu).unwrap();
+        let runs = script.runs();
+        assert_eq!(runs.len(), 1);
+        let disk = dir.path().join("pool").join(volume_name("tpl", 3, "qcow2"));
+        assert_eq!(after(&runs[0], "-a"), disk.display().to_string());
+        let argv = runs[0].argv();
+        for (flag, what) in [
+            ("--truncate", "/etc/machine-id"),
+            ("--delete", "/etc/ssh/ssh_host_*"),
+            ("--delete", "/var/lib/dhcp/*"),
+        ] {
+            assert!(
+                argv.windows(2).any(|w| w[0] == flag && w[1] == what),
+                "`{flag} {what}` missing: {argv:?}"
+            );
+        }
+        assert_eq!(
+            runs[0].get_env("LIBGUESTFS_BACKEND"),
+            Some(Some(std::ffi::OsStr::new("direct")))
+        );
+    }
+}
