@@ -74,6 +74,34 @@ pub struct ModuleArgs {
     diff: bool,
     no_log_values: Vec<String>,
     warnings: Vec<String>,
+    /// The options read so far (canonical names), so a test can find a declared option nothing reads.
+    read: ReadLog,
+}
+
+/// Which options a module read; not part of the arguments' value (two args are equal whatever was
+/// read). A mutex, not a `RefCell`, so that args stay unwind-safe for the panic handling.
+#[derive(Debug, Default)]
+struct ReadLog(std::sync::Mutex<BTreeSet<&'static str>>);
+
+impl ReadLog {
+    fn set(&self) -> std::sync::MutexGuard<'_, BTreeSet<&'static str>> {
+        // A panic while the set was held left it whole (inserts do not panic halfway).
+        self.0
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+}
+
+impl Clone for ReadLog {
+    fn clone(&self) -> ReadLog {
+        ReadLog(std::sync::Mutex::new(self.set().clone()))
+    }
+}
+
+impl PartialEq for ReadLog {
+    fn eq(&self, _: &ReadLog) -> bool {
+        true
+    }
 }
 
 impl ModuleArgs {
@@ -89,7 +117,23 @@ impl ModuleArgs {
                 self.module_name
             );
         };
+        self.read.set().insert(canonical);
         self.values.get(canonical)
+    }
+    /// The declared options nothing has read yet. A test reads a module's arguments the way the
+    /// module does and expects none: a declared option that is never read would be accepted and
+    /// silently do nothing.
+    pub fn unread(&self) -> Vec<&'static str> {
+        let read = self.read.set();
+        let mut unread: Vec<&'static str> = self
+            .names
+            .values()
+            .copied()
+            .filter(|c| !read.contains(c))
+            .collect();
+        unread.sort_unstable();
+        unread.dedup();
+        unread
     }
     /// Whether the module's spec declares `name` (as an option or an alias), for code shared by
     /// modules whose option sets differ.
@@ -293,6 +337,7 @@ pub(crate) fn parse_collecting(
         diff,
         no_log_values: secrets.clone(),
         warnings,
+        read: ReadLog::default(),
     })
 }
 

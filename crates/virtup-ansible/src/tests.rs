@@ -348,3 +348,16 @@ fn real_process_panic_is_scrubbed() {
         "{stderr}"
     );
 }
+
+/// `unread` lists the declared options nothing read; a read under an alias counts for the option.
+#[test]
+fn unread_lists_the_declared_options_nothing_read() {
+    let args = parse_args(&args_text(SECRET), &spec()).unwrap();
+    assert_eq!(args.unread(), ["name", "password", "pin"]);
+    args.str("name");
+    args.str("root_password");
+    assert_eq!(args.unread(), ["pin"]);
+    assert!(!args.declares("naem"), "`declares` is no read");
+    args.int("pin");
+    assert!(args.unread().is_empty());
+}

@@ -12,7 +12,7 @@ use virtup_ops::host::{converge, HostReport, HostRequest};
 use crate::context::Context;
 use crate::module::{mode, ModuleReporter};
 
-fn resolve(args: &ModuleArgs, ctx: &Context) -> Result<HostRequest> {
+pub(crate) fn resolve(args: &ModuleArgs, ctx: &Context) -> Result<HostRequest> {
     let common = ctx.config.resolve_common();
     let text = |k: &str| args.str(k).unwrap_or_default().to_owned();
     let pool = args

@@ -109,7 +109,11 @@ pub fn instance_spec() -> ModuleSpec {
 
 #[cfg(test)]
 mod tests {
+    use serde_json::json;
+    use virtup_ansible::ModuleArgs;
+
     use super::*;
+    use crate::context::Context;
 
     /// The shared config layer reads these only where declared: each must be declared by exactly
     /// one of the two modules, so that a misspelt entry fails here.
@@ -132,6 +136,91 @@ mod tests {
         host_spec().validate().unwrap();
     }
 
-    // The sidecar docs, the roles' pass-through tasks and their argument specs are held to these specs
-    // by tests/option_lists.rs.
+    /// A valid value for every option of `spec` but those in `leave_out`, as a task would give them.
+    fn every_option(spec: &ModuleSpec, leave_out: &[&str]) -> ModuleArgs {
+        use virtup_ansible::OptionType;
+        let mut task = serde_json::Map::new();
+        for o in spec
+            .options()
+            .iter()
+            .filter(|o| !leave_out.contains(&o.name()))
+        {
+            let value = match (o.name(), o.kind(), o.choices_list()) {
+                (_, _, [first, ..]) => json!(first),
+                ("memory", ..) => json!(1024),
+                ("vcpus", ..) => json!(2),
+                (_, OptionType::Int, _) => json!(60),
+                (_, OptionType::Bool, _) => json!(true),
+                ("address_source", ..) => json!(["lease"]),
+                (_, OptionType::List, _) => json!(["--verbose"]),
+                (_, OptionType::Path, _) => json!("/var/lib/virtup-test/file"),
+                ("uri", ..) => json!("test:///default"),
+                ("size", ..) => json!("10G"),
+                ("network_bridge", ..) => json!("virbr9"),
+                (name, ..) if name.starts_with("network_") => json!("192.168.123.1"),
+                (_, _, _) => json!("t1"),
+            };
+            task.insert(o.name().to_owned(), value);
+        }
+        virtup_ansible::parse_args(&serde_json::Value::Object(task).to_string(), spec)
+            .unwrap_or_else(|e| panic!("{}: {e}", spec.name()))
+    }
+
+    fn context(dir: &tempfile::TempDir) -> Context {
+        let paths = virtup_core::Paths::new(
+            dir.path().join("etc"),
+            dir.path().join("config"),
+            dir.path().join("data"),
+            "test:///default",
+        );
+        Context {
+            data: virtup_core::DataDir::at(&paths.data_dir),
+            paths,
+            config: Default::default(),
+        }
+    }
+
+    /// Declaring an option is the one edit that adds it; this catches the adapter that forgets to
+    /// read it (the option would be accepted and do nothing), and `ModuleArgs::get` panics on a
+    /// read of an option no spec declares. The docs, the roles' pass-through tasks and their argument
+    /// specs are held to these specs by tests/option_lists.rs.
+    #[test]
+    fn every_declared_option_is_read_by_its_module() {
+        let dir = tempfile::TempDir::new().unwrap();
+        let ctx = context(&dir);
+        // `os_version` and `image` exclude each other: one task has each, and an option is read if
+        // either task reads it.
+        let template: Vec<Vec<&str>> = [["image"], ["os_version"]]
+            .iter()
+            .map(|leave_out| {
+                let args = every_option(&template_spec(), leave_out);
+                crate::template::options(&args).unwrap();
+                args.unread()
+                    .into_iter()
+                    .filter(|o| !leave_out.contains(o))
+                    .collect()
+            })
+            .collect();
+        let unread: Vec<&&str> = template[0]
+            .iter()
+            .filter(|o| template[1].contains(o))
+            .collect();
+        assert!(unread.is_empty(), "virtup_template never reads {unread:?}");
+
+        let args = every_option(&instance_spec(), &[]);
+        crate::instance::options(&args).unwrap();
+        assert_eq!(
+            args.unread(),
+            Vec::<&str>::new(),
+            "virtup_instance never reads these"
+        );
+
+        let args = every_option(&host_spec(), &[]);
+        crate::host::resolve(&args, &ctx).unwrap();
+        assert_eq!(
+            args.unread(),
+            Vec::<&str>::new(),
+            "virtup_host never reads these"
+        );
+    }
 }

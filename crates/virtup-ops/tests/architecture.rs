@@ -228,7 +228,10 @@ fn only_dev_dependencies_turn_on_scripted_tool_runs() {
             }
         }
     }
-    assert!(dev_uses >= 1, "no crate uses scripted runs: is the scan blind?");
+    assert!(
+        dev_uses >= 1,
+        "no crate uses scripted runs: is the scan blind?"
+    );
 }
 
 #[test]
