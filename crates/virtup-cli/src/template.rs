@@ -2,15 +2,23 @@
 //!
 //! The operation itself (observe → plan → apply) is `virtup_ops::template`.
 
+use std::path::PathBuf;
+
 use anyhow::{anyhow, Result};
 use serde_json::json;
 use virtup_ansible::{Diff, ModuleArgs, ModuleResult};
 use virtup_core::template::TemplateState;
 use virtup_libvirt::Hypervisor;
-use virtup_ops::template::{converge, current_user_key, Request, TemplateOptions, TemplateReport};
+use virtup_ops::template::{
+    converge, current_user_key, Request, SessionHold, TemplateOptions, TemplateReport,
+};
 
 use crate::context::{self, Context};
 use crate::module::{mode, ModuleReporter};
+
+/// `hold: new` starts a customization session (see [`SessionHold::Start`]); any other value goes on
+/// with the session of that token.
+pub const HOLD_NEW: &str = "new";
 
 /// The module's options, typed; the config-layer ones validated, naming the option.
 pub fn options(args: &ModuleArgs) -> Result<TemplateOptions> {
@@ -21,7 +29,12 @@ pub fn options(args: &ModuleArgs) -> Result<TemplateOptions> {
     options.layer = context::module_layer(args)?;
     options.checksum_gpg_key = args.str("checksum_gpg_key").map(str::to_owned);
     options.revision = args.str("revision").map(str::to_owned);
-    options.hold = args.str("hold").map(str::to_owned);
+    options.playbook = args.str("playbook").map(PathBuf::from);
+    options.hold = match args.str("hold") {
+        None | Some("") => None,
+        Some(HOLD_NEW) => Some(SessionHold::start()?),
+        Some(token) => Some(SessionHold::Continue(token.to_owned())),
+    };
     options.wait_timeout = context::wait_timeout(args)?;
     options.password = args.str("password").map(str::to_owned);
     options.root_password = args.str("root_password").map(str::to_owned);
@@ -66,6 +79,9 @@ pub fn module_result(report: &TemplateReport, name: &str, with_diff: bool) -> Re
     if let Some(template) = &report.template {
         result = result.with("template", serde_json::to_value(template)?);
     }
+    if let Some(token) = &report.hold {
+        result = result.with("hold", json!(token));
+    }
     Ok(result)
 }
 
@@ -109,7 +125,21 @@ mod tests {
                 playbook: None,
                 login,
             }),
+            hold: None,
         }
+    }
+
+    /// A session that holds the template after the call hands its token back; no session, no key.
+    #[test]
+    fn the_session_token_is_returned_as_hold() {
+        let mut held = report(Some(Waited::default()), None);
+        held.hold = Some("k3y".into());
+        let doc = module_result(&held, "t", false).unwrap().to_json();
+        assert_eq!(doc["hold"], "k3y");
+        let doc = module_result(&report(None, None), "t", false)
+            .unwrap()
+            .to_json();
+        assert!(doc.get("hold").is_none());
     }
 
     #[test]

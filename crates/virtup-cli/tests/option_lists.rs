@@ -65,21 +65,23 @@ fn links() -> Vec<RoleLink> {
                 RoleSets {
                     option: "revision",
                     user_value_read_at: Some("virtup_template__o.revision"),
-                    why: "the role appends the sha256 of the template's playbook to the user's `revision`, so \
-                          an edited playbook builds a new generation",
+                    why: "the role passes the user's `revision` as the text it always passed (a null as \
+                          `None`, an empty one only beside a playbook), so existing templates keep their digests",
+                },
+                RoleSets {
+                    option: "playbook",
+                    user_value_read_at: Some("virtup_template__o.playbook"),
+                    why: "made absolute against the directory of the playbook that runs the role, and left out \
+                          for `absent`",
                 },
                 RoleSets {
                     option: "hold",
                     user_value_read_at: None,
-                    why: "a fresh token per customization session, made by the role so that other runs leave \
-                          the template alone from build to seal; a user has no value to give",
+                    why: "`new` for the first call, then the token of the session the module started, so that \
+                          other runs leave the template alone from build to seal; a user has no value to give",
                 },
             ],
-            role_keys: &[RoleKey {
-                key: "playbook",
-                used_at: "virtup_template__o.playbook",
-                why: "the playbook the role runs against the booted template before sealing it",
-            }],
+            role_keys: &[],
         },
         RoleLink {
             role: "virtup_instance",

@@ -32,6 +32,12 @@ pub struct Hold {
     pub holder: Holder,
     /// Seconds since the epoch when the hold was taken, for people reading the file.
     pub since: u64,
+    /// The template's revision (with its playbook's digest) as the session's build read it: the
+    /// session's later calls use it instead of reading the playbook again, so that editing the
+    /// playbook meanwhile cannot make the seal build a new, uncustomized generation. Holds written
+    /// before virtup pinned it have none.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub revision: Option<String>,
 }
 
 /// What a caller with `token` finds.
@@ -75,8 +81,13 @@ pub fn state(data: &DataDir, name: &str, token: Option<&str>) -> Result<HoldStat
     })
 }
 
-/// Takes (or takes over) the hold on `name` for `token`, held by this run.
-pub fn take(data: &DataDir, name: &str, token: &str) -> Result<(), DataError> {
+/// Takes (or takes over) the hold on `name` for `token`, held by this run, pinning `revision`.
+pub fn take(
+    data: &DataDir,
+    name: &str,
+    token: &str,
+    revision: Option<&str>,
+) -> Result<(), DataError> {
     let hold = Hold {
         token: token.to_owned(),
         holder: holder_of_this_run(),
@@ -84,8 +95,27 @@ pub fn take(data: &DataDir, name: &str, token: &str) -> Result<(), DataError> {
             .duration_since(UNIX_EPOCH)
             .map(|d| d.as_secs())
             .unwrap_or(0),
+        revision: revision.map(str::to_owned),
     };
     data.write_json(&data.hold_path(name)?, &hold, PRIVATE_MODE)
+}
+
+/// The revision the session of `token` pinned when it took the hold on `name`; `None` when `token`
+/// does not hold it (or the hold predates pinning). A missing data dir holds nothing.
+pub fn pinned_revision(
+    data: &DataDir,
+    name: &str,
+    token: &str,
+) -> Result<Option<String>, DataError> {
+    if !data.root().is_dir() {
+        return Ok(None);
+    }
+    match datadir::read_json_if_exists::<Hold>(&data.hold_path(name)?) {
+        Ok(Some(hold)) if hold.token == token => Ok(hold.revision),
+        // Someone else's, none, or damaged (which `state` reports as interrupted): nothing pinned.
+        Ok(_) | Err(DataError::Damaged { .. }) => Ok(None),
+        Err(e) => Err(e),
+    }
 }
 
 /// Releases the hold on `name` (no hold is fine).
@@ -189,6 +219,41 @@ mod tests {
         (dir, data)
     }
 
+    /// The revision a session pinned is its own: another token, a released or damaged hold, or a
+    /// hold from before pinning pins nothing.
+    #[test]
+    fn a_session_reads_back_the_revision_it_pinned() {
+        let (_d, data) = data();
+        assert_eq!(pinned_revision(&data, "VIRTUP-t", "a").unwrap(), None);
+        take(&data, "VIRTUP-t", "a", Some("r1 playbook-sha256:ab")).unwrap();
+        assert_eq!(
+            pinned_revision(&data, "VIRTUP-t", "a").unwrap().as_deref(),
+            Some("r1 playbook-sha256:ab")
+        );
+        assert_eq!(pinned_revision(&data, "VIRTUP-t", "b").unwrap(), None);
+        let path = data.hold_path("VIRTUP-t").unwrap();
+        std::fs::write(
+            &path,
+            br#"{"token": "a", "holder": {"pid": 1, "start_ticks": 1}, "since": 0}"#,
+        )
+        .unwrap();
+        assert_eq!(
+            pinned_revision(&data, "VIRTUP-t", "a").unwrap(),
+            None,
+            "older hold"
+        );
+        std::fs::write(&path, b"{\"token\": ").unwrap();
+        assert_eq!(
+            pinned_revision(&data, "VIRTUP-t", "a").unwrap(),
+            None,
+            "damaged"
+        );
+        release(&data, "VIRTUP-t").unwrap();
+        assert_eq!(pinned_revision(&data, "VIRTUP-t", "a").unwrap(), None);
+        let gone = DataDir::at(data.root().join("missing"));
+        assert_eq!(pinned_revision(&gone, "VIRTUP-t", "a").unwrap(), None);
+    }
+
     #[test]
     fn a_hold_is_ours_for_its_token_and_live_for_others() {
         let (_d, data) = data();
@@ -196,7 +261,7 @@ mod tests {
             state(&data, "VIRTUP-t", Some("a")).unwrap(),
             HoldState::Free
         );
-        take(&data, "VIRTUP-t", "a").unwrap();
+        take(&data, "VIRTUP-t", "a", None).unwrap();
         assert_eq!(
             state(&data, "VIRTUP-t", Some("a")).unwrap(),
             HoldState::Ours
@@ -227,6 +292,7 @@ mod tests {
                 start_ticks: me.start_ticks + 1,
             },
             since: 0,
+            revision: None,
         };
         data.write_json(&path, &reused, PRIVATE_MODE).unwrap();
         assert_eq!(
@@ -253,7 +319,7 @@ mod tests {
         })
         .unwrap();
         assert!(waited < Duration::from_secs(5));
-        take(&data, "VIRTUP-t", "a").unwrap();
+        take(&data, "VIRTUP-t", "a", None).unwrap();
         let mut told = 0;
         let err = wait_until_free(&data, "VIRTUP-t", Some("b"), Duration::ZERO, |_| told += 1)
             .unwrap_err();

@@ -2,10 +2,10 @@
 //! (`virtup_core::template`), and apply in apply mode; plus what clones need of a template.
 
 use std::collections::{BTreeMap, BTreeSet};
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
-use anyhow::{anyhow, bail, Result};
+use anyhow::{anyhow, bail, Context as _, Result};
 use serde::Serialize;
 use virtup_core::config::Settings;
 use virtup_core::hold::{self, HoldState};
@@ -16,6 +16,7 @@ use virtup_core::template::{
 };
 use virtup_core::vocab::config_disk_volume;
 use virtup_core::{keys, known_hosts, validate, DataDir, Fields, LockGuard};
+use virtup_guest::checksum;
 use virtup_libvirt::{DomainState, Hypervisor, TagKind, VirtType};
 
 use crate::context::{self, Context, Waited, LOCK_TIMEOUT, SHORT_LOCK_TIMEOUT};
@@ -39,8 +40,11 @@ pub struct TemplateOptions {
     pub checksum_gpg_key: Option<String>,
     /// Folded into the digest: a new revision builds a new generation.
     pub revision: Option<String>,
-    /// The customization session this call belongs to (see [`virtup_core::hold`]); empty is none.
-    pub hold: Option<String>,
+    /// The playbook the caller customizes the template with (an absolute path): its sha256 is folded
+    /// into the digest, and it wins over the config's `template-playbook`.
+    pub playbook: Option<PathBuf>,
+    /// The customization session this call starts or belongs to (see [`virtup_core::hold`]).
+    pub hold: Option<SessionHold>,
     pub wait_timeout: Duration,
     pub password: Option<String>,
     pub root_password: Option<String>,
@@ -55,10 +59,47 @@ impl TemplateOptions {
             layer: Fields::default(),
             checksum_gpg_key: None,
             revision: None,
+            playbook: None,
             hold: None,
             wait_timeout: Duration::from_secs(context::DEFAULT_WAIT_TIMEOUT_SECS),
             password: None,
             root_password: None,
+        }
+    }
+}
+
+/// How a call takes part in a customization session: a template built to be customized by a
+/// playbook is *held* from its build to its seal, over several calls (see [`virtup_core::hold`]).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum SessionHold {
+    /// Start a session with this fresh token if this call builds the template (or takes over an
+    /// interrupted customization) and the template has a playbook; otherwise there is none.
+    Start(String),
+    /// Go on with the session of this token: its later calls (boot, seal) use the revision it
+    /// pinned at the build instead of reading the playbook again.
+    Continue(String),
+}
+
+impl SessionHold {
+    /// A session to start, with a fresh token: 24 random lowercase letters and digits.
+    pub fn start() -> Result<SessionHold> {
+        use std::io::Read as _;
+        let mut bytes = [0u8; 24];
+        std::fs::File::open("/dev/urandom")
+            .and_then(|mut f| f.read_exact(&mut bytes))
+            .map_err(|e| anyhow!("failed to read /dev/urandom: {e}"))?;
+        const CHARS: &[u8] = b"abcdefghijklmnopqrstuvwxyz0123456789";
+        Ok(SessionHold::Start(
+            bytes
+                .iter()
+                .map(|b| CHARS[usize::from(*b) % CHARS.len()] as char)
+                .collect(),
+        ))
+    }
+
+    pub fn token(&self) -> &str {
+        match self {
+            SessionHold::Start(t) | SessionHold::Continue(t) => t,
         }
     }
 }
@@ -73,9 +114,10 @@ pub struct Request {
     /// `desired.fields` with every default applied.
     pub settings: Settings,
     pub wait_timeout: Duration,
-    /// The customization session this call belongs to (see [`virtup_core::hold`]).
+    /// The token of the customization session this call belongs to (see [`virtup_core::hold`]).
     pub hold: Option<String>,
-    /// The config's `template-playbook`, found (see [`template_playbook`]); not for `absent`.
+    /// The playbook that customizes the template: the caller's, else the config's
+    /// `template-playbook` (see [`template_playbook`]); not for `absent`.
     pub playbook: Option<PathBuf>,
     password: Option<String>,
     root_password: Option<String>,
@@ -97,6 +139,7 @@ pub fn resolve(
         layer: module,
         checksum_gpg_key,
         revision,
+        playbook: own_playbook,
         hold,
         wait_timeout,
         password,
@@ -151,21 +194,40 @@ pub fn resolve(
     } else {
         user_public_key(&user)?
     };
-    let playbook = match state {
-        TemplateState::Absent => None,
-        _ => template_playbook(ctx, &name, &fields)?,
+    let (config_playbook, own_playbook) = match state {
+        TemplateState::Absent => (None, None),
+        _ => (
+            template_playbook(ctx, &name, &fields)?,
+            own_playbook.as_deref().map(playbook_sha256).transpose()?,
+        ),
     };
-    let revision = with_playbook_digest(revision.as_deref(), playbook.as_ref());
+    let domain = domain_name(&name);
+    let pinned = match &hold {
+        Some(SessionHold::Continue(token)) => hold::pinned_revision(&ctx.data, &domain, token)?,
+        _ => None,
+    };
+    let revision = pinned.or_else(|| {
+        with_playbook_digest(
+            with_own_playbook_digest(revision.as_deref(), own_playbook.as_ref()).as_deref(),
+            config_playbook.as_ref(),
+        )
+    });
+    let playbook = own_playbook.or(config_playbook).map(|(path, _)| path);
+    // A session starts only where a playbook will customize what this call builds.
+    let hold = match hold {
+        Some(SessionHold::Start(_)) if playbook.is_none() => None,
+        hold => hold.map(|h| h.token().to_owned()).filter(|t| !t.is_empty()),
+    };
     Ok(Request {
         options: given,
-        playbook: playbook.map(|(path, _)| path),
-        domain: domain_name(&name),
+        playbook,
+        domain,
         uri: context::uri(&fields, &ctx.paths),
         pool: settings.pool.clone(),
         format: settings.image_format.as_str().to_owned(),
         settings,
         wait_timeout,
-        hold: hold.filter(|t| !t.is_empty()),
+        hold,
         password,
         root_password,
         desired: TemplateDesired {
@@ -194,8 +256,35 @@ fn template_playbook(
     )
 }
 
-/// `revision` with the template playbook's digest appended, so that editing the playbook builds a
-/// new generation (as the role does for a `playbook` of its own).
+/// The caller's playbook, checked and hashed.
+fn playbook_sha256(path: &Path) -> Result<(PathBuf, String)> {
+    if !path.is_absolute() {
+        bail!(
+            "invalid value for `playbook`: {} must be an absolute path",
+            validate::Shown(&path.display().to_string())
+        );
+    }
+    let sha256 = checksum::hash_file(path, checksum::Algorithm::Sha256)
+        .with_context(|| format!("cannot read `playbook` `{}`", path.display()))?;
+    Ok((path.to_owned(), sha256))
+}
+
+/// `revision` and the sha256 of the caller's playbook, joined by a space as the role
+/// `virtup_template` joined them before the module read the playbook itself (an empty `revision`
+/// with a playbook keeps its leading space), so that existing templates keep their digests.
+fn with_own_playbook_digest(
+    revision: Option<&str>,
+    playbook: Option<&(PathBuf, String)>,
+) -> Option<String> {
+    match (revision, playbook) {
+        (revision, None) => revision.map(str::to_owned),
+        (None, Some((_, sha256))) => Some(format!("playbook-sha256:{sha256}")),
+        (Some(r), Some((_, sha256))) => Some(format!("{r} playbook-sha256:{sha256}")),
+    }
+}
+
+/// `revision` with the config's template playbook's digest appended, so that editing the playbook
+/// builds a new generation (as for a `playbook` of the caller's own).
 fn with_playbook_digest(
     revision: Option<&str>,
     playbook: Option<&(PathBuf, String)>,
@@ -395,6 +484,10 @@ pub struct TemplateReport {
     pub diff: (TemplateView, TemplateView),
     /// The template after the run; `None` for `absent`.
     pub template: Option<TemplateFacts>,
+    /// The token of the customization session that holds the template after this call (one it
+    /// started or went on with): the caller passes it to the session's next calls, as
+    /// [`SessionHold::Continue`].
+    pub hold: Option<String>,
 }
 
 /// The public key of `user` as the digest names it, without making one: until a key exists the
@@ -485,6 +578,11 @@ fn apply_mode(
             Ledger::discard(&data, &req.domain)?;
         }
         return Ok(report);
+    }
+    if let Some(token) = token {
+        if hold::state(&data, &req.domain, Some(token))? == HoldState::Ours {
+            report.hold = Some(token.to_owned());
+        }
     }
     drop(lock);
     let mut template = describe(&req, &before, the_plan.generation, true);
@@ -600,7 +698,7 @@ fn apply_locked(
     if let Some(token) = token {
         // Taken before the build, so whoever sees the finished template also sees the hold.
         if builds || interrupted {
-            hold::take(data, &req.domain, token)?;
+            hold::take(data, &req.domain, token, req.desired.revision.as_deref())?;
         }
     }
     let mut ledger = Ledger::read(data, &req.domain)?;
@@ -664,6 +762,7 @@ fn report(
         waited: None,
         diff: diff(req, &before.model, the_plan),
         template: None,
+        hold: None,
     }
 }
 

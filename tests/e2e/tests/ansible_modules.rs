@@ -219,9 +219,9 @@ fn roles_never_print_user_set_passwords() {
     }
 }
 
-/// virt-up's `template-playbook` in the config files is picked up by the role `virtup_template` (a
-/// check-mode look-up through the module, which changes nothing), and a named playbook that does not
-/// exist fails the role naming the key and its section, before anything is built.
+/// virt-up's `template-playbook` in the config files is picked up by the role `virtup_template` (the
+/// module finds it and returns it), and a named playbook that does not exist fails the role naming the
+/// key and its section, before anything is built.
 #[test]
 fn template_role_takes_the_template_playbook_of_the_config_files() {
     assert_modules_built();
@@ -240,9 +240,9 @@ fn template_role_takes_the_template_playbook_of_the_config_files() {
         that:
           - virtup_template_results.cfgpb.playbook is string
           - virtup_template_results.cfgpb.playbook is match('/.*/config/playbooks/custom[.]yml$')
-          # The role took it as the template's playbook, with a customization session (hold) for it.
+          # The role took it as the template's playbook; check mode built nothing, so no session holds it.
           - virtup_template__playbook == virtup_template_results.cfgpb.playbook
-          - virtup_template__hold | length == 24
+          - virtup_template__hold == ''
 "#,
     );
     let config = play.dir.path().join("config");
@@ -280,5 +280,81 @@ fn template_role_takes_the_template_playbook_of_the_config_files() {
         ),
         "{}",
         failed.stdout
+    );
+}
+
+/// The module reads the role's playbook itself now; the digests stay what they were when the role
+/// hashed the playbook in Jinja and passed `revision`, so no existing template is rebuilt. For each
+/// shape of `revision` (unset, empty, text, null), with and without a playbook, the role's digest
+/// (check mode) equals the module's for the revision the role used to compute, given directly.
+#[test]
+fn the_role_keeps_the_digests_it_computed_in_jinja() {
+    assert_modules_built();
+    let play = Play::new(
+        r#"
+- name: Digests of the role and of the old revision text
+  hosts: localhost
+  gather_facts: false
+  vars:
+    shapes:
+      - {name: d-unset-pb, playbook: pb.yml}
+      - {name: d-empty-pb, playbook: pb.yml, revision: ""}
+      - {name: d-text-pb, playbook: pb.yml, revision: "r 2"}
+      - {name: d-null-pb, playbook: pb.yml, revision: null}
+      - {name: d-unset}
+      - {name: d-empty, revision: ""}
+      - {name: d-text, revision: "r 2"}
+      - {name: d-null, revision: null}
+  roles:
+    - role: virtup.virtup.virtup_template
+      vars:
+        virtup_template_defaults: {os_version: debian-12}
+        virtup_template_templates: "{{ shapes }}"
+  post_tasks:
+    - name: Call the module with the revision text the role computed before
+      virtup.virtup.virtup_template:
+        name: "{{ item.name }}"
+        os_version: debian-12
+        revision: "{{ old if old | length > 0 else omit }}"
+      vars:
+        old: >-
+          {{ (([item.revision] if item.revision is defined else [])
+              + (['playbook-sha256:' ~ (lookup('ansible.builtin.file', playbook_dir ~ '/' ~ item.playbook, rstrip=false)
+                  | hash('sha256'))] if item.playbook is defined else []))
+             | join(' ') }}
+      loop: "{{ shapes }}"
+      register: old_digests
+
+    - name: The role's digest is the old one for every shape
+      ansible.builtin.assert:
+        that: virtup_template_results[item.item.name].digest == item.template.digest
+        fail_msg: "{{ item.item.name }}: role {{ virtup_template_results[item.item.name].digest }}, old {{ item.template.digest }}"
+      loop: "{{ old_digests.results }}"
+      loop_control:
+        label: "{{ item.item.name }}"
+
+    - name: The playbook changes the digest
+      ansible.builtin.assert:
+        that: virtup_template_results['d-text-pb'].digest != virtup_template_results['d-text'].digest
+"#,
+    );
+    std::fs::write(
+        play.dir.path().join("pb.yml"),
+        "- hosts: all\n  tasks: []\n",
+    )
+    .unwrap();
+    let out = run_ok(
+        &mut play.ansible_playbook(&["--check"]),
+        Duration::from_secs(300),
+        "ansible-playbook --check comparing the role's digests with the old ones",
+    );
+    assert!(out.stdout.contains("failed=0"), "{}", out.stdout);
+    assert_eq!(
+        out.stdout
+            .matches("The role's digest is the old one")
+            .count(),
+        1,
+        "{}",
+        out.stdout
     );
 }

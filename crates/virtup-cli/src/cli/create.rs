@@ -13,7 +13,7 @@ use virtup_core::template::TemplateState;
 use virtup_core::{validate, Config, Fields, Paths};
 use virtup_libvirt::Hypervisor;
 use virtup_ops::instance::InstanceOptions;
-use virtup_ops::template::{TemplateOptions, TemplateReport};
+use virtup_ops::template::{SessionHold, TemplateOptions, TemplateReport};
 
 use super::operate;
 use super::secret::{self, SecretSource};
@@ -119,10 +119,15 @@ fn customize(
     global: &Global,
 ) -> Result<()> {
     let name = options.name.clone();
-    options.hold = Some(session_token()?);
+    let session = SessionHold::start()?;
+    let token = session.token().to_owned();
+    options.hold = Some(session);
     let mut call = |state: TemplateState| {
         options.state = state;
-        operate::template(options.clone(), global)
+        let report = operate::template(options.clone(), global);
+        // The session's later calls go on with it, under the revision its build pinned.
+        options.hold = Some(SessionHold::Continue(token.clone()));
+        report
     };
     let failure = match call(TemplateState::Running) {
         Err(e) => Some(format!("{e:#}")),
@@ -162,20 +167,6 @@ fn customize(
     progress::stage(&format!("template `{name}`: sealing"));
     call(TemplateState::Present).with_context(|| format!("failed to seal template `{name}`"))?;
     Ok(())
-}
-
-/// A fresh token for a customization session: 24 random lowercase letters and digits.
-fn session_token() -> Result<String> {
-    use std::io::Read as _;
-    let mut bytes = [0u8; 24];
-    std::fs::File::open("/dev/urandom")
-        .and_then(|mut f| f.read_exact(&mut bytes))
-        .context("failed to read /dev/urandom")?;
-    const CHARS: &[u8] = b"abcdefghijklmnopqrstuvwxyz0123456789";
-    Ok(bytes
-        .iter()
-        .map(|b| CHARS[usize::from(*b) % CHARS.len()] as char)
-        .collect())
 }
 
 pub fn create(paths: &Paths, opts: &CreateOpts, global: &Global) -> Result<ExitCode> {

@@ -22,6 +22,11 @@ fn request(ctx: &Context, state: TemplateState) -> Request {
 
 /// Template `tpl` at generation 1 as a build leaves it, tagged with `owner`.
 fn template(hv: &Hypervisor, owner: Option<String>) {
+    template_with_digest(hv, owner, "sha256:old");
+}
+
+/// As [`template`], built for `digest`.
+fn template_with_digest(hv: &Hypervisor, owner: Option<String>, digest: &str) {
     let volume = volume_name("tpl", 1, "qcow2");
     let disk = hv
         .create_volume(POOL, &VolumeSpec::new(&volume, 1 << 20, ImageFormat::Qcow2))
@@ -30,7 +35,7 @@ fn template(hv: &Hypervisor, owner: Option<String>) {
     spec.disks = vec![DiskSpec::disk(&disk.path, ImageFormat::Qcow2)];
     let mut tag = VirtupTag::new(TagKind::Template, "tpl");
     tag.generation = 1;
-    tag.digest = Some("sha256:old".into());
+    tag.digest = Some(digest.into());
     tag.owner = owner;
     spec.metadata = Some(tag);
     hv.define(&spec).unwrap();
@@ -374,6 +379,217 @@ mod scripted {
         assert_eq!(
             runs[0].get_env("LIBGUESTFS_BACKEND"),
             Some(Some(std::ffi::OsStr::new("direct")))
+        );
+    }
+}
+
+/// The caller's playbook and its customization session: digests as the role computed them before
+/// the module read the playbook, and the session's later calls under the revision its build pinned.
+mod sessions {
+    use virtup_guest::script::{Reply, Script};
+
+    use super::*;
+
+    /// sha256 of `PLAYBOOK_V1` and `PLAYBOOK_V2` (by `sha256sum`).
+    const PLAYBOOK_V1: &str = "- hosts: all\n  tasks: []\n";
+    const SHA_V1: &str = "22cda2efeae903be182ed028f39dc7ccbb7030ba92f15d0f51dcd234e6e34559";
+    const PLAYBOOK_V2: &str = "- hosts: all\n  tasks: [{debug: {msg: v2}}]\n";
+    const SHA_V2: &str = "f7b10c608e22b4b17bd4517c0e569506ed03b38332986c4819c5830de611d2ae";
+
+    fn options(
+        playbook: &Path,
+        revision: Option<&str>,
+        hold: Option<SessionHold>,
+    ) -> TemplateOptions {
+        let mut options = TemplateOptions::new("tpl", TemplateState::Present);
+        options.layer.os_version = Some("debian-12".into());
+        options.layer.pool = Some(POOL.into());
+        options.playbook = Some(playbook.to_owned());
+        options.revision = revision.map(str::to_owned);
+        options.hold = hold;
+        options
+    }
+
+    fn resolved(ctx: &Context, options: TemplateOptions) -> Request {
+        resolve(ctx, options, current_user_key(ctx)).unwrap()
+    }
+
+    #[test]
+    fn the_playbook_digest_is_joined_to_the_revision_as_the_role_joined_it() {
+        let dir = TempDir::new().unwrap();
+        let ctx = context(&dir, false);
+        let playbook = dir.path().join("pb.yml");
+        std::fs::write(&playbook, PLAYBOOK_V1).unwrap();
+        for (revision, expected) in [
+            (None, format!("playbook-sha256:{SHA_V1}")),
+            // The role joined `[revision, label]` with a space: an empty revision kept it.
+            (Some(""), format!(" playbook-sha256:{SHA_V1}")),
+            (Some("r7"), format!("r7 playbook-sha256:{SHA_V1}")),
+        ] {
+            let req = resolved(&ctx, options(&playbook, revision, None));
+            assert_eq!(req.desired.revision.as_deref(), Some(expected.as_str()));
+            assert_eq!(req.playbook.as_deref(), Some(playbook.as_path()));
+        }
+        let mut no_playbook = options(&playbook, Some(""), None);
+        no_playbook.playbook = None;
+        let req = resolved(&ctx, no_playbook);
+        assert_eq!(
+            req.desired.revision.as_deref(),
+            Some(""),
+            "passed through as given"
+        );
+    }
+
+    /// A config `template-playbook` beside the caller's: both digests count, the caller's playbook is run.
+    #[test]
+    fn a_config_template_playbook_keeps_its_label_beside_the_callers() {
+        let dir = TempDir::new().unwrap();
+        let mut ctx = context(&dir, false);
+        let config_playbook = dir.path().join("config-pb.yml");
+        std::fs::write(&config_playbook, PLAYBOOK_V2).unwrap();
+        ctx.config.common.template_playbook = Some(config_playbook.display().to_string());
+        let playbook = dir.path().join("pb.yml");
+        std::fs::write(&playbook, PLAYBOOK_V1).unwrap();
+        let req = resolved(&ctx, options(&playbook, Some("r"), None));
+        assert_eq!(
+            req.desired.revision,
+            Some(format!(
+                "r playbook-sha256:{SHA_V1} template-playbook-sha256:{SHA_V2}"
+            ))
+        );
+        assert_eq!(req.playbook.as_deref(), Some(playbook.as_path()));
+    }
+
+    #[test]
+    fn a_relative_or_missing_playbook_is_refused_naming_the_option() {
+        let dir = TempDir::new().unwrap();
+        let ctx = context(&dir, false);
+        let e = resolve(
+            &ctx,
+            options(Path::new("pb.yml"), None, None),
+            current_user_key(&ctx),
+        );
+        let e = format!("{:#}", e.err().unwrap());
+        assert!(e.contains("`playbook`") && e.contains("absolute"), "{e}");
+        let missing = dir.path().join("missing.yml");
+        let e = resolve(&ctx, options(&missing, None, None), current_user_key(&ctx));
+        let e = format!("{:#}", e.err().unwrap());
+        assert!(
+            e.contains("cannot read `playbook`") && e.contains("missing.yml"),
+            "{e}"
+        );
+    }
+
+    /// `Start` makes a session only where a playbook will customize the template.
+    #[test]
+    fn a_session_starts_only_with_a_playbook() {
+        let dir = TempDir::new().unwrap();
+        let ctx = context(&dir, false);
+        let playbook = dir.path().join("pb.yml");
+        std::fs::write(&playbook, PLAYBOOK_V1).unwrap();
+        let start = SessionHold::start().unwrap();
+        let token = start.token().to_owned();
+        assert_eq!(token.len(), 24);
+        assert!(token
+            .bytes()
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit()));
+        assert_ne!(SessionHold::start().unwrap(), start, "fresh each time");
+        let req = resolved(&ctx, options(&playbook, None, Some(start.clone())));
+        assert_eq!(req.hold, Some(token));
+        let mut no_playbook = options(&playbook, None, Some(start));
+        no_playbook.playbook = None;
+        assert_eq!(resolved(&ctx, no_playbook).hold, None);
+    }
+
+    /// The template was built and booted by session `T`, which pinned its revision; its playbook is
+    /// edited while it runs. The seal call of `T` seals that generation; a call of no session would
+    /// build a new one (the edit is a new digest), uncustomized.
+    #[test]
+    fn the_seal_call_of_a_session_uses_the_revision_its_build_pinned() {
+        let dir = TempDir::new().unwrap();
+        let ctx = context(&dir, true);
+        let hv = test_hv();
+        let playbook = dir.path().join("pb.yml");
+        std::fs::write(&playbook, PLAYBOOK_V1).unwrap();
+        // The build made the user's key, which the digest names.
+        keys::ensure_user_key(&ctx.data.sshkeys_dir(), "virt").unwrap();
+        let built = resolved(&ctx, options(&playbook, None, None));
+        let pinned = built.desired.revision.clone().unwrap();
+        virtup_core::hold::take(&ctx.data, "VIRTUP-tpl", "session-t", Some(&pinned)).unwrap();
+        template_with_digest(&hv, ctx.data.owner_id().unwrap(), &built.desired.digest());
+        hv.start("VIRTUP-tpl").unwrap();
+
+        std::fs::write(&playbook, PLAYBOOK_V2).unwrap();
+        let other = resolved(&ctx, options(&playbook, None, None));
+        let check = converge(&ctx, &hv, other, Mode::Check, &Quiet).unwrap();
+        assert!(check.msg.contains("build generation 2"), "{}", check.msg);
+
+        let script = Script::install(|cmd| {
+            assert_ne!(
+                cmd.get_program(),
+                "virt-builder",
+                "the seal call built a new generation"
+            );
+            (cmd.get_program() == "virt-customize").then(Reply::ok)
+        });
+        let seal = options(
+            &playbook,
+            None,
+            Some(SessionHold::Continue("session-t".into())),
+        );
+        let req = resolved(&ctx, seal);
+        assert_eq!(req.desired.revision.as_deref(), Some(pinned.as_str()));
+        let report = converge(&ctx, &hv, req, Mode::Apply, &Quiet).unwrap();
+        assert!(report.msg.contains("seal the template"), "{}", report.msg);
+        assert!(!report.msg.contains("build"), "{}", report.msg);
+        assert_eq!(script.argvs_of("virt-customize").len(), 1);
+        assert!(
+            !ctx.data.hold_path("VIRTUP-tpl").unwrap().exists(),
+            "the seal ends the session"
+        );
+        assert_eq!(report.hold, None, "nothing holds the template any more");
+        assert_eq!(hv.tag("VIRTUP-tpl").unwrap().unwrap().generation, 1);
+    }
+
+    /// A session whose process is gone left the template held: a call starting a session takes the
+    /// customization over, pins its revision in the hold and returns its token, so the role runs the
+    /// playbook again and the session's later calls go on with it.
+    #[test]
+    fn a_new_session_takes_an_interrupted_customization_over_and_pins_its_revision() {
+        let dir = TempDir::new().unwrap();
+        let ctx = context(&dir, true);
+        let hv = test_hv();
+        let playbook = dir.path().join("pb.yml");
+        std::fs::write(&playbook, "- hosts: all\n").unwrap();
+        keys::ensure_user_key(&ctx.data.sshkeys_dir(), "virt").unwrap();
+        let current =
+            resolve(&ctx, options(&playbook, None, None), current_user_key(&ctx)).unwrap();
+        template_with_digest(&hv, ctx.data.owner_id().unwrap(), &current.desired.digest());
+        let hold = ctx.data.hold_path("VIRTUP-tpl").unwrap();
+        std::fs::create_dir_all(hold.parent().unwrap()).unwrap();
+        // pid 0 is never a process that took a hold: the session is gone.
+        std::fs::write(
+            &hold,
+            r#"{"token": "killed-session", "holder": {"pid": 0, "start_ticks": 1}, "since": 0}"#,
+        )
+        .unwrap();
+
+        let start = SessionHold::start().unwrap();
+        let token = start.token().to_owned();
+        let req = resolve(
+            &ctx,
+            options(&playbook, None, Some(start)),
+            current_user_key(&ctx),
+        )
+        .unwrap();
+        let report = converge(&ctx, &hv, req, Mode::Apply, &Quiet).unwrap();
+        assert!(report.changed, "{}", report.msg);
+        assert!(report.msg.contains("interrupted"), "{}", report.msg);
+        assert_eq!(report.hold.as_deref(), Some(token.as_str()));
+        assert_eq!(
+            hold::pinned_revision(&ctx.data, "VIRTUP-tpl", &token).unwrap(),
+            current.desired.revision,
+            "held by the new session, with its revision pinned"
         );
     }
 }
