@@ -146,21 +146,7 @@ pub fn collect(paths: &Paths, config: &Config) -> Result<Listing> {
     if let Some(e) = &id_damaged {
         warnings.push(format!("no domain is listed as this data dir's: {e}"));
     }
-    let ours = |hv: &Hypervisor, tag: &virtup_libvirt::VirtupTag, domain: &str| {
-        crate::owner::proves(&data, hv, tag, domain).unwrap_or(false)
-    };
-    let mut metas = Vec::new();
-    for (name, meta) in InstanceMeta::list(&data).with_context(|| {
-        format!(
-            "failed to list the instance metadata in `{}`",
-            data.instance_dir().display()
-        )
-    })? {
-        match meta {
-            Ok(m) => metas.push(m),
-            Err(e) => warnings.push(format!("instance `{name}` is skipped: {e}")),
-        }
-    }
+    let metas = read_metas(&data, &mut warnings)?;
     let default_uri = config
         .common
         .uri
@@ -181,117 +167,29 @@ pub fn collect(paths: &Paths, config: &Config) -> Result<Listing> {
                 (None, Vec::new())
             }
         };
+        let scan = Scan {
+            data: &data,
+            config,
+            uri: &uri,
+            hv: hv.as_ref(),
+            id_damaged: id_damaged.is_some(),
+        };
         let by_name: BTreeMap<&str, &DomainInfo> =
             domains.iter().map(|d| (d.name.as_str(), d)).collect();
-
-        for meta in metas
+        let mine = metas
             .iter()
-            .filter(|m| m.uri.as_deref().unwrap_or(&default_uri) == uri)
-        {
-            if !meta.inventory {
-                continue;
-            }
+            .filter(|m| m.inventory && m.uri.as_deref().unwrap_or(&default_uri) == uri);
+        for meta in mine {
             let dom = by_name.get(meta.name.as_str()).copied();
-            let state = match (&hv, dom) {
-                (None, _) => "unknown".to_string(),
-                (Some(hv), Some(d))
-                    if is_instance_of(d, &meta.name)
-                        && d.tag.as_ref().is_some_and(|t| ours(hv, t, &d.name)) =>
-                {
-                    state_name(&d.state)
-                }
-                // Already said once: the damaged id proves no domain.
-                (Some(_), Some(_)) if id_damaged.is_some() => continue,
-                (Some(_), Some(_)) => {
-                    warnings.push(format!(
-                        "instance `{}` is skipped: domain `{}` on `{uri}` is not one virtup made with this data dir",
-                        meta.name, meta.name
-                    ));
-                    continue;
-                }
-                (Some(_), None) => {
-                    warnings.push(format!(
-                        "instance `{}` is skipped: its metadata exists but `{uri}` has no such domain",
-                        meta.name
-                    ));
-                    continue;
-                }
-            };
-            let address = match (&hv, state.as_str()) {
-                (Some(hv), "running") => meta
-                    .address
-                    .clone()
-                    .or_else(|| live_address(hv, &meta.name, meta.mac.as_deref())),
-                _ => meta.address.clone(),
-            };
-            let host = Host {
-                name: meta.name.clone(),
-                kind: HostKind::Instance,
-                domain: meta.name.clone(),
-                template: meta.template.clone(),
-                generation: meta.generation,
-                state,
-                address,
-                user: Some(meta.user.clone()).filter(|u| !u.is_empty()),
-                ssh_private_key_file: meta.ssh_private_key_file.clone().or_else(|| {
-                    Some(data.user_key_path(&meta.user)).filter(|_| !meta.user.is_empty())
-                }),
-                known_hosts_file: meta
-                    .known_hosts_file
-                    .clone()
-                    .unwrap_or_else(|| data.known_hosts_file()),
-                host_key_alias: meta.name.clone(),
-                uri: uri.clone(),
-                mac: meta.mac.clone(),
-            };
-            insert(&mut hosts, host, &mut warnings);
+            if let Some(host) = scan.instance(meta, dom, &mut warnings) {
+                insert(&mut hosts, host, &mut warnings);
+            }
         }
-
+        // Instances of other data dirs (other users, other sandboxes) share the hypervisor; only
+        // this data dir's metadata says which instances are ours to list. Templates come from libvirt.
         for dom in &domains {
-            let Some(tag) = &dom.tag else { continue };
-            match tag.kind {
-                // Instances of other data dirs (other users, other sandboxes) share the hypervisor;
-                // only this data dir's metadata says which instances are ours to list.
-                TagKind::Instance => {}
-                TagKind::Template => {
-                    let Some(hv) = &hv else { continue };
-                    if dom.name != template::domain_name(&tag.name) || !ours(hv, tag, &dom.name) {
-                        continue;
-                    }
-                    let state = state_name(&dom.state);
-                    let running = state == "running";
-                    let mac = if running {
-                        first_mac(hv, &dom.name)
-                    } else {
-                        None
-                    };
-                    let user = tag.user.clone().or_else(|| {
-                        config
-                            .resolve_template(&tag.name)
-                            .unwrap_or_else(|| config.resolve_common())
-                            .username
-                    });
-                    let host = Host {
-                        name: dom.name.clone(),
-                        kind: HostKind::Template,
-                        domain: dom.name.clone(),
-                        template: tag.name.clone(),
-                        generation: tag.generation,
-                        address: if running {
-                            live_address(hv, &dom.name, mac.as_deref())
-                        } else {
-                            None
-                        },
-                        state,
-                        ssh_private_key_file: user.as_ref().map(|u| data.user_key_path(u)),
-                        user,
-                        known_hosts_file: data.known_hosts_file(),
-                        host_key_alias: dom.name.clone(),
-                        uri: uri.clone(),
-                        mac,
-                    };
-                    insert(&mut hosts, host, &mut warnings);
-                }
+            if let Some(host) = scan.template(dom) {
+                insert(&mut hosts, host, &mut warnings);
             }
         }
     }
@@ -299,6 +197,143 @@ pub fn collect(paths: &Paths, config: &Config) -> Result<Listing> {
         hosts: hosts.into_values().collect(),
         warnings,
     })
+}
+
+/// The instance metadata of the data dir; a damaged record is skipped with a warning.
+fn read_metas(data: &DataDir, warnings: &mut Vec<String>) -> Result<Vec<InstanceMeta>> {
+    let mut metas = Vec::new();
+    for (name, meta) in InstanceMeta::list(data).with_context(|| {
+        format!(
+            "failed to list the instance metadata in `{}`",
+            data.instance_dir().display()
+        )
+    })? {
+        match meta {
+            Ok(m) => metas.push(m),
+            Err(e) => warnings.push(format!("instance `{name}` is skipped: {e}")),
+        }
+    }
+    Ok(metas)
+}
+
+/// One hypervisor as [`collect`] reads it (`hv` is `None` when it could not be listed).
+struct Scan<'a> {
+    data: &'a DataDir,
+    config: &'a Config,
+    uri: &'a str,
+    hv: Option<&'a Hypervisor>,
+    /// The owner id is damaged (already warned about): no domain is provably ours.
+    id_damaged: bool,
+}
+
+impl Scan<'_> {
+    fn ours(&self, hv: &Hypervisor, tag: &virtup_libvirt::VirtupTag, domain: &str) -> bool {
+        crate::owner::proves(self.data, hv, tag, domain).unwrap_or(false)
+    }
+
+    /// The host of instance `meta` whose domain is `dom`; `None` (with a warning) when the domain
+    /// is missing or not provably this data dir's.
+    fn instance(
+        &self,
+        meta: &InstanceMeta,
+        dom: Option<&DomainInfo>,
+        warnings: &mut Vec<String>,
+    ) -> Option<Host> {
+        let uri = self.uri;
+        let state = match (self.hv, dom) {
+            (None, _) => "unknown".to_string(),
+            (Some(hv), Some(d))
+                if is_instance_of(d, &meta.name)
+                    && d.tag.as_ref().is_some_and(|t| self.ours(hv, t, &d.name)) =>
+            {
+                state_name(&d.state)
+            }
+            // Already said once: the damaged id proves no domain.
+            (Some(_), Some(_)) if self.id_damaged => return None,
+            (Some(_), Some(_)) => {
+                warnings.push(format!(
+                    "instance `{}` is skipped: domain `{}` on `{uri}` is not one virtup made with this data dir",
+                    meta.name, meta.name
+                ));
+                return None;
+            }
+            (Some(_), None) => {
+                warnings.push(format!(
+                    "instance `{}` is skipped: its metadata exists but `{uri}` has no such domain",
+                    meta.name
+                ));
+                return None;
+            }
+        };
+        let address = match (self.hv, state.as_str()) {
+            (Some(hv), "running") => meta
+                .address
+                .clone()
+                .or_else(|| live_address(hv, &meta.name, meta.mac.as_deref())),
+            _ => meta.address.clone(),
+        };
+        Some(Host {
+            name: meta.name.clone(),
+            kind: HostKind::Instance,
+            domain: meta.name.clone(),
+            template: meta.template.clone(),
+            generation: meta.generation,
+            state,
+            address,
+            user: Some(meta.user.clone()).filter(|u| !u.is_empty()),
+            ssh_private_key_file: meta.ssh_private_key_file.clone().or_else(|| {
+                Some(self.data.user_key_path(&meta.user)).filter(|_| !meta.user.is_empty())
+            }),
+            known_hosts_file: meta
+                .known_hosts_file
+                .clone()
+                .unwrap_or_else(|| self.data.known_hosts_file()),
+            host_key_alias: meta.name.clone(),
+            uri: uri.to_owned(),
+            mac: meta.mac.clone(),
+        })
+    }
+
+    /// The host of `dom` when it is a template domain this data dir made.
+    fn template(&self, dom: &DomainInfo) -> Option<Host> {
+        let tag = dom.tag.as_ref().filter(|t| t.kind == TagKind::Template)?;
+        let hv = self.hv?;
+        if dom.name != template::domain_name(&tag.name) || !self.ours(hv, tag, &dom.name) {
+            return None;
+        }
+        let state = state_name(&dom.state);
+        let running = state == "running";
+        let mac = if running {
+            first_mac(hv, &dom.name)
+        } else {
+            None
+        };
+        let user = tag.user.clone().or_else(|| {
+            self.config
+                .resolve_template(&tag.name)
+                .unwrap_or_else(|| self.config.resolve_common())
+                .username
+        });
+        Some(Host {
+            name: dom.name.clone(),
+            kind: HostKind::Template,
+            domain: dom.name.clone(),
+            template: tag.name.clone(),
+            generation: tag.generation,
+            address: if running {
+                live_address(hv, &dom.name, mac.as_deref())
+            } else {
+                None
+            },
+            state,
+            ssh_private_key_file: user.as_ref().map(|u| self.data.user_key_path(u)),
+            user,
+            known_hosts_file: self.data.known_hosts_file(),
+            host_key_alias: dom.name.clone(),
+            uri: self.uri.to_owned(),
+            mac,
+        })
+    }
 }
 
 fn insert(hosts: &mut BTreeMap<String, Host>, host: Host, warnings: &mut Vec<String>) {

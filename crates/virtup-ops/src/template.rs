@@ -138,12 +138,10 @@ pub fn resolve(
         state,
         layer: module,
         checksum_gpg_key,
-        revision,
-        playbook: own_playbook,
-        hold,
         wait_timeout,
         password,
         root_password,
+        ..
     } = options;
     if state == TemplateState::Absent {
         // Removing needs no hostname: leftovers of names earlier versions accepted can still go.
@@ -194,30 +192,12 @@ pub fn resolve(
     } else {
         user_public_key(&user)?
     };
-    let (config_playbook, own_playbook) = match state {
-        TemplateState::Absent => (None, None),
-        _ => (
-            template_playbook(ctx, &name, &fields)?,
-            own_playbook.as_deref().map(playbook_sha256).transpose()?,
-        ),
-    };
     let domain = domain_name(&name);
-    let pinned = match &hold {
-        Some(SessionHold::Continue(token)) => hold::pinned_revision(&ctx.data, &domain, token)?,
-        _ => None,
-    };
-    let revision = pinned.or_else(|| {
-        with_playbook_digest(
-            with_own_playbook_digest(revision.as_deref(), own_playbook.as_ref()).as_deref(),
-            config_playbook.as_ref(),
-        )
-    });
-    let playbook = own_playbook.or(config_playbook).map(|(path, _)| path);
-    // A session starts only where a playbook will customize what this call builds.
-    let hold = match hold {
-        Some(SessionHold::Start(_)) if playbook.is_none() => None,
-        hold => hold.map(|h| h.token().to_owned()).filter(|t| !t.is_empty()),
-    };
+    let Customization {
+        playbook,
+        revision,
+        hold,
+    } = customization(ctx, &given, &fields, &domain)?;
     Ok(Request {
         options: given,
         playbook,
@@ -256,14 +236,81 @@ fn template_playbook(
     )
 }
 
-/// The caller's playbook, checked and hashed.
-fn playbook_sha256(path: &Path) -> Result<(PathBuf, String)> {
+/// What customizes a template: its playbook, the revision its digest folds in, and the token of
+/// the customization session the call belongs to.
+struct Customization {
+    /// The caller's playbook, else the config's `template-playbook`; none for `absent`.
+    playbook: Option<PathBuf>,
+    revision: Option<String>,
+    hold: Option<String>,
+}
+
+/// The playbook and the revision with its digest, read now, or as the session's build read them
+/// (pinned in its hold): a session's later calls must not see an edit made meanwhile.
+fn customization(
+    ctx: &Context,
+    options: &TemplateOptions,
+    fields: &Fields,
+    domain: &str,
+) -> Result<Customization> {
+    let own_playbook = match options.state {
+        // No playbook is needed to remove a template.
+        TemplateState::Absent => None,
+        _ => options
+            .playbook
+            .as_deref()
+            .map(absolute_playbook)
+            .transpose()?,
+    };
+    let config_playbook = match options.state {
+        TemplateState::Absent => None,
+        _ => template_playbook(ctx, &options.name, fields)?,
+    };
+    let pinned = match &options.hold {
+        Some(SessionHold::Continue(token)) => hold::pinned_revision(&ctx.data, domain, token)?,
+        _ => None,
+    };
+    let revision = match pinned {
+        Some(pinned) => Some(pinned),
+        None => {
+            let own = own_playbook.map(playbook_sha256).transpose()?;
+            with_playbook_digest(
+                with_own_playbook_digest(options.revision.as_deref(), own.as_ref()).as_deref(),
+                config_playbook.as_ref(),
+            )
+        }
+    };
+    let playbook = own_playbook
+        .map(Path::to_owned)
+        .or(config_playbook.map(|(path, _)| path));
+    // A session starts only where a playbook will customize what this call builds.
+    let hold = match &options.hold {
+        Some(SessionHold::Start(_)) if playbook.is_none() => None,
+        hold => hold
+            .as_ref()
+            .map(|h| h.token().to_owned())
+            .filter(|t| !t.is_empty()),
+    };
+    Ok(Customization {
+        playbook,
+        revision,
+        hold,
+    })
+}
+
+/// The caller's playbook path, which must be absolute (the module runs in a directory of Ansible's).
+fn absolute_playbook(path: &Path) -> Result<&Path> {
     if !path.is_absolute() {
         bail!(
             "invalid value for `playbook`: {} must be an absolute path",
             validate::Shown(&path.display().to_string())
         );
     }
+    Ok(path)
+}
+
+/// The caller's playbook with its sha256.
+fn playbook_sha256(path: &Path) -> Result<(PathBuf, String)> {
     let sha256 = checksum::hash_file(path, checksum::Algorithm::Sha256)
         .with_context(|| format!("cannot read `playbook` `{}`", path.display()))?;
     Ok((path.to_owned(), sha256))
