@@ -50,7 +50,8 @@ pub fn template_spec() -> ModuleSpec {
         // No `virt_sysprep_args`: virt-sysprep prepares clones, so it is `virtup_instance`'s option.
         OptionSpec::list("virt_install_args").split(ListSplit::Shell),
         OptionSpec::str("revision"),
-        OptionSpec::path("playbook"),
+        // A string, not a `path`: the role makes it absolute, and `$` in it is no variable.
+        OptionSpec::str("playbook"),
         OptionSpec::str("hold"),
     ]);
     ModuleSpec::new("virtup_template", options).mutually_exclusive(&["os_version", "image"])

@@ -7,8 +7,9 @@
 //! writes, as the tool would) stands for the run, `None` lets the real program run (qemu-img,
 //! xorriso). Each offered command is kept, so the test can assert the argv and environment.
 //!
-//! Compiled only with the `script` feature, which only dev-dependencies turn on: the product's
-//! binaries cannot answer a command themselves.
+//! Compiled only with the `script` feature, which only dev-dependencies turn on, so the binaries
+//! `cargo build --bins` makes (scripts/build) have no hook. Test builds unify features; there,
+//! nothing but a test's [`Script::install`] on its own thread activates it.
 
 use std::cell::RefCell;
 use std::rc::Rc;

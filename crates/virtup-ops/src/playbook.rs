@@ -45,6 +45,32 @@ pub fn configured(
     value: Option<&str>,
     set_in: impl Fn(&virtup_core::config::Fields) -> bool,
 ) -> Result<Option<(PathBuf, String)>> {
+    let Some((found, context)) = locate(ctx, key, template, value, set_in)? else {
+        return Ok(None);
+    };
+    let sha256 = checksum::hash_file(&found, checksum::Algorithm::Sha256).with_context(context)?;
+    Ok(Some((found, sha256)))
+}
+
+/// As [`configured`], without reading the file: where it is (for a session whose digest is pinned).
+pub fn configured_path(
+    ctx: &Context,
+    key: &str,
+    template: &str,
+    value: Option<&str>,
+    set_in: impl Fn(&virtup_core::config::Fields) -> bool,
+) -> Result<Option<PathBuf>> {
+    Ok(locate(ctx, key, template, value, set_in)?.map(|(found, _)| found))
+}
+
+/// The configured playbook found, and how to name its setting in errors.
+fn locate(
+    ctx: &Context,
+    key: &str,
+    template: &str,
+    value: Option<&str>,
+    set_in: impl Fn(&virtup_core::config::Fields) -> bool,
+) -> Result<Option<(PathBuf, impl Fn() -> String)>> {
     let Some(given) = value.map(str::trim).filter(|p| !p.is_empty()) else {
         return Ok(None);
     };
@@ -53,10 +79,10 @@ pub fn configured(
     } else {
         "`[common]` of settings.cfg".to_owned()
     };
-    let context = || format!("`{key}` of template `{template}` ({origin})");
+    let (key, template) = (key.to_owned(), template.to_owned());
+    let context = move || format!("`{key}` of template `{template}` ({origin})");
     let found = find(&ctx.paths, Path::new(given))
         .and_then(|p| std::path::absolute(&p).map_err(Into::into))
-        .with_context(context)?;
-    let sha256 = checksum::hash_file(&found, checksum::Algorithm::Sha256).with_context(context)?;
-    Ok(Some((found, sha256)))
+        .with_context(&context)?;
+    Ok(Some((found, context)))
 }

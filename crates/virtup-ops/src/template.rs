@@ -116,6 +116,9 @@ pub struct Request {
     pub wait_timeout: Duration,
     /// The token of the customization session this call belongs to (see [`virtup_core::hold`]).
     pub hold: Option<String>,
+    /// The call starts that session ([`SessionHold::Start`] with a playbook): whatever it changes,
+    /// the caller customizes next, so the session holds the template from then on.
+    pub starts_session: bool,
     /// The playbook that customizes the template: the caller's, else the config's
     /// `template-playbook` (see [`template_playbook`]); not for `absent`.
     pub playbook: Option<PathBuf>,
@@ -198,6 +201,7 @@ pub fn resolve(
         revision,
         hold,
     } = customization(ctx, &given, &fields, &domain)?;
+    let starts_session = hold.is_some() && matches!(given.hold, Some(SessionHold::Start(_)));
     Ok(Request {
         options: given,
         playbook,
@@ -208,6 +212,7 @@ pub fn resolve(
         settings,
         wait_timeout,
         hold,
+        starts_session,
         password,
         root_password,
         desired: TemplateDesired {
@@ -219,6 +224,21 @@ pub fn resolve(
             user_public_key,
         },
     })
+}
+
+/// Where [`template_playbook`] is, without reading it.
+fn template_playbook_path(
+    ctx: &Context,
+    name: &str,
+    fields: &virtup_core::config::Fields,
+) -> Result<Option<PathBuf>> {
+    crate::playbook::configured_path(
+        ctx,
+        "template-playbook",
+        name,
+        fields.template_playbook.as_deref(),
+        |f| f.template_playbook.is_some(),
+    )
 }
 
 /// virt-up's `template-playbook` of the template's config section (or `[common]`); see [`crate::playbook::configured`].
@@ -262,27 +282,28 @@ fn customization(
             .map(absolute_playbook)
             .transpose()?,
     };
-    let config_playbook = match options.state {
-        TemplateState::Absent => None,
-        _ => template_playbook(ctx, &options.name, fields)?,
-    };
     let pinned = match &options.hold {
         Some(SessionHold::Continue(token)) => hold::pinned_revision(&ctx.data, domain, token)?,
         _ => None,
     };
-    let revision = match pinned {
-        Some(pinned) => Some(pinned),
-        None => {
+    let (config_playbook, revision) = match (options.state, pinned) {
+        (TemplateState::Absent, _) => (None, options.revision.clone()),
+        // The session's build read both playbooks; an edit, a move or a removal since is the next run's.
+        (_, Some(pinned)) => (
+            template_playbook_path(ctx, &options.name, fields)?,
+            Some(pinned),
+        ),
+        (_, None) => {
+            let config = template_playbook(ctx, &options.name, fields)?;
             let own = own_playbook.map(playbook_sha256).transpose()?;
-            with_playbook_digest(
+            let revision = with_playbook_digest(
                 with_own_playbook_digest(options.revision.as_deref(), own.as_ref()).as_deref(),
-                config_playbook.as_ref(),
-            )
+                config.as_ref(),
+            );
+            (config.map(|(path, _)| path), revision)
         }
     };
-    let playbook = own_playbook
-        .map(Path::to_owned)
-        .or(config_playbook.map(|(path, _)| path));
+    let playbook = own_playbook.map(Path::to_owned).or(config_playbook);
     // A session starts only where a playbook will customize what this call builds.
     let hold = match &options.hold {
         Some(SessionHold::Start(_)) if playbook.is_none() => None,
@@ -742,9 +763,11 @@ fn apply_locked(
         .steps
         .iter()
         .any(|s| matches!(s, Step::Build { .. }));
+    // A new session that changes the template (seals one left running, say) customizes it next.
+    let starts = req.starts_session && !the_plan.is_empty();
     if let Some(token) = token {
         // Taken before the build, so whoever sees the finished template also sees the hold.
-        if builds || interrupted {
+        if builds || interrupted || starts {
             hold::take(data, &req.domain, token, req.desired.revision.as_deref())?;
         }
     }
@@ -769,7 +792,7 @@ fn apply_locked(
         // A failed build leaves nothing to customize: others need not wait for this session.
         Err(_) => builds,
         // The session's last call: the template is sealed (or removed).
-        Ok(_) => !builds && !interrupted && req.desired.state != TemplateState::Running,
+        Ok(_) => !builds && !interrupted && !starts && req.desired.state != TemplateState::Running,
     };
     if session_over && token.is_some() {
         hold::release(data, &req.domain)?;

@@ -204,12 +204,15 @@ fn virtup_core_depends_on_no_other_virtup_crate() {
     }
 }
 
-/// Scripted tool runs (`virtup_guest::script`) are for tests: only a `[dev-dependencies]` section
-/// turns the feature on, so no product binary can answer a command itself.
+/// Scripted tool runs (`virtup_guest::script`) are for tests: only a dev-dependency turns the feature
+/// on (inline or as a `[dev-dependencies.virtup-guest]` table), never a dependency, a workspace
+/// dependency or another feature, so `cargo build --bins` (scripts/build) makes binaries without
+/// the hook. (Test builds unify features; there nothing but a test's `Script::install` activates it.)
 #[test]
 fn only_dev_dependencies_turn_on_scripted_tool_runs() {
     let mut manifests: Vec<PathBuf> = crate_manifests().into_iter().map(|(_, m)| m).collect();
     manifests.extend([root().join("Cargo.toml"), root().join("fuzz/Cargo.toml")]);
+    let guest = root().join("crates/virtup-guest/Cargo.toml");
     let mut dev_uses = 0;
     for manifest in manifests {
         let mut section = String::new();
@@ -217,15 +220,22 @@ fn only_dev_dependencies_turn_on_scripted_tool_runs() {
             let line = line.trim();
             if line.starts_with('[') {
                 section = line.to_owned();
-            } else if line.starts_with("virtup-guest") && line.contains("\"script\"") {
-                assert_eq!(
-                    section,
-                    "[dev-dependencies]",
-                    "{} turns on `script` in {section}",
-                    manifest.display()
-                );
-                dev_uses += 1;
+                continue;
             }
+            let names_feature = line.contains("\"script\"") || line.contains("virtup-guest/script");
+            let defines_it =
+                manifest == guest && section == "[features]" && line.starts_with("script =");
+            if !names_feature || defines_it {
+                continue;
+            }
+            let dev = section == "[dev-dependencies]" && line.starts_with("virtup-guest")
+                || section == "[dev-dependencies.virtup-guest]";
+            assert!(
+                dev,
+                "{}: `{line}` in {section} turns on `script`",
+                manifest.display()
+            );
+            dev_uses += 1;
         }
     }
     assert!(

@@ -523,6 +523,8 @@ mod sessions {
         let other = resolved(&ctx, options(&playbook, None, None));
         let check = converge(&ctx, &hv, other, Mode::Check, &Quiet).unwrap();
         assert!(check.msg.contains("build generation 2"), "{}", check.msg);
+        // Moved away meanwhile, even: the session does not read it again.
+        std::fs::rename(&playbook, dir.path().join("moved.yml")).unwrap();
 
         let script = Script::install(|cmd| {
             assert_ne!(
@@ -591,5 +593,58 @@ mod sessions {
             current.desired.revision,
             "held by the new session, with its revision pinned"
         );
+    }
+
+    /// A template left running unsealed (a `running` template switched to `present`, one booted by
+    /// hand): a call starting a session seals it and holds it, so the caller boots it, runs the
+    /// playbook and seals it again, as after a build; the session's seal call ends it.
+    #[test]
+    fn a_session_that_seals_a_template_left_running_holds_it_for_the_playbook() {
+        let dir = TempDir::new().unwrap();
+        let ctx = context(&dir, true);
+        let hv = test_hv();
+        let playbook = dir.path().join("pb.yml");
+        std::fs::write(&playbook, PLAYBOOK_V1).unwrap();
+        keys::ensure_user_key(&ctx.data.sshkeys_dir(), "virt").unwrap();
+        let current = resolved(&ctx, options(&playbook, None, None));
+        template_with_digest(&hv, ctx.data.owner_id().unwrap(), &current.desired.digest());
+        hv.start("VIRTUP-tpl").unwrap();
+        let script = Script::install(|cmd| (cmd.get_program() == "virt-customize").then(Reply::ok));
+
+        let start = SessionHold::start().unwrap();
+        let token = start.token().to_owned();
+        let first = resolved(&ctx, options(&playbook, None, Some(start)));
+        let report = converge(&ctx, &hv, first, Mode::Apply, &Quiet).unwrap();
+        assert!(report.msg.contains("seal the template"), "{}", report.msg);
+        assert_eq!(
+            report.hold.as_deref(),
+            Some(token.as_str()),
+            "held for the playbook"
+        );
+        assert_eq!(
+            hold::pinned_revision(&ctx.data, "VIRTUP-tpl", &token).unwrap(),
+            current.desired.revision
+        );
+
+        let seal = resolved(
+            &ctx,
+            options(&playbook, None, Some(SessionHold::Continue(token))),
+        );
+        hv.start("VIRTUP-tpl").unwrap(); // as the session's boot call leaves it
+        let report = converge(&ctx, &hv, seal, Mode::Apply, &Quiet).unwrap();
+        assert!(report.msg.contains("seal the template"), "{}", report.msg);
+        assert_eq!(report.hold, None);
+        assert!(
+            !ctx.data.hold_path("VIRTUP-tpl").unwrap().exists(),
+            "the seal ends it"
+        );
+        assert_eq!(script.argvs_of("virt-customize").len(), 2);
+
+        // Without a playbook nothing customizes it: sealing it starts no session.
+        hv.start("VIRTUP-tpl").unwrap();
+        let mut no_playbook = options(&playbook, None, Some(SessionHold::start().unwrap()));
+        no_playbook.playbook = None;
+        let req = resolved(&ctx, no_playbook);
+        assert_eq!(req.hold, None);
     }
 }
