@@ -99,6 +99,10 @@ pub struct TemplateDesired {
     pub revision: Option<String>,
     /// The login user's public key, part of the image.
     pub user_public_key: String,
+    /// A customization session holds the template and this is its seal call: the template ran its
+    /// playbook online, so it is sealed even when it was shut off already (a playbook may power it
+    /// down). Not part of the digest.
+    pub seal_pending: bool,
 }
 
 impl TemplateDesired {
@@ -362,6 +366,7 @@ pub fn plan(desired: &TemplateDesired, observed: &TemplateObserved) -> Result<Pl
                 }
                 // Whatever ran online on the template is kept; its identity must go.
                 (TemplateState::Present, true) => steps.extend([Step::Stop, Step::Seal]),
+                (TemplateState::Present, false) if desired.seal_pending => steps.push(Step::Seal),
                 _ => {}
             }
             dom.generation
@@ -421,6 +426,7 @@ mod tests {
             },
             revision: None,
             user_public_key: "ssh-ed25519 AAAA test".into(),
+            seal_pending: false,
         }
     }
 
@@ -538,6 +544,21 @@ mod tests {
                 want.clone(),
                 observed_at(1, &digest, true),
                 vec![Step::Stop, Step::Seal],
+            ),
+            (
+                "a session's seal call seals a template its playbook shut off",
+                TemplateDesired {
+                    seal_pending: true,
+                    ..want.clone()
+                },
+                observed_at(1, &digest, false),
+                vec![Step::Seal],
+            ),
+            (
+                "shut off and no session: nothing to seal",
+                want.clone(),
+                observed_at(1, &digest, false),
+                vec![],
             ),
             (
                 "absent removes all",

@@ -200,8 +200,11 @@ pub fn resolve(
         playbook,
         revision,
         hold,
+        held,
     } = customization(ctx, &given, &fields, &domain)?;
     let starts_session = hold.is_some() && matches!(given.hold, Some(SessionHold::Start(_)));
+    // The session's seal call: whatever its playbook did, the template is sealed.
+    let seal_pending = held && state == TemplateState::Present;
     Ok(Request {
         options: given,
         playbook,
@@ -222,6 +225,7 @@ pub fn resolve(
             fields,
             revision,
             user_public_key,
+            seal_pending,
         },
     })
 }
@@ -263,6 +267,8 @@ struct Customization {
     playbook: Option<PathBuf>,
     revision: Option<String>,
     hold: Option<String>,
+    /// The call goes on with a session that holds the template (its revision is pinned).
+    held: bool,
 }
 
 /// The playbook and the revision with its digest, read now, or as the session's build read them
@@ -286,6 +292,7 @@ fn customization(
         Some(SessionHold::Continue(token)) => hold::pinned_revision(&ctx.data, domain, token)?,
         _ => None,
     };
+    let held = pinned.is_some();
     let (config_playbook, revision) = match (options.state, pinned) {
         (TemplateState::Absent, _) => (None, options.revision.clone()),
         // The session's build read both playbooks; an edit, a move or a removal since is the next run's.
@@ -316,6 +323,7 @@ fn customization(
         playbook,
         revision,
         hold,
+        held,
     })
 }
 

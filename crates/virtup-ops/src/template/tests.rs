@@ -647,4 +647,42 @@ mod sessions {
         let req = resolved(&ctx, no_playbook);
         assert_eq!(req.hold, None);
     }
+
+    /// The template's playbook powered it down: the session's seal call still seals it (the
+    /// template ran online), and ends the session.
+    #[test]
+    fn the_seal_call_seals_a_template_its_playbook_shut_off() {
+        let dir = TempDir::new().unwrap();
+        let ctx = context(&dir, true);
+        let hv = test_hv();
+        let playbook = dir.path().join("pb.yml");
+        std::fs::write(&playbook, PLAYBOOK_V1).unwrap();
+        keys::ensure_user_key(&ctx.data.sshkeys_dir(), "virt").unwrap();
+        let built = resolved(&ctx, options(&playbook, None, None));
+        let pinned = built.desired.revision.clone();
+        virtup_core::hold::take(&ctx.data, "VIRTUP-tpl", "session-t", pinned.as_deref()).unwrap();
+        template_with_digest(&hv, ctx.data.owner_id().unwrap(), &built.desired.digest());
+        let script = Script::install(|cmd| (cmd.get_program() == "virt-customize").then(Reply::ok));
+        let seal = options(
+            &playbook,
+            None,
+            Some(SessionHold::Continue("session-t".into())),
+        );
+        let report = converge(&ctx, &hv, resolved(&ctx, seal), Mode::Apply, &Quiet).unwrap();
+        assert!(report.changed);
+        assert_eq!(
+            report.msg,
+            "seal the template (remove machine-id, host keys, leases)"
+        );
+        assert_eq!(script.argvs_of("virt-customize").len(), 1);
+        assert!(!ctx.data.hold_path("VIRTUP-tpl").unwrap().exists());
+        // Sealed and released: another call finds nothing to do.
+        let again = options(
+            &playbook,
+            None,
+            Some(SessionHold::Continue("session-t".into())),
+        );
+        let report = converge(&ctx, &hv, resolved(&ctx, again), Mode::Apply, &Quiet).unwrap();
+        assert!(!report.changed, "{}", report.msg);
+    }
 }
