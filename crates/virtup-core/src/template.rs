@@ -184,7 +184,8 @@ pub struct TemplateObserved {
 }
 
 impl TemplateObserved {
-    fn users_of(&self, generation: u32) -> &[String] {
+    /// The instances cloned from `generation`.
+    pub fn users_of(&self, generation: u32) -> &[String] {
         self.dependents
             .get(&generation)
             .map(Vec::as_slice)

@@ -295,9 +295,10 @@ fn customization(
     let held = pinned.is_some();
     let (config_playbook, revision) = match (options.state, pinned) {
         (TemplateState::Absent, _) => (None, options.revision.clone()),
-        // The session's build read both playbooks; an edit, a move or a removal since is the next run's.
+        // The session's build read both playbooks; an edit, a move or a removal since is the next
+        // run's (a config playbook no longer found names none: the session goes on without it).
         (_, Some(pinned)) => (
-            template_playbook_path(ctx, &options.name, fields)?,
+            template_playbook_path(ctx, &options.name, fields).unwrap_or(None),
             Some(pinned),
         ),
         (_, None) => {
@@ -771,8 +772,12 @@ fn apply_locked(
         .steps
         .iter()
         .any(|s| matches!(s, Step::Build { .. }));
-    // A new session that changes the template (seals one left running, say) customizes it next.
-    let starts = req.starts_session && !the_plan.is_empty();
+    // A new session customizes what its call made, so beside a build (above) it holds a template left
+    // running that the call seals: its playbook runs again. Not one that clones use (it may not boot),
+    // and not for a call that only deletes unused generations (the template is as it was).
+    let reseals = the_plan.steps.contains(&Step::Seal)
+        && before.model.users_of(the_plan.generation).is_empty();
+    let starts = req.starts_session && reseals;
     if let Some(token) = token {
         // Taken before the build, so whoever sees the finished template also sees the hold.
         if builds || interrupted || starts {

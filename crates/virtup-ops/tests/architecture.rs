@@ -205,13 +205,15 @@ fn virtup_core_depends_on_no_other_virtup_crate() {
 }
 
 /// Scripted tool runs (`virtup_guest::script`) are for tests: only a dev-dependency turns the feature
-/// on (inline or as a `[dev-dependencies.virtup-guest]` table), never a dependency, a workspace
-/// dependency or another feature, so `cargo build --bins` (scripts/build) makes binaries without
-/// the hook. (Test builds unify features; there nothing but a test's `Script::install` activates it.)
+/// on (inline, as a `[dev-dependencies.x]` table, or a multi-line list there), never a dependency, a
+/// workspace dependency or another feature, in any manifest of the workspace, so
+/// `cargo build --bins` (scripts/build) makes binaries without the hook. (Test builds unify
+/// features; there nothing but a test's `Script::install` activates it.)
 #[test]
 fn only_dev_dependencies_turn_on_scripted_tool_runs() {
     let mut manifests: Vec<PathBuf> = crate_manifests().into_iter().map(|(_, m)| m).collect();
-    manifests.extend([root().join("Cargo.toml"), root().join("fuzz/Cargo.toml")]);
+    manifests
+        .extend(["Cargo.toml", "fuzz/Cargo.toml", "tests/e2e/Cargo.toml"].map(|m| root().join(m)));
     let guest = root().join("crates/virtup-guest/Cargo.toml");
     let mut dev_uses = 0;
     for manifest in manifests {
@@ -222,16 +224,18 @@ fn only_dev_dependencies_turn_on_scripted_tool_runs() {
                 section = line.to_owned();
                 continue;
             }
-            let names_feature = line.contains("\"script\"") || line.contains("virtup-guest/script");
+            // `"script"`, `'script'`, `"virtup-guest/script"`, `"guest?/script"`, …
+            let names_feature = ["\"", "'", "/"].iter().any(|before| {
+                line.contains(&format!("{before}script\""))
+                    || line.contains(&format!("{before}script'"))
+            });
             let defines_it =
                 manifest == guest && section == "[features]" && line.starts_with("script =");
             if !names_feature || defines_it {
                 continue;
             }
-            let dev = section == "[dev-dependencies]" && line.starts_with("virtup-guest")
-                || section == "[dev-dependencies.virtup-guest]";
             assert!(
-                dev,
+                section.starts_with("[dev-dependencies"),
                 "{}: `{line}` in {section} turns on `script`",
                 manifest.display()
             );

@@ -27,14 +27,19 @@ fn template(hv: &Hypervisor, owner: Option<String>) {
 
 /// As [`template`], built for `digest`.
 fn template_with_digest(hv: &Hypervisor, owner: Option<String>, digest: &str) {
-    let volume = volume_name("tpl", 1, "qcow2");
+    template_at(hv, owner, digest, 1);
+}
+
+/// As [`template`], built for `digest` at `generation`.
+fn template_at(hv: &Hypervisor, owner: Option<String>, digest: &str, generation: u32) {
+    let volume = volume_name("tpl", generation, "qcow2");
     let disk = hv
         .create_volume(POOL, &VolumeSpec::new(&volume, 1 << 20, ImageFormat::Qcow2))
         .unwrap();
     let mut spec = DomainSpec::new(domain_name("tpl"), 256, 1, VirtType::Qemu);
     spec.disks = vec![DiskSpec::disk(&disk.path, ImageFormat::Qcow2)];
     let mut tag = VirtupTag::new(TagKind::Template, "tpl");
-    tag.generation = 1;
+    tag.generation = generation;
     tag.digest = Some(digest.into());
     tag.owner = owner;
     spec.metadata = Some(tag);
@@ -684,5 +689,58 @@ mod sessions {
         );
         let report = converge(&ctx, &hv, resolved(&ctx, again), Mode::Apply, &Quiet).unwrap();
         assert!(!report.changed, "{}", report.msg);
+    }
+
+    /// Calls that change a template without making it anew start no session: deleting an unused
+    /// generation (the template is as it was), or sealing one left running that clones use (it may
+    /// not boot for a playbook; booting it would change their backing file).
+    #[test]
+    fn changes_a_playbook_need_not_follow_start_no_session() {
+        let dir = TempDir::new().unwrap();
+        let ctx = context(&dir, true);
+        let hv = test_hv();
+        let playbook = dir.path().join("pb.yml");
+        std::fs::write(&playbook, PLAYBOOK_V1).unwrap();
+        keys::ensure_user_key(&ctx.data.sshkeys_dir(), "virt").unwrap();
+        let current = resolved(&ctx, options(&playbook, None, None));
+        let owner = ctx.data.owner_id().unwrap();
+        template_at(&hv, owner.clone(), &current.desired.digest(), 2);
+        let old = volume_name("tpl", 1, "qcow2");
+        let info = hv
+            .create_volume(POOL, &VolumeSpec::new(&old, 1 << 20, ImageFormat::Qcow2))
+            .unwrap();
+        let mut ledger = Ledger::read(&ctx.data, "VIRTUP-tpl").unwrap();
+        ledger
+            .confirm(&ctx.data, &current.uri, POOL, &old, &info.key)
+            .unwrap();
+        let _script =
+            Script::install(|cmd| (cmd.get_program() == "virt-customize").then(Reply::ok));
+        let call = |ctx: &Context| {
+            let start = SessionHold::start().unwrap();
+            let req = resolved(ctx, options(&playbook, None, Some(start)));
+            converge(ctx, &hv, req, Mode::Apply, &Quiet).unwrap()
+        };
+
+        let report = call(&ctx);
+        assert_eq!(report.msg, "delete unused generation 1");
+        assert_eq!(report.hold, None);
+        assert!(!ctx.data.hold_path("VIRTUP-tpl").unwrap().exists());
+
+        // A clone of generation 2, and the template booted by hand.
+        let mut spec = DomainSpec::new("web1", 256, 1, VirtType::Qemu);
+        let mut tag = VirtupTag::new(TagKind::Instance, "web1");
+        tag.template = Some("tpl".into());
+        tag.generation = 2;
+        tag.owner = owner;
+        spec.metadata = Some(tag);
+        hv.define(&spec).unwrap();
+        hv.start("VIRTUP-tpl").unwrap();
+        let report = call(&ctx);
+        assert!(report.msg.contains("seal the template"), "{}", report.msg);
+        assert_eq!(
+            report.hold, None,
+            "a template with clones is not booted for its playbook"
+        );
+        assert!(!ctx.data.hold_path("VIRTUP-tpl").unwrap().exists());
     }
 }
