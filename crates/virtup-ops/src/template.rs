@@ -72,8 +72,9 @@ impl TemplateOptions {
 /// playbook is *held* from its build to its seal, over several calls (see [`virtup_core::hold`]).
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum SessionHold {
-    /// Start a session with this fresh token if this call builds the template (or takes over an
-    /// interrupted customization) and the template has a playbook; otherwise there is none.
+    /// Start a session with this fresh token if the template has a playbook and this call builds it,
+    /// takes over an interrupted customization, or re-seals it after it was left running (when no
+    /// clone uses it); otherwise there is none.
     Start(String),
     /// Go on with the session of this token: its later calls (boot, seal) use the revision it
     /// pinned at the build instead of reading the playbook again.
@@ -116,8 +117,8 @@ pub struct Request {
     pub wait_timeout: Duration,
     /// The token of the customization session this call belongs to (see [`virtup_core::hold`]).
     pub hold: Option<String>,
-    /// The call starts that session ([`SessionHold::Start`] with a playbook): whatever it changes,
-    /// the caller customizes next, so the session holds the template from then on.
+    /// The call starts that session ([`SessionHold::Start`] with a playbook): what it builds or
+    /// re-seals, the caller customizes next, so the session holds the template from then on.
     pub starts_session: bool,
     /// The playbook that customizes the template: the caller's, else the config's
     /// `template-playbook` (see [`template_playbook`]); not for `absent`.
@@ -312,7 +313,7 @@ fn customization(
         }
     };
     let playbook = own_playbook.map(Path::to_owned).or(config_playbook);
-    // A session starts only where a playbook will customize what this call builds.
+    // A session starts only where a playbook will customize what this call makes.
     let hold = match &options.hold {
         Some(SessionHold::Start(_)) if playbook.is_none() => None,
         hold => hold
