@@ -305,9 +305,12 @@ fn customization(
         (_, None) => {
             let config = template_playbook(ctx, &options.name, fields)?;
             let own = own_playbook.map(playbook_sha256).transpose()?;
+            // The caller's playbook first, then the config's, as the role and the module added them.
             let revision = with_playbook_digest(
-                with_own_playbook_digest(options.revision.as_deref(), own.as_ref()).as_deref(),
+                with_playbook_digest(options.revision.as_deref(), own.as_ref(), "playbook-sha256")
+                    .as_deref(),
                 config.as_ref(),
+                "template-playbook-sha256",
             );
             (config.map(|(path, _)| path), revision)
         }
@@ -347,30 +350,19 @@ fn playbook_sha256(path: &Path) -> Result<(PathBuf, String)> {
     Ok((path.to_owned(), sha256))
 }
 
-/// `revision` and the sha256 of the caller's playbook, joined by a space as the role
-/// `virtup_template` joined them before the module read the playbook itself (an empty `revision`
-/// with a playbook keeps its leading space), so that existing templates keep their digests.
-fn with_own_playbook_digest(
-    revision: Option<&str>,
-    playbook: Option<&(PathBuf, String)>,
-) -> Option<String> {
-    match (revision, playbook) {
-        (revision, None) => revision.map(str::to_owned),
-        (None, Some((_, sha256))) => Some(format!("playbook-sha256:{sha256}")),
-        (Some(r), Some((_, sha256))) => Some(format!("{r} playbook-sha256:{sha256}")),
-    }
-}
-
-/// `revision` with the config's template playbook's digest appended, so that editing the playbook
-/// builds a new generation (as for a `playbook` of the caller's own).
+/// `revision` with a playbook's digest appended as `<label>:<sha256>`, joined by a space as the
+/// role `virtup_template` joined them before the module read the playbook itself (an empty
+/// `revision` with a playbook keeps its leading space), so that existing templates keep their
+/// digests and editing the playbook builds a new generation.
 fn with_playbook_digest(
     revision: Option<&str>,
     playbook: Option<&(PathBuf, String)>,
+    label: &str,
 ) -> Option<String> {
     match (revision, playbook) {
         (revision, None) => revision.map(str::to_owned),
-        (None, Some((_, sha256))) => Some(format!("template-playbook-sha256:{sha256}")),
-        (Some(r), Some((_, sha256))) => Some(format!("{r} template-playbook-sha256:{sha256}")),
+        (None, Some((_, sha256))) => Some(format!("{label}:{sha256}")),
+        (Some(r), Some((_, sha256))) => Some(format!("{r} {label}:{sha256}")),
     }
 }
 

@@ -415,6 +415,17 @@ mod sessions {
         options
     }
 
+    /// A data dir whose user key a build made (the digest names it), a connection, and playbook v1
+    /// in the test's directory.
+    fn built_with_playbook() -> (TempDir, Context, Hypervisor, PathBuf) {
+        let dir = TempDir::new().unwrap();
+        let ctx = context(&dir, true);
+        let playbook = dir.path().join("pb.yml");
+        std::fs::write(&playbook, PLAYBOOK_V1).unwrap();
+        keys::ensure_user_key(&ctx.data.sshkeys_dir(), "virt").unwrap();
+        (dir, ctx, test_hv(), playbook)
+    }
+
     fn resolved(ctx: &Context, options: TemplateOptions) -> Request {
         resolve(ctx, options, current_user_key(ctx)).unwrap()
     }
@@ -511,13 +522,7 @@ mod sessions {
     /// build a new one (the edit is a new digest), uncustomized.
     #[test]
     fn the_seal_call_of_a_session_uses_the_revision_its_build_pinned() {
-        let dir = TempDir::new().unwrap();
-        let ctx = context(&dir, true);
-        let hv = test_hv();
-        let playbook = dir.path().join("pb.yml");
-        std::fs::write(&playbook, PLAYBOOK_V1).unwrap();
-        // The build made the user's key, which the digest names.
-        keys::ensure_user_key(&ctx.data.sshkeys_dir(), "virt").unwrap();
+        let (dir, ctx, hv, playbook) = built_with_playbook();
         let built = resolved(&ctx, options(&playbook, None, None));
         let pinned = built.desired.revision.clone().unwrap();
         virtup_core::hold::take(&ctx.data, "VIRTUP-tpl", "session-t", Some(&pinned)).unwrap();
@@ -563,12 +568,7 @@ mod sessions {
     /// playbook again and the session's later calls go on with it.
     #[test]
     fn a_new_session_takes_an_interrupted_customization_over_and_pins_its_revision() {
-        let dir = TempDir::new().unwrap();
-        let ctx = context(&dir, true);
-        let hv = test_hv();
-        let playbook = dir.path().join("pb.yml");
-        std::fs::write(&playbook, "- hosts: all\n").unwrap();
-        keys::ensure_user_key(&ctx.data.sshkeys_dir(), "virt").unwrap();
+        let (_dir, ctx, hv, playbook) = built_with_playbook();
         let current =
             resolve(&ctx, options(&playbook, None, None), current_user_key(&ctx)).unwrap();
         template_with_digest(&hv, ctx.data.owner_id().unwrap(), &current.desired.digest());
@@ -605,12 +605,7 @@ mod sessions {
     /// playbook and seals it again, as after a build; the session's seal call ends it.
     #[test]
     fn a_session_that_seals_a_template_left_running_holds_it_for_the_playbook() {
-        let dir = TempDir::new().unwrap();
-        let ctx = context(&dir, true);
-        let hv = test_hv();
-        let playbook = dir.path().join("pb.yml");
-        std::fs::write(&playbook, PLAYBOOK_V1).unwrap();
-        keys::ensure_user_key(&ctx.data.sshkeys_dir(), "virt").unwrap();
+        let (_dir, ctx, hv, playbook) = built_with_playbook();
         let current = resolved(&ctx, options(&playbook, None, None));
         template_with_digest(&hv, ctx.data.owner_id().unwrap(), &current.desired.digest());
         hv.start("VIRTUP-tpl").unwrap();
@@ -657,12 +652,7 @@ mod sessions {
     /// template ran online), and ends the session.
     #[test]
     fn the_seal_call_seals_a_template_its_playbook_shut_off() {
-        let dir = TempDir::new().unwrap();
-        let ctx = context(&dir, true);
-        let hv = test_hv();
-        let playbook = dir.path().join("pb.yml");
-        std::fs::write(&playbook, PLAYBOOK_V1).unwrap();
-        keys::ensure_user_key(&ctx.data.sshkeys_dir(), "virt").unwrap();
+        let (_dir, ctx, hv, playbook) = built_with_playbook();
         let built = resolved(&ctx, options(&playbook, None, None));
         let pinned = built.desired.revision.clone();
         virtup_core::hold::take(&ctx.data, "VIRTUP-tpl", "session-t", pinned.as_deref()).unwrap();
@@ -696,12 +686,7 @@ mod sessions {
     /// not boot for a playbook; booting it would change their backing file).
     #[test]
     fn changes_a_playbook_need_not_follow_start_no_session() {
-        let dir = TempDir::new().unwrap();
-        let ctx = context(&dir, true);
-        let hv = test_hv();
-        let playbook = dir.path().join("pb.yml");
-        std::fs::write(&playbook, PLAYBOOK_V1).unwrap();
-        keys::ensure_user_key(&ctx.data.sshkeys_dir(), "virt").unwrap();
+        let (_dir, ctx, hv, playbook) = built_with_playbook();
         let current = resolved(&ctx, options(&playbook, None, None));
         let owner = ctx.data.owner_id().unwrap();
         template_at(&hv, owner.clone(), &current.desired.digest(), 2);
