@@ -12,7 +12,7 @@ use serde_json::{json, Map, Value};
 use virtup_ansible::inventory::{unsafe_value, Inventory};
 use virtup_core::config::Config;
 use virtup_core::{datadir, DataDir, Paths};
-pub use virtup_ops::inventory::{collect, proxy_jump, uris, Host, HostKind, Listing, URIS_ENV};
+pub use virtup_ops::inventory::{collect, uris, Host, HostKind, Listing, URIS_ENV};
 
 /// Groups every listing has, even when empty, so that playbooks can target them unconditionally.
 pub const GROUP_ALL: &str = "virtup";
@@ -217,23 +217,6 @@ mod tests {
     }
 
     #[test]
-    fn proxy_jump_only_for_ssh_transports() {
-        assert_eq!(
-            proxy_jump("qemu+ssh://root@hv1.example:2222/system?keyfile=/k"),
-            Some("root@hv1.example:2222".into())
-        );
-        assert_eq!(proxy_jump("qemu+ssh://hv1/system"), Some("hv1".into()));
-        assert_eq!(
-            proxy_jump("qemu+libssh2://u@hv2/system"),
-            Some("u@hv2".into())
-        );
-        assert_eq!(proxy_jump("qemu:///system"), None);
-        assert_eq!(proxy_jump("qemu+tcp://hv1/system"), None);
-        assert_eq!(proxy_jump("qemu+ssh:///system"), None);
-        assert_eq!(proxy_jump("test:///default"), None);
-    }
-
-    #[test]
     fn ssh_args_pin_the_host_key_and_quote_paths() {
         let mut h = host("web1", HostKind::Instance, "running");
         assert_eq!(
@@ -241,7 +224,28 @@ mod tests {
             "-o 'StrictHostKeyChecking=yes' -o 'UserKnownHostsFile=/d ir/known_hosts' -o 'GlobalKnownHostsFile=/dev/null' -o 'HostKeyAlias=web1'"
         );
         h.uri = "qemu+ssh://admin@hv1/system".into();
-        assert!(h.ssh_common_args().ends_with("-o 'ProxyJump=admin@hv1'"));
+        // A remote guest is reached through its hypervisor, whose own key is checked strictly too.
+        let words = shell_words::split(&h.ssh_common_args()).unwrap();
+        let proxy = words.last().unwrap().strip_prefix("ProxyCommand=").unwrap();
+        assert_eq!(
+            shell_words::split(proxy).unwrap(),
+            [
+                "ssh",
+                "-o",
+                "BatchMode=yes",
+                "-o",
+                "StrictHostKeyChecking=yes",
+                "-o",
+                "ControlPath=none",
+                "-o",
+                "ConnectTimeout=5",
+                "-l",
+                "admin",
+                "-W",
+                "%h:%p",
+                "hv1"
+            ]
+        );
         // Ansible splits the string like a shell: the path survives as one word.
         let words = shell_words::split(&h.ssh_common_args()).unwrap();
         assert!(words.contains(&"UserKnownHostsFile=/d ir/known_hosts".to_string()));

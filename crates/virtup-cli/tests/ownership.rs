@@ -529,12 +529,21 @@ fn a_tag_without_owner_is_this_data_dirs_only_with_a_record_of_it() {
     for meta_uri in [Some("qemu+ssh://elsewhere/system"), None] {
         write_meta(meta_uri);
         for (module, name) in [("virtup_instance", "web1"), ("virtup_template", "t")] {
+            // The URI named, so that no run reaches for the recorded hypervisor.
             let doc = node.run(
                 module,
-                json!({"name": name, "state": "absent", "_ansible_check_mode": true}),
+                json!({"name": name, "state": "absent", "uri": uri, "_ansible_check_mode": true}),
             );
             assert_eq!(doc["changed"], json!(false), "{name} {meta_uri:?}: {doc}");
-            assert_eq!(msg(&doc), "nothing to do", "{name} {meta_uri:?}: {doc}");
+            if module == "virtup_instance" && meta_uri.is_some() {
+                // An instance recorded on another hypervisor is that one's: refused here.
+                assert!(
+                    msg(&doc).contains("lives on `qemu+ssh://elsewhere/system`"),
+                    "{doc}"
+                );
+            } else {
+                assert_eq!(msg(&doc), "nothing to do", "{name} {meta_uri:?}: {doc}");
+            }
         }
     }
     // The data dir that keeps a record of them on this hypervisor (metadata or ledger) still

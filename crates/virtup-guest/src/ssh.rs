@@ -10,7 +10,7 @@
 //! option set virtup builds (the proof, the inventory, `virt-up --login`) starts from.
 
 use std::net::IpAddr;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use crate::{Cmd, CmdError};
@@ -31,6 +31,146 @@ pub fn pinned_host_key_options(known_hosts: &Path, alias: &str) -> Vec<String> {
     ]
 }
 
+/// The hypervisor of a remote libvirt URI reached over SSH (`qemu+ssh://[user@]host[:port]/…`): the
+/// first hop to its guests, whose addresses (often a NAT network's) only the hypervisor can reach.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Hop {
+    pub user: Option<String>,
+    pub host: String,
+    pub port: Option<u16>,
+    /// The URI's `keyfile=` parameter, which libvirt's own SSH transport logs in with.
+    pub keyfile: Option<PathBuf>,
+}
+
+impl Hop {
+    /// The hop of `uri` when its transport is SSH (`ssh`, `libssh`, `libssh2`) and it names a host.
+    pub fn from_uri(uri: &str) -> Option<Hop> {
+        let (scheme, rest) = uri.split_once("://")?;
+        let transport = scheme.split_once('+')?.1;
+        if !matches!(transport, "ssh" | "libssh" | "libssh2") {
+            return None;
+        }
+        let (authority, query) = match rest.split_once('?') {
+            Some((before, query)) => (before.split('/').next()?, query),
+            None => (rest.split('/').next()?, ""),
+        };
+        let (user, host_port) = match authority.rsplit_once('@') {
+            Some((user, hp)) => (Some(percent_decoded(user)).filter(|u| !u.is_empty()), hp),
+            None => (None, authority),
+        };
+        // `[v6 address]:port` or `host:port`.
+        let (host, port) = match host_port.strip_prefix('[') {
+            Some(v6) => {
+                let (host, after) = v6.split_once(']')?;
+                (host, after.strip_prefix(':'))
+            }
+            None => match host_port.split_once(':') {
+                Some((host, port)) => (host, Some(port)),
+                None => (host_port, None),
+            },
+        };
+        if host.is_empty() {
+            return None;
+        }
+        let port = match port {
+            Some(p) if !p.is_empty() => Some(p.parse().ok()?),
+            _ => None,
+        };
+        let keyfile = query
+            .split('&')
+            .find_map(|kv| kv.strip_prefix("keyfile="))
+            .filter(|k| !k.is_empty())
+            .map(|k| PathBuf::from(percent_decoded(k)));
+        Some(Hop {
+            user,
+            host: host.to_owned(),
+            port,
+            keyfile,
+        })
+    }
+
+    /// `[user@]host[:port]`, as the hop is shown to people.
+    pub fn display(&self) -> String {
+        let user = self
+            .user
+            .as_ref()
+            .map(|u| format!("{u}@"))
+            .unwrap_or_default();
+        match self.port {
+            Some(p) => format!("{user}{}:{p}", self.host),
+            None => format!("{user}{}", self.host),
+        }
+    }
+
+    /// The `ProxyCommand` that carries a guest connection through the hypervisor:
+    /// `ssh -o BatchMode=yes -o StrictHostKeyChecking=yes … -W %h:%p HOST`, shell-quoted.
+    ///
+    /// The hop reads the user's own SSH configuration and known_hosts, where libvirt's SSH transport
+    /// already needed the hypervisor's key, and checks that key strictly: a hypervisor whose key is
+    /// not known is refused, never trusted on first use. (`ProxyJump` cannot take options for the
+    /// jump connection, and under the guest connection's `-F /dev/null` it would read no config.)
+    pub fn proxy_command(&self) -> String {
+        // ssh expands `%` tokens in the whole command before the shell sees it.
+        let escape = |s: &str| s.replace('%', "%%");
+        let mut argv: Vec<String> = [
+            "ssh",
+            "-o",
+            "BatchMode=yes",
+            "-o",
+            "StrictHostKeyChecking=yes",
+            "-o",
+            "ControlPath=none",
+            "-o",
+        ]
+        .map(String::from)
+        .into();
+        argv.push(format!("ConnectTimeout={CONNECT_TIMEOUT_SECS}"));
+        if let Some(port) = self.port {
+            argv.extend(["-p".into(), port.to_string()]);
+        }
+        if let Some(key) = &self.keyfile {
+            argv.extend(["-i".into(), escape(&key.display().to_string())]);
+        }
+        if let Some(user) = &self.user {
+            argv.extend(["-l".into(), escape(user)]);
+        }
+        argv.extend(["-W".into(), "%h:%p".into(), escape(&self.host)]);
+        shell_words::join(argv)
+    }
+
+    /// `-o ProxyCommand=…` for an ssh option list.
+    pub fn options(&self) -> [String; 2] {
+        [
+            "-o".into(),
+            format!("ProxyCommand={}", self.proxy_command()),
+        ]
+    }
+}
+
+/// A URI component with its `%XX` escapes decoded, as libvirt reads it; a broken escape stays as it is.
+fn percent_decoded(s: &str) -> String {
+    let bytes = s.as_bytes();
+    let mut out = Vec::with_capacity(bytes.len());
+    let mut i = 0;
+    while i < bytes.len() {
+        let hex = bytes
+            .get(i + 1..i + 3)
+            .and_then(|h| std::str::from_utf8(h).ok())
+            .and_then(|h| u8::from_str_radix(h, 16).ok());
+        match (bytes[i], hex) {
+            (b'%', Some(b)) => {
+                out.push(b);
+                i += 3;
+            }
+            (b, _) => {
+                out.push(b);
+                i += 1;
+            }
+        }
+    }
+    String::from_utf8_lossy(&out).into_owned()
+}
+
 /// One login to prove: `user@address`, with `identity`, against the key pinned for `alias`.
 #[derive(Debug, Clone)]
 pub struct Proof<'a> {
@@ -40,6 +180,8 @@ pub struct Proof<'a> {
     /// virtup's private key for `user`.
     pub identity: &'a Path,
     pub address: IpAddr,
+    /// The hypervisor to go through when the guest's address is only reachable from there.
+    pub hop: Option<&'a Hop>,
     /// Bound on the whole ssh run (connect, key exchange, login, `true`).
     pub timeout: Duration,
 }
@@ -77,6 +219,7 @@ impl Proof<'_> {
                 "-o",
             ])
             .arg(format!("ConnectTimeout={CONNECT_TIMEOUT_SECS}"))
+            .args(self.hop.iter().flat_map(|h| h.options()))
             .args(["-o", "LogLevel=ERROR", "-n", "-T", "-i"])
             .arg(self.identity)
             .arg("-l")
@@ -283,8 +426,86 @@ mod tests {
             user: "virt",
             identity: Path::new("/d/sshkeys/virt/id_ed25519"),
             address: "192.168.122.7".parse().unwrap(),
+            hop: None,
             timeout: Duration::from_secs(30),
         }
+    }
+
+    #[test]
+    fn hops_come_from_ssh_transports_only() {
+        let hop = Hop::from_uri("qemu+ssh://root@hv1.example:2222/system?keyfile=/k/id&no_tty=1")
+            .unwrap();
+        assert_eq!(
+            hop,
+            Hop {
+                user: Some("root".into()),
+                host: "hv1.example".into(),
+                port: Some(2222),
+                keyfile: Some("/k/id".into()),
+            }
+        );
+        assert_eq!(hop.display(), "root@hv1.example:2222");
+        let plain = Hop::from_uri("qemu+ssh://hv1/system").unwrap();
+        assert_eq!(
+            (plain.display(), plain.user, plain.port),
+            ("hv1".into(), None, None)
+        );
+        assert_eq!(
+            Hop::from_uri("qemu+libssh2://u@[fd00::2]:22/system")
+                .unwrap()
+                .display(),
+            "u@fd00::2:22"
+        );
+        for local in [
+            "qemu:///system",
+            "qemu+tcp://hv1/system",
+            "qemu+ssh:///system",
+            "test:///default",
+            "qemu+ssh://hv1:notaport/system",
+        ] {
+            assert_eq!(Hop::from_uri(local), None, "{local}");
+        }
+    }
+
+    #[test]
+    fn the_hop_checks_the_hypervisors_key_strictly_and_survives_the_shell() {
+        let hop =
+            Hop::from_uri("qemu+ssh://ad%20min@hv1:2222/system?keyfile=/k/my%20key%25s").unwrap();
+        let command = hop.proxy_command();
+        assert_eq!(
+            shell_words::split(&command).unwrap(),
+            [
+                "ssh",
+                "-o",
+                "BatchMode=yes",
+                "-o",
+                "StrictHostKeyChecking=yes",
+                "-o",
+                "ControlPath=none",
+                "-o",
+                "ConnectTimeout=5",
+                "-p",
+                "2222",
+                "-i",
+                "/k/my key%%s",
+                "-l",
+                "ad min",
+                "-W",
+                "%h:%p",
+                "hv1",
+            ]
+        );
+        let mut p = proof();
+        p.hop = Some(&hop);
+        let argv = p.command().argv();
+        let at = argv
+            .iter()
+            .position(|a| a.starts_with("ProxyCommand="))
+            .unwrap();
+        assert_eq!(argv[at - 1], "-o");
+        assert_eq!(argv[at], format!("ProxyCommand={command}"));
+        // The guest connection itself still reads no config and trusts only the pin.
+        assert_eq!(&argv[1..3], ["-F", "/dev/null"]);
     }
 
     #[test]

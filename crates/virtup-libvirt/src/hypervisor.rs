@@ -210,6 +210,12 @@ impl Hypervisor {
         &self.uri
     }
 
+    /// Whether the hypervisor is this machine (its pools are local directories); a remote one is
+    /// reached only through libvirt.
+    pub fn is_local(&self) -> bool {
+        crate::virt_type::uri_is_local(&self.uri)
+    }
+
     /// The hypervisor's capabilities XML (guest architectures and accelerators).
     pub fn capabilities_xml(&self) -> Result<String> {
         self.conn

@@ -154,7 +154,7 @@ fn probe_name() -> String {
 }
 
 /// `true` for URIs that name this machine's hypervisor (`qemu:///system`, `qemu+unix:///…`).
-pub(crate) fn uri_is_local(uri: &str) -> bool {
+pub fn uri_is_local(uri: &str) -> bool {
     match uri.split_once("://") {
         Some((_, rest)) => rest.starts_with('/'),
         None => uri.is_empty(),

@@ -126,6 +126,12 @@ impl Request {
     }
 }
 
+/// The hypervisor the instance's metadata says it lives on; `None` without a readable record
+/// (observe reports a damaged one).
+fn recorded_uri(ctx: &Context, name: &str) -> Option<String> {
+    InstanceMeta::read(&ctx.data, name).ok().flatten()?.uri
+}
+
 /// Options over the template's config section (else `[common]`) over the built-in defaults.
 pub fn resolve(ctx: &Context, options: InstanceOptions) -> Result<Request> {
     let InstanceOptions {
@@ -180,8 +186,23 @@ pub fn resolve(ctx: &Context, options: InstanceOptions) -> Result<Request> {
         validate::fqdn("dns_domain", &name, domain)?;
     }
     let fqdn = fields.dns_domain.as_ref().map(|d| format!("{name}.{d}"));
+    let uri = match recorded_uri(ctx, &name) {
+        // A removal that names no hypervisor goes where the instance is.
+        Some(recorded) if state == InstanceState::Absent && layer.uri.is_none() => recorded,
+        _ => context::uri(&fields, &ctx.paths),
+    };
+    if customize == Customize::Sysprep
+        && state != InstanceState::Absent
+        && !virtup_libvirt::uri_is_local(&uri)
+    {
+        // virt-sysprep writes to the clone's file: a remote pool's is out of its reach.
+        bail!(
+            "`customize: sysprep` (or `virt_sysprep_args`) needs the pool on this machine, and `{uri}` \
+             is a remote hypervisor, reached only through libvirt: use `customize: auto` there"
+        );
+    }
     Ok(Request {
-        uri: context::uri(&fields, &ctx.paths),
+        uri,
         pool: settings.pool,
         format: settings.image_format,
         network: settings.network,
@@ -275,6 +296,18 @@ fn observe(hv: &Hypervisor, data: &DataDir, req: &Request) -> Result<Observation
     }
     // A damaged metadata file is reported, never trusted.
     let meta = InstanceMeta::read(data, name)?;
+    if let Some(recorded) = meta.as_ref().and_then(|m| m.uri.as_deref()) {
+        // Names are unique across hypervisors (the inventory lists instances by name), and the
+        // record of an instance on one must never be removed by a run on another.
+        if recorded != req.uri {
+            bail!(
+                "instance `{name}` lives on `{recorded}`, not on `{}`: instance names are unique \
+                 across hypervisors; use another name, or remove it there first (`state: absent`, \
+                 `uri: {recorded}`)",
+                req.uri
+            );
+        }
+    }
     // A ledger without a domain (a delete killed after its volumes went) is a record to forget too.
     model.has_metadata = meta.is_some() || (model.domain.is_none() && !ledger.volumes.is_empty());
     let mut template = None;
@@ -821,7 +854,18 @@ fn reachable(
         identity: &identity,
     };
     let ip = match cached {
-        Some(ip) if !started && reach::ssh_answers(data, &login, ip).is_ok() => ip,
+        Some(ip)
+            if !started
+                && reach::ssh_answers(
+                    data,
+                    &login,
+                    ip,
+                    virtup_guest::ssh::Hop::from_uri(hv.uri()).as_ref(),
+                )
+                .is_ok() =>
+        {
+            ip
+        }
         _ => reach::wait_for_ssh(
             hv,
             data,

@@ -12,6 +12,7 @@ use std::path::PathBuf;
 use anyhow::{Context as _, Result};
 use virtup_core::config::Config;
 use virtup_core::{template, DataDir, InstanceMeta, Paths};
+use virtup_guest::ssh::Hop;
 use virtup_libvirt::{
     parse_domain_xml, AddressSource, DomainInfo, DomainState, Hypervisor, TagKind,
 };
@@ -65,9 +66,8 @@ impl Host {
             &self.known_hosts_file,
             &self.host_key_alias,
         );
-        if let Some(jump) = proxy_jump(&self.uri) {
-            opts.push("-o".to_string());
-            opts.push(format!("ProxyJump={jump}"));
+        if let Some(hop) = Hop::from_uri(&self.uri) {
+            opts.extend(hop.options());
         }
         opts
     }
@@ -117,22 +117,6 @@ fn dedup(items: impl IntoIterator<Item = String>) -> Vec<String> {
         .map(|s| s.trim().to_owned())
         .filter(|s| !s.is_empty() && seen.insert(s.clone()))
         .collect()
-}
-
-/// `[user@]host[:port]` of a remote libvirt URI reached over SSH (`qemu+ssh://…`), for `ProxyJump`.
-pub fn proxy_jump(uri: &str) -> Option<String> {
-    let (scheme, rest) = uri.split_once("://")?;
-    let transport = scheme.split_once('+')?.1;
-    if !matches!(transport, "ssh" | "libssh" | "libssh2") {
-        return None;
-    }
-    let authority = rest.split(['/', '?']).next()?;
-    let host = authority.rsplit('@').next()?;
-    let host = host.split(':').next()?;
-    if host.is_empty() {
-        return None;
-    }
-    Some(authority.to_owned())
 }
 
 /// Reads metadata and every hypervisor. Fails only when the data dir itself cannot be read;

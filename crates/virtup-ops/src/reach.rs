@@ -11,7 +11,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::{anyhow, bail, Result};
 use virtup_core::DataDir;
-use virtup_guest::ssh::{ProofError, Refusal};
+use virtup_guest::ssh::{Hop, ProofError, Refusal};
 use virtup_libvirt::{AddressSource, Hypervisor};
 
 use crate::Reporter;
@@ -52,6 +52,8 @@ pub fn wait_for_ssh(
     reporter: &dyn Reporter,
 ) -> Result<IpAddr> {
     let deadline = Instant::now() + t.timeout;
+    // A remote hypervisor's guests are reached through it, and only it can resolve their names.
+    let hop = Hop::from_uri(hv.uri());
     // libvirt answers every source but `dns`, which is resolved here.
     let lib_sources: Vec<AddressSource> = t
         .sources
@@ -68,9 +70,17 @@ pub fn wait_for_ssh(
             candidates.extend(lookup.candidates.iter().map(|f| f.ip));
         }
         if candidates.is_empty() && t.sources.contains(&AddressSource::Dns) {
-            match (t.dns_name, 22).to_socket_addrs() {
-                Ok(addrs) => candidates.extend(addrs.map(|a| a.ip())),
-                Err(e) => notes.push(format!("dns: {}: {e}", t.dns_name)),
+            if let Some(hop) = &hop {
+                notes.push(format!(
+                    "dns: `{}` is not resolved here: the guest is behind `{}`",
+                    t.dns_name,
+                    hop.display()
+                ));
+            } else {
+                match (t.dns_name, 22).to_socket_addrs() {
+                    Ok(addrs) => candidates.extend(addrs.map(|a| a.ip())),
+                    Err(e) => notes.push(format!("dns: {}: {e}", t.dns_name)),
+                }
             }
         }
         // A re-created guest (same MAC, new DHCP client id) may still have its old lease listed:
@@ -81,7 +91,7 @@ pub fn wait_for_ssh(
             Some(ip) => format!("`{}`: waiting for SSH on {ip}", t.domain),
         });
         for ip in candidates {
-            match ssh_answers(data, &t.login, ip) {
+            match ssh_answers(data, &t.login, ip, hop.as_ref()) {
                 Ok(()) => return Ok(ip),
                 Err(e) => {
                     // A missing key or a missing `ssh` does not fix itself while we wait.
@@ -108,22 +118,14 @@ pub fn wait_for_ssh(
 
 /// The guest at `ip` proves it holds the host key pinned for `login.alias`: an SSH server answers,
 /// and a login as `login.user` with `login.identity` completes with strict checking against
-/// virtup's known_hosts only. The error says which step failed ("connection refused",
-/// "host key mismatch: …", "auth failed: …").
-pub fn ssh_answers(data: &DataDir, login: &Login, ip: IpAddr) -> Result<()> {
-    // A cheap look first, so that a guest still booting costs no ssh process per poll.
-    let addr = SocketAddr::new(ip, 22);
-    let mut stream = TcpStream::connect_timeout(&addr, Duration::from_secs(3))
-        .map_err(|e| anyhow!("{}", connect_error(&e)))?;
-    stream.set_read_timeout(Some(Duration::from_secs(5)))?;
-    let mut banner = [0u8; 4];
-    stream
-        .read_exact(&mut banner)
-        .map_err(|e| anyhow!("no SSH banner: {}", connect_error(&e)))?;
-    if &banner != b"SSH-" {
-        bail!("not an SSH server");
+/// virtup's known_hosts only, through `hop` when the guest is behind a remote hypervisor. The error
+/// says which step failed ("connection refused", "host key mismatch: …", "auth failed: …").
+pub fn ssh_answers(data: &DataDir, login: &Login, ip: IpAddr, hop: Option<&Hop>) -> Result<()> {
+    // A cheap look first, so that a guest still booting costs no ssh process per poll; a guest
+    // behind a remote hypervisor cannot be looked at from here.
+    if hop.is_none() {
+        banner_seen(ip)?;
     }
-    drop(stream);
     let known_hosts = data.known_hosts_file();
     if virtup_core::KnownHosts::load(&known_hosts)?
         .get(login.alias)
@@ -141,9 +143,26 @@ pub fn ssh_answers(data: &DataDir, login: &Login, ip: IpAddr) -> Result<()> {
         user: login.user,
         identity: login.identity,
         address: ip,
+        hop,
         timeout: PROOF_TIMEOUT,
     }
     .run()?;
+    Ok(())
+}
+
+/// An SSH server's banner answers on port 22 of `ip`.
+fn banner_seen(ip: IpAddr) -> Result<()> {
+    let addr = SocketAddr::new(ip, 22);
+    let mut stream = TcpStream::connect_timeout(&addr, Duration::from_secs(3))
+        .map_err(|e| anyhow!("{}", connect_error(&e)))?;
+    stream.set_read_timeout(Some(Duration::from_secs(5)))?;
+    let mut banner = [0u8; 4];
+    stream
+        .read_exact(&mut banner)
+        .map_err(|e| anyhow!("no SSH banner: {}", connect_error(&e)))?;
+    if &banner != b"SSH-" {
+        bail!("not an SSH server");
+    }
     Ok(())
 }
 

@@ -967,6 +967,16 @@ fn apply(run: Apply<'_>, plan: &Plan) -> Result<Vec<String>> {
         obs,
         reporter,
     } = run;
+    if plan.steps.contains(&Step::Seal) && !hv.is_local() {
+        // virt-customize writes to the image's file: a remote pool's is out of its reach.
+        bail!(
+            "cannot seal template `{}` on `{}`: sealing needs the pool on this machine, and a \
+             remote hypervisor's pool is reached only through libvirt; build templates with a \
+             playbook (`state: running`) on a local hypervisor for now",
+            req.desired.name,
+            req.uri
+        );
+    }
     let mut warnings = Vec::new();
     let accel = accel(hv, &mut warnings)?;
     if plan.steps.iter().any(|s| matches!(s, Step::Define { .. })) {

@@ -378,3 +378,36 @@ fn a_failed_sysprep_is_reported_and_the_next_run_finishes_the_clone() {
     assert!(hv.domain("web6").unwrap().is_some());
     assert!(volume_exists(&hv, "web6.qcow2"));
 }
+
+/// An instance lives where its metadata says: a run for the same name on another hypervisor is
+/// refused before it changes anything, and a removal that names no hypervisor goes there.
+#[test]
+fn an_instance_name_lives_on_one_hypervisor() {
+    let dir = TempDir::new().unwrap();
+    let ctx = context(&dir, true);
+    let hv = test_hv();
+    let data = ctx.open_data_dir().unwrap();
+    let mut meta = InstanceMeta::new("web1", "tpl");
+    meta.uri = Some("qemu+ssh://root@hv2/system".into());
+    meta.write(&data).unwrap();
+    let mut here = options("web1", InstanceState::Running);
+    here.layer.uri = Some("test:///default".into());
+    let req = resolve(&ctx, here).unwrap();
+    for mode in [Mode::Check, Mode::Apply] {
+        let e = converge(&ctx, &hv, &req, mode, &Quiet).unwrap_err();
+        assert!(
+            format!("{e:#}").contains("instance `web1` lives on `qemu+ssh://root@hv2/system`"),
+            "{e:#}"
+        );
+    }
+    assert!(hv.domain("web1").unwrap().is_none());
+    // A removal naming this hypervisor would drop the record of the other one's instance: refused.
+    let mut remove_here = options("web1", InstanceState::Absent);
+    remove_here.layer.uri = Some("test:///default".into());
+    let req = resolve(&ctx, remove_here).unwrap();
+    assert!(converge(&ctx, &hv, &req, Mode::Apply, &Quiet).is_err());
+    assert!(InstanceMeta::read(&data, "web1").unwrap().is_some());
+    // Without a `uri`, the removal is addressed to where the instance lives.
+    let req = resolve(&ctx, options("web1", InstanceState::Absent)).unwrap();
+    assert_eq!(req.uri, "qemu+ssh://root@hv2/system");
+}

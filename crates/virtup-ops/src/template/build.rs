@@ -101,8 +101,16 @@ pub(super) fn build(run: Apply<'_>, generation: u32, accel: VirtType) -> Result<
         .as_ref()
         .ok_or_else(|| anyhow!("pool `{}` has no path", req.pool))?;
     let volume = volume_name(&req.desired.name, generation, &req.format);
-    let out = pool_path.join(&volume);
-    let part = pool_path.join(format!("{volume}.part"));
+    // A local pool takes the image in place; a remote hypervisor's pool only through libvirt, so
+    // the image is made in a scratch dir here and uploaded.
+    let scratch = if hv.is_local() {
+        None
+    } else {
+        Some(data.scratch()?)
+    };
+    let dir = scratch.as_ref().map_or(pool_path.as_path(), |s| s.path());
+    let out = dir.join(&volume);
+    let part = dir.join(format!("{volume}.part"));
     let root_pw = secret(
         ctx,
         &req.domain,
@@ -114,15 +122,26 @@ pub(super) fn build(run: Apply<'_>, generation: u32, accel: VirtType) -> Result<
     let key = keys::ensure_user_key(&data.sshkeys_dir(), user)?;
     let ops = prepare_ops(req, &user_pw, &key.public_path);
     let started = Instant::now();
-    // Every name this build may create is recorded before it exists (the plan chose names no
-    // foreign volume holds), so a killed build's files are provably virtup's for the next run.
+    // Every name this build may create in the pool is recorded before it exists (the plan chose
+    // names no foreign volume holds), so a killed build's files are provably virtup's for the next run.
     let mut ledger = Ledger::read(data, &req.domain)?;
     let xz_part = import_partial(&part);
-    let pending = [file_name(&part), file_name(&xz_part), volume.clone()];
+    let pending = match scratch {
+        None => vec![file_name(&part), file_name(&xz_part), volume.clone()],
+        Some(_) => vec![volume.clone()],
+    };
     for name in &pending {
         ledger.intend(data, &req.uri, &req.pool, name, None)?;
     }
-    let result = make_image(run, &part, &out, ops, &root_pw, accel);
+    let result = make_image(run, &part, &out, ops, &root_pw, accel).and_then(|()| match scratch {
+        None => Ok(()),
+        Some(_) => {
+            reporter.stage(&format!("uploading `{volume}` to `{}`", req.uri));
+            hv.upload_volume(&req.pool, &volume, &out)
+                .map(drop)
+                .with_context(|| format!("failed to upload `{volume}` to `{}`", req.uri))
+        }
+    });
     if let Err(e) = result {
         // virt-builder does not say when the pool fills up; the partial it kept still fills it.
         let e = match virtup_guest::space::exhausted(&part) {
@@ -144,7 +163,7 @@ pub(super) fn build(run: Apply<'_>, generation: u32, accel: VirtType) -> Result<
         .volume_info(&req.pool, &volume)?
         .ok_or_else(|| anyhow!("volume `{volume}` vanished right after its build"))?;
     ledger.confirm(data, &req.uri, &req.pool, &volume, &built.key)?;
-    for name in &pending[..2] {
+    for name in pending.iter().filter(|n| **n != volume) {
         ledger.forget(data, &req.uri, &req.pool, name)?;
     }
     give_identity(run, &key, &mut ledger)?;

@@ -1,0 +1,210 @@
+//! Layer 4 on two hypervisors: a template built on the controller and uploaded to a remote pool over
+//! `qemu+ssh://`, a clone there proven through its hypervisor, Ansible reaching it with both SSH hops
+//! checked strictly, one name per hypervisor, and a teardown that leaves nothing on the remote host.
+//!
+//! Needs `tests/lab/lab up --hosts 2` (`tests/run` brings the lab up so): the lab's `VIRTUP_LAB_URIS`
+//! names the second hypervisor. Without it the test fails, it never skips.
+
+// End-to-end tests drive the built binaries and the lab's tools with std's `Command`; this black-box
+// crate depends on none of virtup's crates, so not on `virtup_guest::Cmd`.
+#![allow(clippy::disallowed_types)]
+
+use std::process::Command;
+use std::time::Duration;
+
+use serde_json::{json, Value};
+use virtup_e2e::{in_repo, lab_home, run, run_ok, venv_bin, Sandbox};
+
+const TEMPLATE: &str = "e2e-remote";
+const INSTANCE: &str = "e2e-r1";
+
+/// The lab's second hypervisor, as `lab up --hosts 2` wrote it into the lab env.
+fn remote_uri() -> String {
+    lab_home();
+    let uris = std::env::var("VIRTUP_LAB_URIS").unwrap_or_default();
+    uris.split_whitespace()
+        .find(|u| u.starts_with("qemu+ssh://"))
+        .unwrap_or_else(|| {
+            panic!("VIRTUP_LAB_URIS=`{uris}` names no remote hypervisor: run `tests/lab/lab up --hosts 2`")
+        })
+        .to_owned()
+}
+
+/// `virsh -c URI ARGS` output.
+fn virsh_on(uri: &str, args: &[&str]) -> String {
+    run_ok(
+        Command::new("virsh").arg("-c").arg(uri).args(args),
+        Duration::from_secs(120),
+        "virsh",
+    )
+    .stdout
+}
+
+/// The names of the volumes in `uri`'s `default` pool.
+fn volumes_on(uri: &str) -> Vec<String> {
+    virsh_on(uri, &["pool-refresh", "default"]);
+    virsh_on(uri, &["vol-list", "default"])
+        .lines()
+        .skip(2)
+        .filter_map(|l| l.split_whitespace().next().map(str::to_owned))
+        .collect()
+}
+
+/// Removes what the test made on the remote hypervisor, however it ends.
+struct Cleanup<'a> {
+    sb: &'a Sandbox,
+    uri: String,
+}
+
+impl Drop for Cleanup<'_> {
+    fn drop(&mut self) {
+        let _ = self.sb.module(
+            "virtup_instance",
+            &json!({"name": INSTANCE, "state": "absent", "uri": self.uri, "wait_timeout": 120}),
+        );
+        let _ = self.sb.module(
+            "virtup_template",
+            &json!({"name": TEMPLATE, "state": "absent", "uri": self.uri}),
+        );
+    }
+}
+
+fn ansible(sb: &Sandbox) -> Command {
+    let mut c = in_repo(venv_bin("ansible"));
+    c.env("VIRTUP_CONFIG_HOME", sb.config())
+        .env("VIRTUP_DATA_HOME", sb.data())
+        .env("ANSIBLE_HOST_KEY_CHECKING", "True");
+    c
+}
+
+#[test]
+fn a_remote_hypervisor_gets_its_template_and_clone_through_libvirt_and_ssh_hops() {
+    let remote = remote_uri();
+    let sb = Sandbox::new();
+    let _cleanup = Cleanup {
+        sb: &sb,
+        uri: remote.clone(),
+    };
+
+    // 1. The template is built here and uploaded into the remote pool; a second run changes nothing.
+    let template_args =
+        json!({"name": TEMPLATE, "os_version": "debian-12", "uri": remote, "wait_timeout": 900});
+    let (built, out) = sb.module("virtup_template", &template_args);
+    assert!(
+        out.status.success() && built["changed"] == json!(true),
+        "{built}\n{}",
+        out.stderr
+    );
+    println!("template built and uploaded in {:?}", out.elapsed);
+    let volume = format!("VIRTUP-{TEMPLATE}-g1.qcow2");
+    assert!(
+        volumes_on(&remote).contains(&volume),
+        "{volume} on {remote}"
+    );
+    assert!(
+        !volumes_on("qemu:///system").contains(&volume),
+        "the template went to the remote pool only"
+    );
+    let info = virsh_on(&remote, &["vol-dumpxml", &volume, "--pool", "default"]);
+    assert!(
+        info.contains("<format type='qcow2'/>"),
+        "the uploaded image is seen as qcow2: {info}"
+    );
+    let again = sb.ok("virtup_template", &template_args);
+    assert_eq!(again["changed"], json!(false), "{again}");
+
+    // 2. A clone on the remote hypervisor, proven through it (the guest's NAT address is
+    // reachable only from there).
+    let instance_args =
+        json!({"name": INSTANCE, "template": TEMPLATE, "uri": remote, "wait_timeout": 900});
+    let (made, out) = sb.module("virtup_instance", &instance_args);
+    assert!(
+        out.status.success() && made["changed"] == json!(true),
+        "{made}\n{}",
+        out.stderr
+    );
+    println!("clone made and proven over two hops in {:?}", out.elapsed);
+    assert!(virsh_on(&remote, &["list", "--name"])
+        .lines()
+        .any(|l| l.trim() == INSTANCE));
+    assert!(!virsh_on("qemu:///system", &["list", "--all", "--name"])
+        .lines()
+        .any(|l| l.trim() == INSTANCE));
+    let again = sb.ok("virtup_instance", &instance_args);
+    assert_eq!(again["changed"], json!(false), "{again}");
+
+    // 3. The same name on the other hypervisor is refused, before anything is made there.
+    let (doc, _) = sb.module(
+        "virtup_instance",
+        &json!({"name": INSTANCE, "template": TEMPLATE, "uri": "qemu:///system"}),
+    );
+    assert_eq!(doc["failed"], json!(true), "{doc}");
+    assert!(
+        doc["msg"]
+            .as_str()
+            .unwrap()
+            .contains(&format!("lives on `{remote}`")),
+        "{doc}"
+    );
+
+    // 4. Ansible reaches the guest through the dynamic inventory: the hypervisor hop and the guest
+    // are both checked strictly against pinned keys.
+    let inventory = run_ok(
+        in_repo(repo_inventory())
+            .arg("--list")
+            .env("VIRTUP_CONFIG_HOME", sb.config())
+            .env("VIRTUP_DATA_HOME", sb.data()),
+        Duration::from_secs(120),
+        "virtup_inventory --list",
+    );
+    let doc: Value = serde_json::from_str(&inventory.stdout).unwrap();
+    let args = doc["_meta"]["hostvars"][INSTANCE]["ansible_ssh_common_args"]["__ansible_unsafe"]
+        .as_str()
+        .unwrap_or_else(|| panic!("no ssh args for {INSTANCE}: {doc}"))
+        .to_owned();
+    assert!(args.contains("StrictHostKeyChecking=yes"), "{args}");
+    assert!(
+        args.contains("ProxyCommand=") && args.matches("StrictHostKeyChecking=yes").count() == 2,
+        "both hops are checked strictly: {args}"
+    );
+    let ping = run(
+        ansible(&sb).args(["-i", "virtup_inventory", INSTANCE, "-m", "ping"]),
+        Duration::from_secs(300),
+    );
+    assert!(
+        ping.status.success() && ping.stdout.contains(&format!("{INSTANCE} | SUCCESS")),
+        "ping through the hypervisor failed:\n{}\n{}",
+        ping.stdout,
+        ping.stderr
+    );
+
+    // 5. Removal without a `uri` goes where the instance lives; the template's goes by its `uri`.
+    // Nothing of either is left on the remote hypervisor.
+    let gone = sb.ok(
+        "virtup_instance",
+        &json!({"name": INSTANCE, "state": "absent", "wait_timeout": 300}),
+    );
+    assert_eq!(gone["changed"], json!(true), "{gone}");
+    let gone = sb.ok(
+        "virtup_template",
+        &json!({"name": TEMPLATE, "state": "absent", "uri": remote}),
+    );
+    assert_eq!(gone["changed"], json!(true), "{gone}");
+    let left: Vec<String> = volumes_on(&remote)
+        .into_iter()
+        .filter(|v| v.contains(TEMPLATE) || v.contains(INSTANCE))
+        .collect();
+    assert!(left.is_empty(), "left on {remote}: {left:?}");
+    let domains = virsh_on(&remote, &["list", "--all", "--name"]);
+    assert!(
+        !domains.contains(INSTANCE) && !domains.contains(TEMPLATE),
+        "domains left on {remote}: {domains}"
+    );
+}
+
+/// `virtup_inventory` at the repository root, as `scripts/build` installs it.
+fn repo_inventory() -> std::path::PathBuf {
+    let p = virtup_e2e::repo_root().join("virtup_inventory");
+    assert!(p.exists(), "{} is missing: run scripts/build", p.display());
+    p
+}
