@@ -32,6 +32,28 @@ pub fn template_group(template: &str) -> String {
     format!("{TEMPLATE_GROUP_PREFIX}{safe}")
 }
 
+/// Prefix of the per-hypervisor groups (`virtup_hypervisor_h2`, `virtup_hypervisor_localhost`).
+pub const HYPERVISOR_GROUP_PREFIX: &str = "virtup_hypervisor_";
+
+/// The group of the hypervisor at `uri`: its host name (`localhost` for this machine's), made a
+/// valid group name.
+pub fn hypervisor_group(uri: &str) -> String {
+    let authority = uri
+        .split_once("://")
+        .map_or("", |(_, rest)| rest.split(['/', '?']).next().unwrap_or(""));
+    let host_port = authority.rsplit_once('@').map_or(authority, |(_, hp)| hp);
+    let host = match host_port.strip_prefix('[') {
+        Some(v6) => v6.split(']').next().unwrap_or(""),
+        None => host_port.split(':').next().unwrap_or(""),
+    };
+    let host = if host.is_empty() { "localhost" } else { host };
+    let safe: String = host
+        .chars()
+        .map(|c| if c.is_ascii_alphanumeric() { c } else { '_' })
+        .collect();
+    format!("{HYPERVISOR_GROUP_PREFIX}{safe}")
+}
+
 /// The `--list` document. Every value that comes from metadata or a guest is marked unsafe so
 /// Ansible never evaluates it as a template.
 pub fn to_ansible(listing: &Listing) -> Result<Inventory> {
@@ -50,6 +72,7 @@ pub fn to_ansible(listing: &Listing) -> Result<Inventory> {
             }
             HostKind::Template => inv.add_host(GROUP_TEMPLATES, h)?,
         }
+        inv.add_host(&hypervisor_group(&host.uri), h)?;
         match host.state.as_str() {
             "running" => inv.add_host(GROUP_RUNNING, h)?,
             "stopped" => inv.add_host(GROUP_STOPPED, h)?,
@@ -217,6 +240,25 @@ mod tests {
     }
 
     #[test]
+    fn each_hypervisor_has_a_group_named_after_its_host() {
+        for (uri, group) in [
+            ("qemu:///system", "virtup_hypervisor_localhost"),
+            ("qemu+ssh://root@h2/system", "virtup_hypervisor_h2"),
+            (
+                "qemu+ssh://admin@hv-1.example:2222/system?keyfile=/k",
+                "virtup_hypervisor_hv_1_example",
+            ),
+            (
+                "qemu+tcp://[fd00::2]:16509/system",
+                "virtup_hypervisor_fd00__2",
+            ),
+            ("test:///default", "virtup_hypervisor_localhost"),
+        ] {
+            assert_eq!(hypervisor_group(uri), group, "{uri}");
+        }
+    }
+
+    #[test]
     fn ssh_args_pin_the_host_key_and_quote_paths() {
         let mut h = host("web1", HostKind::Instance, "running");
         assert_eq!(
@@ -226,7 +268,11 @@ mod tests {
         h.uri = "qemu+ssh://admin@hv1/system".into();
         // A remote guest is reached through its hypervisor, whose own key is checked strictly too.
         let words = shell_words::split(&h.ssh_common_args()).unwrap();
-        let proxy = words.last().unwrap().strip_prefix("ProxyCommand=").unwrap();
+        // Never a connection shared by address: two hypervisors' guests may have the same one.
+        assert_eq!(words[words.len() - 2..], ["-o", "ControlPath=none"]);
+        let proxy = words[words.len() - 3]
+            .strip_prefix("ProxyCommand=")
+            .unwrap();
         assert_eq!(
             shell_words::split(proxy).unwrap(),
             [
@@ -242,7 +288,8 @@ mod tests {
                 "-l",
                 "admin",
                 "-W",
-                "%h:%p",
+                "[%h]:%p",
+                "--",
                 "hv1"
             ]
         );

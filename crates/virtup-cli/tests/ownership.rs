@@ -535,8 +535,9 @@ fn a_tag_without_owner_is_this_data_dirs_only_with_a_record_of_it() {
                 json!({"name": name, "state": "absent", "uri": uri, "_ansible_check_mode": true}),
             );
             assert_eq!(doc["changed"], json!(false), "{name} {meta_uri:?}: {doc}");
-            if module == "virtup_instance" && meta_uri.is_some() {
-                // An instance recorded on another hypervisor is that one's: refused here.
+            // An instance recorded on another hypervisor (metadata), or a template (ledger), is
+            // that one's: refused here, nothing deleted.
+            if module == "virtup_template" || meta_uri.is_some() {
                 assert!(
                     msg(&doc).contains("lives on `qemu+ssh://elsewhere/system`"),
                     "{doc}"

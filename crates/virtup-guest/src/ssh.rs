@@ -40,6 +40,9 @@ pub struct Hop {
     pub port: Option<u16>,
     /// The URI's `keyfile=` parameter, which libvirt's own SSH transport logs in with.
     pub keyfile: Option<PathBuf>,
+    /// The URI tells libvirt not to verify the hypervisor's host key (`no_verify=1`, libssh's
+    /// `known_hosts_verify=auto|ignore`): [`Hop::check_verified`] refuses it.
+    pub unverified: bool,
 }
 
 impl Hop {
@@ -76,17 +79,55 @@ impl Hop {
             Some(p) if !p.is_empty() => Some(p.parse().ok()?),
             _ => None,
         };
-        let keyfile = query
+        // As libvirt reads parameters: names without case, `+` for a space, the last value wins.
+        let params: Vec<(String, String)> = query
             .split('&')
-            .find_map(|kv| kv.strip_prefix("keyfile="))
+            .filter_map(|kv| kv.split_once('='))
+            .map(|(k, v)| {
+                (
+                    k.to_ascii_lowercase(),
+                    percent_decoded(&v.replace('+', " ")),
+                )
+            })
+            .collect();
+        let param = |name: &str| {
+            params
+                .iter()
+                .rev()
+                .find(|(k, _)| k == name)
+                .map(|(_, v)| v.as_str())
+        };
+        let keyfile = param("keyfile")
             .filter(|k| !k.is_empty())
-            .map(|k| PathBuf::from(percent_decoded(k)));
+            .map(PathBuf::from);
+        // libvirt's own transport then takes any host key, and writes it where the hop would read it.
+        let unverified = match transport {
+            "ssh" => param("no_verify").is_some_and(|v| v != "0"),
+            _ => {
+                param("known_hosts_verify").is_some_and(|v| v != "normal")
+                    || param("no_verify").is_some_and(|v| v != "0")
+            }
+        };
         Some(Hop {
             user,
             host: host.to_owned(),
             port,
             keyfile,
+            unverified,
         })
+    }
+
+    /// Refuses a hop whose host key libvirt was told not to verify: virtup never trusts a
+    /// hypervisor on first use, on either hop.
+    pub fn check_verified(&self, uri: &str) -> Result<(), String> {
+        if self.unverified {
+            return Err(format!(
+                "invalid value for `uri`: `{uri}` turns off host key verification \
+                 (`no_verify` or `known_hosts_verify`); virtup never trusts a hypervisor's key on \
+                 first use: add the key to your known_hosts and drop the parameter"
+            ));
+        }
+        Ok(())
     }
 
     /// `[user@]host[:port]`, as the hop is shown to people.
@@ -96,14 +137,19 @@ impl Hop {
             .as_ref()
             .map(|u| format!("{u}@"))
             .unwrap_or_default();
+        let host = if self.host.contains(':') {
+            format!("[{}]", self.host)
+        } else {
+            self.host.clone()
+        };
         match self.port {
-            Some(p) => format!("{user}{}:{p}", self.host),
-            None => format!("{user}{}", self.host),
+            Some(p) => format!("{user}{host}:{p}"),
+            None => format!("{user}{host}"),
         }
     }
 
     /// The `ProxyCommand` that carries a guest connection through the hypervisor:
-    /// `ssh -o BatchMode=yes -o StrictHostKeyChecking=yes … -W %h:%p HOST`, shell-quoted.
+    /// `ssh -o BatchMode=yes -o StrictHostKeyChecking=yes … -W [%h]:%p -- HOST`, shell-quoted.
     ///
     /// The hop reads the user's own SSH configuration and known_hosts, where libvirt's SSH transport
     /// already needed the hypervisor's key, and checks that key strictly: a hypervisor whose key is
@@ -112,6 +158,19 @@ impl Hop {
     pub fn proxy_command(&self) -> String {
         // ssh expands `%` tokens in the whole command before the shell sees it.
         let escape = |s: &str| s.replace('%', "%%");
+        let mut argv = self.ssh_argv(escape);
+        // Brackets keep an IPv6 guest address apart from the port; `--` keeps the host an operand.
+        argv.extend([
+            "-W".into(),
+            "[%h]:%p".into(),
+            "--".into(),
+            escape(&self.host),
+        ]);
+        shell_words::join(argv)
+    }
+
+    /// `ssh` and the hop's options, up to the destination; `escape` is applied to what the URI gave.
+    fn ssh_argv(&self, escape: impl Fn(&str) -> String) -> Vec<String> {
         let mut argv: Vec<String> = [
             "ssh",
             "-o",
@@ -134,8 +193,30 @@ impl Hop {
         if let Some(user) = &self.user {
             argv.extend(["-l".into(), escape(user)]);
         }
-        argv.extend(["-W".into(), "%h:%p".into(), escape(&self.host)]);
-        shell_words::join(argv)
+        argv
+    }
+
+    /// Logs in to the hypervisor the way the hop does (`ssh … -- HOST true`): a hop that cannot work
+    /// (an unknown or changed host key, a refused login) is told apart from a guest still booting,
+    /// and named, before any wait.
+    pub fn check(&self, timeout: Duration) -> Result<(), ProofError> {
+        let argv = self.ssh_argv(str::to_owned);
+        let mut cmd = Cmd::new(&argv[0]);
+        cmd.args(&argv[1..])
+            .args(["-n", "-T", "--", &self.host, "true"])
+            .timeout(timeout);
+        let hop = |e: ProofError| ProofError {
+            detail: format!("hypervisor `{}`: {}", self.display(), e.detail),
+            ..e
+        };
+        match cmd.output_unchecked() {
+            Ok(out) if out.status.success() => Ok(()),
+            Ok(out) => Err(hop(diagnose(
+                out.status.code(),
+                &String::from_utf8_lossy(&out.stderr),
+            ))),
+            Err(e) => Err(hop(ProofError::new(Refusal::Spawn, e.to_string()))),
+        }
     }
 
     /// `-o ProxyCommand=…` for an ssh option list.
@@ -226,8 +307,14 @@ impl Proof<'_> {
             .arg(self.user)
             .arg(self.address.to_string())
             .arg("true")
-            .env_remove("SSH_AUTH_SOCK")
             .timeout(self.timeout);
+        match self.hop {
+            // The guest login uses virtup's key only (`IdentityAgent=none`); the hop to the
+            // hypervisor may need the user's agent, as libvirt's transport did. ssh runs a
+            // ProxyCommand with `$SHELL`: the quoting is for a POSIX shell.
+            Some(_) => cmd.env("SHELL", "/bin/sh"),
+            None => cmd.env_remove("SSH_AUTH_SOCK"),
+        };
         cmd
     }
 
@@ -442,6 +529,7 @@ mod tests {
                 host: "hv1.example".into(),
                 port: Some(2222),
                 keyfile: Some("/k/id".into()),
+                unverified: false,
             }
         );
         assert_eq!(hop.display(), "root@hv1.example:2222");
@@ -454,8 +542,23 @@ mod tests {
             Hop::from_uri("qemu+libssh2://u@[fd00::2]:22/system")
                 .unwrap()
                 .display(),
-            "u@fd00::2:22"
+            "u@[fd00::2]:22"
         );
+        // As libvirt reads parameters: any case, the last value wins.
+        let hop = Hop::from_uri("qemu+ssh://h/system?KeyFile=/a&keyfile=/b+c").unwrap();
+        assert_eq!(hop.keyfile, Some("/b c".into()));
+        for (uri, refused) in [
+            ("qemu+ssh://h/system?no_verify=1", true),
+            ("qemu+ssh://h/system?No_Verify=1", true),
+            ("qemu+ssh://h/system?no_verify=0", false),
+            ("qemu+libssh://h/system?known_hosts_verify=ignore", true),
+            ("qemu+libssh://h/system?known_hosts_verify=auto", true),
+            ("qemu+libssh://h/system?known_hosts_verify=normal", false),
+            ("qemu+ssh://h/system", false),
+        ] {
+            let check = Hop::from_uri(uri).unwrap().check_verified(uri);
+            assert_eq!(check.is_err(), refused, "{uri}: {check:?}");
+        }
         for local in [
             "qemu:///system",
             "qemu+tcp://hv1/system",
@@ -491,7 +594,8 @@ mod tests {
                 "-l",
                 "ad min",
                 "-W",
-                "%h:%p",
+                "[%h]:%p",
+                "--",
                 "hv1",
             ]
         );

@@ -100,6 +100,27 @@ pub fn uri(fields: &Fields, paths: &Paths) -> String {
         .unwrap_or_else(|| paths.libvirt_uri.clone())
 }
 
+/// Refuses a URI that would trust a hypervisor's host key on first use (see
+/// [`virtup_guest::ssh::Hop::check_verified`]).
+pub fn check_uri(uri: &str) -> Result<()> {
+    match virtup_guest::ssh::Hop::from_uri(uri) {
+        Some(hop) => hop.check_verified(uri).map_err(anyhow::Error::msg),
+        None => Ok(()),
+    }
+}
+
+/// The hypervisors other than `uri` that the ledger of `scope` (a template's or instance's
+/// volumes) records: an object lives on one hypervisor, whose records its name keys.
+pub fn recorded_elsewhere(data: &DataDir, scope: &str, uri: &str) -> Vec<String> {
+    let mut others: Vec<String> = virtup_core::ownership::Ledger::read(data, scope)
+        .map(|l| l.volumes.into_iter().map(|v| v.uri).collect())
+        .unwrap_or_default();
+    others.retain(|u| u != uri);
+    others.sort();
+    others.dedup();
+    others
+}
+
 /// How long this call waited for other runs: the collisions the proving ground reports.
 #[derive(Debug, Default, Clone, Copy)]
 pub struct Waited {

@@ -191,6 +191,7 @@ pub fn resolve(ctx: &Context, options: InstanceOptions) -> Result<Request> {
         Some(recorded) if state == InstanceState::Absent && layer.uri.is_none() => recorded,
         _ => context::uri(&fields, &ctx.paths),
     };
+    context::check_uri(&uri)?;
     if customize == Customize::Sysprep
         && state != InstanceState::Absent
         && !virtup_libvirt::uri_is_local(&uri)
@@ -296,7 +297,12 @@ fn observe(hv: &Hypervisor, data: &DataDir, req: &Request) -> Result<Observation
     }
     // A damaged metadata file is reported, never trusted.
     let meta = InstanceMeta::read(data, name)?;
-    if let Some(recorded) = meta.as_ref().and_then(|m| m.uri.as_deref()) {
+    let ledger_elsewhere = context::recorded_elsewhere(data, name, &req.uri);
+    let recorded = meta
+        .as_ref()
+        .and_then(|m| m.uri.as_deref())
+        .or(ledger_elsewhere.first().map(String::as_str));
+    if let Some(recorded) = recorded {
         // Names are unique across hypervisors (the inventory lists instances by name), and the
         // record of an instance on one must never be removed by a run on another.
         if recorded != req.uri {

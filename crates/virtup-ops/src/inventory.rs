@@ -68,6 +68,11 @@ impl Host {
         );
         if let Some(hop) = Hop::from_uri(&self.uri) {
             opts.extend(hop.options());
+            // Guests on different hypervisors can have the same address (every default NAT
+            // network is 192.168.122.0/24), and Ansible names its shared connections by address,
+            // port and user: one guest's tasks could run over another's connection. No sharing
+            // through a hop (Ansible adds no ControlPath when one is given).
+            opts.extend(["-o".into(), "ControlPath=none".into()]);
         }
         opts
     }
@@ -137,11 +142,7 @@ pub fn collect(paths: &Paths, config: &Config) -> Result<Listing> {
         .clone()
         .unwrap_or_else(|| paths.libvirt_uri.clone());
     let mut hosts: BTreeMap<String, Host> = BTreeMap::new();
-    for uri in uris(paths, config, &metas) {
-        let listed = Hypervisor::connect_read_only(&uri).and_then(|hv| {
-            let domains = hv.list_domains()?;
-            Ok((hv, domains))
-        });
+    for (uri, listed) in list_all(uris(paths, config, &metas)) {
         let (hv, domains) = match listed {
             Ok(found) => (Some(found.0), found.1),
             Err(e) => {
@@ -180,6 +181,39 @@ pub fn collect(paths: &Paths, config: &Config) -> Result<Listing> {
     Ok(Listing {
         hosts: hosts.into_values().collect(),
         warnings,
+    })
+}
+
+/// A hypervisor connected, and its domains; or why not.
+type Listed = virtup_libvirt::Result<(Hypervisor, Vec<DomainInfo>)>;
+
+/// Every hypervisor connected and its domains listed at the same time, in the order given: one slow
+/// or dead host (an SSH connect timing out) costs its own wait, not the sum of all of them.
+fn list_all(uris: Vec<String>) -> Vec<(String, Listed)> {
+    std::thread::scope(|s| {
+        let pending: Vec<_> = uris
+            .into_iter()
+            .map(|uri| {
+                let handle = s.spawn({
+                    let uri = uri.clone();
+                    move || {
+                        let hv = Hypervisor::connect_read_only(&uri)?;
+                        let domains = hv.list_domains()?;
+                        Ok((hv, domains))
+                    }
+                });
+                (uri, handle)
+            })
+            .collect();
+        pending
+            .into_iter()
+            .map(|(uri, handle)| {
+                let listed = handle.join().unwrap_or_else(|panic| {
+                    std::panic::resume_unwind(panic);
+                });
+                (uri, listed)
+            })
+            .collect()
     })
 }
 

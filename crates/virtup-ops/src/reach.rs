@@ -54,6 +54,16 @@ pub fn wait_for_ssh(
     let deadline = Instant::now() + t.timeout;
     // A remote hypervisor's guests are reached through it, and only it can resolve their names.
     let hop = Hop::from_uri(hv.uri());
+    if let Some(hop) = &hop {
+        // A hop that cannot work fails every proof the same way: said once, not waited out.
+        hop.check(PROOF_TIMEOUT).map_err(|e| {
+            anyhow!(
+                "cannot reach the guests of `{}` through their hypervisor (the SSH hop virtup, the \
+                 inventory and Ansible use; its key must be in your known_hosts): {e}",
+                hv.uri()
+            )
+        })?;
+    }
     // libvirt answers every source but `dns`, which is resolved here.
     let lib_sources: Vec<AddressSource> = t
         .sources

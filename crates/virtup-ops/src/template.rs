@@ -166,6 +166,7 @@ pub fn resolve(
     }
     let fields = base.overlay(&module);
     context::validate_fields(&fields)?;
+    let uri = placed_uri(ctx, &name, state, module.uri.is_some(), &fields)?;
     let source = match (&fields.os_version, &fields.image) {
         (Some(_), Some(_)) => bail!(
             "template `{name}` names both `os-version` and `image` in its config; \
@@ -203,6 +204,18 @@ pub fn resolve(
         hold,
         held,
     } = customization(ctx, &given, &fields, &domain)?;
+    if state != TemplateState::Absent
+        && !virtup_libvirt::uri_is_local(&uri)
+        && (state == TemplateState::Running || playbook.is_some())
+    {
+        // Sealing (virt-customize on the image's file) cannot reach a remote pool yet: a template
+        // booted there could never be sealed for clones.
+        bail!(
+            "template `{name}` on `{uri}`: a remote hypervisor's template cannot be sealed yet, so \
+             `state: running` and a template playbook are refused there; build it customized on a \
+             local hypervisor, or without a playbook"
+        );
+    }
     let starts_session = hold.is_some() && matches!(given.hold, Some(SessionHold::Start(_)));
     // The session's seal call: whatever its playbook did, the template is sealed.
     let seal_pending = held && state == TemplateState::Present;
@@ -210,7 +223,7 @@ pub fn resolve(
         options: given,
         playbook,
         domain,
-        uri: context::uri(&fields, &ctx.paths),
+        uri,
         pool: settings.pool.clone(),
         format: settings.image_format.as_str().to_owned(),
         settings,
@@ -229,6 +242,32 @@ pub fn resolve(
             seal_pending,
         },
     })
+}
+
+/// The hypervisor of the request. A template's records (volume ledger, pinned host key, secrets)
+/// are keyed by its name, so it lives on one hypervisor: another one is refused, and a removal
+/// that names no `uri` goes where the records are.
+fn placed_uri(
+    ctx: &Context,
+    name: &str,
+    state: TemplateState,
+    uri_given: bool,
+    fields: &virtup_core::Fields,
+) -> Result<String> {
+    let uri = context::uri(fields, &ctx.paths);
+    context::check_uri(&uri)?;
+    let elsewhere = context::recorded_elsewhere(&ctx.data, &domain_name(name), &uri);
+    match elsewhere.as_slice() {
+        [] => Ok(uri),
+        [only] if state == TemplateState::Absent && !uri_given => Ok(only.clone()),
+        others => bail!(
+            "template `{name}` lives on `{}`, not on `{uri}`: a template name is used on one \
+             hypervisor per data dir for now; use another name there, or remove it first \
+             (`state: absent`, `uri: {}`)",
+            others.join("`, `"),
+            others[0]
+        ),
+    }
 }
 
 /// Where [`template_playbook`] is, without reading it.

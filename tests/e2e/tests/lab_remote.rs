@@ -112,6 +112,20 @@ fn a_remote_hypervisor_gets_its_template_and_clone_through_libvirt_and_ssh_hops(
     );
     let again = sb.ok("virtup_template", &template_args);
     assert_eq!(again["changed"], json!(false), "{again}");
+    // Its records are keyed by its name: the same name on the other hypervisor is refused, and
+    // nothing is made there.
+    let (doc, _) = sb.module(
+        "virtup_template",
+        &json!({"name": TEMPLATE, "os_version": "debian-12", "uri": "qemu:///system"}),
+    );
+    assert_eq!(doc["failed"], json!(true), "{doc}");
+    assert!(
+        doc["msg"]
+            .as_str()
+            .unwrap()
+            .contains(&format!("lives on `{remote}`")),
+        "{doc}"
+    );
 
     // 2. A clone on the remote hypervisor, proven through it (the guest's NAT address is
     // reachable only from there).
@@ -162,6 +176,17 @@ fn a_remote_hypervisor_gets_its_template_and_clone_through_libvirt_and_ssh_hops(
         .as_str()
         .unwrap_or_else(|| panic!("no ssh args for {INSTANCE}: {doc}"))
         .to_owned();
+    let host = remote
+        .trim_start_matches("qemu+ssh://")
+        .rsplit('@')
+        .next()
+        .and_then(|h| h.split(['/', ':']).next())
+        .unwrap();
+    assert_eq!(
+        doc[format!("virtup_hypervisor_{host}")]["hosts"],
+        json!([format!("VIRTUP-{TEMPLATE}"), INSTANCE]),
+        "a group per hypervisor: {doc}"
+    );
     assert!(args.contains("StrictHostKeyChecking=yes"), "{args}");
     assert!(
         args.contains("ProxyCommand=") && args.matches("StrictHostKeyChecking=yes").count() == 2,
@@ -178,7 +203,50 @@ fn a_remote_hypervisor_gets_its_template_and_clone_through_libvirt_and_ssh_hops(
         ping.stderr
     );
 
-    // 5. Removal without a `uri` goes where the instance lives; the template's goes by its `uri`.
+    // 5. The remote libvirtd crashes: the inventory still answers, with a warning naming the host
+    // and the instance in state `unknown`; a module call there fails naming the URI and changes
+    // nothing; once the daemon is back, the next run converges with nothing to do.
+    let host_name = host.to_owned();
+    let pid_file = lab_home().join(format!("hosts/{host_name}/run/libvirtd.pid"));
+    let pid = std::fs::read_to_string(&pid_file).unwrap();
+    run_ok(
+        Command::new("kill").args(["-KILL", pid.trim()]),
+        Duration::from_secs(30),
+        "kill the remote libvirtd",
+    );
+    let restart = Restart(host_name.clone());
+    let listed = run_ok(
+        in_repo(repo_inventory())
+            .arg("--list")
+            .env("VIRTUP_CONFIG_HOME", sb.config())
+            .env("VIRTUP_DATA_HOME", sb.data()),
+        Duration::from_secs(120),
+        "virtup_inventory --list with the remote libvirtd down",
+    );
+    assert!(listed.stderr.is_empty(), "{}", listed.stderr);
+    let doc: Value = serde_json::from_str(&listed.stdout).unwrap();
+    let warnings = doc["_meta"]["virtup_warnings"].to_string();
+    assert!(
+        warnings.contains(&format!("cannot list `{remote}`")),
+        "{warnings}"
+    );
+    assert_eq!(
+        doc["_meta"]["hostvars"][INSTANCE]["virtup_state"]["__ansible_unsafe"],
+        json!("unknown"),
+        "{doc}"
+    );
+    let (failed, _) = sb.module("virtup_instance", &instance_args);
+    assert_eq!(failed["failed"], json!(true), "{failed}");
+    assert_eq!(failed["changed"], json!(false), "{failed}");
+    assert!(
+        failed["msg"].as_str().unwrap().contains(&remote),
+        "{failed}"
+    );
+    drop(restart);
+    let again = sb.ok("virtup_instance", &instance_args);
+    assert_eq!(again["changed"], json!(false), "{again}");
+
+    // 6. Removal without a `uri` goes where the instance lives; the template's goes by its `uri`.
     // Nothing of either is left on the remote hypervisor.
     let gone = sb.ok(
         "virtup_instance",
@@ -200,6 +268,25 @@ fn a_remote_hypervisor_gets_its_template_and_clone_through_libvirt_and_ssh_hops(
         !domains.contains(INSTANCE) && !domains.contains(TEMPLATE),
         "domains left on {remote}: {domains}"
     );
+}
+
+/// Starts a lab hypervisor's libvirtd again, however the test goes on (running guests survive).
+struct Restart(String);
+
+impl Drop for Restart {
+    fn drop(&mut self) {
+        let lab = virtup_e2e::repo_root().join("tests/lab/lab");
+        let r = run(
+            Command::new(lab).args(["restart-libvirtd", "--host", &self.0]),
+            Duration::from_secs(300),
+        );
+        assert!(
+            r.status.success() || std::thread::panicking(),
+            "restart-libvirtd --host {}: {}",
+            self.0,
+            r.stderr
+        );
+    }
 }
 
 /// `virtup_inventory` at the repository root, as `scripts/build` installs it.

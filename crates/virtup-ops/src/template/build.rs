@@ -126,23 +126,16 @@ pub(super) fn build(run: Apply<'_>, generation: u32, accel: VirtType) -> Result<
     // names no foreign volume holds), so a killed build's files are provably virtup's for the next run.
     let mut ledger = Ledger::read(data, &req.domain)?;
     let xz_part = import_partial(&part);
+    // A remote pool gets the name only at the upload, minutes later: it is recorded then.
     let pending = match scratch {
         None => vec![file_name(&part), file_name(&xz_part), volume.clone()],
-        Some(_) => vec![volume.clone()],
+        Some(_) => vec![],
     };
     for name in &pending {
         ledger.intend(data, &req.uri, &req.pool, name, None)?;
     }
-    let result = make_image(run, &part, &out, ops, &root_pw, accel).and_then(|()| match scratch {
-        None => Ok(()),
-        Some(_) => {
-            reporter.stage(&format!("uploading `{volume}` to `{}`", req.uri));
-            hv.upload_volume(&req.pool, &volume, &out)
-                .map(drop)
-                .with_context(|| format!("failed to upload `{volume}` to `{}`", req.uri))
-        }
-    });
-    if let Err(e) = result {
+    let made = make_image(run, &part, &out, ops, &root_pw, accel);
+    if let Err(e) = made {
         // virt-builder does not say when the pool fills up; the partial it kept still fills it.
         let e = match virtup_guest::space::exhausted(&part) {
             Some(full) => e.context(full),
@@ -155,6 +148,9 @@ pub(super) fn build(run: Apply<'_>, generation: u32, accel: VirtType) -> Result<
             ledger.forget(data, &req.uri, &req.pool, name)?;
         }
         return Err(e);
+    }
+    if scratch.is_some() {
+        upload(run, &mut ledger, &volume, &out)?;
     }
     // The image is in the pool: a failure from here on reports `changed: true`.
     reporter.changed();
@@ -174,6 +170,30 @@ pub(super) fn build(run: Apply<'_>, generation: u32, accel: VirtType) -> Result<
     Ok(())
 }
 
+/// Uploads the image made here into the remote pool as `volume`, recorded as pending first. A
+/// failed upload whose half-written volume could not be removed (the connection broke) keeps
+/// its pending record, so the next run can prove it virtup's and remove it.
+fn upload(run: Apply<'_>, ledger: &mut Ledger, volume: &str, image: &Path) -> Result<()> {
+    let Apply {
+        data,
+        hv,
+        req,
+        reporter,
+        ..
+    } = run;
+    ledger.intend(data, &req.uri, &req.pool, volume, None)?;
+    reporter.stage(&format!("uploading `{volume}` to `{}`", req.uri));
+    let Err(e) = hv.upload_volume(&req.pool, volume, image) else {
+        return Ok(());
+    };
+    if matches!(hv.volume_info(&req.pool, volume), Ok(None)) {
+        ledger.forget(data, &req.uri, &req.pool, volume)?;
+    } else {
+        reporter.changed();
+    }
+    Err(anyhow::Error::new(e).context(format!("failed to upload `{volume}` to `{}`", req.uri)))
+}
+
 /// Makes the image at `part` (virt-builder, or a verified image customized) and moves it to `out`.
 fn make_image(
     run: Apply<'_>,
@@ -183,8 +203,15 @@ fn make_image(
     root_pw: &Path,
     accel: VirtType,
 ) -> Result<()> {
-    let Apply { data, req, .. } = run;
+    let Apply { data, req, hv, .. } = run;
     let f = &req.desired.fields;
+    // The tools run here: a libvirt backend of libguestfs must not follow the default URI to a
+    // remote hypervisor, whose paths are not this machine's.
+    let here = |cmd: &mut virtup_guest::Cmd| {
+        if !hv.is_local() {
+            cmd.env_remove("LIBVIRT_DEFAULT_URI");
+        }
+    };
     // The image gets password hashes: private (0600, like the volumes libvirt creates) before the
     // tools write into it, and again after them, whatever mode their own files had.
     private_image(part)?;
@@ -203,6 +230,7 @@ fn make_image(
             }
             .cmd()?;
             libguestfs::apply_env(&mut cmd, accel);
+            here(&mut cmd);
             let scratch = virtup_guest::builder::scratch()?;
             virtup_guest::builder::use_scratch(&mut cmd, scratch.path());
             run_tool(
@@ -227,6 +255,7 @@ fn make_image(
             }
             .cmd()?;
             libguestfs::apply_env(&mut cmd, accel);
+            here(&mut cmd);
             run_tool(
                 &cmd,
                 &format!("virt-customize could not prepare image `{location}`"),

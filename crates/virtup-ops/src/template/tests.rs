@@ -729,3 +729,33 @@ mod sessions {
         assert!(!ctx.data.hold_path("VIRTUP-tpl").unwrap().exists());
     }
 }
+
+/// On a remote hypervisor, what could not be sealed there is refused before anything happens, and so
+/// is a URI that would trust the hypervisor's key on first use.
+#[test]
+fn a_remote_template_is_refused_what_it_could_not_seal_and_unverified_keys() {
+    let dir = TempDir::new().unwrap();
+    let ctx = context(&dir, false);
+    let remote = |state, uri: &str| {
+        let mut options = TemplateOptions::new("t", state);
+        options.layer.os_version = Some("debian-12".into());
+        options.layer.uri = Some(uri.into());
+        resolve(&ctx, options, current_user_key(&ctx)).map(|r| r.uri)
+    };
+    let e = remote(TemplateState::Running, "qemu+ssh://root@hv2/system").unwrap_err();
+    assert!(format!("{e:#}").contains("cannot be sealed yet"), "{e:#}");
+    assert_eq!(
+        remote(TemplateState::Present, "qemu+ssh://root@hv2/system").unwrap(),
+        "qemu+ssh://root@hv2/system"
+    );
+    let e = remote(
+        TemplateState::Present,
+        "qemu+ssh://root@hv2/system?no_verify=1",
+    )
+    .unwrap_err();
+    assert!(
+        format!("{e:#}").contains("turns off host key verification"),
+        "{e:#}"
+    );
+    assert!(!dir.path().join("data").exists(), "nothing was made");
+}
