@@ -203,7 +203,16 @@ impl Hop {
         let argv = self.ssh_argv(str::to_owned);
         let mut cmd = Cmd::new(&argv[0]);
         cmd.args(&argv[1..])
-            .args(["-n", "-T", "--", &self.host, "true"])
+            // A `RemoteCommand` of the user's config for this host would refuse `true`.
+            .args([
+                "-o",
+                "RemoteCommand=none",
+                "-n",
+                "-T",
+                "--",
+                &self.host,
+                "true",
+            ])
             .timeout(timeout);
         let hop = |e: ProofError| ProofError {
             detail: format!("hypervisor `{}`: {}", self.display(), e.detail),

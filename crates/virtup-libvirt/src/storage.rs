@@ -22,6 +22,18 @@ fn vol_id(pool: &str, volume: &str) -> String {
     format!("{pool}/{volume}")
 }
 
+/// The action of an upload's stream failing after its volume was created (see
+/// [`LibvirtError::created_a_volume`]).
+const UPLOAD_INTO_VOLUME: &str = "upload into volume";
+
+impl LibvirtError {
+    /// An [`Hypervisor::upload_volume`] error that came after the volume was created: only then
+    /// can a volume of that name be the upload's own (if removing it failed too).
+    pub fn created_a_volume(&self) -> bool {
+        matches!(self, LibvirtError::Call { action, .. } if action == UPLOAD_INTO_VOLUME)
+    }
+}
+
 impl Hypervisor {
     fn find_pool(&self, name: &str) -> Result<Option<StoragePool>> {
         match self.conn.lookup_storage_pool_by_name(name) {
@@ -300,7 +312,7 @@ impl Hypervisor {
         len: u64,
         local: &Path,
     ) -> Result<()> {
-        let fail = |e: VirtError| LibvirtError::call("upload into volume", id, &e);
+        let fail = |e: VirtError| LibvirtError::call(UPLOAD_INTO_VOLUME, id, &e);
         let stream = Stream::new(&self.conn, 0).map_err(fail)?;
         vol.upload(&stream, 0, len, 0).map_err(fail)?;
         let mut buf = vec![0u8; UPLOAD_CHUNK];
@@ -324,7 +336,7 @@ impl Hypervisor {
                     Ok(w) if w > 0 => chunk = &chunk[w as usize..],
                     Ok(_) => {
                         result = Err(LibvirtError::Call {
-                            action: "upload into volume".into(),
+                            action: UPLOAD_INTO_VOLUME.into(),
                             object: id.to_owned(),
                             message: "the stream accepted no data".into(),
                         });
@@ -346,7 +358,7 @@ impl Hypervisor {
             Ok(()) => {
                 let _ = stream.abort();
                 Err(LibvirtError::Call {
-                    action: "upload into volume".into(),
+                    action: UPLOAD_INTO_VOLUME.into(),
                     object: id.to_owned(),
                     message: format!("`{}` changed size while uploading", local.display()),
                 })

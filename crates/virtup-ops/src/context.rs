@@ -109,16 +109,46 @@ pub fn check_uri(uri: &str) -> Result<()> {
     }
 }
 
-/// The hypervisors other than `uri` that the ledger of `scope` (a template's or instance's
-/// volumes) records: an object lives on one hypervisor, whose records its name keys.
-pub fn recorded_elsewhere(data: &DataDir, scope: &str, uri: &str) -> Vec<String> {
-    let mut others: Vec<String> = virtup_core::ownership::Ledger::read(data, scope)
+/// Whether two URIs name the same hypervisor, as libvirt reads them: `qemu:///system`,
+/// `qemu://localhost/system` and `qemu:///system/` are one; query parameters in any order.
+pub fn same_hypervisor(a: &str, b: &str) -> bool {
+    fn normal(uri: &str) -> String {
+        let (base, query) = uri.split_once('?').unwrap_or((uri, ""));
+        let (scheme, rest) = base.split_once("://").unwrap_or(("", base));
+        let scheme = scheme.to_ascii_lowercase();
+        let rest = rest.trim_end_matches('/');
+        // A local transport's empty host and `localhost` are this machine.
+        let rest = match rest.strip_prefix("localhost") {
+            Some(path) if !scheme.contains('+') && path.starts_with('/') => path,
+            _ => rest,
+        };
+        let mut params: Vec<&str> = query.split('&').filter(|p| !p.is_empty()).collect();
+        params.sort_unstable();
+        format!("{scheme}://{rest}?{}", params.join("&"))
+    }
+    a == b || normal(a) == normal(b)
+}
+
+/// Where the ledger of `scope` (a template's or instance's volumes) records volumes: whether on
+/// the hypervisor `uri`, and on which others. An object lives on one hypervisor, since its name
+/// keys its records.
+pub struct Recorded {
+    pub here: bool,
+    pub elsewhere: Vec<String>,
+}
+
+pub fn recorded(data: &DataDir, scope: &str, uri: &str) -> Recorded {
+    let mut all: Vec<String> = virtup_core::ownership::Ledger::read(data, scope)
         .map(|l| l.volumes.into_iter().map(|v| v.uri).collect())
         .unwrap_or_default();
-    others.retain(|u| u != uri);
-    others.sort();
-    others.dedup();
-    others
+    let here = all.iter().any(|u| same_hypervisor(u, uri));
+    all.retain(|u| !same_hypervisor(u, uri));
+    all.sort();
+    all.dedup();
+    Recorded {
+        here,
+        elsewhere: all,
+    }
 }
 
 /// How long this call waited for other runs: the collisions the proving ground reports.
@@ -126,4 +156,31 @@ pub fn recorded_elsewhere(data: &DataDir, scope: &str, uri: &str) -> Vec<String>
 pub struct Waited {
     pub lock: Duration,
     pub hold: Duration,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::same_hypervisor;
+
+    #[test]
+    fn one_hypervisor_has_several_spellings() {
+        for (a, b, same) in [
+            ("qemu:///system", "qemu:///system", true),
+            ("qemu:///system", "qemu://localhost/system", true),
+            ("qemu:///system", "qemu:///system/", true),
+            ("QEMU:///system", "qemu:///system", true),
+            (
+                "qemu+ssh://h2/system?a=1&b=2",
+                "qemu+ssh://h2/system?b=2&a=1",
+                true,
+            ),
+            ("qemu:///system", "qemu:///session", false),
+            ("qemu+ssh://h2/system", "qemu+ssh://h3/system", false),
+            // Over SSH, `localhost` is the machine ssh reaches, which may be a tunnel.
+            ("qemu+ssh://localhost/system", "qemu:///system", false),
+            ("qemu+ssh://root@h2/system", "qemu+ssh://h2/system", false),
+        ] {
+            assert_eq!(same_hypervisor(a, b), same, "{a} vs {b}");
+        }
+    }
 }

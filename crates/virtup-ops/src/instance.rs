@@ -297,15 +297,15 @@ fn observe(hv: &Hypervisor, data: &DataDir, req: &Request) -> Result<Observation
     }
     // A damaged metadata file is reported, never trusted.
     let meta = InstanceMeta::read(data, name)?;
-    let ledger_elsewhere = context::recorded_elsewhere(data, name, &req.uri);
+    let in_ledger = context::recorded(data, name, &req.uri);
     let recorded = meta
         .as_ref()
         .and_then(|m| m.uri.as_deref())
-        .or(ledger_elsewhere.first().map(String::as_str));
+        .or(in_ledger.elsewhere.first().map(String::as_str));
     if let Some(recorded) = recorded {
         // Names are unique across hypervisors (the inventory lists instances by name), and the
         // record of an instance on one must never be removed by a run on another.
-        if recorded != req.uri {
+        if !context::same_hypervisor(recorded, &req.uri) {
             bail!(
                 "instance `{name}` lives on `{recorded}`, not on `{}`: instance names are unique \
                  across hypervisors; use another name, or remove it there first (`state: absent`, \

@@ -54,15 +54,24 @@ pub fn wait_for_ssh(
     let deadline = Instant::now() + t.timeout;
     // A remote hypervisor's guests are reached through it, and only it can resolve their names.
     let hop = Hop::from_uri(hv.uri());
+    let mut hop_note = None;
     if let Some(hop) = &hop {
-        // A hop that cannot work fails every proof the same way: said once, not waited out.
-        hop.check(PROOF_TIMEOUT).map_err(|e| {
-            anyhow!(
-                "cannot reach the guests of `{}` through their hypervisor (the SSH hop virtup, the \
-                 inventory and Ansible use; its key must be in your known_hosts): {e}",
-                hv.uri()
-            )
-        })?;
+        // A hop refused for good (the hypervisor's key unknown or changed, the login refused)
+        // fails every proof the same way: said once, not waited out. A busy or slow hypervisor
+        // is only noted, and the wait goes on.
+        if let Err(e) = hop.check(PROOF_TIMEOUT.min(t.timeout)) {
+            if matches!(
+                e.kind,
+                Refusal::HostKeyMismatch | Refusal::AuthFailed | Refusal::UserKey | Refusal::Spawn
+            ) {
+                bail!(
+                    "cannot reach the guests of `{}` through their hypervisor (the SSH hop virtup, \
+                     the inventory and Ansible use; its key must be in your known_hosts): {e}",
+                    hv.uri()
+                );
+            }
+            hop_note = Some(format!("hop: {e}"));
+        }
     }
     // libvirt answers every source but `dns`, which is resolved here.
     let lib_sources: Vec<AddressSource> = t
@@ -72,7 +81,7 @@ pub fn wait_for_ssh(
         .filter(|s| *s != AddressSource::Dns)
         .collect();
     loop {
-        let mut notes = Vec::new();
+        let mut notes: Vec<String> = hop_note.take().into_iter().collect();
         let mut candidates: Vec<IpAddr> = Vec::new();
         if !lib_sources.is_empty() {
             let lookup = hv.find_address(t.domain, t.mac, &lib_sources)?;

@@ -254,20 +254,25 @@ fn placed_uri(
     uri_given: bool,
     fields: &virtup_core::Fields,
 ) -> Result<String> {
-    let uri = context::uri(fields, &ctx.paths);
-    context::check_uri(&uri)?;
-    let elsewhere = context::recorded_elsewhere(&ctx.data, &domain_name(name), &uri);
-    match elsewhere.as_slice() {
-        [] => Ok(uri),
-        [only] if state == TemplateState::Absent && !uri_given => Ok(only.clone()),
-        others => bail!(
-            "template `{name}` lives on `{}`, not on `{uri}`: a template name is used on one \
-             hypervisor per data dir for now; use another name there, or remove it first \
-             (`state: absent`, `uri: {}`)",
+    let asked = context::uri(fields, &ctx.paths);
+    let domain = domain_name(name);
+    let recorded = context::recorded(&ctx.data, &domain, &asked);
+    let uri = match recorded.elsewhere.as_slice() {
+        [] => asked,
+        [only] if state == TemplateState::Absent && !uri_given && !recorded.here => only.clone(),
+        others => {
+            bail!(
+            "template `{name}` lives on `{}`, not on `{asked}`: a template name is used on one \
+             hypervisor per data dir for now (its records, e.g. `{}`, are keyed by name); use \
+             another name there, or remove it first (`state: absent`, `uri: {}`)",
             others.join("`, `"),
+            ctx.data.root().join("owned").join(format!("{domain}.json")).display(),
             others[0]
-        ),
-    }
+        )
+        }
+    };
+    context::check_uri(&uri)?;
+    Ok(uri)
 }
 
 /// Where [`template_playbook`] is, without reading it.

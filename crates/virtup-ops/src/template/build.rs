@@ -4,7 +4,7 @@
 use std::path::{Path, PathBuf};
 use std::time::Instant;
 
-use anyhow::{anyhow, Context as _, Result};
+use anyhow::{anyhow, bail, Context as _, Result};
 use virtup_core::ownership::Ledger;
 use virtup_core::template::{volume_name, Source};
 use virtup_core::vocab::config_disk_volume;
@@ -181,15 +181,25 @@ fn upload(run: Apply<'_>, ledger: &mut Ledger, volume: &str, image: &Path) -> Re
         reporter,
         ..
     } = run;
+    // The plan saw the name free minutes ago: a volume that took it since is not this build's.
+    if hv.volume_info(&req.pool, volume)?.is_some() {
+        bail!(
+            "volume `{volume}` appeared in pool `{}` on `{}` during the build; it is not virtup's \
+             and is left alone: run again to build under the next free name",
+            req.pool,
+            req.uri
+        );
+    }
     ledger.intend(data, &req.uri, &req.pool, volume, None)?;
     reporter.stage(&format!("uploading `{volume}` to `{}`", req.uri));
     let Err(e) = hv.upload_volume(&req.pool, volume, image) else {
         return Ok(());
     };
-    if matches!(hv.volume_info(&req.pool, volume), Ok(None)) {
-        ledger.forget(data, &req.uri, &req.pool, volume)?;
-    } else {
+    // A volume under the name is this upload's only if the upload created it.
+    if e.created_a_volume() && !matches!(hv.volume_info(&req.pool, volume), Ok(None)) {
         reporter.changed();
+    } else {
+        ledger.forget(data, &req.uri, &req.pool, volume)?;
     }
     Err(anyhow::Error::new(e).context(format!("failed to upload `{volume}` to `{}`", req.uri)))
 }
