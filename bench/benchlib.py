@@ -95,12 +95,14 @@ class Result:
         return f"`{' '.join(map(str, self.argv))}` exited {self.rc}\n--- stdout\n{self.out}\n--- stderr\n{self.err}"
 
 
-def run(argv, env=None, limit=900, stdin=subprocess.DEVNULL):
-    """Runs argv to completion (killed after `limit` seconds) and returns a timed Result."""
+def run(argv, env=None, limit=900, stdin=subprocess.DEVNULL, stdin_text=None):
+    """Runs argv to completion (killed after `limit` seconds) and returns a timed Result; `stdin_text`, when
+    given, is its standard input."""
     t0 = time.monotonic()
+    feed = {"input": stdin_text} if stdin_text is not None else {"stdin": stdin}
     try:
         p = subprocess.run(
-            [str(a) for a in argv], env=env, stdin=stdin, capture_output=True, text=True, timeout=limit
+            [str(a) for a in argv], env=env, capture_output=True, text=True, timeout=limit, **feed
         )
         return Result(argv, p.returncode, p.stdout, p.stderr, time.monotonic() - t0)
     except subprocess.TimeoutExpired as e:

@@ -240,6 +240,28 @@ mod tests {
     }
 
     #[test]
+    fn a_hypervisor_known_only_from_a_template_record_is_listed() {
+        // A template uploaded to h2 has no clone yet, so no instance metadata names h2; its ownership
+        // record does, and the inventory (and `virt-up --delete`) must still look there.
+        let dir = tempfile::tempdir().unwrap();
+        let paths = Paths {
+            system_config_dir: dir.path().join("etc"),
+            user_config_dir: dir.path().join("config"),
+            data_dir: dir.path().join("data"),
+            libvirt_uri: "qemu:///system".into(),
+        };
+        let data = DataDir::open(&paths.data_dir).unwrap();
+        let remote = "qemu+ssh://root@h2/system";
+        let mut ledger = virtup_core::ownership::Ledger::read(&data, "VIRTUP-t").unwrap();
+        ledger
+            .intend(&data, remote, "default", "VIRTUP-t.qcow2", None)
+            .unwrap();
+        std::env::remove_var(URIS_ENV);
+        let config = Config::default();
+        assert_eq!(uris(&paths, &config, &[]), ["qemu:///system", remote]);
+    }
+
+    #[test]
     fn each_hypervisor_has_a_group_named_after_its_host() {
         for (uri, group) in [
             ("qemu:///system", "virtup_hypervisor_localhost"),

@@ -200,31 +200,33 @@ impl Hop {
     /// (an unknown or changed host key, a refused login) is told apart from a guest still booting,
     /// and named, before any wait.
     pub fn check(&self, timeout: Duration) -> Result<(), ProofError> {
-        let argv = self.ssh_argv(str::to_owned);
+        let argv = self.check_argv();
         let mut cmd = Cmd::new(&argv[0]);
-        cmd.args(&argv[1..])
-            // A `RemoteCommand` of the user's config for this host would refuse `true`.
-            .args([
-                "-o",
-                "RemoteCommand=none",
-                "-n",
-                "-T",
-                "--",
-                &self.host,
-                "true",
-            ])
-            .timeout(timeout);
-        let hop = |e: ProofError| ProofError {
-            detail: format!("hypervisor `{}`: {}", self.display(), e.detail),
-            ..e
-        };
+        cmd.args(&argv[1..]).timeout(timeout);
         match cmd.output_unchecked() {
             Ok(out) if out.status.success() => Ok(()),
-            Ok(out) => Err(hop(diagnose(
+            Ok(out) => Err(self.named(diagnose(
                 out.status.code(),
                 &String::from_utf8_lossy(&out.stderr),
             ))),
-            Err(e) => Err(hop(ProofError::new(Refusal::Spawn, e.to_string()))),
+            Err(e) => Err(self.named(ProofError::new(Refusal::Spawn, e.to_string()))),
+        }
+    }
+
+    /// What [`Hop::check`] runs: the hop's own options and checks, then `-- HOST true`.
+    fn check_argv(&self) -> Vec<String> {
+        let mut argv = self.ssh_argv(str::to_owned);
+        // A `RemoteCommand` of the user's config for this host would refuse `true`.
+        argv.extend(["-o", "RemoteCommand=none", "-n", "-T", "--"].map(String::from));
+        argv.extend([self.host.clone(), "true".into()]);
+        argv
+    }
+
+    /// A refusal of the hop, saying that it was the hypervisor's connection that failed.
+    fn named(&self, e: ProofError) -> ProofError {
+        ProofError {
+            detail: format!("hypervisor `{}`: {}", self.display(), e.detail),
+            ..e
         }
     }
 
@@ -577,6 +579,25 @@ mod tests {
         ] {
             assert_eq!(Hop::from_uri(local), None, "{local}");
         }
+    }
+
+    #[test]
+    fn the_hop_check_logs_in_as_the_hop_does_and_names_the_hypervisor() {
+        let hop = Hop::from_uri("qemu+ssh://admin@hv1:2222/system?keyfile=/k/my%20key").unwrap();
+        let argv = hop.check_argv();
+        // The same options as the ProxyCommand (unescaped: no shell between), so a check that passes
+        // means the hop's login and host key check pass too.
+        let proxy = shell_words::split(&hop.proxy_command()).unwrap();
+        let shared = proxy.iter().position(|a| a == "-W").unwrap();
+        assert_eq!(argv[..shared], proxy[..shared]);
+        assert_eq!(
+            argv[shared..],
+            ["-o", "RemoteCommand=none", "-n", "-T", "--", "hv1", "true"]
+        );
+        let e = hop.named(diagnose(Some(255), "Host key verification failed.\n"));
+        assert_eq!(e.kind, Refusal::HostKeyMismatch);
+        assert!(e.detail.starts_with("hypervisor `"), "{}", e.detail);
+        assert!(e.detail.contains("hv1"), "{}", e.detail);
     }
 
     #[test]

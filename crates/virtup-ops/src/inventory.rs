@@ -11,6 +11,7 @@ use std::path::PathBuf;
 
 use anyhow::{Context as _, Result};
 use virtup_core::config::Config;
+use virtup_core::ownership::Ledger;
 use virtup_core::{template, DataDir, InstanceMeta, Paths};
 use virtup_guest::ssh::Hop;
 use virtup_libvirt::{
@@ -91,7 +92,9 @@ pub struct Listing {
 }
 
 /// The hypervisors to list: `$VIRTUP_INVENTORY_URIS`, else `inventory-uris` from the config, else
-/// the default URI together with every URI the metadata mentions.
+/// the default URI together with every URI the metadata mentions and every URI on which this data
+/// dir's ownership records hold a volume (a template on a remote hypervisor has no instance
+/// metadata until it has a clone, and must still be listed and reachable by `--delete`).
 pub fn uris(paths: &Paths, config: &Config, metas: &[InstanceMeta]) -> Vec<String> {
     if let Some(list) = std::env::var(URIS_ENV)
         .ok()
@@ -112,7 +115,22 @@ pub fn uris(paths: &Paths, config: &Config, metas: &[InstanceMeta]) -> Vec<Strin
         .uri
         .clone()
         .unwrap_or_else(|| paths.libvirt_uri.clone());
-    dedup(std::iter::once(default).chain(metas.iter().filter_map(|m| m.uri.clone())))
+    dedup(
+        std::iter::once(default)
+            .chain(metas.iter().filter_map(|m| m.uri.clone()))
+            .chain(recorded_uris(&DataDir::at(&paths.data_dir))),
+    )
+}
+
+/// Every URI the data dir's ownership records name, sorted. An unreadable record names no URI here:
+/// the commands that act on it report it.
+fn recorded_uris(data: &DataDir) -> BTreeSet<String> {
+    Ledger::scopes(data)
+        .unwrap_or_default()
+        .iter()
+        .filter_map(|scope| Ledger::read(data, scope).ok())
+        .flat_map(|ledger| ledger.volumes.into_iter().map(|v| v.uri))
+        .collect()
 }
 
 fn dedup(items: impl IntoIterator<Item = String>) -> Vec<String> {

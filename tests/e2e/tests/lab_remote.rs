@@ -246,18 +246,43 @@ fn a_remote_hypervisor_gets_its_template_and_clone_through_libvirt_and_ssh_hops(
     let again = sb.ok("virtup_instance", &instance_args);
     assert_eq!(again["changed"], json!(false), "{again}");
 
-    // 6. Removal without a `uri` goes where the instance lives; the template's goes by its `uri`.
-    // Nothing of either is left on the remote hypervisor.
+    // 6. Removal without a `uri` goes where the instance lives. The template, now without a clone,
+    // is known to be remote only from its ownership record: the inventory still lists it in its
+    // hypervisor's group, and `virt-up --delete --all` finds it there and deletes it.
     let gone = sb.ok(
         "virtup_instance",
         &json!({"name": INSTANCE, "state": "absent", "wait_timeout": 300}),
     );
     assert_eq!(gone["changed"], json!(true), "{gone}");
-    let gone = sb.ok(
-        "virtup_template",
-        &json!({"name": TEMPLATE, "state": "absent", "uri": remote}),
+    let listed = run_ok(
+        in_repo(repo_inventory())
+            .arg("--list")
+            .env("VIRTUP_CONFIG_HOME", sb.config())
+            .env("VIRTUP_DATA_HOME", sb.data()),
+        Duration::from_secs(120),
+        "virtup_inventory --list with only the remote template left",
     );
-    assert_eq!(gone["changed"], json!(true), "{gone}");
+    let doc: Value = serde_json::from_str(&listed.stdout).unwrap();
+    assert_eq!(
+        doc[format!("virtup_hypervisor_{host}")]["hosts"],
+        json!([format!("VIRTUP-{TEMPLATE}")]),
+        "a remote template without clones is still listed: {doc}"
+    );
+    let deleted = run(
+        in_repo(virtup_e2e::repo_root().join("bin/virt-up"))
+            .args(["--delete", "--all", "--yes"])
+            .env("VIRTUP_CONFIG_HOME", sb.config())
+            .env("VIRTUP_DATA_HOME", sb.data()),
+        Duration::from_secs(300),
+    );
+    assert!(
+        deleted.status.success()
+            && format!("{}{}", deleted.stdout, deleted.stderr).contains(TEMPLATE),
+        "virt-up --delete --all: {}\n{}\n{}",
+        deleted.status,
+        deleted.stdout,
+        deleted.stderr
+    );
     let left: Vec<String> = volumes_on(&remote)
         .into_iter()
         .filter(|v| v.contains(TEMPLATE) || v.contains(INSTANCE))
