@@ -451,13 +451,41 @@ fn delete_all_leaves_templates_of_other_data_dirs_alone() {
         let doc = serde_json::json!({"volumes": [{"uri": uri, "pool": "default", "name": "VIRTUP-theirs-g1.qcow2", "key": "/k"}]});
         std::fs::write(owned.join("VIRTUP-theirs.json"), doc.to_string()).unwrap();
     };
-    record("qemu+ssh://elsewhere/system");
+    // (The other hypervisor is libvirt's built-in test driver: it answers, with no such template.)
+    record("test:///default");
     let out = run(&["--delete", "--all", "--yes"]);
+    assert_eq!(out.code, 0, "{out:?}");
     assert!(out.stdout.contains("nothing to delete"), "{out:?}");
+    // A recorded hypervisor that cannot be listed may hold the template: "all" is not claimed.
+    let gone = format!(
+        "test://{}",
+        sb.dir.path().join("no-such-node.xml").display()
+    );
+    record(&gone);
+    let out = run(&["--delete", "--all", "--yes"]);
+    assert_eq!(out.code, 1, "{out:?}");
+    assert!(
+        out.stderr.contains("not everything could be found") && out.stderr.contains(&gone),
+        "{out:?}"
+    );
     // With this data dir's record of the template on this hypervisor, it is this data dir's to delete.
     record(&uri);
     let out = run(&["--delete", "--all", "--yes"]);
     assert!(format!("{out:?}").contains("template `theirs`"), "{out:?}");
+    // Deleting it by name from another default hypervisor goes where the record puts it (the
+    // record again: the test driver forgets the deletion, the ledger does not).
+    record(&uri);
+    let out = Out::from(
+        sb.cmd(&["theirs", "--delete", "--yes"])
+            .env("LIBVIRT_DEFAULT_URI", "test:///default")
+            .output()
+            .unwrap(),
+    );
+    assert!(
+        format!("{out:?}").contains("template `theirs`")
+            && !out.stderr.contains("no instance or template named"),
+        "{out:?}"
+    );
 }
 
 #[test]

@@ -100,6 +100,17 @@ pub fn uri(fields: &Fields, paths: &Paths) -> String {
         .unwrap_or_else(|| paths.libvirt_uri.clone())
 }
 
+/// The hypervisor of a record that names none: virt-up 2.2.0's metadata has no `uri`, and its
+/// instances live where virt-up connected, `[common]`'s `uri` or libvirt's default (as the inventory
+/// reads them).
+pub fn default_uri(config: &Config, paths: &Paths) -> String {
+    config
+        .common
+        .uri
+        .clone()
+        .unwrap_or_else(|| paths.libvirt_uri.clone())
+}
+
 /// Refuses a URI that would trust a hypervisor's host key on first use (see
 /// [`virtup_guest::ssh::Hop::check_verified`]).
 pub fn check_uri(uri: &str) -> Result<()> {

@@ -90,6 +90,8 @@ impl InstanceOptions {
 pub struct Request {
     pub desired: InstanceDesired,
     pub uri: String,
+    /// Where an instance whose metadata names no hypervisor lives ([`context::default_uri`]).
+    pub default_uri: String,
     pub pool: String,
     pub format: ImageFormat,
     pub network: String,
@@ -126,10 +128,14 @@ impl Request {
     }
 }
 
-/// The hypervisor the instance's metadata says it lives on; `None` without a readable record
-/// (observe reports a damaged one).
+/// The hypervisor the instance's metadata says it lives on (the default one for virt-up 2.2.0's
+/// metadata, which names none); `None` without a readable record (observe reports a damaged one).
 fn recorded_uri(ctx: &Context, name: &str) -> Option<String> {
-    InstanceMeta::read(&ctx.data, name).ok().flatten()?.uri
+    let meta = InstanceMeta::read(&ctx.data, name).ok().flatten()?;
+    Some(
+        meta.uri
+            .unwrap_or_else(|| context::default_uri(&ctx.config, &ctx.paths)),
+    )
 }
 
 /// Options over the template's config section (else `[common]`) over the built-in defaults.
@@ -204,6 +210,7 @@ pub fn resolve(ctx: &Context, options: InstanceOptions) -> Result<Request> {
     }
     Ok(Request {
         uri,
+        default_uri: context::default_uri(&ctx.config, &ctx.paths),
         pool: settings.pool,
         format: settings.image_format,
         network: settings.network,
@@ -300,7 +307,7 @@ fn observe(hv: &Hypervisor, data: &DataDir, req: &Request) -> Result<Observation
     let in_ledger = context::recorded(data, name, &req.uri);
     let recorded = meta
         .as_ref()
-        .and_then(|m| m.uri.as_deref())
+        .map(|m| m.uri.as_deref().unwrap_or(&req.default_uri))
         .or(in_ledger.elsewhere.first().map(String::as_str));
     if let Some(recorded) = recorded {
         // Names are unique across hypervisors (the inventory lists instances by name), and the

@@ -260,19 +260,25 @@ fn placed_uri(
     let uri = match recorded.elsewhere.as_slice() {
         [] => asked,
         [only] if state == TemplateState::Absent && !uri_given && !recorded.here => only.clone(),
-        others => {
-            bail!(
-            "template `{name}` lives on `{}`, not on `{asked}`: a template name is used on one \
-             hypervisor per data dir for now (its records, e.g. `{}`, are keyed by name); use \
-             another name there, or remove it first (`state: absent`, `uri: {}`)",
-            others.join("`, `"),
-            ctx.data.root().join("owned").join(format!("{domain}.json")).display(),
-            others[0]
-        )
-        }
+        others => return Err(lives_elsewhere(&ctx.data, name, &asked, others)),
     };
     context::check_uri(&uri)?;
     Ok(uri)
+}
+
+/// The refusal of a template run on `asked` when the template's records put it on `others`.
+fn lives_elsewhere(data: &DataDir, name: &str, asked: &str, others: &[String]) -> anyhow::Error {
+    anyhow::anyhow!(
+        "template `{name}` lives on `{}`, not on `{asked}`: a template name is used on one \
+         hypervisor per data dir for now (its records, e.g. `{}`, are keyed by name); use \
+         another name there, or remove it first (`state: absent`, `uri: {}`)",
+        others.join("`, `"),
+        data.root()
+            .join("owned")
+            .join(format!("{}.json", domain_name(name)))
+            .display(),
+        others[0]
+    )
 }
 
 /// Where [`template_playbook`] is, without reading it.
@@ -429,6 +435,17 @@ struct Observation {
 fn observe(hv: &Hypervisor, data: &DataDir, req: &Request) -> Result<Observation> {
     let mut model = TemplateObserved::default();
     let ledger = Ledger::read(data, &req.domain)?;
+    // Resolve saw the records before the lock; a run on another hypervisor that held the lock
+    // meanwhile may have placed the template there (a real run observes under the lock).
+    let recorded = context::recorded(data, &req.domain, &req.uri);
+    if !recorded.elsewhere.is_empty() {
+        return Err(lives_elsewhere(
+            data,
+            &req.desired.name,
+            &req.uri,
+            &recorded.elsewhere,
+        ));
+    }
     // A damaged owner id fails the run here, in check mode too: the real run needs it.
     data.owner_id()?;
     let mut uuid = None;

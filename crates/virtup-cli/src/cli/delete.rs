@@ -76,10 +76,22 @@ fn resolve(paths: &Paths, name: &str) -> Result<Target> {
             ))));
         }
     }
-    let uri = Config::load(paths)?
+    let default = Config::load(paths)?
         .resolve_common()
         .uri
         .unwrap_or_else(|| paths.libvirt_uri.clone());
+    // A template this data dir recorded on one other hypervisor only (say, uploaded to a remote
+    // one) is looked for there.
+    let scope = if name.starts_with(DOMAIN_PREFIX) {
+        name.to_owned()
+    } else {
+        virtup_core::template::domain_name(name)
+    };
+    let recorded = virtup_ops::context::recorded(&data, &scope, &default);
+    let uri = match recorded.elsewhere.as_slice() {
+        [only] if !recorded.here => only.clone(),
+        _ => default,
+    };
     // Ownership is proven on this hypervisor, so the module is sent to this one too.
     let hv = Hypervisor::connect_read_only(&uri)?;
     if let Some(tag) = hv.domain(name)?.and_then(|d| d.tag) {
@@ -134,8 +146,9 @@ pub fn delete(paths: &Paths, name: &str, global: &Global) -> Result<ExitCode> {
     Ok(ExitCode::SUCCESS)
 }
 
-/// Every instance in the metadata, then every template this data dir's ledger lists.
-fn everything(paths: &Paths, global: &Global) -> Result<Vec<Target>> {
+/// Every instance in the metadata, then every template this data dir's ledger lists; and the
+/// listing's warnings about hypervisors it could not list (their templates are not among the targets).
+fn everything(paths: &Paths, global: &Global) -> Result<(Vec<Target>, Vec<String>)> {
     let data = DataDir::at(&paths.data_dir);
     // Without a readable owner id no template can be proven this data dir's, and the listing below
     // would only say so in warnings: fail here, naming the file.
@@ -167,12 +180,27 @@ fn everything(paths: &Paths, global: &Global) -> Result<Vec<Target>> {
         }
     }
     targets.extend(templates);
-    Ok(targets)
+    let unlisted = listing
+        .warnings
+        .into_iter()
+        .filter(|w| w.starts_with("cannot list"))
+        .collect();
+    Ok((targets, unlisted))
 }
 
 pub fn delete_all(paths: &Paths, global: &Global) -> Result<ExitCode> {
-    let targets = everything(paths, global)?;
+    let (targets, unlisted) = everything(paths, global)?;
+    // A hypervisor that could not be listed may hold templates of this data dir: not "all".
+    let unlisted_error = || {
+        anyhow!(
+            "not everything could be found, so not everything was deleted: {}",
+            unlisted.join("; ")
+        )
+    };
     if targets.is_empty() {
+        if !unlisted.is_empty() {
+            return Err(unlisted_error());
+        }
         say(global, "nothing to delete");
         return Ok(ExitCode::SUCCESS);
     }
@@ -194,6 +222,9 @@ pub fn delete_all(paths: &Paths, global: &Global) -> Result<ExitCode> {
             targets.len(),
             failed.join(", ")
         ));
+    }
+    if !unlisted.is_empty() {
+        return Err(unlisted_error());
     }
     Ok(ExitCode::SUCCESS)
 }

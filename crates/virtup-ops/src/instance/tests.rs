@@ -405,9 +405,43 @@ fn an_instance_name_lives_on_one_hypervisor() {
     let mut remove_here = options("web1", InstanceState::Absent);
     remove_here.layer.uri = Some("test:///default".into());
     let req = resolve(&ctx, remove_here).unwrap();
-    assert!(converge(&ctx, &hv, &req, Mode::Apply, &Quiet).is_err());
+    let e = converge(&ctx, &hv, &req, Mode::Apply, &Quiet).unwrap_err();
+    assert!(
+        format!("{e:#}").contains("instance `web1` lives on `qemu+ssh://root@hv2/system`"),
+        "{e:#}"
+    );
     assert!(InstanceMeta::read(&data, "web1").unwrap().is_some());
     // Without a `uri`, the removal is addressed to where the instance lives.
     let req = resolve(&ctx, options("web1", InstanceState::Absent)).unwrap();
     assert_eq!(req.uri, "qemu+ssh://root@hv2/system");
+}
+
+/// virt-up 2.2.0's metadata names no hypervisor: its instance lives on the default one, and a run
+/// on another hypervisor neither forgets its records nor clones the name there.
+#[test]
+fn metadata_without_a_uri_lives_on_the_default_hypervisor() {
+    let dir = TempDir::new().unwrap();
+    let ctx = context(&dir, true);
+    let hv = test_hv();
+    let data = ctx.open_data_dir().unwrap();
+    let mut meta = InstanceMeta::new("web1", "tpl");
+    meta.uri = None;
+    meta.write(&data).unwrap();
+    let default = context::default_uri(&ctx.config, &ctx.paths);
+    for state in [InstanceState::Absent, InstanceState::Present] {
+        let mut there = options("web1", state);
+        there.layer.uri = Some("qemu+ssh://root@hv2/system".into());
+        let req = resolve(&ctx, there).unwrap();
+        // The connection is to `test:///default`; the request says hv2, as a real run would connect.
+        let e = converge(&ctx, &hv, &req, Mode::Apply, &Quiet).unwrap_err();
+        assert!(
+            format!("{e:#}").contains(&format!("instance `web1` lives on `{default}`")),
+            "{state:?}: {e:#}"
+        );
+        assert!(InstanceMeta::read(&data, "web1").unwrap().is_some());
+    }
+    assert!(hv.domain("web1").unwrap().is_none());
+    // Without a `uri`, the removal goes to the default hypervisor.
+    let req = resolve(&ctx, options("web1", InstanceState::Absent)).unwrap();
+    assert_eq!(req.uri, default);
 }

@@ -216,9 +216,12 @@ fn make_image(
     let Apply { data, req, hv, .. } = run;
     let f = &req.desired.fields;
     // The tools run here: a libvirt backend of libguestfs must not follow the default URI to a
-    // remote hypervisor, whose paths are not this machine's.
+    // remote hypervisor, whose paths are not this machine's. On a local hypervisor it is that one
+    // (whatever the environment names); for a remote one the image is built here and uploaded.
     let here = |cmd: &mut virtup_guest::Cmd| {
-        if !hv.is_local() {
+        if hv.is_local() {
+            cmd.env("LIBVIRT_DEFAULT_URI", hv.uri());
+        } else {
             cmd.env_remove("LIBVIRT_DEFAULT_URI");
         }
     };

@@ -759,3 +759,25 @@ fn a_remote_template_is_refused_what_it_could_not_seal_and_unverified_keys() {
     );
     assert!(!dir.path().join("data").exists(), "nothing was made");
 }
+
+/// Two runs of one template name on two hypervisors: the second resolved before the first recorded
+/// anything, then waited for the lock. What it observes under the lock refuses it, naming the other.
+#[test]
+fn a_template_placed_elsewhere_while_a_run_waited_is_refused_when_it_observes() {
+    let dir = TempDir::new().unwrap();
+    let ctx = context(&dir, true);
+    let hv = test_hv();
+    let req = request(&ctx, TemplateState::Present);
+    assert!(observe(&hv, &ctx.data, &req).is_ok());
+    let other = "qemu+ssh://root@h3/system";
+    let mut ledger = Ledger::read(&ctx.data, "VIRTUP-tpl").unwrap();
+    ledger
+        .intend(&ctx.data, other, "default", "VIRTUP-tpl-1.qcow2", None)
+        .unwrap();
+    let e = format!("{:#}", observe(&hv, &ctx.data, &req).err().unwrap());
+    assert!(
+        e.contains(&format!("lives on `{other}`, not on `{}`", req.uri)),
+        "{e}"
+    );
+    assert!(e.contains("VIRTUP-tpl.json"), "names the record: {e}");
+}
