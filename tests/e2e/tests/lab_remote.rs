@@ -163,15 +163,7 @@ fn a_remote_hypervisor_gets_its_template_and_clone_through_libvirt_and_ssh_hops(
 
     // 4. Ansible reaches the guest through the dynamic inventory: the hypervisor hop and the guest
     // are both checked strictly against pinned keys.
-    let inventory = run_ok(
-        in_repo(repo_inventory())
-            .arg("--list")
-            .env("VIRTUP_CONFIG_HOME", sb.config())
-            .env("VIRTUP_DATA_HOME", sb.data()),
-        Duration::from_secs(120),
-        "virtup_inventory --list",
-    );
-    let doc: Value = serde_json::from_str(&inventory.stdout).unwrap();
+    let doc = inventory_list(&sb, "virtup_inventory --list");
     let args = doc["_meta"]["hostvars"][INSTANCE]["ansible_ssh_common_args"]["__ansible_unsafe"]
         .as_str()
         .unwrap_or_else(|| panic!("no ssh args for {INSTANCE}: {doc}"))
@@ -215,16 +207,7 @@ fn a_remote_hypervisor_gets_its_template_and_clone_through_libvirt_and_ssh_hops(
         "kill the remote libvirtd",
     );
     let restart = Restart(host_name.clone());
-    let listed = run_ok(
-        in_repo(repo_inventory())
-            .arg("--list")
-            .env("VIRTUP_CONFIG_HOME", sb.config())
-            .env("VIRTUP_DATA_HOME", sb.data()),
-        Duration::from_secs(120),
-        "virtup_inventory --list with the remote libvirtd down",
-    );
-    assert!(listed.stderr.is_empty(), "{}", listed.stderr);
-    let doc: Value = serde_json::from_str(&listed.stdout).unwrap();
+    let doc = inventory_list(&sb, "virtup_inventory --list with the remote libvirtd down");
     let warnings = doc["_meta"]["virtup_warnings"].to_string();
     assert!(
         warnings.contains(&format!("cannot list `{remote}`")),
@@ -254,15 +237,10 @@ fn a_remote_hypervisor_gets_its_template_and_clone_through_libvirt_and_ssh_hops(
         &json!({"name": INSTANCE, "state": "absent", "wait_timeout": 300}),
     );
     assert_eq!(gone["changed"], json!(true), "{gone}");
-    let listed = run_ok(
-        in_repo(repo_inventory())
-            .arg("--list")
-            .env("VIRTUP_CONFIG_HOME", sb.config())
-            .env("VIRTUP_DATA_HOME", sb.data()),
-        Duration::from_secs(120),
+    let doc = inventory_list(
+        &sb,
         "virtup_inventory --list with only the remote template left",
     );
-    let doc: Value = serde_json::from_str(&listed.stdout).unwrap();
     assert_eq!(
         doc[format!("virtup_hypervisor_{host}")]["hosts"],
         json!([format!("VIRTUP-{TEMPLATE}")]),
@@ -315,6 +293,21 @@ impl Drop for Restart {
 }
 
 /// `virtup_inventory` at the repository root, as `scripts/build` installs it.
+/// `virtup_inventory --list` in the sandbox's dirs: its document, and nothing on stderr (warnings
+/// belong in the document).
+fn inventory_list(sb: &Sandbox, what: &str) -> Value {
+    let listed = run_ok(
+        in_repo(repo_inventory())
+            .arg("--list")
+            .env("VIRTUP_CONFIG_HOME", sb.config())
+            .env("VIRTUP_DATA_HOME", sb.data()),
+        Duration::from_secs(120),
+        what,
+    );
+    assert!(listed.stderr.is_empty(), "{what}: {}", listed.stderr);
+    serde_json::from_str(&listed.stdout).unwrap()
+}
+
 fn repo_inventory() -> std::path::PathBuf {
     let p = virtup_e2e::repo_root().join("virtup_inventory");
     assert!(p.exists(), "{} is missing: run scripts/build", p.display());
