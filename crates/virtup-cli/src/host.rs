@@ -114,6 +114,7 @@ fn module_result(report: &HostReport, with_diff: bool) -> ModuleResult {
                 "network": report.after.network,
                 "virt_type": report.virt.virt_type.map(|v| v.as_str()),
                 "virt_type_reason": report.virt.reason,
+                "free_memory_mib": report.free_memory_mib,
             }),
         )
         .with("actions", json!(report.actions));

@@ -89,10 +89,10 @@ pub fn load_user_key(sshkeys_dir: &Path, user: &str) -> Result<Option<UserKey>, 
     }))
 }
 
-/// Generates a fresh host key pair for `instance` under
-/// `hostkeys/<instance>/`, replacing any previous one.
+/// Generates a fresh host key pair for `instance` (an instance's name, or a template's records
+/// scope, see [`crate::ownership::remote_scope`]) under `hostkeys/<instance>/`, replacing any previous one.
 pub fn generate_host_keys(hostkeys_dir: &Path, instance: &str) -> Result<HostKeys, DataError> {
-    validate::name("name", instance).map_err(|e| invalid("instance name", instance, e))?;
+    crate::ownership::check_scope(instance)?;
     let dir = hostkeys_dir.join(instance);
     ensure_private_dir(&dir)?;
     let private_path = dir.join(HOST_KEY_FILE);
@@ -108,7 +108,7 @@ pub fn generate_host_keys(hostkeys_dir: &Path, instance: &str) -> Result<HostKey
 
 /// The host keys of `instance` if they exist.
 pub fn load_host_keys(hostkeys_dir: &Path, instance: &str) -> Result<Option<HostKeys>, DataError> {
-    validate::name("name", instance).map_err(|e| invalid("instance name", instance, e))?;
+    crate::ownership::check_scope(instance)?;
     let private_path = hostkeys_dir.join(instance).join(HOST_KEY_FILE);
     if !private_path.exists() {
         return Ok(None);
@@ -119,7 +119,7 @@ pub fn load_host_keys(hostkeys_dir: &Path, instance: &str) -> Result<Option<Host
 
 /// Removes `hostkeys/<instance>/`; `false` when there was nothing.
 pub fn remove_host_keys(hostkeys_dir: &Path, instance: &str) -> Result<bool, DataError> {
-    validate::name("name", instance).map_err(|e| invalid("instance name", instance, e))?;
+    crate::ownership::check_scope(instance)?;
     let dir = hostkeys_dir.join(instance);
     match fs::remove_dir_all(&dir) {
         Ok(()) => Ok(true),

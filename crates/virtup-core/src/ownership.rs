@@ -48,6 +48,38 @@ pub enum Proof {
     Foreign,
 }
 
+/// The scope of an object's records on a remote hypervisor: `<name>@<id>`, `id` being 8 lowercase
+/// hex digits that name the hypervisor (see `virtup_ops::context::template_scope`). `@` never occurs
+/// in a name, so such a scope is never another object's.
+pub fn remote_scope(name: &str, id: &str) -> String {
+    format!("{name}@{id}")
+}
+
+/// A scope is a name, or a name and a hypervisor id ([`remote_scope`]); anything else is refused
+/// before it becomes a file or directory name (ledgers, host keys).
+pub fn check_scope(scope: &str) -> Result<(), DataError> {
+    let invalid = |reason: String| DataError::Invalid {
+        what: "ownership scope",
+        value: scope.to_owned(),
+        reason,
+    };
+    let (name, id) = match scope.split_once('@') {
+        Some((name, id)) => (name, Some(id)),
+        None => (scope, None),
+    };
+    validate::name("ownership scope", name).map_err(|e| invalid(e.reason))?;
+    match id {
+        Some(id)
+            if id.len() != 8 || !id.bytes().all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f')) =>
+        {
+            Err(invalid(format!(
+                "`{id}` after `@` is not a hypervisor id (8 lowercase hex digits)"
+            )))
+        }
+        _ => Ok(()),
+    }
+}
+
 /// The ledger of one scope.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Ledger {
@@ -66,11 +98,7 @@ pub struct Observed<'a> {
 
 impl Ledger {
     fn file(data: &DataDir, scope: &str) -> Result<PathBuf, DataError> {
-        validate::name("ownership scope", scope).map_err(|e| DataError::Invalid {
-            what: "ownership scope",
-            value: scope.to_owned(),
-            reason: e.reason,
-        })?;
+        check_scope(scope)?;
         Ok(data.root().join("owned").join(format!("{scope}.json")))
     }
 
@@ -356,5 +384,29 @@ mod tests {
         let err = Ledger::read(&data, "web1").unwrap_err().to_string();
         assert!(err.contains("owned/web1.json"), "{err}");
         assert!(Ledger::read(&data, "../etc").is_err());
+    }
+
+    #[test]
+    fn a_remote_scope_is_a_name_and_a_hypervisor_id_and_nothing_else() {
+        let dir = tempfile::tempdir().unwrap();
+        let data = DataDir::open(dir.path().join("d")).unwrap();
+        let scope = remote_scope("VIRTUP-t", "0123abcd");
+        let mut l = Ledger::read(&data, &scope).unwrap();
+        l.intend(&data, URI, "default", "VIRTUP-t-g1.qcow2", None)
+            .unwrap();
+        assert!(data.root().join("owned/VIRTUP-t@0123abcd.json").exists());
+        assert_eq!(Ledger::scopes(&data).unwrap(), vec![scope]);
+        // The domain's own scope is another ledger.
+        assert!(Ledger::read(&data, "VIRTUP-t").unwrap().volumes.is_empty());
+        for bad in [
+            "VIRTUP-t@",
+            "VIRTUP-t@0123ABCD",
+            "VIRTUP-t@0123abc",
+            "VIRTUP-t@0123abcd@0123abcd",
+            "VIRTUP-t@../../x",
+            "@0123abcd",
+        ] {
+            assert!(Ledger::read(&data, bad).is_err(), "{bad}");
+        }
     }
 }

@@ -216,6 +216,14 @@ impl Hypervisor {
         crate::virt_type::uri_is_local(&self.uri)
     }
 
+    /// The memory the hypervisor's host has free, in MiB (what placement weighs).
+    pub fn free_memory_mib(&self) -> Result<u64> {
+        self.conn
+            .free_memory()
+            .map(|bytes| bytes / (1024 * 1024))
+            .map_err(|e| LibvirtError::call("read free memory of", &self.uri, &e))
+    }
+
     /// The hypervisor's capabilities XML (guest architectures and accelerators).
     pub fn capabilities_xml(&self) -> Result<String> {
         self.conn

@@ -120,24 +120,44 @@ pub fn check_uri(uri: &str) -> Result<()> {
     }
 }
 
-/// Whether two URIs name the same hypervisor, as libvirt reads them: `qemu:///system`,
-/// `qemu://localhost/system` and `qemu:///system/` are one; query parameters in any order.
+/// A URI as libvirt reads it: `qemu:///system`, `qemu://localhost/system` and `qemu:///system/`
+/// are one; query parameters in any order.
+fn normal_uri(uri: &str) -> String {
+    let (base, query) = uri.split_once('?').unwrap_or((uri, ""));
+    let (scheme, rest) = base.split_once("://").unwrap_or(("", base));
+    let scheme = scheme.to_ascii_lowercase();
+    let rest = rest.trim_end_matches('/');
+    // A local transport's empty host and `localhost` are this machine.
+    let rest = match rest.strip_prefix("localhost") {
+        Some(path) if !scheme.contains('+') && path.starts_with('/') => path,
+        _ => rest,
+    };
+    let mut params: Vec<&str> = query.split('&').filter(|p| !p.is_empty()).collect();
+    params.sort_unstable();
+    format!("{scheme}://{rest}?{}", params.join("&"))
+}
+
+/// Whether two URIs name the same hypervisor, as libvirt reads them (see [`normal_uri`]).
 pub fn same_hypervisor(a: &str, b: &str) -> bool {
-    fn normal(uri: &str) -> String {
-        let (base, query) = uri.split_once('?').unwrap_or((uri, ""));
-        let (scheme, rest) = base.split_once("://").unwrap_or(("", base));
-        let scheme = scheme.to_ascii_lowercase();
-        let rest = rest.trim_end_matches('/');
-        // A local transport's empty host and `localhost` are this machine.
-        let rest = match rest.strip_prefix("localhost") {
-            Some(path) if !scheme.contains('+') && path.starts_with('/') => path,
-            _ => rest,
-        };
-        let mut params: Vec<&str> = query.split('&').filter(|p| !p.is_empty()).collect();
-        params.sort_unstable();
-        format!("{scheme}://{rest}?{}", params.join("&"))
+    a == b || normal_uri(a) == normal_uri(b)
+}
+
+/// The key of template `template`'s records on hypervisor `uri` (ownership ledger, lock, hold,
+/// pinned host key, secrets, inventory host name). On this machine's hypervisors it is the domain
+/// name, as it always was. On a remote one it is `<domain>@<id>`, `id` a digest of the URI's normal
+/// form, so the same template name can live on several remote hypervisors, each with records of its
+/// own that a run or a delete on another never touches.
+pub fn template_scope(template: &str, uri: &str) -> String {
+    let domain = virtup_core::template::domain_name(template);
+    let normal = normal_uri(uri);
+    let authority = normal.split_once("://").map_or("", |(_, rest)| rest);
+    if authority.starts_with('/') {
+        return domain;
     }
-    a == b || normal(a) == normal(b)
+    let id = virtup_core::digest::InputDigest::new("virtup-hypervisor-v1")
+        .field("uri", &normal)
+        .finish();
+    virtup_core::ownership::remote_scope(&domain, &id[..8])
 }
 
 /// Where the ledger of `scope` (a template's or instance's volumes) records volumes: whether on
@@ -162,6 +182,33 @@ pub fn recorded(data: &DataDir, scope: &str, uri: &str) -> Recorded {
     }
 }
 
+/// Every hypervisor this data dir's records put template `template` on, in all its scopes (see
+/// [`template_scope`]), one URI per hypervisor.
+pub fn template_uris(data: &DataDir, template: &str) -> Vec<String> {
+    use virtup_core::ownership::Ledger;
+    let domain = virtup_core::template::domain_name(template);
+    let mut uris: Vec<String> = Vec::new();
+    let scopes = Ledger::scopes(data).unwrap_or_default();
+    let ours = scopes.iter().filter(|s| {
+        s.as_str() == domain
+            || s.strip_prefix(domain.as_str())
+                .is_some_and(|rest| rest.starts_with('@'))
+    });
+    for scope in ours {
+        // An unreadable ledger proves nothing; the run that uses it names it.
+        for v in Ledger::read(data, scope)
+            .map(|l| l.volumes)
+            .unwrap_or_default()
+        {
+            if !uris.iter().any(|u| same_hypervisor(u, &v.uri)) {
+                uris.push(v.uri);
+            }
+        }
+    }
+    uris.sort();
+    uris
+}
+
 /// How long this call waited for other runs: the collisions the proving ground reports.
 #[derive(Debug, Default, Clone, Copy)]
 pub struct Waited {
@@ -171,7 +218,43 @@ pub struct Waited {
 
 #[cfg(test)]
 mod tests {
-    use super::same_hypervisor;
+    use super::{same_hypervisor, template_scope};
+
+    #[test]
+    fn a_template_s_records_are_keyed_per_remote_hypervisor() {
+        // This machine's hypervisors keep the domain name, as records always were.
+        for uri in [
+            "qemu:///system",
+            "qemu:///session",
+            "qemu://localhost/system",
+            "test:///default",
+        ] {
+            assert_eq!(
+                template_scope("debian-12", uri),
+                "VIRTUP-debian-12",
+                "{uri}"
+            );
+        }
+        let h2 = template_scope("debian-12", "qemu+ssh://root@h2/system");
+        assert!(h2.starts_with("VIRTUP-debian-12@"), "{h2}");
+        // One hypervisor however spelled; another host or login is another hypervisor.
+        assert_eq!(
+            h2,
+            template_scope("debian-12", "qemu+ssh://root@h2/system/")
+        );
+        for other in [
+            "qemu+ssh://root@h3/system",
+            "qemu+ssh://h2/system",
+            "qemu+ssh://localhost/system",
+        ] {
+            assert_ne!(h2, template_scope("debian-12", other), "{other}");
+        }
+        // virt-up's names with `/` key the same scope as their domain.
+        assert_eq!(
+            template_scope("generic/debian10", "qemu+ssh://root@h2/system"),
+            template_scope("generic-debian10", "qemu+ssh://root@h2/system")
+        );
+    }
 
     #[test]
     fn one_hypervisor_has_several_spellings() {

@@ -219,6 +219,9 @@ pub struct HostReport {
     /// Whether a probe volume could be written and removed; `None` in check mode.
     pub pool_writable: Option<bool>,
     pub virt: VirtReport,
+    /// The host's free memory in MiB when the run ended (placement weighs it); `None` when the
+    /// driver cannot tell (libvirt's test driver with a node file).
+    pub free_memory_mib: Option<u64>,
     pub warnings: Vec<String>,
 }
 
@@ -279,6 +282,7 @@ pub fn converge(
         after,
         pool_writable,
         virt,
+        free_memory_mib: hv.free_memory_mib().ok(),
         warnings,
     })
 }

@@ -592,16 +592,22 @@ impl Session {
         reporter: &dyn Reporter,
     ) -> Result<Session> {
         let mut waited = Waited::default();
-        let template_domain = virtup_core::template::domain_name(&req.desired.template);
+        let template_scope = crate::context::template_scope(&req.desired.template, &req.uri);
         loop {
             if cloning {
-                waited.hold += wait_for_hold(&ctx.data, &req.desired.template, None, reporter)?;
+                waited.hold += wait_for_hold(
+                    &ctx.data,
+                    &req.desired.template,
+                    &template_scope,
+                    None,
+                    reporter,
+                )?;
             }
             let data = ctx.open_data_dir()?;
             let started = Instant::now();
             let lock = data.lock(&format!("instance-{}", req.desired.name), LOCK_TIMEOUT)?;
             let template_lock = if cloning {
-                Some(data.lock(&format!("template-{template_domain}"), LOCK_TIMEOUT)?)
+                Some(data.lock(&format!("template-{template_scope}"), LOCK_TIMEOUT)?)
             } else {
                 None
             };
@@ -609,7 +615,7 @@ impl Session {
             // A customization may have begun between the wait and the lock: wait for it again.
             if cloning
                 && matches!(
-                    virtup_core::hold::state(&data, &template_domain, None)?,
+                    virtup_core::hold::state(&data, &template_scope, None)?,
                     virtup_core::hold::HoldState::Live(_)
                 )
             {

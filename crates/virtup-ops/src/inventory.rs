@@ -36,8 +36,9 @@ impl HostKind {
     }
 }
 
-/// One inventory host: an instance (named as the instance) or a template (named as its domain,
-/// `VIRTUP-<name>`, so that a template and an instance of the same name never collide).
+/// One inventory host: an instance (named as the instance) or a template (named as its records'
+/// scope: its domain `VIRTUP-<name>` on this machine, `VIRTUP-<name>@<id>` on a remote hypervisor;
+/// so a template and an instance of the same name never collide, nor one template on two hypervisors).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Host {
     pub name: String,
@@ -263,8 +264,8 @@ struct Scan<'a> {
 }
 
 impl Scan<'_> {
-    fn ours(&self, hv: &Hypervisor, tag: &virtup_libvirt::VirtupTag, domain: &str) -> bool {
-        crate::owner::proves(self.data, hv, tag, domain).unwrap_or(false)
+    fn ours(&self, hv: &Hypervisor, tag: &virtup_libvirt::VirtupTag, scope: &str) -> bool {
+        crate::owner::proves(self.data, hv, tag, scope).unwrap_or(false)
     }
 
     /// The host of instance `meta` whose domain is `dom`; `None` (with a warning) when the domain
@@ -334,7 +335,9 @@ impl Scan<'_> {
     fn template(&self, dom: &DomainInfo) -> Option<Host> {
         let tag = dom.tag.as_ref().filter(|t| t.kind == TagKind::Template)?;
         let hv = self.hv?;
-        if dom.name != template::domain_name(&tag.name) || !self.ours(hv, tag, &dom.name) {
+        // Named by its records' scope: the same template on two remote hypervisors is two hosts.
+        let scope = crate::context::template_scope(&tag.name, self.uri);
+        if dom.name != template::domain_name(&tag.name) || !self.ours(hv, tag, &scope) {
             return None;
         }
         let state = state_name(&dom.state);
@@ -351,7 +354,7 @@ impl Scan<'_> {
                 .username
         });
         Some(Host {
-            name: dom.name.clone(),
+            name: scope,
             kind: HostKind::Template,
             domain: dom.name.clone(),
             template: tag.name.clone(),

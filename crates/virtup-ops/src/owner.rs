@@ -6,14 +6,15 @@ use virtup_core::ownership::Ledger;
 use virtup_core::{DataDir, InstanceMeta};
 use virtup_libvirt::{Hypervisor, TagKind, VirtupTag};
 
-/// Whether the data dir may treat `domain` on `hv`, tagged `tag`, as its own. A tag naming an owner
+/// Whether the data dir may treat the domain whose records are keyed `scope` (an instance's name,
+/// a template's [`crate::context::template_scope`]) on `hv`, tagged `tag`, as its own. A tag naming an owner
 /// proves the domain to that owner only. A tag without one (virtup before owner ids) proves nothing
 /// by itself: the domain is this data dir's only while this data dir keeps a record of it on that
 /// hypervisor, so a fresh or unrelated data dir never deletes, rebuilds or adopts it.
-pub fn proves(data: &DataDir, hv: &Hypervisor, tag: &VirtupTag, domain: &str) -> Result<bool> {
+pub fn proves(data: &DataDir, hv: &Hypervisor, tag: &VirtupTag, scope: &str) -> Result<bool> {
     match tag.names_owner(data.owner_id()?.as_deref()) {
         Some(mine) => Ok(mine),
-        None => has_record(data, hv.uri(), domain),
+        None => has_record(data, hv.uri(), scope),
     }
 }
 
@@ -45,7 +46,12 @@ pub fn template_is_ours(data: &DataDir, hv: &Hypervisor, name: &str) -> Result<b
     else {
         return Ok(false);
     };
-    if !proves(data, hv, &tag, &domain)? {
+    if !proves(
+        data,
+        hv,
+        &tag,
+        &crate::context::template_scope(name, hv.uri()),
+    )? {
         bail!(
             "template `{name}` (domain `{domain}`) was not made by virtup with this data dir: \
              manage it with the data dir that made it, and give your own template another name"

@@ -108,7 +108,10 @@ impl SessionHold {
 /// A template request, resolved and validated; building it has had no side effect.
 pub struct Request {
     pub desired: TemplateDesired,
+    /// The libvirt domain, `VIRTUP-<name>`.
     pub domain: String,
+    /// The key of the template's records on `uri` (see [`context::template_scope`]).
+    pub scope: String,
     pub uri: String,
     pub pool: String,
     pub format: String,
@@ -198,12 +201,13 @@ pub fn resolve(
         user_public_key(&user)?
     };
     let domain = domain_name(&name);
+    let scope = context::template_scope(&name, &uri);
     let Customization {
         playbook,
         revision,
         hold,
         held,
-    } = customization(ctx, &given, &fields, &domain)?;
+    } = customization(ctx, &given, &fields, &scope)?;
     if state != TemplateState::Absent
         && !virtup_libvirt::uri_is_local(&uri)
         && (state == TemplateState::Running || playbook.is_some())
@@ -223,6 +227,7 @@ pub fn resolve(
         options: given,
         playbook,
         domain,
+        scope,
         uri,
         pool: settings.pool.clone(),
         format: settings.image_format.as_str().to_owned(),
@@ -245,8 +250,10 @@ pub fn resolve(
 }
 
 /// The hypervisor of the request. A template's records (volume ledger, pinned host key, secrets)
-/// are keyed by its name, so it lives on one hypervisor: another one is refused, and a removal
-/// that names no `uri` goes where the records are.
+/// are keyed by [`context::template_scope`]: each remote hypervisor has its own, while this
+/// machine's hypervisors (`qemu:///system`, `qemu:///session`, ...) share the domain name, so there a
+/// template lives on one of them and another is refused. A removal that names no `uri` goes where
+/// the records are.
 fn placed_uri(
     ctx: &Context,
     name: &str,
@@ -255,27 +262,49 @@ fn placed_uri(
     fields: &virtup_core::Fields,
 ) -> Result<String> {
     let asked = context::uri(fields, &ctx.paths);
-    let domain = domain_name(name);
-    let recorded = context::recorded(&ctx.data, &domain, &asked);
-    let uri = match recorded.elsewhere.as_slice() {
-        [] => asked,
-        [only] if state == TemplateState::Absent && !uri_given && !recorded.here => only.clone(),
-        others => return Err(lives_elsewhere(&ctx.data, name, &asked, others)),
+    let scope = context::template_scope(name, &asked);
+    let recorded = context::recorded(&ctx.data, &scope, &asked);
+    let uri = if state == TemplateState::Absent && !uri_given && !recorded.here {
+        match context::template_uris(&ctx.data, name).as_slice() {
+            [] => asked,
+            [only] => only.clone(),
+            several => bail!(
+                "template `{name}` lives on `{}`: give `uri` to say which one to remove",
+                several.join("`, `")
+            ),
+        }
+    } else if !recorded.elsewhere.is_empty() {
+        return Err(lives_elsewhere(
+            &ctx.data,
+            &scope,
+            name,
+            &asked,
+            &recorded.elsewhere,
+        ));
+    } else {
+        asked
     };
     context::check_uri(&uri)?;
     Ok(uri)
 }
 
-/// The refusal of a template run on `asked` when the template's records put it on `others`.
-fn lives_elsewhere(data: &DataDir, name: &str, asked: &str, others: &[String]) -> anyhow::Error {
+/// The refusal of a template run on `asked` when the records of its scope put it on `others`.
+fn lives_elsewhere(
+    data: &DataDir,
+    scope: &str,
+    name: &str,
+    asked: &str,
+    others: &[String],
+) -> anyhow::Error {
     anyhow::anyhow!(
-        "template `{name}` lives on `{}`, not on `{asked}`: a template name is used on one \
-         hypervisor per data dir for now (its records, e.g. `{}`, are keyed by name); use \
-         another name there, or remove it first (`state: absent`, `uri: {}`)",
+        "template `{name}` lives on `{}`, not on `{asked}`: this machine's hypervisors share a \
+         template's records (e.g. `{}`), so a template name is used on one of them per data dir \
+         (each remote hypervisor has its own); use another name there, or remove it first \
+         (`state: absent`, `uri: {}`)",
         others.join("`, `"),
         data.root()
             .join("owned")
-            .join(format!("{}.json", domain_name(name)))
+            .join(format!("{scope}.json"))
             .display(),
         others[0]
     )
@@ -328,7 +357,7 @@ fn customization(
     ctx: &Context,
     options: &TemplateOptions,
     fields: &Fields,
-    domain: &str,
+    scope: &str,
 ) -> Result<Customization> {
     let own_playbook = match options.state {
         // No playbook is needed to remove a template.
@@ -340,7 +369,7 @@ fn customization(
             .transpose()?,
     };
     let pinned = match &options.hold {
-        Some(SessionHold::Continue(token)) => hold::pinned_revision(&ctx.data, domain, token)?,
+        Some(SessionHold::Continue(token)) => hold::pinned_revision(&ctx.data, scope, token)?,
         _ => None,
     };
     let held = pinned.is_some();
@@ -434,13 +463,14 @@ struct Observation {
 
 fn observe(hv: &Hypervisor, data: &DataDir, req: &Request) -> Result<Observation> {
     let mut model = TemplateObserved::default();
-    let ledger = Ledger::read(data, &req.domain)?;
+    let ledger = Ledger::read(data, &req.scope)?;
     // Resolve saw the records before the lock; a run on another hypervisor that held the lock
     // meanwhile may have placed the template there (a real run observes under the lock).
-    let recorded = context::recorded(data, &req.domain, &req.uri);
+    let recorded = context::recorded(data, &req.scope, &req.uri);
     if !recorded.elsewhere.is_empty() {
         return Err(lives_elsewhere(
             data,
+            &req.scope,
             &req.desired.name,
             &req.uri,
             &recorded.elsewhere,
@@ -454,7 +484,7 @@ fn observe(hv: &Hypervisor, data: &DataDir, req: &Request) -> Result<Observation
             Some(tag) if dom.name == req.domain => {
                 // A tag proves a template to the data dir that wrote it, not to every data dir.
                 if tag.is(TagKind::Template, &req.desired.name)
-                    && crate::owner::proves(data, hv, tag, &req.domain)?
+                    && crate::owner::proves(data, hv, tag, &req.scope)?
                 {
                     model.domain = Some(ObservedDomain {
                         running: dom.state != DomainState::ShutOff,
@@ -658,7 +688,7 @@ fn check(ctx: &Context, hv: &Hypervisor, req: &Request) -> Result<TemplateReport
     let before = observe(hv, &ctx.data, req)?;
     let the_plan = plan(&req.desired, &before.model)?;
     let interrupted = takes_over(
-        hold::state(&ctx.data, &req.domain, req.hold.as_deref())?,
+        hold::state(&ctx.data, &req.scope, req.hold.as_deref())?,
         req,
     );
     let mut report = report(req, &before, &the_plan, interrupted);
@@ -697,21 +727,21 @@ fn apply_mode(
     if lock.is_none()
         && token.is_some()
         && req.desired.state != TemplateState::Running
-        && hold::state(&data, &req.domain, token)? == HoldState::Ours
+        && hold::state(&data, &req.scope, token)? == HoldState::Ours
     {
         // The seal had nothing left to do (the template was already shut off): the session is over all the same.
-        hold::release(&data, &req.domain)?;
+        hold::release(&data, &req.scope)?;
     }
     if req.desired.state == TemplateState::Absent {
-        hold::release(&data, &req.domain)?;
+        hold::release(&data, &req.scope)?;
         if lock.is_some() {
             // Everything the ledger proved is deleted; what it still lists is gone.
-            Ledger::discard(&data, &req.domain)?;
+            Ledger::discard(&data, &req.scope)?;
         }
         return Ok(report);
     }
     if let Some(token) = token {
-        if hold::state(&data, &req.domain, Some(token))? == HoldState::Ours {
+        if hold::state(&data, &req.scope, Some(token))? == HoldState::Ours {
             report.hold = Some(token.to_owned());
         }
     }
@@ -725,7 +755,7 @@ fn apply_mode(
             ssh_private_key_file: keys::load_user_key(&data.sshkeys_dir(), &req.settings.user)?
                 .map(|k| k.private_path),
             known_hosts_file: data.known_hosts_file(),
-            host_key_alias: req.domain.clone(),
+            host_key_alias: req.scope.clone(),
         });
     }
     report.template = Some(template);
@@ -757,10 +787,16 @@ impl Session {
         let token = req.hold.clone();
         let mut waited = Waited::default();
         loop {
-            waited.hold += wait_for_hold(&ctx.data, &req.desired.name, token.as_deref(), reporter)?;
+            waited.hold += wait_for_hold(
+                &ctx.data,
+                &req.desired.name,
+                &req.scope,
+                token.as_deref(),
+                reporter,
+            )?;
             let before = observe(hv, &ctx.data, &req)?;
             let the_plan = plan(&req.desired, &before.model)?;
-            let hold_state = hold::state(&ctx.data, &req.domain, token.as_deref())?;
+            let hold_state = hold::state(&ctx.data, &req.scope, token.as_deref())?;
             if matches!(hold_state, HoldState::Live(_)) {
                 continue;
             }
@@ -781,9 +817,9 @@ impl Session {
                 Ok(keys::ensure_user_key(&data.sshkeys_dir(), user)?.public_openssh)
             })?;
             let started = Instant::now();
-            let lock = data.lock(&format!("template-{}", req.domain), LOCK_TIMEOUT)?;
+            let lock = data.lock(&format!("template-{}", req.scope), LOCK_TIMEOUT)?;
             waited.lock += started.elapsed();
-            let hold_state = hold::state(&data, &req.domain, token.as_deref())?;
+            let hold_state = hold::state(&data, &req.scope, token.as_deref())?;
             if matches!(hold_state, HoldState::Live(_)) {
                 continue;
             }
@@ -835,10 +871,10 @@ fn apply_locked(
     if let Some(token) = token {
         // Taken before the build, so whoever sees the finished template also sees the hold.
         if builds || interrupted || starts {
-            hold::take(data, &req.domain, token, req.desired.revision.as_deref())?;
+            hold::take(data, &req.scope, token, req.desired.revision.as_deref())?;
         }
     }
-    let mut ledger = Ledger::read(data, &req.domain)?;
+    let mut ledger = Ledger::read(data, &req.scope)?;
     for (name, key) in &before.adopt {
         ledger.confirm(data, &req.uri, &req.pool, name, key)?;
     }
@@ -862,7 +898,7 @@ fn apply_locked(
         Ok(_) => !builds && !interrupted && !starts && req.desired.state != TemplateState::Running,
     };
     if session_over && token.is_some() {
-        hold::release(data, &req.domain)?;
+        hold::release(data, &req.scope)?;
     }
     applied
 }
@@ -927,7 +963,7 @@ fn address(
         &reach::Target {
             domain: &req.domain,
             login: reach::Login {
-                alias: &req.domain,
+                alias: &req.scope,
                 user: &user,
                 identity: &identity,
             },
@@ -1062,25 +1098,25 @@ fn apply(run: Apply<'_>, plan: &Plan) -> Result<Vec<String>> {
             Step::DeleteGeneration { generation } => {
                 if let Some(volume) = obs.volumes.get(&generation) {
                     hv.delete_volume(&req.pool, volume)?;
-                    Ledger::read(data, &req.domain)?.forget(data, &req.uri, &req.pool, volume)?;
+                    Ledger::read(data, &req.scope)?.forget(data, &req.uri, &req.pool, volume)?;
                 }
             }
             // The domain is gone: only its config disk can be left (partials went before the steps).
             Step::DeleteLeftovers => {
                 if let Some(config) = &obs.config_disk {
                     hv.delete_volume(&req.pool, config)?;
-                    Ledger::read(data, &req.domain)?.forget(data, &req.uri, &req.pool, config)?;
+                    Ledger::read(data, &req.scope)?.forget(data, &req.uri, &req.pool, config)?;
                 }
             }
             Step::Undefine => {
                 hv.undefine(&req.domain)?;
                 if let Some(config) = &obs.config_disk {
                     hv.delete_volume(&req.pool, config)?;
-                    Ledger::read(data, &req.domain)?.forget(data, &req.uri, &req.pool, config)?;
+                    Ledger::read(data, &req.scope)?.forget(data, &req.uri, &req.pool, config)?;
                 }
-                known_hosts::remove(data, &req.domain, SHORT_LOCK_TIMEOUT)?;
-                keys::remove_host_keys(&data.hostkeys_dir(), &req.domain)?;
-                std::fs::remove_dir_all(ctx.secrets_dir(&req.domain)).or_else(ignore_not_found)?;
+                known_hosts::remove(data, &req.scope, SHORT_LOCK_TIMEOUT)?;
+                keys::remove_host_keys(&data.hostkeys_dir(), &req.scope)?;
+                std::fs::remove_dir_all(ctx.secrets_dir(&req.scope)).or_else(ignore_not_found)?;
             }
         }
     }
@@ -1110,12 +1146,13 @@ fn accel(hv: &Hypervisor, warnings: &mut Vec<String>) -> Result<VirtType> {
 pub fn wait_for_hold(
     data: &DataDir,
     template: &str,
+    scope: &str,
     token: Option<&str>,
     reporter: &dyn Reporter,
 ) -> Result<Duration> {
     Ok(hold::wait_until_free(
         data,
-        &domain_name(template),
+        scope,
         token,
         LOCK_TIMEOUT,
         |h| {
@@ -1153,7 +1190,8 @@ pub fn current_disk(
         return Ok(None);
     };
     // A clone pins its base generation: another data dir's template is not this one's to pin.
-    if !crate::owner::proves(data, hv, &tag, &domain)? {
+    let scope = context::template_scope(template, hv.uri());
+    if !crate::owner::proves(data, hv, &tag, &scope)? {
         bail!(
             "invalid value for `template`: template `{template}` (domain `{domain}`) was not made by \
              virtup with this data dir; build one of your own under another name"

@@ -17,6 +17,7 @@ use super::{confirm, progress, say, warn, Global};
 use crate::inventory::{self, HostKind};
 use virtup_core::instance::InstanceState;
 use virtup_core::template::TemplateState;
+use virtup_ops::context;
 use virtup_ops::instance::InstanceOptions;
 use virtup_ops::template::TemplateOptions;
 
@@ -81,15 +82,21 @@ fn resolve(paths: &Paths, name: &str) -> Result<Target> {
         .uri
         .unwrap_or_else(|| paths.libvirt_uri.clone());
     // A template this data dir recorded on one other hypervisor only (say, uploaded to a remote
-    // one) is looked for there.
-    let scope = if name.starts_with(DOMAIN_PREFIX) {
-        name.to_owned()
-    } else {
-        virtup_core::template::domain_name(name)
+    // one) is looked for there. `VIRTUP-<name>@<id>`, a remote template's inventory host, names
+    // its hypervisor by its records' scope.
+    let (name, scope) = match name.split_once('@') {
+        Some((domain, _)) => (domain, Some(name)),
+        None => (name, None),
     };
-    let recorded = virtup_ops::context::recorded(&data, &scope, &default);
-    let uri = match recorded.elsewhere.as_slice() {
-        [only] if !recorded.here => only.clone(),
+    let template = name.strip_prefix(DOMAIN_PREFIX).unwrap_or(name);
+    let recorded = context::template_uris(&data, template);
+    let uri = match (scope, recorded.as_slice()) {
+        (Some(scope), _) => recorded
+            .iter()
+            .find(|u| context::template_scope(template, u) == scope)
+            .cloned()
+            .ok_or_else(|| anyhow!("`{scope}`: this data dir has no record of that template"))?,
+        (None, [only]) if !context::same_hypervisor(only, &default) => only.clone(),
         _ => default,
     };
     // Ownership is proven on this hypervisor, so the module is sent to this one too.
@@ -110,7 +117,11 @@ fn resolve(paths: &Paths, name: &str) -> Result<Target> {
             _ => None,
         };
         if let Some(target) = target {
-            if virtup_ops::owner::proves(&data, &hv, &tag, name)? {
+            let records = match tag.kind {
+                TagKind::Template => context::template_scope(&tag.name, hv.uri()),
+                _ => name.to_owned(),
+            };
+            if virtup_ops::owner::proves(&data, &hv, &tag, &records)? {
                 return Ok(target);
             }
             // Another data dir's domain of this name: this data dir's template `name` may still be meant.
@@ -171,7 +182,7 @@ fn everything(paths: &Paths, global: &Global) -> Result<(Vec<Target>, Vec<String
     let ours = virtup_core::ownership::Ledger::scopes(&data)?;
     for host in listing.hosts {
         if host.kind == HostKind::Template
-            && ours.contains(&virtup_core::template::domain_name(&host.template))
+            && ours.contains(&context::template_scope(&host.template, &host.uri))
         {
             templates.push(Target::Template {
                 name: host.template,

@@ -113,18 +113,18 @@ pub(super) fn build(run: Apply<'_>, generation: u32, accel: VirtType) -> Result<
     let part = dir.join(format!("{volume}.part"));
     let root_pw = secret(
         ctx,
-        &req.domain,
+        &req.scope,
         "root_password",
         req.root_password.as_deref(),
     )?;
-    let user_pw = secret(ctx, &req.domain, "password", req.password.as_deref())?;
+    let user_pw = secret(ctx, &req.scope, "password", req.password.as_deref())?;
     let user = &req.settings.user;
     let key = keys::ensure_user_key(&data.sshkeys_dir(), user)?;
     let ops = prepare_ops(req, &user_pw, &key.public_path);
     let started = Instant::now();
     // Every name this build may create in the pool is recorded before it exists (the plan chose
     // names no foreign volume holds), so a killed build's files are provably virtup's for the next run.
-    let mut ledger = Ledger::read(data, &req.domain)?;
+    let mut ledger = Ledger::read(data, &req.scope)?;
     let xz_part = import_partial(&part);
     // A remote pool gets the name only at the upload, minutes later: it is recorded then.
     let pending = match scratch {
@@ -295,8 +295,8 @@ fn give_identity(run: Apply<'_>, key: &keys::UserKey, ledger: &mut Ledger) -> Re
         ..
     } = run;
     let user = &req.settings.user;
-    let host_keys = keys::generate_host_keys(&data.hostkeys_dir(), &req.domain)?;
-    let secrets_dir = ctx.secrets_dir(&req.domain);
+    let host_keys = keys::generate_host_keys(&data.hostkeys_dir(), &req.scope)?;
+    let secrets_dir = ctx.secrets_dir(&req.scope);
     let identity = GuestIdentity {
         hostname: &hostname(req),
         fqdn: None,
@@ -321,12 +321,16 @@ fn give_identity(run: Apply<'_>, key: &keys::UserKey, ledger: &mut Ledger) -> Re
             return Err(e);
         }
     }
-    known_hosts::set(
-        data,
-        &req.domain,
-        &host_keys.public_openssh,
-        SHORT_LOCK_TIMEOUT,
-    )?;
+    // The pin is for booting the template here (its playbook); a remote template is never booted
+    // (refused at resolve), and `known_hosts` names hosts, not a remote scope's `name@id`.
+    if virtup_libvirt::uri_is_local(&req.uri) {
+        known_hosts::set(
+            data,
+            &req.scope,
+            &host_keys.public_openssh,
+            SHORT_LOCK_TIMEOUT,
+        )?;
+    }
     Ok(())
 }
 

@@ -769,7 +769,8 @@ fn a_template_placed_elsewhere_while_a_run_waited_is_refused_when_it_observes() 
     let hv = test_hv();
     let req = request(&ctx, TemplateState::Present);
     assert!(observe(&hv, &ctx.data, &req).is_ok());
-    let other = "qemu+ssh://root@h3/system";
+    // This machine's hypervisors share a template's records (remote ones each have their own).
+    let other = "qemu:///session";
     let mut ledger = Ledger::read(&ctx.data, "VIRTUP-tpl").unwrap();
     ledger
         .intend(&ctx.data, other, "default", "VIRTUP-tpl-1.qcow2", None)
@@ -780,4 +781,51 @@ fn a_template_placed_elsewhere_while_a_run_waited_is_refused_when_it_observes() 
         "{e}"
     );
     assert!(e.contains("VIRTUP-tpl.json"), "names the record: {e}");
+}
+
+/// The same template name on remote hypervisors: each has records of its own, so a run here is not
+/// refused, and a removal that names no `uri` goes where the records are, or asks which.
+#[test]
+fn one_template_name_lives_on_several_remote_hypervisors_with_records_of_its_own() {
+    let dir = TempDir::new().unwrap();
+    let ctx = context(&dir, true);
+    let hv = test_hv();
+    let record = |uri: &str| {
+        let scope = context::template_scope("tpl", uri);
+        Ledger::read(&ctx.data, &scope)
+            .unwrap()
+            .intend(&ctx.data, uri, "default", "VIRTUP-tpl-g1.qcow2", None)
+            .unwrap();
+    };
+    let absent_without_uri = || {
+        let options = TemplateOptions::new("tpl", TemplateState::Absent);
+        resolve(&ctx, options, current_user_key(&ctx))
+    };
+    let h2 = "qemu+ssh://root@h2/system";
+    let h3 = "qemu+ssh://root@h3/system";
+    record(h2);
+    let req = request(&ctx, TemplateState::Present);
+    assert_eq!(req.scope, "VIRTUP-tpl");
+    assert!(observe(&hv, &ctx.data, &req).is_ok());
+    let removal = absent_without_uri().unwrap();
+    assert_eq!(
+        (removal.uri.as_str(), removal.scope.as_str()),
+        (h2, context::template_scope("tpl", h2).as_str())
+    );
+    record(h3);
+    let e = format!("{:#}", absent_without_uri().err().unwrap());
+    assert!(
+        e.contains(&format!("lives on `{h2}`, `{h3}`: give `uri`")),
+        "{e}"
+    );
+    // Records here win: the removal is this hypervisor's.
+    Ledger::read(&ctx.data, "VIRTUP-tpl")
+        .unwrap()
+        .intend(&ctx.data, &req.uri, "default", "VIRTUP-tpl-g1.qcow2", None)
+        .unwrap();
+    assert_eq!(absent_without_uri().unwrap().uri, req.uri);
+    assert_eq!(
+        context::template_uris(&ctx.data, "tpl"),
+        vec![h2.to_owned(), h3.to_owned(), req.uri.clone()]
+    );
 }
