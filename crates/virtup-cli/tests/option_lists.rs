@@ -89,18 +89,30 @@ fn links() -> Vec<RoleLink> {
             options_var: "virtup_instance_instances",
             reads: "virtup_instance__opts.",
             role_sets: &[],
-            role_keys: &[RoleKey {
-                key: "groups",
-                used_at: "attribute='groups'",
-                why: "in-memory inventory groups the role's add_host puts the instance in",
-            }],
+            role_keys: &[
+                RoleKey {
+                    key: "groups",
+                    used_at: "attribute='groups'",
+                    why: "in-memory inventory groups the role's add_host puts the instance in",
+                },
+                RoleKey {
+                    key: "hypervisor",
+                    used_at: "opts.hypervisor",
+                    why: "the play host whose hypervisor runs the instance (placement.yml)",
+                },
+            ],
         },
         RoleLink {
             role: "virtup_host",
             spec: host_spec(),
             options_var: "virtup_host_options",
             reads: "virtup_host_options.",
-            role_sets: &[],
+            role_sets: &[RoleSets {
+                option: "uri",
+                user_value_read_at: Some("virtup_host_options.uri"),
+                why: "the user's `uri`, else the host's `virtup_hypervisor_uri` (one inventory host per \
+                      hypervisor), else the module's default",
+            }],
             role_keys: &[],
         },
     ]

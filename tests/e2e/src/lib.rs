@@ -312,3 +312,40 @@ pub fn ssh_instance(instance: &serde_json::Value, command: &str) -> String {
     .assert_ok(&format!("ssh {command}"))
     .stdout
 }
+
+/// The PLAY RECAP of an `ansible-playbook` output.
+pub fn recap(out: &str) -> String {
+    out.lines()
+        .skip_while(|l| !l.starts_with("PLAY RECAP"))
+        .collect::<Vec<_>>()
+        .join("\n")
+}
+
+/// The last `n` lines of `s`.
+pub fn tail(s: &str, n: usize) -> String {
+    let lines: Vec<&str> = s.lines().collect();
+    lines[lines.len().saturating_sub(n)..].join("\n")
+}
+
+/// `host -> (changed, failed, unreachable)` from a PLAY RECAP.
+pub fn recap_counts(out: &str) -> Vec<(String, u32, u32, u32)> {
+    recap(out)
+        .lines()
+        .skip(1)
+        .filter_map(|l| {
+            let (host, rest) = l.split_once(':')?;
+            let num = |key: &str| -> u32 {
+                rest.split_whitespace()
+                    .find_map(|kv| kv.strip_prefix(&format!("{key}=")))
+                    .and_then(|v| v.parse().ok())
+                    .unwrap_or(u32::MAX)
+            };
+            Some((
+                host.trim().to_owned(),
+                num("changed"),
+                num("failed"),
+                num("unreachable"),
+            ))
+        })
+        .collect()
+}

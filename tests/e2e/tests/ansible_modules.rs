@@ -358,3 +358,115 @@ fn the_role_keeps_the_digests_it_computed_in_jinja() {
         out.stdout
     );
 }
+
+/// The roles' placement (roles/virtup_instance/tasks/placement.yml) on four hypervisor hosts whose free
+/// memory is given, one of them down: an instance that names its hypervisor goes there, one the inventory
+/// lists stays where it lives (on the down host too), and the others go, in name order, where the most
+/// whole GiB are free after what this run placed, then to the fewest instances. Every host works the same
+/// placement out and keeps its share and the templates it needs.
+#[test]
+fn placement_is_named_then_sticky_then_spread_by_free_memory_then_load() {
+    let play = Play::new(
+        r#"
+- name: Place instances on four hypervisors, one down
+  hosts: virtup_hypervisors
+  gather_facts: false
+  tasks:
+    - name: The fourth hypervisor is down
+      ansible.builtin.fail:
+        msg: down
+      when: inventory_hostname == 'hv4'
+
+    - name: Place
+      ansible.builtin.include_role:
+        name: virtup.virtup.virtup_instance
+        tasks_from: placement
+      vars:
+        virtup_instance_defaults: {template: t, memory: 2048}
+        virtup_instance_instances:
+          - {name: n5}
+          - {name: a1, hypervisor: hv3, memory: 1024}
+          - {name: old1}
+          - {name: gone1}
+          - {name: n1}
+          - {name: n2}
+          - {name: n3, template: t2}
+          - {name: n4}
+
+    - name: Write what each host keeps
+      ansible.builtin.copy:
+        dest: "{{ out }}/{{ inventory_hostname }}.json"
+        content: "{{ {'all': virtup_instance_placed_on, 'here': virtup_instance_placed, 'templates': virtup_instance_placed_templates} | to_json }}"
+        mode: "0600"
+      delegate_to: localhost
+"#,
+    );
+    let dir = play.dir.path();
+    std::fs::write(
+        dir.join("hosts.yml"),
+        r#"
+all:
+  children:
+    virtup_hypervisors:
+      vars: {ansible_connection: local, ansible_python_interpreter: "{{ ansible_playbook_python }}"}
+      hosts:
+        hv1: {virtup_hypervisor_uri: "qemu:///system", virtup_host_result: {host: {free_memory_mib: 4096}}}
+        hv2: {virtup_hypervisor_uri: "qemu+ssh://root@h2/system", virtup_host_result: {host: {free_memory_mib: 8192}}}
+        hv3: {virtup_hypervisor_uri: "qemu+ssh://root@h3/system", virtup_host_result: {host: {free_memory_mib: 2048}}}
+        hv4: {virtup_hypervisor_uri: "qemu+ssh://root@h4/system", virtup_host_result: {host: {free_memory_mib: 99999}}}
+    # As the dynamic inventory lists instances that exist.
+    virtup_instances:
+      hosts:
+        old1: {virtup_uri: "qemu+ssh://root@h3/system"}
+        gone1: {virtup_uri: "qemu+ssh://root@h4/system"}
+"#,
+    )
+    .unwrap();
+    let mut cmd = in_repo(venv_bin("ansible-playbook"));
+    cmd.arg("-i")
+        .arg(dir.join("hosts.yml"))
+        .arg("-e")
+        .arg(format!("out={}", dir.display()))
+        .arg(dir.join("play.yml"))
+        .env("ANSIBLE_NOCOLOR", "1");
+    let r = run(&mut cmd, Duration::from_secs(300));
+    // hv4 failed on purpose; everything else ran.
+    assert!(
+        r.stdout.contains("hv4") && r.stdout.contains("failed=1"),
+        "{}\n{}",
+        r.stdout,
+        r.stderr
+    );
+    let read = |h: &str| -> serde_json::Value {
+        let text = std::fs::read_to_string(dir.join(format!("{h}.json")))
+            .unwrap_or_else(|e| panic!("{h}: {e}\n{}\n{}", r.stdout, r.stderr));
+        serde_json::from_str(&text).unwrap()
+    };
+    // a1 named hv3 (2048 - 1024 = 1 GiB left there); old1 lives on hv3, gone1 on the down hv4. The new
+    // ones, 2 GiB each, by name: n1 hv2 (8 → 6), n2 hv2 (6 → 4), n3 a tie at 4 GiB → hv1 with fewer
+    // instances (4 → 2), n4 hv2 (4 → 2), n5 a tie at 2 GiB → hv1 (1 instance against hv2's 3).
+    let want = serde_json::json!({
+        "a1": "hv3", "old1": "hv3", "gone1": "hv4",
+        "n1": "hv2", "n2": "hv2", "n3": "hv1", "n4": "hv2", "n5": "hv1"
+    });
+    for h in ["hv1", "hv2", "hv3"] {
+        assert_eq!(read(h)["all"], want, "{h} works out the same placement");
+    }
+    let here = |h: &str| -> Vec<String> {
+        let mut v: Vec<String> = read(h)["here"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|x| x.as_str().unwrap().to_owned())
+            .collect();
+        v.sort();
+        v
+    };
+    assert_eq!(here("hv1"), ["n3", "n5"]);
+    assert_eq!(here("hv2"), ["n1", "n2", "n4"]);
+    assert_eq!(here("hv3"), ["a1", "old1"]);
+    let mut t1: Vec<String> = serde_json::from_value(read("hv1")["templates"].clone()).unwrap();
+    t1.sort();
+    assert_eq!(t1, ["t", "t2"], "hv1 builds what its instances clone");
+    assert_eq!(read("hv2")["templates"], serde_json::json!(["t"]));
+}

@@ -21,7 +21,7 @@ use std::time::Duration;
 
 use serde_json::{json, Value};
 use virtup_e2e::audit::{self, CmdlineSampler, Haystack};
-use virtup_e2e::{in_repo, lab_home, pool_volumes, run, virsh, Sandbox};
+use virtup_e2e::{in_repo, lab_home, pool_volumes, recap, recap_counts, run, tail, virsh, Sandbox};
 
 /// The shipped inventory's instances.
 const INSTANCES: [&str; 3] = ["db1", "web1", "web2"];
@@ -145,41 +145,6 @@ impl Drop for Site {
             );
         }
     }
-}
-
-fn recap(out: &str) -> String {
-    out.lines()
-        .skip_while(|l| !l.starts_with("PLAY RECAP"))
-        .collect::<Vec<_>>()
-        .join("\n")
-}
-
-fn tail(s: &str, n: usize) -> String {
-    let lines: Vec<&str> = s.lines().collect();
-    lines[lines.len().saturating_sub(n)..].join("\n")
-}
-
-/// `host -> (changed, failed, unreachable)` from a PLAY RECAP.
-fn recap_counts(out: &str) -> Vec<(String, u32, u32, u32)> {
-    recap(out)
-        .lines()
-        .skip(1)
-        .filter_map(|l| {
-            let (host, rest) = l.split_once(':')?;
-            let num = |key: &str| -> u32 {
-                rest.split_whitespace()
-                    .find_map(|kv| kv.strip_prefix(&format!("{key}=")))
-                    .and_then(|v| v.parse().ok())
-                    .unwrap_or(u32::MAX)
-            };
-            Some((
-                host.trim().to_owned(),
-                num("changed"),
-                num("failed"),
-                num("unreachable"),
-            ))
-        })
-        .collect()
 }
 
 fn inventory_list(site: &Site, ansible_inventory: &Path) -> (Value, String) {
