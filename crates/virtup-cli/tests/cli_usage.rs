@@ -486,6 +486,24 @@ fn delete_all_leaves_templates_of_other_data_dirs_alone() {
             && !out.stderr.contains("no instance or template named"),
         "{out:?}"
     );
+    // Recorded on two remote hypervisors and not on the default one: which to delete is asked, by
+    // the inventory names, before any connection.
+    let _ = std::fs::remove_file(owned.join("VIRTUP-theirs.json"));
+    for (id, host) in [("0000000a", "h8"), ("0000000b", "h9")] {
+        let doc = serde_json::json!({"volumes": [{"uri": format!("qemu+ssh://root@{host}/system"), "pool": "default", "name": "VIRTUP-theirs-g1.qcow2", "key": "/k", "attached": true}]});
+        std::fs::write(
+            owned.join(format!("VIRTUP-theirs@{id}.json")),
+            doc.to_string(),
+        )
+        .unwrap();
+    }
+    let out = run(&["theirs", "--delete", "--yes"]);
+    assert!(
+        out.stderr
+            .contains("template `theirs` lives on 2 hypervisors")
+            && out.stderr.matches("`VIRTUP-theirs@").count() == 2,
+        "{out:?}"
+    );
 }
 
 #[test]

@@ -182,6 +182,44 @@ pub fn recorded(data: &DataDir, scope: &str, uri: &str) -> Recorded {
     }
 }
 
+/// The machine a URI's hypervisor runs on, to catch one hypervisor spelled two ways: `""` for this
+/// machine (no host, `localhost`, `127.0.0.1`, `::1`, also over SSH), else the host in lowercase,
+/// with its port unless it is SSH's 22; a login name is not part of it.
+fn reached_host(uri: &str) -> String {
+    let authority = uri
+        .split_once("://")
+        .map_or("", |(_, rest)| rest.split(['/', '?']).next().unwrap_or(""));
+    let host_port = authority.rsplit_once('@').map_or(authority, |(_, hp)| hp);
+    let (host, port) = match host_port.strip_prefix('[') {
+        Some(v6) => {
+            let (h, rest) = v6.split_once(']').unwrap_or((v6, ""));
+            (h, rest.strip_prefix(':').unwrap_or(""))
+        }
+        None => host_port.split_once(':').unwrap_or((host_port, "")),
+    };
+    let host = host.to_ascii_lowercase();
+    if matches!(host.as_str(), "" | "localhost" | "127.0.0.1" | "::1") {
+        return String::new();
+    }
+    match port {
+        "" | "22" => host,
+        port => format!("{host}:{port}"),
+    }
+}
+
+/// A URI this data dir recorded template `template` on that may name the same hypervisor as `uri` in
+/// another spelling (another login, the default port written out, this machine over SSH): its records
+/// would be kept apart from `uri`'s (see [`template_scope`]), and one pool would have two owners.
+pub fn template_spelled_otherwise(data: &DataDir, template: &str, uri: &str) -> Option<String> {
+    let scope = template_scope(template, uri);
+    let host = reached_host(uri);
+    template_uris(data, template).into_iter().find(|other| {
+        !same_hypervisor(other, uri)
+            && template_scope(template, other) != scope
+            && reached_host(other) == host
+    })
+}
+
 /// Every hypervisor this data dir's records put template `template` on, in all its scopes (see
 /// [`template_scope`]), one URI per hypervisor.
 pub fn template_uris(data: &DataDir, template: &str) -> Vec<String> {
@@ -218,7 +256,30 @@ pub struct Waited {
 
 #[cfg(test)]
 mod tests {
-    use super::{same_hypervisor, template_scope};
+    use super::{reached_host, same_hypervisor, template_scope};
+
+    #[test]
+    fn spellings_of_one_machine_reach_one_host() {
+        for (a, b) in [
+            ("qemu+ssh://root@h2/system", "qemu+ssh://h2/system"),
+            ("qemu+ssh://h2/system", "qemu+ssh://H2:22/system"),
+            ("qemu+ssh://localhost/system", "qemu:///system"),
+            ("qemu+ssh://root@127.0.0.1/system", "qemu:///session"),
+            ("qemu+ssh://[::1]:22/system", "test:///default"),
+        ] {
+            assert_eq!(reached_host(a), reached_host(b), "{a} vs {b}");
+        }
+        for (a, b) in [
+            ("qemu+ssh://h2/system", "qemu+ssh://h3/system"),
+            (
+                "qemu+ssh://bastion:2201/system",
+                "qemu+ssh://bastion:2202/system",
+            ),
+            ("qemu+ssh://h2/system", "qemu:///system"),
+        ] {
+            assert_ne!(reached_host(a), reached_host(b), "{a} vs {b}");
+        }
+    }
 
     #[test]
     fn a_template_s_records_are_keyed_per_remote_hypervisor() {

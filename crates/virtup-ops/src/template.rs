@@ -284,8 +284,25 @@ fn placed_uri(
     } else {
         asked
     };
+    if state != TemplateState::Absent {
+        check_one_spelling(&ctx.data, name, &uri)?;
+    }
     context::check_uri(&uri)?;
     Ok(uri)
+}
+
+/// Refuses `uri` when the template is recorded on a URI that may name the same hypervisor in another
+/// spelling: the two would keep records of one pool apart, and neither would know the other's. A
+/// removal is not refused: it deletes only what its own records prove, and it is the way out.
+fn check_one_spelling(data: &DataDir, name: &str, uri: &str) -> Result<()> {
+    match context::template_spelled_otherwise(data, name, uri) {
+        Some(other) => bail!(
+            "template `{name}` is recorded on `{other}`, which may be the hypervisor `{uri}` names \
+             (the same machine): give one hypervisor one URI, `{other}`, or remove the template there \
+             first (`state: absent`, `uri: {other}`)"
+        ),
+        None => Ok(()),
+    }
 }
 
 /// The refusal of a template run on `asked` when the records of its scope put it on `others`.
@@ -475,6 +492,9 @@ fn observe(hv: &Hypervisor, data: &DataDir, req: &Request) -> Result<Observation
             &req.uri,
             &recorded.elsewhere,
         ));
+    }
+    if req.desired.state != TemplateState::Absent {
+        check_one_spelling(data, &req.desired.name, &req.uri)?;
     }
     // A damaged owner id fails the run here, in check mode too: the real run needs it.
     data.owner_id()?;

@@ -399,6 +399,22 @@ fn placement_is_named_then_sticky_then_spread_by_free_memory_then_load() {
         content: "{{ {'all': virtup_instance_placed_on, 'here': virtup_instance_placed, 'templates': virtup_instance_placed_templates} | to_json }}"
         mode: "0600"
       delegate_to: localhost
+
+    - name: Place instances that give their own uri, one of them to be removed
+      ansible.builtin.include_role:
+        name: virtup.virtup.virtup_instance
+        tasks_from: placement
+      vars:
+        virtup_instance_instances:
+          - {name: z1, uri: "qemu+ssh://root@h3/system", template: t3}
+          - {name: z2, uri: "qemu+ssh://root@h2/system", state: absent}
+
+    - name: Write the second placement
+      ansible.builtin.copy:
+        dest: "{{ out }}/{{ inventory_hostname }}-uri.json"
+        content: "{{ {'all': virtup_instance_placed_on, 'templates': virtup_instance_placed_templates} | to_json }}"
+        mode: "0600"
+      delegate_to: localhost
 "#,
     );
     let dir = play.dir.path();
@@ -469,4 +485,10 @@ all:
     t1.sort();
     assert_eq!(t1, ["t", "t2"], "hv1 builds what its instances clone");
     assert_eq!(read("hv2")["templates"], serde_json::json!(["t"]));
+    // An instance's own `uri` pins it to the host of that URI; one to be removed needs no template.
+    assert_eq!(
+        read("hv3-uri"),
+        serde_json::json!({"all": {"z1": "hv3", "z2": "hv2"}, "templates": ["t3"]})
+    );
+    assert_eq!(read("hv2-uri")["templates"], serde_json::json!([]));
 }

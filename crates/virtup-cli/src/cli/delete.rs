@@ -97,6 +97,22 @@ fn resolve(paths: &Paths, name: &str) -> Result<Target> {
             .cloned()
             .ok_or_else(|| anyhow!("`{scope}`: this data dir has no record of that template"))?,
         (None, [only]) if !context::same_hypervisor(only, &default) => only.clone(),
+        (None, several)
+            if several.len() > 1
+                && !several
+                    .iter()
+                    .any(|u| context::same_hypervisor(u, &default)) =>
+        {
+            let names: Vec<String> = several
+                .iter()
+                .map(|u| context::template_scope(template, u))
+                .collect();
+            bail!(
+                "template `{template}` lives on {} hypervisors: delete one by its inventory name, `{}`",
+                several.len(),
+                names.join("`, `")
+            )
+        }
         _ => default,
     };
     // Ownership is proven on this hypervisor, so the module is sent to this one too.

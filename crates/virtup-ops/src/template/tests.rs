@@ -829,3 +829,49 @@ fn one_template_name_lives_on_several_remote_hypervisors_with_records_of_its_own
         vec![h2.to_owned(), h3.to_owned(), req.uri.clone()]
     );
 }
+
+/// One hypervisor spelled two ways (another login, this machine over SSH) would get two sets of records
+/// for one pool: the second spelling is refused for a build, naming the first; a removal is not.
+#[test]
+fn a_template_s_hypervisor_spelled_another_way_is_refused() {
+    let dir = TempDir::new().unwrap();
+    let ctx = context(&dir, true);
+    let on = |uri: &str, state| {
+        let mut options = TemplateOptions::new("tpl", state);
+        options.layer.os_version = Some("debian-12".into());
+        options.layer.uri = Some(uri.into());
+        resolve(&ctx, options, current_user_key(&ctx)).map(|r| r.uri)
+    };
+    let h2 = "qemu+ssh://root@h2/system";
+    Ledger::read(&ctx.data, &context::template_scope("tpl", h2))
+        .unwrap()
+        .intend(&ctx.data, h2, "default", "VIRTUP-tpl-g1.qcow2", None)
+        .unwrap();
+    for other in ["qemu+ssh://h2/system", "qemu+ssh://root@H2:22/system"] {
+        let e = format!("{:#}", on(other, TemplateState::Present).unwrap_err());
+        assert!(
+            e.contains(&format!(
+                "recorded on `{h2}`, which may be the hypervisor `{other}`"
+            )),
+            "{e}"
+        );
+        assert_eq!(on(other, TemplateState::Absent).unwrap(), other);
+    }
+    assert!(on("qemu+ssh://root@h3/system", TemplateState::Present).is_ok());
+    // This machine over SSH is this machine's hypervisor.
+    Ledger::read(&ctx.data, "VIRTUP-tpl")
+        .unwrap()
+        .intend(
+            &ctx.data,
+            "test:///default",
+            "default",
+            "VIRTUP-tpl-g1.qcow2",
+            None,
+        )
+        .unwrap();
+    let e = format!(
+        "{:#}",
+        on("qemu+ssh://localhost/system", TemplateState::Present).unwrap_err()
+    );
+    assert!(e.contains("recorded on `test:///default`"), "{e}");
+}
