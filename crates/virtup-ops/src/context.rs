@@ -182,14 +182,17 @@ pub fn recorded(data: &DataDir, scope: &str, uri: &str) -> Recorded {
     }
 }
 
-/// The machine a URI's hypervisor runs on, to catch one hypervisor spelled two ways: `""` for this
-/// machine (no host, `localhost`, `127.0.0.1`, `::1`, also over SSH), else the host in lowercase,
-/// with its port unless it is SSH's 22; a login name is not part of it.
+/// The hypervisor a URI reaches, to catch one hypervisor spelled two ways: the machine (`""` for this
+/// one: no host, or `localhost`, `127.0.0.1`, `::1` on SSH's port), the host in lowercase with its port
+/// unless it is SSH's 22, then the daemon's path (`/system`, `/session`); a login names the hypervisor
+/// only for `/session`, a per-user daemon.
 fn reached_host(uri: &str) -> String {
-    let authority = uri
-        .split_once("://")
-        .map_or("", |(_, rest)| rest.split(['/', '?']).next().unwrap_or(""));
-    let host_port = authority.rsplit_once('@').map_or(authority, |(_, hp)| hp);
+    let (authority, path) = uri.split_once("://").map_or(("", ""), |(_, rest)| {
+        let rest = rest.split('?').next().unwrap_or("");
+        rest.split_once('/')
+            .map_or((rest, ""), |(a, p)| (a, p.trim_end_matches('/')))
+    });
+    let (login, host_port) = authority.rsplit_once('@').unwrap_or(("", authority));
     let (host, port) = match host_port.strip_prefix('[') {
         Some(v6) => {
             let (h, rest) = v6.split_once(']').unwrap_or((v6, ""));
@@ -198,13 +201,14 @@ fn reached_host(uri: &str) -> String {
         None => host_port.split_once(':').unwrap_or((host_port, "")),
     };
     let host = host.to_ascii_lowercase();
-    if matches!(host.as_str(), "" | "localhost" | "127.0.0.1" | "::1") {
-        return String::new();
-    }
-    match port {
-        "" | "22" => host,
-        port => format!("{host}:{port}"),
-    }
+    let default_port = matches!(port, "" | "22");
+    let machine = match host.as_str() {
+        "" | "localhost" | "127.0.0.1" | "::1" if default_port => String::new(),
+        _ if default_port => host,
+        _ => format!("{host}:{port}"),
+    };
+    let login = if path.ends_with("session") { login } else { "" };
+    format!("{login}@{machine}/{path}")
 }
 
 /// A URI this data dir recorded template `template` on that may name the same hypervisor as `uri` in
@@ -264,8 +268,8 @@ mod tests {
             ("qemu+ssh://root@h2/system", "qemu+ssh://h2/system"),
             ("qemu+ssh://h2/system", "qemu+ssh://H2:22/system"),
             ("qemu+ssh://localhost/system", "qemu:///system"),
-            ("qemu+ssh://root@127.0.0.1/system", "qemu:///session"),
-            ("qemu+ssh://[::1]:22/system", "test:///default"),
+            ("qemu+ssh://root@127.0.0.1/system/", "qemu:///system"),
+            ("qemu+ssh://[::1]:22/system", "qemu:///system"),
         ] {
             assert_eq!(reached_host(a), reached_host(b), "{a} vs {b}");
         }
@@ -276,6 +280,12 @@ mod tests {
                 "qemu+ssh://bastion:2202/system",
             ),
             ("qemu+ssh://h2/system", "qemu:///system"),
+            // A VM's hypervisor forwarded to a local port is not this machine's.
+            ("qemu+ssh://vagrant@127.0.0.1:2222/system", "qemu:///system"),
+            // Two daemons on one host, and two users' session daemons.
+            ("qemu+ssh://h2/system", "qemu+ssh://h2/session"),
+            ("qemu+ssh://alice@h2/session", "qemu+ssh://bob@h2/session"),
+            ("qemu:///system", "qemu:///session"),
         ] {
             assert_ne!(reached_host(a), reached_host(b), "{a} vs {b}");
         }

@@ -415,6 +415,24 @@ fn placement_is_named_then_sticky_then_spread_by_free_memory_then_load() {
         content: "{{ {'all': virtup_instance_placed_on, 'templates': virtup_instance_placed_templates} | to_json }}"
         mode: "0600"
       delegate_to: localhost
+
+# A play on a host outside virtup_hypervisors is the only hypervisor of its instances.
+- name: Place on localhost alone
+  hosts: localhost
+  gather_facts: false
+  tasks:
+    - name: Place
+      ansible.builtin.include_role:
+        name: virtup.virtup.virtup_instance
+        tasks_from: placement
+      vars:
+        virtup_instance_instances: [{name: old1}, {name: n9}]
+
+    - name: Write the placement
+      ansible.builtin.copy:
+        dest: "{{ out }}/localhost.json"
+        content: "{{ virtup_instance_placed_on | to_json }}"
+        mode: "0600"
 "#,
     );
     let dir = play.dir.path();
@@ -430,6 +448,9 @@ all:
         hv2: {virtup_hypervisor_uri: "qemu+ssh://root@h2/system", virtup_host_result: {host: {free_memory_mib: 8192}}}
         hv3: {virtup_hypervisor_uri: "qemu+ssh://root@h3/system", virtup_host_result: {host: {free_memory_mib: 2048}}}
         hv4: {virtup_hypervisor_uri: "qemu+ssh://root@h4/system", virtup_host_result: {host: {free_memory_mib: 99999}}}
+    others:
+      hosts:
+        localhost: {ansible_connection: local, ansible_python_interpreter: "{{ ansible_playbook_python }}"}
     # As the dynamic inventory lists instances that exist.
     virtup_instances:
       hosts:
@@ -491,4 +512,9 @@ all:
         serde_json::json!({"all": {"z1": "hv3", "z2": "hv2"}, "templates": ["t3"]})
     );
     assert_eq!(read("hv2-uri")["templates"], serde_json::json!([]));
+    assert_eq!(
+        read("localhost"),
+        serde_json::json!({"old1": "localhost", "n9": "localhost"}),
+        "a play outside the group converges all of its instances"
+    );
 }

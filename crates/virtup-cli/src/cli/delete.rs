@@ -103,9 +103,13 @@ fn resolve(paths: &Paths, name: &str) -> Result<Target> {
                     .iter()
                     .any(|u| context::same_hypervisor(u, &default)) =>
         {
+            // A remote one by its inventory name; this machine's by the default URI it lives on.
             let names: Vec<String> = several
                 .iter()
-                .map(|u| context::template_scope(template, u))
+                .map(|u| match context::template_scope(template, u) {
+                    scope if scope.contains('@') => scope,
+                    scope => format!("{scope}` with LIBVIRT_DEFAULT_URI={u}"),
+                })
                 .collect();
             bail!(
                 "template `{template}` lives on {} hypervisors: delete one by its inventory name, `{}`",

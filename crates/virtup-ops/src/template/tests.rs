@@ -863,7 +863,7 @@ fn a_template_s_hypervisor_spelled_another_way_is_refused() {
         .unwrap()
         .intend(
             &ctx.data,
-            "test:///default",
+            "qemu:///system",
             "default",
             "VIRTUP-tpl-g1.qcow2",
             None,
@@ -873,5 +873,5 @@ fn a_template_s_hypervisor_spelled_another_way_is_refused() {
         "{:#}",
         on("qemu+ssh://localhost/system", TemplateState::Present).unwrap_err()
     );
-    assert!(e.contains("recorded on `test:///default`"), "{e}");
+    assert!(e.contains("recorded on `qemu:///system`"), "{e}");
 }
