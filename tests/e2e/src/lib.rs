@@ -235,11 +235,13 @@ impl Sandbox {
 
 /// `virsh -c qemu:///system ARGS` output, for assertions about what exists.
 pub fn virsh(args: &[&str]) -> String {
+    virsh_on("qemu:///system", args)
+}
+
+/// `virsh -c URI ARGS` output: the same on any of the lab's hypervisors.
+pub fn virsh_on(uri: &str, args: &[&str]) -> String {
     run_ok(
-        Command::new("virsh")
-            .arg("-c")
-            .arg("qemu:///system")
-            .args(args),
+        Command::new("virsh").arg("-c").arg(uri).args(args),
         Duration::from_secs(120),
         "virsh",
     )
@@ -262,8 +264,13 @@ pub fn wait_for_libvirt() {
 
 /// Names of the volumes in the lab's `default` pool.
 pub fn pool_volumes() -> Vec<String> {
-    virsh(&["pool-refresh", "default"]);
-    virsh(&["vol-list", "default", "--details"])
+    pool_volumes_on("qemu:///system")
+}
+
+/// Names of the volumes in the `default` pool of the hypervisor `uri`.
+pub fn pool_volumes_on(uri: &str) -> Vec<String> {
+    virsh_on(uri, &["pool-refresh", "default"]);
+    virsh_on(uri, &["vol-list", "default", "--details"])
         .lines()
         .skip(2)
         .filter_map(|l| l.split_whitespace().next().map(str::to_owned))

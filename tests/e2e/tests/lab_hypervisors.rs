@@ -19,7 +19,10 @@ use std::process::Command;
 use std::time::Duration;
 
 use serde_json::Value;
-use virtup_e2e::{in_repo, lab_home, recap, recap_counts, run, run_ok, tail, venv_bin, Sandbox};
+use virtup_e2e::{
+    in_repo, lab_home, pool_volumes_on, recap, recap_counts, run, run_ok, tail, venv_bin, virsh_on,
+    Sandbox,
+};
 
 const INSTANCES: [&str; 4] = ["db1", "db2", "web1", "web2"];
 const TEMPLATE_DOMAIN: &str = "VIRTUP-debian-12";
@@ -132,33 +135,17 @@ impl Drop for Restart {
 
 /// Domains and volumes named like the example's on `uri`.
 fn leftovers(uri: &str) -> Vec<String> {
-    let virsh = |args: &[&str]| {
-        run_ok(
-            Command::new("virsh").arg("-c").arg(uri).args(args),
-            Duration::from_secs(120),
-            "virsh",
-        )
-        .stdout
-    };
-    virsh(&["pool-refresh", "default"]);
     let ours = |name: &str| {
         INSTANCES.iter().chain(&[TEMPLATE_DOMAIN]).any(|n| {
             name == *n || name.starts_with(&format!("{n}.")) || name.starts_with(&format!("{n}-"))
         })
     };
-    let domains = virsh(&["list", "--all", "--name"]);
-    let volumes = virsh(&["vol-list", "default"]);
-    domains
+    virsh_on(uri, &["list", "--all", "--name"])
         .lines()
         .map(str::trim)
-        .chain(
-            volumes
-                .lines()
-                .skip(2)
-                .filter_map(|l| l.split_whitespace().next()),
-        )
-        .filter(|n| ours(n))
         .map(str::to_owned)
+        .chain(pool_volumes_on(uri))
+        .filter(|n| ours(n))
         .collect()
 }
 

@@ -14,7 +14,7 @@ use std::process::Command;
 use std::time::Duration;
 
 use serde_json::{json, Value};
-use virtup_e2e::{in_repo, lab_home, run, run_ok, venv_bin, Sandbox};
+use virtup_e2e::{in_repo, lab_home, pool_volumes_on, run, run_ok, venv_bin, virsh_on, Sandbox};
 
 const TEMPLATE: &str = "e2e-remote";
 const INSTANCE: &str = "e2e-r1";
@@ -29,26 +29,6 @@ fn remote_uri() -> String {
             panic!("VIRTUP_LAB_URIS=`{uris}` names no remote hypervisor: run `tests/lab/lab up --hosts 2`")
         })
         .to_owned()
-}
-
-/// `virsh -c URI ARGS` output.
-fn virsh_on(uri: &str, args: &[&str]) -> String {
-    run_ok(
-        Command::new("virsh").arg("-c").arg(uri).args(args),
-        Duration::from_secs(120),
-        "virsh",
-    )
-    .stdout
-}
-
-/// The names of the volumes in `uri`'s `default` pool.
-fn volumes_on(uri: &str) -> Vec<String> {
-    virsh_on(uri, &["pool-refresh", "default"]);
-    virsh_on(uri, &["vol-list", "default"])
-        .lines()
-        .skip(2)
-        .filter_map(|l| l.split_whitespace().next().map(str::to_owned))
-        .collect()
 }
 
 /// The lab's own hypervisor.
@@ -104,11 +84,11 @@ fn a_remote_hypervisor_gets_its_template_and_clone_through_libvirt_and_ssh_hops(
     println!("template built and uploaded in {:?}", out.elapsed);
     let volume = format!("VIRTUP-{TEMPLATE}-g1.qcow2");
     assert!(
-        volumes_on(&remote).contains(&volume),
+        pool_volumes_on(&remote).contains(&volume),
         "{volume} on {remote}"
     );
     assert!(
-        !volumes_on(LOCAL).contains(&volume),
+        !pool_volumes_on(LOCAL).contains(&volume),
         "the template went to the remote pool only"
     );
     let info = virsh_on(&remote, &["vol-dumpxml", &volume, "--pool", "default"]);
@@ -130,7 +110,10 @@ fn a_remote_hypervisor_gets_its_template_and_clone_through_libvirt_and_ssh_hops(
         out.stderr
     );
     println!("the same template built on {LOCAL} in {:?}", out.elapsed);
-    assert!(volumes_on(LOCAL).contains(&volume), "{volume} on {LOCAL}");
+    assert!(
+        pool_volumes_on(LOCAL).contains(&volume),
+        "{volume} on {LOCAL}"
+    );
     let doc = inventory_list(&sb, "virtup_inventory --list with the template on both");
     let templates = doc["virtup_templates"]["hosts"]
         .as_array()
@@ -150,8 +133,14 @@ fn a_remote_hypervisor_gets_its_template_and_clone_through_libvirt_and_ssh_hops(
         &json!({"name": TEMPLATE, "state": "absent", "uri": LOCAL}),
     );
     assert_eq!(gone["changed"], json!(true), "{gone}");
-    assert!(!volumes_on(LOCAL).contains(&volume), "removed from {LOCAL}");
-    assert!(volumes_on(&remote).contains(&volume), "still on {remote}");
+    assert!(
+        !pool_volumes_on(LOCAL).contains(&volume),
+        "removed from {LOCAL}"
+    );
+    assert!(
+        pool_volumes_on(&remote).contains(&volume),
+        "still on {remote}"
+    );
     let again = sb.ok("virtup_template", &template_args);
     assert_eq!(again["changed"], json!(false), "{again}");
 
@@ -289,7 +278,7 @@ fn a_remote_hypervisor_gets_its_template_and_clone_through_libvirt_and_ssh_hops(
         deleted.stdout,
         deleted.stderr
     );
-    let left: Vec<String> = volumes_on(&remote)
+    let left: Vec<String> = pool_volumes_on(&remote)
         .into_iter()
         .filter(|v| v.contains(TEMPLATE) || v.contains(INSTANCE))
         .collect();
