@@ -111,9 +111,21 @@ pub fn default_uri(config: &Config, paths: &Paths) -> String {
         .unwrap_or_else(|| paths.libvirt_uri.clone())
 }
 
-/// Refuses a URI that would trust a hypervisor's host key on first use (see
-/// [`virtup_guest::ssh::Hop::check_verified`]).
+/// Refuses a URI with a password in it (virtup shows the URI in its results, the inventory and the
+/// ssh command line of a hop; the error never repeats it) and one that would trust a hypervisor's
+/// host key on first use (see [`virtup_guest::ssh::Hop::check_verified`]).
 pub fn check_uri(uri: &str) -> Result<()> {
+    let authority = uri
+        .split_once("://")
+        .map_or("", |(_, rest)| rest.split(['/', '?']).next().unwrap_or(""));
+    if let Some((userinfo, host)) = authority.rsplit_once('@') {
+        if userinfo.contains(':') {
+            anyhow::bail!(
+                "`uri` for `{host}` holds a password (`user:password@`): virtup would show it in its \
+                 results, the inventory and command lines; give the user alone and log in with an ssh key"
+            );
+        }
+    }
     match virtup_guest::ssh::Hop::from_uri(uri) {
         Some(hop) => hop.check_verified(uri).map_err(anyhow::Error::msg),
         None => Ok(()),
@@ -260,7 +272,29 @@ pub struct Waited {
 
 #[cfg(test)]
 mod tests {
-    use super::{reached_host, same_hypervisor, template_scope};
+    use super::{check_uri, reached_host, same_hypervisor, template_scope};
+
+    #[test]
+    fn a_uri_with_a_password_is_refused_without_repeating_it() {
+        for uri in [
+            "qemu+ssh://root:s3cret@h2/system",
+            "qemu+tcp://admin:s3cret@h2/system?no_verify=1",
+            "qemu+ssh://root:@h2/system",
+        ] {
+            let err = check_uri(uri).unwrap_err().to_string();
+            assert!(err.contains("`uri`") && err.contains("h2"), "{err}");
+            assert!(!err.contains("s3cret"), "{err}");
+        }
+        // A user alone, an `@` in the path or the query, and local URIs are not passwords.
+        for uri in [
+            "qemu:///system",
+            "qemu+tcp://admin@h2/system",
+            "test:///default",
+            "qemu:///system?socket=/run/a:b@c",
+        ] {
+            assert!(check_uri(uri).is_ok(), "{uri}");
+        }
+    }
 
     #[test]
     fn spellings_of_one_machine_reach_one_host() {

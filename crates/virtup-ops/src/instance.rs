@@ -450,6 +450,9 @@ pub struct InstanceFacts {
     pub known_hosts_file: Option<PathBuf>,
     /// The pinned key is stored under the instance's name: ssh needs `-o HostKeyAlias=<this>`.
     pub host_key_alias: String,
+    /// Every ssh option a connection to the guest needs (the pinned key, the hop through a remote
+    /// hypervisor), shell-quoted as `ansible_ssh_common_args` wants it; once the guest has a known_hosts.
+    pub ssh_common_args: Option<String>,
     pub host_key_fingerprint: Option<String>,
     pub mac: Option<String>,
     pub disk: Option<String>,
@@ -761,6 +764,13 @@ fn describe(
         ssh_private_key_file: meta.and_then(|m| m.ssh_private_key_file.clone()),
         known_hosts_file: meta.and_then(|m| m.known_hosts_file.clone()),
         host_key_alias: req.desired.name.clone(),
+        ssh_common_args: meta.and_then(|m| m.known_hosts_file.as_deref()).map(|k| {
+            shell_words::join(crate::inventory::guest_ssh_options(
+                k,
+                &req.desired.name,
+                hv.uri(),
+            ))
+        }),
         host_key_fingerprint: meta.and_then(|m| m.host_key_fingerprint.clone()),
         mac: meta.and_then(|m| m.mac.clone()),
         disk: hv.volume_path(&req.pool, &req.disk_volume())?,

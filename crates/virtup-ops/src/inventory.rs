@@ -61,28 +61,31 @@ pub struct Host {
 }
 
 impl Host {
-    /// The ssh options that make Ansible (or ssh) verify the pinned host key against virtup's
-    /// known_hosts only (never a system-wide file), and jump through the hypervisor when it is remote.
+    /// [`guest_ssh_options`] for this host.
     pub fn ssh_options(&self) -> Vec<String> {
-        let mut opts = virtup_guest::ssh::pinned_host_key_options(
-            &self.known_hosts_file,
-            &self.host_key_alias,
-        );
-        if let Some(hop) = Hop::from_uri(&self.uri) {
-            opts.extend(hop.options());
-            // Guests on different hypervisors can have the same address (every default NAT
-            // network is 192.168.122.0/24), and Ansible names its shared connections by address,
-            // port and user: one guest's tasks could run over another's connection. No sharing
-            // through a hop (Ansible adds no ControlPath when one is given).
-            opts.extend(["-o".into(), "ControlPath=none".into()]);
-        }
-        opts
+        guest_ssh_options(&self.known_hosts_file, &self.host_key_alias, &self.uri)
     }
 
     /// [`Host::ssh_options`] as one shell-quoted string, as `ansible_ssh_common_args` wants it.
     pub fn ssh_common_args(&self) -> String {
         shell_words::join(self.ssh_options())
     }
+}
+
+/// The ssh options that make Ansible (or ssh) verify a guest's pinned host key against virtup's
+/// known_hosts only (never a system-wide file), and jump through its hypervisor `uri` when that is
+/// remote. The inventory's hosts and the module's `instance` return (Molecule's connection) use it.
+pub fn guest_ssh_options(known_hosts: &std::path::Path, alias: &str, uri: &str) -> Vec<String> {
+    let mut opts = virtup_guest::ssh::pinned_host_key_options(known_hosts, alias);
+    if let Some(hop) = Hop::from_uri(uri) {
+        opts.extend(hop.options());
+        // Guests on different hypervisors can have the same address (every default NAT
+        // network is 192.168.122.0/24), and Ansible names its shared connections by address,
+        // port and user: one guest's tasks could run over another's connection. No sharing
+        // through a hop (Ansible adds no ControlPath when one is given).
+        opts.extend(["-o".into(), "ControlPath=none".into()]);
+    }
+    opts
 }
 
 /// Everything the inventory found, hosts sorted by name.

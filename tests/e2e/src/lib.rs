@@ -356,3 +356,81 @@ pub fn recap_counts(out: &str) -> Vec<(String, u32, u32, u32)> {
         })
         .collect()
 }
+
+/// `molecule test -s SCENARIO` from the repository root, with the sandbox's data and config dirs and
+/// `ephemeral` as Molecule's ephemeral directory; returns the finished run (not yet checked).
+pub fn molecule_test(sb: &Sandbox, scenario: &str, ephemeral: &Path) -> Run {
+    let venv = venv_bin("molecule").parent().unwrap().to_owned();
+    let path = std::env::var_os("PATH").unwrap_or_default();
+    let mut paths = vec![venv];
+    paths.extend(std::env::split_paths(&path));
+    let mut cmd = Command::new(venv_bin("molecule"));
+    cmd.current_dir(repo_root())
+        .args(["test", "-s", scenario])
+        // molecule runs ansible-playbook and ansible-config from PATH.
+        .env("PATH", std::env::join_paths(paths).unwrap())
+        .env("VIRTUP_DATA_HOME", sb.data())
+        .env("VIRTUP_CONFIG_HOME", sb.config())
+        .env("MOLECULE_EPHEMERAL_DIRECTORY", ephemeral)
+        .env("ANSIBLE_NOCOLOR", "1")
+        .env("ANSIBLE_FORCE_COLOR", "0")
+        .env("PY_COLORS", "0")
+        .env("NO_COLOR", "1");
+    run(&mut cmd, Duration::from_secs(3600))
+}
+
+/// Panics with the tail of the output unless `molecule test -s SCENARIO` passed and each of `steps`
+/// says "Executed: Successful".
+pub fn assert_molecule_passed(out: &Run, scenario: &str, steps: &[&str]) {
+    assert!(
+        out.status.success(),
+        "molecule test -s {scenario} failed ({}):\n--- stdout (tail)\n{}\n--- stderr (tail)\n{}",
+        out.status,
+        tail(&out.stdout, 150),
+        tail(&out.stderr, 150)
+    );
+    let all = format!("{}\n{}", out.stdout, out.stderr);
+    for step in steps {
+        assert!(
+            all.contains(&format!("[{scenario} > {step}] Executed: Successful")),
+            "molecule test -s {scenario}: step {step} did not succeed:\n{}",
+            tail(&all, 150)
+        );
+    }
+}
+
+/// For each "Converge template TEMPLATE to state present" task of a run (role virtup_template, on
+/// `localhost`), in order: whether it changed something (true) or found the template as declared (false).
+pub fn template_task_changed(out: &Run, template: &str) -> Vec<bool> {
+    let marker = format!("Converge template {template} to state present]");
+    let all = format!("{}\n{}", out.stdout, out.stderr);
+    let mut found = Vec::new();
+    let mut lines = all.lines();
+    while lines.any(|l| l.contains(&marker)) {
+        if let Some(l) = lines
+            .by_ref()
+            .find(|l| l.starts_with("ok: [localhost]") || l.starts_with("changed: [localhost]"))
+        {
+            found.push(l.starts_with("changed:"));
+        }
+    }
+    found
+}
+
+/// Panics unless the ansible.cfg Molecule generated in `ephemeral` keeps host key checking on: with
+/// Molecule's default (off), Ansible puts `StrictHostKeyChecking=no` before virtup's `yes`, and ssh
+/// keeps the first value, so no pin would be checked.
+pub fn assert_molecule_checks_host_keys(ephemeral: &Path) {
+    let cfg = ephemeral.join("ansible.cfg");
+    let text = std::fs::read_to_string(&cfg).unwrap_or_else(|e| panic!("{}: {e}", cfg.display()));
+    let setting: Vec<&str> = text
+        .lines()
+        .filter(|l| l.trim_start().starts_with("host_key_checking"))
+        .collect();
+    assert_eq!(
+        setting,
+        ["host_key_checking = True"],
+        "{}:\n{text}",
+        cfg.display()
+    );
+}

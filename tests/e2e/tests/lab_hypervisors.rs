@@ -1,12 +1,13 @@
 //! Lab: `playbooks/site.yml` across two hypervisors, the example inventory `examples/hypervisors` (the lab's
 //! own and h2 over `qemu+ssh://`), then the dynamic inventory and Ansible through it.
 //!
-//! One test, because every step needs the previous one's guests: the run builds the template on both
-//! hypervisors at once and places four instances (two named, two spread), each on one hypervisor; Ansible
-//! pings all four through `virtup_inventory` with strict keys on both hops; with h2's libvirtd killed, the
-//! second run fails h2 only and finishes the lab's hypervisor with nothing to change; once h2 is back, the
-//! third run changes nothing anywhere and moves nothing; teardown leaves nothing on either hypervisor (also
-//! when an assertion fails, via a guard).
+//! One test, because every step needs the previous one's guests: the first run builds the template on both
+//! hypervisors at once and places four instances (two named, two spread), each on one hypervisor, and h2's
+//! libvirtd is killed once db2's QEMU runs on h2: the run fails h2's hosts only and finishes the lab's
+//! hypervisor; once h2 is back, the second run converges, changing nothing the first finished and moving
+//! nothing; Ansible pings all four through `virtup_inventory` with strict keys on both hops; the third run
+//! changes nothing anywhere and moves nothing; Molecule scenario `hypervisors` puts a platform on each
+//! hypervisor; teardown leaves nothing on either hypervisor (also when an assertion fails, via a guard).
 //!
 //! Needs `tests/lab/lab up --hosts 2` (`tests/run` brings the lab up so); without h2 it fails, never skips.
 
@@ -16,7 +17,8 @@
 
 use std::collections::BTreeMap;
 use std::process::Command;
-use std::time::Duration;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::{Duration, Instant};
 
 use serde_json::Value;
 use virtup_e2e::{
@@ -25,6 +27,8 @@ use virtup_e2e::{
 };
 
 const INSTANCES: [&str; 4] = ["db1", "db2", "web1", "web2"];
+/// The platforms of Molecule scenario `hypervisors` (molecule/hypervisors/molecule.yml), on LOCAL and REMOTE.
+const PLATFORMS: [&str; 2] = ["mol-h1", "mol-h2"];
 const TEMPLATE_DOMAIN: &str = "VIRTUP-debian-12";
 /// The example inventory's second hypervisor, which must be the lab's h2.
 const REMOTE: &str = "qemu+ssh://root@h2/system";
@@ -103,7 +107,20 @@ impl Site {
 
 impl Drop for Site {
     fn drop(&mut self) {
-        // Always leave both hypervisors as they were, even when an assertion failed half-way.
+        // Always leave both hypervisors as they were, even when an assertion failed half-way: Molecule's
+        // platforms first (a template with clones is never removed), then the site.
+        for (name, uri) in PLATFORMS.into_iter().zip([LOCAL, REMOTE]) {
+            // Never a second panic here (that would abort before the teardown below).
+            let gone = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+                self.sandbox.module(
+                    "virtup_instance",
+                    &serde_json::json!({"name": name, "uri": uri, "state": "absent", "wait_timeout": 120}),
+                )
+            }));
+            if gone.is_err() {
+                eprintln!("removing {name} on {uri} failed; teardown goes on");
+            }
+        }
         let r = self.playbook("playbooks/teardown.yml");
         if !r.status.success() {
             eprintln!(
@@ -136,9 +153,15 @@ impl Drop for Restart {
 /// Domains and volumes named like the example's on `uri`.
 fn leftovers(uri: &str) -> Vec<String> {
     let ours = |name: &str| {
-        INSTANCES.iter().chain(&[TEMPLATE_DOMAIN]).any(|n| {
-            name == *n || name.starts_with(&format!("{n}.")) || name.starts_with(&format!("{n}-"))
-        })
+        INSTANCES
+            .iter()
+            .chain(&PLATFORMS)
+            .chain(&[TEMPLATE_DOMAIN])
+            .any(|n| {
+                name == *n
+                    || name.starts_with(&format!("{n}."))
+                    || name.starts_with(&format!("{n}-"))
+            })
     };
     virsh_on(uri, &["list", "--all", "--name"])
         .lines()
@@ -168,6 +191,56 @@ fn assert_nothing_changed(r: &virtup_e2e::Run, what: &str) {
     }
 }
 
+/// The `guest=` names of every QEMU process on this machine (the lab's and h2's).
+fn running_guests() -> Vec<String> {
+    let mut names: Vec<String> = std::fs::read_dir("/proc")
+        .into_iter()
+        .flatten()
+        .flatten()
+        .filter_map(|e| std::fs::read(e.path().join("cmdline")).ok())
+        .filter_map(|c| {
+            let c = String::from_utf8_lossy(&c).into_owned();
+            let at = c.find("guest=")? + "guest=".len();
+            c[at..].split([',', '\0']).next().map(str::to_owned)
+        })
+        .collect();
+    names.sort();
+    names
+}
+
+/// Kills h2's libvirtd (SIGKILL, as a crash would) as soon as `instance`'s QEMU runs, polling the process
+/// table until `done`; how long after the start it did, or None when the instance never ran. Its guests
+/// live on, as they do when a real libvirtd crashes.
+fn kill_h2_libvirtd_once_running(instance: &str, done: &AtomicBool) -> Option<Duration> {
+    let start = Instant::now();
+    let marker = format!("guest={instance},");
+    while !done.load(Ordering::SeqCst) {
+        let running = std::fs::read_dir("/proc")
+            .into_iter()
+            .flatten()
+            .flatten()
+            .any(|e| {
+                std::fs::read(e.path().join("cmdline"))
+                    .is_ok_and(|c| c.windows(marker.len()).any(|w| w == marker.as_bytes()))
+            });
+        if running {
+            let pid_file = lab_home().join("hosts/h2/run/libvirtd.pid");
+            let pid = std::fs::read_to_string(&pid_file)
+                .unwrap_or_else(|e| panic!("{}: {e}", pid_file.display()));
+            // Which guests ran when h2's libvirtd died: the rerun's path depends on it.
+            println!("guests running at the kill: {:?}", running_guests());
+            run_ok(
+                Command::new("kill").args(["-KILL", pid.trim()]),
+                Duration::from_secs(30),
+                "kill h2's libvirtd",
+            );
+            return Some(start.elapsed());
+        }
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    None
+}
+
 #[test]
 fn site_yml_places_instances_on_two_hypervisors_and_keeps_them_there() {
     lab_home();
@@ -188,15 +261,66 @@ fn site_yml_places_instances_on_two_hypervisors_and_keeps_them_there() {
     };
 
     // 1. One run: the template on both hypervisors at once, four instances, post-configuration through the
-    // dynamic inventory.
-    let first = site.playbook("playbooks/site.yml");
+    // dynamic inventory; h2's libvirtd is killed as soon as db2's QEMU runs there (the module is then booting
+    // or waiting for it). The run fails h2's hosts alone; the lab's hypervisor finishes its work.
+    let restart = Restart;
+    let done = AtomicBool::new(false);
+    let (first, killed_after) = std::thread::scope(|s| {
+        let watcher = s.spawn(|| kill_h2_libvirtd_once_running("db2", &done));
+        let first = site.playbook("playbooks/site.yml");
+        done.store(true, Ordering::SeqCst);
+        (first, watcher.join().expect("watcher"))
+    });
+    let killed_after = killed_after.unwrap_or_else(|| {
+        panic!(
+            "db2's QEMU never ran on h2, so h2's libvirtd was not killed mid-run:\n{}\n{}",
+            tail(&first.stdout, 120),
+            tail(&first.stderr, 30)
+        )
+    });
+    println!(
+        "h2's libvirtd killed {:.1}s into the first run",
+        killed_after.as_secs_f64()
+    );
+    let counts = recap_counts(&first.stdout);
+    let of = |host: &str| counts.iter().find(|c| c.0 == host).cloned();
     assert!(
-        first.status.success(),
-        "site.yml across two hypervisors:\n{}\n{}",
+        !first.status.success()
+            && of("hv2").is_some_and(|(_, _, failed, unreachable)| failed + unreachable > 0)
+            && of("hv1").is_some_and(|(_, _, failed, unreachable)| failed + unreachable == 0)
+            && of("db1").is_some_and(|(_, _, failed, unreachable)| failed + unreachable == 0),
+        "with h2's libvirtd killed mid-run only hv2 and its guests fail:\n{}\n{}",
         tail(&first.stdout, 120),
         tail(&first.stderr, 30)
     );
+
+    // 2. h2 is back: the rerun converges, the template on both hypervisors, four instances running; what
+    // the first run finished changes nothing, and what it placed stays where it is.
+    drop(restart);
+    let before_rerun = site.placement();
+    let again = site.playbook("playbooks/site.yml");
+    assert!(
+        again.status.success(),
+        "site.yml after h2's libvirtd came back:\n{}\n{}",
+        tail(&again.stdout, 120),
+        tail(&again.stderr, 30)
+    );
+    let counts = recap_counts(&again.stdout);
+    for host in ["hv1", "db1"] {
+        assert!(
+            counts.iter().any(|c| c.0 == host && c.1 == 0),
+            "{host} changed in the rerun, after the first run finished it:\n{}",
+            recap(&again.stdout)
+        );
+    }
     let placed = site.placement();
+    for (name, host) in &before_rerun {
+        assert_eq!(
+            placed.get(name),
+            Some(host),
+            "{name} moved in the rerun: {before_rerun:?} -> {placed:?}"
+        );
+    }
     assert_eq!(
         placed.keys().map(String::as_str).collect::<Vec<_>>(),
         INSTANCES,
@@ -220,7 +344,7 @@ fn site_yml_places_instances_on_two_hypervisors_and_keeps_them_there() {
         .collect();
     assert_eq!(running, INSTANCES, "all four run: {doc}");
 
-    // 2. Ansible reaches every guest through the dynamic inventory, both hops checked strictly.
+    // 3. Ansible reaches every guest through the dynamic inventory, both hops checked strictly.
     let ping = run(
         site.command("ansible")
             .args(["-i", "virtup_inventory", "virtup_running", "-m", "ping"])
@@ -236,38 +360,40 @@ fn site_yml_places_instances_on_two_hypervisors_and_keeps_them_there() {
         );
     }
 
-    // 3. h2's libvirtd dies: the second run fails h2 alone; the lab's hypervisor finishes with nothing to
-    // change. Once h2 is back, the third run changes nothing anywhere and every instance is where it was
-    // placed (one run fewer than a separate idempotence run: CI time).
-    let pid_file = lab_home().join("hosts/h2/run/libvirtd.pid");
-    let pid = std::fs::read_to_string(&pid_file).unwrap();
-    run_ok(
-        Command::new("kill").args(["-KILL", pid.trim()]),
-        Duration::from_secs(30),
-        "kill h2's libvirtd",
+    // 4. The third run changes nothing anywhere and moves nothing.
+    let third = site.playbook("playbooks/site.yml");
+    assert_nothing_changed(&third, "the third site.yml run");
+    assert_eq!(site.placement(), placed, "placed once, kept");
+
+    // 5. Molecule with one platform on each hypervisor (scenario `hypervisors`), on the site's templates:
+    // the platform on h2 is cloned there (its QEMU log is h2's) and reached through h2.
+    let started = std::time::SystemTime::now();
+    let ephemeral = site.sandbox.path().join("molecule-hypervisors");
+    let mol = virtup_e2e::molecule_test(&site.sandbox, "hypervisors", &ephemeral);
+    println!(
+        "molecule test -s hypervisors took {:.1}s",
+        mol.elapsed.as_secs_f64()
     );
-    let restart = Restart;
-    let down = site.playbook("playbooks/site.yml");
-    let counts = recap_counts(&down.stdout);
-    let of = |host: &str| counts.iter().find(|c| c.0 == host).cloned();
-    assert!(
-        !down.status.success()
-            && of("hv2").is_some_and(|(_, _, failed, unreachable)| failed + unreachable > 0)
-            && of("hv1").is_some_and(|(_, changed, failed, _)| changed == 0 && failed == 0),
-        "with h2 down only hv2 fails:\n{}\n{}",
-        tail(&down.stdout, 120),
-        tail(&down.stderr, 30)
+    virtup_e2e::assert_molecule_passed(
+        &mol,
+        "hypervisors",
+        &["create", "converge", "verify", "destroy"],
     );
-    drop(restart);
-    let back = site.playbook("playbooks/site.yml");
-    assert_nothing_changed(&back, "site.yml with h2 back");
+    virtup_e2e::assert_molecule_checks_host_keys(&ephemeral);
+    // h2's /var/log/libvirt is this directory of the lab's (tests/lab/lab).
+    let log = lab_home().join("hosts/h2/log/qemu/mol-h2.log");
+    let ran = std::fs::metadata(&log)
+        .and_then(|m| m.modified())
+        .is_ok_and(|t| t >= started);
+    assert!(ran, "mol-h2 did not run on h2: no fresh {}", log.display());
     assert_eq!(
-        site.placement(),
-        placed,
-        "placed once, kept, also while h2 was down"
+        virtup_e2e::template_task_changed(&mol, "debian-12"),
+        [false, false],
+        "the scenario found the site's template on both hypervisors as declared:\n{}",
+        tail(&mol.stdout, 150)
     );
 
-    // 4. Teardown leaves nothing on either hypervisor.
+    // 6. Teardown leaves nothing on either hypervisor.
     let gone = site.playbook("playbooks/teardown.yml");
     assert!(
         gone.status.success(),
