@@ -418,7 +418,7 @@ pub fn template_task_changed(out: &Run, template: &str) -> Vec<bool> {
 }
 
 /// Panics unless the ansible.cfg Molecule generated in `ephemeral` keeps host key checking on: with
-/// Molecule's default (off), Ansible puts `StrictHostKeyChecking=no` before virtup's `yes`, and ssh
+/// Molecule's default (off), Ansible turns the ssh option off before virtup's `yes`, and ssh
 /// keeps the first value, so no pin would be checked.
 pub fn assert_molecule_checks_host_keys(ephemeral: &Path) {
     let cfg = ephemeral.join("ansible.cfg");
