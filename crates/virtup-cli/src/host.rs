@@ -55,12 +55,14 @@ pub(crate) fn resolve(args: &ModuleArgs, ctx: &Context) -> Result<HostRequest> {
             validate::Shown(&bridge)
         );
     }
+    let uri = args
+        .str("uri")
+        .map(str::to_owned)
+        .or(common.uri)
+        .unwrap_or_else(|| ctx.paths.libvirt_uri.clone());
+    virtup_ops::context::check_uri(&uri)?;
     Ok(HostRequest {
-        uri: args
-            .str("uri")
-            .map(str::to_owned)
-            .or(common.uri)
-            .unwrap_or_else(|| ctx.paths.libvirt_uri.clone()),
+        uri,
         pool,
         pool_path,
         network: NatNetworkSpec {

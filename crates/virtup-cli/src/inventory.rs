@@ -86,6 +86,15 @@ pub fn to_ansible(listing: &Listing) -> Result<Inventory> {
         let list: Vec<Value> = listing.warnings.iter().map(|w| unsafe_value(w)).collect();
         inv.set_group_var("all", "virtup_inventory_warnings", Value::Array(list))?;
     }
+    // The virtup_instance role keeps an instance on the hypervisor its metadata records, a host or not.
+    if !listing.recorded_uris.is_empty() {
+        let map: Map<String, Value> = listing
+            .recorded_uris
+            .iter()
+            .map(|(name, uri)| (name.clone(), unsafe_value(uri)))
+            .collect();
+        inv.set_group_var("all", "virtup_recorded_uris", Value::Object(map))?;
+    }
     Ok(inv)
 }
 
@@ -329,7 +338,7 @@ mod tests {
                 host("web2", HostKind::Instance, "stopped"),
                 host("web3", HostKind::Instance, "paused"),
             ],
-            warnings: vec![],
+            ..Default::default()
         };
         let doc = list_document(&listing).unwrap();
         let hosts = |g: &str| doc[g]["hosts"].clone();
@@ -379,6 +388,7 @@ mod tests {
         let listing = Listing {
             hosts: vec![],
             warnings: vec!["instance `x` is skipped: {{ lookup('pipe', 'id') }}".into()],
+            ..Default::default()
         };
         let doc = list_document(&listing).unwrap();
         assert_eq!(
@@ -400,7 +410,7 @@ mod tests {
         no_addr.address = None;
         let listing = Listing {
             hosts: vec![host("web1", HostKind::Instance, "running"), no_addr],
-            warnings: vec![],
+            ..Default::default()
         };
         let y = virt_up_inventory_yaml(&listing);
         assert!(

@@ -180,6 +180,7 @@ mod tests {
             ssh_private_key_file: Some("/d/sshkeys/virt/id_ed25519".into()),
             known_hosts_file: "/d/known_hosts".into(),
             host_key_alias: "VIRTUP-t".into(),
+            ssh_common_args: "-o StrictHostKeyChecking=yes".into(),
         };
         let doc = module_result(&report(Some(Waited::default()), Some(login)), "t", false)
             .unwrap()
@@ -191,5 +192,9 @@ mod tests {
         assert_eq!(doc["template"]["address"], "192.168.122.9");
         assert_eq!(doc["template"]["host_key_alias"], "VIRTUP-t");
         assert_eq!(doc["template"]["known_hosts_file"], "/d/known_hosts");
+        assert_eq!(
+            doc["template"]["ssh_common_args"],
+            "-o StrictHostKeyChecking=yes"
+        );
     }
 }

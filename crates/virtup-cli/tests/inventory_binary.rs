@@ -117,8 +117,15 @@ fn list_groups_vars_and_warnings_with_a_silent_stderr() {
     assert_eq!(hosts(&doc, "virtup_templates"), ["VIRTUP-debian-12"]);
     assert_eq!(hosts(&doc, "virtup_template_debian_12"), ["db1", "web1"]);
     assert!(hosts(&doc, "virtup_running").contains(&"web1".to_string()));
+    // A hidden instance is named only in `virtup_recorded_uris` (below), as no host of any group.
+    let mut without_recorded = doc.clone();
+    without_recorded["all"]["vars"]
+        .as_object_mut()
+        .unwrap()
+        .remove("virtup_recorded_uris");
+    let listed = without_recorded.to_string();
     assert!(
-        !out.contains("\"foreign\"") && !out.contains("theirs"),
+        !listed.contains("\"foreign\"") && !out.contains("theirs"),
         "untagged, hidden or other data dirs' domains are never listed: {out}"
     );
     let web1 = &doc["_meta"]["hostvars"]["web1"];
@@ -171,6 +178,14 @@ fn list_groups_vars_and_warnings_with_a_silent_stderr() {
             .map(Vec::len),
         Some(2)
     );
+    // Where each instance of the metadata lives, hosts or not (`gone` has no domain, `foreign` is
+    // hidden), for the roles' placement.
+    let uri = json!({"__ansible_unsafe": format!("test://{}", f.node().display())});
+    assert_eq!(
+        doc["all"]["vars"]["virtup_recorded_uris"],
+        json!({"db1": uri, "foreign": uri, "gone": uri, "web1": uri}),
+        "{doc}"
+    );
 }
 
 #[test]
@@ -211,19 +226,21 @@ fn refreshes_virt_up_inventory_yaml_only_when_it_changes() {
     );
 }
 
-#[test]
-fn unreachable_hypervisor_is_a_warning_and_no_data_dir_is_created() {
-    let dir = tempfile::tempdir().unwrap();
-    let out = Command::new(env!("CARGO_BIN_EXE_virtup_inventory"))
+/// `virtup_inventory --list` of `uris` alone, with empty config and data dirs under `dir`.
+fn list_uris(dir: &tempfile::TempDir, uris: &str) -> std::process::Output {
+    Command::new(env!("CARGO_BIN_EXE_virtup_inventory"))
         .arg("--list")
         .env("VIRTUP_DATA_HOME", dir.path().join("data"))
         .env("VIRTUP_CONFIG_HOME", dir.path().join("config"))
-        .env(
-            virtup_cli::inventory::URIS_ENV,
-            "test:///nonexistent/node.xml",
-        )
+        .env(virtup_cli::inventory::URIS_ENV, uris)
         .output()
-        .unwrap();
+        .unwrap()
+}
+
+#[test]
+fn unreachable_hypervisor_is_a_warning_and_no_data_dir_is_created() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = list_uris(&dir, "test:///nonexistent/node.xml");
     assert_eq!(out.status.code(), Some(0));
     assert!(
         out.stderr.is_empty(),
@@ -239,6 +256,26 @@ fn unreachable_hypervisor_is_a_warning_and_no_data_dir_is_created() {
         "{doc}"
     );
     assert!(!dir.path().join("data").exists());
+}
+
+/// A listed URI with a password is a warning naming its host, never connected and never repeated.
+#[test]
+fn a_uri_with_a_password_is_not_listed_or_shown() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = list_uris(&dir, "qemu+ssh://root:s3/cret@h9/system");
+    assert_eq!(out.status.code(), Some(0));
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(!text.contains("s3/cret"), "{text}");
+    let doc: Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(
+        doc["_meta"]["virtup_warnings"][0],
+        "a URI for `h9` is not listed: it holds a password (`user:password@`); give the user alone",
+        "{doc}"
+    );
 }
 
 #[test]

@@ -293,9 +293,14 @@ fn host_bad_input_names_the_option() {
         (json!({"pool_path": "relative/dir"}), "`pool_path`"),
         (json!({"pool": "../x"}), "`pool`"),
         (json!({"probe_kvm": "perhaps"}), "probe_kvm"),
+        (
+            json!({"uri": "qemu+ssh://root:s3/cret@h9/system"}),
+            "`uri` for `h9` holds a password",
+        ),
     ] {
         let (code, doc, _, _) = sb.run("virtup_host", &args);
         failed_naming(&doc, code, needle);
+        assert!(!doc.to_string().contains("s3/cret"), "{doc}");
     }
 }
 

@@ -1,4 +1,4 @@
-//! virtup's `known_hosts`: one pinned host key per instance, keyed by the instance name used as `HostKeyAlias`.
+//! virtup's `known_hosts`: one pinned host key per instance or template, keyed by the name used as `HostKeyAlias` (a remote template's scope, `<name>@<id>`).
 //!
 //! Lines look like `web1 ssh-ed25519 AAAA… virtup:web1`. Connections use
 //! `HostKeyAlias=<name>` with `StrictHostKeyChecking=yes`, so the entry holds
@@ -11,7 +11,6 @@ use std::time::Duration;
 use ssh_key::PublicKey;
 
 use crate::datadir::{DataDir, DataError, PRIVATE_MODE};
-use crate::validate;
 
 /// The parsed file, kept as lines so that foreign lines survive untouched.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -81,13 +80,11 @@ impl KnownHosts {
     }
 }
 
-/// The line virtup writes for `name`.
+/// The line virtup writes for `name`: an instance or template name, or a remote template's scope
+/// (`<name>@<id>`, [`crate::ownership::remote_scope`]; ssh takes the `@` literally in a host field
+/// and in `HostKeyAlias`), so that one template name on several hypervisors has a pin on each.
 pub fn entry_line(name: &str, public_openssh: &str) -> Result<String, DataError> {
-    validate::name("name", name).map_err(|e| DataError::Invalid {
-        what: "instance name",
-        value: name.to_string(),
-        reason: e.reason,
-    })?;
+    crate::ownership::check_scope(name)?;
     let key = PublicKey::from_openssh(public_openssh.trim()).map_err(|e| DataError::Invalid {
         what: "public key for",
         value: name.to_string(),
@@ -194,7 +191,17 @@ mod tests {
         assert!(hosts.set("bad name", KEY_A).is_err());
         assert!(hosts.set("web1", "ssh-ed25519 notbase64!").is_err());
         assert!(hosts.set("web1", "").is_err());
+        // `@` only as a remote template's scope: a name, then 8 hex digits naming the hypervisor.
+        for bad in ["t@h2", "t@0123ABCD", "@0123abcd", "t@0123abcd@0123abcd"] {
+            assert!(hosts.set(bad, KEY_A).is_err(), "{bad}");
+        }
         assert_eq!(hosts.render(), "");
+        assert!(hosts.set("VIRTUP-t@0123abcd", KEY_A).unwrap());
+        assert_eq!(
+            hosts.get("VIRTUP-t@0123abcd").as_deref(),
+            Some(KEY_A),
+            "a remote template's pin"
+        );
     }
 
     #[test]

@@ -191,6 +191,13 @@ impl Hypervisor {
             uri: uri.to_owned(),
             message,
         };
+        // Every caller shows the URI in its errors and results: one with a password never gets that far.
+        if let Some(host) = crate::virt_type::uri_password_host(uri) {
+            return Err(LibvirtError::Connect {
+                uri: format!("(the URI for {host})"),
+                message: "it holds a password (`user:password@`); give the user alone and log in with an ssh key".into(),
+            });
+        }
         if uri.contains('\0') {
             return Err(fail("the URI contains a NUL byte".into()));
         }
@@ -684,6 +691,17 @@ impl Hypervisor {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// The last guard: whatever path a URI took, one with a password is never connected or shown.
+    #[test]
+    fn a_uri_with_a_password_is_not_connected_or_shown() {
+        let Err(err) = Hypervisor::connect_read_only("test://root:s3/cret@h9/default") else {
+            panic!("connected");
+        };
+        let err = err.to_string();
+        assert!(err.contains("h9") && err.contains("password"), "{err}");
+        assert!(!err.contains("s3/cret"), "{err}");
+    }
 
     #[test]
     fn usable_addresses_skip_loopback_and_link_local() {

@@ -304,6 +304,75 @@ impl Hypervisor {
         }
     }
 
+    /// Copies the bytes of an existing volume (its file, as `virsh vol-download` gives them) into
+    /// `local`, a new file of mode 0600: how an image in a remote pool is read without a path on
+    /// this machine. Returns the number of bytes. A failure removes the partial file.
+    pub fn download_volume(&self, pool: &str, name: &str, local: &Path) -> Result<u64> {
+        use std::io::Write as _;
+        use std::os::unix::fs::OpenOptionsExt as _;
+        let id = vol_id(pool, name);
+        let vol = self.lookup_volume(&self.lookup_pool(pool)?, pool, name)?;
+        let io_err = |error| LibvirtError::Io {
+            path: local.to_owned(),
+            error,
+        };
+        let mut file = std::fs::OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .mode(0o600)
+            .open(local)
+            .map_err(io_err)?;
+        let fail = |e: VirtError| LibvirtError::call("download volume", &id, &e);
+        let copied = (|| {
+            let stream = Stream::new(&self.conn, 0).map_err(fail)?;
+            vol.download(&stream, 0, 0, 0).map_err(fail)?;
+            let mut buf = vec![0u8; UPLOAD_CHUNK];
+            let mut got: u64 = 0;
+            loop {
+                // A blocking stream: `recv` returns the bytes read, 0 at the end, and any negative
+                // return (an error, or "would block") comes back as an error.
+                match stream.recv(&mut buf) {
+                    Ok(0) => break,
+                    Ok(n) => {
+                        let n = usize::try_from(n).unwrap_or(0).min(buf.len());
+                        if let Err(e) = file.write_all(&buf[..n]) {
+                            let _ = stream.abort();
+                            return Err(io_err(e));
+                        }
+                        got += n as u64;
+                    }
+                    Err(e) => {
+                        let _ = stream.abort();
+                        return Err(fail(e));
+                    }
+                }
+            }
+            stream.finish().map_err(fail)?;
+            file.sync_all().map_err(io_err)?;
+            Ok(got)
+        })();
+        if copied.is_err() {
+            let _ = std::fs::remove_file(local);
+        }
+        copied
+    }
+
+    /// Writes `local`'s bytes over an existing volume from its start, keeping the volume itself (its
+    /// name, its key, the records that own it). Bytes past the end of `local` stay as they were, so
+    /// the caller writes content that is never shorter than the volume's (an image changed in place
+    /// only grows).
+    pub fn overwrite_volume(&self, pool: &str, name: &str, local: &Path) -> Result<()> {
+        let id = vol_id(pool, name);
+        let vol = self.lookup_volume(&self.lookup_pool(pool)?, pool, name)?;
+        let io_err = |error| LibvirtError::Io {
+            path: local.to_owned(),
+            error,
+        };
+        let mut file = File::open(local).map_err(io_err)?;
+        let len = file.metadata().map_err(io_err)?.len();
+        self.stream_into(&vol, &id, &mut file, len, local)
+    }
+
     fn stream_into(
         &self,
         vol: &StorageVol,

@@ -115,16 +115,11 @@ pub fn default_uri(config: &Config, paths: &Paths) -> String {
 /// ssh command line of a hop; the error never repeats it) and one that would trust a hypervisor's
 /// host key on first use (see [`virtup_guest::ssh::Hop::check_verified`]).
 pub fn check_uri(uri: &str) -> Result<()> {
-    let authority = uri
-        .split_once("://")
-        .map_or("", |(_, rest)| rest.split(['/', '?']).next().unwrap_or(""));
-    if let Some((userinfo, host)) = authority.rsplit_once('@') {
-        if userinfo.contains(':') {
-            anyhow::bail!(
-                "`uri` for `{host}` holds a password (`user:password@`): virtup would show it in its \
-                 results, the inventory and command lines; give the user alone and log in with an ssh key"
-            );
-        }
+    if let Some(host) = virtup_libvirt::uri_password_host(uri) {
+        anyhow::bail!(
+            "`uri` for `{host}` holds a password (`user:password@`): virtup would show it in its \
+             results, the inventory and command lines; give the user alone and log in with an ssh key"
+        );
     }
     match virtup_guest::ssh::Hop::from_uri(uri) {
         Some(hop) => hop.check_verified(uri).map_err(anyhow::Error::msg),
@@ -276,21 +271,45 @@ mod tests {
 
     #[test]
     fn a_uri_with_a_password_is_refused_without_repeating_it() {
-        for uri in [
-            "qemu+ssh://root:s3cret@h2/system",
-            "qemu+tcp://admin:s3cret@h2/system?no_verify=1",
-            "qemu+ssh://root:@h2/system",
+        // Each with its password, which the error must not contain, and the host it must name.
+        for (uri, password, host) in [
+            ("qemu+ssh://root:s3cret@h2/system", "s3cret", "h2"),
+            (
+                "qemu+tcp://admin:s3cret@h2/system?no_verify=1",
+                "s3cret",
+                "h2",
+            ),
+            ("qemu+ssh://root:@h2/system", "root:@", "h2"),
+            ("qemu+ssh://root:s3/cret@h2/system", "s3/cret", "h2"),
+            ("qemu+ssh://root:pa?ss@h2/system", "pa?ss", "h2"),
+            ("qemu+ssh://root:p@ss@h2/system", "p@ss", "h2"),
+            ("qemu+ssh://root:s#3@h2:2222/system", "s#3", "h2:2222"),
+            ("qemu+ssh://root:1234@h2/system", "1234@", "h2"),
+            ("qemu+ssh://root:12/34@h2/system", "12/34", "h2"),
+            (
+                "qemu+ssh://root:s3cret@[fd00::2]/system?keyfile=/k",
+                "s3cret",
+                "[fd00::2]",
+            ),
         ] {
             let err = check_uri(uri).unwrap_err().to_string();
-            assert!(err.contains("`uri`") && err.contains("h2"), "{err}");
-            assert!(!err.contains("s3cret"), "{err}");
+            assert!(
+                err.contains("`uri`") && err.contains(&format!("`{host}`")),
+                "{uri}: {err}"
+            );
+            assert!(!err.contains(password), "{uri}: {err}");
         }
-        // A user alone, an `@` in the path or the query, and local URIs are not passwords.
+        // A user alone, a port, an `@` or `:` in the path or the query, and local URIs are not passwords.
         for uri in [
             "qemu:///system",
             "qemu+tcp://admin@h2/system",
             "test:///default",
             "qemu:///system?socket=/run/a:b@c",
+            "qemu+ssh://root@h2:2222/system",
+            "qemu+ssh://root@h2:2222/system?keyfile=/a:b@c",
+            "qemu+ssh://h2:2222/system?keyfile=/a@b",
+            "qemu+ssh://h2/system?keyfile=/a:b@c",
+            "qemu+ssh://root@[fd00::2]:22/system",
         ] {
             assert!(check_uri(uri).is_ok(), "{uri}");
         }

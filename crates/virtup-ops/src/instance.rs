@@ -534,7 +534,7 @@ fn check(
     let mut report = report(req, obs, &the_plan, Waited::default());
     if obs.model.domain.is_some() && req.desired.state != InstanceState::Absent {
         let meta = InstanceMeta::read(&ctx.data, &req.desired.name)?;
-        report.instance = Some(describe(hv, req, meta.as_ref(), None)?);
+        report.instance = Some(describe(&ctx.data, hv, req, meta.as_ref(), None)?);
     }
     Ok(report)
 }
@@ -673,7 +673,7 @@ fn finish(
         return Ok(report);
     }
     let meta = InstanceMeta::read(data, &req.desired.name)?;
-    let mut instance = describe(hv, req, meta.as_ref(), address)?;
+    let mut instance = describe(data, hv, req, meta.as_ref(), address)?;
     instance.outcome = Some(Outcome {
         created: the_plan
             .steps
@@ -743,6 +743,7 @@ fn diff(req: &Request, before: &InstanceObserved) -> (InstanceView, InstanceView
 }
 
 fn describe(
+    data: &DataDir,
     hv: &Hypervisor,
     req: &Request,
     meta: Option<&InstanceMeta>,
@@ -753,6 +754,13 @@ fn describe(
         Some(d) if d.state == DomainState::ShutOff => "present",
         Some(_) => "running",
     };
+    // Metadata that names no known_hosts (virt-up 2.2.0's) is checked against the data dir's, as the
+    // inventory does; without metadata there is no pinned key to check against.
+    let known_hosts_file = meta.map(|m| {
+        m.known_hosts_file
+            .clone()
+            .unwrap_or_else(|| data.known_hosts_file())
+    });
     Ok(InstanceFacts {
         name: req.desired.name.clone(),
         address: address
@@ -762,15 +770,15 @@ fn describe(
             .map(|m| m.user.clone())
             .unwrap_or_else(|| req.user.clone()),
         ssh_private_key_file: meta.and_then(|m| m.ssh_private_key_file.clone()),
-        known_hosts_file: meta.and_then(|m| m.known_hosts_file.clone()),
-        host_key_alias: req.desired.name.clone(),
-        ssh_common_args: meta.and_then(|m| m.known_hosts_file.as_deref()).map(|k| {
+        ssh_common_args: known_hosts_file.as_deref().map(|k| {
             shell_words::join(crate::inventory::guest_ssh_options(
                 k,
                 &req.desired.name,
                 hv.uri(),
             ))
         }),
+        known_hosts_file,
+        host_key_alias: req.desired.name.clone(),
         host_key_fingerprint: meta.and_then(|m| m.host_key_fingerprint.clone()),
         mac: meta.and_then(|m| m.mac.clone()),
         disk: hv.volume_path(&req.pool, &req.disk_volume())?,

@@ -93,6 +93,10 @@ pub fn guest_ssh_options(known_hosts: &std::path::Path, alias: &str, uri: &str) 
 pub struct Listing {
     pub hosts: Vec<Host>,
     pub warnings: Vec<String>,
+    /// Every instance this data dir has metadata for (listed in the inventory or not), and the URI of
+    /// the hypervisor the metadata records: one whose create stopped before its domain was defined is
+    /// not a host, and still lives there for the roles' placement.
+    pub recorded_uris: BTreeMap<String, String>,
 }
 
 /// The hypervisors to list: `$VIRTUP_INVENTORY_URIS`, else `inventory-uris` from the config, else
@@ -164,7 +168,17 @@ pub fn collect(paths: &Paths, config: &Config) -> Result<Listing> {
         .clone()
         .unwrap_or_else(|| paths.libvirt_uri.clone());
     let mut hosts: BTreeMap<String, Host> = BTreeMap::new();
-    for (uri, listed) in list_all(uris(paths, config, &metas)) {
+    // A URI with a password is neither connected nor shown: the inventory prints every URI it lists.
+    let (refused, listable): (Vec<String>, Vec<String>) = uris(paths, config, &metas)
+        .into_iter()
+        .partition(|uri| virtup_libvirt::uri_password_host(uri).is_some());
+    for uri in refused {
+        warnings.push(format!(
+            "a URI for `{}` is not listed: it holds a password (`user:password@`); give the user alone",
+            virtup_libvirt::uri_password_host(&uri).unwrap_or_default()
+        ));
+    }
+    for (uri, listed) in list_all(listable) {
         let (hv, domains) = match listed {
             Ok(found) => (Some(found.0), found.1),
             Err(e) => {
@@ -200,9 +214,21 @@ pub fn collect(paths: &Paths, config: &Config) -> Result<Listing> {
             }
         }
     }
+    // Hidden instances too (`inventory: false`): they are no hosts, and still live where they were made.
+    let recorded_uris = metas
+        .iter()
+        .map(|m| {
+            (
+                m.name.clone(),
+                m.uri.clone().unwrap_or_else(|| default_uri.clone()),
+            )
+        })
+        .filter(|(_, uri)| virtup_libvirt::uri_password_host(uri).is_none())
+        .collect();
     Ok(Listing {
         hosts: hosts.into_values().collect(),
         warnings,
+        recorded_uris,
     })
 }
 
@@ -357,7 +383,7 @@ impl Scan<'_> {
                 .username
         });
         Some(Host {
-            name: scope,
+            name: scope.clone(),
             kind: HostKind::Template,
             domain: dom.name.clone(),
             template: tag.name.clone(),
@@ -371,7 +397,8 @@ impl Scan<'_> {
             ssh_private_key_file: user.as_ref().map(|u| self.data.user_key_path(u)),
             user,
             known_hosts_file: self.data.known_hosts_file(),
-            host_key_alias: dom.name.clone(),
+            // Pinned under the template's scope: its own name on this machine's hypervisors.
+            host_key_alias: scope,
             uri: self.uri.to_owned(),
             mac,
         })

@@ -208,18 +208,6 @@ pub fn resolve(
         hold,
         held,
     } = customization(ctx, &given, &fields, &scope)?;
-    if state != TemplateState::Absent
-        && !virtup_libvirt::uri_is_local(&uri)
-        && (state == TemplateState::Running || playbook.is_some())
-    {
-        // Sealing (virt-customize on the image's file) cannot reach a remote pool yet: a template
-        // booted there could never be sealed for clones.
-        bail!(
-            "template `{name}` on `{uri}`: a remote hypervisor's template cannot be sealed yet, so \
-             `state: running` and a template playbook are refused there; build it customized on a \
-             local hypervisor, or without a playbook"
-        );
-    }
     let starts_session = hold.is_some() && matches!(given.hold, Some(SessionHold::Start(_)));
     // The session's seal call: whatever its playbook did, the template is sealed.
     let seal_pending = held && state == TemplateState::Present;
@@ -262,6 +250,8 @@ fn placed_uri(
     fields: &virtup_core::Fields,
 ) -> Result<String> {
     let asked = context::uri(fields, &ctx.paths);
+    // Before any message below repeats it.
+    context::check_uri(&asked)?;
     let scope = context::template_scope(name, &asked);
     let recorded = context::recorded(&ctx.data, &scope, &asked);
     let uri = if state == TemplateState::Absent && !uri_given && !recorded.here {
@@ -651,6 +641,9 @@ pub struct TemplateLogin {
     pub known_hosts_file: PathBuf,
     /// The pinned key is stored under the domain's name.
     pub host_key_alias: String,
+    /// Every ssh option a connection to the template needs, shell-quoted: the pinned key and, on a
+    /// remote hypervisor, the jump through it (as the inventory's `ansible_ssh_common_args`).
+    pub ssh_common_args: String,
 }
 
 /// The result of one converge.
@@ -776,6 +769,11 @@ fn apply_mode(
                 .map(|k| k.private_path),
             known_hosts_file: data.known_hosts_file(),
             host_key_alias: req.scope.clone(),
+            ssh_common_args: shell_words::join(crate::inventory::guest_ssh_options(
+                &data.known_hosts_file(),
+                &req.scope,
+                hv.uri(),
+            )),
         });
     }
     report.template = Some(template);
@@ -1084,16 +1082,6 @@ fn apply(run: Apply<'_>, plan: &Plan) -> Result<Vec<String>> {
         obs,
         reporter,
     } = run;
-    if plan.steps.contains(&Step::Seal) && !hv.is_local() {
-        // virt-customize writes to the image's file: a remote pool's is out of its reach.
-        bail!(
-            "cannot seal template `{}` on `{}`: sealing needs the pool on this machine, and a \
-             remote hypervisor's pool is reached only through libvirt; build templates with a \
-             playbook (`state: running`) on a local hypervisor for now",
-            req.desired.name,
-            req.uri
-        );
-    }
     let mut warnings = Vec::new();
     let accel = accel(hv, &mut warnings)?;
     if plan.steps.iter().any(|s| matches!(s, Step::Define { .. })) {
@@ -1114,7 +1102,7 @@ fn apply(run: Apply<'_>, plan: &Plan) -> Result<Vec<String>> {
             Step::Start => {
                 hv.start(&req.domain)?;
             }
-            Step::Seal => build::seal(req, obs, plan.generation, accel)?,
+            Step::Seal => build::seal(hv, data, req, obs, plan.generation, accel)?,
             Step::DeleteGeneration { generation } => {
                 if let Some(volume) = obs.volumes.get(&generation) {
                     hv.delete_volume(&req.pool, volume)?;

@@ -1,5 +1,6 @@
 //! Layer 4 on two hypervisors: a template built on the controller and uploaded to a remote pool over
-//! `qemu+ssh://`, a clone there proven through its hypervisor, Ansible reaching it with both SSH hops
+//! `qemu+ssh://`, customized there by its playbook and sealed through libvirt's volume streams, a clone
+//! there proven through its hypervisor, Ansible reaching it with both SSH hops
 //! checked strictly, a template name on two hypervisors with records apart, an instance name on one,
 //! and a teardown that leaves nothing on either host.
 //!
@@ -14,7 +15,10 @@ use std::process::Command;
 use std::time::Duration;
 
 use serde_json::{json, Value};
-use virtup_e2e::{in_repo, lab_home, pool_volumes_on, run, run_ok, venv_bin, virsh_on, Sandbox};
+use virtup_e2e::{
+    in_repo, lab_home, pool_volumes_on, recap_counts, run, run_ok, tail, venv_bin, virsh_on,
+    Sandbox,
+};
 
 const TEMPLATE: &str = "e2e-remote";
 const INSTANCE: &str = "e2e-r1";
@@ -55,6 +59,79 @@ impl Drop for Cleanup<'_> {
     }
 }
 
+/// The remote template through the role `virtup_template`, with a playbook that leaves a mark in it.
+fn remote_template_role(sb: &Sandbox, remote: &str) -> virtup_e2e::Run {
+    let mark = sb.path().join("mark.yml");
+    std::fs::write(
+        &mark,
+        r#"- name: Leave a mark in the template
+  hosts: all
+  gather_facts: false
+  become: true
+  tasks:
+    - name: Write the mark
+      ansible.builtin.copy:
+        dest: /etc/virtup-remote-mark
+        content: "customized through the hypervisor\n"
+        mode: "0644"
+    # The seal deletes /var/lib/dhcp/* (the template's leases): a clone without this file was sealed.
+    - name: Make the leases directory (this guest's DHCP client keeps its leases elsewhere)
+      ansible.builtin.file:
+        path: /var/lib/dhcp
+        state: directory
+        mode: "0755"
+    - name: Write a file only the seal removes
+      ansible.builtin.copy:
+        dest: /var/lib/dhcp/virtup-seal-probe
+        content: "unsealed\n"
+        mode: "0644"
+    - name: Say so
+      ansible.builtin.debug:
+        msg: virtup-remote-mark written
+"#,
+    )
+    .unwrap();
+    let play = sb.path().join("remote-template.yml");
+    let templates = json!([{"name": TEMPLATE, "os_version": "debian-12", "uri": remote,
+                            "wait_timeout": 900, "playbook": mark}]);
+    std::fs::write(
+        &play,
+        format!(
+            "- name: The remote template\n  hosts: localhost\n  connection: local\n  gather_facts: false\n  \
+             roles:\n    - role: virtup.virtup.virtup_template\n      \
+             vars: {{virtup_template_templates: {templates}}}\n"
+        ),
+    )
+    .unwrap();
+    let mut cmd = ansible_playbook(sb);
+    // The nested run prints the template playbook's output at -v.
+    cmd.arg("-v").arg(&play);
+    run(&mut cmd, Duration::from_secs(1800))
+}
+
+/// The role run again: the template task is `ok` and nothing changed.
+fn assert_role_changes_nothing(sb: &Sandbox, remote: &str, what: &str) {
+    let again = remote_template_role(sb, remote);
+    assert!(
+        again.status.success()
+            && recap_counts(&again.stdout)
+                .iter()
+                .all(|(_, changed, failed, _)| *changed == 0 && *failed == 0),
+        "{what}:\n{}\n{}",
+        tail(&again.stdout, 60),
+        tail(&again.stderr, 20)
+    );
+}
+
+fn ansible_playbook(sb: &Sandbox) -> Command {
+    let mut c = in_repo(venv_bin("ansible-playbook"));
+    c.env("VIRTUP_CONFIG_HOME", sb.config())
+        .env("VIRTUP_DATA_HOME", sb.data())
+        .env("ANSIBLE_HOST_KEY_CHECKING", "True")
+        .env("ANSIBLE_NOCOLOR", "1");
+    c
+}
+
 fn ansible(sb: &Sandbox) -> Command {
     let mut c = in_repo(venv_bin("ansible"));
     c.env("VIRTUP_CONFIG_HOME", sb.config())
@@ -72,16 +149,31 @@ fn a_remote_hypervisor_gets_its_template_and_clone_through_libvirt_and_ssh_hops(
         uri: remote.clone(),
     };
 
-    // 1. The template is built here and uploaded into the remote pool; a second run changes nothing.
-    let template_args =
-        json!({"name": TEMPLATE, "os_version": "debian-12", "uri": remote, "wait_timeout": 900});
-    let (built, out) = sb.module("virtup_template", &template_args);
+    // 1. The template is built here and uploaded into the remote pool, booted there, customized by its
+    // playbook through the hypervisor (both hops pinned), and sealed through libvirt's volume streams
+    // (the pool has no path here); a second run changes nothing.
+    let built = remote_template_role(&sb, &remote);
+    let counts = recap_counts(&built.stdout);
     assert!(
-        out.status.success() && built["changed"] == json!(true),
-        "{built}\n{}",
-        out.stderr
+        built.status.success()
+            && counts
+                .iter()
+                .any(|(h, changed, failed, _)| h == "localhost" && *changed > 0 && *failed == 0)
+            && built.stdout.contains("virtup-remote-mark written"),
+        "the remote template through the role:\n{}\n{}",
+        tail(&built.stdout, 80),
+        tail(&built.stderr, 20)
     );
-    println!("template built and uploaded in {:?}", out.elapsed);
+    println!(
+        "template built, uploaded, customized and sealed remotely in {:?}",
+        built.elapsed
+    );
+    let info = virsh_on(&remote, &["dominfo", &format!("VIRTUP-{TEMPLATE}")]);
+    assert!(
+        info.lines()
+            .any(|l| l.starts_with("State:") && l.contains("shut off")),
+        "the sealed template is shut off: {info}"
+    );
     let volume = format!("VIRTUP-{TEMPLATE}-g1.qcow2");
     assert!(
         pool_volumes_on(&remote).contains(&volume),
@@ -96,8 +188,7 @@ fn a_remote_hypervisor_gets_its_template_and_clone_through_libvirt_and_ssh_hops(
         info.contains("<format type='qcow2'/>"),
         "the uploaded image is seen as qcow2: {info}"
     );
-    let again = sb.ok("virtup_template", &template_args);
-    assert_eq!(again["changed"], json!(false), "{again}");
+    assert_role_changes_nothing(&sb, &remote, "a second run of the role");
     // Each remote hypervisor keeps a template's records apart: the same name is built on the lab's
     // own hypervisor too, and removing it there leaves the remote one, its records and its secrets
     // whole (the remote run still has nothing to do).
@@ -141,8 +232,7 @@ fn a_remote_hypervisor_gets_its_template_and_clone_through_libvirt_and_ssh_hops(
         pool_volumes_on(&remote).contains(&volume),
         "still on {remote}"
     );
-    let again = sb.ok("virtup_template", &template_args);
-    assert_eq!(again["changed"], json!(false), "{again}");
+    assert_role_changes_nothing(&sb, &remote, "the role after the local template went");
 
     // 2. A clone on the remote hypervisor, proven through it (the guest's NAT address is
     // reachable only from there).
@@ -201,15 +291,28 @@ fn a_remote_hypervisor_gets_its_template_and_clone_through_libvirt_and_ssh_hops(
         args.contains("ProxyCommand=") && args.matches("StrictHostKeyChecking=yes").count() == 2,
         "both hops are checked strictly: {args}"
     );
-    let ping = run(
-        ansible(&sb).args(["-i", "virtup_inventory", INSTANCE, "-m", "ping"]),
+    // The clone carries what the template playbook wrote (the sealed image came back up intact) and
+    // not what the seal removes (the seal ran on the remote template's image).
+    let mark = run(
+        ansible(&sb).args([
+            "-i",
+            "virtup_inventory",
+            INSTANCE,
+            "-m",
+            "shell",
+            "-a",
+            "cat /etc/virtup-remote-mark; test -e /var/lib/dhcp/virtup-seal-probe || echo seal-probe-gone",
+        ]),
         Duration::from_secs(300),
     );
     assert!(
-        ping.status.success() && ping.stdout.contains(&format!("{INSTANCE} | SUCCESS")),
-        "ping through the hypervisor failed:\n{}\n{}",
-        ping.stdout,
-        ping.stderr
+        mark.status.success()
+            && mark.stdout.contains(&format!("{INSTANCE} | CHANGED"))
+            && mark.stdout.contains("customized through the hypervisor")
+            && mark.stdout.contains("seal-probe-gone"),
+        "a command through the hypervisor failed, the template's mark is missing or it was not sealed:\n{}\n{}",
+        mark.stdout,
+        mark.stderr
     );
 
     // 5. The remote libvirtd crashes: the inventory still answers, with a warning naming the host

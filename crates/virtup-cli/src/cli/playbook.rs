@@ -179,6 +179,7 @@ mod tests {
                 ssh_private_key_file: Some("/d/sshkeys/virt/id_ed25519".into()),
                 known_hosts_file: "/d/known hosts".into(),
                 host_key_alias: "VIRTUP-t".into(),
+                ssh_common_args: String::new(),
             }),
         };
         let vars = template_host_vars(&facts, "qemu:///system").unwrap();

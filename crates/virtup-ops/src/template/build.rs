@@ -321,16 +321,14 @@ fn give_identity(run: Apply<'_>, key: &keys::UserKey, ledger: &mut Ledger) -> Re
             return Err(e);
         }
     }
-    // The pin is for booting the template here (its playbook); a remote template is never booted
-    // (refused at resolve), and `known_hosts` names hosts, not a remote scope's `name@id`.
-    if virtup_libvirt::uri_is_local(&req.uri) {
-        known_hosts::set(
-            data,
-            &req.scope,
-            &host_keys.public_openssh,
-            SHORT_LOCK_TIMEOUT,
-        )?;
-    }
+    // The pin is for booting the template (its playbook), under its scope: a remote template's pin is
+    // its hypervisor's own.
+    known_hosts::set(
+        data,
+        &req.scope,
+        &host_keys.public_openssh,
+        SHORT_LOCK_TIMEOUT,
+    )?;
     Ok(())
 }
 
@@ -401,25 +399,81 @@ pub(super) fn define(
     Ok(())
 }
 
-/// After the template ran online: remove the identity again, so clones get their own.
+/// After the template ran online: remove the identity again, so clones get their own. A remote pool's
+/// image has no path here: its bytes come down through libvirt into the data dir's scratch space, are
+/// sealed there, and go back up into the same volume (its key, and so its ownership record, stay).
 pub(super) fn seal(
+    hv: &Hypervisor,
+    data: &DataDir,
     req: &Request,
     obs: &Observation,
     generation: u32,
     accel: VirtType,
 ) -> Result<()> {
-    let pool_path = obs
-        .pool_path
-        .as_ref()
-        .ok_or_else(|| anyhow!("pool `{}` has no path", req.pool))?;
-    let disk = pool_path.join(volume_name(&req.desired.name, generation, &req.format));
-    let mut cmd = VirtCustomize {
-        ops: identity_removal_ops(),
-        ..VirtCustomize::new(&disk)
+    let volume = volume_name(&req.desired.name, generation, &req.format);
+    let seal_file = |disk: &Path| -> Result<()> {
+        let mut cmd = VirtCustomize {
+            ops: identity_removal_ops(),
+            ..VirtCustomize::new(disk)
+        }
+        .cmd()?;
+        libguestfs::apply_env(&mut cmd, accel);
+        run_tool(&cmd, "virt-customize could not seal the template")
+    };
+    // Until the seal has finished, the generation is not the image the digest describes: a seal cut
+    // short (a killed run, a link dropped mid-upload) leaves the tag without a digest, so the next run
+    // builds a new generation instead of handing clones a half-written image.
+    let tag = hv
+        .tag(&req.domain)?
+        .ok_or_else(|| anyhow!("template domain `{}` has no virtup tag", req.domain))?;
+    hv.set_tag(
+        &req.domain,
+        &VirtupTag {
+            digest: None,
+            ..tag.clone()
+        },
+    )?;
+    seal_volume(hv, data, req, obs, &volume, seal_file)?;
+    hv.set_tag(&req.domain, &tag)?;
+    Ok(())
+}
+
+/// Runs `seal_file` on the generation's image: in place in a local pool, else on a copy brought down
+/// and written back through libvirt.
+fn seal_volume(
+    hv: &Hypervisor,
+    data: &DataDir,
+    req: &Request,
+    obs: &Observation,
+    volume: &str,
+    seal_file: impl Fn(&Path) -> Result<()>,
+) -> Result<()> {
+    if hv.is_local() {
+        let pool_path = obs
+            .pool_path
+            .as_ref()
+            .ok_or_else(|| anyhow!("pool `{}` has no path", req.pool))?;
+        return seal_file(&pool_path.join(volume));
     }
-    .cmd()?;
-    libguestfs::apply_env(&mut cmd, accel);
-    run_tool(&cmd, "virt-customize could not seal the template")
+    let scratch = data.scratch()?;
+    let copy = scratch.path().join(volume);
+    let downloaded = hv.download_volume(&req.pool, volume, &copy)?;
+    seal_file(&copy)?;
+    let sealed = std::fs::metadata(&copy)
+        .with_context(|| format!("cannot read `{}`", copy.display()))?
+        .len();
+    // The upload writes from the volume's start: a shorter image would leave old bytes at its end.
+    // virt-customize changes an image in place, so it never shrinks; say so if it ever did.
+    if sealed < downloaded {
+        bail!(
+            "cannot seal template `{}` on `{}`: the sealed copy of `{volume}` is shorter ({sealed} bytes) \
+             than the volume ({downloaded} bytes), and an upload cannot shrink it",
+            req.desired.name,
+            req.uri
+        );
+    }
+    hv.overwrite_volume(&req.pool, volume, &copy)?;
+    Ok(())
 }
 
 /// The template's hostname: its name made a valid host name (`generic/debian10` → `generic-debian10`).
