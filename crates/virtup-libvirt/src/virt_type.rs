@@ -163,30 +163,34 @@ pub fn uri_is_local(uri: &str) -> bool {
 
 /// The host a URI names when it holds a password (`qemu+ssh://user:secret@host/system`), else `None`.
 ///
-/// Written by hand, a password may hold `/`, `?` or `@`, so the authority is not cut at them: the
-/// userinfo is everything before an `@`, its user part (before the first `:`) has none of `/?#`, and
-/// the rest is a password unless it is a port whose `@` lies in the query (`host:22/system?keyfile=/a@b`).
-/// The host named is what follows the last `@`, cut at the path: never a piece of the password.
+/// Written by hand, a password may hold `/`, `?`, `#` or `@`, so the authority is not cut at them:
+/// each `@` is tried as the end of a userinfo whose user part (before its first `:`) has none of
+/// `/?#`; what follows that `:` is a password unless it is a port (digits, then a `/`:
+/// `host:22/system?keyfile=/a@b`). An authority that opens with `[` is an IPv6 host, no userinfo.
+/// The host named is what follows the last such `@`, cut at the path: never a piece of the password.
 pub fn uri_password_host(uri: &str) -> Option<String> {
     let rest = uri.split_once("://")?.1;
-    let at = rest.find('@')?;
-    let (user, after_colon) = rest[..at].split_once(':')?;
-    if user.contains(['/', '?', '#']) {
+    if rest.starts_with(['/', '[']) {
         return None;
     }
-    let digits = after_colon
-        .find(['/', '?', '#'])
-        .map_or(after_colon, |end| &after_colon[..end]);
-    let is_port = !digits.is_empty()
-        && digits.bytes().all(|b| b.is_ascii_digit())
-        && after_colon[digits.len()..].contains(['?', '#']);
-    if is_port {
-        return None;
-    }
-    let host = rest[rest.rfind('@')? + 1..]
-        .split(['/', '?', '#'])
-        .next()
-        .unwrap_or("");
+    let holds_password = |at: usize| {
+        let Some((user, after_colon)) = rest[..at].split_once(':') else {
+            return false;
+        };
+        if user.contains(['/', '?', '#']) {
+            return false;
+        }
+        let digits = after_colon
+            .find(|c: char| !c.is_ascii_digit())
+            .map_or(after_colon, |end| &after_colon[..end]);
+        let is_port = !digits.is_empty() && after_colon[digits.len()..].starts_with('/');
+        !is_port
+    };
+    let at = rest
+        .match_indices('@')
+        .map(|(i, _)| i)
+        .rfind(|&i| holds_password(i))?;
+    let host = rest[at + 1..].split(['/', '?', '#']).next().unwrap_or("");
     Some(host.to_owned())
 }
 

@@ -284,15 +284,17 @@ mod tests {
             ("qemu+ssh://root:pa?ss@h2/system", "pa?ss", "h2"),
             ("qemu+ssh://root:p@ss@h2/system", "p@ss", "h2"),
             ("qemu+ssh://root:s#3@h2:2222/system", "s#3", "h2:2222"),
-            ("qemu+ssh://root:1234@h2/system", "1234@", "h2"),
-            ("qemu+ssh://root:12/34@h2/system", "12/34", "h2"),
+            ("qemu+ssh://root:1234@h2/system", "1234", "h2"),
+            ("qemu+ssh://root:2024#Secure@h2/system", "Secure", "h2"),
+            ("qemu+ssh://root:1234?x@h2/system", "1234?x", "h2"),
+            ("qemu+ssh://alice@corp:s3cret@h2/system", "s3cret", "h2"),
             (
                 "qemu+ssh://root:s3cret@[fd00::2]/system?keyfile=/k",
                 "s3cret",
                 "[fd00::2]",
             ),
         ] {
-            let err = check_uri(uri).unwrap_err().to_string();
+            let err = check_uri(uri).expect_err(uri).to_string();
             assert!(
                 err.contains("`uri`") && err.contains(&format!("`{host}`")),
                 "{uri}: {err}"
@@ -310,6 +312,8 @@ mod tests {
             "qemu+ssh://h2:2222/system?keyfile=/a@b",
             "qemu+ssh://h2/system?keyfile=/a:b@c",
             "qemu+ssh://root@[fd00::2]:22/system",
+            "qemu+ssh://[fd00::2]/system?keyfile=/k/id@lab",
+            "qemu+ssh://[fd00::2]:22/system?keyfile=/k/a:b@lab",
         ] {
             assert!(check_uri(uri).is_ok(), "{uri}");
         }

@@ -1172,6 +1172,10 @@ pub fn wait_for_hold(
     )?)
 }
 
+/// The digest a template's tag holds while its seal writes the image: never a real digest (those are
+/// `sha256:…`), so the planner builds anew after a seal cut short, and [`current_disk`] refuses it.
+pub const UNSEALED_DIGEST: &str = "unsealed";
+
 /// A template's current generation, as clones need it.
 pub struct CurrentDisk {
     pub generation: u32,
@@ -1203,6 +1207,13 @@ pub fn current_disk(
         bail!(
             "invalid value for `template`: template `{template}` (domain `{domain}`) was not made by \
              virtup with this data dir; build one of your own under another name"
+        );
+    }
+    if tag.digest.as_deref() == Some(UNSEALED_DIGEST) {
+        bail!(
+            "template `{template}` is not ready to clone: its last seal did not finish (a run was cut \
+             short), so its image may be half-written; converge the template again (virtup_template, \
+             or `virt-up` with it) to build a new generation"
         );
     }
     let parsed = virtup_libvirt::parse_domain_xml(&hv.inactive_xml(&domain)?)?;

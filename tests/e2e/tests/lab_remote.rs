@@ -46,17 +46,38 @@ struct Cleanup<'a> {
 
 impl Drop for Cleanup<'_> {
     fn drop(&mut self) {
-        let _ = self.sb.module(
-            "virtup_instance",
-            &json!({"name": INSTANCE, "state": "absent", "uri": self.uri, "wait_timeout": 120}),
+        // A removal that fails is said (a domain left behind would be foreign to the next run's sandbox).
+        let say = |what: &str, (doc, _): (Value, virtup_e2e::Run)| {
+            if doc["failed"] == json!(true) {
+                eprintln!("cleanup: removing {what} failed: {doc}");
+            }
+        };
+        say(
+            INSTANCE,
+            self.sb.module(
+                "virtup_instance",
+                &json!({"name": INSTANCE, "state": "absent", "uri": self.uri, "wait_timeout": 120}),
+            ),
         );
         for uri in [self.uri.as_str(), LOCAL] {
-            let _ = self.sb.module(
-                "virtup_template",
-                &json!({"name": TEMPLATE, "state": "absent", "uri": uri}),
+            say(
+                &format!("{TEMPLATE} on {uri}"),
+                self.sb.module(
+                    "virtup_template",
+                    &json!({"name": TEMPLATE, "state": "absent", "uri": uri}),
+                ),
             );
         }
     }
+}
+
+/// How many host keys the data dir's known_hosts pins under a remote scope of the template.
+fn remote_template_pins(sb: &Sandbox) -> usize {
+    std::fs::read_to_string(sb.data().join("known_hosts"))
+        .unwrap_or_default()
+        .lines()
+        .filter(|l| l.starts_with(&format!("VIRTUP-{TEMPLATE}@")))
+        .count()
 }
 
 /// The remote template through the role `virtup_template`, with a playbook that leaves a mark in it.
@@ -167,6 +188,10 @@ fn a_remote_hypervisor_gets_its_template_and_clone_through_libvirt_and_ssh_hops(
     println!(
         "template built, uploaded, customized and sealed remotely in {:?}",
         built.elapsed
+    );
+    assert!(
+        remote_template_pins(&sb) == 1,
+        "the remote template's key is pinned under its scope `VIRTUP-{TEMPLATE}@<id>`"
     );
     let info = virsh_on(&remote, &["dominfo", &format!("VIRTUP-{TEMPLATE}")]);
     assert!(
@@ -386,6 +411,11 @@ fn a_remote_hypervisor_gets_its_template_and_clone_through_libvirt_and_ssh_hops(
         .filter(|v| v.contains(TEMPLATE) || v.contains(INSTANCE))
         .collect();
     assert!(left.is_empty(), "left on {remote}: {left:?}");
+    assert_eq!(
+        remote_template_pins(&sb),
+        0,
+        "the remote template's pin went with it"
+    );
     let domains = virsh_on(&remote, &["list", "--all", "--name"]);
     assert!(
         !domains.contains(INSTANCE) && !domains.contains(TEMPLATE),

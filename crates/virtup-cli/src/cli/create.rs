@@ -109,8 +109,8 @@ fn ensure_template(
 
 /// virt-up's `template-playbook`: the template is built and booted, the playbook runs against it,
 /// and it is sealed, all in one customization session (a hold, as the role `virtup_template`
-/// takes), so other runs and clones wait meanwhile. When the boot or the playbook fails, the
-/// template is removed again: no clone is ever made from a half-customized template.
+/// takes), so other runs and clones wait meanwhile. When the boot, the playbook or the seal fails,
+/// the template is removed again: no clone is ever made from a half-customized template.
 fn customize(
     paths: &Paths,
     mut options: TemplateOptions,
@@ -165,7 +165,16 @@ fn customize(
         bail!("failed to build template `{name}` with its template-playbook: {why}; {removed}");
     }
     progress::stage(&format!("template `{name}`: sealing"));
-    call(TemplateState::Present).with_context(|| format!("failed to seal template `{name}`"))?;
+    if let Err(e) = call(TemplateState::Present) {
+        // The session's holder is this command's parent (the shell), which lives on: left held, the
+        // template would make every later run wait. A seal that did not finish leaves the template
+        // marked unsealed, so it is removed like one whose playbook failed.
+        let removed = match call(TemplateState::Absent) {
+            Ok(_) => "it was removed again, so that nothing is cloned from it".to_owned(),
+            Err(e) => format!("removing it failed too: {e:#}"),
+        };
+        bail!("failed to seal template `{name}`: {e:#}; {removed}");
+    }
     Ok(())
 }
 

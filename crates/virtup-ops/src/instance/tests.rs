@@ -101,6 +101,23 @@ fn a_check_run_plans_the_clone_and_changes_nothing() {
     assert!(InstanceMeta::read(&ctx.data, "web1").unwrap().is_none());
 }
 
+/// A template whose seal was cut short is no base for a clone: refused before any side effect.
+#[test]
+fn a_template_whose_seal_did_not_finish_is_not_cloned() {
+    let dir = TempDir::new().unwrap();
+    let ctx = context(&dir, true);
+    let hv = test_hv();
+    template(&hv, &ctx);
+    let mut tag = hv.tag("VIRTUP-tpl").unwrap().unwrap();
+    tag.digest = Some(crate::template::UNSEALED_DIGEST.into());
+    hv.set_tag("VIRTUP-tpl", &tag).unwrap();
+    let req = resolve(&ctx, options("web1", InstanceState::Running)).unwrap();
+    let e = converge(&ctx, &hv, &req, Mode::Apply, &Quiet).unwrap_err();
+    assert!(format!("{e:#}").contains("seal did not finish"), "{e:#}");
+    assert!(hv.domain("web1").unwrap().is_none());
+    assert!(!volume_exists(&hv, "web1.qcow2"));
+}
+
 #[test]
 fn a_missing_template_is_a_planned_change_in_a_check_run_and_an_error_before_any_side_effect() {
     let dir = TempDir::new().unwrap();

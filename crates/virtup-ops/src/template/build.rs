@@ -420,20 +420,23 @@ pub(super) fn seal(
         libguestfs::apply_env(&mut cmd, accel);
         run_tool(&cmd, "virt-customize could not seal the template")
     };
-    // Until the seal has finished, the generation is not the image the digest describes: a seal cut
-    // short (a killed run, a link dropped mid-upload) leaves the tag without a digest, so the next run
-    // builds a new generation instead of handing clones a half-written image.
+    // Until the seal has finished, the generation is not the image the digest describes: from the
+    // first write on, the tag says so (UNSEALED_DIGEST), so a seal cut short (a killed run, a link
+    // dropped mid-upload) makes the next run build a new generation, and no clone is made on it.
     let tag = hv
         .tag(&req.domain)?
         .ok_or_else(|| anyhow!("template domain `{}` has no virtup tag", req.domain))?;
-    hv.set_tag(
-        &req.domain,
-        &VirtupTag {
-            digest: None,
-            ..tag.clone()
-        },
-    )?;
-    seal_volume(hv, data, req, obs, &volume, seal_file)?;
+    let mark_unsealed = || -> Result<()> {
+        hv.set_tag(
+            &req.domain,
+            &VirtupTag {
+                digest: Some(super::UNSEALED_DIGEST.into()),
+                ..tag.clone()
+            },
+        )?;
+        Ok(())
+    };
+    seal_volume(hv, data, req, obs, &volume, mark_unsealed, seal_file)?;
     hv.set_tag(&req.domain, &tag)?;
     Ok(())
 }
@@ -446,6 +449,7 @@ fn seal_volume(
     req: &Request,
     obs: &Observation,
     volume: &str,
+    mark_unsealed: impl Fn() -> Result<()>,
     seal_file: impl Fn(&Path) -> Result<()>,
 ) -> Result<()> {
     if hv.is_local() {
@@ -453,6 +457,7 @@ fn seal_volume(
             .pool_path
             .as_ref()
             .ok_or_else(|| anyhow!("pool `{}` has no path", req.pool))?;
+        mark_unsealed()?;
         return seal_file(&pool_path.join(volume));
     }
     let scratch = data.scratch()?;
@@ -472,6 +477,7 @@ fn seal_volume(
             req.uri
         );
     }
+    mark_unsealed()?;
     hv.overwrite_volume(&req.pool, volume, &copy)?;
     Ok(())
 }
