@@ -78,6 +78,14 @@ impl Default for InstanceMeta {
 }
 
 impl InstanceMeta {
+    /// The known_hosts that pins the instance's key: the one the metadata names, else the data dir's
+    /// (virt-up 2.2.0's metadata names none).
+    pub fn known_hosts_file_in(&self, data: &DataDir) -> PathBuf {
+        self.known_hosts_file
+            .clone()
+            .unwrap_or_else(|| data.known_hosts_file())
+    }
+
     /// New metadata in the current schema, created now.
     pub fn new(name: &str, template: &str) -> InstanceMeta {
         InstanceMeta {

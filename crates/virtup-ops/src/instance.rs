@@ -756,11 +756,7 @@ fn describe(
     };
     // Metadata that names no known_hosts (virt-up 2.2.0's) is checked against the data dir's, as the
     // inventory does; without metadata there is no pinned key to check against.
-    let known_hosts_file = meta.map(|m| {
-        m.known_hosts_file
-            .clone()
-            .unwrap_or_else(|| data.known_hosts_file())
-    });
+    let known_hosts_file = meta.map(|m| m.known_hosts_file_in(data));
     Ok(InstanceFacts {
         name: req.desired.name.clone(),
         address: address

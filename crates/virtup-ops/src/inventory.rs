@@ -169,14 +169,14 @@ pub fn collect(paths: &Paths, config: &Config) -> Result<Listing> {
         .unwrap_or_else(|| paths.libvirt_uri.clone());
     let mut hosts: BTreeMap<String, Host> = BTreeMap::new();
     // A URI with a password is neither connected nor shown: the inventory prints every URI it lists.
-    let (refused, listable): (Vec<String>, Vec<String>) = uris(paths, config, &metas)
-        .into_iter()
-        .partition(|uri| virtup_libvirt::uri_password_host(uri).is_some());
-    for uri in refused {
-        warnings.push(format!(
-            "a URI for `{}` is not listed: it holds a password (`user:password@`); give the user alone",
-            virtup_libvirt::uri_password_host(&uri).unwrap_or_default()
-        ));
+    let mut listable = Vec::new();
+    for uri in uris(paths, config, &metas) {
+        match virtup_libvirt::uri_password_host(&uri) {
+            Some(host) => warnings.push(format!(
+                "a URI for `{host}` is not listed: it holds a password (`user:password@`); give the user alone"
+            )),
+            None => listable.push(uri),
+        }
     }
     for (uri, listed) in list_all(listable) {
         let (hv, domains) = match listed {
@@ -350,10 +350,7 @@ impl Scan<'_> {
             ssh_private_key_file: meta.ssh_private_key_file.clone().or_else(|| {
                 Some(self.data.user_key_path(&meta.user)).filter(|_| !meta.user.is_empty())
             }),
-            known_hosts_file: meta
-                .known_hosts_file
-                .clone()
-                .unwrap_or_else(|| self.data.known_hosts_file()),
+            known_hosts_file: meta.known_hosts_file_in(self.data),
             host_key_alias: meta.name.clone(),
             uri: uri.to_owned(),
             mac: meta.mac.clone(),
