@@ -100,6 +100,25 @@ pub fn resize_cmd(path: &Path, format: &str, size: u64) -> Cmd {
     cmd
 }
 
+/// `qemu-img rebase -u -f qcow2 -F BACKING_FMT -b BACKING PATH`: rewrites only the backing file
+/// name an overlay records (no data is read or copied, and `backing` need not exist here). Used to
+/// point a copy of a remote overlay at a local copy of its backing image, and back again.
+pub fn rebase_unsafe_cmd(path: &Path, backing: &str, backing_fmt: &str) -> Cmd {
+    let mut cmd = Cmd::new("qemu-img");
+    cmd.args([
+        "rebase",
+        "-u",
+        "-f",
+        "qcow2",
+        "-F",
+        backing_fmt,
+        "-b",
+        backing,
+    ])
+    .arg(path);
+    cmd
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -174,6 +193,21 @@ mod tests {
                 resize_cmd(p("/t.qcow2"), "qcow2", 2048),
                 &[
                     "qemu-img", "resize", "-q", "-f", "qcow2", "/t.qcow2", "2048",
+                ],
+            ),
+            (
+                rebase_unsafe_cmd(p("/s/i.qcow2"), "/pool/t-gen1.qcow2", "qcow2"),
+                &[
+                    "qemu-img",
+                    "rebase",
+                    "-u",
+                    "-f",
+                    "qcow2",
+                    "-F",
+                    "qcow2",
+                    "-b",
+                    "/pool/t-gen1.qcow2",
+                    "/s/i.qcow2",
                 ],
             ),
         ];

@@ -2,7 +2,7 @@
 
 use std::collections::BTreeSet;
 use std::net::IpAddr;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 use anyhow::{anyhow, bail, Result};
@@ -16,7 +16,6 @@ use virtup_core::{
     keys, known_hosts, validate, AddressSource, DataDir, Fields, InstanceMeta, LockGuard,
 };
 use virtup_guest::config_disk::{self, ConfigDiskKind};
-use virtup_guest::libguestfs;
 use virtup_guest::{sysprep, VirtSysprep};
 use virtup_libvirt::{
     parse_domain_xml, DiskBus, DiskDevice, DiskSpec, DomainSpec, DomainState, Graphics, Hypervisor,
@@ -26,6 +25,7 @@ use virtup_libvirt::{
 use crate::context::{self, Context, Waited, LOCK_TIMEOUT, SHORT_LOCK_TIMEOUT};
 use crate::identity::{upload_config_disk, GuestIdentity};
 use crate::template::{current_disk, wait_for_hold};
+use crate::volume_copy::VolumeCopy;
 use crate::{reach, run_tool, Mode, Reporter};
 
 #[cfg(test)]
@@ -198,16 +198,6 @@ pub fn resolve(ctx: &Context, options: InstanceOptions) -> Result<Request> {
         _ => context::uri(&fields, &ctx.paths),
     };
     context::check_uri(&uri)?;
-    if customize == Customize::Sysprep
-        && state != InstanceState::Absent
-        && !virtup_libvirt::uri_is_local(&uri)
-    {
-        // virt-sysprep writes to the clone's file: a remote pool's is out of its reach.
-        bail!(
-            "`customize: sysprep` (or `virt_sysprep_args`) needs the pool on this machine, and `{uri}` \
-             is a remote hypervisor, reached only through libvirt: use `customize: auto` there"
-        );
-    }
     Ok(Request {
         uri,
         default_uri: context::default_uri(&ctx.config, &ctx.paths),
@@ -1008,7 +998,7 @@ fn create(
         root_password: req.root_password.as_deref(),
     }
     .build()?;
-    let disks = identity_disks(data, hv, req, &mut ledger, &disk, &identity)?;
+    let disks = identity_disks(data, hv, req, &mut ledger, &disk, tpl, &identity)?;
     let spec = domain_spec(hv, req, tpl, disks, &mac, owner)?;
     // Pinned before the define: once the domain exists a later run finds nothing to do, so a run
     // killed in between must not leave an instance whose key nobody trusts. (Killed before the
@@ -1085,6 +1075,7 @@ fn identity_disks(
     req: &Request,
     ledger: &mut Ledger,
     disk: &VolumeInfo,
+    tpl: &TemplateDisk,
     identity: &virtup_guest::Identity,
 ) -> Result<Vec<DiskSpec>> {
     let config_volume = req.config_volume();
@@ -1107,12 +1098,34 @@ fn identity_disks(
             let tmp = data.root().join("tmp");
             virtup_core::datadir::ensure_private_dir(&tmp)?;
             let staged = config_disk::stage(identity, ConfigDiskKind::Virtup, &tmp)?;
-            let mut sp = VirtSysprep::new(&disk.path);
-            sp.ops = sysprep::identity_ops(&staged)?;
-            sp.extra_args = req.virt_sysprep_args.clone();
-            let mut cmd = sp.cmd()?;
-            libguestfs::apply_env(&mut cmd, accel_from(hv)?);
-            run_tool(&cmd, "virt-sysprep could not prepare the clone")?;
+            // virt-sysprep runs here, whatever hypervisor the clone is for.
+            let appliance = virtup_libvirt::appliance_virt_type(hv, accel_from(hv)?)?;
+            let sysprep_file = |path: &Path| -> Result<()> {
+                let mut sp = VirtSysprep::new(path);
+                sp.format = Some(req.format.as_str().to_owned());
+                sp.ops = sysprep::identity_ops(&staged)?;
+                sp.extra_args = req.virt_sysprep_args.clone();
+                let mut cmd = sp.cmd()?;
+                crate::appliance_env(&mut cmd, hv, appliance);
+                run_tool(&cmd, "virt-sysprep could not prepare the clone")
+            };
+            if hv.is_local() {
+                sysprep_file(Path::new(&disk.path))?;
+            } else {
+                // A remote pool's file is out of virt-sysprep's reach: it works on a copy (linked to
+                // a copy of the generation), which goes back into the same volume.
+                let volume = req.disk_volume();
+                let copy = VolumeCopy::download(data, hv, &req.pool, &volume)?;
+                copy.work_on(
+                    hv,
+                    &req.pool,
+                    req.format.as_str(),
+                    &tpl.volume,
+                    &tpl.path,
+                    sysprep_file,
+                )?;
+                copy.write_back(hv, &req.pool, || Ok(()))?;
+            }
         }
     }
     Ok(disks)

@@ -15,11 +15,30 @@ pub mod reach;
 pub mod template;
 #[cfg(test)]
 mod test_support;
+mod volume_copy;
 
 /// Runs a tool to completion; its failure names what the run was for (the tool's own error is the cause).
 pub(crate) fn run_tool(cmd: &virtup_guest::Cmd, what: &str) -> anyhow::Result<()> {
     use anyhow::Context as _;
     cmd.output().map(drop).with_context(|| what.to_owned())
+}
+
+/// Makes a libguestfs tool (virt-builder, virt-customize, virt-sysprep) run on this machine for
+/// `hv`, under `appliance` (see [`virtup_libvirt::appliance_virt_type`]). A libvirt backend of
+/// libguestfs must not follow the default URI to a remote hypervisor, whose paths are not this
+/// machine's: on a local hypervisor it is that one (whatever the environment names); for a remote
+/// one the images are worked on here.
+pub(crate) fn appliance_env(
+    cmd: &mut virtup_guest::Cmd,
+    hv: &virtup_libvirt::Hypervisor,
+    appliance: virtup_core::VirtType,
+) {
+    virtup_guest::libguestfs::apply_env(cmd, appliance);
+    if hv.is_local() {
+        cmd.env("LIBVIRT_DEFAULT_URI", hv.uri());
+    } else {
+        cmd.env_remove("LIBVIRT_DEFAULT_URI");
+    }
 }
 
 /// Whether a run may change anything. Decided once by the caller (from Ansible's check mode for the

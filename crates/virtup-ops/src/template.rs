@@ -1084,6 +1084,8 @@ fn apply(run: Apply<'_>, plan: &Plan) -> Result<Vec<String>> {
     } = run;
     let mut warnings = Vec::new();
     let accel = accel(hv, &mut warnings)?;
+    // virt-builder and virt-customize run here, whatever hypervisor the template is for.
+    let appliance = virtup_libvirt::appliance_virt_type(hv, accel)?;
     if plan.steps.iter().any(|s| matches!(s, Step::Define { .. })) {
         // Made before the build, so that failing to make it leaves nothing behind (define reads it).
         data.ensure_owner_id(SHORT_LOCK_TIMEOUT)?;
@@ -1097,12 +1099,12 @@ fn apply(run: Apply<'_>, plan: &Plan) -> Result<Vec<String>> {
         }
         match *step {
             Step::Stop => crate::power::stop(hv, &req.domain, req.wait_timeout)?,
-            Step::Build { generation } => build::build(run, generation, accel)?,
+            Step::Build { generation } => build::build(run, generation, appliance)?,
             Step::Define { generation } => build::define(data, hv, req, obs, generation, accel)?,
             Step::Start => {
                 hv.start(&req.domain)?;
             }
-            Step::Seal => build::seal(hv, data, req, obs, plan.generation, accel)?,
+            Step::Seal => build::seal(hv, data, req, obs, plan.generation, appliance)?,
             Step::DeleteGeneration { generation } => {
                 if let Some(volume) = obs.volumes.get(&generation) {
                     hv.delete_volume(&req.pool, volume)?;

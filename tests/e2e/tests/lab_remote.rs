@@ -1,6 +1,8 @@
 //! Layer 4 on two hypervisors: a template built on the controller and uploaded to a remote pool over
 //! `qemu+ssh://`, customized there by its playbook and sealed through libvirt's volume streams, a clone
-//! there proven through its hypervisor, Ansible reaching it with both SSH hops
+//! there prepared by virt-sysprep on a copy brought down and written back, its config's
+//! `instance-playbook` run through the hypervisor, the clone proven through it, Ansible reaching it
+//! with both SSH hops
 //! checked strictly, a template name on two hypervisors with records apart, an instance name on one,
 //! and a teardown that leaves nothing on either host.
 //!
@@ -126,6 +128,51 @@ fn remote_template_role(sb: &Sandbox, remote: &str) -> virtup_e2e::Run {
     .unwrap();
     let mut cmd = ansible_playbook(sb);
     // The nested run prints the template playbook's output at -v.
+    cmd.arg("-v").arg(&play);
+    run(&mut cmd, Duration::from_secs(1800))
+}
+
+/// The remote clone through the role `virtup_instance`, with the config's `instance-playbook` (in the
+/// template's `templates.d` section, found in the config's `playbooks/` dir as virt-up searches).
+fn remote_instance_role(sb: &Sandbox, instance: &Value) -> virtup_e2e::Run {
+    let config = sb.config();
+    std::fs::create_dir_all(config.join("templates.d")).unwrap();
+    std::fs::create_dir_all(config.join("playbooks")).unwrap();
+    std::fs::write(
+        config.join("templates.d/remote.cfg"),
+        format!("[{TEMPLATE}]\ninstance-playbook = imark.yml\n"),
+    )
+    .unwrap();
+    std::fs::write(
+        config.join("playbooks/imark.yml"),
+        r#"- name: Leave a mark in the new instance
+  hosts: all
+  gather_facts: false
+  become: true
+  tasks:
+    - name: Write the mark
+      ansible.builtin.copy:
+        dest: /etc/virtup-instance-mark
+        content: "{{ inventory_hostname }} from its instance-playbook\n"
+        mode: "0644"
+    - name: Say so
+      ansible.builtin.debug:
+        msg: virtup-instance-mark written
+"#,
+    )
+    .unwrap();
+    let play = sb.path().join("remote-instance.yml");
+    std::fs::write(
+        &play,
+        format!(
+            "- name: The remote instance\n  hosts: localhost\n  connection: local\n  gather_facts: false\n  \
+             roles:\n    - role: virtup.virtup.virtup_instance\n      \
+             vars: {{virtup_instance_instances: [{instance}]}}\n"
+        ),
+    )
+    .unwrap();
+    let mut cmd = ansible_playbook(sb);
+    // The nested run prints the instance-playbook's output at -v.
     cmd.arg("-v").arg(&play);
     run(&mut cmd, Duration::from_secs(1800))
 }
@@ -259,23 +306,64 @@ fn a_remote_hypervisor_gets_its_template_and_clone_through_libvirt_and_ssh_hops(
     );
     assert_role_changes_nothing(&sb, &remote, "the role after the local template went");
 
-    // 2. A clone on the remote hypervisor, proven through it (the guest's NAT address is
-    // reachable only from there).
-    let instance_args =
-        json!({"name": INSTANCE, "template": TEMPLATE, "uri": remote, "wait_timeout": 900});
-    let (made, out) = sb.module("virtup_instance", &instance_args);
+    // 2. A clone on the remote hypervisor through the role, proven through it (the guest's NAT
+    // address is reachable only from there). It takes the sysprep path: virt-sysprep runs here on a
+    // copy of its overlay (pointed at a copy of the generation), which goes back into the same remote
+    // volume. The config's `instance-playbook` then runs on it through the hypervisor.
+    let instance_args = json!({"name": INSTANCE, "template": TEMPLATE, "uri": remote,
+                               "customize": "sysprep", "wait_timeout": 900});
+    let made = remote_instance_role(&sb, &instance_args);
     assert!(
-        out.status.success() && made["changed"] == json!(true),
-        "{made}\n{}",
-        out.stderr
+        made.status.success()
+            && recap_counts(&made.stdout)
+                .iter()
+                .any(|(h, changed, failed, _)| h == "localhost" && *changed > 0 && *failed == 0)
+            && made.stdout.contains("virtup-instance-mark written"),
+        "the remote sysprep clone and its instance-playbook through the role:\n{}\n{}",
+        tail(&made.stdout, 80),
+        tail(&made.stderr, 20)
     );
-    println!("clone made and proven over two hops in {:?}", out.elapsed);
+    println!(
+        "sysprep clone made, proven over two hops and its instance-playbook run in {:?}",
+        made.elapsed
+    );
     assert!(virsh_on(&remote, &["list", "--name"])
         .lines()
         .any(|l| l.trim() == INSTANCE));
     assert!(!virsh_on(LOCAL, &["list", "--all", "--name"])
         .lines()
         .any(|l| l.trim() == INSTANCE));
+    let disks = virsh_on(&remote, &["domblklist", INSTANCE]);
+    assert!(
+        disks
+            .lines()
+            .filter(|l| l.trim_start().starts_with("vd"))
+            .count()
+            == 1,
+        "a sysprep clone has its own disk and no config disk: {disks}"
+    );
+    let overlay = virsh_on(
+        &remote,
+        &[
+            "vol-dumpxml",
+            &format!("{INSTANCE}.qcow2"),
+            "--pool",
+            "default",
+        ],
+    );
+    assert!(
+        overlay.contains("<backingStore>") && overlay.contains(&format!("/{volume}</path>")),
+        "the overlay written back is still linked to the generation on the hypervisor: {overlay}"
+    );
+    let scratch: Vec<_> = std::fs::read_dir(sb.data().join("tmp"))
+        .map(|d| d.flatten().map(|e| e.file_name()).collect())
+        .unwrap_or_default();
+    assert!(
+        scratch
+            .iter()
+            .all(|n| !n.to_string_lossy().starts_with("run-")),
+        "the copies brought down for virt-sysprep are gone: {scratch:?}"
+    );
     let again = sb.ok("virtup_instance", &instance_args);
     assert_eq!(again["changed"], json!(false), "{again}");
 
@@ -326,7 +414,7 @@ fn a_remote_hypervisor_gets_its_template_and_clone_through_libvirt_and_ssh_hops(
             "-m",
             "shell",
             "-a",
-            "cat /etc/virtup-remote-mark; test -e /var/lib/dhcp/virtup-seal-probe || echo seal-probe-gone",
+            "cat /etc/virtup-remote-mark /etc/virtup-instance-mark; test -e /var/lib/dhcp/virtup-seal-probe || echo seal-probe-gone",
         ]),
         Duration::from_secs(300),
     );
@@ -334,8 +422,9 @@ fn a_remote_hypervisor_gets_its_template_and_clone_through_libvirt_and_ssh_hops(
         mark.status.success()
             && mark.stdout.contains(&format!("{INSTANCE} | CHANGED"))
             && mark.stdout.contains("customized through the hypervisor")
+            && mark.stdout.contains(&format!("{INSTANCE} from its instance-playbook"))
             && mark.stdout.contains("seal-probe-gone"),
-        "a command through the hypervisor failed, the template's mark is missing or it was not sealed:\n{}\n{}",
+        "a command through the hypervisor failed, a mark (template's, instance-playbook's) is missing or it was not sealed:\n{}\n{}",
         mark.stdout,
         mark.stderr
     );

@@ -9,7 +9,6 @@ use virtup_core::ownership::Ledger;
 use virtup_core::template::{volume_name, Source};
 use virtup_core::vocab::config_disk_volume;
 use virtup_core::{keys, known_hosts, validate, DataDir};
-use virtup_guest::libguestfs;
 use virtup_guest::virt_install::{InstallDisk, InstallNetwork};
 use virtup_guest::{firstboot, CustomizeOp, VirtBuilder, VirtCustomize, VirtInstall};
 use virtup_libvirt::{Hypervisor, TagKind, VirtType, VirtupTag};
@@ -19,6 +18,7 @@ use super::{Apply, Observation, Request};
 use crate::context::{Context, SHORT_LOCK_TIMEOUT};
 use crate::identity::{upload_config_disk, GuestIdentity};
 use crate::run_tool;
+use crate::volume_copy::VolumeCopy;
 
 /// The generated (or given) secret of `what` as a 0600 file, for tools that read secrets from files.
 fn secret(ctx: &Context, domain: &str, what: &str, given: Option<&str>) -> Result<PathBuf> {
@@ -87,7 +87,7 @@ pub(super) fn identity_removal_ops() -> Vec<CustomizeOp> {
     ]
 }
 
-pub(super) fn build(run: Apply<'_>, generation: u32, accel: VirtType) -> Result<()> {
+pub(super) fn build(run: Apply<'_>, generation: u32, appliance: VirtType) -> Result<()> {
     let Apply {
         ctx,
         data,
@@ -134,7 +134,7 @@ pub(super) fn build(run: Apply<'_>, generation: u32, accel: VirtType) -> Result<
     for name in &pending {
         ledger.intend(data, &req.uri, &req.pool, name, None)?;
     }
-    let made = make_image(run, &part, &out, ops, &root_pw, accel);
+    let made = make_image(run, &part, &out, ops, &root_pw, appliance);
     if let Err(e) = made {
         // virt-builder does not say when the pool fills up; the partial it kept still fills it.
         let e = match virtup_guest::space::exhausted(&part) {
@@ -211,20 +211,10 @@ fn make_image(
     out: &Path,
     ops: Vec<CustomizeOp>,
     root_pw: &Path,
-    accel: VirtType,
+    appliance: VirtType,
 ) -> Result<()> {
     let Apply { data, req, hv, .. } = run;
     let f = &req.desired.fields;
-    // The tools run here: a libvirt backend of libguestfs must not follow the default URI to a
-    // remote hypervisor, whose paths are not this machine's. On a local hypervisor it is that one
-    // (whatever the environment names); for a remote one the image is built here and uploaded.
-    let here = |cmd: &mut virtup_guest::Cmd| {
-        if hv.is_local() {
-            cmd.env("LIBVIRT_DEFAULT_URI", hv.uri());
-        } else {
-            cmd.env_remove("LIBVIRT_DEFAULT_URI");
-        }
-    };
     // The image gets password hashes: private (0600, like the volumes libvirt creates) before the
     // tools write into it, and again after them, whatever mode their own files had.
     private_image(part)?;
@@ -242,8 +232,7 @@ fn make_image(
                 extra_args: req.settings.virt_builder_args.clone(),
             }
             .cmd()?;
-            libguestfs::apply_env(&mut cmd, accel);
-            here(&mut cmd);
+            crate::appliance_env(&mut cmd, hv, appliance);
             let scratch = virtup_guest::builder::scratch()?;
             virtup_guest::builder::use_scratch(&mut cmd, scratch.path());
             run_tool(
@@ -267,8 +256,7 @@ fn make_image(
                 ..VirtCustomize::new(part)
             }
             .cmd()?;
-            libguestfs::apply_env(&mut cmd, accel);
-            here(&mut cmd);
+            crate::appliance_env(&mut cmd, hv, appliance);
             run_tool(
                 &cmd,
                 &format!("virt-customize could not prepare image `{location}`"),
@@ -408,7 +396,7 @@ pub(super) fn seal(
     req: &Request,
     obs: &Observation,
     generation: u32,
-    accel: VirtType,
+    appliance: VirtType,
 ) -> Result<()> {
     let volume = volume_name(&req.desired.name, generation, &req.format);
     let seal_file = |disk: &Path| -> Result<()> {
@@ -417,7 +405,7 @@ pub(super) fn seal(
             ..VirtCustomize::new(disk)
         }
         .cmd()?;
-        libguestfs::apply_env(&mut cmd, accel);
+        crate::appliance_env(&mut cmd, hv, appliance);
         run_tool(&cmd, "virt-customize could not seal the template")
     };
     // Until the seal has finished, the generation is not the image the digest describes: from the
@@ -449,7 +437,7 @@ fn seal_volume(
     req: &Request,
     obs: &Observation,
     volume: &str,
-    mark_unsealed: impl Fn() -> Result<()>,
+    mark_unsealed: impl FnOnce() -> Result<()>,
     seal_file: impl Fn(&Path) -> Result<()>,
 ) -> Result<()> {
     if hv.is_local() {
@@ -460,25 +448,15 @@ fn seal_volume(
         mark_unsealed()?;
         return seal_file(&pool_path.join(volume));
     }
-    let scratch = data.scratch()?;
-    let copy = scratch.path().join(volume);
-    let downloaded = hv.download_volume(&req.pool, volume, &copy)?;
-    seal_file(&copy)?;
-    let sealed = std::fs::metadata(&copy)
-        .with_context(|| format!("cannot read `{}`", copy.display()))?
-        .len();
-    // The upload writes from the volume's start: a shorter image would leave old bytes at its end.
-    // virt-customize changes an image in place, so it never shrinks; say so if it ever did.
-    if sealed < downloaded {
-        bail!(
-            "cannot seal template `{}` on `{}`: the sealed copy of `{volume}` is shorter ({sealed} bytes) \
-             than the volume ({downloaded} bytes), and an upload cannot shrink it",
-            req.desired.name,
-            req.uri
-        );
-    }
-    mark_unsealed()?;
-    hv.overwrite_volume(&req.pool, volume, &copy)?;
+    let copy = VolumeCopy::download(data, hv, &req.pool, volume)?;
+    seal_file(copy.path())?;
+    copy.write_back(hv, &req.pool, mark_unsealed)
+        .with_context(|| {
+            format!(
+                "cannot seal template `{}` on `{}`",
+                req.desired.name, req.uri
+            )
+        })?;
     Ok(())
 }
 
