@@ -27,6 +27,31 @@ pub struct ImageInfo {
     pub backing_filename_format: Option<String>,
     #[serde(default)]
     pub dirty_flag: Option<bool>,
+    #[serde(default)]
+    pub format_specific: Option<FormatSpecific>,
+}
+
+impl ImageInfo {
+    /// The external data file a qcow2 image keeps its guest data in (`-o data_file=`), if any: a
+    /// path on whatever machine opens the image, so an image from elsewhere that names one would
+    /// have the tools here read and write that file.
+    pub fn data_file(&self) -> Option<&str> {
+        self.format_specific.as_ref()?.data.data_file.as_deref()
+    }
+}
+
+/// `format-specific` of `qemu-img info`: only what virtup checks.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Deserialize)]
+pub struct FormatSpecific {
+    #[serde(default)]
+    pub data: FormatData,
+}
+
+#[derive(Clone, Debug, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub struct FormatData {
+    #[serde(default)]
+    pub data_file: Option<String>,
 }
 
 /// `qemu-img info -U --output=json [-f FMT] PATH`; `-U` (force share) lets it read an image a
@@ -239,8 +264,18 @@ mod tests {
                 full_backing_filename: Some("/tmp/b.qcow2".into()),
                 backing_filename_format: Some("qcow2".into()),
                 dirty_flag: Some(false),
+                format_specific: Some(FormatSpecific::default()),
             }
         );
+        assert_eq!(info.data_file(), None);
+        // Printed by qemu-img 10.0 for an image made with `-o data_file=/tmp/rb/df.raw`.
+        let with_data_file = parse_info(
+            br#"{"format": "qcow2", "virtual-size": 1048576, "filename": "d.qcow2",
+                "format-specific": {"type": "qcow2", "data": {"compat": "1.1",
+                "data-file": "/tmp/rb/df.raw", "data-file-raw": false}}}"#,
+        )
+        .unwrap();
+        assert_eq!(with_data_file.data_file(), Some("/tmp/rb/df.raw"));
         let raw =
             parse_info(br#"{"format": "raw", "virtual-size": 1024, "filename": "x"}"#).unwrap();
         assert_eq!(raw.format, "raw");

@@ -29,8 +29,8 @@ pub use hypervisor::{
 pub use storage_xml::{parse_volume_xml, PoolInfo, VolumeInfo, VolumeSpec};
 pub use tag::{TagKind, VirtupTag, VIRTUP_NS, VIRTUP_PREFIX};
 pub use virt_type::{
-    appliance_virt_type, appliance_virt_type_with, choose_virt_type, choose_virt_type_with,
-    choose_virt_type_without_probe, choose_virt_type_without_probe_with, parse_capabilities,
-    probe_guest, probe_kvm, uri_is_local, uri_password_host, GuestProbe, HostCapabilities,
-    VirtTypeChoice, PROBE_WATCH, VIRT_TYPE_ENV,
+    choose_virt_type, choose_virt_type_with, choose_virt_type_without_probe,
+    choose_virt_type_without_probe_with, parse_capabilities, probe_guest, probe_kvm,
+    remote_appliance_virt_type, remote_appliance_virt_type_with, uri_is_local, uri_password_host,
+    GuestProbe, HostCapabilities, VirtTypeChoice, PROBE_WATCH, VIRT_TYPE_ENV,
 };

@@ -308,7 +308,7 @@ impl Hypervisor {
     /// `local`, a new file of mode 0600: how an image in a remote pool is read without a path on
     /// this machine. Returns the number of bytes. A failure removes the partial file.
     pub fn download_volume(&self, pool: &str, name: &str, local: &Path) -> Result<u64> {
-        use std::io::Write as _;
+        use std::io::{Seek as _, SeekFrom, Write as _};
         use std::os::unix::fs::OpenOptionsExt as _;
         let id = vol_id(pool, name);
         let vol = self.lookup_volume(&self.lookup_pool(pool)?, pool, name)?;
@@ -335,7 +335,14 @@ impl Hypervisor {
                     Ok(0) => break,
                     Ok(n) => {
                         let n = usize::try_from(n).unwrap_or(0).min(buf.len());
-                        if let Err(e) = file.write_all(&buf[..n]) {
+                        // Zeros are skipped, not written: the copy stays as sparse as the volume
+                        // (the length is set at the end).
+                        let written = if buf[..n].iter().all(|&b| b == 0) {
+                            file.seek(SeekFrom::Current(n as i64)).map(drop)
+                        } else {
+                            file.write_all(&buf[..n])
+                        };
+                        if let Err(e) = written {
                             let _ = stream.abort();
                             return Err(io_err(e));
                         }
@@ -348,6 +355,7 @@ impl Hypervisor {
                 }
             }
             stream.finish().map_err(fail)?;
+            file.set_len(got).map_err(io_err)?;
             file.sync_all().map_err(io_err)?;
             Ok(got)
         })();

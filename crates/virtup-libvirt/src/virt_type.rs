@@ -130,24 +130,18 @@ pub fn choose_virt_type_with(
 }
 
 /// The accelerator for a libguestfs appliance (virt-builder, virt-customize, virt-sysprep) that
-/// works for `hv`. The appliance always runs on this machine: for a local hypervisor that is the
-/// accelerator chosen for its guests (`hypervisor`); for a remote one it is this machine's, which
-/// the remote's says nothing about. There, [`VIRT_TYPE_ENV`] decides when set, and otherwise
-/// libguestfs keeps its own choice (kvm when /dev/kvm opens, else TCG), which `Kvm` leaves alone.
-pub fn appliance_virt_type(hv: &Hypervisor, hypervisor: VirtType) -> Result<VirtType> {
+/// works for a *remote* hypervisor. The appliance always runs on this machine, and the remote's
+/// accelerator says nothing about this machine's: `VIRTUP_VIRT_TYPE=qemu` (KVM is unusable here)
+/// forces TCG, and otherwise libguestfs keeps its own choice (kvm when /dev/kvm opens, else TCG;
+/// `LIBGUESTFS_BACKEND_SETTINGS=force_tcg` passes through), which `Kvm` leaves alone. For a local
+/// hypervisor the appliance uses the accelerator chosen for its guests.
+pub fn remote_appliance_virt_type() -> Result<VirtType> {
     let env = std::env::var(VIRT_TYPE_ENV).ok();
-    appliance_virt_type_with(hv.uri(), hypervisor, env.as_deref())
+    remote_appliance_virt_type_with(env.as_deref())
 }
 
-/// [`appliance_virt_type`] with the override given.
-pub fn appliance_virt_type_with(
-    uri: &str,
-    hypervisor: VirtType,
-    env_override: Option<&str>,
-) -> Result<VirtType> {
-    if uri_is_local(uri) {
-        return Ok(hypervisor);
-    }
+/// [`remote_appliance_virt_type`] with the override given.
+pub fn remote_appliance_virt_type_with(env_override: Option<&str>) -> Result<VirtType> {
     match env_override.map(str::trim).filter(|v| !v.is_empty()) {
         Some(value) => VirtType::parse(&value.to_ascii_lowercase())
             .ok_or_else(|| LibvirtError::invalid(VIRT_TYPE_ENV, value, "expected `kvm` or `qemu`")),
@@ -555,23 +549,21 @@ mod tests {
 
     #[test]
     fn the_appliance_runs_here_so_a_remote_hypervisor_s_accelerator_is_not_its_own() {
-        let remote = "qemu+ssh://root@h2/system";
-        // Local: the hypervisor's choice is this machine's.
+        // Unset: libguestfs' own choice (what `Kvm` leaves alone), whatever the remote runs.
         assert_eq!(
-            appliance_virt_type_with("qemu:///system", VirtType::Qemu, None).unwrap(),
-            VirtType::Qemu
-        );
-        // Remote: a TCG-only remote does not slow this machine's appliance down, nor does a kvm
-        // remote force kvm here; the override (this machine's) decides.
-        assert_eq!(
-            appliance_virt_type_with(remote, VirtType::Qemu, None).unwrap(),
+            remote_appliance_virt_type_with(None).unwrap(),
             VirtType::Kvm
         );
         assert_eq!(
-            appliance_virt_type_with(remote, VirtType::Kvm, Some(" QEMU ")).unwrap(),
+            remote_appliance_virt_type_with(Some(" ")).unwrap(),
+            VirtType::Kvm
+        );
+        // KVM unusable here: TCG for the appliance too.
+        assert_eq!(
+            remote_appliance_virt_type_with(Some(" QEMU ")).unwrap(),
             VirtType::Qemu
         );
-        let err = appliance_virt_type_with(remote, VirtType::Kvm, Some("xen")).unwrap_err();
+        let err = remote_appliance_virt_type_with(Some("xen")).unwrap_err();
         assert!(err.to_string().contains(VIRT_TYPE_ENV), "{err}");
     }
 

@@ -5,7 +5,7 @@ use std::net::IpAddr;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
-use anyhow::{anyhow, bail, Result};
+use anyhow::{anyhow, bail, Context as _, Result};
 use serde::Serialize;
 use virtup_core::instance::{
     plan, CloneKind, Customize, InstanceDesired, InstanceObserved, InstanceState, ObservedInstance,
@@ -198,6 +198,20 @@ pub fn resolve(ctx: &Context, options: InstanceOptions) -> Result<Request> {
         _ => context::uri(&fields, &ctx.paths),
     };
     context::check_uri(&uri)?;
+    if customize == Customize::Sysprep
+        && state != InstanceState::Absent
+        && settings.image_format == ImageFormat::Raw
+        && !virtup_libvirt::uri_is_local(&uri)
+    {
+        // virt-sysprep works on a copy here that goes back up whole: a raw disk's holes would be
+        // written as zeros, allocating every byte of it in the remote pool.
+        bail!(
+            "`customize: sysprep` (or `virt_sysprep_args`) on the remote hypervisor `{uri}` needs a \
+             qcow2 clone: virt-sysprep works on a copy here, and writing a raw disk back through \
+             libvirt allocates all of it in the remote pool; use `image_format: qcow2` or \
+             `customize: auto`"
+        );
+    }
     Ok(Request {
         uri,
         default_uri: context::default_uri(&ctx.config, &ctx.paths),
@@ -1095,11 +1109,11 @@ fn identity_disks(
             });
         }
         Customize::Sysprep => {
-            let tmp = data.root().join("tmp");
-            virtup_core::datadir::ensure_private_dir(&tmp)?;
-            let staged = config_disk::stage(identity, ConfigDiskKind::Virtup, &tmp)?;
+            // Private (0700, swept if this run is killed): the staged files hold host private keys.
+            let stage_dir = data.scratch()?;
+            let staged = config_disk::stage(identity, ConfigDiskKind::Virtup, stage_dir.path())?;
             // virt-sysprep runs here, whatever hypervisor the clone is for.
-            let appliance = virtup_libvirt::appliance_virt_type(hv, accel_from(hv)?)?;
+            let appliance = crate::appliance_virt_type(hv, || accel_from(hv))?;
             let sysprep_file = |path: &Path| -> Result<()> {
                 let mut sp = VirtSysprep::new(path);
                 sp.format = Some(req.format.as_str().to_owned());
@@ -1115,16 +1129,19 @@ fn identity_disks(
                 // A remote pool's file is out of virt-sysprep's reach: it works on a copy (linked to
                 // a copy of the generation), which goes back into the same volume.
                 let volume = req.disk_volume();
-                let copy = VolumeCopy::download(data, hv, &req.pool, &volume)?;
-                copy.work_on(
-                    hv,
-                    &req.pool,
-                    req.format.as_str(),
-                    &tpl.volume,
-                    &tpl.path,
-                    sysprep_file,
-                )?;
-                copy.write_back(hv, &req.pool, || Ok(()))?;
+                (|| {
+                    let copy =
+                        VolumeCopy::download(data, hv, &req.pool, &volume, req.format.as_str())?;
+                    copy.work_on(hv, &req.pool, &tpl.volume, &tpl.path, sysprep_file)?;
+                    copy.write_back(hv, &req.pool, || Ok(()))
+                })()
+                .with_context(|| {
+                    format!(
+                        "cannot prepare instance `{}` on `{}` with virt-sysprep (run here on a copy \
+                         of `{volume}` in the data dir)",
+                        req.desired.name, req.uri
+                    )
+                })?;
             }
         }
     }
@@ -1184,8 +1201,8 @@ fn create_owned(
     }
 }
 
-/// The virt type chosen for this hypervisor (KVM where usable, else TCG): the clone's domain and
-/// virt-sysprep's appliance use the same one.
+/// The virt type chosen for this hypervisor (KVM where usable, else TCG): the clone's domain, and
+/// virt-sysprep's appliance when the hypervisor is this machine.
 fn accel_from(hv: &Hypervisor) -> Result<VirtType> {
     Ok(virtup_libvirt::choose_virt_type(hv)?.virt_type)
 }

@@ -23,8 +23,22 @@ pub(crate) fn run_tool(cmd: &virtup_guest::Cmd, what: &str) -> anyhow::Result<()
     cmd.output().map(drop).with_context(|| what.to_owned())
 }
 
+/// The accelerator of a libguestfs appliance working for `hv`: the one its guests get (`hypervisor`,
+/// asked only then) when `hv` is this machine, else this machine's (see
+/// [`virtup_libvirt::remote_appliance_virt_type`]); a remote hypervisor's is never probed for it.
+pub(crate) fn appliance_virt_type(
+    hv: &virtup_libvirt::Hypervisor,
+    hypervisor: impl FnOnce() -> anyhow::Result<virtup_core::VirtType>,
+) -> anyhow::Result<virtup_core::VirtType> {
+    if hv.is_local() {
+        hypervisor()
+    } else {
+        Ok(virtup_libvirt::remote_appliance_virt_type()?)
+    }
+}
+
 /// Makes a libguestfs tool (virt-builder, virt-customize, virt-sysprep) run on this machine for
-/// `hv`, under `appliance` (see [`virtup_libvirt::appliance_virt_type`]). A libvirt backend of
+/// `hv`, under `appliance` (see [`appliance_virt_type`]). A libvirt backend of
 /// libguestfs must not follow the default URI to a remote hypervisor, whose paths are not this
 /// machine's: on a local hypervisor it is that one (whatever the environment names); for a remote
 /// one the images are worked on here.
@@ -38,6 +52,11 @@ pub(crate) fn appliance_env(
         cmd.env("LIBVIRT_DEFAULT_URI", hv.uri());
     } else {
         cmd.env_remove("LIBVIRT_DEFAULT_URI");
+        // Nor may libvirt.conf's `uri_default` send it there: the direct backend (Debian's default)
+        // unless the user chose a backend.
+        if std::env::var_os("LIBGUESTFS_BACKEND").is_none() {
+            cmd.env("LIBGUESTFS_BACKEND", "direct");
+        }
     }
 }
 

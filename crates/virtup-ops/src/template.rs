@@ -1085,7 +1085,7 @@ fn apply(run: Apply<'_>, plan: &Plan) -> Result<Vec<String>> {
     let mut warnings = Vec::new();
     let accel = accel(hv, &mut warnings)?;
     // virt-builder and virt-customize run here, whatever hypervisor the template is for.
-    let appliance = virtup_libvirt::appliance_virt_type(hv, accel)?;
+    let appliance = crate::appliance_virt_type(hv, || Ok(accel))?;
     if plan.steps.iter().any(|s| matches!(s, Step::Define { .. })) {
         // Made before the build, so that failing to make it leaves nothing behind (define reads it).
         data.ensure_owner_id(SHORT_LOCK_TIMEOUT)?;

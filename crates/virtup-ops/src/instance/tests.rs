@@ -433,6 +433,44 @@ fn an_instance_name_lives_on_one_hypervisor() {
     assert_eq!(req.uri, "qemu+ssh://root@hv2/system");
 }
 
+/// virt-sysprep on a remote clone works on a copy written back whole: a qcow2 clone goes there, a
+/// raw one (whose holes would be allocated in the remote pool) is refused before anything happens,
+/// naming the way out; a removal is never refused for it.
+#[test]
+fn a_raw_sysprep_clone_on_a_remote_hypervisor_is_refused_before_anything_happens() {
+    let dir = TempDir::new().unwrap();
+    let ctx = context(&dir, true);
+    let remote = "qemu+ssh://root@hv2/system";
+    let with = |format: ImageFormat, customize: Customize, state: InstanceState| {
+        let mut o = options("web1", state);
+        o.layer.uri = Some(remote.into());
+        o.layer.image_format = Some(format);
+        o.customize = customize;
+        resolve(&ctx, o)
+    };
+    // (A request holds secrets and prints nothing, so no unwrap_err.)
+    let e = match with(ImageFormat::Raw, Customize::Sysprep, InstanceState::Running) {
+        Err(e) => e,
+        Ok(_) => panic!("a raw sysprep clone on a remote hypervisor was accepted"),
+    };
+    let msg = format!("{e:#}");
+    assert!(
+        msg.contains(remote)
+            && msg.contains("image_format: qcow2")
+            && msg.contains("customize: auto"),
+        "{msg}"
+    );
+    assert!(with(
+        ImageFormat::Qcow2,
+        Customize::Sysprep,
+        InstanceState::Running
+    )
+    .is_ok());
+    assert!(with(ImageFormat::Raw, Customize::Auto, InstanceState::Running).is_ok());
+    assert!(with(ImageFormat::Raw, Customize::Sysprep, InstanceState::Absent).is_ok());
+    assert!(!dir.path().join("data/instance/web1.json").exists());
+}
+
 /// virt-up 2.2.0's metadata names no hypervisor: its instance lives on the default one, and a run
 /// on another hypervisor neither forgets its records nor clones the name there.
 #[test]

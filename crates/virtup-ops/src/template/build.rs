@@ -401,6 +401,8 @@ pub(super) fn seal(
     let volume = volume_name(&req.desired.name, generation, &req.format);
     let seal_file = |disk: &Path| -> Result<()> {
         let mut cmd = VirtCustomize {
+            // Named, never probed: a raw image's guest could have written a header that says otherwise.
+            format: Some(req.format.clone()),
             ops: identity_removal_ops(),
             ..VirtCustomize::new(disk)
         }
@@ -448,7 +450,7 @@ fn seal_volume(
         mark_unsealed()?;
         return seal_file(&pool_path.join(volume));
     }
-    let copy = VolumeCopy::download(data, hv, &req.pool, volume)?;
+    let copy = VolumeCopy::download(data, hv, &req.pool, volume, &req.format)?;
     seal_file(copy.path())?;
     copy.write_back(hv, &req.pool, mark_unsealed)
         .with_context(|| {
