@@ -134,7 +134,8 @@ impl fmt::Display for AddressSource {
 pub const VIRT_TYPE_ENV: &str = "VIRTUP_VIRT_TYPE";
 
 /// How guests (and libguestfs' appliance) are accelerated: libvirt's `<domain type=…>`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
 pub enum VirtType {
     /// Hardware virtualization.
     Kvm,

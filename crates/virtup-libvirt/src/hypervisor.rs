@@ -231,6 +231,14 @@ impl Hypervisor {
             .map_err(|e| LibvirtError::call("read free memory of", &self.uri, &e))
     }
 
+    /// libvirt's version number of the hypervisor (QEMU's for the qemu driver: 10.0.2 is 10000002).
+    pub fn hypervisor_version(&self) -> Result<u64> {
+        self.conn
+            .hyp_version()
+            .map(u64::from)
+            .map_err(|e| LibvirtError::call("read the hypervisor version of", &self.uri, &e))
+    }
+
     /// The hypervisor's capabilities XML (guest architectures and accelerators).
     pub fn capabilities_xml(&self) -> Result<String> {
         self.conn

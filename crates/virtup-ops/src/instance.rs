@@ -966,6 +966,15 @@ fn create(
     // Made before the first volume, so that failing to make it leaves nothing behind.
     let owner = data.ensure_owner_id(SHORT_LOCK_TIMEOUT)?;
     let started = Instant::now();
+    // Before the first volume too: the clone's domain (and virt-sysprep here) run under it.
+    let accel = crate::virt_choice::choose(hv, data)?;
+    reporter.note(&format!(
+        "virtup_instance: guests of `{}` run under {}: {}",
+        req.uri,
+        accel.virt_type.as_str(),
+        accel.reason
+    ));
+    let accel = accel.virt_type;
     let mac = match &obs.mac {
         Some(m) => m.clone(),
         None => virtup_core::ensure_mac(data, name, &BTreeSet::new(), SHORT_LOCK_TIMEOUT)?,
@@ -1012,8 +1021,8 @@ fn create(
         root_password: req.root_password.as_deref(),
     }
     .build()?;
-    let disks = identity_disks(data, hv, req, &mut ledger, &disk, tpl, &identity)?;
-    let spec = domain_spec(hv, req, tpl, disks, &mac, owner)?;
+    let disks = identity_disks(data, hv, req, &mut ledger, &disk, tpl, &identity, accel)?;
+    let spec = domain_spec(req, tpl, disks, &mac, owner, accel)?;
     // Pinned before the define: once the domain exists a later run finds nothing to do, so a run
     // killed in between must not leave an instance whose key nobody trusts. (Killed before the
     // define, the line is replaced when the next run makes the instance with new keys.)
@@ -1083,6 +1092,9 @@ fn clone_disk(
 
 /// The disks that give the clone its identity: a config disk beside its own, or virt-sysprep
 /// writing the identity into it.
+// Each argument is a separate part of the create (records, connection, request, the two disks, the
+// identity, the accelerator); bundling them would only rename them.
+#[allow(clippy::too_many_arguments)]
 fn identity_disks(
     data: &DataDir,
     hv: &Hypervisor,
@@ -1091,6 +1103,7 @@ fn identity_disks(
     disk: &VolumeInfo,
     tpl: &TemplateDisk,
     identity: &virtup_guest::Identity,
+    accel: VirtType,
 ) -> Result<Vec<DiskSpec>> {
     let config_volume = req.config_volume();
     let mut disks = vec![DiskSpec::disk(&disk.path, req.format)];
@@ -1113,7 +1126,7 @@ fn identity_disks(
             let stage_dir = data.scratch()?;
             let staged = config_disk::stage(identity, ConfigDiskKind::Virtup, stage_dir.path())?;
             // virt-sysprep runs here, whatever hypervisor the clone is for.
-            let appliance = crate::appliance_virt_type(hv, || accel_from(hv))?;
+            let appliance = crate::appliance_virt_type(hv, || Ok(accel))?;
             let sysprep_file = |path: &Path| -> Result<()> {
                 let mut sp = VirtSysprep::new(path);
                 sp.format = Some(req.format.as_str().to_owned());
@@ -1151,15 +1164,14 @@ fn identity_disks(
 /// The clone's domain, tagged with what proves it this data dir's: its template, generation,
 /// volumes, user and owner id.
 fn domain_spec(
-    hv: &Hypervisor,
     req: &Request,
     tpl: &TemplateDisk,
     disks: Vec<DiskSpec>,
     mac: &str,
     owner: String,
+    virt_type: VirtType,
 ) -> Result<DomainSpec> {
     let name = &req.desired.name;
-    let virt_type = accel_from(hv)?;
     let mut spec = DomainSpec::new(name, req.desired.memory_mib, req.desired.vcpus, virt_type);
     spec.disks = disks;
     spec.nic = Some(NicSpec {
@@ -1199,10 +1211,4 @@ fn create_owned(
             Err(e)
         }
     }
-}
-
-/// The virt type chosen for this hypervisor (KVM where usable, else TCG): the clone's domain, and
-/// virt-sysprep's appliance when the hypervisor is this machine.
-fn accel_from(hv: &Hypervisor) -> Result<VirtType> {
-    Ok(virtup_libvirt::choose_virt_type(hv)?.virt_type)
 }

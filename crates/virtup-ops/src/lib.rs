@@ -15,6 +15,7 @@ pub mod reach;
 pub mod template;
 #[cfg(test)]
 mod test_support;
+mod virt_choice;
 mod volume_copy;
 
 /// Runs a tool to completion; its failure names what the run was for (the tool's own error is the cause).

@@ -1083,7 +1083,7 @@ fn apply(run: Apply<'_>, plan: &Plan) -> Result<Vec<String>> {
         reporter,
     } = run;
     let mut warnings = Vec::new();
-    let accel = accel(hv, &mut warnings)?;
+    let accel = accel(hv, data, &mut warnings)?;
     // virt-builder and virt-customize run here, whatever hypervisor the template is for.
     let appliance = crate::appliance_virt_type(hv, || Ok(accel))?;
     if plan.steps.iter().any(|s| matches!(s, Step::Define { .. })) {
@@ -1142,8 +1142,8 @@ fn ignore_not_found(e: std::io::Error) -> std::io::Result<()> {
 }
 
 /// KVM where it can really run a guest, TCG otherwise (with a warning: it is much slower).
-fn accel(hv: &Hypervisor, warnings: &mut Vec<String>) -> Result<VirtType> {
-    let choice = virtup_libvirt::choose_virt_type(hv)?;
+fn accel(hv: &Hypervisor, data: &DataDir, warnings: &mut Vec<String>) -> Result<VirtType> {
+    let choice = crate::virt_choice::choose(hv, data)?;
     if choice.virt_type == VirtType::Qemu && std::env::var_os(virtup_core::VIRT_TYPE_ENV).is_none()
     {
         warnings.push(choice.reason);

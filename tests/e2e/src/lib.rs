@@ -189,6 +189,16 @@ impl Sandbox {
 
     /// Runs a module binary from `plugins/modules` (what Ansible would upload) with `args`; returns its JSON.
     pub fn module(&self, module: &str, args: &serde_json::Value) -> (serde_json::Value, Run) {
+        self.module_without_env(module, args, &[])
+    }
+
+    /// Like `module`, with the variables named in `unset` taken out of its environment.
+    pub fn module_without_env(
+        &self,
+        module: &str,
+        args: &serde_json::Value,
+        unset: &[&str],
+    ) -> (serde_json::Value, Run) {
         let exe = repo_root().join("plugins/modules").join(module);
         assert!(
             exe.exists(),
@@ -197,13 +207,14 @@ impl Sandbox {
         );
         let file = tempfile::NamedTempFile::new().unwrap();
         std::fs::write(file.path(), serde_json::to_vec(args).unwrap()).unwrap();
-        let out = run(
-            Command::new(exe)
-                .arg(file.path())
-                .env("VIRTUP_CONFIG_HOME", self.config())
-                .env("VIRTUP_DATA_HOME", self.data()),
-            Duration::from_secs(1800),
-        );
+        let mut cmd = Command::new(exe);
+        cmd.arg(file.path())
+            .env("VIRTUP_CONFIG_HOME", self.config())
+            .env("VIRTUP_DATA_HOME", self.data());
+        for name in unset {
+            cmd.env_remove(name);
+        }
+        let out = run(&mut cmd, Duration::from_secs(1800));
         let doc: serde_json::Value = serde_json::from_str(&out.stdout).unwrap_or_else(|e| {
             panic!(
                 "{module} printed no JSON document ({e}):\n{}\n{}",

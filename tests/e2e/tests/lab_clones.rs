@@ -51,21 +51,49 @@ fn parallel_linked_and_full_clones_each_have_their_own_identity() {
         ("e2e-f1", "full"),
     ];
     let _guard = Instances(&sb, specs.iter().map(|(n, _)| n.to_string()).collect());
+    // Without the lab's VIRTUP_VIRT_TYPE, as a user runs them: the clones find out for themselves
+    // whether KVM works. One test guest answers for all four, and its answer is kept for this boot.
+    let lab_virt_type = std::env::var("VIRTUP_VIRT_TYPE").expect("the lab sets VIRTUP_VIRT_TYPE");
+    let kept_file = sb.data().join("virt-type.json");
+    let _ = std::fs::remove_file(&kept_file);
     let created: Vec<(Value, virtup_e2e::Run)> = std::thread::scope(|s| {
         let handles: Vec<_> = specs
             .iter()
             .map(|(name, clone)| {
                 let sb = &sb;
                 s.spawn(move || {
-                    sb.module(
+                    sb.module_without_env(
                         "virtup_instance",
                         &json!({"name": name, "template": BASE_TEMPLATE, "clone": clone, "wait_timeout": 1200}),
+                        &["VIRTUP_VIRT_TYPE"],
                     )
                 })
             })
             .collect();
         handles.into_iter().map(|h| h.join().unwrap()).collect()
     });
+    let kept: Value =
+        serde_json::from_str(&std::fs::read_to_string(&kept_file).expect("the answer is kept"))
+            .unwrap();
+    assert!(
+        kept["answers"].as_array().map(Vec::len) == Some(1)
+            && kept["answers"][0]["virt_type"] == json!(lab_virt_type),
+        "one answer, the one the lab's own test guest gave ({lab_virt_type}): {kept}"
+    );
+    let told_kept = created
+        .iter()
+        .filter(|(_, out)| out.stderr.contains("kept for this boot"))
+        .count();
+    assert_eq!(
+        told_kept,
+        specs.len() - 1,
+        "one clone ran the test guest, the others used its answer:\n{}",
+        created
+            .iter()
+            .map(|(_, out)| out.stderr.as_str())
+            .collect::<Vec<_>>()
+            .join("\n---\n")
+    );
     let mut seen = std::collections::BTreeSet::new();
     for ((name, clone), (doc, out)) in specs.iter().zip(&created) {
         assert!(
