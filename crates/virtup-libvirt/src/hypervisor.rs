@@ -239,6 +239,14 @@ impl Hypervisor {
             .map_err(|e| LibvirtError::call("read the hypervisor version of", &self.uri, &e))
     }
 
+    /// The version number of the libvirt daemon serving this connection.
+    pub fn libvirt_version(&self) -> Result<u64> {
+        self.conn
+            .lib_version()
+            .map(u64::from)
+            .map_err(|e| LibvirtError::call("read the libvirt version of", &self.uri, &e))
+    }
+
     /// The hypervisor's capabilities XML (guest architectures and accelerators).
     pub fn capabilities_xml(&self) -> Result<String> {
         self.conn

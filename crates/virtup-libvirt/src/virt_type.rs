@@ -32,6 +32,9 @@ const PROBE_POLL: Duration = Duration::from_millis(100);
 pub struct VirtTypeChoice {
     pub virt_type: VirtType,
     pub reason: String,
+    /// A test guest ran and showed this: the answer holds until the host changes. False for the
+    /// override, the capabilities (cheap to read again) and a test guest that could not be run.
+    pub shown_by_a_test_guest: bool,
 }
 
 /// What the capabilities XML says about the host.
@@ -90,6 +93,7 @@ pub fn choose_virt_type_without_probe_with(
         return Ok(Some(VirtTypeChoice {
             virt_type,
             reason: format!("{VIRT_TYPE_ENV}={} is set", virt_type.as_str()),
+            shown_by_a_test_guest: false,
         }));
     }
     let caps = parse_capabilities(&hv.capabilities_xml()?)?;
@@ -101,6 +105,7 @@ pub fn choose_virt_type_without_probe_with(
                 "`{}` offers no kvm guests for {arch}; using qemu (TCG), which is much slower",
                 hv.uri()
             ),
+            shown_by_a_test_guest: false,
         }));
     }
     Ok(None)
@@ -118,6 +123,7 @@ pub fn choose_virt_type_with(
         GuestProbe::Usable { detail } => VirtTypeChoice {
             virt_type: VirtType::Kvm,
             reason: detail,
+            shown_by_a_test_guest: true,
         },
         GuestProbe::Unusable { detail } => VirtTypeChoice {
             virt_type: VirtType::Qemu,
@@ -125,6 +131,16 @@ pub fn choose_virt_type_with(
                 "`{}` offers kvm but it cannot run a guest ({detail}); using qemu (TCG), which is much slower",
                 hv.uri()
             ),
+            shown_by_a_test_guest: true,
+        },
+        GuestProbe::Failed { detail } => VirtTypeChoice {
+            virt_type: VirtType::Qemu,
+            reason: format!(
+                "`{}` offers kvm, but no test guest could be run to show that it works ({detail}); \
+                 using qemu (TCG) this time, which is much slower",
+                hv.uri()
+            ),
+            shown_by_a_test_guest: false,
         },
     })
 }
@@ -152,8 +168,13 @@ pub fn remote_appliance_virt_type_with(env_override: Option<&str>) -> Result<Vir
 /// Outcome of a test guest.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum GuestProbe {
+    /// A test guest ran under the accelerator.
     Usable { detail: String },
+    /// A test guest started and showed that it cannot run (nothing printed, stopped, stuck).
     Unusable { detail: String },
+    /// No test guest could be run at all (staging, starting, its console): says nothing about the
+    /// accelerator, and may pass (memory, a daemon restarting).
+    Failed { detail: String },
 }
 
 /// What the kernel prints when it gives up for lack of a root filesystem: proof that 64-bit
@@ -339,7 +360,7 @@ pub fn probe_guest(hv: &Hypervisor, virt_type: VirtType, watch: Duration) -> Res
         Some(k) => match KernelCopy::new(k, &name) {
             Ok(c) => Some(c),
             Err(e) => {
-                return Ok(GuestProbe::Unusable {
+                return Ok(GuestProbe::Failed {
                     detail: format!(
                         "could not stage `{}` for the {kind} test guest: {e}",
                         k.display()
@@ -361,7 +382,7 @@ pub fn probe_guest(hv: &Hypervisor, virt_type: VirtType, watch: Duration) -> Res
     let dom = match created {
         Ok(d) => d,
         Err(e) => {
-            return Ok(GuestProbe::Unusable {
+            return Ok(GuestProbe::Failed {
                 detail: format!("the {kind} test guest failed to start: {}", e.message()),
             })
         }
@@ -414,17 +435,18 @@ fn watch_kernel(
     watch: Duration,
 ) -> GuestProbe {
     let unusable = |detail: String| GuestProbe::Unusable { detail };
+    let failed = |detail: String| GuestProbe::Failed { detail };
     let stream = match Stream::new(&hv.conn, 0) {
         Ok(s) => s,
         Err(e) => {
-            return unusable(format!(
+            return failed(format!(
                 "could not open a stream for the {kind} test guest: {}",
                 e.message()
             ))
         }
     };
     if let Err(e) = dom.open_console(None, &stream, sys::VIR_DOMAIN_CONSOLE_FORCE) {
-        return unusable(format!(
+        return failed(format!(
             "could not read the console of the {kind} test guest `{name}`: {}",
             e.message()
         ));
@@ -441,7 +463,7 @@ fn watch_kernel(
     });
     let started = Instant::now();
     let verdict = if let Err(e) = dom.resume() {
-        unusable(format!(
+        failed(format!(
             "could not resume the {kind} test guest `{name}`: {}",
             e.message()
         ))
@@ -510,7 +532,7 @@ fn watch_kernel(
 fn watch_firmware(dom: &Domain, kind: &str, name: &str, watch: Duration) -> GuestProbe {
     let started = Instant::now();
     if let Err(e) = dom.resume() {
-        return GuestProbe::Unusable {
+        return GuestProbe::Failed {
             detail: format!(
                 "could not resume the {kind} test guest `{name}`: {}",
                 e.message()

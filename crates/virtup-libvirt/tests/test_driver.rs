@@ -537,7 +537,9 @@ fn kvm_probe_fails_cleanly_and_cleans_up() {
     // verdict must be "unusable", with a reason, and nothing may be left behind.
     let hv = hv();
     match probe_kvm(&hv, Duration::from_millis(300)).unwrap() {
-        GuestProbe::Unusable { detail } => assert!(detail.contains("kvm test guest"), "{detail}"),
+        GuestProbe::Unusable { detail } | GuestProbe::Failed { detail } => {
+            assert!(detail.contains("kvm test guest"), "{detail}")
+        }
         other => panic!("{other:?}"),
     }
     let prefix = format!("virtup-kvm-probe-{}-", std::process::id());

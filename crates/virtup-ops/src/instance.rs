@@ -572,8 +572,9 @@ fn apply_mode(
         // Another run made it while we waited: nothing is cloned, the template is not ours to hold.
         session.template_lock = None;
     }
-    let report = report(req, &obs, &the_plan, session.waited);
-    let address = apply(ctx, &mut session, hv, req, &obs, &the_plan, reporter)?;
+    let mut report = report(req, &obs, &the_plan, session.waited);
+    let (address, warnings) = apply(ctx, &mut session, hv, req, &obs, &the_plan, reporter)?;
+    report.warnings.extend(warnings);
     let data = session.data.clone();
     drop(session);
     finish(&data, hv, req, &the_plan, report, address)
@@ -797,10 +798,11 @@ fn apply(
     obs: &Observation,
     plan: &Plan,
     reporter: &dyn Reporter,
-) -> Result<Option<IpAddr>> {
+) -> Result<(Option<IpAddr>, Vec<String>)> {
     let data = &session.data;
     let name = &req.desired.name;
     let mut started = false;
+    let mut warnings = Vec::new();
     let deleting = plan.steps.iter().any(|s| matches!(s, Step::Delete { .. }));
     for step in &plan.steps {
         reporter.stage(&format!("`{name}`: {step}"));
@@ -809,7 +811,7 @@ fn apply(
         match step {
             Step::DeleteLeftovers(volumes) => delete_owned(data, hv, req, volumes)?,
             Step::Create { .. } => {
-                create(ctx, data, hv, req, obs, reporter)?;
+                warnings.extend(create(ctx, data, hv, req, obs, reporter)?);
                 // Defined: the clone now counts as a dependent, so the template may change again.
                 session.template_lock = None;
             }
@@ -840,7 +842,7 @@ fn apply(
             meta.write(data)?;
         }
     }
-    Ok(address)
+    Ok((address, warnings))
 }
 
 /// Undefines the domain and deletes the volumes observe proved its own, then forgets it.
@@ -957,7 +959,7 @@ fn create(
     req: &Request,
     obs: &Observation,
     reporter: &dyn Reporter,
-) -> Result<()> {
+) -> Result<Option<String>> {
     let name = &req.desired.name;
     let tpl = obs
         .template
@@ -967,14 +969,18 @@ fn create(
     let owner = data.ensure_owner_id(SHORT_LOCK_TIMEOUT)?;
     let started = Instant::now();
     // Before the first volume too: the clone's domain (and virt-sysprep here) run under it.
-    let accel = crate::virt_choice::choose(hv, data)?;
+    let choice = crate::virt_choice::choose(hv, data)?;
     reporter.note(&format!(
         "virtup_instance: guests of `{}` run under {}: {}",
         req.uri,
-        accel.virt_type.as_str(),
-        accel.reason
+        choice.virt_type.as_str(),
+        choice.reason
     ));
-    let accel = accel.virt_type;
+    // Said as a warning too (as a template build does), unless the user chose TCG.
+    let warning = (choice.virt_type == VirtType::Qemu
+        && std::env::var_os(virtup_core::VIRT_TYPE_ENV).is_none())
+    .then(|| choice.reason.clone());
+    let accel = choice.virt_type;
     let mac = match &obs.mac {
         Some(m) => m.clone(),
         None => virtup_core::ensure_mac(data, name, &BTreeSet::new(), SHORT_LOCK_TIMEOUT)?,
@@ -1036,7 +1042,7 @@ fn create(
         "virtup_instance: created `{name}` in {:.3}s",
         started.elapsed().as_secs_f64()
     ));
-    Ok(())
+    Ok(warning)
 }
 
 /// The clone's disk: an overlay on the template's generation (linked qcow2), else a full copy,

@@ -113,6 +113,7 @@ fn choice(virt_type: VirtType) -> VirtTypeChoice {
     VirtTypeChoice {
         virt_type,
         reason: "because".into(),
+        shown_by_a_test_guest: true,
     }
 }
 
