@@ -44,6 +44,8 @@ pub struct InstallDisk {
     /// `disk` or `cdrom`.
     pub device: String,
     pub readonly: bool,
+    /// The disk's serial (see `virtup_libvirt::DiskSpec::serial`).
+    pub serial: Option<String>,
 }
 
 impl InstallDisk {
@@ -55,6 +57,7 @@ impl InstallDisk {
             bus: "virtio".into(),
             device: "disk".into(),
             readonly: false,
+            serial: None,
         }
     }
 
@@ -63,6 +66,7 @@ impl InstallDisk {
     pub fn config_disk(path: impl Into<PathBuf>) -> InstallDisk {
         InstallDisk {
             readonly: true,
+            serial: Some(crate::firstboot::CONFIG_LABEL.into()),
             ..InstallDisk::virtio(path, "raw")
         }
     }
@@ -80,6 +84,9 @@ impl InstallDisk {
         );
         if self.readonly {
             arg.push_str(",readonly=on");
+        }
+        if let Some(serial) = &self.serial {
+            arg.push_str(&format!(",serial={}", sub_value("disk serial", serial)?));
         }
         Ok(arg)
     }
@@ -258,7 +265,7 @@ mod tests {
                 "--disk",
                 "path=/pool/web1.qcow2,format=qcow2,bus=virtio,device=disk",
                 "--disk",
-                "path=/pool/web1-config.iso,format=raw,bus=virtio,device=disk,readonly=on",
+                "path=/pool/web1-config.iso,format=raw,bus=virtio,device=disk,readonly=on,serial=VIRTUPCFG",
                 "--network",
                 "network=default,model=virtio,mac=52:54:00:aa:bb:cc",
                 "--graphics",

@@ -85,6 +85,7 @@ impl Guest {
             "etc/sudoers.d",
             "var/lib/dbus",
             "home/virt",
+            "run",
             "stubs",
         ] {
             fs::create_dir_all(root.join(d)).unwrap();
@@ -139,7 +140,9 @@ fi
 exit 2
 "#,
         );
-        for forbidden in ["mount", "umount", "mountpoint", "udevadm", "blkid", "sleep"] {
+        // udev is idle: its queue is empty, so a missing disk is given up on without waiting.
+        stub(&stubs, "udevadm", STUB_LOGGING);
+        for forbidden in ["mount", "umount", "mountpoint", "blkid", "sleep"] {
             stub(
                 &stubs,
                 forbidden,
@@ -342,12 +345,72 @@ fn creates_a_missing_user() {
 fn without_a_config_disk_nothing_changes() {
     let guest = Guest::new(&identity("virt"));
     // No VIRTUP_CONFIG_DIR: it looks for the disk (stub blkid finds nothing) and gives up at once.
-    let (ok, stderr) = guest.run(None, &[("VIRTUP_WAIT", "0")]);
+    let sysfs = guest.dir.path().join("sys");
+    fs::create_dir_all(sysfs.join("block/vda")).unwrap();
+    fs::write(sysfs.join("block/vda/serial"), "\n").unwrap();
+    let sysfs = sysfs.to_str().unwrap();
+    let (ok, stderr) = guest.run(None, &[("VIRTUP_WAIT", "0"), ("VIRTUP_SYSFS", sysfs)]);
     assert!(ok, "{stderr}");
     assert!(stderr.contains("no disk labelled VIRTUPCFG"), "{stderr}");
     assert_eq!(guest.read("etc/hostname"), "template\n");
     assert!(!guest.root().join("var/lib/virtup/firstboot.done").exists());
-    assert!(!guest.log().contains("mount"), "{}", guest.log());
+    let log = guest.log();
+    assert!(!log.contains("mount"), "{log}");
+    assert!(
+        log.contains("udevadm settle --timeout=0"),
+        "asked udev once: {log}"
+    );
+    assert!(
+        !log.contains("UNEXPECTED sleep"),
+        "gave up without sleeping: {log}"
+    );
+}
+
+#[test]
+fn a_udev_that_never_goes_idle_does_not_hold_the_boot() {
+    let guest = Guest::new(&identity("virt"));
+    // udev's queue never empties (settle --timeout=0 fails): only WAIT_MAX ends the search.
+    stub(
+        &guest.root().join("stubs"),
+        "udevadm",
+        &format!("{STUB_LOGGING}exit 1\n"),
+    );
+    let started = std::time::Instant::now();
+    let (ok, stderr) = guest.run(None, &[("VIRTUP_WAIT", "0"), ("VIRTUP_WAIT_MAX", "2")]);
+    let took = started.elapsed();
+    assert!(ok, "{stderr}");
+    assert!(stderr.contains("no disk labelled VIRTUPCFG"), "{stderr}");
+    // The busy queue kept it looking (WAIT 0 alone would have ended at once), and the cap ended it.
+    assert!(took >= std::time::Duration::from_secs(1), "{took:?}");
+    assert!(took < std::time::Duration::from_secs(30), "{took:?}");
+    assert!(guest.log().matches("udevadm settle --timeout=0").count() > 1);
+    assert!(!guest.root().join("var/lib/virtup/firstboot.done").exists());
+}
+
+#[test]
+fn the_config_disk_is_found_by_its_serial_without_probing() {
+    let guest = Guest::new(&identity("virt"));
+    let sysfs = guest.dir.path().join("sys");
+    for (disk, serial) in [("vda", ""), ("vdb", "VIRTUPCFG")] {
+        fs::create_dir_all(sysfs.join("block").join(disk)).unwrap();
+        fs::write(
+            sysfs.join("block").join(disk).join("serial"),
+            format!("{serial}\n"),
+        )
+        .unwrap();
+    }
+    let sysfs = sysfs.to_str().unwrap();
+    // The mount stub fails, which shows which device the script chose, before anything changed.
+    let (ok, stderr) = guest.run(None, &[("VIRTUP_SYSFS", sysfs)]);
+    assert!(!ok);
+    assert!(stderr.contains("cannot mount /dev/vdb"), "{stderr}");
+    let log = guest.log();
+    assert!(
+        !log.contains("blkid") && !log.contains("udevadm"),
+        "no probing, no waiting: {log}"
+    );
+    assert_eq!(guest.read("etc/hostname"), "template\n");
+    assert!(!guest.root().join("var/lib/virtup/firstboot.done").exists());
 }
 
 #[test]

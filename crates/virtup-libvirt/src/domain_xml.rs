@@ -76,6 +76,9 @@ pub struct DiskSpec {
     pub device: DiskDevice,
     pub bus: DiskBus,
     pub readonly: bool,
+    /// The disk's serial, which a Linux guest reads in `/sys/block/*/serial` without probing
+    /// any device (the first-boot script finds its config disk by it).
+    pub serial: Option<String>,
 }
 
 impl DiskSpec {
@@ -87,6 +90,7 @@ impl DiskSpec {
             device: DiskDevice::Disk,
             bus: DiskBus::Virtio,
             readonly: false,
+            serial: None,
         }
     }
 
@@ -98,6 +102,7 @@ impl DiskSpec {
             device: DiskDevice::Cdrom,
             bus: DiskBus::Scsi,
             readonly: true,
+            serial: None,
         }
     }
 }
@@ -393,6 +398,9 @@ impl DomainSpec {
             if disk.readonly {
                 w.empty("readonly", &[]);
             }
+            if let Some(serial) = &disk.serial {
+                w.leaf("serial", &[], serial);
+            }
             if boot_disk == Some(i) {
                 w.empty("boot", &[("order", "1")]);
             }
@@ -584,7 +592,10 @@ mod tests {
         spec.disks = vec![
             DiskSpec::disk("/var/lib/libvirt/images/web1.qcow2", ImageFormat::Qcow2),
             DiskSpec::cdrom("/var/lib/libvirt/images/web1-config.iso"),
-            DiskSpec::disk("/var/lib/libvirt/images/web1-data.raw", ImageFormat::Raw),
+            DiskSpec {
+                serial: Some("VIRTUPCFG".into()),
+                ..DiskSpec::disk("/var/lib/libvirt/images/web1-data.raw", ImageFormat::Raw)
+            },
         ];
         spec.nic = Some(NicSpec {
             network: "default".into(),
@@ -605,6 +616,9 @@ mod tests {
         let xml = spec.to_xml().unwrap();
         let parsed = parse_domain_xml(&xml).unwrap();
         assert_eq!(parsed.name, "web1");
+        // Only the disk that has a serial says one (the first-boot script looks for it in sysfs).
+        assert_eq!(xml.matches("<serial>").count(), 1, "{xml}");
+        assert!(xml.contains("<serial>VIRTUPCFG</serial>"), "{xml}");
         assert_eq!(parsed.uuid.as_deref(), spec.uuid.as_deref());
         assert_eq!(parsed.virt_type, "qemu");
         assert_eq!((parsed.memory_mib, parsed.vcpus), (1024, 2));

@@ -1125,6 +1125,7 @@ fn identity_disks(
                 device: DiskDevice::Disk,
                 bus: DiskBus::Virtio,
                 readonly: true,
+                serial: Some(virtup_guest::firstboot::CONFIG_LABEL.into()),
             });
         }
         Customize::Sysprep => {

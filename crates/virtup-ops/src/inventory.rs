@@ -93,9 +93,9 @@ pub fn guest_ssh_options(known_hosts: &std::path::Path, alias: &str, uri: &str) 
 pub struct Listing {
     pub hosts: Vec<Host>,
     pub warnings: Vec<String>,
-    /// Every instance this data dir has metadata for (listed in the inventory or not), and the URI of
-    /// the hypervisor the metadata records: one whose create stopped before its domain was defined is
-    /// not a host, and still lives there for the roles' placement.
+    /// Every instance this data dir has metadata for that is no host of the listing (hidden, or its
+    /// create stopped before its domain was defined), and the URI of the hypervisor the metadata
+    /// records: it still lives there, for the roles' placement. Hosts carry their own `virtup_uri`.
     pub recorded_uris: BTreeMap<String, String>,
 }
 
@@ -214,9 +214,14 @@ pub fn collect(paths: &Paths, config: &Config) -> Result<Listing> {
             }
         }
     }
-    // Hidden instances too (`inventory: false`): they are no hosts, and still live where they were made.
+    // Only instances that are no host: hidden ones (`inventory: false`) and creates that stopped
+    // before their domain was defined still live where they were made. A listed host carries its
+    // own `virtup_uri`; repeating every host here made the var O(instances) in every host's vars,
+    // and `ansible-inventory --list` (which merges group vars into each host) O(instances²):
+    // 5 MB for 200 hosts, which `bench/inventory` showed.
     let recorded_uris = metas
         .iter()
+        .filter(|m| !hosts.contains_key(&m.name))
         .map(|m| {
             (
                 m.name.clone(),

@@ -123,10 +123,20 @@ fn parallel_linked_and_full_clones_each_have_their_own_identity() {
         );
         let facts = ssh_instance(
             doc,
-            "hostname; cat /etc/machine-id; cat /etc/ssh/ssh_host_ed25519_key.pub",
+            "hostname; cat /etc/machine-id; cat /etc/ssh/ssh_host_ed25519_key.pub; \
+             grep -lx VIRTUPCFG /sys/block/*/serial",
         );
         let lines: Vec<&str> = facts.lines().collect();
         assert_eq!(lines[0], *name);
+        // The config disk carries the serial the first-boot script finds it by without probing.
+        assert_eq!(
+            lines
+                .get(3)
+                .map(|l| l.starts_with("/sys/block/vd") && l.ends_with("/serial")),
+            Some(true),
+            "{name}: {facts}"
+        );
+        assert_eq!(lines.len(), 4, "{name}: one disk has the serial: {facts}");
         for fact in &lines[1..3] {
             assert!(
                 seen.insert(

@@ -208,7 +208,29 @@ mod scripted {
         let part = pool.join(format!("{}.part", volume_name("tpl", 1, "qcow2")));
         assert_eq!(after(&runs[0], "-o"), part.display().to_string());
         assert_eq!(after(&runs[0], "--format"), "qcow2");
-        assert_eq!(after(&runs[0], "--hostname"), "tpl");
+        // The hostname and the user's key go in through one command, not augeas-backed options.
+        let argv_owned = runs[0].argv();
+        let argv: Vec<&str> = argv_owned.iter().map(String::as_str).collect();
+        assert!(!argv.contains(&"--hostname") && !argv.contains(&"--ssh-inject"));
+        let command = argv
+            .windows(2)
+            .find(|w| w[0] == "--run-command" && w[1].contains("/etc/hostname"))
+            .map(|w| w[1])
+            .expect("a command sets the hostname");
+        assert!(
+            command.contains("printf '%s\\n' tpl > /etc/hostname"),
+            "{command}"
+        );
+        assert!(
+            command.contains("useradd -m -s /bin/bash virt"),
+            "{command}"
+        );
+        let staged = argv
+            .windows(2)
+            .find(|w| w[0] == "--write" && w[1].starts_with("/tmp/virtup-user-key.pub:"))
+            .map(|w| w[1])
+            .expect("the user's key is staged");
+        assert!(staged.contains(":ssh-ed25519 "), "{staged}");
         let secrets = ctx.secrets_dir("VIRTUP-tpl");
         assert_eq!(
             after(&runs[0], "--root-password"),
