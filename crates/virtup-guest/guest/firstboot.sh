@@ -13,6 +13,13 @@
 #   VIRTUP_SYSFS       where sysfs is (default /sys)
 #   VIRTUP_WAIT        seconds to wait for a late config disk once udev is idle (default 5)
 #   VIRTUP_WAIT_MAX    seconds after which the search ends whatever udev says (default 60)
+#
+# A *seed* is the machine virtup boots once per template generation and saves to memory, so that warm
+# clones resume from it instead of booting. libvirt gives it SMBIOS family "virtup-seed"; it has no
+# config disk and no NIC. Its first boot waits here, with no deadline, holding the port open (libvirt
+# shows the channel "connected", which is how virtup knows when to save), until a resumed clone
+# gets its config disk hot-plugged; then it applies the identity as a cold clone does, and sets the
+# clock, which stood still while the seed was saved.
 set -eu
 LC_ALL=C
 export LC_ALL
@@ -24,6 +31,8 @@ WAIT_MAX=${VIRTUP_WAIT_MAX:-60}
 SYSFS=${VIRTUP_SYSFS:-/sys}
 LABEL=VIRTUPCFG
 DONE=$ROOT/var/lib/virtup/firstboot.done
+SEED_FAMILY=virtup-seed
+SEED_PORT_NAME=dev.virtup.seed
 
 umask 077
 cfg=${VIRTUP_CONFIG_DIR:-}
@@ -74,6 +83,32 @@ uptime_now() {
     now=${now%%.*}
 }
 
+# is_seed: whether libvirt marked this machine as a seed (see the top of this file).
+is_seed() {
+    family=
+    [ -r "$SYSFS/class/dmi/id/product_family" ] || return 1
+    IFS= read -r family <"$SYSFS/class/dmi/id/product_family" || :
+    [ "$family" = "$SEED_FAMILY" ]
+}
+
+# seed_port: the seed's virtio port device, found by its name in /sys (udev's
+# /dev/virtio-ports/ link may not exist yet: this runs before udev has settled).
+seed_port() {
+    for name_file in "$SYSFS"/class/virtio-ports/*/name; do
+        [ -r "$name_file" ] || continue
+        port=
+        IFS= read -r port <"$name_file" || :
+        if [ "$port" = "$SEED_PORT_NAME" ]; then
+            port=${name_file%/name}
+            port=$ROOT/dev/${port##*/}
+            [ -c "$port" ] || [ -p "$port" ] || continue
+            printf '%s\n' "$port"
+            return 0
+        fi
+    done
+    return 1
+}
+
 find_disk() {
     # virtup gives the disk this serial: /sys says so without probing any device (a blkid scan
     # took 1.3 s under TCG while udev still ran). The label is the fallback for older instances.
@@ -106,10 +141,27 @@ if [ -z "$cfg" ]; then
     # seconds and no disk came, it is absent. Whatever udev says, the search ends after
     # WAIT_MAX seconds, well inside the unit's TimeoutStartSec (120 s).
     dev=
+    seed=
+    port_open=
+    if is_seed; then
+        seed=1
+        log "seed: waiting for a config disk"
+    fi
     uptime_now
     started=$now
     idle_since=
     until dev=$(find_disk); do
+        if [ -n "$seed" ]; then
+            # Held open until this process ends: the host sees the channel "connected" while
+            # the seed waits (when to save it) and "disconnected" once the identity is applied.
+            if [ -z "$port_open" ] && port=$(seed_port); then
+                exec 3>"$port"
+                port_open=1
+                log "seed: ready to be saved (holding $port)"
+            fi
+            sleep 0.2 2>/dev/null || sleep 1 || :
+            continue
+        fi
         uptime_now
         if ! command -v udevadm >/dev/null 2>&1 || udevadm settle --timeout=0 2>/dev/null; then
             idle_since=${idle_since:-$now}
@@ -236,6 +288,23 @@ if [ -s "$cfg/shadow" ]; then
     done <"$cfg/shadow"
     chpasswd -e <"$cfg/shadow" || die "chpasswd failed"
     log "password hashes applied"
+fi
+
+if [ -f "$cfg/random-seed" ] && [ -z "$OFFLINE" ]; then
+    # Mixed into the kernel's pool (not credited: only root's ioctl can). A resumed seed's pool
+    # is every sibling's too; the new VM generation ID reseeds it, and this adds the host's bytes.
+    cat "$cfg/random-seed" >"$ROOT/dev/urandom" || die "cannot write the random seed"
+    log "random seed mixed in"
+fi
+
+if [ -n "${seed:-}" ] && [ -z "$OFFLINE" ]; then
+    # The clock stood still from the seed's save to this resume; the RTC kept the host's time.
+    read -r rtc <"$SYSFS/class/rtc/rtc0/since_epoch" || die "cannot read the RTC"
+    date -u -s "@$rtc" >/dev/null || die "cannot set the clock"
+    log "clock set from the RTC"
+    # journald still writes under the seed's transient machine-id, where a clone's `journalctl`
+    # does not look (it found nothing in a lab clone); restarted, it opens the clone's own journal.
+    systemctl --no-block restart systemd-journald.service || log "journald not restarted"
 fi
 
 release_disk

@@ -141,8 +141,22 @@ fn render_virtup(identity: &Identity) -> Result<Vec<ConfigFile>, GuestError> {
     if !shadow.is_empty() {
         files.push(ConfigFile::new("shadow", shadow));
     }
+    files.push(ConfigFile::new("random-seed", random_seed()));
     Ok(files)
 }
+
+/// Bytes from the host's CSPRNG, which the first boot mixes into the guest's pool: a clone
+/// resumed from a template's memory image starts with its siblings' pool, and a cold clone's
+/// early pool is only what the template's saved seed file gave it.
+fn random_seed() -> Vec<u8> {
+    use rand::RngCore;
+    let mut bytes = vec![0u8; RANDOM_SEED_BYTES];
+    rand::rngs::OsRng.fill_bytes(&mut bytes);
+    bytes
+}
+
+/// 512 bits, as systemd-random-seed saves.
+const RANDOM_SEED_BYTES: usize = 64;
 
 /// The private key's bytes, ending with a newline (OpenSSH refuses some keys without one).
 fn private_key_text(key: &crate::HostKey) -> Result<Vec<u8>, GuestError> {
@@ -356,7 +370,8 @@ mod tests {
                 "ssh_host_ed25519_key.pub",
                 "user",
                 "authorized_keys",
-                "shadow"
+                "shadow",
+                "random-seed"
             ]
         );
         assert_eq!(file(&files, "format"), Some("virtup-config 1\n"));
@@ -385,6 +400,22 @@ mod tests {
     }
 
     #[test]
+    fn every_config_disk_carries_its_own_random_seed() {
+        let seed = |files: Vec<ConfigFile>| {
+            files
+                .into_iter()
+                .find(|f| f.name == "random-seed")
+                .expect("a random-seed file")
+                .content
+        };
+        let one = seed(render(&sample(), ConfigDiskKind::Virtup).unwrap());
+        let two = seed(render(&sample(), ConfigDiskKind::Virtup).unwrap());
+        assert_eq!(one.len(), RANDOM_SEED_BYTES);
+        assert_ne!(one, two, "two renders of one identity share a seed");
+        assert_ne!(one, vec![0u8; RANDOM_SEED_BYTES]);
+    }
+
+    #[test]
     fn optional_files_are_omitted() {
         let mut identity = sample();
         identity.fqdn = None;
@@ -394,7 +425,10 @@ mod tests {
         identity.host_keys.clear();
         let files = render(&identity, ConfigDiskKind::Virtup).unwrap();
         let names: Vec<&str> = files.iter().map(|f| f.name.as_str()).collect();
-        assert_eq!(names, ["format", "hostname", "machine-id", "user"]);
+        assert_eq!(
+            names,
+            ["format", "hostname", "machine-id", "user", "random-seed"]
+        );
     }
 
     #[test]

@@ -86,6 +86,7 @@ impl Guest {
             "var/lib/dbus",
             "home/virt",
             "run",
+            "dev",
             "stubs",
         ] {
             fs::create_dir_all(root.join(d)).unwrap();
@@ -178,11 +179,19 @@ exit 2
 
     /// Runs the script (as nobody when we are root) with `extra` env; returns (success, stderr).
     fn run(&self, config_dir: Option<&Path>, extra: &[(&str, &str)]) -> (bool, String) {
+        run_script(self.dir.path(), config_dir, extra)
+    }
+}
+
+/// [`Guest::run`] on the guest directory `dir`, for a run on another thread.
+fn run_script(dir: &Path, config_dir: Option<&Path>, extra: &[(&str, &str)]) -> (bool, String) {
+    let root = dir.join("root");
+    {
         let as_root = Cmd::new("id").arg("-u").output().unwrap().stdout == b"0\n";
         if as_root {
             Cmd::new("chown")
                 .args(["-R", "65534:65534"])
-                .arg(self.dir.path())
+                .arg(dir)
                 .run()
                 .unwrap();
         }
@@ -199,14 +208,14 @@ exit 2
         } else {
             Cmd::new("sh")
         };
-        cmd.arg(self.dir.path().join("firstboot"))
+        cmd.arg(dir.join("firstboot"))
             .env_clear_except(&[])
             .env(
                 "PATH",
-                format!("{}:/usr/bin:/bin", self.root().join("stubs").display()),
+                format!("{}:/usr/bin:/bin", root.join("stubs").display()),
             )
-            .env("STUB_LOG", self.dir.path().join("stub.log"))
-            .env("VIRTUP_ROOT", self.root());
+            .env("STUB_LOG", dir.join("stub.log"))
+            .env("VIRTUP_ROOT", root);
         if let Some(config_dir) = config_dir {
             cmd.env("VIRTUP_CONFIG_DIR", config_dir);
         }
@@ -291,6 +300,10 @@ fn applies_a_full_identity() {
     assert_eq!(guest.mode("etc/sudoers.d/virtup-virt"), 0o440);
     assert!(guest.root().join("var/lib/virtup/firstboot.done").is_file());
     assert_eq!(guest.mode("var/lib/virtup"), 0o755);
+    // The host's random bytes reach the kernel's pool (here a file, since /dev is the fake root's).
+    let seed = fs::read(guest.config().join("random-seed")).unwrap();
+    assert_eq!(seed.len(), 64);
+    assert_eq!(fs::read(guest.root().join("dev/urandom")).unwrap(), seed);
 
     let root = guest.root();
     let log = guest.log();
@@ -444,4 +457,144 @@ fn refuses_bad_config_before_marking_done() {
         );
         assert!(!guest.log().contains("chpasswd"), "{file}: {}", guest.log());
     }
+}
+
+/// A seed (SMBIOS family virtup-seed) waits for its config disk with no deadline, holding its
+/// virtio port open so that the host knows when to save it; a clone resumed from it gets the disk
+/// hot-plugged, applies the identity, sets the clock from the RTC, restarts journald, and closes
+/// the port, which tells the host that the first boot is over.
+#[test]
+fn a_seed_waits_holding_its_port_then_applies_the_identity() {
+    use std::io::Read;
+    use std::time::{Duration, Instant};
+    let guest = Guest::new(&identity("virt"));
+    let stubs = guest.root().join("stubs");
+    // Real sleep: a seed waits in steps. The disk "mounts" by copying the staged config.
+    fs::remove_file(stubs.join("sleep")).unwrap();
+    std::os::unix::fs::symlink(
+        virtup_guest::find_program("sleep").unwrap(),
+        stubs.join("sleep"),
+    )
+    .unwrap();
+    stub(
+        &stubs,
+        "mount",
+        &format!("{STUB_LOGGING}for last; do :; done\ncp \"$CONFIG_SRC\"/* \"$last\"/\n"),
+    );
+    stub(&stubs, "umount", STUB_LOGGING);
+    stub(&stubs, "systemctl", STUB_LOGGING);
+    // No disk by label either while the seed waits (the fallback after /sys).
+    stub(&stubs, "blkid", "#!/bin/sh\nexit 2\n");
+    // Setting the clock is logged; reading it is the real date's.
+    stub(
+        &stubs,
+        "date",
+        &format!(
+            "{STUB_LOGGING}case \" $* \" in *' -s '*) ;; *) exec {} \"$@\" ;; esac\n",
+            virtup_guest::find_program("date").unwrap().display()
+        ),
+    );
+    let sysfs = guest.dir.path().join("sys");
+    fs::create_dir_all(sysfs.join("class/dmi/id")).unwrap();
+    fs::write(sysfs.join("class/dmi/id/product_family"), "virtup-seed\n").unwrap();
+    fs::create_dir_all(sysfs.join("class/virtio-ports/vport0p1")).unwrap();
+    fs::write(
+        sysfs.join("class/virtio-ports/vport0p1/name"),
+        "org.qemu.guest_agent.0\n",
+    )
+    .unwrap();
+    fs::create_dir_all(sysfs.join("class/virtio-ports/vport0p2")).unwrap();
+    fs::write(
+        sysfs.join("class/virtio-ports/vport0p2/name"),
+        "dev.virtup.seed\n",
+    )
+    .unwrap();
+    fs::create_dir_all(sysfs.join("class/rtc/rtc0")).unwrap();
+    fs::write(sysfs.join("class/rtc/rtc0/since_epoch"), "1800000000\n").unwrap();
+    fs::create_dir_all(sysfs.join("block/vda")).unwrap();
+    fs::write(sysfs.join("block/vda/serial"), "\n").unwrap();
+    // The port is a FIFO: opening it for reading returns once the script opened it for writing,
+    // and reading reaches end-of-file only once the script (every holder) closed it.
+    let port = guest.root().join("dev/vport0p2");
+    Cmd::new("mkfifo").arg(&port).run().unwrap();
+
+    // Opened before the script runs, without blocking: a read then says "end of file" while no
+    // writer holds the FIFO and "would block" while one does.
+    let fifo = fs::File::from(
+        rustix::fs::open(
+            &port,
+            rustix::fs::OFlags::RDONLY | rustix::fs::OFlags::NONBLOCK,
+            rustix::fs::Mode::empty(),
+        )
+        .unwrap(),
+    );
+    let held = |fifo: &fs::File| {
+        let mut byte = [0u8; 1];
+        match (&*fifo).read(&mut byte) {
+            Ok(0) => false,
+            Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => true,
+            other => panic!("unexpected read from the port: {other:?}"),
+        }
+    };
+    let wait_until = |what: &str, want: bool| {
+        let deadline = Instant::now() + Duration::from_secs(60);
+        while held(&fifo) != want {
+            assert!(Instant::now() < deadline, "{what}: not within 60 s");
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    };
+
+    let dir = guest.dir.path().to_owned();
+    let sysfs_arg = sysfs.to_str().unwrap().to_owned();
+    let config_src = guest.config().to_str().unwrap().to_owned();
+    let script = std::thread::spawn(move || {
+        run_script(
+            &dir,
+            None,
+            &[
+                ("VIRTUP_SYSFS", sysfs_arg.as_str()),
+                ("CONFIG_SRC", config_src.as_str()),
+                // Were it not a seed, it would give up at once.
+                ("VIRTUP_WAIT", "0"),
+                ("VIRTUP_WAIT_MAX", "0"),
+            ],
+        )
+    });
+    wait_until("the seed opens its port", true);
+    // Waiting, well past WAIT_MAX: nothing applied yet.
+    std::thread::sleep(Duration::from_secs(2));
+    assert!(!script.is_finished(), "the seed stopped waiting");
+    assert!(held(&fifo), "the seed let go of its port while waiting");
+    assert_eq!(guest.read("etc/hostname"), "template\n");
+
+    // The clone's config disk arrives.
+    fs::create_dir_all(sysfs.join("block/vdb")).unwrap();
+    fs::write(sysfs.join("block/vdb/serial"), "VIRTUPCFG\n").unwrap();
+    wait_until("the port is closed once the identity is applied", false);
+    let (ok, stderr) = script.join().unwrap();
+    assert!(ok, "script failed: {stderr}\nlog: {}", guest.log());
+    assert!(
+        stderr.contains("seed: ready to be saved (holding"),
+        "{stderr}"
+    );
+    assert_eq!(guest.read("etc/hostname"), "web1\n");
+    assert!(guest.root().join("var/lib/virtup/firstboot.done").is_file());
+    let log = guest.log();
+    assert!(log.contains("date -u -s @1800000000\n"), "{log}");
+    assert!(
+        log.contains("systemctl --no-block restart systemd-journald.service\n"),
+        "{log}"
+    );
+    assert!(!log.contains("UNEXPECTED"), "{log}");
+}
+
+/// A machine that is no seed neither waits nor sets its clock.
+#[test]
+fn a_clone_that_is_no_seed_leaves_the_clock_alone() {
+    let guest = Guest::new(&identity("virt"));
+    stub(&guest.root().join("stubs"), "systemctl", STUB_LOGGING);
+    let (ok, stderr) = guest.run(Some(&guest.config()), &[]);
+    assert!(ok, "{stderr}");
+    let log = guest.log();
+    assert!(!log.contains("-s @") && !log.contains("systemctl"), "{log}");
 }

@@ -233,6 +233,7 @@ fn virtup_config_disk_reads_back() {
             "fqdn",
             "hostname",
             "machine-id",
+            "random-seed",
             "shadow",
             "ssh_host_ed25519_key",
             "ssh_host_ed25519_key.pub",
