@@ -91,37 +91,37 @@ is_seed() {
     [ "$family" = "$SEED_FAMILY" ]
 }
 
-# seed_port: the seed's virtio port device, found by its name in /sys (udev's
-# /dev/virtio-ports/ link may not exist yet: this runs before udev has settled).
-seed_port() {
-    for name_file in "$SYSFS"/class/virtio-ports/*/name; do
-        [ -r "$name_file" ] || continue
-        port=
-        IFS= read -r port <"$name_file" || :
-        if [ "$port" = "$SEED_PORT_NAME" ]; then
-            port=${name_file%/name}
-            port=$ROOT/dev/${port##*/}
-            [ -c "$port" ] || [ -p "$port" ] || continue
-            printf '%s\n' "$port"
+# device_with CLASS_DIR ATTR VALUE: prints the name of the device under CLASS_DIR whose one-line
+# attribute ATTR reads VALUE (a disk by its serial, a virtio port by its name), without probing it.
+device_with() {
+    for attr_file in "$1"/*/"$2"; do
+        [ -r "$attr_file" ] || continue
+        value=
+        IFS= read -r value <"$attr_file" || :
+        if [ "$value" = "$3" ]; then
+            attr_file=${attr_file%/*}
+            printf '%s\n' "${attr_file##*/}"
             return 0
         fi
     done
     return 1
 }
 
+# seed_port: the seed's virtio port device, found by its name in /sys (udev's
+# /dev/virtio-ports/ link may not exist yet: this runs before udev has settled).
+seed_port() {
+    name=$(device_with "$SYSFS/class/virtio-ports" name "$SEED_PORT_NAME") || return 1
+    [ -c "$ROOT/dev/$name" ] || [ -p "$ROOT/dev/$name" ] || return 1
+    printf '%s\n' "$ROOT/dev/$name"
+}
+
 find_disk() {
     # virtup gives the disk this serial: /sys says so without probing any device (a blkid scan
     # took 1.3 s under TCG while udev still ran). The label is the fallback for older instances.
-    for serial_file in "$SYSFS"/block/*/serial; do
-        [ -r "$serial_file" ] || continue
-        serial=
-        IFS= read -r serial <"$serial_file" || :
-        if [ "$serial" = "$LABEL" ]; then
-            block=${serial_file%/serial}
-            printf '/dev/%s\n' "${block##*/}"
-            return 0
-        fi
-    done
+    if block=$(device_with "$SYSFS/block" serial "$LABEL"); then
+        printf '/dev/%s\n' "$block"
+        return 0
+    fi
     if dev=$(blkid -L "$LABEL" 2>/dev/null) && [ -n "$dev" ]; then
         printf '%s\n' "$dev"
         return 0

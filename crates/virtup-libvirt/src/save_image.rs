@@ -70,10 +70,7 @@ impl SaveImageHeader {
         let data = bytes
             .get(SAVE_HEADER_LEN..end)
             .ok_or_else(|| damaged(path, format!("it ends before its {data_len} bytes of XML")))?;
-        let word = |i: usize| {
-            let at = 16 + 4 * i;
-            u32::from_le_bytes(bytes[at..at + 4].try_into().expect("4 bytes"))
-        };
+        let word = |i: usize| le_u32(bytes, 16 + 4 * i);
         let cookie_offset = word(4);
         let xml_len = data
             .iter()
@@ -188,8 +185,7 @@ fn check_head(path: &Path, bytes: &[u8]) -> Result<(u32, u32)> {
     if &head[..16] != SAVE_MAGIC {
         return Err(damaged(path, "it is not a libvirt QEMU save image"));
     }
-    let word = |at: usize| u32::from_le_bytes(head[at..at + 4].try_into().expect("4 bytes"));
-    let (version, data_len) = (word(16), word(20));
+    let (version, data_len) = (le_u32(head, 16), le_u32(head, 20));
     if version != SUPPORTED_VERSION {
         return Err(damaged(
             path,
@@ -203,6 +199,11 @@ fn check_head(path: &Path, bytes: &[u8]) -> Result<(u32, u32)> {
         ));
     }
     Ok((version, data_len))
+}
+
+/// The little-endian u32 at `at` (inside the header, which the caller has checked is there).
+fn le_u32(bytes: &[u8], at: usize) -> u32 {
+    u32::from_le_bytes(bytes[at..at + 4].try_into().expect("4 bytes"))
 }
 
 fn read_all(file: &mut File, buf: &mut [u8], path: &Path) -> Result<()> {
