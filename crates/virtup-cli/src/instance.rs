@@ -31,6 +31,8 @@ pub fn options(args: &ModuleArgs) -> Result<InstanceOptions> {
     options.wait_timeout = context::wait_timeout(args)?;
     options.inventory = args.bool("inventory").unwrap_or(true);
     options.autostart = args.bool("autostart");
+    options.boot = virtup_ops::instance::Boot::parse(args.str("boot").unwrap_or("auto"))
+        .ok_or_else(|| anyhow!("invalid value for `boot`"))?;
     options.password = args.str("password").map(str::to_owned);
     options.root_password = args.str("root_password").map(str::to_owned);
     Ok(options)

@@ -53,6 +53,7 @@ pub fn template_spec() -> ModuleSpec {
         // A string, not a `path`: the role makes it absolute, and `$` in it is no variable.
         OptionSpec::str("playbook"),
         OptionSpec::str("hold"),
+        OptionSpec::bool("warm").default_bool(false),
     ]);
     ModuleSpec::new("virtup_template", options).mutually_exclusive(&["os_version", "image"])
 }
@@ -105,6 +106,9 @@ pub fn instance_spec() -> ModuleSpec {
         OptionSpec::list("virt_sysprep_args").split(ListSplit::Shell),
         OptionSpec::bool("inventory").default_bool(true),
         OptionSpec::bool("autostart"),
+        OptionSpec::str("boot")
+            .choices(&virtup_ops::instance::Boot::WORDS)
+            .default("auto"),
     ]);
     ModuleSpec::new("virtup_instance", options)
 }

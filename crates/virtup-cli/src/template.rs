@@ -38,6 +38,7 @@ pub fn options(args: &ModuleArgs) -> Result<TemplateOptions> {
     options.wait_timeout = context::wait_timeout(args)?;
     options.password = args.str("password").map(str::to_owned);
     options.root_password = args.str("root_password").map(str::to_owned);
+    options.warm = args.bool("warm").unwrap_or(false);
     Ok(options)
 }
 
@@ -106,12 +107,14 @@ mod tests {
                     generation: None,
                     digest: None,
                     generations: Vec::new(),
+                    warm: false,
                 },
                 TemplateView {
                     state: "present",
                     generation: Some(1),
                     digest: Some("sha256:feed".into()),
                     generations: vec![1],
+                    warm: false,
                 },
             ),
             template: Some(TemplateFacts {
@@ -124,6 +127,7 @@ mod tests {
                 user: "virt".into(),
                 playbook: None,
                 login,
+                warm: None,
             }),
             hold: None,
         }
@@ -151,7 +155,7 @@ mod tests {
         assert!(doc.get("waited").is_none());
         assert_eq!(
             doc["diff"]["before"],
-            json!({"state": "absent", "generation": null, "digest": null, "generations": []})
+            json!({"state": "absent", "generation": null, "digest": null, "generations": [], "warm": false})
         );
         assert_eq!(doc["diff"]["after"]["generations"], json!([1]));
         let t = doc["template"].as_object().unwrap();
@@ -166,7 +170,8 @@ mod tests {
                 "name",
                 "playbook",
                 "source",
-                "user"
+                "user",
+                "warm"
             ]
         );
         assert!(t["disk"].is_null());

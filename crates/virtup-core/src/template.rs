@@ -103,6 +103,9 @@ pub struct TemplateDesired {
     /// playbook online, so it is sealed even when it was shut off already (a playbook may power it
     /// down). Not part of the digest.
     pub seal_pending: bool,
+    /// Keep a warm image of the current generation, which clones resume from instead of booting.
+    /// Not part of the digest: it adds to a generation, it does not change it.
+    pub warm: bool,
 }
 
 impl TemplateDesired {
@@ -181,6 +184,10 @@ pub struct TemplateObserved {
     pub leftovers: bool,
     /// Instances per generation (from their own tags): those generations must stay.
     pub dependents: BTreeMap<u32, Vec<String>>,
+    /// Generations with a warm image that fits this hypervisor as it is now.
+    pub warm: BTreeSet<u32>,
+    /// Generations with warm volumes virtup made, fitting or not.
+    pub warm_volumes: BTreeSet<u32>,
 }
 
 impl TemplateObserved {
@@ -214,6 +221,8 @@ pub enum Step {
     Start,
     /// Remove the identity a clone must not inherit, after the template ran online.
     Seal,
+    /// Boot the generation once as a seed and save it: the warm image clones resume from.
+    Seed { generation: u32 },
     /// Delete a generation's volume that nothing depends on any more.
     DeleteGeneration { generation: u32 },
     /// Remove the template domain.
@@ -235,6 +244,9 @@ impl fmt::Display for Step {
                 f,
                 "seal the template (remove machine-id, host keys, leases)"
             ),
+            Step::Seed { generation } => {
+                write!(f, "make the warm image of generation {generation}")
+            }
             Step::DeleteGeneration { generation } => {
                 write!(f, "delete unused generation {generation}")
             }
@@ -401,6 +413,19 @@ pub fn plan(desired: &TemplateDesired, observed: &TemplateObserved) -> Result<Pl
             generation
         }
     };
+    // A generation gets its warm image once; a stale one is replaced only while no clone can be
+    // resting on its disk (warm clones' disks are overlays of it).
+    // A boot or a seal of the generation changes the disk the seed's disk rests on: its image goes
+    // (apply removes it first) and a new one is made.
+    let disk_changes = steps.iter().any(|s| matches!(s, Step::Start | Step::Seal));
+    if desired.warm
+        && desired.state == TemplateState::Present
+        && (disk_changes || !observed.warm.contains(&generation))
+        && (!observed.warm_volumes.contains(&generation)
+            || observed.users_of(generation).is_empty())
+    {
+        steps.push(Step::Seed { generation });
+    }
     // Old generations nobody uses any more go, in check mode too (it reports them).
     steps.extend(
         observed
@@ -428,6 +453,7 @@ mod tests {
             revision: None,
             user_public_key: "ssh-ed25519 AAAA test".into(),
             seal_pending: false,
+            warm: false,
         }
     }
 
@@ -598,6 +624,72 @@ mod tests {
             let plan = plan(&want, &seen).unwrap_or_else(|e| panic!("{what}: {e}"));
             assert_eq!(plan.steps, steps, "{what}");
         }
+    }
+
+    #[test]
+    fn a_warm_template_seeds_each_generation_once_and_never_under_its_clones() {
+        let want = TemplateDesired {
+            warm: true,
+            ..desired(TemplateState::Present, 512)
+        };
+        let digest = want.digest();
+        assert_eq!(
+            digest,
+            desired(TemplateState::Present, 512).digest(),
+            "warm is no input of the image"
+        );
+        let seed = |g| Step::Seed { generation: g };
+        // A fresh generation is seeded after it is built.
+        let fresh = plan(&want, &TemplateObserved::default()).unwrap();
+        assert_eq!(fresh.steps.last(), Some(&seed(1)));
+        // A current, fitting image: nothing to do.
+        let warm = TemplateObserved {
+            warm: [1].into(),
+            warm_volumes: [1].into(),
+            ..observed_at(1, &digest, false)
+        };
+        assert!(plan(&want, &warm).unwrap().is_empty());
+        // No image yet, or a stale one nobody rests on: seeded (again).
+        for warm_volumes in [BTreeSet::new(), [1].into()] {
+            let seen = TemplateObserved {
+                warm_volumes,
+                ..observed_at(1, &digest, false)
+            };
+            assert_eq!(plan(&want, &seen).unwrap().steps, vec![seed(1)]);
+        }
+        // A stale image under clones stays: replacing it would pull a disk from under them.
+        let under_clones = TemplateObserved {
+            warm_volumes: [1].into(),
+            dependents: [(1, vec!["web1".into()])].into(),
+            ..observed_at(1, &digest, false)
+        };
+        assert!(plan(&want, &under_clones).unwrap().is_empty());
+        // A seal (the template ran) changes the disk under the image: a new one is made after it.
+        let ran = TemplateObserved {
+            warm: [1].into(),
+            warm_volumes: [1].into(),
+            ..observed_at(1, &digest, true)
+        };
+        assert_eq!(
+            plan(&want, &ran).unwrap().steps,
+            vec![Step::Stop, Step::Seal, seed(1)]
+        );
+        // Not asked for, or the template left running: no seed.
+        assert!(plan(
+            &desired(TemplateState::Present, 512),
+            &observed_at(1, &digest, false)
+        )
+        .unwrap()
+        .is_empty());
+        let running = TemplateDesired {
+            state: TemplateState::Running,
+            ..want.clone()
+        };
+        assert!(!plan(&running, &observed_at(1, &digest, true))
+            .unwrap()
+            .steps
+            .iter()
+            .any(|s| matches!(s, Step::Seed { .. })));
     }
 
     #[test]

@@ -18,8 +18,9 @@
 # clones resume from it instead of booting. libvirt gives it SMBIOS family "virtup-seed"; it has no
 # config disk and no NIC. Its first boot waits here, with no deadline, holding the port open (libvirt
 # shows the channel "connected", which is how virtup knows when to save), until a resumed clone
-# gets its config disk hot-plugged; then it applies the identity as a cold clone does, and sets the
-# clock, which stood still while the seed was saved.
+# gets its config disk hot-plugged; then it first sets the clock forward from the RTC (it stood
+# still while the seed was saved; a failure there is only logged, since a clone with a wrong clock
+# is better than one half given its identity) and applies the identity as a cold clone does.
 set -eu
 LC_ALL=C
 export LC_ALL
@@ -36,6 +37,9 @@ SEED_PORT_NAME=dev.virtup.seed
 
 umask 077
 cfg=${VIRTUP_CONFIG_DIR:-}
+# Set only when the disk is searched for (a staged config is never a seed's); initialised here so
+# that `set -u` cannot trip on it later.
+seed=
 mnt=
 
 log() { printf 'virtup-firstboot: %s\n' "$*" >&2; }
@@ -107,6 +111,47 @@ device_with() {
     return 1
 }
 
+# set_clock_from_rtc: steps the clock of a clone resumed from a seed to the RTC's time. The guest's
+# clock stood still from the seed's save to this resume, while the RTC kept the host's time. Only
+# forward: a clock that is ahead already (NTP, a host whose RTC lags) must not go back, which would
+# reorder the journal and file times. Every failure is only logged: the identity must still apply.
+set_clock_from_rtc() {
+    rtc_file=$SYSFS/class/rtc/rtc0/since_epoch
+    rtc=
+    if [ -r "$rtc_file" ]; then
+        IFS= read -r rtc <"$rtc_file" || :
+    fi
+    # All digits and no more than 12 of them (year 33658), so the comparison below cannot overflow.
+    case $rtc in
+        '' | *[!0-9]*)
+            log "clock not set: no time in $rtc_file"
+            return 0
+            ;;
+    esac
+    if [ "${#rtc}" -gt 12 ]; then
+        log "clock not set: no time in $rtc_file"
+        return 0
+    fi
+    clock=$(date +%s 2>/dev/null) || clock=
+    case $clock in
+        '' | *[!0-9]*)
+            log "clock not set: cannot read the system clock"
+            return 0
+            ;;
+    esac
+    if [ "$rtc" -le "$clock" ] 2>/dev/null; then
+        log "clock not set: the RTC ($rtc) is not ahead of the system clock ($clock)"
+        return 0
+    fi
+    # The RTC counts whole seconds: the host's time is in [rtc, rtc + 1), and its middle is never
+    # more than half a second off (a clone resumed within a second of the save sat 0.3-0.9 s behind).
+    if date -u -s "@$rtc.5" >/dev/null 2>&1; then
+        log "clock set forward from the RTC ($clock -> $rtc)"
+    else
+        log "clock not set: date -s failed"
+    fi
+}
+
 # seed_port: the seed's virtio port device, found by its name in /sys (udev's
 # /dev/virtio-ports/ link may not exist yet: this runs before udev has settled).
 seed_port() {
@@ -139,10 +184,12 @@ if [ -z "$cfg" ]; then
     # clone), while the disk is there well before. udev only tells when to give up: once its
     # queue has been empty (`settle --timeout=0` succeeds; no udevadm counts as empty) for WAIT
     # seconds and no disk came, it is absent. Whatever udev says, the search ends after
-    # WAIT_MAX seconds, well inside the unit's TimeoutStartSec (120 s).
+    # WAIT_MAX seconds by this deadline of its own: the unit has no start timeout
+    # (TimeoutStartSec=infinity), because a seed waits with none and a clone resumed from it
+    # inherits the seed's uptime, which systemd's timeout would count too.
     dev=
-    seed=
     port_open=
+    port_failed=
     if is_seed; then
         seed=1
         log "seed: waiting for a config disk"
@@ -154,10 +201,17 @@ if [ -z "$cfg" ]; then
         if [ -n "$seed" ]; then
             # Held open until this process ends: the host sees the channel "connected" while
             # the seed waits (when to save it) and "disconnected" once the identity is applied.
+            # `command exec`: a failed redirection of the bare special builtin `exec` would end
+            # the shell without a word; through `command` it only fails, and is tried again.
             if [ -z "$port_open" ] && port=$(seed_port); then
-                exec 3>"$port"
-                port_open=1
-                log "seed: ready to be saved (holding $port)"
+                if { command exec 3>"$port"; } 2>/dev/null; then
+                    port_open=1
+                    log "seed: ready to be saved (holding $port)"
+                elif [ -z "$port_failed" ]; then
+                    # Once: this loop runs five times a second for as long as the seed waits.
+                    port_failed=1
+                    log "seed: cannot open $port (retrying)"
+                fi
             fi
             sleep 0.2 2>/dev/null || sleep 1 || :
             continue
@@ -176,6 +230,11 @@ if [ -z "$cfg" ]; then
         # A sleep without fractions (not coreutils or busybox) still gets there, in whole seconds.
         sleep 0.2 2>/dev/null || sleep 1 || :
     done
+    # The clock first, before anything is written: file times and the journal of the identity
+    # steps are then the clone's, not the seed's saved moment.
+    if [ -n "$seed" ] && [ -z "$OFFLINE" ]; then
+        set_clock_from_rtc
+    fi
     # A private mount point: the disk's files are world-readable, the directory is not.
     mnt=$(mktemp -d "$ROOT/run/virtup-config.XXXXXX")
     mount -t iso9660 -o ro,nosuid,nodev,noexec "$dev" "$mnt" || die "cannot mount $dev"
@@ -297,11 +356,7 @@ if [ -f "$cfg/random-seed" ] && [ -z "$OFFLINE" ]; then
     log "random seed mixed in"
 fi
 
-if [ -n "${seed:-}" ] && [ -z "$OFFLINE" ]; then
-    # The clock stood still from the seed's save to this resume; the RTC kept the host's time.
-    read -r rtc <"$SYSFS/class/rtc/rtc0/since_epoch" || die "cannot read the RTC"
-    date -u -s "@$rtc" >/dev/null || die "cannot set the clock"
-    log "clock set from the RTC"
+if [ -n "$seed" ] && [ -z "$OFFLINE" ]; then
     # journald still writes under the seed's transient machine-id, where a clone's `journalctl`
     # does not look (it found nothing in a lab clone); restarted, it opens the clone's own journal.
     systemctl --no-block restart systemd-journald.service || log "journald not restarted"

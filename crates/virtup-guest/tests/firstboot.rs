@@ -6,9 +6,11 @@
 //! script runs as `nobody` too, so a path that escaped the fake root would fail instead of
 //! changing this host.
 
+use std::ffi::OsString;
 use std::fs;
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
 
 use virtup_guest::config_disk::{self, ConfigDiskKind};
 use virtup_guest::{firstboot, Cmd, HostKey, Identity, PrivateKey};
@@ -183,50 +185,123 @@ exit 2
     }
 }
 
-/// [`Guest::run`] on the guest directory `dir`, for a run on another thread.
-fn run_script(dir: &Path, config_dir: Option<&Path>, extra: &[(&str, &str)]) -> (bool, String) {
+/// The command line and environment of a script run on the guest directory `dir`: as nobody when
+/// we are root (after handing it the directory), with the stubs first on PATH and `extra` env.
+fn script_invocation(
+    dir: &Path,
+    config_dir: Option<&Path>,
+    extra: &[(&str, &str)],
+) -> (Vec<OsString>, Vec<(OsString, OsString)>) {
     let root = dir.join("root");
-    {
-        let as_root = Cmd::new("id").arg("-u").output().unwrap().stdout == b"0\n";
-        if as_root {
-            Cmd::new("chown")
-                .args(["-R", "65534:65534"])
-                .arg(dir)
-                .run()
-                .unwrap();
-        }
-        let mut cmd = if as_root {
-            let mut c = Cmd::new("setpriv");
-            c.args([
+    let as_root = Cmd::new("id").arg("-u").output().unwrap().stdout == b"0\n";
+    let mut argv: Vec<OsString> = Vec::new();
+    if as_root {
+        Cmd::new("chown")
+            .args(["-R", "65534:65534"])
+            .arg(dir)
+            .run()
+            .unwrap();
+        argv.extend(
+            [
+                "setpriv",
                 "--reuid=65534",
                 "--regid=65534",
                 "--clear-groups",
                 "--",
-                "sh",
-            ]);
-            c
-        } else {
-            Cmd::new("sh")
-        };
-        cmd.arg(dir.join("firstboot"))
-            .env_clear_except(&[])
-            .env(
-                "PATH",
-                format!("{}:/usr/bin:/bin", root.join("stubs").display()),
-            )
-            .env("STUB_LOG", dir.join("stub.log"))
-            .env("VIRTUP_ROOT", root);
-        if let Some(config_dir) = config_dir {
-            cmd.env("VIRTUP_CONFIG_DIR", config_dir);
-        }
-        for (k, v) in extra {
-            cmd.env(k, v);
-        }
-        let out = cmd.output_unchecked().unwrap();
+            ]
+            .map(OsString::from),
+        );
+    }
+    argv.push("sh".into());
+    argv.push(dir.join("firstboot").into());
+    let mut env: Vec<(OsString, OsString)> = vec![
         (
-            out.status.success(),
-            String::from_utf8_lossy(&out.stderr).into_owned(),
-        )
+            "PATH".into(),
+            format!("{}:/usr/bin:/bin", root.join("stubs").display()).into(),
+        ),
+        ("STUB_LOG".into(), dir.join("stub.log").into()),
+        ("VIRTUP_ROOT".into(), root.into()),
+    ];
+    if let Some(config_dir) = config_dir {
+        env.push(("VIRTUP_CONFIG_DIR".into(), config_dir.into()));
+    }
+    for (k, v) in extra {
+        env.push((k.into(), v.into()));
+    }
+    (argv, env)
+}
+
+/// [`Guest::run`] on the guest directory `dir`: runs the script to its end.
+fn run_script(dir: &Path, config_dir: Option<&Path>, extra: &[(&str, &str)]) -> (bool, String) {
+    let (argv, env) = script_invocation(dir, config_dir, extra);
+    let mut cmd = Cmd::new(&argv[0]);
+    cmd.args(&argv[1..]).env_clear_except(&[]);
+    for (k, v) in env {
+        cmd.env(k, v);
+    }
+    let out = cmd.output_unchecked().unwrap();
+    (
+        out.status.success(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+/// The script running in the background (a seed that waits), killed when dropped: a failed
+/// assertion then neither leaves a seed waiting forever nor makes the test wait for it.
+struct Running {
+    child: std::process::Child,
+    stderr: PathBuf,
+}
+
+impl Running {
+    /// Starts the script as [`run_script`] runs it, its stderr going to a file beside the guest
+    /// (a file, not a pipe: nobody has to drain it while the test looks at the port).
+    // `Cmd` only runs a program to its end; this test must act while the script runs, and own the
+    // child to kill it.
+    #[allow(clippy::disallowed_types)]
+    fn start(dir: &Path, extra: &[(&str, &str)]) -> Running {
+        let (argv, env) = script_invocation(dir, None, extra);
+        let stderr = dir.join("stderr");
+        let child = std::process::Command::new(&argv[0])
+            .args(&argv[1..])
+            .env_clear()
+            .envs(env)
+            .stdin(std::process::Stdio::null())
+            .stdout(std::process::Stdio::null())
+            .stderr(fs::File::create(&stderr).unwrap())
+            .spawn()
+            .unwrap();
+        Running { child, stderr }
+    }
+
+    fn is_running(&mut self) -> bool {
+        self.child.try_wait().unwrap().is_none()
+    }
+
+    /// Waits up to `limit` for the script to end; returns (success, stderr).
+    fn finish(mut self, limit: Duration) -> (bool, String) {
+        let deadline = Instant::now() + limit;
+        let status = loop {
+            if let Some(status) = self.child.try_wait().unwrap() {
+                break status;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "the script did not end within {limit:?}: {}",
+                fs::read_to_string(&self.stderr).unwrap_or_default()
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        };
+        let stderr = fs::read_to_string(&self.stderr).unwrap_or_default();
+        (status.success(), stderr)
+    }
+}
+
+impl Drop for Running {
+    fn drop(&mut self) {
+        // Both fail harmlessly once the child has been waited for.
+        let _ = self.child.kill();
+        let _ = self.child.wait();
     }
 }
 
@@ -459,17 +534,12 @@ fn refuses_bad_config_before_marking_done() {
     }
 }
 
-/// A seed (SMBIOS family virtup-seed) waits for its config disk with no deadline, holding its
-/// virtio port open so that the host knows when to save it; a clone resumed from it gets the disk
-/// hot-plugged, applies the identity, sets the clock from the RTC, restarts journald, and closes
-/// the port, which tells the host that the first boot is over.
-#[test]
-fn a_seed_waits_holding_its_port_then_applies_the_identity() {
-    use std::io::Read;
-    use std::time::{Duration, Instant};
-    let guest = Guest::new(&identity("virt"));
+/// Stubs for a run that finds its config disk in a fake /sys: `mount` copies the staged config
+/// (`CONFIG_SRC`) to the mount point, `umount` and `systemctl` are logged, and so is every `date`,
+/// of which one that sets the clock does nothing more, `date +%s` reads `DATE_NOW` when that is set,
+/// and any other is the real date's. Sleeping is real: a seed waits in steps.
+fn disk_stubs(guest: &Guest) {
     let stubs = guest.root().join("stubs");
-    // Real sleep: a seed waits in steps. The disk "mounts" by copying the staged config.
     fs::remove_file(stubs.join("sleep")).unwrap();
     std::os::unix::fs::symlink(
         virtup_guest::find_program("sleep").unwrap(),
@@ -483,36 +553,99 @@ fn a_seed_waits_holding_its_port_then_applies_the_identity() {
     );
     stub(&stubs, "umount", STUB_LOGGING);
     stub(&stubs, "systemctl", STUB_LOGGING);
-    // No disk by label either while the seed waits (the fallback after /sys).
+    // No disk by label either while a seed waits (the fallback after /sys).
     stub(&stubs, "blkid", "#!/bin/sh\nexit 2\n");
-    // Setting the clock is logged; reading it is the real date's.
     stub(
         &stubs,
         "date",
         &format!(
-            "{STUB_LOGGING}case \" $* \" in *' -s '*) ;; *) exec {} \"$@\" ;; esac\n",
+            "{STUB_LOGGING}if [ \"$*\" = +%s ] && [ -n \"${{DATE_NOW:-}}\" ]; then\n    \
+             printf '%s\\n' \"$DATE_NOW\"\n    exit 0\nfi\n\
+             case \" $* \" in *' -s '*) ;; *) exec {} \"$@\" ;; esac\n",
             virtup_guest::find_program("date").unwrap().display()
         ),
     );
+}
+
+/// A fake /sys: SMBIOS family `family`, a guest agent port and the seed's port (`vport0p2`), an RTC
+/// reading `rtc` (none at all when `None`), and a system disk without a serial.
+fn fake_sysfs(guest: &Guest, family: &str, rtc: Option<&str>) -> PathBuf {
     let sysfs = guest.dir.path().join("sys");
     fs::create_dir_all(sysfs.join("class/dmi/id")).unwrap();
-    fs::write(sysfs.join("class/dmi/id/product_family"), "virtup-seed\n").unwrap();
-    fs::create_dir_all(sysfs.join("class/virtio-ports/vport0p1")).unwrap();
     fs::write(
-        sysfs.join("class/virtio-ports/vport0p1/name"),
-        "org.qemu.guest_agent.0\n",
+        sysfs.join("class/dmi/id/product_family"),
+        format!("{family}\n"),
     )
     .unwrap();
-    fs::create_dir_all(sysfs.join("class/virtio-ports/vport0p2")).unwrap();
-    fs::write(
-        sysfs.join("class/virtio-ports/vport0p2/name"),
-        "dev.virtup.seed\n",
-    )
-    .unwrap();
+    for (port, name) in [
+        ("vport0p1", "org.qemu.guest_agent.0"),
+        ("vport0p2", "dev.virtup.seed"),
+    ] {
+        let dir = sysfs.join("class/virtio-ports").join(port);
+        fs::create_dir_all(&dir).unwrap();
+        fs::write(dir.join("name"), format!("{name}\n")).unwrap();
+    }
     fs::create_dir_all(sysfs.join("class/rtc/rtc0")).unwrap();
-    fs::write(sysfs.join("class/rtc/rtc0/since_epoch"), "1800000000\n").unwrap();
+    if let Some(rtc) = rtc {
+        fs::write(sysfs.join("class/rtc/rtc0/since_epoch"), rtc).unwrap();
+    }
     fs::create_dir_all(sysfs.join("block/vda")).unwrap();
     fs::write(sysfs.join("block/vda/serial"), "\n").unwrap();
+    sysfs
+}
+
+/// Plugs the config disk `vdb` into the fake /sys: its directory is made aside, serial included,
+/// then renamed into place, so a script looking meanwhile sees the whole disk or none of it.
+fn plug_config_disk(sysfs: &Path) {
+    let aside = sysfs.join("vdb.plugging");
+    fs::create_dir(&aside).unwrap();
+    fs::write(aside.join("serial"), "VIRTUPCFG\n").unwrap();
+    fs::rename(&aside, sysfs.join("block/vdb")).unwrap();
+}
+
+/// The identity of [`identity`] is in place and the script marked itself done.
+fn assert_identity_applied(guest: &Guest, what: &str) {
+    assert_eq!(guest.read("etc/hostname"), "web1\n", "{what}");
+    assert_eq!(
+        guest.read("etc/machine-id"),
+        "00112233445566778899aabbccddeeff\n",
+        "{what}"
+    );
+    assert_eq!(
+        guest.read("etc/ssh/ssh_host_ed25519_key.pub"),
+        "ssh-ed25519 AAAAnew root@web1\n",
+        "{what}"
+    );
+    assert!(
+        guest
+            .root()
+            .join("home/virt/.ssh/authorized_keys")
+            .is_file(),
+        "{what}"
+    );
+    assert!(
+        guest.root().join("var/lib/virtup/firstboot.done").is_file(),
+        "{what}"
+    );
+}
+
+/// The `date` calls of the stub log other than the one that stamps the done file.
+fn clock_calls(log: &str) -> Vec<&str> {
+    log.lines()
+        .filter(|l| l.starts_with("date") && *l != "date -u +%Y-%m-%dT%H:%M:%SZ")
+        .collect()
+}
+
+/// A seed (SMBIOS family virtup-seed) waits for its config disk with no deadline, holding its
+/// virtio port open so that the host knows when to save it; a clone resumed from it gets the disk
+/// hot-plugged, sets the clock forward from the RTC before anything else, applies the identity,
+/// restarts journald, and closes the port, which tells the host that the first boot is over.
+#[test]
+fn a_seed_waits_holding_its_port_then_applies_the_identity() {
+    use std::io::Read;
+    let guest = Guest::new(&identity("virt"));
+    disk_stubs(&guest);
+    let sysfs = fake_sysfs(&guest, "virtup-seed", Some("1800000000\n"));
     // The port is a FIFO: opening it for reading returns once the script opened it for writing,
     // and reading reaches end-of-file only once the script (every holder) closed it.
     let port = guest.root().join("dev/vport0p2");
@@ -544,43 +677,51 @@ fn a_seed_waits_holding_its_port_then_applies_the_identity() {
         }
     };
 
-    let dir = guest.dir.path().to_owned();
-    let sysfs_arg = sysfs.to_str().unwrap().to_owned();
-    let config_src = guest.config().to_str().unwrap().to_owned();
-    let script = std::thread::spawn(move || {
-        run_script(
-            &dir,
-            None,
-            &[
-                ("VIRTUP_SYSFS", sysfs_arg.as_str()),
-                ("CONFIG_SRC", config_src.as_str()),
-                // Were it not a seed, it would give up at once.
-                ("VIRTUP_WAIT", "0"),
-                ("VIRTUP_WAIT_MAX", "0"),
-            ],
-        )
-    });
+    let config_src = guest.config();
+    let mut script = Running::start(
+        guest.dir.path(),
+        &[
+            ("VIRTUP_SYSFS", sysfs.to_str().unwrap()),
+            ("CONFIG_SRC", config_src.to_str().unwrap()),
+            // Before the RTC's time: the clock is to be moved forward.
+            ("DATE_NOW", "1700000000"),
+            // Were it not a seed, it would give up at once.
+            ("VIRTUP_WAIT", "0"),
+            ("VIRTUP_WAIT_MAX", "0"),
+        ],
+    );
     wait_until("the seed opens its port", true);
     // Waiting, well past WAIT_MAX: nothing applied yet.
     std::thread::sleep(Duration::from_secs(2));
-    assert!(!script.is_finished(), "the seed stopped waiting");
+    assert!(script.is_running(), "the seed stopped waiting");
     assert!(held(&fifo), "the seed let go of its port while waiting");
     assert_eq!(guest.read("etc/hostname"), "template\n");
+    assert!(clock_calls(&guest.log()).is_empty(), "{}", guest.log());
 
     // The clone's config disk arrives.
-    fs::create_dir_all(sysfs.join("block/vdb")).unwrap();
-    fs::write(sysfs.join("block/vdb/serial"), "VIRTUPCFG\n").unwrap();
+    plug_config_disk(&sysfs);
     wait_until("the port is closed once the identity is applied", false);
-    let (ok, stderr) = script.join().unwrap();
+    let (ok, stderr) = script.finish(Duration::from_secs(30));
     assert!(ok, "script failed: {stderr}\nlog: {}", guest.log());
     assert!(
         stderr.contains("seed: ready to be saved (holding"),
         "{stderr}"
     );
-    assert_eq!(guest.read("etc/hostname"), "web1\n");
-    assert!(guest.root().join("var/lib/virtup/firstboot.done").is_file());
+    assert!(
+        stderr.contains("clock set forward from the RTC (1700000000 -> 1800000000)"),
+        "{stderr}"
+    );
+    assert_identity_applied(&guest, "resumed seed");
     let log = guest.log();
-    assert!(log.contains("date -u -s @1800000000\n"), "{log}");
+    assert_eq!(
+        clock_calls(&log),
+        ["date +%s", "date -u -s @1800000000.5"],
+        "{log}"
+    );
+    // The clock before the disk is even mounted, so before any identity file is written.
+    let at = |what: &str| log.find(what).unwrap_or_else(|| panic!("{what}: {log}"));
+    assert!(at("date -u -s @") < at("mount "), "{log}");
+    assert!(at("mount ") < at("hostname web1"), "{log}");
     assert!(
         log.contains("systemctl --no-block restart systemd-journald.service\n"),
         "{log}"
@@ -588,9 +729,164 @@ fn a_seed_waits_holding_its_port_then_applies_the_identity() {
     assert!(!log.contains("UNEXPECTED"), "{log}");
 }
 
-/// A machine that is no seed neither waits nor sets its clock.
+/// A seed whose port cannot be opened keeps waiting (a failed `exec 3>` would end a POSIX shell
+/// without a word), says so once rather than five times a second, and still applies the identity
+/// when its disk comes.
+#[test]
+fn a_seed_that_cannot_open_its_port_says_so_once_and_goes_on() {
+    let guest = Guest::new(&identity("virt"));
+    disk_stubs(&guest);
+    let sysfs = fake_sysfs(&guest, "virtup-seed", Some("1800000000\n"));
+    // A FIFO nobody may open (the script runs as its owner, never as root): the open fails at once.
+    let port = guest.root().join("dev/vport0p2");
+    Cmd::new("mkfifo")
+        .args(["-m", "000"])
+        .arg(&port)
+        .run()
+        .unwrap();
+    let config_src = guest.config();
+    let mut script = Running::start(
+        guest.dir.path(),
+        &[
+            ("VIRTUP_SYSFS", sysfs.to_str().unwrap()),
+            ("CONFIG_SRC", config_src.to_str().unwrap()),
+            ("DATE_NOW", "1700000000"),
+            ("VIRTUP_WAIT", "0"),
+            ("VIRTUP_WAIT_MAX", "0"),
+        ],
+    );
+    let stderr_file = guest.dir.path().join("stderr");
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while !fs::read_to_string(&stderr_file)
+        .unwrap_or_default()
+        .contains("seed: cannot open")
+    {
+        assert!(script.is_running(), "the seed ended: {}", guest.log());
+        assert!(Instant::now() < deadline, "no word of the port in 60 s");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    // Many more tries (every 0.2 s) while it waits on.
+    std::thread::sleep(Duration::from_secs(1));
+    assert!(script.is_running(), "the seed stopped waiting");
+
+    plug_config_disk(&sysfs);
+    let (ok, stderr) = script.finish(Duration::from_secs(60));
+    assert!(ok, "script failed: {stderr}\nlog: {}", guest.log());
+    assert_eq!(
+        stderr.matches("seed: cannot open").count(),
+        1,
+        "logged once: {stderr}"
+    );
+    assert!(!stderr.contains("ready to be saved"), "{stderr}");
+    assert_identity_applied(&guest, "seed without its port");
+}
+
+/// A seed whose RTC is missing or reads no time still gets its whole identity and marks itself
+/// done: the clock is only logged as not set (it used to end the script half way).
+#[test]
+fn a_seed_without_a_usable_rtc_still_applies_its_identity() {
+    let cases: [(&str, Option<&str>); 5] = [
+        ("no RTC", None),
+        ("garbage", Some("garbage\n")),
+        ("empty", Some("")),
+        ("digits and more", Some("1800000000x\n")),
+        ("too many digits", Some("180000000000000000000000\n")),
+    ];
+    for (what, rtc) in cases {
+        let guest = Guest::new(&identity("virt"));
+        disk_stubs(&guest);
+        let sysfs = fake_sysfs(&guest, "virtup-seed", rtc);
+        // The disk is there at once (the seed never waits, nor opens its port).
+        plug_config_disk(&sysfs);
+        let config_src = guest.config();
+        let (ok, stderr) = guest.run(
+            None,
+            &[
+                ("VIRTUP_SYSFS", sysfs.to_str().unwrap()),
+                ("CONFIG_SRC", config_src.to_str().unwrap()),
+                ("DATE_NOW", "1700000000"),
+            ],
+        );
+        assert!(ok, "{what}: script failed: {stderr}\nlog: {}", guest.log());
+        assert!(
+            stderr.contains("clock not set: no time in"),
+            "{what}: {stderr}"
+        );
+        assert_identity_applied(&guest, what);
+        let log = guest.log();
+        assert!(!log.contains(" -s "), "{what}: {log}");
+        assert!(
+            log.contains("systemctl --no-block restart systemd-journald.service\n"),
+            "{what}: {log}"
+        );
+    }
+}
+
+/// A seed's clock only ever moves forward: an RTC behind the system clock, or level with it, is
+/// left unused.
+#[test]
+fn a_seed_never_moves_the_clock_backward() {
+    for rtc in ["1799999999", "1800000000"] {
+        let guest = Guest::new(&identity("virt"));
+        disk_stubs(&guest);
+        let sysfs = fake_sysfs(&guest, "virtup-seed", Some(&format!("{rtc}\n")));
+        plug_config_disk(&sysfs);
+        let config_src = guest.config();
+        let (ok, stderr) = guest.run(
+            None,
+            &[
+                ("VIRTUP_SYSFS", sysfs.to_str().unwrap()),
+                ("CONFIG_SRC", config_src.to_str().unwrap()),
+                ("DATE_NOW", "1800000000"),
+            ],
+        );
+        assert!(ok, "{rtc}: script failed: {stderr}\nlog: {}", guest.log());
+        assert!(
+            stderr.contains(&format!(
+                "clock not set: the RTC ({rtc}) is not ahead of the system clock (1800000000)"
+            )),
+            "{rtc}: {stderr}"
+        );
+        assert_eq!(clock_calls(&guest.log()), ["date +%s"], "{rtc}");
+        assert_identity_applied(&guest, rtc);
+    }
+}
+
+/// A machine that is no seed finds its disk in /sys too, and neither reads nor sets its clock nor
+/// restarts journald, whatever its RTC says.
 #[test]
 fn a_clone_that_is_no_seed_leaves_the_clock_alone() {
+    let guest = Guest::new(&identity("virt"));
+    disk_stubs(&guest);
+    let sysfs = fake_sysfs(&guest, "virtup-clone", Some("1800000000\n"));
+    plug_config_disk(&sysfs);
+    let config_src = guest.config();
+    let (ok, stderr) = guest.run(
+        None,
+        &[
+            ("VIRTUP_SYSFS", sysfs.to_str().unwrap()),
+            ("CONFIG_SRC", config_src.to_str().unwrap()),
+            ("DATE_NOW", "1700000000"),
+        ],
+    );
+    assert!(ok, "script failed: {stderr}\nlog: {}", guest.log());
+    assert_identity_applied(&guest, "no seed");
+    let log = guest.log();
+    // It went through the disk search: found by serial, mounted.
+    assert!(log.contains("mount -t iso9660"), "{log}");
+    assert!(clock_calls(&log).is_empty(), "{log}");
+    assert!(!log.contains("systemctl"), "{log}");
+    assert!(
+        !stderr.contains("seed:") && !stderr.contains("clock"),
+        "{stderr}"
+    );
+    assert!(!log.contains("UNEXPECTED"), "{log}");
+}
+
+/// A staged config (virt-sysprep's offline run, `VIRTUP_CONFIG_DIR`) is never a seed's: no clock,
+/// no journald restart.
+#[test]
+fn a_staged_config_leaves_the_clock_alone() {
     let guest = Guest::new(&identity("virt"));
     stub(&guest.root().join("stubs"), "systemctl", STUB_LOGGING);
     let (ok, stderr) = guest.run(Some(&guest.config()), &[]);

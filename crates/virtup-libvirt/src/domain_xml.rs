@@ -155,6 +155,13 @@ pub struct DomainSpec {
     pub rng: bool,
     pub on_reboot: OnReboot,
     pub metadata: Option<VirtupTag>,
+    /// A VM generation ID device (`<genid/>`: libvirt picks the value). A guest resumed from a
+    /// memory image under a new one knows it is a copy and reseeds its random number generator.
+    pub genid: bool,
+    /// SMBIOS system family, as the guest reads it from /sys/class/dmi/id/product_family.
+    pub smbios_family: Option<String>,
+    /// Extra virtio-serial ports by name (unix channels libvirt places), after the agent's.
+    pub ports: Vec<String>,
 }
 
 /// Name of the guest agent channel, as qemu-guest-agent expects it.
@@ -180,6 +187,9 @@ impl DomainSpec {
             rng: true,
             on_reboot: OnReboot::Restart,
             metadata: None,
+            genid: false,
+            smbios_family: None,
+            ports: Vec::new(),
         }
     }
 
@@ -253,6 +263,15 @@ impl DomainSpec {
         if let Some(tag) = &self.metadata {
             tag.validate()?;
         }
+        if let Some(family) = &self.smbios_family {
+            check_text("SMBIOS family", family)?;
+        }
+        for port in &self.ports {
+            check_text("port name", port)?;
+            if port.is_empty() {
+                return Err(LibvirtError::invalid("port name", "", "must not be empty"));
+            }
+        }
         Ok(())
     }
 
@@ -279,6 +298,9 @@ impl DomainSpec {
         if let Some(uuid) = &self.uuid {
             w.leaf("uuid", &[], uuid);
         }
+        if self.genid {
+            w.empty("genid", &[]);
+        }
         if let Some(tag) = &self.metadata {
             w.open("metadata", &[]);
             tag.write(&mut w, true);
@@ -288,6 +310,13 @@ impl DomainSpec {
         w.leaf("memory", &[("unit", "MiB")], &memory);
         w.leaf("currentMemory", &[("unit", "MiB")], &memory);
         w.leaf("vcpu", &[("placement", "static")], &self.vcpus.to_string());
+        if let Some(family) = &self.smbios_family {
+            w.open("sysinfo", &[("type", "smbios")]);
+            w.open("system", &[]);
+            w.leaf("entry", &[("name", "family")], family);
+            w.close("system");
+            w.close("sysinfo");
+        }
 
         let mut os_type = Vec::new();
         if let Some(arch) = &self.arch {
@@ -298,6 +327,9 @@ impl DomainSpec {
         }
         w.open("os", &[]);
         w.leaf("type", &os_type, "hvm");
+        if self.smbios_family.is_some() {
+            w.empty("smbios", &[("mode", "sysinfo")]);
+        }
         w.close("os");
 
         w.open("features", &[]);
@@ -330,13 +362,7 @@ impl DomainSpec {
         w.open("devices", &[]);
         self.write_disks(&mut w);
         if let Some(nic) = &self.nic {
-            w.open("interface", &[("type", "network")]);
-            if let Some(mac) = &nic.mac {
-                w.empty("mac", &[("address", mac)]);
-            }
-            w.empty("source", &[("network", &nic.network)]);
-            w.empty("model", &[("type", "virtio")]);
-            w.close("interface");
+            nic.write(&mut w);
         }
         if self.serial_console {
             w.open("serial", &[("type", "pty")]);
@@ -352,6 +378,11 @@ impl DomainSpec {
                 "target",
                 &[("type", "virtio"), ("name", GUEST_AGENT_CHANNEL)],
             );
+            w.close("channel");
+        }
+        for port in &self.ports {
+            w.open("channel", &[("type", "unix")]);
+            w.empty("target", &[("type", "virtio"), ("name", port)]);
             w.close("channel");
         }
         let graphics = match self.graphics {
@@ -384,28 +415,69 @@ impl DomainSpec {
         // Boot from the first real disk; per-device order keeps a cdrom from being tried first.
         let boot_disk = self.disks.iter().position(|d| d.device == DiskDevice::Disk);
         for (i, (disk, target)) in self.disks.iter().zip(self.disk_targets()).enumerate() {
-            let device = match disk.device {
-                DiskDevice::Disk => "disk",
-                DiskDevice::Cdrom => "cdrom",
-            };
-            w.open("disk", &[("type", "file"), ("device", device)]);
-            w.empty(
-                "driver",
-                &[("name", "qemu"), ("type", disk.format.as_str())],
-            );
-            w.empty("source", &[("file", &disk.path)]);
-            w.empty("target", &[("dev", &target), ("bus", disk.bus.as_str())]);
-            if disk.readonly {
-                w.empty("readonly", &[]);
-            }
-            if let Some(serial) = &disk.serial {
-                w.leaf("serial", &[], serial);
-            }
-            if boot_disk == Some(i) {
-                w.empty("boot", &[("order", "1")]);
-            }
-            w.close("disk");
+            disk.write(w, &target, boot_disk == Some(i));
         }
+    }
+}
+
+impl DiskSpec {
+    fn write(&self, w: &mut XmlWriter, target: &str, boot: bool) {
+        let device = match self.device {
+            DiskDevice::Disk => "disk",
+            DiskDevice::Cdrom => "cdrom",
+        };
+        w.open("disk", &[("type", "file"), ("device", device)]);
+        w.empty(
+            "driver",
+            &[("name", "qemu"), ("type", self.format.as_str())],
+        );
+        w.empty("source", &[("file", &self.path)]);
+        w.empty("target", &[("dev", target), ("bus", self.bus.as_str())]);
+        if self.readonly {
+            w.empty("readonly", &[]);
+        }
+        if let Some(serial) = &self.serial {
+            w.leaf("serial", &[], serial);
+        }
+        if boot {
+            w.empty("boot", &[("order", "1")]);
+        }
+        w.close("disk");
+    }
+
+    /// The `<disk>` element alone, as a hot-plug (`virDomainAttachDevice`) takes it.
+    pub fn device_xml(&self, target: &str) -> Result<String> {
+        check_text("disk path", &self.path)?;
+        check_text("disk target", target)?;
+        if let Some(serial) = &self.serial {
+            check_text("disk serial", serial)?;
+        }
+        let mut w = XmlWriter::new();
+        self.write(&mut w, target, false);
+        Ok(w.finish())
+    }
+}
+
+impl NicSpec {
+    fn write(&self, w: &mut XmlWriter) {
+        w.open("interface", &[("type", "network")]);
+        if let Some(mac) = &self.mac {
+            w.empty("mac", &[("address", mac)]);
+        }
+        w.empty("source", &[("network", &self.network)]);
+        w.empty("model", &[("type", "virtio")]);
+        w.close("interface");
+    }
+
+    /// The `<interface>` element alone, as a hot-plug (`virDomainAttachDevice`) takes it.
+    pub fn device_xml(&self) -> Result<String> {
+        check_text("network name", &self.network)?;
+        if let Some(mac) = &self.mac {
+            validate_mac(mac)?;
+        }
+        let mut w = XmlWriter::new();
+        self.write(&mut w);
+        Ok(w.finish())
     }
 }
 
@@ -461,6 +533,8 @@ pub struct ParsedInterface {
     /// The libvirt network for `type='network'` interfaces.
     pub network: Option<String>,
     pub model: Option<String>,
+    /// The host's end (a tap such as `vnet3`), in a running domain's live XML.
+    pub target_dev: Option<String>,
 }
 
 /// What virtup reads back from a domain's XML (live or inactive).
@@ -538,6 +612,10 @@ pub fn parse_domain_xml(domain_xml: &str) -> Result<ParsedDomain> {
                     network: i
                         .child("source")
                         .and_then(|s| s.attr("network"))
+                        .map(str::to_owned),
+                    target_dev: i
+                        .child("target")
+                        .and_then(|t| t.attr("dev"))
                         .map(str::to_owned),
                     model: i
                         .child("model")

@@ -1,4 +1,4 @@
-//! The two libvirt calls that `virt` 0.5 does not wrap, done by hand over `virt::sys`.
+//! The libvirt calls that `virt` 0.5 does not wrap, done by hand over `virt::sys`.
 //!
 //! This is the crate's only unsafe code (the workspace denies it elsewhere). Each call follows
 //! the ownership rules of its libvirt documentation, cited next to it.
@@ -41,6 +41,17 @@ pub(crate) fn agent_set_response_timeout(dom: &Domain, seconds: i32) -> Result<(
     // SAFETY: `dom` holds a reference on the virDomainPtr for the duration of the call; the
     // function takes no ownership of anything.
     let ret = unsafe { sys::virDomainAgentSetResponseTimeout(dom.as_ptr(), seconds, 0) };
+    if ret < 0 {
+        return Err(Error::last_error());
+    }
+    Ok(())
+}
+
+/// `virDomainSaveFlags`: saves the running domain's memory to `path` and stops it.
+pub(crate) fn domain_save(dom: &Domain, path: &CStr, flags: u32) -> Result<(), Error> {
+    // SAFETY: `dom` keeps the virDomainPtr alive; `path` is NUL-terminated and outlives the call;
+    // a NULL dxml means "the domain's own XML"; nothing changes ownership.
+    let ret = unsafe { sys::virDomainSaveFlags(dom.as_ptr(), path.as_ptr(), ptr::null(), flags) };
     if ret < 0 {
         return Err(Error::last_error());
     }

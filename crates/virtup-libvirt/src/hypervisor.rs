@@ -486,6 +486,66 @@ impl Hypervisor {
         Err(LibvirtError::call("undefine domain", name, &e))
     }
 
+    /// Starts a transient domain (gone once it stops), e.g. a template's seed.
+    pub fn create_transient(&self, spec: &DomainSpec) -> Result<()> {
+        let xml = spec.to_xml()?;
+        self.conn
+            .create_domain_xml(&xml, 0)
+            .map(drop)
+            .map_err(|e| LibvirtError::call("start transient domain", &spec.name, &e))
+    }
+
+    /// Whether the guest holds the virtio port `port` open (libvirt's channel `state`).
+    pub fn port_connected(&self, name: &str, port: &str) -> Result<bool> {
+        let xml = self.xml(name)?;
+        let root = crate::xml::parse(&xml).map_err(|e| LibvirtError::Parse {
+            what: format!("live XML of domain `{name}`"),
+            message: e,
+        })?;
+        let connected = root
+            .path(&["devices"])
+            .into_iter()
+            .flat_map(|d| d.children_named("channel"))
+            .filter_map(|c| c.child("target"))
+            .any(|t| t.attr("name") == Some(port) && t.attr("state") == Some("connected"));
+        Ok(connected)
+    }
+
+    /// Saves the running domain's memory into `path` (a file the daemon writes) and stops it;
+    /// a restore resumes it running.
+    pub fn save(&self, name: &str, path: &std::path::Path) -> Result<()> {
+        let dom = self.lookup_domain(name)?;
+        let c_path = std::ffi::CString::new(path.as_os_str().as_encoded_bytes()).map_err(|_| {
+            LibvirtError::invalid(
+                "save path",
+                &path.display().to_string(),
+                "contains a NUL byte",
+            )
+        })?;
+        crate::ffi::domain_save(&dom, &c_path, sys::VIR_DOMAIN_SAVE_RUNNING)
+            .map_err(|e| LibvirtError::call("save domain", name, &e))
+    }
+
+    /// Resumes the domain a save image holds, running, under the XML in the image's header (a
+    /// defined domain of the same name and UUID keeps its persistent definition).
+    pub fn restore(&self, path: &std::path::Path) -> Result<()> {
+        let shown = path.display().to_string();
+        let text = path
+            .to_str()
+            .ok_or_else(|| LibvirtError::invalid("save image path", &shown, "is not UTF-8"))?;
+        self.conn
+            .restore_domain_flags(text, None, sys::VIR_DOMAIN_SAVE_RUNNING)
+            .map_err(|e| LibvirtError::call("restore a domain from", &shown, &e))
+    }
+
+    /// Adds a device (`<disk>`, `<interface>`) to the running domain only; its persistent
+    /// definition is left as it is.
+    pub fn attach_live(&self, name: &str, device_xml: &str) -> Result<()> {
+        self.lookup_domain(name)?
+            .attach_device_flags(device_xml, sys::VIR_DOMAIN_AFFECT_LIVE)
+            .map_err(|e| LibvirtError::call("hot-plug a device into domain", name, &e))
+    }
+
     pub fn set_autostart(&self, name: &str, autostart: bool) -> Result<()> {
         self.lookup_domain(name)?
             .set_autostart(autostart)

@@ -15,6 +15,7 @@ mod storage;
 mod storage_xml;
 mod tag;
 mod virt_type;
+mod warm_xml;
 mod xml;
 
 pub use domain_xml::{
@@ -36,3 +37,4 @@ pub use virt_type::{
     remote_appliance_virt_type, remote_appliance_virt_type_with, uri_is_local, uri_password_host,
     GuestProbe, HostCapabilities, VirtTypeChoice, PROBE_WATCH, VIRT_TYPE_ENV,
 };
+pub use warm_xml::{warm_clone_xml, WarmClone, SEED_FAMILY, SEED_PORT};

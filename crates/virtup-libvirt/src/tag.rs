@@ -18,6 +18,8 @@ pub(crate) const TAG_ELEMENT: &str = "tag";
 pub enum TagKind {
     Template,
     Instance,
+    /// A template generation's seed, booted once and saved for warm clones (transient).
+    Seed,
 }
 
 impl TagKind {
@@ -25,6 +27,7 @@ impl TagKind {
         match self {
             TagKind::Template => "template",
             TagKind::Instance => "instance",
+            TagKind::Seed => "seed",
         }
     }
 
@@ -32,6 +35,7 @@ impl TagKind {
         match s {
             "template" => Some(TagKind::Template),
             "instance" => Some(TagKind::Instance),
+            "seed" => Some(TagKind::Seed),
             _ => None,
         }
     }

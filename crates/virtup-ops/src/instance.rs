@@ -26,6 +26,8 @@ use crate::context::{self, Context, Waited, LOCK_TIMEOUT, SHORT_LOCK_TIMEOUT};
 use crate::identity::{upload_config_disk, GuestIdentity};
 use crate::template::{current_disk, wait_for_hold};
 use crate::volume_copy::VolumeCopy;
+pub use crate::warm::Boot;
+use crate::warm::WarmStart;
 use crate::{reach, run_tool, Mode, Reporter};
 
 #[cfg(test)]
@@ -54,6 +56,8 @@ pub struct InstanceOptions {
     pub autostart: Option<bool>,
     pub password: Option<String>,
     pub root_password: Option<String>,
+    /// How a fresh clone first runs: resumed from its template's warm image, or booted.
+    pub boot: Boot,
 }
 
 impl InstanceOptions {
@@ -71,6 +75,7 @@ impl InstanceOptions {
             autostart: None,
             password: None,
             root_password: None,
+            boot: Boot::Auto,
         }
     }
 
@@ -109,6 +114,7 @@ pub struct Request {
     pub playbook: Option<PathBuf>,
     password: Option<String>,
     root_password: Option<String>,
+    pub boot: Boot,
 }
 
 impl Request {
@@ -152,6 +158,7 @@ pub fn resolve(ctx: &Context, options: InstanceOptions) -> Result<Request> {
         autostart,
         password,
         root_password,
+        boot,
     } = options;
     let template = template.unwrap_or_else(|| name.clone());
     if state == InstanceState::Absent {
@@ -230,6 +237,7 @@ pub fn resolve(ctx: &Context, options: InstanceOptions) -> Result<Request> {
         playbook,
         password,
         root_password,
+        boot,
         desired: InstanceDesired {
             name,
             template,
@@ -270,6 +278,7 @@ fn customize_path(asked: Customize, virt_sysprep_args: &[String]) -> Customize {
 }
 
 /// The template's current disk, when creating needs it.
+#[derive(Clone)]
 struct TemplateDisk {
     generation: u32,
     volume: String,
@@ -803,6 +812,7 @@ fn apply(
     let name = &req.desired.name;
     let mut started = false;
     let mut warnings = Vec::new();
+    let mut resume = None;
     let deleting = plan.steps.iter().any(|s| matches!(s, Step::Delete { .. }));
     for step in &plan.steps {
         reporter.stage(&format!("`{name}`: {step}"));
@@ -811,7 +821,9 @@ fn apply(
         match step {
             Step::DeleteLeftovers(volumes) => delete_owned(data, hv, req, volumes)?,
             Step::Create { .. } => {
-                warnings.extend(create(ctx, data, hv, req, obs, reporter)?);
+                let (warning, warm) = create(ctx, data, hv, req, obs, reporter)?;
+                warnings.extend(warning);
+                resume = warm;
                 // Defined: the clone now counts as a dependent, so the template may change again.
                 session.template_lock = None;
             }
@@ -820,7 +832,10 @@ fn apply(
             }
             Step::SetAutostart(on) => hv.set_autostart(name, *on)?,
             Step::Start => {
-                hv.start(name)?;
+                match resume.take() {
+                    Some(r) => resume_warm(data, hv, name, &r, reporter)?,
+                    None => hv.start(name)?,
+                }
                 started = true;
             }
             // A guest whose disk is deleted next gains nothing from a graceful shutdown.
@@ -952,6 +967,96 @@ fn forget(ctx: &Context, data: &DataDir, name: &str) -> Result<()> {
     Ok(())
 }
 
+/// A fresh warm clone's first start: the image and what to hot-plug once it runs.
+struct Resume {
+    warm: WarmStart,
+    disk_path: String,
+    nic: NicSpec,
+    config_disk: DiskSpec,
+}
+
+fn resume_warm(
+    data: &DataDir,
+    hv: &Hypervisor,
+    name: &str,
+    r: &Resume,
+    reporter: &dyn Reporter,
+) -> Result<()> {
+    let started = Instant::now();
+    crate::warm::resume(
+        data,
+        hv,
+        &r.warm,
+        &crate::warm::ResumeInput {
+            name,
+            disk_path: &r.disk_path,
+            nic: &r.nic,
+            config_disk: &r.config_disk,
+        },
+    )
+    .with_context(|| format!("cannot resume `{name}` from its template's warm image"))?;
+    reporter.note(&format!(
+        "virtup_instance: `{name}` resumed from the warm image of generation {} in {:.1}s",
+        r.warm.record.generation,
+        started.elapsed().as_secs_f64()
+    ));
+    Ok(())
+}
+
+/// Whether a fresh clone resumes warm: `Ok(None)` boots it cold. `boot: warm` that cannot be
+/// honoured is an error here, before the clone's first volume.
+fn warm_choice(
+    data: &DataDir,
+    hv: &Hypervisor,
+    req: &Request,
+    tpl: &TemplateDisk,
+    accel: VirtType,
+    reporter: &dyn Reporter,
+) -> Result<Option<WarmStart>> {
+    if req.boot == Boot::Cold {
+        return Ok(None);
+    }
+    let scope = context::template_scope(&req.desired.template, &req.uri);
+    // A template without a warm image is the common case: `auto` boots cold without a word.
+    if req.boot == Boot::Auto
+        && crate::warm::WarmRecord::read(data, &scope, tpl.generation)?.is_none()
+    {
+        return Ok(None);
+    }
+    let why_not = if req.desired.state != InstanceState::Running {
+        Err("it is not started now (`state: running` resumes it)".to_owned())
+    } else if req.desired.customize != Customize::Auto {
+        Err("virt-sysprep prepares its disk (a config disk gives a warm clone its identity)".into())
+    } else if req.desired.clone != CloneKind::Linked || req.format != ImageFormat::Qcow2 {
+        Err("a warm clone is a linked qcow2 clone (its disk rests on the seed's)".into())
+    } else {
+        crate::warm::usable(
+            data,
+            hv,
+            &scope,
+            &req.pool,
+            tpl.generation,
+            accel,
+            req.desired.memory_mib,
+            req.desired.vcpus,
+        )?
+    };
+    match (why_not, req.boot) {
+        (Ok(warm), _) => Ok(Some(warm)),
+        (Err(why), Boot::Warm) => bail!(
+            "invalid value for `boot`: `{}` cannot resume warm: {why}",
+            req.desired.name
+        ),
+        (Err(why), _) => {
+            reporter.note(&format!(
+                "virtup_instance: `{}` boots cold: {why}",
+                req.desired.name
+            ));
+            Ok(None)
+        }
+    }
+}
+
 fn create(
     ctx: &Context,
     data: &DataDir,
@@ -959,7 +1064,7 @@ fn create(
     req: &Request,
     obs: &Observation,
     reporter: &dyn Reporter,
-) -> Result<Option<String>> {
+) -> Result<(Option<String>, Option<Resume>)> {
     let name = &req.desired.name;
     let tpl = obs
         .template
@@ -981,6 +1086,7 @@ fn create(
         && std::env::var_os(virtup_core::VIRT_TYPE_ENV).is_none())
     .then(|| choice.reason.clone());
     let accel = choice.virt_type;
+    let warm = warm_choice(data, hv, req, tpl, accel, reporter)?;
     let mac = match &obs.mac {
         Some(m) => m.clone(),
         None => virtup_core::ensure_mac(data, name, &BTreeSet::new(), SHORT_LOCK_TIMEOUT)?,
@@ -1014,7 +1120,16 @@ fn create(
     meta.state = Some("creating".into());
     meta.write(data)?;
 
-    let disk = clone_disk(data, hv, req, &mut ledger, tpl)?;
+    // A warm clone's disk rests on the seed's disk (itself an overlay of the generation).
+    let base = match &warm {
+        Some(w) => TemplateDisk {
+            generation: tpl.generation,
+            volume: w.record.disk_volume.clone(),
+            path: w.record.disk_path.clone(),
+        },
+        None => tpl.clone(),
+    };
+    let disk = clone_disk(data, hv, req, &mut ledger, &base)?;
     let secrets_dir = ctx.secrets_dir(name);
     let identity = GuestIdentity {
         hostname: &req.hostname,
@@ -1029,6 +1144,22 @@ fn create(
     .build()?;
     let disks = identity_disks(data, hv, req, &mut ledger, &disk, tpl, &identity, accel)?;
     let spec = domain_spec(req, tpl, disks, &mac, owner, accel)?;
+    let resume = match warm {
+        Some(warm) => Some(Resume {
+            warm,
+            disk_path: disk.path.clone(),
+            nic: spec
+                .nic
+                .clone()
+                .ok_or_else(|| anyhow!("a clone has a NIC"))?,
+            config_disk: spec
+                .disks
+                .get(1)
+                .cloned()
+                .ok_or_else(|| anyhow!("a warm clone has a config disk"))?,
+        }),
+        None => None,
+    };
     // Pinned before the define: once the domain exists a later run finds nothing to do, so a run
     // killed in between must not leave an instance whose key nobody trusts. (Killed before the
     // define, the line is replaced when the next run makes the instance with new keys.)
@@ -1042,7 +1173,7 @@ fn create(
         "virtup_instance: created `{name}` in {:.3}s",
         started.elapsed().as_secs_f64()
     ));
-    Ok(warning)
+    Ok((warning, resume))
 }
 
 /// The clone's disk: an overlay on the template's generation (linked qcow2), else a full copy,

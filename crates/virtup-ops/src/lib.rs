@@ -17,6 +17,7 @@ pub mod template;
 mod test_support;
 mod virt_choice;
 mod volume_copy;
+pub mod warm;
 
 /// Runs a tool to completion; its failure names what the run was for (the tool's own error is the cause).
 pub(crate) fn run_tool(cmd: &virtup_guest::Cmd, what: &str) -> anyhow::Result<()> {

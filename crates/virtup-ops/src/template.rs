@@ -17,7 +17,7 @@ use virtup_core::template::{
 use virtup_core::vocab::config_disk_volume;
 use virtup_core::{keys, known_hosts, validate, DataDir, Fields, LockGuard};
 use virtup_guest::checksum;
-use virtup_libvirt::{DomainState, Hypervisor, TagKind, VirtType};
+use virtup_libvirt::{DomainState, Hypervisor, ImageFormat, TagKind, VirtType};
 
 use crate::context::{self, Context, Waited, LOCK_TIMEOUT, SHORT_LOCK_TIMEOUT};
 use crate::{reach, Mode, Reporter};
@@ -48,6 +48,8 @@ pub struct TemplateOptions {
     pub wait_timeout: Duration,
     pub password: Option<String>,
     pub root_password: Option<String>,
+    /// Keep a warm image of the current generation (see [`crate::warm`]).
+    pub warm: bool,
 }
 
 impl TemplateOptions {
@@ -64,6 +66,7 @@ impl TemplateOptions {
             wait_timeout: Duration::from_secs(context::DEFAULT_WAIT_TIMEOUT_SECS),
             password: None,
             root_password: None,
+            warm: false,
         }
     }
 }
@@ -148,6 +151,7 @@ pub fn resolve(
         wait_timeout,
         password,
         root_password,
+        warm: given_warm,
         ..
     } = options;
     if state == TemplateState::Absent {
@@ -233,6 +237,8 @@ pub fn resolve(
             revision,
             user_public_key,
             seal_pending,
+            // A build a playbook customizes next is seeded once the session seals it.
+            warm: given_warm && !starts_session,
         },
     })
 }
@@ -557,6 +563,27 @@ fn observe(hv: &Hypervisor, data: &DataDir, req: &Request) -> Result<Observation
     }
     obs.model.leftovers =
         obs.model.domain.is_none() && (obs.config_disk.is_some() || !obs.partials.is_empty());
+    if let Some(dom) = &obs.model.domain {
+        // A warm image fits when its record says so; a clone checks its own shape again.
+        let fits = match crate::warm::WarmRecord::read(data, &req.scope, dom.generation)? {
+            Some(record) => {
+                record
+                    .mismatch(
+                        hv,
+                        &req.pool,
+                        VirtType::parse(&record.virt_type).unwrap_or(VirtType::Qemu),
+                        req.settings.memory_mib,
+                        req.settings.vcpus,
+                    )?
+                    .is_none()
+                    && record.proven(hv, &ledger)?
+            }
+            None => false,
+        };
+        if fits {
+            obs.model.warm.insert(dom.generation);
+        }
+    }
     Ok(obs)
 }
 
@@ -586,7 +613,11 @@ fn scan_volumes(
             obs.adopt.push((v.name.clone(), v.key.clone()));
             proof = Proof::Created;
         }
+        let warm_generation = crate::warm::volume_generation(&req.desired.name, &v.name);
         match (proof, generation) {
+            (Proof::Created, None) if warm_generation.is_some() => {
+                model.warm_volumes.extend(warm_generation);
+            }
             (Proof::Created, Some(g)) => {
                 model.generations.insert(g);
                 obs.volumes.insert(g, v.name);
@@ -615,10 +646,12 @@ pub struct TemplateView {
     pub generation: Option<u32>,
     pub digest: Option<String>,
     pub generations: Vec<u32>,
+    /// The current generation has a warm image that fits.
+    pub warm: bool,
 }
 
 /// The template as the module returns it (`template`).
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct TemplateFacts {
     pub name: String,
     pub domain: String,
@@ -631,6 +664,29 @@ pub struct TemplateFacts {
     /// How to reach it, when it was left running.
     #[serde(flatten)]
     pub login: Option<TemplateLogin>,
+    /// The current generation's warm image, when it has one that fits.
+    pub warm: Option<WarmFacts>,
+}
+
+/// A warm image as the module returns it.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct WarmFacts {
+    pub image: String,
+    pub disk: String,
+    pub image_bytes: u64,
+    /// From the seed's start to its saved image, when it was made.
+    pub seconds: f64,
+}
+
+impl From<crate::warm::WarmRecord> for WarmFacts {
+    fn from(r: crate::warm::WarmRecord) -> WarmFacts {
+        WarmFacts {
+            image: r.image_path,
+            disk: r.disk_path,
+            image_bytes: r.image_bytes,
+            seconds: r.seconds,
+        }
+    }
 }
 
 /// Where a running template answers on SSH, and with which key and pinned host key.
@@ -706,7 +762,16 @@ fn check(ctx: &Context, hv: &Hypervisor, req: &Request) -> Result<TemplateReport
     );
     let mut report = report(req, &before, &the_plan, interrupted);
     if req.desired.state != TemplateState::Absent {
-        report.template = Some(describe(req, &before, the_plan.generation, false));
+        let mut facts = describe(req, &before, the_plan.generation, false);
+        if before.model.warm.contains(&the_plan.generation)
+            && !the_plan.steps.contains(&Step::Seed {
+                generation: the_plan.generation,
+            })
+        {
+            facts.warm = crate::warm::WarmRecord::read(&ctx.data, &req.scope, the_plan.generation)?
+                .map(WarmFacts::from);
+        }
+        report.template = Some(facts);
     }
     Ok(report)
 }
@@ -760,6 +825,13 @@ fn apply_mode(
     }
     drop(lock);
     let mut template = describe(&req, &before, the_plan.generation, true);
+    if the_plan.steps.contains(&Step::Seed {
+        generation: the_plan.generation,
+    }) || before.model.warm.contains(&the_plan.generation)
+    {
+        template.warm = crate::warm::WarmRecord::read(&data, &req.scope, the_plan.generation)?
+            .map(WarmFacts::from);
+    }
     if req.desired.state == TemplateState::Running {
         // Whoever runs the template playbook needs the address, the key and the pinned host key.
         let ip = address(hv, &data, &req, reporter)?;
@@ -1004,6 +1076,10 @@ fn diff(req: &Request, before: &TemplateObserved, plan: &Plan) -> (TemplateView,
         generation: before.domain.as_ref().map(|d| d.generation),
         digest: before.domain.as_ref().and_then(|d| d.digest.clone()),
         generations: before.generations.iter().copied().collect(),
+        warm: before
+            .domain
+            .as_ref()
+            .is_some_and(|d| before.warm.contains(&d.generation)),
     };
     let a = match req.desired.state {
         TemplateState::Absent => TemplateView {
@@ -1011,6 +1087,7 @@ fn diff(req: &Request, before: &TemplateObserved, plan: &Plan) -> (TemplateView,
             generation: None,
             digest: None,
             generations: Vec::new(),
+            warm: false,
         },
         s => TemplateView {
             state: if s == TemplateState::Running {
@@ -1033,6 +1110,13 @@ fn diff(req: &Request, before: &TemplateObserved, plan: &Plan) -> (TemplateView,
                 .collect::<BTreeSet<_>>()
                 .into_iter()
                 .collect(),
+            warm: plan.steps.contains(&Step::Seed {
+                generation: plan.generation,
+            }) || (before.warm.contains(&plan.generation)
+                && !plan
+                    .steps
+                    .iter()
+                    .any(|s| matches!(s, Step::Start | Step::Seal))),
         },
     };
     (b, a)
@@ -1058,6 +1142,7 @@ fn describe(req: &Request, obs: &Observation, generation: u32, built: bool) -> T
         user: req.settings.user.clone(),
         playbook: req.playbook.clone(),
         login: None,
+        warm: None,
     }
 }
 
@@ -1101,11 +1186,34 @@ fn apply(run: Apply<'_>, plan: &Plan) -> Result<Vec<String>> {
             Step::Stop => crate::power::stop(hv, &req.domain, req.wait_timeout)?,
             Step::Build { generation } => build::build(run, generation, appliance)?,
             Step::Define { generation } => build::define(data, hv, req, obs, generation, accel)?,
-            Step::Start => {
-                hv.start(&req.domain)?;
+            Step::Start | Step::Seal => {
+                // The generation's disk changes under its warm image's disk: that image is stale.
+                crate::warm::remove(
+                    data,
+                    hv,
+                    &req.scope,
+                    &req.uri,
+                    &req.pool,
+                    &req.desired.name,
+                    plan.generation,
+                )?;
+                if *step == Step::Start {
+                    hv.start(&req.domain)?;
+                } else {
+                    build::seal(hv, data, req, obs, plan.generation, appliance)?;
+                }
             }
-            Step::Seal => build::seal(hv, data, req, obs, plan.generation, appliance)?,
+            Step::Seed { generation } => warnings.extend(seed(run, generation, accel)?),
             Step::DeleteGeneration { generation } => {
+                crate::warm::remove(
+                    data,
+                    hv,
+                    &req.scope,
+                    &req.uri,
+                    &req.pool,
+                    &req.desired.name,
+                    generation,
+                )?;
                 if let Some(volume) = obs.volumes.get(&generation) {
                     hv.delete_volume(&req.pool, volume)?;
                     Ledger::read(data, &req.scope)?.forget(data, &req.uri, &req.pool, volume)?;
@@ -1131,6 +1239,60 @@ fn apply(run: Apply<'_>, plan: &Plan) -> Result<Vec<String>> {
         }
     }
     Ok(warnings)
+}
+
+/// Makes the generation's warm image (see [`crate::warm`]); a hypervisor elsewhere gets none, said
+/// as a warning (its clones boot cold).
+fn seed(run: Apply<'_>, generation: u32, accel: VirtType) -> Result<Option<String>> {
+    let Apply {
+        data,
+        hv,
+        req,
+        obs,
+        reporter,
+        ..
+    } = run;
+    if !hv.is_local() {
+        return Ok(Some(format!(
+            "template `{}`: no warm image on `{}`: warm images are made on the hypervisor's own \
+             machine only; its clones boot cold",
+            req.desired.name, req.uri
+        )));
+    }
+    let pool_path = obs
+        .pool_path
+        .as_ref()
+        .ok_or_else(|| anyhow!("pool `{}` has no path", req.pool))?;
+    let volume = volume_name(&req.desired.name, generation, &req.format);
+    let generation_path = pool_path.join(&volume).display().to_string();
+    let format = ImageFormat::from_name(&req.format).unwrap_or(ImageFormat::Qcow2);
+    let owner = data.ensure_owner_id(SHORT_LOCK_TIMEOUT)?;
+    let record = crate::warm::make_seed(
+        data,
+        hv,
+        &crate::warm::SeedInput {
+            template: &req.desired.name,
+            scope: &req.scope,
+            uri: &req.uri,
+            pool: &req.pool,
+            pool_path,
+            generation,
+            generation_path: &generation_path,
+            generation_format: format,
+            virt_type: accel,
+            memory_mib: req.settings.memory_mib,
+            vcpus: req.settings.vcpus,
+            owner: &owner,
+            timeout: req.wait_timeout,
+        },
+    )?;
+    reporter.note(&format!(
+        "virtup_template: warm image of `{}` generation {generation}: {} MB, made in {:.1} s",
+        req.desired.name,
+        record.image_bytes / 1_000_000,
+        record.seconds
+    ));
+    Ok(None)
 }
 
 fn ignore_not_found(e: std::io::Error) -> std::io::Result<()> {

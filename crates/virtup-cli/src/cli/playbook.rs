@@ -181,6 +181,7 @@ mod tests {
                 host_key_alias: "VIRTUP-t".into(),
                 ssh_common_args: String::new(),
             }),
+            warm: None,
         };
         let vars = template_host_vars(&facts, "qemu:///system").unwrap();
         assert_eq!(vars["ansible_host"], "192.168.122.9");

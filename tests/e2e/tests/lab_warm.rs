@@ -1,0 +1,266 @@
+//! Layer 4: warm clones. A template's warm image is made once (a look-alike volume is refused and kept, a
+//! killed seeding is recovered), two clones resume from it in parallel with their own identity, random
+//! state and clock, an image that does not fit is never restored, and a warm clone boots cold later.
+
+// End-to-end tests drive the built binaries and the lab's tools with std's `Command` (and keep some
+// children running); this black-box crate depends on none of virtup's crates, so not on `virtup_guest::Cmd`.
+#![allow(clippy::disallowed_types)]
+
+use std::collections::BTreeSet;
+use std::path::Path;
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use serde_json::{json, Value};
+use virtup_e2e::{lab_home, pool_volumes, repo_root, run, ssh_instance, virsh, wait_for, Sandbox};
+
+const TEMPLATE: &str = "wm-t";
+const SEED_DOMAIN: &str = "VIRTUP-wm-t-seed";
+const WARM_IMAGE: &str = "VIRTUP-wm-t-g1-warm.save";
+const WARM_DISK: &str = "VIRTUP-wm-t-g1-warm.qcow2";
+const CLONES: [&str; 2] = ["wm-a", "wm-b"];
+
+/// Removes what the test made however it ends, and a look-alike volume it planted.
+struct Cleanup<'a>(&'a Sandbox);
+
+impl Drop for Cleanup<'_> {
+    fn drop(&mut self) {
+        for name in CLONES.iter().chain(&["wm-stale"]) {
+            let _ = self.0.module(
+                "virtup_instance",
+                &json!({"name": name, "state": "absent", "wait_timeout": 120}),
+            );
+        }
+        let _ = self.0.module(
+            "virtup_template",
+            &json!({"name": TEMPLATE, "state": "absent", "wait_timeout": 120}),
+        );
+        let _ = Command::new("virsh")
+            .args(["-c", "qemu:///system", "destroy", SEED_DOMAIN])
+            .stderr(Stdio::null())
+            .stdout(Stdio::null())
+            .status();
+        let _ = Command::new("virsh")
+            .args([
+                "-c",
+                "qemu:///system",
+                "vol-delete",
+                WARM_IMAGE,
+                "--pool",
+                "default",
+            ])
+            .stderr(Stdio::null())
+            .stdout(Stdio::null())
+            .status();
+    }
+}
+
+fn ours() -> BTreeSet<String> {
+    pool_volumes()
+        .into_iter()
+        .filter(|v| v.contains("wm-"))
+        .collect()
+}
+
+fn set(names: &[&str]) -> BTreeSet<String> {
+    names.iter().map(|s| s.to_string()).collect()
+}
+
+fn now() -> f64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .unwrap()
+        .as_secs_f64()
+}
+
+#[test]
+fn warm_clones_resume_from_one_image_each_with_its_own_identity() {
+    lab_home();
+    let sb = Sandbox::new();
+    let _cleanup = Cleanup(&sb);
+    let template =
+        json!({"name": TEMPLATE, "os_version": "debian-12", "warm": true, "wait_timeout": 900});
+
+    // A volume named exactly as the warm image, made by someone else: the seed refuses it by name
+    // and leaves it as it was; the generation itself is built and kept.
+    virsh(&[
+        "vol-create-as",
+        "default",
+        WARM_IMAGE,
+        "1M",
+        "--format",
+        "raw",
+    ]);
+    let (doc, out) = sb.module("virtup_template", &template);
+    let msg = doc["msg"].as_str().unwrap_or_default();
+    assert!(
+        !out.status.success() && msg.contains(WARM_IMAGE) && msg.contains("not made by virtup"),
+        "{doc}\n{}",
+        out.stderr
+    );
+    assert_eq!(
+        ours(),
+        set(&[WARM_IMAGE, "VIRTUP-wm-t-g1.qcow2", "VIRTUP-wm-t-config.iso"]),
+        "the look-alike stays and nothing of the seed is left"
+    );
+    assert!(!virsh(&["list", "--all", "--name"]).contains(SEED_DOMAIN));
+    virsh(&["vol-delete", WARM_IMAGE, "--pool", "default"]);
+
+    // A run killed while its seed boots: the next run stops that seed (its own, by its tag) and
+    // makes the image anew.
+    let args_file = tempfile::NamedTempFile::new().unwrap();
+    std::fs::write(args_file.path(), serde_json::to_vec(&template).unwrap()).unwrap();
+    let mut child = Command::new(repo_root().join("plugins/modules/virtup_template"))
+        .arg(args_file.path())
+        .env("VIRTUP_CONFIG_HOME", sb.config())
+        .env("VIRTUP_DATA_HOME", sb.data())
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    wait_for("the seed to boot", Duration::from_secs(600), || {
+        virsh(&["list", "--name"])
+            .lines()
+            .any(|l| l.trim() == SEED_DOMAIN)
+            .then_some(())
+    });
+    child.kill().unwrap();
+    child.wait().unwrap();
+    let start = Instant::now();
+    let doc = sb.ok("virtup_template", &template);
+    let warm = &doc["template"]["warm"];
+    println!(
+        "warm: image made in {:.1}s ({} bytes) after a killed seeding; the run took {:.1}s",
+        warm["seconds"].as_f64().unwrap_or(-1.0),
+        warm["image_bytes"],
+        start.elapsed().as_secs_f64()
+    );
+    assert!(
+        warm["image_bytes"].as_u64().unwrap_or(0) > 10_000_000,
+        "the template reports its image: {doc}"
+    );
+    assert!(!virsh(&["list", "--all", "--name"]).contains(SEED_DOMAIN));
+    assert_eq!(
+        ours(),
+        set(&[
+            WARM_IMAGE,
+            WARM_DISK,
+            "VIRTUP-wm-t-g1.qcow2",
+            "VIRTUP-wm-t-config.iso"
+        ])
+    );
+    let again = sb.ok("virtup_template", &template);
+    assert_eq!(again["changed"], json!(false), "{again}");
+
+    // An image made for other memory is never restored: `boot: warm` fails before anything is made.
+    let (doc, out) = sb.module(
+        "virtup_instance",
+        &json!({"name": "wm-stale", "template": TEMPLATE, "boot": "warm", "memory": 768}),
+    );
+    let msg = doc["msg"].as_str().unwrap_or_default();
+    assert!(
+        !out.status.success() && msg.contains("memory") && msg.contains("boot"),
+        "{doc}\n{}",
+        out.stderr
+    );
+    assert!(!ours().iter().any(|v| v.starts_with("wm-stale")));
+    assert!(!virsh(&["list", "--all", "--name"]).contains("wm-stale"));
+
+    // Two clones at once, each read right after `running` returned.
+    let probe = "hostname; cat /etc/machine-id; head -c 64 /dev/urandom | od -An -tx1 | tr -d ' \\n'; echo; \
+                 cat /proc/sys/kernel/random/uuid; date +%s.%N; \
+                 sudo journalctl -b -q --no-pager | grep -c 'virtup-firstboot: done'";
+    let results: Vec<(Value, String, f64, f64, Duration)> = std::thread::scope(|s| {
+        let handles: Vec<_> = CLONES
+            .iter()
+            .map(|name| {
+                let sb = &sb;
+                s.spawn(move || {
+                    let start = Instant::now();
+                    let (doc, out) = sb.module(
+                        "virtup_instance",
+                        &json!({"name": name, "template": TEMPLATE, "boot": "warm", "wait_timeout": 900}),
+                    );
+                    let took = start.elapsed();
+                    assert!(
+                        out.status.success() && out.stderr.contains("resumed from the warm image"),
+                        "{name}: {doc}\n{}",
+                        out.stderr
+                    );
+                    let before = now();
+                    let facts = ssh_instance(&doc, probe);
+                    (doc, facts, before, now(), took)
+                })
+            })
+            .collect();
+        handles.into_iter().map(|h| h.join().unwrap()).collect()
+    });
+    let mut seen = BTreeSet::new();
+    for (name, (doc, facts, before, after, took)) in CLONES.iter().zip(&results) {
+        println!(
+            "warm: {name} running (pinned SSH proven) in {:.1}s",
+            took.as_secs_f64()
+        );
+        let lines: Vec<&str> = facts.lines().collect();
+        assert_eq!(lines.len(), 6, "{name}: {facts}");
+        assert_eq!(lines[0], *name);
+        let clock: f64 = lines[4].parse().unwrap();
+        assert!(
+            clock >= before - 1.0 && clock <= after + 1.0,
+            "{name}: guest clock {clock} is not within 1 s of the host's [{before}, {after}]"
+        );
+        assert_eq!(
+            lines[5], "1",
+            "{name}: its journal holds its first boot: {facts}"
+        );
+        let i = &doc["instance"];
+        for fact in [
+            lines[1].to_owned(),
+            lines[2].to_owned(),
+            lines[3].to_owned(),
+            i["mac"].to_string(),
+            i["address"].to_string(),
+            i["host_key_fingerprint"].to_string(),
+        ] {
+            assert!(seen.insert(fact.clone()), "{name} shares {fact}");
+        }
+        // The clone's disk rests on the seed's, which rests on the generation.
+        let info = run(
+            Command::new("qemu-img")
+                .args(["info", "-U", "--output=json"])
+                .arg(Path::new("/var/lib/libvirt/images").join(format!("{name}.qcow2"))),
+            Duration::from_secs(60),
+        )
+        .assert_ok("qemu-img info")
+        .stdout;
+        assert!(info.contains(WARM_DISK), "{name}: {info}");
+    }
+
+    // Later starts are cold boots of the clone's own disk: it comes back with its pinned key.
+    let a = json!({"name": "wm-a", "template": TEMPLATE, "wait_timeout": 900});
+    let mut stop = a.clone();
+    stop["state"] = json!("stopped");
+    sb.ok("virtup_instance", &stop);
+    let doc = sb.ok("virtup_instance", &a);
+    assert_eq!(ssh_instance(&doc, "hostname").trim(), "wm-a");
+
+    // The image goes with its generation.
+    for name in CLONES {
+        sb.ok(
+            "virtup_instance",
+            &json!({"name": name, "state": "absent", "wait_timeout": 300}),
+        );
+    }
+    sb.ok(
+        "virtup_template",
+        &json!({"name": TEMPLATE, "state": "absent", "wait_timeout": 300}),
+    );
+    assert!(ours().is_empty(), "{:?}", ours());
+    let records = sb.data().join("warm");
+    assert!(
+        std::fs::read_dir(&records).map_or(true, |mut d| d.next().is_none()),
+        "no warm record is left in {}",
+        records.display()
+    );
+}
