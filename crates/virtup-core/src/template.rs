@@ -12,7 +12,7 @@ use crate::config::Fields;
 use crate::digest::InputDigest;
 
 /// Bumped whenever virtup prepares templates differently, so existing templates are rebuilt.
-pub const RECIPE: &str = "virtup-template-v1";
+pub const RECIPE: &str = "virtup-template-v2";
 
 /// Prefix of template domains and volumes, as virt-up names its base instances.
 pub const DOMAIN_PREFIX: &str = "VIRTUP-";
@@ -188,6 +188,10 @@ pub struct TemplateObserved {
     pub warm: BTreeSet<u32>,
     /// Generations with warm volumes virtup made, fitting or not.
     pub warm_volumes: BTreeSet<u32>,
+    /// Generations whose warm disk backs clones' disks: it stays until they are gone.
+    pub warm_in_use: BTreeSet<u32>,
+    /// A foreign volume holds the name of a generation's warm volume: that generation gets none.
+    pub foreign_warm: BTreeMap<u32, String>,
 }
 
 impl TemplateObserved {
@@ -421,9 +425,14 @@ pub fn plan(desired: &TemplateDesired, observed: &TemplateObserved) -> Result<Pl
     if desired.warm
         && desired.state == TemplateState::Present
         && (disk_changes || !observed.warm.contains(&generation))
-        && (!observed.warm_volumes.contains(&generation)
-            || observed.users_of(generation).is_empty())
+        && !observed.warm_in_use.contains(&generation)
     {
+        if let Some(volume) = observed.foreign_warm.get(&generation) {
+            return Err(PlanError::ForeignVolume {
+                template: desired.name.clone(),
+                volume: volume.clone(),
+            });
+        }
         steps.push(Step::Seed { generation });
     }
     // Old generations nobody uses any more go, in check mode too (it reports them).
@@ -660,10 +669,27 @@ mod tests {
         // A stale image under clones stays: replacing it would pull a disk from under them.
         let under_clones = TemplateObserved {
             warm_volumes: [1].into(),
+            warm_in_use: [1].into(),
             dependents: [(1, vec!["web1".into()])].into(),
             ..observed_at(1, &digest, false)
         };
         assert!(plan(&want, &under_clones).unwrap().is_empty());
+        // A look-alike under the image's name: refused before anything is built.
+        let look_alike = TemplateObserved {
+            foreign_warm: [(1, "VIRTUP-debian-12-g1-warm.save".to_owned())].into(),
+            ..TemplateObserved::default()
+        };
+        assert!(matches!(
+            plan(&want, &look_alike),
+            Err(PlanError::ForeignVolume { volume, .. }) if volume == "VIRTUP-debian-12-g1-warm.save"
+        ));
+        // Cold clones of the generation do not rest on it: it is replaced.
+        let cold_clones = TemplateObserved {
+            warm_volumes: [1].into(),
+            dependents: [(1, vec!["web1".into()])].into(),
+            ..observed_at(1, &digest, false)
+        };
+        assert_eq!(plan(&want, &cold_clones).unwrap().steps, vec![seed(1)]);
         // A seal (the template ran) changes the disk under the image: a new one is made after it.
         let ran = TemplateObserved {
             warm: [1].into(),

@@ -87,6 +87,19 @@ uptime_now() {
     now=${now%%.*}
 }
 
+# can_reseed / reseed_crng: RNDRESEEDCRNG (Linux 4.17+), the ioctl that makes the kernel's CRNG
+# draw from its input pool now. A resumed seed's CRNG is every sibling's until its next scheduled
+# reseed, seconds away, and a VM generation ID does not help a kernel without the vmgenid driver
+# (Debian 12's cloud kernel has none). A shell cannot issue an ioctl; perl (Essential in Debian)
+# can, with nothing to install.
+can_reseed() {
+    command -v perl >/dev/null 2>&1
+}
+reseed_crng() {
+    perl -e 'open(my $f, "<", $ARGV[0]) or exit 1; ioctl($f, 0x5207, 0) or exit 1' \
+        "$ROOT/dev/urandom" 2>/dev/null
+}
+
 # is_seed: whether libvirt marked this machine as a seed (see the top of this file).
 is_seed() {
     family=
@@ -145,7 +158,8 @@ set_clock_from_rtc() {
     fi
     # The RTC counts whole seconds: the host's time is in [rtc, rtc + 1), and its middle is never
     # more than half a second off (a clone resumed within a second of the save sat 0.3-0.9 s behind).
-    if date -u -s "@$rtc.5" >/dev/null 2>&1; then
+    # busybox's date takes no fraction: it gets the whole second.
+    if date -u -s "@$rtc.5" >/dev/null 2>&1 || date -u -s "@$rtc" >/dev/null 2>&1; then
         log "clock set forward from the RTC ($clock -> $rtc)"
     else
         log "clock not set: date -s failed"
@@ -184,14 +198,23 @@ if [ -z "$cfg" ]; then
     # clone), while the disk is there well before. udev only tells when to give up: once its
     # queue has been empty (`settle --timeout=0` succeeds; no udevadm counts as empty) for WAIT
     # seconds and no disk came, it is absent. Whatever udev says, the search ends after
-    # WAIT_MAX seconds by this deadline of its own: the unit has no start timeout
-    # (TimeoutStartSec=infinity), because a seed waits with none and a clone resumed from it
-    # inherits the seed's uptime, which systemd's timeout would count too.
+    # WAIT_MAX seconds by this deadline, well inside the unit's TimeoutStartSec (120 s). A seed
+    # waits with no deadline, but only until the host sees its port and saves it (a second or so
+    # of the unit's time): the guest's clock stands still while it is saved, and a resumed clone
+    # goes on from there.
     dev=
     port_open=
     port_failed=
     if is_seed; then
         seed=1
+        if ! can_reseed; then
+            # Its clones would share the kernel's random state until its next scheduled reseed:
+            # such a seed never offers itself to be saved (virtup's seeding fails and names the
+            # console, which shows this line), and it stops.
+            log "seed: cannot make the kernel reseed its random number generator (no perl): not offering to be saved"
+            systemctl --no-block poweroff 2>/dev/null || :
+            exit 1
+        fi
         log "seed: waiting for a config disk"
     fi
     uptime_now
@@ -243,6 +266,19 @@ fi
 
 format=$(value format)
 [ "$format" = "virtup-config 1" ] || die "unknown config format '$format'"
+
+if [ -f "$cfg/random-seed" ] && [ -z "$OFFLINE" ]; then
+    # The host's bytes, mixed into the kernel's input pool. A resumed seed's pool and CRNG are
+    # every sibling's: the CRNG is reseeded from the pool right away, before anything of the clone
+    # draws from it, and a clone that cannot reseed stops here, before its host keys are in place
+    # (its SSH never answers with the pinned key, so virtup never calls it running).
+    cat "$cfg/random-seed" >"$ROOT/dev/urandom" || die "cannot write the random seed"
+    log "random seed mixed in"
+    if [ -n "$seed" ]; then
+        reseed_crng || die "cannot make the kernel reseed its random number generator"
+        log "random number generator reseeded"
+    fi
+fi
 
 # Hostname first: the DHCP client sends it, so it must be set before the network comes up.
 name=$(value hostname)
@@ -347,13 +383,6 @@ if [ -s "$cfg/shadow" ]; then
     done <"$cfg/shadow"
     chpasswd -e <"$cfg/shadow" || die "chpasswd failed"
     log "password hashes applied"
-fi
-
-if [ -f "$cfg/random-seed" ] && [ -z "$OFFLINE" ]; then
-    # Mixed into the kernel's pool (not credited: only root's ioctl can). A resumed seed's pool
-    # is every sibling's too; the new VM generation ID reseeds it, and this adds the host's bytes.
-    cat "$cfg/random-seed" >"$ROOT/dev/urandom" || die "cannot write the random seed"
-    log "random seed mixed in"
 fi
 
 if [ -n "$seed" ] && [ -z "$OFFLINE" ]; then

@@ -553,6 +553,8 @@ fn disk_stubs(guest: &Guest) {
     );
     stub(&stubs, "umount", STUB_LOGGING);
     stub(&stubs, "systemctl", STUB_LOGGING);
+    // The reseed: perl issues the ioctl (a real one would fail on the fake root's regular file).
+    stub(&stubs, "perl", STUB_LOGGING);
     // No disk by label either while a seed waits (the fallback after /sys).
     stub(&stubs, "blkid", "#!/bin/sh\nexit 2\n");
     stub(
@@ -722,6 +724,9 @@ fn a_seed_waits_holding_its_port_then_applies_the_identity() {
     let at = |what: &str| log.find(what).unwrap_or_else(|| panic!("{what}: {log}"));
     assert!(at("date -u -s @") < at("mount "), "{log}");
     assert!(at("mount ") < at("hostname web1"), "{log}");
+    // The kernel's RNG is reseeded (after the host's bytes) before any identity is written.
+    assert!(at("perl -e") < at("hostname web1"), "{log}");
+    assert!(log.contains("dev/urandom\n"), "{log}");
     assert!(
         log.contains("systemctl --no-block restart systemd-journald.service\n"),
         "{log}"
@@ -820,6 +825,36 @@ fn a_seed_without_a_usable_rtc_still_applies_its_identity() {
             "{what}: {log}"
         );
     }
+}
+
+/// A resumed seed whose kernel cannot be made to reseed stops before its host keys are in place:
+/// its SSH never answers with the pinned key, so virtup never calls a clone with a shared RNG running.
+#[test]
+fn a_resumed_seed_that_cannot_reseed_stops_before_its_host_keys() {
+    let guest = Guest::new(&identity("virt"));
+    disk_stubs(&guest);
+    let stubs = guest.root().join("stubs");
+    stub(&stubs, "perl", &format!("{STUB_LOGGING}exit 1\n"));
+    let sysfs = fake_sysfs(&guest, "virtup-seed", Some("1800000000\n"));
+    plug_config_disk(&sysfs);
+    let config_src = guest.config();
+    let (ok, stderr) = guest.run(
+        None,
+        &[
+            ("VIRTUP_SYSFS", sysfs.to_str().unwrap()),
+            ("CONFIG_SRC", config_src.to_str().unwrap()),
+            ("DATE_NOW", "1700000000"),
+        ],
+    );
+    assert!(!ok, "{stderr}");
+    assert!(stderr.contains("cannot make the kernel reseed"), "{stderr}");
+    let key = fs::read_to_string(guest.root().join("etc/ssh/ssh_host_ed25519_key.pub"));
+    assert!(
+        !key.as_deref().unwrap_or_default().contains("AAAAnew"),
+        "the pinned host key is in place: {key:?}"
+    );
+    assert_ne!(guest.read("etc/hostname"), "web1\n");
+    assert!(!guest.root().join("var/lib/virtup/firstboot.done").exists());
 }
 
 /// A seed's clock only ever moves forward: an RTC behind the system clock, or level with it, is

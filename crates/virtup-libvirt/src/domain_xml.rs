@@ -524,6 +524,7 @@ pub struct ParsedDisk {
     pub target: Option<String>,
     pub bus: Option<String>,
     pub readonly: bool,
+    pub serial: Option<String>,
 }
 
 /// A NIC as libvirt reports it.
@@ -550,6 +551,8 @@ pub struct ParsedDomain {
     pub machine: Option<String>,
     pub disks: Vec<ParsedDisk>,
     pub interfaces: Vec<ParsedInterface>,
+    /// Names of the virtio-serial channels (the guest agent's, a seed's port).
+    pub channels: Vec<String>,
     pub tag: Option<VirtupTag>,
 }
 
@@ -634,6 +637,14 @@ pub fn parse_domain_xml(domain_xml: &str) -> Result<ParsedDomain> {
         machine: os_type.and_then(|t| t.attr("machine")).map(str::to_owned),
         disks,
         interfaces,
+        channels: devices
+            .map(|d| {
+                d.children_named("channel")
+                    .filter_map(|c| c.child("target").and_then(|t| t.attr("name")))
+                    .map(str::to_owned)
+                    .collect()
+            })
+            .unwrap_or_default(),
         tag: VirtupTag::from_domain_element(&root),
         name,
     })
@@ -654,6 +665,7 @@ fn parse_disk(d: &Element) -> ParsedDisk {
         target: target.and_then(|t| t.attr("dev")).map(str::to_owned),
         bus: target.and_then(|t| t.attr("bus")).map(str::to_owned),
         readonly: d.child("readonly").is_some(),
+        serial: d.child_text("serial").map(str::to_owned),
     }
 }
 

@@ -448,16 +448,21 @@ impl Hypervisor {
         result.map_err(|e| LibvirtError::call("shut down domain", name, &e))
     }
 
-    /// Powers the domain off at once; a domain that is not running is left as it is.
+    /// Powers the domain off at once; a domain that is not running is left as it is, and one that
+    /// goes away meanwhile (a transient domain that stopped by itself) is gone already.
     pub fn destroy(&self, name: &str) -> Result<()> {
         let dom = self.lookup_domain(name)?;
+        let gone = |e: &VirtError| e.code().is(ErrorNumber::NoDomain);
         match dom.is_active() {
             Ok(false) => return Ok(()),
             Ok(true) => {}
+            Err(e) if gone(&e) => return Ok(()),
             Err(e) => return Err(LibvirtError::call("destroy domain", name, &e)),
         }
-        dom.destroy()
-            .map_err(|e| LibvirtError::call("destroy domain", name, &e))
+        match dom.destroy() {
+            Err(e) if gone(&e) => Ok(()),
+            other => other.map_err(|e| LibvirtError::call("destroy domain", name, &e)),
+        }
     }
 
     /// Removes the definition with its managed-save image, snapshot/checkpoint metadata and

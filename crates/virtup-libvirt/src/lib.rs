@@ -37,4 +37,4 @@ pub use virt_type::{
     remote_appliance_virt_type, remote_appliance_virt_type_with, uri_is_local, uri_password_host,
     GuestProbe, HostCapabilities, VirtTypeChoice, PROBE_WATCH, VIRT_TYPE_ENV,
 };
-pub use warm_xml::{warm_clone_xml, WarmClone, SEED_FAMILY, SEED_PORT};
+pub use warm_xml::{persistent_xml_from_live, warm_clone_xml, WarmClone, SEED_FAMILY, SEED_PORT};

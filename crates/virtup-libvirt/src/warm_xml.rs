@@ -81,6 +81,45 @@ pub fn warm_clone_xml(saved: &str, clone: &WarmClone<'_>) -> Result<String> {
     Ok(w.finish())
 }
 
+/// The persistent definition of a resumed clone: its live XML (the seed's device layout, with the
+/// NIC and config disk where they were hot-plugged), so that later cold boots find every device in
+/// the slot the clone first ran with (a NIC moved to another PCI slot gets another name). What only
+/// a running domain has (aliases, backing chains, tap names) is left out; `tag` is its metadata.
+pub fn persistent_xml_from_live(live: &str, tag: &VirtupTag) -> Result<String> {
+    let bad = |why: String| LibvirtError::invalid("live domain XML", "(domain XML)", why);
+    let mut root = parse(live).map_err(bad)?;
+    if root.name != "domain" || root.ns.is_some() {
+        return Err(bad(format!("the root is <{}>, not <domain>", root.name)));
+    }
+    root.attrs.retain(|(k, _)| k == "type");
+    root.children
+        .retain(|c| !matches!(c.name.as_str(), "metadata" | "resource" | "seclabel"));
+    strip_live(&mut root);
+    tag.validate()?;
+    let mut w = XmlWriter::new();
+    write(&mut w, &root, Some(tag)).map_err(bad)?;
+    Ok(w.finish())
+}
+
+fn strip_live(el: &mut Element) {
+    let is_interface = el.name == "interface";
+    el.children.retain(|c| {
+        !(c.name == "alias"
+            || c.name == "backingStore"
+            || (is_interface && c.name == "target")
+            || (c.name == "source" && el.name == "channel"))
+    });
+    for child in &mut el.children {
+        if child.name == "source" && el.name == "disk" {
+            child.attrs.retain(|(k, _)| k != "index");
+        }
+        if child.name == "target" && el.name == "channel" {
+            child.attrs.retain(|(k, _)| k != "state");
+        }
+        strip_live(child);
+    }
+}
+
 fn set_text(root: &mut Element, child: &str, text: &str) -> Option<()> {
     let el = root
         .children
@@ -97,7 +136,7 @@ fn set_attr(el: &mut Element, name: &str, value: &str) {
     }
 }
 
-/// Writes `el` back; `tag` becomes the `<metadata>` right after `<uuid>`/`<genid>`.
+/// Writes `el` back; `tag` becomes the `<metadata>` right after `<name>`, `<uuid>` and `<genid>`.
 fn write(
     w: &mut XmlWriter,
     el: &Element,
@@ -120,10 +159,15 @@ fn write(
         return Ok(());
     }
     w.open(&el.name, &attrs);
+    // libvirt's order: name, uuid, genid, then metadata.
+    let after = el
+        .children
+        .iter()
+        .rposition(|c| matches!(c.name.as_str(), "name" | "uuid" | "genid"));
     let mut tag = tag;
-    for child in &el.children {
+    for (i, child) in el.children.iter().enumerate() {
         write(w, child, None)?;
-        if child.name == "genid" {
+        if Some(i) == after {
             if let Some(t) = tag.take() {
                 w.open("metadata", &[]);
                 t.write(w, true);
@@ -203,6 +247,43 @@ mod tests {
         assert_eq!(root.path(&["metadata"]).map(|m| m.children.len()), Some(1));
         assert!(xml.contains("<virtup:name>web1</virtup:name>"), "{xml}");
         assert!(!xml.contains("kind=\"seed\""), "{xml}");
+    }
+
+    #[test]
+    fn a_resumed_clone_is_defined_as_it_runs_without_what_only_a_running_domain_has() {
+        let live = seed_xml()
+            .replace(
+                "<domain type=\"qemu\">",
+                "<domain type=\"qemu\" id=\"7\">",
+            )
+            .replace(
+                "</devices>",
+                "<interface type=\"network\"><mac address=\"52:54:00:00:00:01\"/><source network=\"default\"/><target dev=\"vnet3\"/><address type=\"pci\" slot=\"0x06\"/></interface></devices>",
+            )
+            .replace("<target type=\"virtio\" name=\"dev.virtup.seed\"/>", "<source mode=\"bind\" path=\"/run/x\"/><target type=\"virtio\" name=\"dev.virtup.seed\" state=\"connected\"/>");
+        let tag = clone_tag();
+        let xml = persistent_xml_from_live(&live, &tag).unwrap();
+        for gone in [
+            "id=\"7\"",
+            "backingStore",
+            "alias",
+            "vnet3",
+            "/run/x",
+            "state=",
+            "kind=\"seed\"",
+        ] {
+            assert!(!xml.contains(gone), "{gone} stays in {xml}");
+        }
+        for kept in [
+            "slot=\"0x06\"",
+            "52:54:00:00:00:01",
+            "<virtup:name>web1</virtup:name>",
+            "aaaaaaaa-bbbb",
+        ] {
+            assert!(xml.contains(kept), "{kept} is lost from {xml}");
+        }
+        let parsed = crate::parse_domain_xml(&xml).unwrap();
+        assert_eq!(parsed.tag, Some(tag));
     }
 
     #[test]

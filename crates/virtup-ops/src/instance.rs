@@ -544,6 +544,18 @@ fn check(
         }
         other => other?,
     };
+    // `boot: warm` that a real run could not honour fails here too, as it would there.
+    if req.boot == Boot::Warm
+        && the_plan
+            .steps
+            .iter()
+            .any(|s| matches!(s, Step::Create { .. }))
+    {
+        if let Some(tpl) = &obs.template {
+            let accel = crate::virt_choice::choose(hv, &ctx.data)?.virt_type;
+            warm_choice(&ctx.data, hv, req, tpl, accel, &crate::Quiet)?;
+        }
+    }
     let mut report = report(req, obs, &the_plan, Waited::default());
     if obs.model.domain.is_some() && req.desired.state != InstanceState::Absent {
         let meta = InstanceMeta::read(&ctx.data, &req.desired.name)?;
@@ -582,8 +594,14 @@ fn apply_mode(
         session.template_lock = None;
     }
     let mut report = report(req, &obs, &the_plan, session.waited);
-    let (address, warnings) = apply(ctx, &mut session, hv, req, &obs, &the_plan, reporter)?;
+    let (address, warnings, finished) =
+        apply(ctx, &mut session, hv, req, &obs, &the_plan, reporter)?;
     report.warnings.extend(warnings);
+    if finished {
+        report.changed = true;
+        report.msg =
+            "finish the resume an earlier run began (NIC and config disk plugged in)".into();
+    }
     let data = session.data.clone();
     drop(session);
     finish(&data, hv, req, &the_plan, report, address)
@@ -807,7 +825,7 @@ fn apply(
     obs: &Observation,
     plan: &Plan,
     reporter: &dyn Reporter,
-) -> Result<(Option<IpAddr>, Vec<String>)> {
+) -> Result<(Option<IpAddr>, Vec<String>, bool)> {
     let data = &session.data;
     let name = &req.desired.name;
     let mut started = false;
@@ -845,6 +863,18 @@ fn apply(
             Step::Forget => forget(ctx, data, name)?,
         }
     }
+    let finished = req.desired.state == InstanceState::Running
+        && !started
+        && crate::warm::finish_resume(hv, name)?;
+    if finished {
+        reporter.changed();
+        // A run killed in the middle of a resume left it waiting for its devices: given them now,
+        // it applies its identity like a fresh clone, so its address is waited for afresh.
+        reporter.note(&format!(
+            "virtup_instance: `{name}` was resumed by a run that did not finish; its NIC and config disk are plugged in now"
+        ));
+        started = true;
+    }
     let address = if req.desired.state == InstanceState::Running {
         Some(reachable(data, hv, req, started, reporter)?)
     } else {
@@ -857,7 +887,7 @@ fn apply(
             meta.write(data)?;
         }
     }
-    Ok((address, warnings))
+    Ok((address, warnings, finished))
 }
 
 /// Undefines the domain and deletes the volumes observe proved its own, then forgets it.
@@ -1029,6 +1059,15 @@ fn warm_choice(
         Err("virt-sysprep prepares its disk (a config disk gives a warm clone its identity)".into())
     } else if req.desired.clone != CloneKind::Linked || req.format != ImageFormat::Qcow2 {
         Err("a warm clone is a linked qcow2 clone (its disk rests on the seed's)".into())
+    } else if req.graphics != Graphics::None {
+        Err("the seed has no graphics to resume with (`graphics: none` resumes warm)".into())
+    } else if req.size.is_some_and(|size| {
+        hv.volume_info(&req.pool, &tpl.volume)
+            .ok()
+            .flatten()
+            .is_some_and(|t| size > t.capacity_bytes)
+    }) {
+        Err("a disk larger than the template's would not be seen by the resumed kernel".into())
     } else {
         crate::warm::usable(
             data,

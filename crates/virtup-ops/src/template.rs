@@ -213,6 +213,7 @@ pub fn resolve(
         held,
     } = customization(ctx, &given, &fields, &scope)?;
     let starts_session = hold.is_some() && matches!(given.hold, Some(SessionHold::Start(_)));
+    let local = virtup_libvirt::uri_is_local(&uri);
     // The session's seal call: whatever its playbook did, the template is sealed.
     let seal_pending = held && state == TemplateState::Present;
     Ok(Request {
@@ -237,8 +238,9 @@ pub fn resolve(
             revision,
             user_public_key,
             seal_pending,
-            // A build a playbook customizes next is seeded once the session seals it.
-            warm: given_warm && !starts_session,
+            // A build a playbook customizes next is seeded once the session seals it; a remote
+            // hypervisor gets no warm image (see `report`).
+            warm: given_warm && !starts_session && local,
         },
     })
 }
@@ -567,11 +569,13 @@ fn observe(hv: &Hypervisor, data: &DataDir, req: &Request) -> Result<Observation
         // A warm image fits when its record says so; a clone checks its own shape again.
         let fits = match crate::warm::WarmRecord::read(data, &req.scope, dom.generation)? {
             Some(record) => {
+                // The accelerator clones would get now, as they decide it (kept per boot).
+                let accel = crate::virt_choice::choose(hv, data)?.virt_type;
                 record
                     .mismatch(
                         hv,
                         &req.pool,
-                        VirtType::parse(&record.virt_type).unwrap_or(VirtType::Qemu),
+                        accel,
                         req.settings.memory_mib,
                         req.settings.vcpus,
                     )?
@@ -598,7 +602,20 @@ fn scan_volumes(
 ) -> Result<()> {
     let config_name = config_disk_volume(&req.domain);
     let model = &mut obs.model;
-    for v in hv.list_volumes(&req.pool)? {
+    let volumes = hv.list_volumes(&req.pool)?;
+    for v in &volumes {
+        // A warm disk that backs another volume backs a clone.
+        if let Some(g) = crate::warm::volume_generation(&req.desired.name, &v.name) {
+            if v.name == crate::warm::disk_volume(&req.desired.name, g)
+                && volumes
+                    .iter()
+                    .any(|o| o.backing.as_deref() == Some(v.path.as_str()))
+            {
+                model.warm_in_use.insert(g);
+            }
+        }
+    }
+    for v in volumes {
         let seen = ownership::Observed {
             name: &v.name,
             key: &v.key,
@@ -626,6 +643,11 @@ fn scan_volumes(
             (Proof::Pending, _) => obs.partials.push(v.name),
             (Proof::Foreign, _) if v.name == config_name => {
                 model.foreign_config_disk = Some(v.name)
+            }
+            (Proof::Foreign, _) if warm_generation.is_some() => {
+                model
+                    .foreign_warm
+                    .extend(warm_generation.map(|g| (g, v.name.clone())));
             }
             (Proof::Foreign, _) => {
                 let stem = v.name.trim_end_matches(".part").trim_end_matches(".xz");
@@ -964,6 +986,15 @@ fn apply_locked(
             hold::take(data, &req.scope, token, req.desired.revision.as_deref())?;
         }
     }
+    // A seed a killed run left running goes first: its disk may be among the partials below.
+    if let Some(owner) = data.owner_id()? {
+        if crate::warm::stop_leftover_seed(hv, &req.desired.name, &owner)? {
+            reporter.note(&format!(
+                "template `{}`: stopped the seed an earlier run left running",
+                req.desired.name
+            ));
+        }
+    }
     let mut ledger = Ledger::read(data, &req.scope)?;
     for (name, key) in &before.adopt {
         ledger.confirm(data, &req.uri, &req.pool, name, key)?;
@@ -1011,6 +1042,13 @@ fn report(
         the_plan.to_string()
     };
     let mut warnings = Vec::new();
+    if req.options.warm && !virtup_libvirt::uri_is_local(&req.uri) {
+        warnings.push(format!(
+            "template `{}`: no warm image on `{}`: warm images are made and resumed on the \
+             hypervisor's own machine only; its clones boot cold",
+            req.desired.name, req.uri
+        ));
+    }
     if before.model.foreign_domain && req.desired.state == TemplateState::Absent {
         // `absent` holds for virtup, but the user may think the domain was theirs: say why it stays.
         warnings.push(format!(

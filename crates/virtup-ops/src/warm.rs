@@ -73,9 +73,33 @@ pub fn volume_generation(template: &str, volume: &str) -> Option<u32> {
     number.parse().ok()
 }
 
-/// The transient domain a seed runs as while it boots.
+/// The transient domain a seed runs as while it boots: `@` is in no template's or instance's
+/// domain name, so this one is never another object's.
 pub fn seed_domain(template: &str) -> String {
-    format!("{}-seed", domain_name(template))
+    format!("{}@seed", domain_name(template))
+}
+
+/// Whether `name` runs as this data dir's seed of `template` (its tag, with the owner id).
+fn is_our_seed(hv: &Hypervisor, name: &str, template: &str, owner: &str) -> Result<bool> {
+    Ok(hv.domain(name)?.is_some_and(|dom| {
+        dom.tag.as_ref().is_some_and(|t| {
+            t.is(TagKind::Seed, template) && t.names_owner(Some(owner)) == Some(true)
+        })
+    }))
+}
+
+/// Stops a seed a killed run left running (it is transient: stopped, it is gone). Only this data
+/// dir's seed of `template` is touched; anything else under the name is left alone.
+pub fn stop_leftover_seed(hv: &Hypervisor, template: &str, owner: &str) -> Result<bool> {
+    let name = seed_domain(template);
+    if is_our_seed(hv, &name, template, owner)? {
+        return match hv.destroy(&name) {
+            // A seed that stopped meanwhile (it is transient) is gone already.
+            Err(virtup_libvirt::LibvirtError::DomainNotFound(_)) => Ok(false),
+            other => other.map(|()| true).map_err(Into::into),
+        };
+    }
+    Ok(false)
 }
 
 /// What a warm image was made from and for: a clone resumes from it only when all of it matches.
@@ -98,6 +122,17 @@ pub struct WarmRecord {
     pub image_bytes: u64,
     /// From the seed's start to its saved image.
     pub seconds: f64,
+    /// Under KVM, the host's boot: the guest saw the host CPU's features, which a reboot (a new
+    /// microcode or kernel) may change. `None` under TCG, whose CPU is QEMU's.
+    #[serde(default)]
+    pub host_boot_id: Option<String>,
+}
+
+/// This machine's boot id (a new one each boot).
+fn host_boot_id() -> Option<String> {
+    std::fs::read_to_string("/proc/sys/kernel/random/boot_id")
+        .ok()
+        .map(|s| s.trim().to_owned())
 }
 
 fn record_file(data: &DataDir, scope: &str, generation: u32) -> Result<PathBuf> {
@@ -147,6 +182,10 @@ impl WarmRecord {
             (self.virt_type == virt_type.as_str(), "accelerator"),
             (self.memory_mib == memory_mib, "memory"),
             (self.vcpus == vcpus, "vCPUs"),
+            (
+                self.host_boot_id.is_none() || self.host_boot_id == host_boot_id(),
+                "host boot (the host CPU a KVM guest saw may have changed)",
+            ),
         ];
         Ok(checks
             .iter()
@@ -196,19 +235,13 @@ pub struct SeedInput<'a> {
 pub fn make_seed(data: &DataDir, hv: &Hypervisor, seed: &SeedInput<'_>) -> Result<WarmRecord> {
     let started = Instant::now();
     let name = seed_domain(seed.template);
-    if let Some(dom) = hv.domain(&name)? {
-        // A seed a killed run left behind (transient, so it runs): only ours is stopped.
-        let ours = dom.tag.as_ref().is_some_and(|t| {
-            t.is(TagKind::Seed, seed.template) && t.names_owner(Some(seed.owner)) == Some(true)
-        });
-        if !ours {
-            bail!(
-                "domain `{name}` exists but is not a seed virtup made with this data dir; \
-                 virtup needs that name for template `{}`'s warm image: remove it, or set `warm: false`",
-                seed.template
-            );
-        }
-        hv.destroy(&name)?;
+    stop_leftover_seed(hv, seed.template, seed.owner)?;
+    if hv.domain(&name)?.is_some() {
+        bail!(
+            "domain `{name}` exists but is not a seed virtup made with this data dir; \
+             virtup needs that name for template `{}`'s warm image: remove it, or set `warm: false`",
+            seed.template
+        );
     }
     let disk_volume = disk_volume(seed.template, seed.generation);
     let image_volume = image_volume(seed.template, seed.generation);
@@ -227,7 +260,12 @@ pub fn make_seed(data: &DataDir, hv: &Hypervisor, seed: &SeedInput<'_>) -> Resul
                     seed.pool,
                     seed.template
                 ),
-                // An earlier seed of this generation (stale, or cut short): replaced.
+                // An earlier seed of this generation (stale, or cut short): replaced, unless clones
+                // rest on its disk (the planner does not seed then; this holds whoever calls).
+                _ if !users_of(hv, seed.pool, &info.path)?.is_empty() => bail!(
+                    "the warm disk `{volume}` of template `{}` backs clones; it is replaced once they are gone",
+                    seed.template
+                ),
                 _ => {
                     hv.delete_volume(seed.pool, volume)?;
                     ledger.forget(data, seed.uri, seed.pool, volume)?;
@@ -265,9 +303,15 @@ pub fn make_seed(data: &DataDir, hv: &Hypervisor, seed: &SeedInput<'_>) -> Resul
         wait_until_waiting(hv, &name, seed.timeout)?;
         let machine = virtup_libvirt::parse_domain_xml(&hv.xml(&name)?)?.machine;
 
-        let image_path = seed.pool_path.join(&image_volume);
+        // The image's volume is made (and recorded) before libvirt writes it: a name another took
+        // meanwhile is refused here, never truncated and claimed by the save.
         ledger.intend(data, seed.uri, seed.pool, &image_volume, None)?;
-        hv.save(&name, &image_path)?;
+        let made = hv.create_volume(
+            seed.pool,
+            &VolumeSpec::new(&image_volume, 1, ImageFormat::Raw),
+        )?;
+        ledger.confirm(data, seed.uri, seed.pool, &image_volume, &made.key)?;
+        hv.save(&name, Path::new(&made.path))?;
         hv.refresh_pool(seed.pool)?;
         let image = hv.volume_info(seed.pool, &image_volume)?.ok_or_else(|| {
             anyhow!(
@@ -294,6 +338,9 @@ pub fn make_seed(data: &DataDir, hv: &Hypervisor, seed: &SeedInput<'_>) -> Resul
             vcpus: seed.vcpus,
             image_bytes: image.allocation_bytes.max(image.capacity_bytes),
             seconds: started.elapsed().as_secs_f64(),
+            host_boot_id: (seed.virt_type == VirtType::Kvm)
+                .then(host_boot_id)
+                .flatten(),
         })
     })();
     match made {
@@ -302,8 +349,9 @@ pub fn make_seed(data: &DataDir, hv: &Hypervisor, seed: &SeedInput<'_>) -> Resul
             Ok(record)
         }
         Err(e) => {
-            // Best effort: the error that stopped the seed is the one to report.
-            let _ = hv.destroy(&name);
+            // Best effort: the error that stopped the seed is the one to report. Only our seed
+            // is stopped: a domain that took the name meanwhile is not.
+            let _ = stop_leftover_seed(hv, seed.template, seed.owner);
             remove(
                 data,
                 hv,
@@ -351,7 +399,19 @@ fn wait_until_waiting(hv: &Hypervisor, name: &str, timeout: Duration) -> Result<
     }
 }
 
-/// Deletes a generation's warm volumes the ledger proves virtup's, and their record.
+/// Volumes in `pool` whose backing file is `path`: clones resting on a warm image's disk.
+fn users_of(hv: &Hypervisor, pool: &str, path: &str) -> Result<Vec<String>> {
+    Ok(hv
+        .list_volumes(pool)?
+        .into_iter()
+        .filter(|v| v.backing.as_deref() == Some(path))
+        .map(|v| v.name)
+        .collect())
+}
+
+/// Deletes a generation's warm volumes the ledger proves virtup's, and their record. While clones
+/// rest on the warm disk only the record goes (no new clone resumes from it); the volumes go with
+/// the generation, which outlives its clones.
 pub fn remove(
     data: &DataDir,
     hv: &Hypervisor,
@@ -361,13 +421,22 @@ pub fn remove(
     template: &str,
     generation: u32,
 ) -> Result<()> {
+    // A volume libvirt has not listed yet must not lose its record.
+    hv.refresh_pool(pool)?;
+    WarmRecord::remove(data, scope, generation)?;
+    if let Some(disk) = hv.volume_info(pool, &disk_volume(template, generation))? {
+        if !users_of(hv, pool, &disk.path)?.is_empty() {
+            return Ok(());
+        }
+    }
     let mut ledger = Ledger::read(data, scope)?;
     for volume in [
         image_volume(template, generation),
         disk_volume(template, generation),
     ] {
-        let entry = ledger.entry(uri, pool, &volume).cloned();
-        let Some(entry) = entry else { continue };
+        if ledger.entry(uri, pool, &volume).is_none() {
+            continue;
+        }
         if let Some(info) = hv.volume_info(pool, &volume)? {
             let seen = Observed {
                 name: &volume,
@@ -378,10 +447,9 @@ pub fn remove(
                 hv.delete_volume(pool, &volume)?;
             }
         }
-        let _ = entry;
         ledger.forget(data, uri, pool, &volume)?;
     }
-    WarmRecord::remove(data, scope, generation)
+    Ok(())
 }
 
 /// What a fresh clone resumes with, decided before its first volume is made.
@@ -415,6 +483,11 @@ pub fn usable(
     if let Some(why) = record.mismatch(hv, pool, virt_type, memory_mib, vcpus)? {
         return Ok(Err(format!(
             "the warm image of generation {generation} does not fit: {why}"
+        )));
+    }
+    if record.machine.as_deref().is_some_and(|m| m.contains("q35")) {
+        return Ok(Err(format!(
+            "the warm image of generation {generation} runs a q35 machine, which has no free PCIe slot to hot-plug a NIC into"
         )));
     }
     if !record.proven(hv, &Ledger::read(data, scope)?)? {
@@ -480,10 +553,82 @@ pub fn resume(
     drop(file);
     hv.restore(&copy)?;
     drop(scratch);
-    hv.attach_live(name, &input.nic.device_xml()?)?;
-    wait_until_forwarding(hv, name, input.nic.mac.as_deref());
-    hv.attach_live(name, &input.config_disk.device_xml("vdb")?)?;
+    // From here the clone runs: if it cannot be given its devices it must not run on, waiting as a
+    // seed for a config disk that never comes. Stopped, its next start boots it cold (its definition
+    // has both devices).
+    let given = (|| -> Result<()> {
+        hv.attach_live(name, &input.nic.device_xml()?)?;
+        wait_until_forwarding(hv, name, input.nic.mac.as_deref());
+        hv.attach_live(name, &input.config_disk.device_xml("vdb")?)?;
+        define_as_running(hv, name, &tag)
+    })();
+    if let Err(e) = given {
+        let _ = hv.destroy(name);
+        return Err(e.context(format!(
+            "`{name}` was resumed but could not be given its NIC and config disk; it is stopped, and its \
+             next start boots it cold"
+        )));
+    }
     Ok(())
+}
+
+/// Redefines the resumed clone as it runs (see [`virtup_libvirt::persistent_xml_from_live`]).
+fn define_as_running(hv: &Hypervisor, name: &str, tag: &VirtupTag) -> Result<()> {
+    let xml = virtup_libvirt::persistent_xml_from_live(&hv.xml(name)?, tag)?;
+    hv.define_xml(&xml)?;
+    Ok(())
+}
+
+/// Finishes a resume a killed run left half done: a running clone that still runs as its seed's
+/// copy (its live XML has the seed's port, its definition not yet) gets the NIC and config disk its
+/// definition names and is redefined as it runs. Anything else is left as it is. Returns whether
+/// it had to act.
+pub fn finish_resume(hv: &Hypervisor, name: &str) -> Result<bool> {
+    let has_port = |xml: &str| -> Result<bool> {
+        let d = virtup_libvirt::parse_domain_xml(xml)?;
+        Ok(d.channels.iter().any(|c| c == SEED_PORT))
+    };
+    let live = hv.xml(name)?;
+    let defined = hv.inactive_xml(name)?;
+    if !has_port(&live)? || has_port(&defined)? {
+        return Ok(false);
+    }
+    let tag = hv
+        .tag(name)?
+        .ok_or_else(|| anyhow!("domain `{name}` has no virtup tag"))?;
+    let live_d = virtup_libvirt::parse_domain_xml(&live)?;
+    let def_d = virtup_libvirt::parse_domain_xml(&defined)?;
+    for nic in &def_d.interfaces {
+        let here = live_d.interfaces.iter().any(|l| {
+            l.mac.as_deref().map(str::to_ascii_lowercase)
+                == nic.mac.as_deref().map(str::to_ascii_lowercase)
+        });
+        if let (false, Some(network)) = (here, &nic.network) {
+            let spec = NicSpec {
+                network: network.clone(),
+                mac: nic.mac.clone(),
+            };
+            hv.attach_live(name, &spec.device_xml()?)?;
+            wait_until_forwarding(hv, name, spec.mac.as_deref());
+        }
+    }
+    for disk in &def_d.disks {
+        let serial = disk.serial.as_deref();
+        if serial != Some(virtup_guest::firstboot::CONFIG_LABEL)
+            || live_d.disks.iter().any(|l| l.serial.as_deref() == serial)
+        {
+            continue;
+        }
+        let (Some(path), Some(target)) = (&disk.path, &disk.target) else {
+            continue;
+        };
+        let mut spec = DiskSpec::disk(path, ImageFormat::Raw);
+        spec.readonly = true;
+        spec.serial = disk.serial.clone();
+        hv.attach_live(name, &spec.device_xml(target)?)?;
+    }
+    define_as_running(hv, name, &tag)?;
+    Ok(true)
 }
 
 /// How long a new NIC's bridge port may take to forward: libvirt's networks run STP, and the kernel

@@ -15,7 +15,7 @@ use serde_json::{json, Value};
 use virtup_e2e::{lab_home, pool_volumes, repo_root, run, ssh_instance, virsh, wait_for, Sandbox};
 
 const TEMPLATE: &str = "wm-t";
-const SEED_DOMAIN: &str = "VIRTUP-wm-t-seed";
+const SEED_DOMAIN: &str = "VIRTUP-wm-t@seed";
 const WARM_IMAGE: &str = "VIRTUP-wm-t-g1-warm.save";
 const WARM_DISK: &str = "VIRTUP-wm-t-g1-warm.qcow2";
 const CLONES: [&str; 2] = ["wm-a", "wm-b"];
@@ -25,7 +25,7 @@ struct Cleanup<'a>(&'a Sandbox);
 
 impl Drop for Cleanup<'_> {
     fn drop(&mut self) {
-        for name in CLONES.iter().chain(&["wm-stale"]) {
+        for name in CLONES.iter().chain(&["wm-stale", "wm-k"]) {
             let _ = self.0.module(
                 "virtup_instance",
                 &json!({"name": name, "state": "absent", "wait_timeout": 120}),
@@ -81,8 +81,8 @@ fn warm_clones_resume_from_one_image_each_with_its_own_identity() {
     let template =
         json!({"name": TEMPLATE, "os_version": "debian-12", "warm": true, "wait_timeout": 900});
 
-    // A volume named exactly as the warm image, made by someone else: the seed refuses it by name
-    // and leaves it as it was; the generation itself is built and kept.
+    // A volume named exactly as the warm image, made by someone else: refused by name before anything
+    // is built, and left as it was.
     virsh(&[
         "vol-create-as",
         "default",
@@ -100,14 +100,14 @@ fn warm_clones_resume_from_one_image_each_with_its_own_identity() {
     );
     assert_eq!(
         ours(),
-        set(&[WARM_IMAGE, "VIRTUP-wm-t-g1.qcow2", "VIRTUP-wm-t-config.iso"]),
-        "the look-alike stays and nothing of the seed is left"
+        set(&[WARM_IMAGE]),
+        "the look-alike stays and nothing was made"
     );
     assert!(!virsh(&["list", "--all", "--name"]).contains(SEED_DOMAIN));
     virsh(&["vol-delete", WARM_IMAGE, "--pool", "default"]);
 
-    // A run killed while its seed boots: the next run stops that seed (its own, by its tag) and
-    // makes the image anew.
+    // A run killed while its seed boots (after building the generation): the next run stops that
+    // seed (its own, by its tag) and makes the image anew.
     let args_file = tempfile::NamedTempFile::new().unwrap();
     std::fs::write(args_file.path(), serde_json::to_vec(&template).unwrap()).unwrap();
     let mut child = Command::new(repo_root().join("plugins/modules/virtup_template"))
@@ -237,13 +237,55 @@ fn warm_clones_resume_from_one_image_each_with_its_own_identity() {
         assert!(info.contains(WARM_DISK), "{name}: {info}");
     }
 
-    // Later starts are cold boots of the clone's own disk: it comes back with its pinned key.
+    // A run killed once the clone runs, before it got its NIC and config disk: the next run plugs
+    // them in and the clone comes up as if nothing happened.
+    let k = json!({"name": "wm-k", "template": TEMPLATE, "boot": "warm", "wait_timeout": 900});
+    let args_file = tempfile::NamedTempFile::new().unwrap();
+    std::fs::write(args_file.path(), serde_json::to_vec(&k).unwrap()).unwrap();
+    let mut child = Command::new(repo_root().join("plugins/modules/virtup_instance"))
+        .arg(args_file.path())
+        .env("VIRTUP_CONFIG_HOME", sb.config())
+        .env("VIRTUP_DATA_HOME", sb.data())
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    wait_for("wm-k to run", Duration::from_secs(600), || {
+        virsh(&["list", "--name"])
+            .lines()
+            .any(|l| l.trim() == "wm-k")
+            .then_some(())
+    });
+    child.kill().unwrap();
+    child.wait().unwrap();
+    let (doc, out) = sb.module("virtup_instance", &k);
+    assert!(out.status.success(), "{doc}\n{}", out.stderr);
+    assert_eq!(ssh_instance(&doc, "hostname").trim(), "wm-k");
+    println!(
+        "warm: a resume killed once the clone ran; the next run {}",
+        if out.stderr.contains("did not finish") {
+            "finished it"
+        } else {
+            "found it finished (the kill came after the hot-plugs)"
+        }
+    );
+    sb.ok(
+        "virtup_instance",
+        &json!({"name": "wm-k", "state": "absent", "wait_timeout": 300}),
+    );
+
+    // Later starts are cold boots of the clone's own disk, with every device where it was when it
+    // resumed (a NIC in another PCI slot gets another name): it comes back with its pinned key.
     let a = json!({"name": "wm-a", "template": TEMPLATE, "wait_timeout": 900});
+    let nics = "ls /sys/class/net | grep -v '^lo$'";
+    let before = ssh_instance(&results[0].0, nics);
     let mut stop = a.clone();
     stop["state"] = json!("stopped");
     sb.ok("virtup_instance", &stop);
     let doc = sb.ok("virtup_instance", &a);
     assert_eq!(ssh_instance(&doc, "hostname").trim(), "wm-a");
+    assert_eq!(ssh_instance(&doc, nics), before, "the NIC keeps its name");
 
     // The image goes with its generation.
     for name in CLONES {
