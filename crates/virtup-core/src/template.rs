@@ -12,7 +12,12 @@ use crate::config::Fields;
 use crate::digest::InputDigest;
 
 /// Bumped whenever virtup prepares templates differently, so existing templates are rebuilt.
-pub const RECIPE: &str = "virtup-template-v2";
+pub const RECIPE: &str = "virtup-template-v1";
+
+/// What a template with a warm image needs of its first-boot unit (seed mode, the RNG reseed):
+/// part of the digest of those templates only, so turning `warm` on builds a generation that has it,
+/// and other templates are not rebuilt when it changes. Bumped when seed mode changes.
+pub const SEED_REVISION: &str = "seed-v1";
 
 /// Prefix of template domains and volumes, as virt-up names its base instances.
 pub const DOMAIN_PREFIX: &str = "VIRTUP-";
@@ -103,9 +108,11 @@ pub struct TemplateDesired {
     /// playbook online, so it is sealed even when it was shut off already (a playbook may power it
     /// down). Not part of the digest.
     pub seal_pending: bool,
-    /// Keep a warm image of the current generation, which clones resume from instead of booting.
-    /// Not part of the digest: it adds to a generation, it does not change it.
+    /// Make a warm image of the current generation now (see `warm_image` for the digest).
     pub warm: bool,
+    /// The template keeps warm images: its generations need the first boot of [`SEED_REVISION`]
+    /// (in the digest). True through a whole customization session, while `warm` waits for its seal.
+    pub warm_image: bool,
 }
 
 impl TemplateDesired {
@@ -152,7 +159,8 @@ impl TemplateDesired {
             )
             .list("virt-sysprep-args", f.virt_sysprep_args.iter().flatten())
             .list("virt-install-args", f.virt_install_args.iter().flatten())
-            .optional("revision", self.revision.as_deref());
+            .optional("revision", self.revision.as_deref())
+            .optional("warm", self.warm_image.then_some(SEED_REVISION));
         d.finish()
     }
 }
@@ -397,8 +405,12 @@ pub fn plan(desired: &TemplateDesired, observed: &TemplateObserved) -> Result<Pl
                 .max()
                 .unwrap_or(0);
             // Numbers whose names foreign volumes hold are skipped: virtup picks its own names.
+            // A look-alike of a warm volume takes its generation's number too, for a warm template.
             let generation = (newest + 1..)
-                .find(|g| !observed.taken_generations.contains(g))
+                .find(|g| {
+                    !(observed.taken_generations.contains(g)
+                        || desired.warm_image && observed.foreign_warm.contains_key(g))
+                })
                 .expect("a free generation number");
             if let Some(volume) = &observed.foreign_config_disk {
                 return Err(PlanError::ForeignVolume {
@@ -463,6 +475,7 @@ mod tests {
             user_public_key: "ssh-ed25519 AAAA test".into(),
             seal_pending: false,
             warm: false,
+            warm_image: false,
         }
     }
 
@@ -639,14 +652,18 @@ mod tests {
     fn a_warm_template_seeds_each_generation_once_and_never_under_its_clones() {
         let want = TemplateDesired {
             warm: true,
+            warm_image: true,
             ..desired(TemplateState::Present, 512)
         };
         let digest = want.digest();
-        assert_eq!(
-            digest,
-            desired(TemplateState::Present, 512).digest(),
-            "warm is no input of the image"
-        );
+        // A generation a warm image is made of has the seed's first boot: turning `warm` on
+        // builds one; a session's build (warm image wanted, none made yet) has the same digest.
+        assert_ne!(digest, desired(TemplateState::Present, 512).digest());
+        let in_session = TemplateDesired {
+            warm: false,
+            ..want.clone()
+        };
+        assert_eq!(in_session.digest(), digest);
         let seed = |g| Step::Seed { generation: g };
         // A fresh generation is seeded after it is built.
         let fresh = plan(&want, &TemplateObserved::default()).unwrap();
@@ -674,13 +691,20 @@ mod tests {
             ..observed_at(1, &digest, false)
         };
         assert!(plan(&want, &under_clones).unwrap().is_empty());
-        // A look-alike under the image's name: refused before anything is built.
+        // A look-alike under the name of a new generation's image: that number is skipped; under
+        // the current generation's: refused, before anything is made.
         let look_alike = TemplateObserved {
             foreign_warm: [(1, "VIRTUP-debian-12-g1-warm.save".to_owned())].into(),
             ..TemplateObserved::default()
         };
+        let built = plan(&want, &look_alike).unwrap();
+        assert_eq!(built.generation, 2, "{built}");
+        let current = TemplateObserved {
+            foreign_warm: [(1, "VIRTUP-debian-12-g1-warm.save".to_owned())].into(),
+            ..observed_at(1, &digest, false)
+        };
         assert!(matches!(
-            plan(&want, &look_alike),
+            plan(&want, &current),
             Err(PlanError::ForeignVolume { volume, .. }) if volume == "VIRTUP-debian-12-g1-warm.save"
         ));
         // Cold clones of the generation do not rest on it: it is replaced.
@@ -701,12 +725,9 @@ mod tests {
             vec![Step::Stop, Step::Seal, seed(1)]
         );
         // Not asked for, or the template left running: no seed.
-        assert!(plan(
-            &desired(TemplateState::Present, 512),
-            &observed_at(1, &digest, false)
-        )
-        .unwrap()
-        .is_empty());
+        assert!(plan(&in_session, &observed_at(1, &digest, false))
+            .unwrap()
+            .is_empty());
         let running = TemplateDesired {
             state: TemplateState::Running,
             ..want.clone()

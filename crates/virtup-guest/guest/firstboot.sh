@@ -87,17 +87,32 @@ uptime_now() {
     now=${now%%.*}
 }
 
-# can_reseed / reseed_crng: RNDRESEEDCRNG (Linux 4.17+), the ioctl that makes the kernel's CRNG
-# draw from its input pool now. A resumed seed's CRNG is every sibling's until its next scheduled
-# reseed, seconds away, and a VM generation ID does not help a kernel without the vmgenid driver
-# (Debian 12's cloud kernel has none). A shell cannot issue an ioctl; perl (Essential in Debian)
-# can, with nothing to install.
+# can_reseed / reseed_crng [FILE]: FILE's bytes credited to the kernel's input pool (RNDADDENTROPY),
+# then its CRNG reseeded from that pool now (RNDRESEEDCRNG, Linux 4.17+). A resumed seed's CRNG is
+# every sibling's until its next scheduled reseed, seconds or minutes away; a VM generation ID does
+# not help a kernel without the vmgenid driver (Debian 12's cloud kernel has none), and bytes
+# written to /dev/urandom are not credited, so an older kernel's reseed would not even use them. A
+# shell cannot issue an ioctl; perl (Essential in Debian) can. The numbers are the generic ioctl
+# encoding, which these architectures use.
 can_reseed() {
+    case $(uname -m 2>/dev/null) in
+        x86_64 | i?86 | aarch64 | arm* | riscv64 | s390x) ;;
+        *) return 1 ;;
+    esac
     command -v perl >/dev/null 2>&1
 }
 reseed_crng() {
-    perl -e 'open(my $f, "<", $ARGV[0]) or exit 1; ioctl($f, 0x5207, 0) or exit 1' \
-        "$ROOT/dev/urandom" 2>/dev/null
+    perl -e '
+        open(my $rnd, "<", shift) or exit 1;
+        if (@ARGV) {
+            open(my $in, "<", shift) or exit 1;
+            binmode $in;
+            local $/;
+            my $bytes = <$in>;
+            ioctl($rnd, 0x40085203, pack("ii", 8 * length($bytes), length($bytes)) . $bytes) or exit 1;
+        }
+        ioctl($rnd, 0x5207, 0) or exit 1;
+    ' "$ROOT/dev/urandom" "$@" 2>/dev/null
 }
 
 # is_seed: whether libvirt marked this machine as a seed (see the top of this file).
@@ -207,11 +222,11 @@ if [ -z "$cfg" ]; then
     port_failed=
     if is_seed; then
         seed=1
-        if ! can_reseed; then
+        if ! can_reseed || ! reseed_crng; then
             # Its clones would share the kernel's random state until its next scheduled reseed:
-            # such a seed never offers itself to be saved (virtup's seeding fails and names the
-            # console, which shows this line), and it stops.
-            log "seed: cannot make the kernel reseed its random number generator (no perl): not offering to be saved"
+            # such a seed never offers itself to be saved, and it stops (virtup's seeding fails,
+            # saying why).
+            log "seed: cannot make the kernel reseed its random number generator: not offering to be saved"
             systemctl --no-block poweroff 2>/dev/null || :
             exit 1
         fi
@@ -272,11 +287,12 @@ if [ -f "$cfg/random-seed" ] && [ -z "$OFFLINE" ]; then
     # every sibling's: the CRNG is reseeded from the pool right away, before anything of the clone
     # draws from it, and a clone that cannot reseed stops here, before its host keys are in place
     # (its SSH never answers with the pinned key, so virtup never calls it running).
-    cat "$cfg/random-seed" >"$ROOT/dev/urandom" || die "cannot write the random seed"
-    log "random seed mixed in"
     if [ -n "$seed" ]; then
-        reseed_crng || die "cannot make the kernel reseed its random number generator"
-        log "random number generator reseeded"
+        reseed_crng "$cfg/random-seed" || die "cannot make the kernel reseed its random number generator"
+        log "random seed credited and the random number generator reseeded"
+    else
+        cat "$cfg/random-seed" >"$ROOT/dev/urandom" || die "cannot write the random seed"
+        log "random seed mixed in"
     fi
 fi
 

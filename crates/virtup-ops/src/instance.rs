@@ -832,6 +832,20 @@ fn apply(
     let mut warnings = Vec::new();
     let mut resume = None;
     let deleting = plan.steps.iter().any(|s| matches!(s, Step::Delete { .. }));
+    // A run killed in the middle of a resume left the clone waiting for its devices: given them
+    // now (or, if it gave up waiting, started afresh as a cold clone), it applies its identity like
+    // a fresh clone, so its address is waited for afresh. First, so that a resize in this run is
+    // made to the definition that results.
+    let finished = req.desired.state == InstanceState::Running
+        && obs.model.domain.is_some()
+        && crate::warm::finish_resume(hv, name)?;
+    if finished {
+        reporter.changed();
+        reporter.note(&format!(
+            "virtup_instance: `{name}` was resumed by a run that did not finish; its NIC and config disk are plugged in now"
+        ));
+        started = true;
+    }
     for step in &plan.steps {
         reporter.stage(&format!("`{name}`: {step}"));
         // Every step changes something: a failure from here on reports `changed: true`.
@@ -851,7 +865,16 @@ fn apply(
             Step::SetAutostart(on) => hv.set_autostart(name, *on)?,
             Step::Start => {
                 match resume.take() {
-                    Some(r) => resume_warm(data, hv, name, &r, reporter)?,
+                    Some(r) => {
+                        if let Err(e) = resume_warm(data, hv, name, &r, reporter) {
+                            if req.boot != Boot::Auto {
+                                return Err(e);
+                            }
+                            // Its definition is a cold clone's: `auto` boots it so.
+                            warnings.push(format!("{e:#}; booting it cold (`boot: auto`)"));
+                            hv.start(name)?;
+                        }
+                    }
                     None => hv.start(name)?,
                 }
                 started = true;
@@ -862,18 +885,6 @@ fn apply(
             Step::Delete { volumes } => delete(ctx, data, hv, req, volumes)?,
             Step::Forget => forget(ctx, data, name)?,
         }
-    }
-    let finished = req.desired.state == InstanceState::Running
-        && !started
-        && crate::warm::finish_resume(hv, name)?;
-    if finished {
-        reporter.changed();
-        // A run killed in the middle of a resume left it waiting for its devices: given them now,
-        // it applies its identity like a fresh clone, so its address is waited for afresh.
-        reporter.note(&format!(
-            "virtup_instance: `{name}` was resumed by a run that did not finish; its NIC and config disk are plugged in now"
-        ));
-        started = true;
     }
     let address = if req.desired.state == InstanceState::Running {
         Some(reachable(data, hv, req, started, reporter)?)

@@ -241,6 +241,7 @@ pub fn resolve(
             // A build a playbook customizes next is seeded once the session seals it; a remote
             // hypervisor gets no warm image (see `report`).
             warm: given_warm && !starts_session && local,
+            warm_image: given_warm && local,
         },
     })
 }
@@ -565,10 +566,11 @@ fn observe(hv: &Hypervisor, data: &DataDir, req: &Request) -> Result<Observation
     }
     obs.model.leftovers =
         obs.model.domain.is_none() && (obs.config_disk.is_some() || !obs.partials.is_empty());
-    if let Some(dom) = &obs.model.domain {
-        // A warm image fits when its record says so; a clone checks its own shape again.
+    if let (Some(dom), true) = (&obs.model.domain, req.desired.warm) {
+        // A warm image fits when its record says so; a clone checks its own shape again. Only a
+        // warm template asks (the accelerator's choice may boot a test guest once per host boot).
         let fits = match crate::warm::WarmRecord::read(data, &req.scope, dom.generation)? {
-            Some(record) => {
+            Some(record) if record.proven(hv, &ledger)? => {
                 // The accelerator clones would get now, as they decide it (kept per boot).
                 let accel = crate::virt_choice::choose(hv, data)?.virt_type;
                 record
@@ -580,9 +582,8 @@ fn observe(hv: &Hypervisor, data: &DataDir, req: &Request) -> Result<Observation
                         req.settings.vcpus,
                     )?
                     .is_none()
-                    && record.proven(hv, &ledger)?
             }
-            None => false,
+            _ => false,
         };
         if fits {
             obs.model.warm.insert(dom.generation);
@@ -1226,15 +1227,7 @@ fn apply(run: Apply<'_>, plan: &Plan) -> Result<Vec<String>> {
             Step::Define { generation } => build::define(data, hv, req, obs, generation, accel)?,
             Step::Start | Step::Seal => {
                 // The generation's disk changes under its warm image's disk: that image is stale.
-                crate::warm::remove(
-                    data,
-                    hv,
-                    &req.scope,
-                    &req.uri,
-                    &req.pool,
-                    &req.desired.name,
-                    plan.generation,
-                )?;
+                drop_warm(run, plan.generation)?;
                 if *step == Step::Start {
                     hv.start(&req.domain)?;
                 } else {
@@ -1243,15 +1236,7 @@ fn apply(run: Apply<'_>, plan: &Plan) -> Result<Vec<String>> {
             }
             Step::Seed { generation } => warnings.extend(seed(run, generation, accel)?),
             Step::DeleteGeneration { generation } => {
-                crate::warm::remove(
-                    data,
-                    hv,
-                    &req.scope,
-                    &req.uri,
-                    &req.pool,
-                    &req.desired.name,
-                    generation,
-                )?;
+                drop_warm(run, generation)?;
                 if let Some(volume) = obs.volumes.get(&generation) {
                     hv.delete_volume(&req.pool, volume)?;
                     Ledger::read(data, &req.scope)?.forget(data, &req.uri, &req.pool, volume)?;
@@ -1277,6 +1262,27 @@ fn apply(run: Apply<'_>, plan: &Plan) -> Result<Vec<String>> {
         }
     }
     Ok(warnings)
+}
+
+/// Removes a generation's warm image (see [`crate::warm::remove`]), when it has anything of one.
+fn drop_warm(run: Apply<'_>, generation: u32) -> Result<()> {
+    let Apply {
+        data, hv, req, obs, ..
+    } = run;
+    if obs.model.warm_volumes.contains(&generation)
+        || crate::warm::WarmRecord::read(data, &req.scope, generation)?.is_some()
+    {
+        crate::warm::remove(
+            data,
+            hv,
+            &req.scope,
+            &req.uri,
+            &req.pool,
+            &req.desired.name,
+            generation,
+        )?;
+    }
+    Ok(())
 }
 
 /// Makes the generation's warm image (see [`crate::warm`]); a hypervisor elsewhere gets none, said

@@ -273,13 +273,6 @@ pub fn make_seed(data: &DataDir, hv: &Hypervisor, seed: &SeedInput<'_>) -> Resul
             }
         }
     }
-    ledger.intend(
-        data,
-        seed.uri,
-        seed.pool,
-        &disk_volume,
-        Some(seed.generation_path),
-    )?;
     let made = (|| -> Result<WarmRecord> {
         let capacity = hv
             .volume_info(seed.pool, &volume_for_path(seed.generation_path))?
@@ -287,8 +280,14 @@ pub fn make_seed(data: &DataDir, hv: &Hypervisor, seed: &SeedInput<'_>) -> Resul
             .unwrap_or(0);
         let mut spec = VolumeSpec::new(&disk_volume, capacity, ImageFormat::Qcow2);
         spec.backing = Some((seed.generation_path.to_owned(), seed.generation_format));
-        let disk = hv.create_volume(seed.pool, &spec)?;
-        ledger.confirm(data, seed.uri, seed.pool, &disk_volume, &disk.key)?;
+        let disk = create_recorded(
+            data,
+            &mut ledger,
+            seed,
+            &disk_volume,
+            Some(seed.generation_path),
+            || Ok(hv.create_volume(seed.pool, &spec)?),
+        )?;
 
         let mut dom = DomainSpec::new(&name, seed.memory_mib, seed.vcpus, seed.virt_type);
         dom.disks = vec![DiskSpec::disk(&disk.path, ImageFormat::Qcow2)];
@@ -305,12 +304,12 @@ pub fn make_seed(data: &DataDir, hv: &Hypervisor, seed: &SeedInput<'_>) -> Resul
 
         // The image's volume is made (and recorded) before libvirt writes it: a name another took
         // meanwhile is refused here, never truncated and claimed by the save.
-        ledger.intend(data, seed.uri, seed.pool, &image_volume, None)?;
-        let made = hv.create_volume(
-            seed.pool,
-            &VolumeSpec::new(&image_volume, 1, ImageFormat::Raw),
-        )?;
-        ledger.confirm(data, seed.uri, seed.pool, &image_volume, &made.key)?;
+        let made = create_recorded(data, &mut ledger, seed, &image_volume, None, || {
+            Ok(hv.create_volume(
+                seed.pool,
+                &VolumeSpec::new(&image_volume, 1, ImageFormat::Raw),
+            )?)
+        })?;
         hv.save(&name, Path::new(&made.path))?;
         hv.refresh_pool(seed.pool)?;
         let image = hv.volume_info(seed.pool, &image_volume)?.ok_or_else(|| {
@@ -370,6 +369,30 @@ pub fn make_seed(data: &DataDir, hv: &Hypervisor, seed: &SeedInput<'_>) -> Resul
     }
 }
 
+/// Creates a volume the template owns: recorded as pending (its name was seen free under the
+/// template's lock), created, then recorded with its key. A failed create forgets the record at
+/// once, so a volume another made under the name meanwhile is never taken for ours.
+fn create_recorded(
+    data: &DataDir,
+    ledger: &mut Ledger,
+    seed: &SeedInput<'_>,
+    volume: &str,
+    backing: Option<&str>,
+    create: impl FnOnce() -> Result<virtup_libvirt::VolumeInfo>,
+) -> Result<virtup_libvirt::VolumeInfo> {
+    ledger.intend(data, seed.uri, seed.pool, volume, backing)?;
+    match create() {
+        Ok(info) => {
+            ledger.confirm(data, seed.uri, seed.pool, volume, &info.key)?;
+            Ok(info)
+        }
+        Err(e) => {
+            ledger.forget(data, seed.uri, seed.pool, volume)?;
+            Err(e)
+        }
+    }
+}
+
 /// The pool volume name of a path in a directory pool (its file name).
 fn volume_for_path(path: &str) -> String {
     Path::new(path)
@@ -384,7 +407,11 @@ fn wait_until_waiting(hv: &Hypervisor, name: &str, timeout: Duration) -> Result<
     let deadline = Instant::now() + timeout;
     loop {
         if hv.domain(name)?.is_none() {
-            bail!("the seed `{name}` stopped before its first boot waited for an identity (does the template have virtup's first-boot unit?)");
+            bail!(
+                "the seed `{name}` stopped before its first boot waited for an identity: a guest \
+                 that cannot make its kernel reseed its random number generator (it needs perl and \
+                 Linux 4.17 or later) powers off rather than be copied"
+            );
         }
         if hv.port_connected(name, SEED_PORT)? {
             return Ok(());
@@ -485,9 +512,16 @@ pub fn usable(
             "the warm image of generation {generation} does not fit: {why}"
         )));
     }
-    if record.machine.as_deref().is_some_and(|m| m.contains("q35")) {
+    // PCI hot-plug into the root bus needs free slots, which i440fx (`pc`) has; q35 and arm's
+    // `virt` need root ports the seed was not given.
+    if !record
+        .machine
+        .as_deref()
+        .is_some_and(|m| m == "pc" || m.starts_with("pc-i440fx"))
+    {
         return Ok(Err(format!(
-            "the warm image of generation {generation} runs a q35 machine, which has no free PCIe slot to hot-plug a NIC into"
+            "the warm image of generation {generation} runs machine `{}`, which virtup cannot hot-plug a NIC into (only `pc`)",
+            record.machine.as_deref().unwrap_or("unknown")
         )));
     }
     if !record.proven(hv, &Ledger::read(data, scope)?)? {
@@ -592,6 +626,14 @@ pub fn finish_resume(hv: &Hypervisor, name: &str) -> Result<bool> {
     let defined = hv.inactive_xml(name)?;
     if !has_port(&live)? || has_port(&defined)? {
         return Ok(false);
+    }
+    if !hv.port_connected(name, SEED_PORT)? {
+        // Its first boot stopped waiting (it gives up after the unit's timeout): given its
+        // devices now, nothing would read them. Its definition is still the cold one, so a
+        // fresh start boots it as a cold clone.
+        hv.destroy(name)?;
+        hv.start(name)?;
+        return Ok(true);
     }
     let tag = hv
         .tag(name)?
