@@ -382,9 +382,14 @@ pub fn probe_guest(hv: &Hypervisor, virt_type: VirtType, watch: Duration) -> Res
     let dom = match created {
         Ok(d) => d,
         Err(e) => {
-            return Ok(GuestProbe::Failed {
-                detail: format!("the {kind} test guest failed to start: {}", e.message()),
-            })
+            let detail = format!("the {kind} test guest failed to start: {}", e.message());
+            // QEMU refusing the accelerator itself is an answer about it (the same every time on
+            // this host), not a failure to run a test guest.
+            return Ok(if kind == "kvm" && kvm_refused_at_start(e.message()) {
+                GuestProbe::Unusable { detail }
+            } else {
+                GuestProbe::Failed { detail }
+            });
         }
     };
     let verdict = match &kernel {
@@ -395,6 +400,19 @@ pub fn probe_guest(hv: &Hypervisor, virt_type: VirtType, watch: Duration) -> Res
     let _ = dom.destroy();
     drop(copy);
     Ok(verdict)
+}
+
+/// Whether QEMU's start error says KVM itself cannot run this host's guests: a CPU state KVM
+/// refuses (seen on a nested host: "failed to set MSR 0x10a"), or KVM that cannot be initialised.
+fn kvm_refused_at_start(message: &str) -> bool {
+    let m = message.to_ascii_lowercase();
+    [
+        "failed to set msr",
+        "failed to initialize kvm",
+        "could not access kvm kernel module",
+    ]
+    .iter()
+    .any(|sign| m.contains(sign))
 }
 
 /// How the test guest is doing right now.
@@ -567,6 +585,18 @@ fn watch_firmware(dom: &Domain, kind: &str, name: &str, watch: Duration) -> Gues
 
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn kvm_refusing_a_guest_at_its_start_is_an_answer_not_a_failure() {
+        assert!(kvm_refused_at_start(
+            "internal error: QEMU unexpectedly closed the monitor: qemu-system-x86_64: error: failed to set MSR 0x10a to 0xc000069"
+        ));
+        assert!(kvm_refused_at_start(
+            "failed to initialize kvm: Permission denied"
+        ));
+        assert!(!kvm_refused_at_start("cannot allocate memory"));
+        assert!(!kvm_refused_at_start("Domain not found"));
+    }
+
     use super::*;
 
     #[test]
