@@ -569,6 +569,28 @@ fn disk_stubs(guest: &Guest) {
     );
 }
 
+/// Runs the script in `guest` with a fake /sys of SMBIOS family `family` and RTC `rtc` (see
+/// [`fake_sysfs`]) whose config disk is there at once (a seed neither waits nor opens its port),
+/// `date +%s` reading `now`.
+fn run_with_disk_at_once(
+    guest: &Guest,
+    family: &str,
+    rtc: Option<&str>,
+    now: &str,
+) -> (bool, String) {
+    let sysfs = fake_sysfs(guest, family, rtc);
+    plug_config_disk(&sysfs);
+    let config_src = guest.config();
+    guest.run(
+        None,
+        &[
+            ("VIRTUP_SYSFS", sysfs.to_str().unwrap()),
+            ("CONFIG_SRC", config_src.to_str().unwrap()),
+            ("DATE_NOW", now),
+        ],
+    )
+}
+
 /// A fake /sys: SMBIOS family `family`, a guest agent port and the seed's port (`vport0p2`), an RTC
 /// reading `rtc` (none at all when `None`), and a system disk without a serial.
 fn fake_sysfs(guest: &Guest, family: &str, rtc: Option<&str>) -> PathBuf {
@@ -800,18 +822,7 @@ fn a_seed_without_a_usable_rtc_still_applies_its_identity() {
     for (what, rtc) in cases {
         let guest = Guest::new(&identity("virt"));
         disk_stubs(&guest);
-        let sysfs = fake_sysfs(&guest, "virtup-seed", rtc);
-        // The disk is there at once (the seed never waits, nor opens its port).
-        plug_config_disk(&sysfs);
-        let config_src = guest.config();
-        let (ok, stderr) = guest.run(
-            None,
-            &[
-                ("VIRTUP_SYSFS", sysfs.to_str().unwrap()),
-                ("CONFIG_SRC", config_src.to_str().unwrap()),
-                ("DATE_NOW", "1700000000"),
-            ],
-        );
+        let (ok, stderr) = run_with_disk_at_once(&guest, "virtup-seed", rtc, "1700000000");
         assert!(ok, "{what}: script failed: {stderr}\nlog: {}", guest.log());
         assert!(
             stderr.contains("clock not set: no time in"),
@@ -840,17 +851,8 @@ fn a_resumed_seed_that_cannot_reseed_stops_before_its_host_keys() {
         "perl",
         &format!("{STUB_LOGGING}case \"$*\" in *random-seed*) exit 1 ;; esac\n"),
     );
-    let sysfs = fake_sysfs(&guest, "virtup-seed", Some("1800000000\n"));
-    plug_config_disk(&sysfs);
-    let config_src = guest.config();
-    let (ok, stderr) = guest.run(
-        None,
-        &[
-            ("VIRTUP_SYSFS", sysfs.to_str().unwrap()),
-            ("CONFIG_SRC", config_src.to_str().unwrap()),
-            ("DATE_NOW", "1700000000"),
-        ],
-    );
+    let (ok, stderr) =
+        run_with_disk_at_once(&guest, "virtup-seed", Some("1800000000\n"), "1700000000");
     assert!(!ok, "{stderr}");
     assert!(
         stderr.contains("error: cannot make the kernel reseed"),
@@ -872,16 +874,11 @@ fn a_seed_never_moves_the_clock_backward() {
     for rtc in ["1799999999", "1800000000"] {
         let guest = Guest::new(&identity("virt"));
         disk_stubs(&guest);
-        let sysfs = fake_sysfs(&guest, "virtup-seed", Some(&format!("{rtc}\n")));
-        plug_config_disk(&sysfs);
-        let config_src = guest.config();
-        let (ok, stderr) = guest.run(
-            None,
-            &[
-                ("VIRTUP_SYSFS", sysfs.to_str().unwrap()),
-                ("CONFIG_SRC", config_src.to_str().unwrap()),
-                ("DATE_NOW", "1800000000"),
-            ],
+        let (ok, stderr) = run_with_disk_at_once(
+            &guest,
+            "virtup-seed",
+            Some(&format!("{rtc}\n")),
+            "1800000000",
         );
         assert!(ok, "{rtc}: script failed: {stderr}\nlog: {}", guest.log());
         assert!(
@@ -901,17 +898,8 @@ fn a_seed_never_moves_the_clock_backward() {
 fn a_clone_that_is_no_seed_leaves_the_clock_alone() {
     let guest = Guest::new(&identity("virt"));
     disk_stubs(&guest);
-    let sysfs = fake_sysfs(&guest, "virtup-clone", Some("1800000000\n"));
-    plug_config_disk(&sysfs);
-    let config_src = guest.config();
-    let (ok, stderr) = guest.run(
-        None,
-        &[
-            ("VIRTUP_SYSFS", sysfs.to_str().unwrap()),
-            ("CONFIG_SRC", config_src.to_str().unwrap()),
-            ("DATE_NOW", "1700000000"),
-        ],
-    );
+    let (ok, stderr) =
+        run_with_disk_at_once(&guest, "virtup-clone", Some("1800000000\n"), "1700000000");
     assert!(ok, "script failed: {stderr}\nlog: {}", guest.log());
     assert_identity_applied(&guest, "no seed");
     let log = guest.log();

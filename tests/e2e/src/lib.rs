@@ -224,6 +224,33 @@ impl Sandbox {
         (doc, out)
     }
 
+    /// Starts a module binary as [`Sandbox::module`] runs it, without waiting for it (its stdout
+    /// and stderr piped); the args file must live as long as the run.
+    pub fn spawn_module(
+        &self,
+        module: &str,
+        args: &serde_json::Value,
+    ) -> (std::process::Child, tempfile::NamedTempFile) {
+        let exe = repo_root().join("plugins/modules").join(module);
+        assert!(
+            exe.exists(),
+            "{} is missing: run scripts/build",
+            exe.display()
+        );
+        let file = tempfile::NamedTempFile::new().unwrap();
+        std::fs::write(file.path(), serde_json::to_vec(args).unwrap()).unwrap();
+        let child = Command::new(exe)
+            .arg(file.path())
+            .env("VIRTUP_CONFIG_HOME", self.config())
+            .env("VIRTUP_DATA_HOME", self.data())
+            .stdin(std::process::Stdio::null())
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .unwrap();
+        (child, file)
+    }
+
     /// Like `module`, but panics unless the module succeeded.
     pub fn ok(&self, module: &str, args: &serde_json::Value) -> serde_json::Value {
         let (doc, out) = self.module(module, args);

@@ -163,28 +163,6 @@ fn orphans(sb: &Sandbox, killed: &BTreeSet<u32>) -> Vec<String> {
 
 // --- running modules ------------------------------------------------------------------------------
 
-/// Starts a module binary the way [`Sandbox::module`] runs it, without waiting for it.
-fn spawn_module(sb: &Sandbox, module: &str, args: &Value) -> (Child, tempfile::NamedTempFile) {
-    let exe = repo_root().join("plugins/modules").join(module);
-    assert!(
-        exe.exists(),
-        "{} is missing: run scripts/build",
-        exe.display()
-    );
-    let file = tempfile::NamedTempFile::new().unwrap();
-    std::fs::write(file.path(), serde_json::to_vec(args).unwrap()).unwrap();
-    let child = Command::new(exe)
-        .arg(file.path())
-        .env("VIRTUP_CONFIG_HOME", sb.config())
-        .env("VIRTUP_DATA_HOME", sb.data())
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    (child, file)
-}
-
 /// The output of a module that finished on its own.
 fn finish(mut child: Child) -> (Option<Value>, String) {
     let mut out = String::new();
@@ -198,7 +176,7 @@ fn finish(mut child: Child) -> (Option<Value>, String) {
 /// Runs `module` and SIGKILLs its whole tree after `delay`, unless it finishes first.
 /// Returns the pids killed (empty when it finished before the kill).
 fn killed_run(sb: &Sandbox, module: &str, args: &Value, delay: Duration) -> BTreeSet<u32> {
-    let (mut child, _args_file) = spawn_module(sb, module, args);
+    let (mut child, _args_file) = sb.spawn_module(module, args);
     let start = Instant::now();
     // The randomized kill delay is the one wait that is a time, not a condition; it still ends early
     // when the module exits by itself (the stdout pipe is large enough for its one JSON document).
@@ -778,7 +756,7 @@ fn killed_runs_and_a_stopped_libvirtd_leave_a_state_the_next_run_converges_from(
     // (daemon back; the guest survives the restart) the next run converges.
     let lv =
         json!({"name": "flt-l", "template": TEMPLATE, "state": "running", "wait_timeout": 900});
-    let (child, _args_file) = spawn_module(&sb, "virtup_instance", &lv);
+    let (child, _args_file) = sb.spawn_module("virtup_instance", &lv);
     wait_for(
         "flt-l to be defined and started",
         Duration::from_secs(300),

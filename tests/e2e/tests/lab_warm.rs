@@ -12,7 +12,7 @@ use std::process::{Command, Stdio};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use serde_json::{json, Value};
-use virtup_e2e::{lab_home, pool_volumes, repo_root, run, ssh_instance, virsh, wait_for, Sandbox};
+use virtup_e2e::{lab_home, pool_volumes, run, ssh_instance, virsh, wait_for, Sandbox};
 
 const TEMPLATE: &str = "wm-t";
 const SEED_DOMAIN: &str = "VIRTUP-wm-t@seed";
@@ -97,17 +97,7 @@ fn warm_clones_resume_from_one_image_each_with_its_own_identity() {
 
     // A run killed while its seed boots (after building the generation): the next run stops that
     // seed (its own, by its tag) and makes the image anew.
-    let args_file = tempfile::NamedTempFile::new().unwrap();
-    std::fs::write(args_file.path(), serde_json::to_vec(&template).unwrap()).unwrap();
-    let mut child = Command::new(repo_root().join("plugins/modules/virtup_template"))
-        .arg(args_file.path())
-        .env("VIRTUP_CONFIG_HOME", sb.config())
-        .env("VIRTUP_DATA_HOME", sb.data())
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
+    let (mut child, _args_file) = sb.spawn_module("virtup_template", &template);
     wait_for("the seed to boot", Duration::from_secs(600), || {
         virsh(&["list", "--name"])
             .lines()
@@ -235,17 +225,7 @@ fn warm_clones_resume_from_one_image_each_with_its_own_identity() {
     // A run killed once the clone runs, before it got its NIC and config disk: the next run plugs
     // them in and the clone comes up as if nothing happened.
     let k = json!({"name": "wm-k", "template": TEMPLATE, "boot": "warm", "wait_timeout": 900});
-    let args_file = tempfile::NamedTempFile::new().unwrap();
-    std::fs::write(args_file.path(), serde_json::to_vec(&k).unwrap()).unwrap();
-    let mut child = Command::new(repo_root().join("plugins/modules/virtup_instance"))
-        .arg(args_file.path())
-        .env("VIRTUP_CONFIG_HOME", sb.config())
-        .env("VIRTUP_DATA_HOME", sb.data())
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
+    let (mut child, _args_file) = sb.spawn_module("virtup_instance", &k);
     wait_for("wm-k to run", Duration::from_secs(600), || {
         virsh(&["list", "--name"])
             .lines()
