@@ -6,6 +6,7 @@ use anyhow::{anyhow, Result};
 use serde_json::json;
 use virtup_ansible::{Diff, ModuleArgs, ModuleResult};
 use virtup_core::instance::{CloneKind, Customize, InstanceState};
+use virtup_core::validate;
 use virtup_libvirt::Hypervisor;
 use virtup_ops::instance::{converge, InstanceOptions, InstanceReport, Request};
 
@@ -33,6 +34,10 @@ pub fn options(args: &ModuleArgs) -> Result<InstanceOptions> {
     options.autostart = args.bool("autostart");
     options.boot = virtup_ops::instance::Boot::parse(args.str("boot").unwrap_or("auto"))
         .ok_or_else(|| anyhow!("invalid value for `boot`"))?;
+    options.address = args
+        .str("address")
+        .map(|a| validate::ipv4_address("address", a))
+        .transpose()?;
     options.password = args.str("password").map(str::to_owned);
     options.root_password = args.str("root_password").map(str::to_owned);
     Ok(options)
@@ -89,6 +94,7 @@ mod tests {
             autostart: false,
             template: "t".into(),
             generation: Some(2),
+            address: None,
         };
         InstanceReport {
             changed: true,
@@ -118,6 +124,7 @@ mod tests {
                 ssh_common_args: Some("-o StrictHostKeyChecking=yes".into()),
                 host_key_fingerprint: None,
                 mac: Some("52:54:00:00:00:01".into()),
+                reserved_address: None,
                 disk: Some("/p/web1.qcow2".into()),
                 template: "t".into(),
                 generation: Some(2),
@@ -158,6 +165,7 @@ mod tests {
                 "known_hosts_file",
                 "mac",
                 "name",
+                "reserved_address",
                 "ssh_common_args",
                 "ssh_private_key_file",
                 "state",

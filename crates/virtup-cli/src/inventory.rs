@@ -130,6 +130,9 @@ pub fn host_vars(host: &Host) -> Map<String, Value> {
     if let Some(m) = &host.mac {
         put("virtup_mac", unsafe_value(m));
     }
+    if let Some(a) = &host.reserved_address {
+        put("virtup_reserved_address", unsafe_value(a));
+    }
     vars
 }
 
@@ -245,6 +248,7 @@ mod tests {
             host_key_alias: name.into(),
             uri: "qemu:///system".into(),
             mac: Some("52:54:00:00:00:01".into()),
+            reserved_address: None,
         }
     }
 

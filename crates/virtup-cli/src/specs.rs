@@ -109,6 +109,8 @@ pub fn instance_spec() -> ModuleSpec {
         OptionSpec::str("boot")
             .choices(&virtup_ops::instance::Boot::WORDS)
             .default("auto"),
+        // Checked as an IPv4 address by `instance::options`, against the network by observe.
+        OptionSpec::str("address"),
     ]);
     ModuleSpec::new("virtup_instance", options)
 }
@@ -162,6 +164,7 @@ mod tests {
                 (_, OptionType::Path, _) => json!("/var/lib/virtup-test/file"),
                 ("uri", ..) => json!("test:///default"),
                 ("size", ..) => json!("10G"),
+                ("address", ..) => json!("192.168.122.50"),
                 ("network_bridge", ..) => json!("virbr9"),
                 (name, ..) if name.starts_with("network_") => json!("192.168.123.1"),
                 (_, _, _) => json!("t1"),

@@ -4,6 +4,7 @@
 //! volumes it owns listed in its tag. Only those volumes are ever deleted with it.
 
 use std::fmt;
+use std::net::Ipv4Addr;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum InstanceState {
@@ -63,6 +64,9 @@ pub struct InstanceDesired {
     pub vcpus: u32,
     /// `None` leaves autostart as it is.
     pub autostart: Option<bool>,
+    /// A fixed address, as a DHCP host reservation on the instance's libvirt network; `None` leaves
+    /// the reservation (if any) as it is.
+    pub address: Option<Ipv4Addr>,
 }
 
 /// The instance's domain as libvirt shows it.
@@ -97,6 +101,12 @@ pub struct InstanceObserved {
     pub template_generation: Option<u32>,
     /// virtup still has metadata for the instance.
     pub has_metadata: bool,
+    /// The DHCP reservation virtup proved its own: its record in the metadata and the network's
+    /// entry agree on network, MAC, name and address.
+    pub reserved: Option<Ipv4Addr>,
+    /// Why `address` cannot be reserved (outside the network, taken by another entry or lease):
+    /// looked at only when a reservation would be added.
+    pub address_refusal: Option<String>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -113,6 +123,10 @@ pub enum Step {
         vcpus: u32,
     },
     SetAutostart(bool),
+    /// Add a DHCP host reservation (the instance's MAC and name → the address) to its network.
+    Reserve(Ipv4Addr),
+    /// Remove the reservation virtup added (exactly that entry).
+    Unreserve(Ipv4Addr),
     Start,
     Stop,
     /// Remove the domain, its own volumes, its metadata and pinned key.
@@ -135,6 +149,8 @@ impl fmt::Display for Step {
                 )
             }
             Step::SetAutostart(on) => write!(f, "set autostart {on}"),
+            Step::Reserve(ip) => write!(f, "reserve address {ip} on the network"),
+            Step::Unreserve(ip) => write!(f, "remove the reservation of {ip}"),
             Step::Start => write!(f, "start and wait for SSH"),
             Step::Stop => write!(f, "stop"),
             Step::Delete { volumes } => write!(
@@ -172,6 +188,8 @@ pub enum PlanError {
              (virtup_template `state: present`) and run again"
     )]
     TemplateRunning(String),
+    #[error("invalid value for `address`: {0}")]
+    Address(String),
 }
 
 fn quoted(names: &[String]) -> String {
@@ -223,6 +241,7 @@ pub fn plan(desired: &InstanceDesired, observed: &InstanceObserved) -> Result<Pl
     match (&observed.domain, desired.state) {
         (None, InstanceState::Absent) => {
             if observed.has_metadata {
+                steps.extend(observed.reserved.map(Step::Unreserve));
                 steps.push(Step::Forget);
             }
         }
@@ -230,6 +249,7 @@ pub fn plan(desired: &InstanceDesired, observed: &InstanceObserved) -> Result<Pl
             if dom.running {
                 steps.push(Step::Stop);
             }
+            steps.extend(observed.reserved.map(Step::Unreserve));
             steps.push(Step::Delete {
                 volumes: dom.owned_volumes.clone(),
             });
@@ -253,7 +273,11 @@ pub fn plan(desired: &InstanceDesired, observed: &InstanceObserved) -> Result<Pl
             if observed.template_running {
                 return Err(PlanError::TemplateRunning(desired.template.clone()));
             }
+            // Checked before the create: a refused address leaves nothing made.
+            let reserve = reservation_steps(desired, observed)?;
             steps.push(Step::Create { generation });
+            // Before the first start, so that the first DHCP request gets the address.
+            steps.extend(reserve);
             if let Some(true) = desired.autostart {
                 steps.push(Step::SetAutostart(true));
             }
@@ -271,6 +295,7 @@ pub fn plan(desired: &InstanceDesired, observed: &InstanceObserved) -> Result<Pl
             if let Some(want) = desired.autostart.filter(|&a| a != dom.autostart) {
                 steps.push(Step::SetAutostart(want));
             }
+            steps.extend(reservation_steps(desired, observed)?);
             match state {
                 InstanceState::Running if !dom.running => steps.push(Step::Start),
                 InstanceState::Stopped if dom.running => steps.push(Step::Stop),
@@ -279,6 +304,33 @@ pub fn plan(desired: &InstanceDesired, observed: &InstanceObserved) -> Result<Pl
         }
     }
     Ok(Plan { steps })
+}
+
+/// The steps that make the reservation the one `address` asks for: none when it is already there
+/// or no address is asked for; else the old one (if virtup made one) goes and the new one is added.
+fn reservation_steps(
+    desired: &InstanceDesired,
+    observed: &InstanceObserved,
+) -> Result<Vec<Step>, PlanError> {
+    let Some(want) = desired.address.filter(|&a| observed.reserved != Some(a)) else {
+        return Ok(Vec::new());
+    };
+    if let Some(why) = &observed.address_refusal {
+        return Err(PlanError::Address(why.clone()));
+    }
+    Ok(observed
+        .reserved
+        .map(Step::Unreserve)
+        .into_iter()
+        .chain([Step::Reserve(want)])
+        .collect())
+}
+
+/// A running guest asks for its address again only when its lease is renewed or it boots: a
+/// reservation added or changed now reaches it then.
+pub fn reservation_reaches_guest_later(plan: &Plan, observed: &InstanceObserved) -> bool {
+    observed.domain.as_ref().is_some_and(|d| d.running)
+        && plan.steps.iter().any(|s| matches!(s, Step::Reserve(_)))
 }
 
 #[cfg(test)]
@@ -295,6 +347,7 @@ mod tests {
             memory_mib: 512,
             vcpus: 1,
             autostart: None,
+            address: None,
         }
     }
 
@@ -472,6 +525,72 @@ mod tests {
         let mut up = existing(true);
         up.template_running = true;
         assert!(plan(&want(InstanceState::Running), &up).unwrap().is_empty());
+    }
+
+    #[test]
+    fn reservations() {
+        use InstanceState::*;
+        let a: Ipv4Addr = "192.168.122.50".parse().unwrap();
+        let b: Ipv4Addr = "192.168.122.60".parse().unwrap();
+        let mut fixed = want(Running);
+        fixed.address = Some(a);
+        let fresh = InstanceObserved {
+            template_generation: Some(1),
+            ..InstanceObserved::default()
+        };
+        assert_eq!(
+            plan(&fixed, &fresh).unwrap().steps,
+            vec![
+                Step::Create { generation: 1 },
+                Step::Reserve(a),
+                Step::Start
+            ]
+        );
+        // Refused before anything is made, naming why.
+        let taken = InstanceObserved {
+            address_refusal: Some("192.168.122.50 is leased to 52:54:00:aa:bb:cc".into()),
+            ..fresh.clone()
+        };
+        let err = plan(&fixed, &taken).unwrap_err().to_string();
+        assert!(
+            err.contains("`address`") && err.contains("leased to"),
+            "{err}"
+        );
+        // Already there: nothing to do, and a refusal computed anyway does not matter.
+        let mut held = existing(true);
+        held.reserved = Some(a);
+        held.address_refusal = Some("ignored".into());
+        assert!(plan(&fixed, &held).unwrap().is_empty());
+        // No `address`: the reservation is left as it is; `absent` removes it before the domain.
+        assert!(plan(&want(Running), &held).unwrap().is_empty());
+        assert_eq!(
+            plan(&want(Absent), &held).unwrap().steps,
+            vec![
+                Step::Stop,
+                Step::Unreserve(a),
+                Step::Delete {
+                    volumes: vec!["web1.qcow2".into(), "web1-config.iso".into()]
+                }
+            ]
+        );
+        let records_only = InstanceObserved {
+            has_metadata: true,
+            reserved: Some(a),
+            ..Default::default()
+        };
+        assert_eq!(
+            plan(&want(Absent), &records_only).unwrap().steps,
+            vec![Step::Unreserve(a), Step::Forget]
+        );
+        // A new address replaces the old one; a running guest gets it later, and is told so.
+        let mut moved = fixed.clone();
+        moved.address = Some(b);
+        held.address_refusal = None;
+        let p = plan(&moved, &held).unwrap();
+        assert_eq!(p.steps, vec![Step::Unreserve(a), Step::Reserve(b)]);
+        assert!(reservation_reaches_guest_later(&p, &held));
+        let p = plan(&fixed, &fresh).unwrap();
+        assert!(!reservation_reaches_guest_later(&p, &fresh));
     }
 
     #[test]

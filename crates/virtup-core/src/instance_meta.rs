@@ -52,6 +52,22 @@ pub struct InstanceMeta {
     pub inventory: bool,
     /// Last state requested (`running`, `present`, `stopped`).
     pub state: Option<String>,
+    /// The DHCP host reservation virtup added for the instance, the only entry it may remove.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub reservation: Option<Reservation>,
+}
+
+/// A DHCP host entry on a libvirt network, written before virtup adds it (`confirmed: false`) and
+/// confirmed after libvirt took it. A network entry is virtup's only when it matches this record in
+/// all of network, MAC, name and address: an entry someone else made never does, since libvirt
+/// refuses a second entry with the same MAC, name or address.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Reservation {
+    pub network: String,
+    pub mac: String,
+    pub name: String,
+    pub ip: std::net::Ipv4Addr,
+    pub confirmed: bool,
 }
 
 impl Default for InstanceMeta {
@@ -73,6 +89,7 @@ impl Default for InstanceMeta {
             created: String::new(),
             inventory: true,
             state: None,
+            reservation: None,
         }
     }
 }

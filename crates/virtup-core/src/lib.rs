@@ -37,7 +37,7 @@ pub mod vocab;
 pub use config::{AddressSource, Config, ConfigError, ConfigWarning, Fields, ImageFormat};
 pub use datadir::{DataDir, DataError, LockGuard};
 pub use digest::InputDigest;
-pub use instance_meta::InstanceMeta;
+pub use instance_meta::{InstanceMeta, Reservation};
 pub use keys::{
     ensure_user_key, generate_host_keys, load_host_keys, load_user_key, random_password,
     read_secret, remove_host_keys, store_secret, HostKeys, UserKey,

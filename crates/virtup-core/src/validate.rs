@@ -199,6 +199,36 @@ pub fn template_hostname(template: &str) -> String {
     template.replace(['/', '_', '.'], "-")
 }
 
+/// A fixed guest address: dotted-quad IPv4 (the form libvirt's DHCP host entries take), one a guest
+/// can hold (not unspecified, loopback, link-local, multicast or broadcast). Whether it fits the
+/// network is checked against the network itself.
+pub fn ipv4_address(option: &str, value: &str) -> Result<std::net::Ipv4Addr, ValidationError> {
+    let ip: std::net::Ipv4Addr = value.parse().map_err(|_| {
+        ValidationError::new(
+            option,
+            format!(
+                "{} is not an IPv4 address (such as 192.168.122.50)",
+                Shown(value)
+            ),
+        )
+    })?;
+    let why = if ip.is_unspecified() {
+        "is the unspecified address"
+    } else if ip.is_loopback() {
+        "is a loopback address"
+    } else if ip.is_link_local() {
+        "is a link-local address"
+    } else if ip.is_multicast() || ip.is_broadcast() {
+        "is not a unicast address"
+    } else {
+        return Ok(ip);
+    };
+    Err(ValidationError::new(
+        option,
+        format!("{} {why}", Shown(value)),
+    ))
+}
+
 /// Checks that `name.domain`, an instance's FQDN, fits in 253 characters; both parts are checked
 /// on their own by [`instance_name`] and [`dns_domain`]. `option` is the domain's option.
 pub fn fqdn(option: &str, name: &str, domain: &str) -> Result<(), ValidationError> {
@@ -511,6 +541,30 @@ fn describe_char(c: char) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn guest_addresses() {
+        assert_eq!(
+            ipv4_address("address", "192.168.122.50").unwrap(),
+            std::net::Ipv4Addr::new(192, 168, 122, 50)
+        );
+        for (bad, says) in [
+            ("192.168.122", "not an IPv4 address"),
+            ("fd00::5", "not an IPv4 address"),
+            (" 10.0.0.5", "not an IPv4 address"),
+            ("0.0.0.0", "unspecified"),
+            ("127.0.0.9", "loopback"),
+            ("169.254.1.1", "link-local"),
+            ("224.0.0.1", "not a unicast"),
+            ("255.255.255.255", "not a unicast"),
+        ] {
+            let err = ipv4_address("address", bad).unwrap_err().to_string();
+            assert!(
+                err.contains("`address`") && err.contains(says),
+                "{bad}: {err}"
+            );
+        }
+    }
 
     #[test]
     fn names() {

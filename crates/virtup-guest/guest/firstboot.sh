@@ -404,7 +404,9 @@ fi
 if [ -n "$seed" ] && [ -z "$OFFLINE" ]; then
     # journald still writes under the seed's transient machine-id, where a clone's `journalctl`
     # does not look (it found nothing in a lab clone); restarted, it opens the clone's own journal.
-    systemctl --no-block restart systemd-journald.service || log "journald not restarted"
+    # Waited for (within a bound: this unit has 120 s in all), so that what follows, "done"
+    # included, is in that journal: a restart left running raced the last lines into the old one.
+    timeout 30 systemctl restart systemd-journald.service || log "journald not restarted"
 fi
 
 release_disk

@@ -742,31 +742,53 @@ impl Hypervisor {
 
     /// The DHCP leases libvirt's dnsmasq handed out on a network.
     pub fn network_dhcp_leases(&self, network: &str) -> Result<Vec<Lease>> {
-        let net = match self.conn.lookup_network_by_name(network) {
-            Ok(n) => n,
-            Err(e) if e.code().is(ErrorNumber::NoNetwork) => {
-                return Err(LibvirtError::NetworkNotFound(network.to_owned()))
-            }
-            Err(e) => return Err(LibvirtError::call("look up network", network, &e)),
-        };
+        let net = self.lease_network(network)?;
         let raw = ffi::network_dhcp_leases(&net)
             .map_err(|e| LibvirtError::call("read DHCP leases of network", network, &e))?;
-        Ok(raw
-            .into_iter()
-            .filter_map(|l| {
-                // IPv6 leases may carry no MAC (they are keyed by DUID/IAID): nothing to match on.
-                let ip = parse_ip(l.ipaddr.as_deref()?)?;
-                Some(Lease {
-                    mac: l.mac?,
-                    ip,
-                    prefix: l.prefix,
-                    hostname: l.hostname.filter(|h| !h.is_empty()),
-                    expiry: l.expiry_time,
-                    iface: l.iface,
-                })
-            })
-            .collect())
+        Ok(leases_from(raw))
     }
+
+    /// [`Hypervisor::network_dhcp_leases`], or `None` from a driver that keeps no leases (libvirt's
+    /// test driver): nothing is known about them there.
+    pub fn network_dhcp_leases_if_kept(&self, network: &str) -> Result<Option<Vec<Lease>>> {
+        let net = self.lease_network(network)?;
+        match ffi::network_dhcp_leases(&net) {
+            Ok(raw) => Ok(Some(leases_from(raw))),
+            Err(e) if is_unsupported(&e) => Ok(None),
+            Err(e) => Err(LibvirtError::call(
+                "read DHCP leases of network",
+                network,
+                &e,
+            )),
+        }
+    }
+
+    fn lease_network(&self, network: &str) -> Result<virt::network::Network> {
+        match self.conn.lookup_network_by_name(network) {
+            Ok(n) => Ok(n),
+            Err(e) if e.code().is(ErrorNumber::NoNetwork) => {
+                Err(LibvirtError::NetworkNotFound(network.to_owned()))
+            }
+            Err(e) => Err(LibvirtError::call("look up network", network, &e)),
+        }
+    }
+}
+
+fn leases_from(raw: Vec<ffi::RawLease>) -> Vec<Lease> {
+    raw.into_iter()
+        .filter_map(|l| {
+            // IPv6 leases may carry no MAC (they are keyed by DUID/IAID): nothing to match on.
+            let ip = parse_ip(l.ipaddr.as_deref()?)?;
+            Some(Lease {
+                mac: l.mac?,
+                ip,
+                prefix: l.prefix,
+                hostname: l.hostname.filter(|h| !h.is_empty()),
+                expiry: l.expiry_time,
+                iface: l.iface,
+            })
+        })
+        .collect()
 }
 
 #[cfg(test)]

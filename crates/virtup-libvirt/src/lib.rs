@@ -10,6 +10,7 @@ mod error;
 mod ffi;
 mod host_setup;
 mod hypervisor;
+mod network_dhcp;
 mod save_image;
 mod storage;
 mod storage_xml;
@@ -28,6 +29,7 @@ pub use hypervisor::{
     AddressLookup, AddressSource, DomainInfo, DomainState, FoundAddress, GuestAddress,
     GuestInterface, Hypervisor, Lease, AGENT_TIMEOUT_SECS,
 };
+pub use network_dhcp::{dhcp_host_xml, parse_network_dhcp, DhcpHost, DhcpSubnet};
 pub use save_image::{SaveImageHeader, SAVE_HEADER_LEN};
 pub use storage_xml::{parse_volume_xml, PoolInfo, VolumeInfo, VolumeSpec};
 pub use tag::{TagKind, VirtupTag, VIRTUP_NS, VIRTUP_PREFIX};

@@ -1,7 +1,7 @@
 //! The instance operation: resolve options into a request, observe libvirt and the data dir, plan (`virtup_core::instance`), and apply in apply mode.
 
 use std::collections::BTreeSet;
-use std::net::IpAddr;
+use std::net::{IpAddr, Ipv4Addr};
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
@@ -58,6 +58,8 @@ pub struct InstanceOptions {
     pub root_password: Option<String>,
     /// How a fresh clone first runs: resumed from its template's warm image, or booted.
     pub boot: Boot,
+    /// A fixed address: a DHCP host reservation on the instance's network.
+    pub address: Option<Ipv4Addr>,
 }
 
 impl InstanceOptions {
@@ -76,6 +78,7 @@ impl InstanceOptions {
             password: None,
             root_password: None,
             boot: Boot::Auto,
+            address: None,
         }
     }
 
@@ -159,6 +162,7 @@ pub fn resolve(ctx: &Context, options: InstanceOptions) -> Result<Request> {
         password,
         root_password,
         boot,
+        address,
     } = options;
     let template = template.unwrap_or_else(|| name.clone());
     if state == InstanceState::Absent {
@@ -247,6 +251,7 @@ pub fn resolve(ctx: &Context, options: InstanceOptions) -> Result<Request> {
             memory_mib: settings.memory_mib,
             vcpus: settings.vcpus,
             autostart,
+            address,
         },
     })
 }
@@ -290,6 +295,9 @@ struct Observation {
     template: Option<TemplateDisk>,
     meta: Option<InstanceMeta>,
     mac: Option<String>,
+    /// The libvirt network of the instance's NIC (the request's until the domain exists): where its
+    /// reservation goes.
+    network: String,
 }
 
 fn observe(hv: &Hypervisor, data: &DataDir, req: &Request) -> Result<Observation> {
@@ -300,6 +308,7 @@ fn observe(hv: &Hypervisor, data: &DataDir, req: &Request) -> Result<Observation
     data.owner_id()?;
     let proof = |v: &VolumeInfo| volume_proof(&ledger, req, v);
     let mut mac = None;
+    let mut network = req.network.clone();
     match hv.domain(name)? {
         None => {}
         // A tag proves a domain to the data dir that wrote it, not to every data dir on the host.
@@ -308,9 +317,12 @@ fn observe(hv: &Hypervisor, data: &DataDir, req: &Request) -> Result<Observation
                 if tag.is(TagKind::Instance, name)
                     && crate::owner::proves(data, hv, &tag, name)? =>
             {
-                let (observed, first_mac) = observe_domain(hv, req, &dom, tag, &proof)?;
+                let (observed, first_nic) = observe_domain(hv, req, &dom, tag, &proof)?;
                 model.domain = Some(observed);
-                mac = first_mac;
+                if let Some(nic) = first_nic {
+                    mac = nic.mac;
+                    network = nic.network.unwrap_or(network);
+                }
             }
             _ => model.foreign_domain = true,
         },
@@ -333,6 +345,29 @@ fn observe(hv: &Hypervisor, data: &DataDir, req: &Request) -> Result<Observation
                 req.uri
             );
         }
+    }
+    let record = meta.as_ref().and_then(|m| m.reservation.as_ref());
+    let want_address = (req.desired.state != InstanceState::Absent)
+        .then_some(req.desired.address)
+        .flatten();
+    if record.is_some() || want_address.is_some() {
+        // A clone made again keeps its MAC (`macaddrs.json`): an entry for it is checked too.
+        let stable_mac = match &mac {
+            Some(m) => Some(m.clone()),
+            None => virtup_core::macaddrs::MacAddrs::load(&data.macaddrs_file())?
+                .get(name)
+                .map(str::to_owned),
+        };
+        let seen = crate::reservation::observe(
+            hv,
+            &network,
+            name,
+            stable_mac.as_deref(),
+            record,
+            want_address,
+        )?;
+        model.reserved = seen.reserved;
+        model.address_refusal = seen.refusal;
     }
     // A ledger without a domain (a delete killed after its volumes went) is a record to forget too.
     model.has_metadata = meta.is_some() || (model.domain.is_none() && !ledger.volumes.is_empty());
@@ -378,6 +413,7 @@ fn observe(hv: &Hypervisor, data: &DataDir, req: &Request) -> Result<Observation
         template,
         meta,
         mac,
+        network,
     })
 }
 
@@ -394,17 +430,17 @@ fn volume_proof(ledger: &Ledger, req: &Request, v: &VolumeInfo) -> Proof {
     )
 }
 
-/// The instance's own domain as the plan sees it, and its first MAC (kept by a re-create).
+/// The instance's own domain as the plan sees it, and its first NIC (whose MAC a re-create keeps).
 fn observe_domain(
     hv: &Hypervisor,
     req: &Request,
     dom: &virtup_libvirt::DomainInfo,
     tag: VirtupTag,
     proof: &dyn Fn(&VolumeInfo) -> Proof,
-) -> Result<(ObservedInstance, Option<String>)> {
+) -> Result<(ObservedInstance, Option<virtup_libvirt::ParsedInterface>)> {
     let name = &req.desired.name;
     let parsed = parse_domain_xml(&hv.inactive_xml(name)?)?;
-    let mac = parsed.macs().first().map(|m| m.to_string());
+    let nic = parsed.interfaces.first().cloned();
     // The tag was written after its volumes were made; a listed volume is deleted with the domain
     // only while it is still the one the domain uses (or the ledger's).
     let disks: BTreeSet<&str> = parsed
@@ -431,7 +467,7 @@ fn observe_domain(
         generation: tag.generation,
         owned_volumes,
     };
-    Ok((observed, mac))
+    Ok((observed, nic))
 }
 
 /// An instance's state as `--diff` shows it: the state word, and its shape unless it is absent.
@@ -451,6 +487,9 @@ pub struct InstanceShape {
     pub template: String,
     /// The template generation it is (or would be) cloned from; unknown before the template exists.
     pub generation: Option<u32>,
+    /// The address reserved for it on its network.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub address: Option<String>,
 }
 
 /// What a run found and left: the instance as the module returns it (`instance`) and the inventory lists it.
@@ -468,6 +507,8 @@ pub struct InstanceFacts {
     pub ssh_common_args: Option<String>,
     pub host_key_fingerprint: Option<String>,
     pub mac: Option<String>,
+    /// The address reserved for it on its libvirt network (DHCP host entry), if it has one.
+    pub reserved_address: Option<String>,
     pub disk: Option<String>,
     pub template: String,
     pub generation: Option<u32>,
@@ -676,6 +717,13 @@ fn report(req: &Request, obs: &Observation, the_plan: &Plan, waited: Waited) -> 
             req.desired.name
         ));
     }
+    if virtup_core::instance::reservation_reaches_guest_later(the_plan, &obs.model) {
+        warnings.push(format!(
+            "`{}` is running: it gets its reserved address when it next asks for one (lease \
+             renewal or boot); until then it keeps the one it has",
+            req.desired.name
+        ));
+    }
     if the_plan.needs_reboot_warning(&obs.model) {
         warnings.push(format!(
             "memory and vCPUs of `{}` change at its next boot; it is running now",
@@ -739,6 +787,7 @@ fn diff(req: &Request, before: &InstanceObserved) -> (InstanceView, InstanceView
                 autostart: d.autostart,
                 template: d.template.clone(),
                 generation: Some(d.generation),
+                address: before.reserved.map(|a| a.to_string()),
             }),
         },
     };
@@ -768,6 +817,7 @@ fn diff(req: &Request, before: &InstanceObserved) -> (InstanceView, InstanceView
                     .as_ref()
                     .map(|x| x.generation)
                     .or(before.template_generation),
+                address: d.address.or(before.reserved).map(|a| a.to_string()),
             }),
         },
     };
@@ -809,6 +859,10 @@ fn describe(
         host_key_alias: req.desired.name.clone(),
         host_key_fingerprint: meta.and_then(|m| m.host_key_fingerprint.clone()),
         mac: meta.and_then(|m| m.mac.clone()),
+        reserved_address: meta
+            .and_then(|m| m.reservation.as_ref())
+            .filter(|r| r.confirmed)
+            .map(|r| r.ip.to_string()),
         disk: hv.volume_path(&req.pool, &req.disk_volume())?,
         template: req.desired.template.clone(),
         generation: meta.map(|m| m.generation),
@@ -863,6 +917,8 @@ fn apply(
                 hv.update_memory_vcpus(name, *memory_mib, *vcpus)?
             }
             Step::SetAutostart(on) => hv.set_autostart(name, *on)?,
+            Step::Reserve(ip) => crate::reservation::reserve(data, hv, name, &obs.network, *ip)?,
+            Step::Unreserve(_) => crate::reservation::unreserve(data, hv, name)?,
             Step::Start => {
                 match resume.take() {
                     Some(r) => {
@@ -1139,7 +1195,16 @@ fn create(
     let warm = warm_choice(data, hv, req, tpl, accel, reporter)?;
     let mac = match &obs.mac {
         Some(m) => m.clone(),
-        None => virtup_core::ensure_mac(data, name, &BTreeSet::new(), SHORT_LOCK_TIMEOUT)?,
+        None => {
+            // A new MAC must not be one the network already reserves for someone else.
+            let mut reserved_macs = BTreeSet::new();
+            if req.desired.address.is_some() {
+                for h in hv.network_dhcp(&obs.network)?.iter().flat_map(|s| &s.hosts) {
+                    reserved_macs.extend(h.mac.clone());
+                }
+            }
+            virtup_core::ensure_mac(data, name, &reserved_macs, SHORT_LOCK_TIMEOUT)?
+        }
     };
     let user_key = keys::ensure_user_key(&data.sshkeys_dir(), &req.user)?;
     let host_keys = keys::generate_host_keys(&data.hostkeys_dir(), name)?;

@@ -58,6 +58,8 @@ pub struct Host {
     pub host_key_alias: String,
     pub uri: String,
     pub mac: Option<String>,
+    /// The address reserved for an instance on its libvirt network (DHCP host entry).
+    pub reserved_address: Option<String>,
 }
 
 impl Host {
@@ -359,6 +361,11 @@ impl Scan<'_> {
             host_key_alias: meta.name.clone(),
             uri: uri.to_owned(),
             mac: meta.mac.clone(),
+            reserved_address: meta
+                .reservation
+                .as_ref()
+                .filter(|r| r.confirmed)
+                .map(|r| r.ip.to_string()),
         })
     }
 
@@ -403,6 +410,7 @@ impl Scan<'_> {
             host_key_alias: scope,
             uri: self.uri.to_owned(),
             mac,
+            reserved_address: None,
         })
     }
 }

@@ -12,6 +12,7 @@ pub mod owner;
 pub mod playbook;
 pub mod power;
 pub mod reach;
+pub mod reservation;
 pub mod template;
 #[cfg(test)]
 mod test_support;

@@ -1,6 +1,8 @@
 //! Layer 4: warm clones. A template's warm image is made once (a look-alike volume is skipped and kept, a
 //! killed seeding is recovered), two clones resume from it in parallel with their own identity, random
 //! state and clock, an image that does not fit is never restored, and a warm clone boots cold later.
+//! One clone has a fixed address (`address`: a DHCP reservation virtup adds and removes) that holds
+//! across its cold restart; an address held by someone else's entry is refused and that entry kept.
 
 // End-to-end tests drive the built binaries and the lab's tools with std's `Command` (and keep some
 // children running); this black-box crate depends on none of virtup's crates, so not on `virtup_guest::Cmd`.
@@ -21,6 +23,8 @@ const LOOK_ALIKE: &str = "VIRTUP-wm-t-g1-warm.save";
 const WARM_IMAGE: &str = "VIRTUP-wm-t-g2-warm.save";
 const WARM_DISK: &str = "VIRTUP-wm-t-g2-warm.qcow2";
 const CLONES: [&str; 2] = ["wm-a", "wm-b"];
+/// The MAC of a reservation someone else made on the lab's network, for an instance name virtup would use.
+const FOREIGN_MAC: &str = "52:54:00:fe:fe:01";
 
 /// Removes what the test made however it ends, and a look-alike volume it planted.
 struct Cleanup<'a>(&'a Sandbox);
@@ -37,6 +41,14 @@ impl Drop for Cleanup<'_> {
             "virtup_template",
             &json!({"name": TEMPLATE, "state": "absent", "wait_timeout": 120}),
         );
+        if let Some(entry) = foreign_entry_in_network() {
+            let _ = Command::new("virsh")
+                .args(["-c", "qemu:///system", "net-update", "default", "delete"])
+                .args(["ip-dhcp-host", &entry, "--live", "--config"])
+                .stderr(Stdio::null())
+                .stdout(Stdio::null())
+                .status();
+        }
         let _ = Command::new("virsh")
             .args(["-c", "qemu:///system", "destroy", SEED_DOMAIN])
             .stderr(Stdio::null())
@@ -61,6 +73,27 @@ fn ours() -> BTreeSet<String> {
     pool_volumes()
         .into_iter()
         .filter(|v| v.contains("wm-"))
+        .collect()
+}
+
+/// The `<host/>` entry with [`FOREIGN_MAC`] in the network's definition, as it is written there.
+fn foreign_entry_in_network() -> Option<String> {
+    virsh(&["net-dumpxml", "default"])
+        .lines()
+        .map(str::trim)
+        .find(|l| l.starts_with("<host ") && l.contains(FOREIGN_MAC))
+        .map(str::to_owned)
+}
+
+/// `n` addresses of the lab's network that no lease and no reservation holds (leases outlive
+/// their guests, and dnsmasq never hands a leased address to another MAC).
+fn free_addresses(n: usize) -> Vec<String> {
+    let taken = virsh(&["net-dhcp-leases", "default"]) + &virsh(&["net-dumpxml", "default"]);
+    (200..254)
+        .rev()
+        .map(|i| format!("192.168.122.{i}"))
+        .filter(|a| !taken.contains(&format!("{a}/")) && !taken.contains(&format!("'{a}'")))
+        .take(n)
         .collect()
 }
 
@@ -152,7 +185,37 @@ fn warm_clones_resume_from_one_image_each_with_its_own_identity() {
     assert!(!ours().iter().any(|v| v.starts_with("wm-stale")));
     assert!(!virsh(&["list", "--all", "--name"]).contains("wm-stale"));
 
-    // Two clones at once, each read right after `running` returned.
+    // An address someone else's entry holds (named as virtup would name the instance): refused
+    // before anything is made, the entry kept.
+    let free = free_addresses(2);
+    let (fixed, foreign_ip) = (free[0].clone(), free[1].clone());
+    virsh(&[
+        "net-update",
+        "default",
+        "add",
+        "ip-dhcp-host",
+        &format!("<host mac='{FOREIGN_MAC}' name='wm-c' ip='{foreign_ip}'/>"),
+        "--live",
+        "--config",
+    ]);
+    let foreign_before = foreign_entry_in_network().expect("the foreign entry is in the network");
+    let (doc, out) = sb.module(
+        "virtup_instance",
+        &json!({"name": "wm-c", "template": TEMPLATE, "address": foreign_ip}),
+    );
+    let msg = doc["msg"].as_str().unwrap_or_default();
+    assert!(
+        !out.status.success()
+            && msg.contains("`address`")
+            && msg.contains("already reserved")
+            && msg.contains(FOREIGN_MAC),
+        "{doc}\n{}",
+        out.stderr
+    );
+    assert!(!ours().iter().any(|v| v.starts_with("wm-c")));
+    assert!(!virsh(&["list", "--all", "--name"]).contains("wm-c"));
+
+    // Two clones at once, each read right after `running` returned; the first with a fixed address.
     let probe = "hostname; cat /etc/machine-id; head -c 64 /dev/urandom | od -An -tx1 | tr -d ' \\n'; echo; \
                  cat /proc/sys/kernel/random/uuid; date +%s.%N; \
                  sudo journalctl -b -q --no-pager | grep -c 'virtup-firstboot: done'";
@@ -160,13 +223,14 @@ fn warm_clones_resume_from_one_image_each_with_its_own_identity() {
         let handles: Vec<_> = CLONES
             .iter()
             .map(|name| {
-                let sb = &sb;
+                let (sb, fixed) = (&sb, &fixed);
                 s.spawn(move || {
                     let start = Instant::now();
-                    let (doc, out) = sb.module(
-                        "virtup_instance",
-                        &json!({"name": name, "template": TEMPLATE, "boot": "warm", "wait_timeout": 900}),
-                    );
+                    let mut args = json!({"name": name, "template": TEMPLATE, "boot": "warm", "wait_timeout": 900});
+                    if *name == CLONES[0] {
+                        args["address"] = json!(fixed);
+                    }
+                    let (doc, out) = sb.module("virtup_instance", &args);
                     let took = start.elapsed();
                     assert!(
                         out.status.success() && out.stderr.contains("resumed from the warm image"),
@@ -184,8 +248,13 @@ fn warm_clones_resume_from_one_image_each_with_its_own_identity() {
     let mut seen = BTreeSet::new();
     for (name, (doc, facts, before, after, took)) in CLONES.iter().zip(&results) {
         println!(
-            "warm: {name} running (pinned SSH proven) in {:.1}s",
-            took.as_secs_f64()
+            "warm: {name} running (pinned SSH proven) in {:.1}s{}",
+            took.as_secs_f64(),
+            if *name == CLONES[0] {
+                " with a reserved address"
+            } else {
+                ""
+            }
         );
         let lines: Vec<&str> = facts.lines().collect();
         assert_eq!(lines.len(), 6, "{name}: {facts}");
@@ -221,6 +290,40 @@ fn warm_clones_resume_from_one_image_each_with_its_own_identity() {
         .stdout;
         assert!(info.contains(WARM_DISK), "{name}: {info}");
     }
+
+    // The fixed address: reported, held by the guest, in the network as virtup's entry, and in the
+    // inventory.
+    let a_doc = &results[0].0;
+    assert_eq!(
+        a_doc["instance"]["reserved_address"],
+        json!(fixed),
+        "{a_doc}"
+    );
+    assert_eq!(a_doc["instance"]["address"], json!(fixed), "{a_doc}");
+    assert!(
+        ssh_instance(a_doc, "ip -4 -o addr show scope global").contains(&format!(" {fixed}/")),
+        "wm-a holds {fixed}"
+    );
+    let net = virsh(&["net-dumpxml", "default"]);
+    assert!(
+        net.contains(&format!("name='wm-a' ip='{fixed}'")),
+        "the reservation is in the network: {net}"
+    );
+    let host = run(
+        Command::new(virtup_e2e::repo_root().join("bin/virtup_inventory"))
+            .args(["--host", "wm-a"])
+            .env("VIRTUP_CONFIG_HOME", sb.config())
+            .env("VIRTUP_DATA_HOME", sb.data()),
+        Duration::from_secs(120),
+    )
+    .assert_ok("virtup_inventory --host wm-a")
+    .stdout;
+    let host: Value = serde_json::from_str(&host).unwrap();
+    assert_eq!(
+        host["virtup_reserved_address"]["__ansible_unsafe"],
+        json!(fixed),
+        "{host}"
+    );
 
     // A run killed once the clone runs, before it got its NIC and config disk: the next run plugs
     // them in and the clone comes up as if nothing happened.
@@ -261,6 +364,8 @@ fn warm_clones_resume_from_one_image_each_with_its_own_identity() {
     let doc = sb.ok("virtup_instance", &a);
     assert_eq!(ssh_instance(&doc, "hostname").trim(), "wm-a");
     assert_eq!(ssh_instance(&doc, nics), before, "the NIC keeps its name");
+    // Without `address` in the task the reservation stays, and the cold boot gets it again.
+    assert_eq!(doc["instance"]["address"], json!(fixed), "{doc}");
 
     // The image goes with its generation.
     for name in CLONES {
@@ -274,6 +379,16 @@ fn warm_clones_resume_from_one_image_each_with_its_own_identity() {
         &json!({"name": TEMPLATE, "state": "absent", "wait_timeout": 300}),
     );
     assert_eq!(ours(), set(&[LOOK_ALIKE]), "only the look-alike is left");
+    let net = virsh(&["net-dumpxml", "default"]);
+    assert!(
+        !net.contains("name='wm-a'"),
+        "wm-a's reservation went: {net}"
+    );
+    assert_eq!(
+        foreign_entry_in_network().as_deref(),
+        Some(foreign_before.as_str()),
+        "the foreign entry is as it was"
+    );
     let records = sb.data().join("warm");
     assert!(
         std::fs::read_dir(&records).map_or(true, |mut d| d.next().is_none()),

@@ -185,6 +185,7 @@ pub fn create(paths: &Paths, opts: &CreateOpts, global: &Global) -> Result<ExitC
     let mut options = InstanceOptions::new(name, InstanceState::Running);
     options.template = Some(template.clone());
     options.inventory = opts.inventory;
+    options.address = opts.address;
     options.layer = layer(opts)?;
     options.password = secrets.password;
     options.root_password = secrets.root_password;

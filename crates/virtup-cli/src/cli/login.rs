@@ -40,6 +40,7 @@ pub fn host(paths: &Paths, name: &str, global: &Global) -> Result<Host> {
             .clone()
             .unwrap_or_else(|| paths.libvirt_uri.clone()),
         mac: meta.mac.clone(),
+        reserved_address: None,
     })
 }
 
@@ -99,6 +100,7 @@ mod tests {
             host_key_alias: "web1".into(),
             uri: "qemu:///system".into(),
             mac: None,
+            reserved_address: None,
         };
         let cmd = ssh_command("ssh", &host, Some("uname -a"));
         assert_eq!(

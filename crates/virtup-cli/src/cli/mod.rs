@@ -130,6 +130,9 @@ pub struct Args {
     /// DNS domain of the instance's host name
     #[arg(long, value_name = "DOMAIN", help_heading = "Create options")]
     pub dns_domain: Option<String>,
+    /// Fixed IPv4 address: a DHCP reservation on the instance's network, removed with it
+    #[arg(long, value_name = "ADDRESS", help_heading = "Create options")]
+    pub address: Option<String>,
     /// Build the template only (NAME, or --template), clone nothing
     #[arg(long, help_heading = "Create options")]
     pub no_clone: bool,
@@ -184,6 +187,7 @@ pub struct CreateOpts {
     pub vcpus: Option<u32>,
     pub graphics: Option<String>,
     pub dns_domain: Option<String>,
+    pub address: Option<std::net::Ipv4Addr>,
     pub inventory: bool,
 }
 
@@ -247,6 +251,7 @@ impl Args {
             ("--vcpus", self.vcpus.is_some()),
             ("--graphics", self.graphics.is_some()),
             ("--dns-domain", self.dns_domain.is_some()),
+            ("--address", self.address.is_some()),
             ("--no-clone", self.no_clone),
             ("--no-inventory", self.no_inventory),
         ]
@@ -341,9 +346,20 @@ impl Args {
                     vcpus: self.vcpus,
                     graphics: self.graphics.clone(),
                     dns_domain: self.dns_domain.clone(),
+                    address: self
+                        .address
+                        .as_deref()
+                        .map(|a| virtup_core::validate::ipv4_address("--address", a))
+                        .transpose()
+                        .map_err(|e| Args::command().error(ErrorKind::ValueValidation, e))?,
                     inventory: !self.no_inventory,
                 };
                 if self.no_clone {
+                    if opts.address.is_some() {
+                        return Err(usage_error(
+                            "`--address` is an instance's; `--no-clone` builds a template only",
+                        ));
+                    }
                     if opts.name.is_empty() && opts.template.is_none() {
                         return Err(usage_error(
                             "`--no-clone` needs the template: NAME or --template",
@@ -479,6 +495,32 @@ mod tests {
     fn cmd(argv: &[&str]) -> Result<Command, clap::Error> {
         let args = Args::try_parse_from(std::iter::once("virt-up").chain(argv.iter().copied()))?;
         args.to_command()
+    }
+
+    #[test]
+    fn an_address_is_an_instances_ipv4_address() {
+        let Command::Create(o) = cmd(&["web1", "--address", "192.168.122.50"]).unwrap() else {
+            panic!("a create")
+        };
+        assert_eq!(o.address, Some("192.168.122.50".parse().unwrap()));
+        for (argv, says) in [
+            (
+                &["web1", "--address", "192.168.122"][..],
+                "not an IPv4 address",
+            ),
+            (&["web1", "--address", "127.0.0.2"][..], "loopback"),
+            (
+                &["web1", "--no-clone", "--address", "192.168.122.5"][..],
+                "template only",
+            ),
+            (
+                &["--list", "--address", "192.168.122.5"][..],
+                "cannot be used with `--list`",
+            ),
+        ] {
+            let e = cmd(argv).unwrap_err().to_string();
+            assert!(e.contains(says), "{argv:?}: {e}");
+        }
     }
 
     #[test]

@@ -140,6 +140,7 @@ fn template_host_vars(template: &TemplateFacts, uri: &str) -> Result<serde_json:
         host_key_alias: login.host_key_alias.clone(),
         uri: uri.to_owned(),
         mac: None,
+        reserved_address: None,
     };
     Ok(serde_json::json!({
         "ansible_host": host.address,

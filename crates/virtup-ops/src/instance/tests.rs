@@ -500,3 +500,142 @@ fn metadata_without_a_uri_lives_on_the_default_hypervisor() {
     let req = resolve(&ctx, options("web1", InstanceState::Absent)).unwrap();
     assert_eq!(req.uri, default);
 }
+
+/// `address` on the test driver's `default` network: a look-alike entry is refused and left, the
+/// reservation is added once (check mode first), moved, described, and removed with the instance.
+#[test]
+fn a_fixed_address_is_reserved_moved_and_removed_and_a_look_alike_entry_is_never_touched() {
+    let dir = TempDir::new().unwrap();
+    let ctx = context(&dir, true);
+    let hv = test_hv();
+    instance(&hv, "web7", ctx.data.owner_id().unwrap(), &["web7.qcow2"]);
+    let mut meta = InstanceMeta::new("web7", "tpl");
+    meta.mac = Some("52:54:00:77:77:77".into());
+    meta.write(&ctx.data).unwrap();
+    let ip = |s: &str| -> Ipv4Addr { s.parse().unwrap() };
+    // Someone else's entries: one holds .60, one is named like the instance.
+    hv.add_dhcp_host("default", "52:54:00:aa:aa:aa", "db", ip("192.168.122.60"))
+        .unwrap();
+    let entries = |hv: &Hypervisor| -> Vec<String> {
+        let mut v: Vec<String> = hv.network_dhcp("default").unwrap()[0]
+            .hosts
+            .iter()
+            .map(|h| h.describe())
+            .collect();
+        v.sort();
+        v
+    };
+    let foreign = entries(&hv);
+    let with_address = |a: &str| {
+        let mut o = options("web7", InstanceState::Present);
+        o.address = Some(ip(a));
+        resolve(&ctx, o).unwrap()
+    };
+
+    let e = converge(
+        &ctx,
+        &hv,
+        &with_address("192.168.122.60"),
+        Mode::Apply,
+        &Quiet,
+    )
+    .unwrap_err();
+    let e = format!("{e:#}");
+    assert!(
+        e.contains("`address`")
+            && e.contains("already reserved")
+            && e.contains("52:54:00:aa:aa:aa"),
+        "{e}"
+    );
+    assert_eq!(entries(&hv), foreign, "a refusal changes nothing");
+
+    let req = with_address("192.168.122.50");
+    let check = converge(&ctx, &hv, &req, Mode::Check, &Quiet).unwrap();
+    assert!(
+        check.changed && check.msg.contains("reserve address 192.168.122.50"),
+        "{}",
+        check.msg
+    );
+    let (before, after) = check.diff.unwrap();
+    assert_eq!(before.shape.unwrap().address, None);
+    assert_eq!(
+        after.shape.unwrap().address.as_deref(),
+        Some("192.168.122.50")
+    );
+    assert_eq!(entries(&hv), foreign, "check mode changes nothing");
+
+    let report = converge(&ctx, &hv, &req, Mode::Apply, &Quiet).unwrap();
+    assert!(report.changed);
+    let facts = report.instance.unwrap();
+    assert_eq!(facts.reserved_address.as_deref(), Some("192.168.122.50"));
+    let hosts = &hv.network_dhcp("default").unwrap()[0].hosts;
+    assert!(hosts
+        .iter()
+        .any(|h| h.is("52:54:00:77:77:77", ip("192.168.122.50"), "web7")));
+    let record = InstanceMeta::read(&ctx.data, "web7")
+        .unwrap()
+        .unwrap()
+        .reservation;
+    assert!(record.is_some_and(|r| r.confirmed && r.network == "default"));
+    let again = converge(&ctx, &hv, &req, Mode::Apply, &Quiet).unwrap();
+    assert!(!again.changed, "{}", again.msg);
+    // Without `address` the reservation stays.
+    let plain = resolve(&ctx, options("web7", InstanceState::Present)).unwrap();
+    assert!(
+        !converge(&ctx, &hv, &plain, Mode::Apply, &Quiet)
+            .unwrap()
+            .changed
+    );
+
+    let moved = converge(
+        &ctx,
+        &hv,
+        &with_address("192.168.122.51"),
+        Mode::Apply,
+        &Quiet,
+    )
+    .unwrap();
+    assert!(moved.changed, "{}", moved.msg);
+    let now = entries(&hv);
+    assert!(now.iter().any(|e| e.contains("192.168.122.51")), "{now:?}");
+    assert!(!now.iter().any(|e| e.contains("192.168.122.50")), "{now:?}");
+
+    let absent = resolve(&ctx, options("web7", InstanceState::Absent)).unwrap();
+    converge(&ctx, &hv, &absent, Mode::Apply, &Quiet).unwrap();
+    assert_eq!(entries(&hv), foreign, "only virtup's entry went");
+}
+
+/// An entry with the instance's name that virtup did not add is in the way of its reservation, and
+/// a deleted instance's record never lets virtup remove it.
+#[test]
+fn an_entry_named_like_the_instance_is_refused_and_survives_its_delete() {
+    let dir = TempDir::new().unwrap();
+    let ctx = context(&dir, true);
+    let hv = test_hv();
+    instance(&hv, "web8", ctx.data.owner_id().unwrap(), &["web8.qcow2"]);
+    let mut meta = InstanceMeta::new("web8", "tpl");
+    meta.mac = Some("52:54:00:88:88:88".into());
+    // A record of a reservation that is not there (a run killed before libvirt took it) proves nothing.
+    meta.reservation = Some(virtup_core::Reservation {
+        network: "default".into(),
+        mac: "52:54:00:88:88:88".into(),
+        name: "web8".into(),
+        ip: "192.168.122.80".parse().unwrap(),
+        confirmed: false,
+    });
+    meta.write(&ctx.data).unwrap();
+    let look_alike: Ipv4Addr = "192.168.122.80".parse().unwrap();
+    hv.add_dhcp_host("default", "52:54:00:bb:bb:bb", "web8", look_alike)
+        .unwrap();
+    let mut o = options("web8", InstanceState::Present);
+    o.address = Some("192.168.122.81".parse().unwrap());
+    let e = converge(&ctx, &hv, &resolve(&ctx, o).unwrap(), Mode::Check, &Quiet).unwrap_err();
+    assert!(format!("{e:#}").contains("named `web8`"), "{e:#}");
+    let absent = resolve(&ctx, options("web8", InstanceState::Absent)).unwrap();
+    let report = converge(&ctx, &hv, &absent, Mode::Apply, &Quiet).unwrap();
+    assert!(!report.msg.contains("reservation"), "{}", report.msg);
+    assert!(hv.network_dhcp("default").unwrap()[0]
+        .hosts
+        .iter()
+        .any(|h| h.is("52:54:00:bb:bb:bb", look_alike, "web8")));
+}
