@@ -104,6 +104,9 @@ pub struct InstanceObserved {
     /// The DHCP reservation virtup proved its own: its record in the metadata and the network's
     /// entry agree on network, MAC, name and address.
     pub reserved: Option<Ipv4Addr>,
+    /// That reservation is not where the instance's NIC is (another network or MAC): it is replaced
+    /// when an `address` is asked for.
+    pub reservation_misplaced: bool,
     /// Why `address` cannot be reserved (outside the network, taken by another entry or lease):
     /// looked at only when a reservation would be added.
     pub address_refusal: Option<String>,
@@ -246,10 +249,11 @@ pub fn plan(desired: &InstanceDesired, observed: &InstanceObserved) -> Result<Pl
             }
         }
         (Some(dom), InstanceState::Absent) => {
+            // First: a removal libvirt refuses (an entry in the way) then leaves the guest as it was.
+            steps.extend(observed.reserved.map(Step::Unreserve));
             if dom.running {
                 steps.push(Step::Stop);
             }
-            steps.extend(observed.reserved.map(Step::Unreserve));
             steps.push(Step::Delete {
                 volumes: dom.owned_volumes.clone(),
             });
@@ -273,11 +277,10 @@ pub fn plan(desired: &InstanceDesired, observed: &InstanceObserved) -> Result<Pl
             if observed.template_running {
                 return Err(PlanError::TemplateRunning(desired.template.clone()));
             }
-            // Checked before the create: a refused address leaves nothing made.
-            let reserve = reservation_steps(desired, observed)?;
+            // Before the clone's first volume: a refused address, or another run's that took it
+            // meanwhile, leaves nothing made; and before the first DHCP request.
+            steps.extend(reservation_steps(desired, observed)?);
             steps.push(Step::Create { generation });
-            // Before the first start, so that the first DHCP request gets the address.
-            steps.extend(reserve);
             if let Some(true) = desired.autostart {
                 steps.push(Step::SetAutostart(true));
             }
@@ -312,7 +315,10 @@ fn reservation_steps(
     desired: &InstanceDesired,
     observed: &InstanceObserved,
 ) -> Result<Vec<Step>, PlanError> {
-    let Some(want) = desired.address.filter(|&a| observed.reserved != Some(a)) else {
+    let current = observed
+        .reserved
+        .filter(|_| !observed.reservation_misplaced);
+    let Some(want) = desired.address.filter(|&a| current != Some(a)) else {
         return Ok(Vec::new());
     };
     if let Some(why) = &observed.address_refusal {
@@ -331,6 +337,7 @@ fn reservation_steps(
 pub fn reservation_reaches_guest_later(plan: &Plan, observed: &InstanceObserved) -> bool {
     observed.domain.as_ref().is_some_and(|d| d.running)
         && plan.steps.iter().any(|s| matches!(s, Step::Reserve(_)))
+        && !plan.steps.iter().any(|s| matches!(s, Step::Stop))
 }
 
 #[cfg(test)]
@@ -541,8 +548,8 @@ mod tests {
         assert_eq!(
             plan(&fixed, &fresh).unwrap().steps,
             vec![
-                Step::Create { generation: 1 },
                 Step::Reserve(a),
+                Step::Create { generation: 1 },
                 Step::Start
             ]
         );
@@ -566,8 +573,8 @@ mod tests {
         assert_eq!(
             plan(&want(Absent), &held).unwrap().steps,
             vec![
-                Step::Stop,
                 Step::Unreserve(a),
+                Step::Stop,
                 Step::Delete {
                     volumes: vec!["web1.qcow2".into(), "web1-config.iso".into()]
                 }
@@ -591,6 +598,20 @@ mod tests {
         assert!(reservation_reaches_guest_later(&p, &held));
         let p = plan(&fixed, &fresh).unwrap();
         assert!(!reservation_reaches_guest_later(&p, &fresh));
+        let mut stopping = moved.clone();
+        stopping.state = Stopped;
+        assert!(!reservation_reaches_guest_later(
+            &plan(&stopping, &held).unwrap(),
+            &held
+        ));
+        // On another network (or for another MAC) the same address is made again where the NIC is.
+        let mut elsewhere = held.clone();
+        elsewhere.reservation_misplaced = true;
+        assert_eq!(
+            plan(&fixed, &elsewhere).unwrap().steps,
+            vec![Step::Unreserve(a), Step::Reserve(a)]
+        );
+        assert!(plan(&want(Running), &elsewhere).unwrap().is_empty());
     }
 
     #[test]

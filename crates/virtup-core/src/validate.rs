@@ -199,6 +199,18 @@ pub fn template_hostname(template: &str) -> String {
     template.replace(['/', '_', '.'], "-")
 }
 
+/// A byte count as a person reads it: `2 GiB`, `1536 MiB`, else `N bytes`.
+pub fn show_bytes(n: u64) -> String {
+    const MIB: u64 = 1 << 20;
+    match n {
+        0 => "0 bytes".into(),
+        n if n % (1 << 30) == 0 => format!("{} GiB", n >> 30),
+        n if n % MIB == 0 => format!("{} MiB", n / MIB),
+        n if n % 1024 == 0 => format!("{} KiB", n / 1024),
+        n => format!("{n} bytes"),
+    }
+}
+
 /// A fixed guest address: dotted-quad IPv4 (the form libvirt's DHCP host entries take), one a guest
 /// can hold (not unspecified, loopback, link-local, multicast or broadcast). Whether it fits the
 /// network is checked against the network itself.
@@ -541,6 +553,14 @@ fn describe_char(c: char) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn byte_counts_read_as_people_write_sizes() {
+        assert_eq!(show_bytes(2 << 30), "2 GiB");
+        assert_eq!(show_bytes(1536 << 20), "1536 MiB");
+        assert_eq!(show_bytes(512 << 10), "512 KiB");
+        assert_eq!(show_bytes(1000), "1000 bytes");
+    }
 
     #[test]
     fn guest_addresses() {

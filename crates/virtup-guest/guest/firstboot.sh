@@ -401,6 +401,58 @@ if [ -s "$cfg/shadow" ]; then
     log "password hashes applied"
 fi
 
+# grow_root: the root partition takes the space after it (the clone's disk is larger than its
+# template's), then its filesystem grows into it, online. With growpart (cloud-guest-utils, as
+# cloud images have) or else sfdisk (fdisk, as installed systems have); partx tells the kernel.
+# A failure is logged, never fatal: the clone is still itself, only smaller than asked.
+grow_root() {
+    mountinfo=$ROOT/proc/self/mountinfo
+    majmin=$(awk '$5 == "/" { print $3; exit }' "$mountinfo")
+    fstype=$(awk '$5 == "/" { for (i = 7; i < NF; i++) if ($i == "-") { print $(i + 1); exit } }' "$mountinfo")
+    part=$SYSFS/dev/block/$majmin
+    if [ -z "$majmin" ] || [ ! -f "$part/partition" ]; then
+        log "root filesystem not grown: it is not on a disk partition"
+        return 0
+    fi
+    num=$(cat "$part/partition")
+    real=$(readlink -f "$part")
+    partdev=/dev/${real##*/}
+    disk_dir=${real%/*}
+    disk=/dev/${disk_dir##*/}
+    if command -v growpart >/dev/null 2>&1; then
+        # Exit status 1 is growpart's "NOCHANGE": the partition fills the disk already.
+        rc=0
+        growpart "$disk" "$num" >/dev/null 2>&1 || rc=$?
+        if [ "$rc" -gt 1 ]; then
+            log "root filesystem not grown: growpart $disk $num failed"
+            return 0
+        fi
+    elif command -v sfdisk >/dev/null 2>&1; then
+        if ! printf ',+\n' | sfdisk --quiet --no-reread --no-tell-kernel -N "$num" "$disk" >/dev/null 2>&1 ||
+            ! partx --update --nr "$num" "$disk" >/dev/null 2>&1; then
+            log "root filesystem not grown: sfdisk or partx on $disk partition $num failed"
+            return 0
+        fi
+    else
+        log "root filesystem not grown: neither growpart nor sfdisk is installed"
+        return 0
+    fi
+    case $fstype in
+        ext2 | ext3 | ext4) resize2fs "$partdev" >/dev/null 2>&1 ;;
+        xfs) xfs_growfs / >/dev/null 2>&1 ;;
+        btrfs) btrfs filesystem resize max / >/dev/null 2>&1 ;;
+        *) false ;;
+    esac || {
+        log "root filesystem not grown: cannot grow a $fstype filesystem on $partdev"
+        return 0
+    }
+    log "root partition $partdev and its $fstype filesystem grown"
+}
+
+if [ "$(value grow-root)" = yes ] && [ -z "$OFFLINE" ]; then
+    grow_root
+fi
+
 if [ -n "$seed" ] && [ -z "$OFFLINE" ]; then
     # journald still writes under the seed's transient machine-id, where a clone's `journalctl`
     # does not look (it found nothing in a lab clone); restarted, it opens the clone's own journal.

@@ -142,6 +142,9 @@ fn render_virtup(identity: &Identity) -> Result<Vec<ConfigFile>, GuestError> {
         files.push(ConfigFile::new("shadow", shadow));
     }
     files.push(ConfigFile::new("random-seed", random_seed()));
+    if identity.grow_root {
+        files.push(ConfigFile::new("grow-root", line("yes")));
+    }
     Ok(files)
 }
 

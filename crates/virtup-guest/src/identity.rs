@@ -25,6 +25,9 @@ pub struct Identity {
     /// crypt(3) hashes (`$6$…`); `None` leaves the template's password alone.
     pub root_password_hash: Option<String>,
     pub user_password_hash: Option<String>,
+    /// The clone's disk is larger than its template's: the first boot grows the root partition
+    /// and filesystem into the space after them.
+    pub grow_root: bool,
 }
 
 /// One SSH host key pair.
@@ -84,6 +87,7 @@ impl fmt::Debug for Identity {
             .field("authorized_keys", &self.authorized_keys)
             .field("root_password_hash", &redact(&self.root_password_hash))
             .field("user_password_hash", &redact(&self.user_password_hash))
+            .field("grow_root", &self.grow_root)
             .finish()
     }
 }
@@ -266,6 +270,7 @@ pub(crate) mod tests {
             authorized_keys: vec!["ssh-ed25519 AAAAuser virt@host".into()],
             root_password_hash: Some("$6$saltsalt$abc./DEF".into()),
             user_password_hash: Some("$6$rounds=6000$s$xyz".into()),
+            grow_root: false,
         }
     }
 

@@ -63,6 +63,7 @@ fn identity(user: &str) -> Identity {
         ],
         root_password_hash: Some(ROOT_HASH.into()),
         user_password_hash: Some(USER_HASH.into()),
+        grow_root: false,
     }
 }
 
@@ -924,4 +925,119 @@ fn a_staged_config_leaves_the_clock_alone() {
     assert!(ok, "{stderr}");
     let log = guest.log();
     assert!(!log.contains("-s @") && !log.contains("systemctl"), "{log}");
+}
+
+/// A guest whose root is `/dev/vda1` (ext4 unless `fstype`) in a fake /proc and /sys, asked to grow
+/// it; `tools` are the stubbed partitioning and filesystem tools it has (each logs its call).
+fn growing_guest(fstype: &str, tools: &[&str]) -> (Guest, PathBuf) {
+    let mut id = identity("virt");
+    id.grow_root = true;
+    let guest = Guest::new(&id);
+    let root = guest.root();
+    fs::create_dir_all(root.join("proc/self")).unwrap();
+    fs::write(
+        root.join("proc/self/mountinfo"),
+        format!(
+            "21 1 0:20 / /proc rw,nosuid - proc proc rw\n\
+             27 1 254:1 / / rw,relatime shared:1 - {fstype} /dev/vda1 rw\n\
+             30 27 254:2 / /boot rw - ext4 /dev/vda2 rw\n"
+        ),
+    )
+    .unwrap();
+    let sysfs = guest.dir.path().join("sys");
+    let vda1 = sysfs.join("devices/pci0000:00/0000:00:04.0/virtio2/block/vda/vda1");
+    fs::create_dir_all(&vda1).unwrap();
+    fs::write(vda1.join("partition"), "1\n").unwrap();
+    fs::create_dir_all(sysfs.join("dev/block")).unwrap();
+    std::os::unix::fs::symlink(&vda1, sysfs.join("dev/block/254:1")).unwrap();
+    let stubs = root.join("stubs");
+    for tool in tools {
+        stub(&stubs, tool, STUB_LOGGING);
+    }
+    (guest, sysfs)
+}
+
+fn run_growing(guest: &Guest, sysfs: &Path) -> (bool, String) {
+    guest.run(
+        Some(&guest.config()),
+        &[("VIRTUP_SYSFS", sysfs.to_str().unwrap())],
+    )
+}
+
+#[test]
+fn a_larger_disk_grows_the_root_partition_then_its_filesystem() {
+    // sfdisk (installed systems): the partition, then the kernel told, then ext4 grown online.
+    let (guest, sysfs) = growing_guest("ext4", &["sfdisk", "partx", "resize2fs"]);
+    let (ok, stderr) = run_growing(&guest, &sysfs);
+    assert!(ok, "{stderr}\n{}", guest.log());
+    let log = guest.log();
+    let at = |what: &str| log.find(what).unwrap_or_else(|| panic!("{what}: {log}"));
+    assert!(
+        at("sfdisk --quiet --no-reread --no-tell-kernel -N 1 /dev/vda\n")
+            < at("partx --update --nr 1 /dev/vda\n")
+    );
+    assert!(at("partx --update") < at("resize2fs /dev/vda1\n"));
+    assert!(
+        stderr.contains("root partition /dev/vda1 and its ext4 filesystem grown"),
+        "{stderr}"
+    );
+    assert_identity_applied(&guest, "sfdisk");
+
+    // growpart (cloud images) is preferred; xfs grows through its mount point.
+    let (guest, sysfs) = growing_guest("xfs", &["growpart", "sfdisk", "partx", "xfs_growfs"]);
+    let (ok, stderr) = run_growing(&guest, &sysfs);
+    assert!(ok, "{stderr}");
+    let log = guest.log();
+    assert!(log.contains("growpart /dev/vda 1\nxfs_growfs /\n"), "{log}");
+    assert!(!log.contains("sfdisk"), "{log}");
+}
+
+#[test]
+fn a_root_that_cannot_grow_is_logged_and_the_clone_still_gets_its_identity() {
+    // No partitioning tool at all (the lab's minimal image before fdisk): logged, identity applied.
+    let (guest, sysfs) = growing_guest("ext4", &["resize2fs"]);
+    let (ok, stderr) = run_growing(&guest, &sysfs);
+    assert!(ok, "{stderr}");
+    assert!(
+        stderr.contains("neither growpart nor sfdisk is installed"),
+        "{stderr}"
+    );
+    assert!(!guest.log().contains("resize2fs"), "{}", guest.log());
+    assert_identity_applied(&guest, "no tool");
+
+    // A filesystem it cannot grow: the partition is, the filesystem is said not to be.
+    let (guest, sysfs) = growing_guest("zfs", &["growpart"]);
+    let (ok, stderr) = run_growing(&guest, &sysfs);
+    assert!(ok, "{stderr}");
+    assert!(
+        stderr.contains("cannot grow a zfs filesystem on /dev/vda1"),
+        "{stderr}"
+    );
+
+    // Root not on a partition (LVM, a whole disk): left alone.
+    let (guest, sysfs) = growing_guest("ext4", &["growpart", "resize2fs"]);
+    fs::remove_file(sysfs.join("devices/pci0000:00/0000:00:04.0/virtio2/block/vda/vda1/partition"))
+        .unwrap();
+    let (ok, stderr) = run_growing(&guest, &sysfs);
+    assert!(ok, "{stderr}");
+    assert!(stderr.contains("not on a disk partition"), "{stderr}");
+    assert!(!guest.log().contains("growpart"), "{}", guest.log());
+
+    // Offline (virt-sysprep's chroot) nothing is grown; without the request neither.
+    let (guest, sysfs) = growing_guest("ext4", &["growpart", "resize2fs"]);
+    let (ok, stderr) = guest.run(
+        Some(&guest.config()),
+        &[
+            ("VIRTUP_SYSFS", sysfs.to_str().unwrap()),
+            ("VIRTUP_OFFLINE", "1"),
+        ],
+    );
+    assert!(ok, "{stderr}");
+    assert!(!guest.log().contains("growpart"), "{}", guest.log());
+    let (guest, sysfs) = growing_guest("ext4", &["growpart", "resize2fs"]);
+    fs::remove_file(guest.config().join("grow-root")).unwrap();
+    let (ok, stderr) = run_growing(&guest, &sysfs);
+    assert!(ok, "{stderr}");
+    assert!(!guest.log().contains("growpart"), "{}", guest.log());
+    assert_identity_applied(&guest, "no request");
 }

@@ -157,6 +157,7 @@ fn identity(dir: &Path) -> Identity {
         authorized_keys: vec!["ssh-ed25519 AAAAC3NzaC1lZDI1NTE5user virt@host".into()],
         root_password_hash: Some(hash_password("r00t").unwrap()),
         user_password_hash: None,
+        grow_root: false,
     }
 }
 

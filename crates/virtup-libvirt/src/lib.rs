@@ -29,7 +29,9 @@ pub use hypervisor::{
     AddressLookup, AddressSource, DomainInfo, DomainState, FoundAddress, GuestAddress,
     GuestInterface, Hypervisor, Lease, AGENT_TIMEOUT_SECS,
 };
-pub use network_dhcp::{dhcp_host_xml, parse_network_dhcp, DhcpHost, DhcpSubnet};
+pub use network_dhcp::{
+    dhcp_host_xml, mac_bytes, parse_network_dhcp, same_mac, DhcpHost, DhcpSubnet, NetworkDhcp,
+};
 pub use save_image::{SaveImageHeader, SAVE_HEADER_LEN};
 pub use storage_xml::{parse_volume_xml, PoolInfo, VolumeInfo, VolumeSpec};
 pub use tag::{TagKind, VirtupTag, VIRTUP_NS, VIRTUP_PREFIX};

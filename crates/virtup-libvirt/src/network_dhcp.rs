@@ -1,9 +1,11 @@
-//! DHCP host reservations on libvirt networks: reading a network's IPv4 subnets and host entries, and adding or removing one entry.
+//! DHCP host reservations on libvirt networks: reading a network's IPv4 subnets and host entries (as it runs and as it is saved), and adding or removing one entry.
 //!
 //! A reservation is a `<host mac=… name=… ip=…/>` inside the network's `<ip><dhcp>`: libvirt's
 //! dnsmasq then always offers that address to that MAC, without the ping it makes before handing
-//! out a dynamic one. virtup changes the live network and its persistent definition together, and
-//! only with the exact entry it added, so no other entry is ever modified or removed.
+//! out a dynamic one. The running network and its saved definition can differ (`virsh net-edit`
+//! changes only the latter until a restart), so both are read, checked and changed. libvirt's
+//! delete removes the *first* entry whose MAC (or lack of one), name and address match, which can
+//! be someone else's: a removal goes ahead only where that first match is exactly virtup's entry.
 
 use std::net::Ipv4Addr;
 
@@ -11,7 +13,7 @@ use virt::network::Network;
 use virt::sys;
 
 use crate::error::{LibvirtError, Result};
-use crate::hypervisor::Hypervisor;
+use crate::hypervisor::{is_unsupported, Hypervisor};
 use crate::xml::{self, check_text, XmlWriter};
 
 /// One `<host>` entry of a network's DHCP section.
@@ -22,23 +24,44 @@ pub struct DhcpHost {
     pub ip: Option<Ipv4Addr>,
 }
 
+/// A MAC's six bytes, read as libvirt reads one (hex digits in any case, one or two per octet).
+pub fn mac_bytes(mac: &str) -> Option<[u8; 6]> {
+    let mut out = [0u8; 6];
+    let mut parts = mac.split(':');
+    for byte in &mut out {
+        let part = parts.next()?;
+        if part.is_empty() || part.len() > 2 {
+            return None;
+        }
+        *byte = u8::from_str_radix(part, 16).ok()?;
+    }
+    parts.next().is_none().then_some(out)
+}
+
+/// Two MACs that libvirt takes for the same one.
+pub fn same_mac(a: &str, b: &str) -> bool {
+    matches!((mac_bytes(a), mac_bytes(b)), (Some(x), Some(y)) if x == y)
+}
+
 impl DhcpHost {
-    /// Same MAC (case does not matter), same address and same name: the entry virtup added.
+    /// Same MAC, same address and same name: the entry virtup added.
     pub fn is(&self, mac: &str, ip: Ipv4Addr, name: &str) -> bool {
-        self.mac
-            .as_deref()
-            .is_some_and(|m| m.eq_ignore_ascii_case(mac))
-            && self.ip == Some(ip)
-            && self.name.as_deref() == Some(name)
+        self.has_mac(mac) && self.ip == Some(ip) && self.name.as_deref() == Some(name)
     }
 
     pub fn has_mac(&self, mac: &str) -> bool {
-        self.mac
-            .as_deref()
-            .is_some_and(|m| m.eq_ignore_ascii_case(mac))
+        self.mac.as_deref().is_some_and(|m| same_mac(m, mac))
     }
 
-    /// "MAC 52:54:00:…, name `web1`": how a message names someone else's entry.
+    /// Whether libvirt's delete of `<host mac name ip/>` takes this entry: its MAC (when it has
+    /// one), name and address match.
+    fn taken_by_delete_of(&self, mac: &str, ip: Ipv4Addr, name: &str) -> bool {
+        self.mac.as_deref().is_none_or(|m| same_mac(m, mac))
+            && self.name.as_deref() == Some(name)
+            && self.ip == Some(ip)
+    }
+
+    /// "MAC 52:54:00:…, name `web1`, address …": how a message names someone else's entry.
     pub fn describe(&self) -> String {
         let mut parts = Vec::new();
         if let Some(m) = &self.mac {
@@ -57,6 +80,8 @@ impl DhcpHost {
 /// One IPv4 `<ip>` of a network that has a `<dhcp>` section.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct DhcpSubnet {
+    /// Its position among all the network's `<ip>` elements (libvirt's `parentIndex`).
+    pub index: usize,
     /// The host's own address on the network (the guests' gateway).
     pub address: Ipv4Addr,
     pub prefix: u8,
@@ -90,11 +115,39 @@ fn prefix_mask(prefix: u8) -> u32 {
     }
 }
 
+/// A network's DHCP subnets as it runs and as it is saved.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct NetworkDhcp {
+    pub active: bool,
+    /// A transient network has no saved definition to change.
+    pub persistent: bool,
+    /// As it runs; its saved definition when it does not run.
+    pub live: Vec<DhcpSubnet>,
+    /// Its saved definition while it runs (`None` when it does not run, is transient, or the
+    /// driver cannot tell them apart, as libvirt's test driver).
+    pub saved: Option<Vec<DhcpSubnet>>,
+}
+
+impl NetworkDhcp {
+    /// Every host entry, running and saved (an entry in both is listed twice).
+    pub fn hosts(&self) -> impl Iterator<Item = &DhcpHost> {
+        self.live
+            .iter()
+            .chain(self.saved.iter().flatten())
+            .flat_map(|s| &s.hosts)
+    }
+
+    /// virtup's exact entry is in the running network or its saved definition.
+    pub fn has(&self, mac: &str, ip: Ipv4Addr, name: &str) -> bool {
+        self.hosts().any(|h| h.is(mac, ip, name))
+    }
+}
+
 /// The IPv4 subnets of a network definition that hand out addresses by DHCP.
 pub fn parse_network_dhcp(network_xml: &str) -> Result<Vec<DhcpSubnet>> {
     let root = xml::parse(network_xml).map_err(|e| LibvirtError::parse("network XML", e))?;
     let mut subnets = Vec::new();
-    for ip in root.children_named("ip") {
+    for (index, ip) in root.children_named("ip").enumerate() {
         if ip.attr("family").is_some_and(|f| f != "ipv4") {
             continue;
         }
@@ -112,8 +165,12 @@ pub fn parse_network_dhcp(network_xml: &str) -> Result<Vec<DhcpSubnet>> {
                 .map(u32::from)
                 .filter(|m| m.leading_ones() + m.trailing_zeros() == 32)
                 .map(|m| m.leading_ones() as u8),
-            // libvirt's default for IPv4 without either: the address's class, 24 for 192.168/16.
-            (None, None) => Some(24),
+            // libvirt's default without either: the address's class.
+            (None, None) => Some(match address.octets()[0] {
+                0..=127 => 8,
+                128..=191 => 16,
+                _ => 24,
+            }),
         };
         let Some(prefix) = prefix else {
             return Err(LibvirtError::parse(
@@ -130,6 +187,7 @@ pub fn parse_network_dhcp(network_xml: &str) -> Result<Vec<DhcpSubnet>> {
             })
             .collect();
         subnets.push(DhcpSubnet {
+            index,
             address,
             prefix,
             hosts,
@@ -148,6 +206,28 @@ pub fn dhcp_host_xml(mac: &str, name: &str, ip: Ipv4Addr) -> Result<String> {
     Ok(w.finish())
 }
 
+/// Where libvirt's delete of virtup's entry would act in one view: the index of its subnet, or the
+/// entry that comes first and would be taken instead (someone else's).
+fn delete_target(
+    subnets: &[DhcpSubnet],
+    mac: &str,
+    ip: Ipv4Addr,
+    name: &str,
+) -> Option<std::result::Result<usize, DhcpHost>> {
+    let subnet = subnets
+        .iter()
+        .find(|s| s.hosts.iter().any(|h| h.is(mac, ip, name)))?;
+    let first = subnet
+        .hosts
+        .iter()
+        .find(|h| h.taken_by_delete_of(mac, ip, name))?;
+    Some(if first.is(mac, ip, name) {
+        Ok(subnet.index)
+    } else {
+        Err(first.clone())
+    })
+}
+
 impl Hypervisor {
     fn network_handle(&self, network: &str) -> Result<Network> {
         match self.conn.lookup_network_by_name(network) {
@@ -159,27 +239,79 @@ impl Hypervisor {
         }
     }
 
-    /// The network's IPv4 DHCP subnets, as it runs (its definition when it is not running).
-    pub fn network_dhcp(&self, network: &str) -> Result<Vec<DhcpSubnet>> {
+    /// The network's IPv4 DHCP subnets, as it runs and as it is saved.
+    pub fn network_dhcp(&self, network: &str) -> Result<NetworkDhcp> {
         let net = self.network_handle(network)?;
-        let xml = net
-            .xml_desc(0)
-            .map_err(|e| LibvirtError::call("read network", network, &e))?;
-        parse_network_dhcp(&xml)
+        let fail = |e: virt::error::Error| LibvirtError::call("read network", network, &e);
+        let active = net.is_active().map_err(fail)?;
+        let persistent = net.is_persistent().map_err(fail)?;
+        let live = parse_network_dhcp(&net.xml_desc(0).map_err(fail)?)?;
+        let saved = if active && persistent {
+            match net.xml_desc(sys::VIR_NETWORK_XML_INACTIVE) {
+                Ok(xml) => Some(parse_network_dhcp(&xml)?),
+                Err(e) if is_unsupported(&e) => None,
+                Err(e) => return Err(fail(e)),
+            }
+        } else {
+            None
+        };
+        Ok(NetworkDhcp {
+            active,
+            persistent,
+            live,
+            saved,
+        })
     }
 
-    /// Adds a reservation to the running network and to its definition. libvirt refuses an entry
-    /// whose MAC or address another entry has, so two runs cannot both reserve one address.
+    /// Adds a reservation to the running network and to its saved definition, each in the IPv4
+    /// subnet that holds `ip`. libvirt refuses an entry whose MAC, name or address another entry
+    /// of that subnet has, so two runs cannot both reserve one address.
     pub fn add_dhcp_host(&self, network: &str, mac: &str, name: &str, ip: Ipv4Addr) -> Result<()> {
-        self.update_dhcp_host(
-            network,
-            sys::VIR_NETWORK_UPDATE_COMMAND_ADD_LAST,
-            &dhcp_host_xml(mac, name, ip)?,
-            "add a DHCP host reservation to network",
-        )
+        let xml = dhcp_host_xml(mac, name, ip)?;
+        let dhcp = self.network_dhcp(network)?;
+        let index_in = |subnets: &[DhcpSubnet]| {
+            subnets
+                .iter()
+                .find(|s| s.contains(ip))
+                .map(|s| s.index)
+                .ok_or_else(|| {
+                    LibvirtError::invalid(
+                        "address",
+                        &ip.to_string(),
+                        format!("no IPv4 DHCP subnet of network `{network}` holds it"),
+                    )
+                })
+        };
+        let live_flag = if dhcp.active {
+            sys::VIR_NETWORK_UPDATE_AFFECT_LIVE
+        } else {
+            sys::VIR_NETWORK_UPDATE_AFFECT_CONFIG
+        };
+        let mut updates = vec![(index_in(&dhcp.live)?, live_flag)];
+        match &dhcp.saved {
+            Some(saved) => updates.push((index_in(saved)?, sys::VIR_NETWORK_UPDATE_AFFECT_CONFIG)),
+            // One definition for both (the test driver), when there is a saved one.
+            None if dhcp.active && dhcp.persistent => {
+                updates[0].1 |= sys::VIR_NETWORK_UPDATE_AFFECT_CONFIG
+            }
+            None => {}
+        }
+        for (index, flags) in updates {
+            self.update_dhcp_host(
+                network,
+                sys::VIR_NETWORK_UPDATE_COMMAND_ADD_LAST,
+                index,
+                &xml,
+                flags,
+                "add a DHCP host reservation to network",
+            )?;
+        }
+        Ok(())
     }
 
-    /// Removes the entry with exactly this MAC, name and address (libvirt matches the whole entry).
+    /// Removes virtup's entry (exactly this MAC, name and address) wherever it is, running or
+    /// saved. Where libvirt's delete would take another entry first (one without a MAC, same name
+    /// and address), nothing is removed and that entry is named.
     pub fn remove_dhcp_host(
         &self,
         network: &str,
@@ -187,36 +319,66 @@ impl Hypervisor {
         name: &str,
         ip: Ipv4Addr,
     ) -> Result<()> {
-        self.update_dhcp_host(
-            network,
-            sys::VIR_NETWORK_UPDATE_COMMAND_DELETE,
-            &dhcp_host_xml(mac, name, ip)?,
-            "remove a DHCP host reservation from network",
-        )
+        let xml = dhcp_host_xml(mac, name, ip)?;
+        let dhcp = self.network_dhcp(network)?;
+        let live_flag = match (&dhcp.saved, dhcp.active, dhcp.persistent) {
+            (None, true, true) => {
+                sys::VIR_NETWORK_UPDATE_AFFECT_LIVE | sys::VIR_NETWORK_UPDATE_AFFECT_CONFIG
+            }
+            (_, true, _) => sys::VIR_NETWORK_UPDATE_AFFECT_LIVE,
+            (_, false, _) => sys::VIR_NETWORK_UPDATE_AFFECT_CONFIG,
+        };
+        let mut updates = Vec::new();
+        for (subnets, flags) in [(Some(&dhcp.live), live_flag)]
+            .into_iter()
+            .chain([(dhcp.saved.as_ref(), sys::VIR_NETWORK_UPDATE_AFFECT_CONFIG)])
+        {
+            let Some(subnets) = subnets else { continue };
+            match delete_target(subnets, mac, ip, name) {
+                None => {}
+                Some(Ok(index)) => updates.push((index, flags)),
+                Some(Err(first)) => {
+                    return Err(LibvirtError::invalid(
+                        "DHCP host reservation",
+                        &format!("{mac} {name} {ip}"),
+                        format!(
+                            "libvirt would remove the entry ({}) before it in network \
+                             `{network}`, which virtup did not add; nothing was removed: remove or \
+                             change that entry yourself",
+                            first.describe()
+                        ),
+                    ))
+                }
+            }
+        }
+        for (index, flags) in updates {
+            self.update_dhcp_host(
+                network,
+                sys::VIR_NETWORK_UPDATE_COMMAND_DELETE,
+                index,
+                &xml,
+                flags,
+                "remove a DHCP host reservation from network",
+            )?;
+        }
+        Ok(())
     }
 
     fn update_dhcp_host(
         &self,
         network: &str,
         command: sys::virNetworkUpdateCommand,
+        index: usize,
         host_xml: &str,
+        flags: sys::virNetworkUpdateFlags,
         action: &str,
     ) -> Result<()> {
         let net = self.network_handle(network)?;
-        let active = net
-            .is_active()
-            .map_err(|e| LibvirtError::call("read network", network, &e))?;
-        // Both, so that dnsmasq knows it now and the network keeps it across restarts; an
-        // inactive network has only its definition.
-        let flags = if active {
-            sys::VIR_NETWORK_UPDATE_AFFECT_LIVE | sys::VIR_NETWORK_UPDATE_AFFECT_CONFIG
-        } else {
-            sys::VIR_NETWORK_UPDATE_AFFECT_CONFIG
-        };
+        let index = i32::try_from(index).unwrap_or(i32::MAX);
         net.update(
             command,
             sys::VIR_NETWORK_SECTION_IP_DHCP_HOST,
-            -1,
+            index,
             host_xml,
             flags,
         )
@@ -267,6 +429,74 @@ mod tests {
     }
 
     #[test]
+    fn macs_compare_as_libvirt_compares_them() {
+        assert!(same_mac("52:54:0:A:0:5", "52:54:00:0a:00:05"));
+        assert!(!same_mac("52:54:00:0a:00:05", "52:54:00:0a:00:06"));
+        for bad in [
+            "52:54:00:0a:00",
+            "52:54:00:0a:00:05:07",
+            "52:54:00:0a:00:0g",
+            "52:54::0a:00:05",
+        ] {
+            assert_eq!(mac_bytes(bad), None, "{bad}");
+        }
+    }
+
+    #[test]
+    fn the_index_counts_every_ip_and_the_default_prefix_is_the_class() {
+        let xml = "<network><ip family='ipv6' address='fd00::1' prefix='64'><dhcp><range start='fd00::10' end='fd00::ff'/></dhcp></ip>\
+                   <ip address='10.0.0.1'><dhcp/></ip></network>";
+        let subnets = parse_network_dhcp(xml).unwrap();
+        assert_eq!((subnets[0].index, subnets[0].prefix), (1, 8));
+        assert!(subnets[0].contains("10.3.0.9".parse().unwrap()));
+    }
+
+    #[test]
+    fn a_delete_that_would_take_another_entry_first_is_named_not_made() {
+        let ip: Ipv4Addr = "192.168.122.50".parse().unwrap();
+        let ours = DhcpHost {
+            mac: Some("52:54:00:00:00:01".into()),
+            name: Some("web1".into()),
+            ip: Some(ip),
+        };
+        let mac_less = DhcpHost {
+            mac: None,
+            ..ours.clone()
+        };
+        let subnet = |hosts: Vec<DhcpHost>| {
+            vec![DhcpSubnet {
+                index: 2,
+                address: "192.168.122.1".parse().unwrap(),
+                prefix: 24,
+                hosts,
+            }]
+        };
+        let mac = "52:54:0:0:0:1";
+        assert_eq!(
+            delete_target(&subnet(vec![ours.clone()]), mac, ip, "web1"),
+            Some(Ok(2))
+        );
+        assert_eq!(
+            delete_target(
+                &subnet(vec![mac_less.clone(), ours.clone()]),
+                mac,
+                ip,
+                "web1"
+            ),
+            Some(Err(mac_less.clone()))
+        );
+        // After it, the MAC-less entry is not in the way.
+        assert_eq!(
+            delete_target(&subnet(vec![ours, mac_less.clone()]), mac, ip, "web1"),
+            Some(Ok(2))
+        );
+        assert_eq!(
+            delete_target(&subnet(vec![mac_less]), mac, ip, "web1"),
+            None
+        );
+    }
+
+    #[test]
     fn host_xml_is_escaped_and_control_characters_are_refused() {
         let ip = Ipv4Addr::new(10, 0, 0, 5);
         let xml = dhcp_host_xml("52:54:00:00:00:01", "a'b<c", ip).unwrap();
@@ -290,18 +520,56 @@ mod tests {
         let ip: Ipv4Addr = "192.168.77.50".parse().unwrap();
         hv.add_dhcp_host("resv", "52:54:00:00:00:01", "web1", ip)
             .unwrap();
-        let hosts = &hv.network_dhcp("resv").unwrap()[0].hosts;
-        assert!(
-            hosts.iter().any(|h| h.is("52:54:00:00:00:01", ip, "web1")),
-            "{hosts:?}"
-        );
+        let dhcp = hv.network_dhcp("resv").unwrap();
+        assert!(dhcp.has("52:54:00:00:00:01", ip, "web1"), "{dhcp:?}");
         // A second entry with the same address is libvirt's to refuse.
         assert!(hv
             .add_dhcp_host("resv", "52:54:00:00:00:02", "web2", ip)
             .is_err());
         hv.remove_dhcp_host("resv", "52:54:00:00:00:01", "web1", ip)
             .unwrap();
-        assert!(hv.network_dhcp("resv").unwrap()[0].hosts.is_empty());
+        // On a network whose first `<ip>` is IPv6 with DHCP, the entry goes to the IPv4 one.
+        hv.conn
+            .define_network_xml(
+                "<network><name>dual</name><bridge name='virbr8'/>\
+                 <ip family='ipv6' address='fd00::1' prefix='64'><dhcp><range start='fd00::10' end='fd00::ff'/></dhcp></ip>\
+                 <ip address='192.168.78.1' prefix='24'><dhcp><range start='192.168.78.2' end='192.168.78.254'/></dhcp></ip>\
+                 </network>",
+            )
+            .unwrap();
+        hv.start_network("dual").unwrap();
+        let ip2: Ipv4Addr = "192.168.78.9".parse().unwrap();
+        hv.add_dhcp_host("dual", "52:54:00:00:00:03", "web3", ip2)
+            .unwrap();
+        assert!(hv
+            .network_dhcp("dual")
+            .unwrap()
+            .has("52:54:00:00:00:03", ip2, "web3"));
+        hv.remove_dhcp_host("dual", "52:54:00:00:00:03", "web3", ip2)
+            .unwrap();
+        assert_eq!(hv.network_dhcp("dual").unwrap().hosts().count(), 0);
+        // A MAC-less entry with the same name and address before virtup's: libvirt's delete would
+        // take it, so nothing is removed and it is named.
+        hv.conn
+            .define_network_xml(
+                "<network><name>firstm</name><bridge name='virbr6'/>\
+                 <ip address='192.168.79.1' prefix='24'><dhcp><range start='192.168.79.2' end='192.168.79.254'/>\
+                 <host name='web4' ip='192.168.79.9'/>\
+                 <host mac='52:54:00:00:00:04' name='web4' ip='192.168.79.9'/></dhcp></ip></network>",
+            )
+            .unwrap();
+        hv.start_network("firstm").unwrap();
+        let ip3: Ipv4Addr = "192.168.79.9".parse().unwrap();
+        let e = hv
+            .remove_dhcp_host("firstm", "52:54:00:00:00:04", "web4", ip3)
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.contains("name `web4`, address 192.168.79.9") && e.contains("nothing was removed"),
+            "{e}"
+        );
+        assert_eq!(hv.network_dhcp("firstm").unwrap().hosts().count(), 2);
+        assert_eq!(hv.network_dhcp("resv").unwrap().hosts().count(), 0);
         assert!(matches!(
             hv.network_dhcp("nope"),
             Err(LibvirtError::NetworkNotFound(_))

@@ -33,6 +33,8 @@ pub struct GuestIdentity<'a> {
     pub secrets_dir: &'a Path,
     pub password: Option<&'a str>,
     pub root_password: Option<&'a str>,
+    /// The first boot grows the root partition and filesystem (the disk is larger than the template's).
+    pub grow_root: bool,
 }
 
 impl GuestIdentity<'_> {
@@ -59,6 +61,7 @@ impl GuestIdentity<'_> {
                 "password",
                 self.password,
             )?)?),
+            grow_root: self.grow_root,
         })
     }
 }

@@ -108,6 +108,9 @@ pub struct Request {
     pub hostname: String,
     pub fqdn: Option<String>,
     pub size: Option<u64>,
+    /// `size` is the task's own (option or flag), not a config file's: smaller than the template's
+    /// disk, it is refused; a config's applies to every template, and is only a minimum.
+    pub size_asked: bool,
     pub sources: Vec<AddressSource>,
     pub wait_timeout: Duration,
     pub inventory: bool,
@@ -178,6 +181,7 @@ pub fn resolve(ctx: &Context, options: InstanceOptions) -> Result<Request> {
         .config
         .resolve_template(&template)
         .unwrap_or_else(|| ctx.config.resolve_common());
+    let layer_size = layer.size.is_some();
     let fields = base.overlay(&layer);
     context::validate_fields(&fields)?;
     let settings = fields.settings();
@@ -234,6 +238,7 @@ pub fn resolve(ctx: &Context, options: InstanceOptions) -> Result<Request> {
         hostname: name.clone(),
         fqdn,
         size,
+        size_asked: layer_size,
         sources: settings.address_source,
         wait_timeout,
         inventory,
@@ -288,16 +293,19 @@ struct TemplateDisk {
     generation: u32,
     volume: String,
     path: String,
+    /// Its virtual size: a clone's disk is never smaller.
+    capacity_bytes: u64,
 }
 
 struct Observation {
     model: InstanceObserved,
     template: Option<TemplateDisk>,
-    meta: Option<InstanceMeta>,
     mac: Option<String>,
     /// The libvirt network of the instance's NIC (the request's until the domain exists): where its
     /// reservation goes.
     network: String,
+    /// Whether the metadata's reservation record is proved by the network (`None`: no record).
+    reservation_proven: Option<bool>,
 }
 
 fn observe(hv: &Hypervisor, data: &DataDir, req: &Request) -> Result<Observation> {
@@ -347,6 +355,7 @@ fn observe(hv: &Hypervisor, data: &DataDir, req: &Request) -> Result<Observation
         }
     }
     let record = meta.as_ref().and_then(|m| m.reservation.as_ref());
+    let mut reservation_proven = None;
     let want_address = (req.desired.state != InstanceState::Absent)
         .then_some(req.desired.address)
         .flatten();
@@ -367,7 +376,9 @@ fn observe(hv: &Hypervisor, data: &DataDir, req: &Request) -> Result<Observation
             want_address,
         )?;
         model.reserved = seen.reserved;
+        model.reservation_misplaced = seen.misplaced;
         model.address_refusal = seen.refusal;
+        reservation_proven = Some(seen.reserved.is_some());
     }
     // A ledger without a domain (a delete killed after its volumes went) is a record to forget too.
     model.has_metadata = meta.is_some() || (model.domain.is_none() && !ledger.volumes.is_empty());
@@ -384,10 +395,24 @@ fn observe(hv: &Hypervisor, data: &DataDir, req: &Request) -> Result<Observation
         if let Some(current) = current_disk(hv, data, &req.pool, &req.desired.template)? {
             model.template_generation = Some(current.generation);
             model.template_running = current.running;
+            let capacity_bytes = hv
+                .volume_info(&req.pool, &current.volume)?
+                .map_or(0, |v| v.capacity_bytes);
+            if let Some(size) = req.size.filter(|&s| s < capacity_bytes && req.size_asked) {
+                // A disk cannot shrink under the template's filesystem: refused before anything is made.
+                bail!(
+                    "invalid value for `size`: {} is smaller than the disk of template `{}` ({}); a \
+                     clone's disk is at least its template's",
+                    validate::show_bytes(size),
+                    req.desired.template,
+                    validate::show_bytes(capacity_bytes)
+                );
+            }
             template = Some(TemplateDisk {
                 generation: current.generation,
                 volume: current.volume,
                 path: current.path,
+                capacity_bytes,
             });
         }
     }
@@ -411,9 +436,9 @@ fn observe(hv: &Hypervisor, data: &DataDir, req: &Request) -> Result<Observation
     Ok(Observation {
         model,
         template,
-        meta,
         mac,
         network,
+        reservation_proven,
     })
 }
 
@@ -717,6 +742,24 @@ fn report(req: &Request, obs: &Observation, the_plan: &Plan, waited: Waited) -> 
             req.desired.name
         ));
     }
+    let creating = the_plan
+        .steps
+        .iter()
+        .any(|s| matches!(s, Step::Create { .. }));
+    if let (true, Customize::Sysprep, Some(tpl), Some(size)) =
+        (creating, req.desired.customize, &obs.template, req.size)
+    {
+        if size > tpl.capacity_bytes {
+            warnings.push(format!(
+                "`{}` gets a {} disk, but on the sysprep path (`customize: sysprep` or \
+                 `virt_sysprep_args`) its root filesystem stays the template's {}: only a clone \
+                 prepared by its first boot (`customize: auto`) grows it",
+                req.desired.name,
+                validate::show_bytes(size),
+                validate::show_bytes(tpl.capacity_bytes)
+            ));
+        }
+    }
     if virtup_core::instance::reservation_reaches_guest_later(the_plan, &obs.model) {
         warnings.push(format!(
             "`{}` is running: it gets its reserved address when it next asks for one (lease \
@@ -890,6 +933,9 @@ fn apply(
     // now (or, if it gave up waiting, started afresh as a cold clone), it applies its identity like
     // a fresh clone, so its address is waited for afresh. First, so that a resize in this run is
     // made to the definition that results.
+    if let Some(proven) = obs.reservation_proven {
+        crate::reservation::settle(data, name, proven)?;
+    }
     let finished = req.desired.state == InstanceState::Running
         && obs.model.domain.is_some()
         && crate::warm::finish_resume(hv, name)?;
@@ -917,7 +963,14 @@ fn apply(
                 hv.update_memory_vcpus(name, *memory_mib, *vcpus)?
             }
             Step::SetAutostart(on) => hv.set_autostart(name, *on)?,
-            Step::Reserve(ip) => crate::reservation::reserve(data, hv, name, &obs.network, *ip)?,
+            Step::Reserve(ip) => crate::reservation::reserve(
+                data,
+                hv,
+                name,
+                &req.desired.template,
+                &obs.network,
+                *ip,
+            )?,
             Step::Unreserve(_) => crate::reservation::unreserve(data, hv, name)?,
             Step::Start => {
                 match resume.take() {
@@ -1193,18 +1246,12 @@ fn create(
     .then(|| choice.reason.clone());
     let accel = choice.virt_type;
     let warm = warm_choice(data, hv, req, tpl, accel, reporter)?;
-    let mac = match &obs.mac {
-        Some(m) => m.clone(),
-        None => {
-            // A new MAC must not be one the network already reserves for someone else.
-            let mut reserved_macs = BTreeSet::new();
-            if req.desired.address.is_some() {
-                for h in hv.network_dhcp(&obs.network)?.iter().flat_map(|s| &s.hosts) {
-                    reserved_macs.extend(h.mac.clone());
-                }
-            }
-            virtup_core::ensure_mac(data, name, &reserved_macs, SHORT_LOCK_TIMEOUT)?
-        }
+    // A reservation made just before (this run's first step) wrote the metadata and chose the MAC.
+    let on_disk = InstanceMeta::read(data, name)?;
+    let mac = match (&obs.mac, on_disk.as_ref().and_then(|m| m.mac.clone())) {
+        (Some(m), _) => m.clone(),
+        (None, Some(m)) => m,
+        (None, None) => virtup_core::ensure_mac(data, name, &BTreeSet::new(), SHORT_LOCK_TIMEOUT)?,
     };
     let user_key = keys::ensure_user_key(&data.sshkeys_dir(), &req.user)?;
     let host_keys = keys::generate_host_keys(&data.hostkeys_dir(), name)?;
@@ -1215,10 +1262,7 @@ fn create(
         .map(|v| v.name)
         .collect();
     ledger.prune_pending(data, &req.uri, &req.pool, &existing)?;
-    let mut meta = obs
-        .meta
-        .clone()
-        .unwrap_or_else(|| InstanceMeta::new(name, &req.desired.template));
+    let mut meta = on_disk.unwrap_or_else(|| InstanceMeta::new(name, &req.desired.template));
     meta.template = req.desired.template.clone();
     meta.generation = tpl.generation;
     meta.user = req.user.clone();
@@ -1241,6 +1285,7 @@ fn create(
             generation: tpl.generation,
             volume: w.record.disk_volume.clone(),
             path: w.record.disk_path.clone(),
+            capacity_bytes: tpl.capacity_bytes,
         },
         None => tpl.clone(),
     };
@@ -1255,6 +1300,7 @@ fn create(
         secrets_dir: &secrets_dir,
         password: req.password.as_deref(),
         root_password: req.root_password.as_deref(),
+        grow_root: req.size.is_some_and(|s| s > tpl.capacity_bytes),
     }
     .build()?;
     let disks = identity_disks(data, hv, req, &mut ledger, &disk, tpl, &identity, accel)?;

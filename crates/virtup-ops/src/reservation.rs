@@ -3,24 +3,37 @@
 //! The record (`reservation` in the instance's metadata) is written before libvirt is asked to add
 //! the entry and confirmed after; an entry is the instance's only when network, MAC, name and
 //! address all match the record. Any other entry (a look-alike named like the instance, another
-//! tool's, a stale one) is never modified or removed: an address it holds is refused instead.
+//! tool's, a stale one) is never modified or removed: an address it holds is refused instead. The
+//! reservation is made before the clone's first volume, so a refused or lost one leaves nothing.
 
+use std::collections::BTreeSet;
 use std::net::Ipv4Addr;
 use std::time::{SystemTime, UNIX_EPOCH};
 
-use anyhow::{anyhow, Result};
+use anyhow::Result;
 use virtup_core::{DataDir, InstanceMeta, Reservation};
-use virtup_libvirt::{DhcpSubnet, Hypervisor, LibvirtError};
+use virtup_libvirt::{same_mac, DhcpHost, DhcpSubnet, Hypervisor, LibvirtError, NetworkDhcp};
 
 use crate::context::SHORT_LOCK_TIMEOUT;
 
 /// What observe learns about an instance's reservation.
 #[derive(Debug, Default, PartialEq, Eq)]
 pub struct Seen {
-    /// The reservation proved the instance's.
+    /// The address of the entry its record proves (running or saved).
     pub reserved: Option<Ipv4Addr>,
+    /// That entry is not where the instance's NIC is (another network, another MAC).
+    pub misplaced: bool,
     /// Why the wanted address cannot be reserved, when it is not reserved yet.
     pub refusal: Option<String>,
+}
+
+/// A network's DHCP view, `None` when the network does not exist.
+fn dhcp_of(hv: &Hypervisor, network: &str) -> Result<Option<NetworkDhcp>> {
+    match hv.network_dhcp(network) {
+        Ok(d) => Ok(Some(d)),
+        Err(LibvirtError::NetworkNotFound(_)) => Ok(None),
+        Err(e) => Err(e.into()),
+    }
 }
 
 /// Proves the recorded reservation and, when `want` is not it, checks that `want` can be reserved on
@@ -35,51 +48,43 @@ pub fn observe(
 ) -> Result<Seen> {
     let mut seen = Seen::default();
     if let Some(r) = record {
-        let subnets = match hv.network_dhcp(&r.network) {
-            Ok(s) => s,
-            // The network went, and the entry with it.
-            Err(LibvirtError::NetworkNotFound(_)) => Vec::new(),
-            Err(e) => return Err(e.into()),
-        };
-        let present = subnets
-            .iter()
-            .flat_map(|s| &s.hosts)
-            .any(|h| h.is(&r.mac, r.ip, &r.name));
-        seen.reserved = present.then_some(r.ip);
+        let present = dhcp_of(hv, &r.network)?.is_some_and(|d| d.has(&r.mac, r.ip, &r.name));
+        if present {
+            seen.reserved = Some(r.ip);
+            seen.misplaced = r.network != network || mac.is_some_and(|m| !same_mac(m, &r.mac));
+        }
     }
-    let Some(want) = want.filter(|&w| seen.reserved != Some(w)) else {
+    let current = seen.reserved.filter(|_| !seen.misplaced);
+    let Some(want) = want.filter(|&w| current != Some(w)) else {
         return Ok(seen);
     };
-    let subnets = match hv.network_dhcp(network) {
-        Ok(s) => s,
-        Err(LibvirtError::NetworkNotFound(_)) => {
-            seen.refusal = Some(format!(
-                "{want} cannot be reserved: network `{network}` does not exist on `{}`",
-                hv.uri()
-            ));
-            return Ok(seen);
-        }
-        Err(e) => return Err(e.into()),
+    let Some(dhcp) = dhcp_of(hv, network)? else {
+        seen.refusal = Some(format!(
+            "{want} cannot be reserved: network `{network}` does not exist on `{}`",
+            hv.uri()
+        ));
+        return Ok(seen);
     };
-    let ours = |h: &virtup_libvirt::DhcpHost| {
-        record.is_some_and(|r| r.network == network && h.is(&r.mac, r.ip, &r.name))
-    };
-    seen.refusal = refusal(&subnets, network, name, mac, want, &ours).or_else(|| {
+    // The instance's own entry (about to be replaced) is not in the way.
+    let ours =
+        |h: &DhcpHost| record.is_some_and(|r| r.network == network && h.is(&r.mac, r.ip, &r.name));
+    seen.refusal = refusal(&dhcp, network, name, mac, want, &ours).or_else(|| {
         leased_elsewhere(hv, network, mac, want)
             .unwrap_or_else(|e| Some(format!("cannot read the leases of `{network}`: {e:#}")))
     });
     Ok(seen)
 }
 
-/// Why `want` cannot be reserved on a network with these subnets, from its definition alone.
+/// Why `want` cannot be reserved on this network, from its definitions (running and saved).
 fn refusal(
-    subnets: &[DhcpSubnet],
+    dhcp: &NetworkDhcp,
     network: &str,
     name: &str,
     mac: Option<&str>,
     want: Ipv4Addr,
-    ours: &dyn Fn(&virtup_libvirt::DhcpHost) -> bool,
+    ours: &dyn Fn(&DhcpHost) -> bool,
 ) -> Option<String> {
+    let subnets = &dhcp.live;
     if subnets.is_empty() {
         return Some(format!(
             "{want} cannot be reserved: network `{network}` hands out no IPv4 address by DHCP"
@@ -103,9 +108,17 @@ fn refusal(
             subnet.cidr()
         ));
     }
+    if let Some(saved) = &dhcp.saved {
+        if !saved.iter().any(|s| s.contains(want)) {
+            return Some(format!(
+                "{want} is in network `{network}` as it runs, but not in its saved definition \
+                 (edited since it started?): restart the network, or choose another address"
+            ));
+        }
+    }
     // libvirt refuses a second entry with the same MAC, name or address: say which one is in the
-    // way, and that it stays.
-    for h in subnets.iter().flat_map(|s| &s.hosts).filter(|h| !ours(h)) {
+    // way (running or only saved), and that it stays.
+    for h in dhcp.hosts().filter(|h| !ours(h)) {
         let why = if h.ip == Some(want) {
             format!("{want} is already reserved on network `{network}`")
         } else if mac.is_some_and(|m| h.has_mac(m)) {
@@ -116,8 +129,8 @@ fn refusal(
             continue;
         };
         return Some(format!(
-            "{why} ({}) that virtup did not add; virtup never changes it: remove it yourself, or \
-             choose another address",
+            "{why} ({}), not this instance's; virtup never changes it: choose another address, or \
+             remove that entry (or what it belongs to)",
             h.describe()
         ));
     }
@@ -142,39 +155,60 @@ fn leased_elsewhere(
         .into_iter()
         .find(|l| {
             l.ip == std::net::IpAddr::V4(want)
-                && l.expiry > now
-                && !mac.is_some_and(|m| l.mac.eq_ignore_ascii_case(m))
+                // Expiry 0 is a lease that never ends.
+                && (l.expiry == 0 || l.expiry > now)
+                && !mac.is_some_and(|m| same_mac(&l.mac, m))
         })
         .map(|l| {
+            let until = if l.expiry == 0 {
+                "for good".to_owned()
+            } else {
+                format!("for {} more seconds", l.expiry - now)
+            };
             format!(
-                "{want} is leased on network `{network}` to MAC {} for {} more seconds (a lease \
-                 outlives its guest), and libvirt's dnsmasq does not hand a leased address to \
-                 another MAC; choose another address, or wait for the lease to end (or, if that \
-                 guest is gone, release it: `dhcp_release {} {want} {}` from dnsmasq-utils)",
+                "{want} is leased on network `{network}` to MAC {} {until} (a lease outlives its \
+                 guest), and libvirt's dnsmasq does not hand a leased address to another MAC; \
+                 choose another address, or wait for the lease to end (or, if that guest is gone, \
+                 release it: `dhcp_release {} {want} {}` from dnsmasq-utils)",
                 l.mac,
-                l.expiry - now,
                 l.iface.as_deref().unwrap_or("<bridge>"),
                 l.mac
             )
         }))
 }
 
-/// Adds the reservation for the instance's MAC (from its metadata) and name: recorded first,
-/// confirmed after libvirt took it, the record dropped again if libvirt refused.
+/// Adds the reservation for the instance's MAC and name. Before a clone's first volume: its
+/// metadata (and stable MAC) are made here when there are none yet, and removed again when the
+/// reservation fails. Recorded first, confirmed after libvirt took it; a failed add drops the
+/// record only when the entry is nowhere (libvirt may have taken it before failing to save it).
 pub fn reserve(
     data: &DataDir,
     hv: &Hypervisor,
     name: &str,
+    template: &str,
     network: &str,
     ip: Ipv4Addr,
 ) -> Result<()> {
     let _g = data.lock(&format!("meta-{name}"), SHORT_LOCK_TIMEOUT)?;
-    let mut meta =
-        InstanceMeta::read(data, name)?.ok_or_else(|| anyhow!("metadata of `{name}` vanished"))?;
-    let mac = meta
-        .mac
-        .clone()
-        .ok_or_else(|| anyhow!("the metadata of `{name}` names no MAC to reserve {ip} for"))?;
+    let existing = InstanceMeta::read(data, name)?;
+    let fresh = existing.is_none();
+    let mut meta = existing.unwrap_or_else(|| {
+        let mut m = InstanceMeta::new(name, template);
+        m.state = Some("creating".into());
+        m
+    });
+    let mac = match &meta.mac {
+        Some(m) => m.clone(),
+        None => {
+            // A new MAC must not be one the network already reserves for someone else.
+            let taken: BTreeSet<String> = match dhcp_of(hv, network)? {
+                Some(d) => d.hosts().filter_map(|h| h.mac.clone()).collect(),
+                None => BTreeSet::new(),
+            };
+            virtup_core::ensure_mac(data, name, &taken, SHORT_LOCK_TIMEOUT)?
+        }
+    };
+    meta.mac = Some(mac.clone());
     meta.reservation = Some(Reservation {
         network: network.to_owned(),
         mac: mac.clone(),
@@ -184,8 +218,18 @@ pub fn reserve(
     });
     meta.write(data)?;
     if let Err(e) = hv.add_dhcp_host(network, &mac, name, ip) {
-        meta.reservation = None;
-        meta.write(data)?;
+        let taken = dhcp_of(hv, network)
+            .ok()
+            .flatten()
+            .is_some_and(|d| d.has(&mac, ip, name));
+        if !taken {
+            if fresh {
+                InstanceMeta::remove(data, name)?;
+            } else {
+                meta.reservation = None;
+                meta.write(data)?;
+            }
+        }
         return Err(e.into());
     }
     if let Some(r) = meta.reservation.as_mut() {
@@ -195,7 +239,8 @@ pub fn reserve(
     Ok(())
 }
 
-/// Removes the entry the instance's record names (observe proved it there), then the record.
+/// Removes the entry the instance's record names (observe proved it there), then the record. A
+/// network that is gone took the entry with it.
 pub fn unreserve(data: &DataDir, hv: &Hypervisor, name: &str) -> Result<()> {
     let _g = data.lock(&format!("meta-{name}"), SHORT_LOCK_TIMEOUT)?;
     let Some(mut meta) = InstanceMeta::read(data, name)? else {
@@ -204,8 +249,28 @@ pub fn unreserve(data: &DataDir, hv: &Hypervisor, name: &str) -> Result<()> {
     let Some(r) = meta.reservation.clone() else {
         return Ok(());
     };
-    hv.remove_dhcp_host(&r.network, &r.mac, &r.name, r.ip)?;
+    match hv.remove_dhcp_host(&r.network, &r.mac, &r.name, r.ip) {
+        Ok(()) | Err(LibvirtError::NetworkNotFound(_)) => {}
+        Err(e) => return Err(e.into()),
+    }
     meta.reservation = None;
+    meta.write(data)?;
+    Ok(())
+}
+
+/// Brings the record in line with what observe proved, in a real run under the instance's lock:
+/// an entry that is there is confirmed (a run killed before it could confirm), a record whose entry
+/// is nowhere is dropped (nothing is left to own).
+pub fn settle(data: &DataDir, name: &str, proven: bool) -> Result<()> {
+    let _g = data.lock(&format!("meta-{name}"), SHORT_LOCK_TIMEOUT)?;
+    let Some(mut meta) = InstanceMeta::read(data, name)? else {
+        return Ok(());
+    };
+    match (&mut meta.reservation, proven) {
+        (Some(r), true) if !r.confirmed => r.confirmed = true,
+        (Some(_), false) => meta.reservation = None,
+        _ => return Ok(()),
+    }
     meta.write(data)?;
     Ok(())
 }
@@ -215,12 +280,18 @@ mod tests {
     use super::*;
     use virtup_libvirt::DhcpHost;
 
-    fn subnet(hosts: Vec<DhcpHost>) -> Vec<DhcpSubnet> {
-        vec![DhcpSubnet {
-            address: Ipv4Addr::new(192, 168, 122, 1),
-            prefix: 24,
-            hosts,
-        }]
+    fn subnet(hosts: Vec<DhcpHost>) -> NetworkDhcp {
+        NetworkDhcp {
+            active: true,
+            persistent: true,
+            live: vec![DhcpSubnet {
+                index: 0,
+                address: Ipv4Addr::new(192, 168, 122, 1),
+                prefix: 24,
+                hosts,
+            }],
+            saved: None,
+        }
     }
 
     fn host(mac: &str, name: &str, ip: &str) -> DhcpHost {
@@ -234,7 +305,7 @@ mod tests {
     #[test]
     fn every_refusal_names_its_culprit_and_own_entries_are_not_in_the_way() {
         let mac = "52:54:00:12:34:56";
-        let check = |subnets: &[DhcpSubnet], want: &str| {
+        let check = |subnets: &NetworkDhcp, want: &str| {
             refusal(
                 subnets,
                 "default",
@@ -275,8 +346,22 @@ mod tests {
         // The instance's own entry (being replaced) is not in the way of its new address.
         let own = subnet(vec![host(mac, "web1", "192.168.122.50")]);
         assert_eq!(check(&own, "192.168.122.51"), None);
-        assert!(check(&[], "192.168.122.5")
+        let mut none = subnet(vec![]);
+        none.live.clear();
+        assert!(check(&none, "192.168.122.5")
             .unwrap()
             .contains("no IPv4 address by DHCP"));
+        // An entry only in the saved definition (`virsh net-edit` without a restart) is in the way too.
+        let mut edited = subnet(vec![]);
+        edited.saved = Some(subnet(vec![host("52:54:00:cc:cc:cc", "db", "192.168.122.66")]).live);
+        let why = check(&edited, "192.168.122.66").unwrap();
+        assert!(
+            why.contains("already reserved") && why.contains("52:54:00:cc:cc:cc"),
+            "{why}"
+        );
+        // A MAC libvirt takes for the instance's, written otherwise.
+        let odd = subnet(vec![host("52:54:0:12:34:56", "x", "192.168.122.90")]);
+        let why = check(&odd, "192.168.122.70").unwrap();
+        assert!(why.contains("this instance's MAC"), "{why}");
     }
 }

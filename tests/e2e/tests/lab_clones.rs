@@ -1,5 +1,6 @@
-//! Layer 4: clones of the shared base template: parallel linked and full clones with their own identity,
-//! the virt-sysprep path, and a guest that never answers.
+//! Layer 4: clones of the shared base template: parallel linked and full clones with their own identity
+//! (two with a larger `size`, whose root filesystem their first boot grows), the virt-sysprep path, and a
+//! guest that never answers.
 
 // End-to-end tests drive the built binaries and the lab's tools with std's `Command` (and keep some
 // children running); this black-box crate depends on none of virtup's crates, so not on `virtup_guest::Cmd`.
@@ -44,13 +45,14 @@ fn parallel_linked_and_full_clones_each_have_their_own_identity() {
     lab_home();
     let sb = Sandbox::shared();
     sb.base_template();
+    // `size` beyond the template's: the linked e2e-l3 and the full e2e-f1 grow their root at first boot.
     let specs = [
-        ("e2e-l1", "linked"),
-        ("e2e-l2", "linked"),
-        ("e2e-l3", "linked"),
-        ("e2e-f1", "full"),
+        ("e2e-l1", "linked", None),
+        ("e2e-l2", "linked", None),
+        ("e2e-l3", "linked", Some("4G")),
+        ("e2e-f1", "full", Some("3G")),
     ];
-    let _guard = Instances(&sb, specs.iter().map(|(n, _)| n.to_string()).collect());
+    let _guard = Instances(&sb, specs.iter().map(|(n, ..)| n.to_string()).collect());
     // Without the lab's VIRTUP_VIRT_TYPE, as a user runs them: the clones find out for themselves
     // whether KVM works. One test guest answers for all four, and its answer is kept.
     let kept_file = sb.data().join("virt-type.json");
@@ -58,20 +60,20 @@ fn parallel_linked_and_full_clones_each_have_their_own_identity() {
     let created: Vec<(Value, virtup_e2e::Run)> = std::thread::scope(|s| {
         let handles: Vec<_> = specs
             .iter()
-            .map(|(name, clone)| {
+            .map(|(name, clone, size)| {
                 let sb = &sb;
                 s.spawn(move || {
-                    sb.module_without_env(
-                        "virtup_instance",
-                        &json!({"name": name, "template": BASE_TEMPLATE, "clone": clone, "wait_timeout": 1200}),
-                        &["VIRTUP_VIRT_TYPE"],
-                    )
+                    let mut args = json!({"name": name, "template": BASE_TEMPLATE, "clone": clone, "wait_timeout": 1200});
+                    if let Some(size) = size {
+                        args["size"] = json!(size);
+                    }
+                    sb.module_without_env("virtup_instance", &args, &["VIRTUP_VIRT_TYPE"])
                 })
             })
             .collect();
         handles.into_iter().map(|h| h.join().unwrap()).collect()
     });
-    for ((name, _), (doc, out)) in specs.iter().zip(&created) {
+    for ((name, ..), (doc, out)) in specs.iter().zip(&created) {
         assert!(
             out.status.success() && doc["changed"] == json!(true),
             "{name}: {doc}\n{}",
@@ -115,7 +117,8 @@ fn parallel_linked_and_full_clones_each_have_their_own_identity() {
         assert!(!kept_file.exists() && told_kept == 0, "{}", all_stderr());
     }
     let mut seen = std::collections::BTreeSet::new();
-    for ((name, clone), (doc, out)) in specs.iter().zip(&created) {
+    let mut root_bytes = std::collections::BTreeMap::new();
+    for ((name, clone, _), (doc, out)) in specs.iter().zip(&created) {
         let secs = host_side_secs(&out.stderr);
         println!(
             "{name} ({clone}): host-side {secs:.3}s, to pinned SSH {:?}",
@@ -124,7 +127,7 @@ fn parallel_linked_and_full_clones_each_have_their_own_identity() {
         let facts = ssh_instance(
             doc,
             "hostname; cat /etc/machine-id; cat /etc/ssh/ssh_host_ed25519_key.pub; \
-             grep -lx VIRTUPCFG /sys/block/*/serial",
+             grep -lx VIRTUPCFG /sys/block/*/serial; df -B1 --output=size / | tail -n 1",
         );
         let lines: Vec<&str> = facts.lines().collect();
         assert_eq!(lines[0], *name);
@@ -136,7 +139,8 @@ fn parallel_linked_and_full_clones_each_have_their_own_identity() {
             Some(true),
             "{name}: {facts}"
         );
-        assert_eq!(lines.len(), 4, "{name}: one disk has the serial: {facts}");
+        assert_eq!(lines.len(), 5, "{name}: one disk has the serial: {facts}");
+        root_bytes.insert(*name, lines[4].trim().parse::<u64>().unwrap());
         for fact in &lines[1..3] {
             assert!(
                 seen.insert(
@@ -160,6 +164,19 @@ fn parallel_linked_and_full_clones_each_have_their_own_identity() {
         .assert_ok("qemu-img info")
         .stdout
     };
+    // The root filesystem fills the larger disks (less what the partition table and ext4 keep).
+    const GIB: u64 = 1 << 30;
+    let base = root_bytes["e2e-l1"];
+    println!("root filesystem bytes: {root_bytes:?}");
+    assert!(base < 3 * GIB, "{root_bytes:?}");
+    assert!(
+        root_bytes["e2e-l3"] > base + 3 * GIB / 2 + GIB / 4,
+        "{root_bytes:?}"
+    );
+    assert!(
+        root_bytes["e2e-f1"] > base + GIB / 2 + GIB / 4,
+        "{root_bytes:?}"
+    );
     assert!(info("e2e-l1.qcow2").contains("backing-filename"));
     assert!(!info("e2e-f1.qcow2").contains("backing-filename"));
 }

@@ -517,9 +517,10 @@ fn a_fixed_address_is_reserved_moved_and_removed_and_a_look_alike_entry_is_never
     hv.add_dhcp_host("default", "52:54:00:aa:aa:aa", "db", ip("192.168.122.60"))
         .unwrap();
     let entries = |hv: &Hypervisor| -> Vec<String> {
-        let mut v: Vec<String> = hv.network_dhcp("default").unwrap()[0]
-            .hosts
-            .iter()
+        let mut v: Vec<String> = hv
+            .network_dhcp("default")
+            .unwrap()
+            .hosts()
             .map(|h| h.describe())
             .collect();
         v.sort();
@@ -568,10 +569,11 @@ fn a_fixed_address_is_reserved_moved_and_removed_and_a_look_alike_entry_is_never
     assert!(report.changed);
     let facts = report.instance.unwrap();
     assert_eq!(facts.reserved_address.as_deref(), Some("192.168.122.50"));
-    let hosts = &hv.network_dhcp("default").unwrap()[0].hosts;
-    assert!(hosts
-        .iter()
-        .any(|h| h.is("52:54:00:77:77:77", ip("192.168.122.50"), "web7")));
+    assert!(hv.network_dhcp("default").unwrap().has(
+        "52:54:00:77:77:77",
+        ip("192.168.122.50"),
+        "web7"
+    ));
     let record = InstanceMeta::read(&ctx.data, "web7")
         .unwrap()
         .unwrap()
@@ -634,8 +636,60 @@ fn an_entry_named_like_the_instance_is_refused_and_survives_its_delete() {
     let absent = resolve(&ctx, options("web8", InstanceState::Absent)).unwrap();
     let report = converge(&ctx, &hv, &absent, Mode::Apply, &Quiet).unwrap();
     assert!(!report.msg.contains("reservation"), "{}", report.msg);
-    assert!(hv.network_dhcp("default").unwrap()[0]
-        .hosts
-        .iter()
-        .any(|h| h.is("52:54:00:bb:bb:bb", look_alike, "web8")));
+    assert!(hv
+        .network_dhcp("default")
+        .unwrap()
+        .has("52:54:00:bb:bb:bb", look_alike, "web8"));
+}
+
+/// A clone's disk is at least its template's: a smaller `size` fails before anything is made, in
+/// check mode too; a larger one on the sysprep path is said to leave the filesystem as it is.
+#[test]
+fn a_smaller_size_is_refused_and_a_larger_one_on_the_sysprep_path_is_warned_about() {
+    let dir = TempDir::new().unwrap();
+    let ctx = context(&dir, true);
+    let hv = test_hv();
+    template(&hv, &ctx);
+    let mut small = options("web9", InstanceState::Present);
+    small.layer.size = Some("512K".into());
+    let req = resolve(&ctx, small).unwrap();
+    for mode in [Mode::Check, Mode::Apply] {
+        let e = format!("{:#}", converge(&ctx, &hv, &req, mode, &Quiet).unwrap_err());
+        assert!(e.contains("`size`: 512 KiB is smaller"), "{e}");
+        assert!(e.contains("template `tpl` (1 MiB)"), "{e}");
+    }
+    assert!(hv.domain("web9").unwrap().is_none());
+    assert!(!volume_exists(&hv, "web9.qcow2"));
+    assert!(InstanceMeta::read(&ctx.data, "web9").unwrap().is_none());
+
+    let mut big = options("web9", InstanceState::Present);
+    big.layer.size = Some("2M".into());
+    big.customize = Customize::Sysprep;
+    let report = converge(&ctx, &hv, &resolve(&ctx, big).unwrap(), Mode::Check, &Quiet).unwrap();
+    assert!(
+        report
+            .warnings
+            .iter()
+            .any(|w| w.contains("2 MiB disk") && w.contains("stays the template's 1 MiB")),
+        "{:?}",
+        report.warnings
+    );
+}
+
+/// A reservation libvirt refuses (another run took the address between the check and the add)
+/// leaves no metadata for an instance that had none, and the other entry as it was.
+#[test]
+fn a_refused_reservation_of_a_new_instance_leaves_no_record() {
+    let dir = TempDir::new().unwrap();
+    let ctx = context(&dir, true);
+    let hv = test_hv();
+    let ip: Ipv4Addr = "192.168.122.70".parse().unwrap();
+    hv.add_dhcp_host("default", "52:54:00:aa:aa:70", "other", ip)
+        .unwrap();
+    let e = crate::reservation::reserve(&ctx.data, &hv, "web10", "tpl", "default", ip).unwrap_err();
+    assert!(format!("{e:#}").contains("DHCP host reservation"), "{e:#}");
+    assert!(InstanceMeta::read(&ctx.data, "web10").unwrap().is_none());
+    let dhcp = hv.network_dhcp("default").unwrap();
+    assert_eq!(dhcp.hosts().count(), 1);
+    assert!(dhcp.has("52:54:00:aa:aa:70", ip, "other"));
 }

@@ -322,6 +322,7 @@ fn give_identity(run: Apply<'_>, key: &keys::UserKey, ledger: &mut Ledger) -> Re
         secrets_dir: &secrets_dir,
         password: req.password.as_deref(),
         root_password: req.root_password.as_deref(),
+        grow_root: false,
     }
     .build()?;
     let config = config_disk_volume(&req.domain);
