@@ -391,7 +391,10 @@ mod tests {
         use std::os::unix::ffi::OsStrExt;
         let tmp = tempfile::tempdir().unwrap();
         let dd = DataDir::open(tmp.path().join("d")).unwrap();
-        sample("web1").write(&dd).unwrap();
+        // One sample, written and compared: its `created` is the clock's, and two would differ
+        // across a second boundary.
+        let web1 = sample("web1");
+        web1.write(&dd).unwrap();
         let dir = dd.instance_dir();
         let odd: [&[u8]; 5] = [
             b"a b.json",
@@ -412,7 +415,7 @@ mod tests {
             names,
             ["-x", "a b", "a..b", "caf\u{fffd}", "new\\nline", "web1"]
         );
-        assert_eq!(listed[5].1.as_ref().unwrap(), &sample("web1"));
+        assert_eq!(listed[5].1.as_ref().unwrap(), &web1);
         let err = |i: usize| listed[i].1.as_ref().unwrap_err().to_string();
         assert_eq!(
             err(1),

@@ -407,9 +407,21 @@ fi
 # A failure is logged, never fatal: the clone is still itself, only smaller than asked.
 grow_root() {
     mountinfo=$ROOT/proc/self/mountinfo
-    majmin=$(awk '$5 == "/" { print $3; exit }' "$mountinfo")
-    fstype=$(awk '$5 == "/" { for (i = 7; i < NF; i++) if ($i == "-") { print $(i + 1); exit } }' "$mountinfo")
+    # The last mount on / is the one in use; fields: 3 MAJ:MIN, 5 mount point, then after "-" the
+    # type and the source.
+    root_mount=$(awk '$5 == "/" { m = $3; for (i = 7; i < NF; i++) if ($i == "-") { t = $(i + 1); s = $(i + 2); break } }
+        END { if (m != "") print m, t, s }' "$mountinfo" 2>/dev/null) || root_mount=
+    majmin='' fstype='' src=''
+    if [ -n "$root_mount" ]; then
+        read -r majmin fstype src <<EOF
+$root_mount
+EOF
+    fi
     part=$SYSFS/dev/block/$majmin
+    # Btrfs shows an anonymous device (0:NN) there: its source names the partition.
+    if [ ! -f "$part/partition" ] && [ -n "$src" ]; then
+        part=$SYSFS/class/block/${src##*/}
+    fi
     if [ -z "$majmin" ] || [ ! -f "$part/partition" ]; then
         log "root filesystem not grown: it is not on a disk partition"
         return 0
@@ -419,8 +431,9 @@ grow_root() {
     partdev=/dev/${real##*/}
     disk_dir=${real%/*}
     disk=/dev/${disk_dir##*/}
+    before=$(cat "$part/size" 2>/dev/null) || before=
     if command -v growpart >/dev/null 2>&1; then
-        # Exit status 1 is growpart's "NOCHANGE": the partition fills the disk already.
+        # Exit status 1 is growpart's "NOCHANGE": the partition cannot grow.
         rc=0
         growpart "$disk" "$num" >/dev/null 2>&1 || rc=$?
         if [ "$rc" -gt 1 ]; then
@@ -437,13 +450,19 @@ grow_root() {
         log "root filesystem not grown: neither growpart nor sfdisk is installed"
         return 0
     fi
+    after=$(cat "$part/size" 2>/dev/null) || after=
+    if [ -z "$after" ] || [ "$after" = "$before" ]; then
+        # Another partition after it (swap in an extended one, say), or no room in the table.
+        log "root filesystem not grown: no free space right after $partdev"
+        return 0
+    fi
     case $fstype in
         ext2 | ext3 | ext4) resize2fs "$partdev" >/dev/null 2>&1 ;;
         xfs) xfs_growfs / >/dev/null 2>&1 ;;
         btrfs) btrfs filesystem resize max / >/dev/null 2>&1 ;;
         *) false ;;
     esac || {
-        log "root filesystem not grown: cannot grow a $fstype filesystem on $partdev"
+        log "root partition $partdev grown, but not its $fstype filesystem"
         return 0
     }
     log "root partition $partdev and its $fstype filesystem grown"

@@ -8,6 +8,12 @@ use crate::customize::CustomizeOp;
 
 /// `/usr/local/lib/virtup/firstboot`: reads the `VIRTUPCFG` disk and applies the identity.
 pub const SCRIPT: &str = include_str!("../guest/firstboot.sh");
+
+/// What the installed [`SCRIPT`] can do, recorded in the template's tag: 2 grows the root partition
+/// and filesystem when the config disk asks (`grow-root`). Templates without a record have 1.
+pub const REVISION: u32 = 2;
+/// The first revision that grows the root.
+pub const GROWS_ROOT: u32 = 2;
 /// Runs [`SCRIPT`] once, before the network and sshd.
 pub const FIRSTBOOT_UNIT: &str = include_str!("../guest/virtup-firstboot.service");
 /// Generates host keys when none exist, so sshd always starts.

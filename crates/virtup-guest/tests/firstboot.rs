@@ -927,19 +927,22 @@ fn a_staged_config_leaves_the_clock_alone() {
     assert!(!log.contains("-s @") && !log.contains("systemctl"), "{log}");
 }
 
-/// A guest whose root is `/dev/vda1` (ext4 unless `fstype`) in a fake /proc and /sys, asked to grow
-/// it; `tools` are the stubbed partitioning and filesystem tools it has (each logs its call).
+/// A guest whose root is `/dev/vda1` (of type `fstype`) in a fake /proc and /sys, asked to grow
+/// it; `tools` are the stubbed partitioning and filesystem tools it has (each logs its call, and
+/// growpart and sfdisk make the partition larger in /sys). Btrfs shows an anonymous device in
+/// mountinfo, as it does.
 fn growing_guest(fstype: &str, tools: &[&str]) -> (Guest, PathBuf) {
     let mut id = identity("virt");
     id.grow_root = true;
     let guest = Guest::new(&id);
     let root = guest.root();
+    let majmin = if fstype == "btrfs" { "0:33" } else { "254:1" };
     fs::create_dir_all(root.join("proc/self")).unwrap();
     fs::write(
         root.join("proc/self/mountinfo"),
         format!(
             "21 1 0:20 / /proc rw,nosuid - proc proc rw\n\
-             27 1 254:1 / / rw,relatime shared:1 - {fstype} /dev/vda1 rw\n\
+             27 1 {majmin} / / rw,relatime shared:1 - {fstype} /dev/vda1 rw\n\
              30 27 254:2 / /boot rw - ext4 /dev/vda2 rw\n"
         ),
     )
@@ -948,11 +951,20 @@ fn growing_guest(fstype: &str, tools: &[&str]) -> (Guest, PathBuf) {
     let vda1 = sysfs.join("devices/pci0000:00/0000:00:04.0/virtio2/block/vda/vda1");
     fs::create_dir_all(&vda1).unwrap();
     fs::write(vda1.join("partition"), "1\n").unwrap();
+    fs::write(vda1.join("size"), "4194304\n").unwrap();
     fs::create_dir_all(sysfs.join("dev/block")).unwrap();
     std::os::unix::fs::symlink(&vda1, sysfs.join("dev/block/254:1")).unwrap();
+    fs::create_dir_all(sysfs.join("class/block")).unwrap();
+    std::os::unix::fs::symlink(&vda1, sysfs.join("class/block/vda1")).unwrap();
     let stubs = root.join("stubs");
+    let grow = format!("echo 8388608 >'{}'\n", vda1.join("size").display());
     for tool in tools {
-        stub(&stubs, tool, STUB_LOGGING);
+        match *tool {
+            "growpart" | "sfdisk" => stub(&stubs, tool, &format!("{STUB_LOGGING}{grow}")),
+            // A partitioning tool that finds no room: it changes nothing.
+            "growpart-nochange" => stub(&stubs, "growpart", &format!("{STUB_LOGGING}exit 1\n")),
+            _ => stub(&stubs, tool, STUB_LOGGING),
+        }
     }
     (guest, sysfs)
 }
@@ -990,6 +1002,16 @@ fn a_larger_disk_grows_the_root_partition_then_its_filesystem() {
     let log = guest.log();
     assert!(log.contains("growpart /dev/vda 1\nxfs_growfs /\n"), "{log}");
     assert!(!log.contains("sfdisk"), "{log}");
+
+    // Btrfs: found through its source, grown through its mount point.
+    let (guest, sysfs) = growing_guest("btrfs", &["growpart", "btrfs"]);
+    let (ok, stderr) = run_growing(&guest, &sysfs);
+    assert!(ok, "{stderr}");
+    let log = guest.log();
+    assert!(
+        log.contains("growpart /dev/vda 1\nbtrfs filesystem resize max /\n"),
+        "{log}"
+    );
 }
 
 #[test]
@@ -1010,9 +1032,19 @@ fn a_root_that_cannot_grow_is_logged_and_the_clone_still_gets_its_identity() {
     let (ok, stderr) = run_growing(&guest, &sysfs);
     assert!(ok, "{stderr}");
     assert!(
-        stderr.contains("cannot grow a zfs filesystem on /dev/vda1"),
+        stderr.contains("/dev/vda1 grown, but not its zfs filesystem"),
         "{stderr}"
     );
+
+    // No room after the partition (another one follows): nothing is said to be grown.
+    let (guest, sysfs) = growing_guest("ext4", &["growpart-nochange", "resize2fs"]);
+    let (ok, stderr) = run_growing(&guest, &sysfs);
+    assert!(ok, "{stderr}");
+    assert!(
+        stderr.contains("no free space right after /dev/vda1"),
+        "{stderr}"
+    );
+    assert!(!guest.log().contains("resize2fs"), "{}", guest.log());
 
     // Root not on a partition (LVM, a whole disk): left alone.
     let (guest, sysfs) = growing_guest("ext4", &["growpart", "resize2fs"]);

@@ -141,6 +141,14 @@ impl NetworkDhcp {
     pub fn has(&self, mac: &str, ip: Ipv4Addr, name: &str) -> bool {
         self.hosts().any(|h| h.is(mac, ip, name))
     }
+
+    /// virtup's exact entry is everywhere an add puts it: as the network runs and, while it runs
+    /// with a saved definition of its own, there too (else a restart would drop it).
+    pub fn has_everywhere(&self, mac: &str, ip: Ipv4Addr, name: &str) -> bool {
+        let in_view =
+            |v: &[DhcpSubnet]| v.iter().flat_map(|s| &s.hosts).any(|h| h.is(mac, ip, name));
+        in_view(&self.live) && self.saved.as_deref().is_none_or(in_view)
+    }
 }
 
 /// The IPv4 subnets of a network definition that hand out addresses by DHCP.

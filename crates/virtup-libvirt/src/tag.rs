@@ -61,6 +61,9 @@ pub struct VirtupTag {
     /// The owner id of the data dir that made the domain (`<data-dir>/owner-id`), so that a
     /// tag proves the domain to that data dir only. Absent in tags written before it existed.
     pub owner: Option<String>,
+    /// For templates: the revision of the first-boot script installed in the generation (what its
+    /// clones' first boots can do). Absent in tags written before it was recorded.
+    pub firstboot: Option<u32>,
 }
 
 impl VirtupTag {
@@ -74,6 +77,7 @@ impl VirtupTag {
             owned_volumes: Vec::new(),
             user: None,
             owner: None,
+            firstboot: None,
         }
     }
 
@@ -144,6 +148,9 @@ impl VirtupTag {
         }
         if let Some(o) = &self.owner {
             w.leaf(&q("owner"), &[], o);
+        }
+        if let Some(f) = self.firstboot {
+            w.leaf(&q("firstboot"), &[], &f.to_string());
         }
         w.close(&root);
     }
@@ -263,6 +270,8 @@ impl VirtupTag {
             owned_volumes: kids("volume").collect(),
             user: single("user")?,
             owner: single("owner")?,
+            // Unreadable is unknown, as in a tag written before it was recorded.
+            firstboot: single("firstboot")?.and_then(|f| f.trim().parse().ok()),
         })
     }
 }
@@ -289,6 +298,7 @@ mod tests {
             owned_volumes: vec!["web1.qcow2".into(), "web1-config.iso".into()],
             user: Some("virt".into()),
             owner: Some("0123456789abcdef0123456789abcdef".into()),
+            firstboot: Some(2),
         }
     }
 

@@ -295,6 +295,8 @@ struct TemplateDisk {
     path: String,
     /// Its virtual size: a clone's disk is never smaller.
     capacity_bytes: u64,
+    /// The revision of the first boot installed in it ([`virtup_guest::firstboot::REVISION`]).
+    firstboot: u32,
 }
 
 struct Observation {
@@ -378,7 +380,7 @@ fn observe(hv: &Hypervisor, data: &DataDir, req: &Request) -> Result<Observation
         model.reserved = seen.reserved;
         model.reservation_misplaced = seen.misplaced;
         model.address_refusal = seen.refusal;
-        reservation_proven = Some(seen.reserved.is_some());
+        reservation_proven = seen.proven;
     }
     // A ledger without a domain (a delete killed after its volumes went) is a record to forget too.
     model.has_metadata = meta.is_some() || (model.domain.is_none() && !ledger.volumes.is_empty());
@@ -413,6 +415,7 @@ fn observe(hv: &Hypervisor, data: &DataDir, req: &Request) -> Result<Observation
                 volume: current.volume,
                 path: current.path,
                 capacity_bytes,
+                firstboot: current.firstboot,
             });
         }
     }
@@ -611,23 +614,33 @@ fn check(
         other => other?,
     };
     // `boot: warm` that a real run could not honour fails here too, as it would there.
-    if req.boot == Boot::Warm
-        && the_plan
-            .steps
-            .iter()
-            .any(|s| matches!(s, Step::Create { .. }))
-    {
-        if let Some(tpl) = &obs.template {
-            let accel = crate::virt_choice::choose(hv, &ctx.data)?.virt_type;
-            warm_choice(&ctx.data, hv, req, tpl, accel, &crate::Quiet)?;
-        }
-    }
+    refuse_unfit_warm(&ctx.data, hv, req, obs, &the_plan)?;
     let mut report = report(req, obs, &the_plan, Waited::default());
     if obs.model.domain.is_some() && req.desired.state != InstanceState::Absent {
         let meta = InstanceMeta::read(&ctx.data, &req.desired.name)?;
         report.instance = Some(describe(&ctx.data, hv, req, meta.as_ref(), None)?);
     }
     Ok(report)
+}
+
+/// `boot: warm` for a clone that cannot resume is bad input: refused before the plan's first step
+/// (a reservation comes before the clone), in check mode as in a real run.
+fn refuse_unfit_warm(
+    data: &DataDir,
+    hv: &Hypervisor,
+    req: &Request,
+    obs: &Observation,
+    the_plan: &Plan,
+) -> Result<()> {
+    let creating = the_plan
+        .steps
+        .iter()
+        .any(|s| matches!(s, Step::Create { .. }));
+    if let (Boot::Warm, true, Some(tpl)) = (req.boot, creating, &obs.template) {
+        let accel = crate::virt_choice::choose(hv, data)?.virt_type;
+        warm_choice(data, hv, req, tpl, accel, &crate::Quiet)?;
+    }
+    Ok(())
 }
 
 fn apply_mode(
@@ -659,6 +672,7 @@ fn apply_mode(
         // Another run made it while we waited: nothing is cloned, the template is not ours to hold.
         session.template_lock = None;
     }
+    refuse_unfit_warm(&session.data, hv, req, &obs, &the_plan)?;
     let mut report = report(req, &obs, &the_plan, session.waited);
     let (address, warnings, finished) =
         apply(ctx, &mut session, hv, req, &obs, &the_plan, reporter)?;
@@ -746,14 +760,23 @@ fn report(req: &Request, obs: &Observation, the_plan: &Plan, waited: Waited) -> 
         .steps
         .iter()
         .any(|s| matches!(s, Step::Create { .. }));
-    if let (true, Customize::Sysprep, Some(tpl), Some(size)) =
-        (creating, req.desired.customize, &obs.template, req.size)
-    {
-        if size > tpl.capacity_bytes {
+    if let (true, Some(tpl), Some(size)) = (creating, &obs.template, req.size) {
+        let why = if req.desired.customize == Customize::Sysprep {
+            "on the sysprep path (`customize: sysprep` or `virt_sysprep_args`); only a clone \
+             prepared by its first boot (`customize: auto`) grows it"
+                .to_owned()
+        } else if tpl.firstboot < virtup_guest::firstboot::GROWS_ROOT {
+            format!(
+                "template `{}` was built by a virtup whose first boot does not grow it; build a new \
+                 generation (change its `revision`) to have it grown",
+                req.desired.template
+            )
+        } else {
+            String::new()
+        };
+        if size > tpl.capacity_bytes && !why.is_empty() {
             warnings.push(format!(
-                "`{}` gets a {} disk, but on the sysprep path (`customize: sysprep` or \
-                 `virt_sysprep_args`) its root filesystem stays the template's {}: only a clone \
-                 prepared by its first boot (`customize: auto`) grows it",
+                "`{}` gets a {} disk, but its root filesystem stays the template's {}: {why}",
                 req.desired.name,
                 validate::show_bytes(size),
                 validate::show_bytes(tpl.capacity_bytes)
@@ -966,9 +989,14 @@ fn apply(
             Step::Reserve(ip) => crate::reservation::reserve(
                 data,
                 hv,
-                name,
-                &req.desired.template,
-                &obs.network,
+                &crate::reservation::Target {
+                    name,
+                    template: &req.desired.template,
+                    uri: &req.uri,
+                    pool: &req.pool,
+                    network: &obs.network,
+                    nic_mac: obs.mac.as_deref(),
+                },
                 *ip,
             )?,
             Step::Unreserve(_) => crate::reservation::unreserve(data, hv, name)?,
@@ -1286,6 +1314,7 @@ fn create(
             volume: w.record.disk_volume.clone(),
             path: w.record.disk_path.clone(),
             capacity_bytes: tpl.capacity_bytes,
+            firstboot: tpl.firstboot,
         },
         None => tpl.clone(),
     };

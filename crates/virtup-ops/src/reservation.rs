@@ -21,8 +21,12 @@ use crate::context::SHORT_LOCK_TIMEOUT;
 pub struct Seen {
     /// The address of the entry its record proves (running or saved).
     pub reserved: Option<Ipv4Addr>,
-    /// That entry is not where the instance's NIC is (another network, another MAC).
+    /// That entry is not where the instance's NIC is (another network, another MAC), or not
+    /// everywhere an add puts it (running and saved): it is made again when `address` asks for it.
     pub misplaced: bool,
+    /// Whether the record was proved or disproved (`None`: no record, or its network is gone, which
+    /// says nothing about an entry it may have again when it is restored).
+    pub proven: Option<bool>,
     /// Why the wanted address cannot be reserved, when it is not reserved yet.
     pub refusal: Option<String>,
 }
@@ -48,10 +52,17 @@ pub fn observe(
 ) -> Result<Seen> {
     let mut seen = Seen::default();
     if let Some(r) = record {
-        let present = dhcp_of(hv, &r.network)?.is_some_and(|d| d.has(&r.mac, r.ip, &r.name));
-        if present {
-            seen.reserved = Some(r.ip);
-            seen.misplaced = r.network != network || mac.is_some_and(|m| !same_mac(m, &r.mac));
+        // A pending record proves an entry too: it was written after the name, MAC and address
+        // were seen free, under the instance's lock, and libvirt refuses a second such entry.
+        if let Some(d) = dhcp_of(hv, &r.network)? {
+            let present = d.has(&r.mac, r.ip, &r.name);
+            seen.proven = Some(present);
+            if present {
+                seen.reserved = Some(r.ip);
+                seen.misplaced = r.network != network
+                    || mac.is_some_and(|m| !same_mac(m, &r.mac))
+                    || !d.has_everywhere(&r.mac, r.ip, &r.name);
+            }
         }
     }
     let current = seen.reserved.filter(|_| !seen.misplaced);
@@ -181,25 +192,35 @@ fn leased_elsewhere(
 /// metadata (and stable MAC) are made here when there are none yet, and removed again when the
 /// reservation fails. Recorded first, confirmed after libvirt took it; a failed add drops the
 /// record only when the entry is nowhere (libvirt may have taken it before failing to save it).
-pub fn reserve(
-    data: &DataDir,
-    hv: &Hypervisor,
-    name: &str,
-    template: &str,
-    network: &str,
-    ip: Ipv4Addr,
-) -> Result<()> {
+/// Where a reservation goes: the instance, its network, and (once it has a NIC) that NIC's MAC.
+pub struct Target<'a> {
+    pub name: &'a str,
+    pub template: &'a str,
+    pub uri: &'a str,
+    pub pool: &'a str,
+    pub network: &'a str,
+    /// The NIC's MAC when the domain exists; before it, the metadata's or a new stable one.
+    pub nic_mac: Option<&'a str>,
+}
+
+pub fn reserve(data: &DataDir, hv: &Hypervisor, t: &Target, ip: Ipv4Addr) -> Result<()> {
+    let (name, network) = (t.name, t.network);
     let _g = data.lock(&format!("meta-{name}"), SHORT_LOCK_TIMEOUT)?;
     let existing = InstanceMeta::read(data, name)?;
     let fresh = existing.is_none();
     let mut meta = existing.unwrap_or_else(|| {
-        let mut m = InstanceMeta::new(name, template);
+        // Where it lives, from the start: a run that stops before the clone is made leaves a
+        // record that the next run (or `absent`) finds on the right hypervisor.
+        let mut m = InstanceMeta::new(name, t.template);
         m.state = Some("creating".into());
+        m.uri = Some(t.uri.to_owned());
+        m.pool = Some(t.pool.to_owned());
         m
     });
-    let mac = match &meta.mac {
-        Some(m) => m.clone(),
-        None => {
+    let mac = match (t.nic_mac, &meta.mac) {
+        (Some(m), _) => m.to_owned(),
+        (None, Some(m)) => m.clone(),
+        (None, None) => {
             // A new MAC must not be one the network already reserves for someone else.
             let taken: BTreeSet<String> = match dhcp_of(hv, network)? {
                 Some(d) => d.hosts().filter_map(|h| h.mac.clone()).collect(),
@@ -218,10 +239,13 @@ pub fn reserve(
     });
     meta.write(data)?;
     if let Err(e) = hv.add_dhcp_host(network, &mac, name, ip) {
-        let taken = dhcp_of(hv, network)
-            .ok()
-            .flatten()
-            .is_some_and(|d| d.has(&mac, ip, name));
+        // libvirt may have taken the entry before failing (to save it, or the connection went):
+        // while that cannot be ruled out, the pending record stays, for the next run to prove.
+        let taken = match dhcp_of(hv, network) {
+            Ok(Some(d)) => d.has(&mac, ip, name),
+            Ok(None) => false,
+            Err(_) => true,
+        };
         if !taken {
             if fresh {
                 InstanceMeta::remove(data, name)?;

@@ -1391,6 +1391,8 @@ pub struct CurrentDisk {
     pub path: String,
     /// The template domain is running: its disk is changing.
     pub running: bool,
+    /// The revision of the first boot installed in it (1 when its tag predates the record).
+    pub firstboot: u32,
 }
 
 /// For clones: the disk the tagged template domain itself uses (its definition was written after
@@ -1440,6 +1442,7 @@ pub fn current_disk(
                 volume: v.name,
                 path: v.path,
                 running: dom.state != DomainState::ShutOff,
+                firstboot: tag.firstboot.unwrap_or(1),
             }));
         }
     }

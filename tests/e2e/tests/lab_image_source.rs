@@ -188,14 +188,21 @@ fn cloud_image_with_signed_checksum_file_builds_boots_and_clones() {
             // Sealed, then cloned: the clone keeps the identity its config disk gave, cloud-init or not.
             args["state"] = json!("present");
             sb.ok("virtup_template", &args);
+            // A disk larger than the image's (2 GiB): the first boot grows the root (with growpart here).
             let i = sb.ok(
                 "virtup_instance",
-                &json!({"name": "e2e-cloud-i1", "template": name, "wait_timeout": 900}),
+                &json!({"name": "e2e-cloud-i1", "template": name, "size": "3G", "wait_timeout": 900}),
             );
-            let facts = ssh_instance(&i, "hostname; sudo -n true && echo sudo-ok");
-            assert_eq!(
-                facts.lines().collect::<Vec<_>>(),
-                ["e2e-cloud-i1", "sudo-ok"]
+            let facts = ssh_instance(
+                &i,
+                "hostname; sudo -n true && echo sudo-ok; df -B1 --output=size / | tail -n 1",
+            );
+            let lines: Vec<&str> = facts.lines().collect();
+            assert_eq!(lines[..2], ["e2e-cloud-i1", "sudo-ok"]);
+            let root: u64 = lines[2].trim().parse().unwrap();
+            assert!(
+                root > (2 << 30) + (1 << 29),
+                "the root filesystem grew to the 3 GiB disk: {root}"
             );
             (t, i)
         }));

@@ -501,6 +501,19 @@ fn metadata_without_a_uri_lives_on_the_default_hypervisor() {
     assert_eq!(req.uri, default);
 }
 
+/// Instance `name` made by this data dir with metadata naming `mac` (not written yet).
+fn instance_with_mac(hv: &Hypervisor, ctx: &Context, name: &str, mac: &str) -> InstanceMeta {
+    instance(
+        hv,
+        name,
+        ctx.data.owner_id().unwrap(),
+        &[&format!("{name}.qcow2")],
+    );
+    let mut meta = InstanceMeta::new(name, "tpl");
+    meta.mac = Some(mac.into());
+    meta
+}
+
 /// `address` on the test driver's `default` network: a look-alike entry is refused and left, the
 /// reservation is added once (check mode first), moved, described, and removed with the instance.
 #[test]
@@ -508,12 +521,11 @@ fn a_fixed_address_is_reserved_moved_and_removed_and_a_look_alike_entry_is_never
     let dir = TempDir::new().unwrap();
     let ctx = context(&dir, true);
     let hv = test_hv();
-    instance(&hv, "web7", ctx.data.owner_id().unwrap(), &["web7.qcow2"]);
-    let mut meta = InstanceMeta::new("web7", "tpl");
-    meta.mac = Some("52:54:00:77:77:77".into());
-    meta.write(&ctx.data).unwrap();
+    instance_with_mac(&hv, &ctx, "web7", "52:54:00:77:77:77")
+        .write(&ctx.data)
+        .unwrap();
     let ip = |s: &str| -> Ipv4Addr { s.parse().unwrap() };
-    // Someone else's entries: one holds .60, one is named like the instance.
+    // Someone else's entry holds .60.
     hv.add_dhcp_host("default", "52:54:00:aa:aa:aa", "db", ip("192.168.122.60"))
         .unwrap();
     let entries = |hv: &Hypervisor| -> Vec<String> {
@@ -614,9 +626,7 @@ fn an_entry_named_like_the_instance_is_refused_and_survives_its_delete() {
     let dir = TempDir::new().unwrap();
     let ctx = context(&dir, true);
     let hv = test_hv();
-    instance(&hv, "web8", ctx.data.owner_id().unwrap(), &["web8.qcow2"]);
-    let mut meta = InstanceMeta::new("web8", "tpl");
-    meta.mac = Some("52:54:00:88:88:88".into());
+    let mut meta = instance_with_mac(&hv, &ctx, "web8", "52:54:00:88:88:88");
     // A record of a reservation that is not there (a run killed before libvirt took it) proves nothing.
     meta.reservation = Some(virtup_core::Reservation {
         network: "default".into(),
@@ -662,6 +672,27 @@ fn a_smaller_size_is_refused_and_a_larger_one_on_the_sysprep_path_is_warned_abou
     assert!(!volume_exists(&hv, "web9.qcow2"));
     assert!(InstanceMeta::read(&ctx.data, "web9").unwrap().is_none());
 
+    // A template whose tag predates the first-boot revision: its first boot cannot grow the root.
+    let mut auto = options("web9", InstanceState::Present);
+    auto.layer.size = Some("2M".into());
+    let warnings = |o: InstanceOptions| {
+        converge(&ctx, &hv, &resolve(&ctx, o).unwrap(), Mode::Check, &Quiet)
+            .unwrap()
+            .warnings
+    };
+    let said = warnings(auto.clone());
+    assert!(
+        said.iter().any(|w| w.contains("change its `revision`")),
+        "{said:?}"
+    );
+    let mut tag = hv.tag("VIRTUP-tpl").unwrap().unwrap();
+    tag.firstboot = Some(virtup_guest::firstboot::REVISION);
+    hv.set_tag("VIRTUP-tpl", &tag).unwrap();
+    let said = warnings(auto);
+    assert!(
+        !said.iter().any(|w| w.contains("root filesystem")),
+        "{said:?}"
+    );
     let mut big = options("web9", InstanceState::Present);
     big.layer.size = Some("2M".into());
     big.customize = Customize::Sysprep;
@@ -686,7 +717,15 @@ fn a_refused_reservation_of_a_new_instance_leaves_no_record() {
     let ip: Ipv4Addr = "192.168.122.70".parse().unwrap();
     hv.add_dhcp_host("default", "52:54:00:aa:aa:70", "other", ip)
         .unwrap();
-    let e = crate::reservation::reserve(&ctx.data, &hv, "web10", "tpl", "default", ip).unwrap_err();
+    let target = crate::reservation::Target {
+        name: "web10",
+        template: "tpl",
+        uri: "test:///default",
+        pool: POOL,
+        network: "default",
+        nic_mac: None,
+    };
+    let e = crate::reservation::reserve(&ctx.data, &hv, &target, ip).unwrap_err();
     assert!(format!("{e:#}").contains("DHCP host reservation"), "{e:#}");
     assert!(InstanceMeta::read(&ctx.data, "web10").unwrap().is_none());
     let dhcp = hv.network_dhcp("default").unwrap();

@@ -411,6 +411,7 @@ pub(super) fn define(
     tag.digest = Some(req.desired.digest());
     tag.user = Some(super::template_user(req));
     tag.owner = Some(data.ensure_owner_id(SHORT_LOCK_TIMEOUT)?);
+    tag.firstboot = Some(virtup_guest::firstboot::REVISION);
     let xml = tag.insert_into_domain_xml(&xml)?;
     hv.define_xml(&xml)?;
     Ok(())
