@@ -271,6 +271,18 @@ impl Sandbox {
     }
 }
 
+/// `n` addresses of the lab's network that no lease and no reservation holds, for tests of fixed
+/// addresses (leases outlive their guests, and dnsmasq never hands a leased address to another MAC).
+pub fn free_addresses(n: usize) -> Vec<String> {
+    let taken = virsh(&["net-dhcp-leases", "default"]) + &virsh(&["net-dumpxml", "default"]);
+    (200..254)
+        .rev()
+        .map(|i| format!("192.168.122.{i}"))
+        .filter(|a| !taken.contains(&format!("{a}/")) && !taken.contains(&format!("'{a}'")))
+        .take(n)
+        .collect()
+}
+
 /// `virsh -c qemu:///system ARGS` output, for assertions about what exists.
 pub fn virsh(args: &[&str]) -> String {
     virsh_on("qemu:///system", args)

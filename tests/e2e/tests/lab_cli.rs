@@ -96,6 +96,8 @@ fn create_list_login_playbook_and_delete_through_the_cli() {
         std::fs::set_permissions(&file, std::fs::Permissions::from_mode(0o600)).unwrap();
         given.push((option, value, format!("file:{}", file.display())));
     }
+    // A fixed address (`--address`: a DHCP reservation virtup adds and removes with the instance).
+    let fixed = virtup_e2e::free_addresses(1).remove(0);
     let sampler = CmdlineSampler::start(Duration::from_millis(100));
     let created = virt_up(
         &sb,
@@ -103,6 +105,8 @@ fn create_list_login_playbook_and_delete_through_the_cli() {
             name,
             "--template",
             BASE_TEMPLATE,
+            "--address",
+            &fixed,
             "--memory",
             "512",
             "--password",
@@ -146,9 +150,14 @@ fn create_list_login_playbook_and_delete_through_the_cli() {
     assert!(
         created
             .stdout
-            .contains(&format!("instance `{name}` is up at 192.168.122.")),
+            .contains(&format!("instance `{name}` is up at {fixed} ")),
         "{}",
         show(&created)
+    );
+    assert!(
+        virtup_e2e::virsh(&["net-dumpxml", "default"])
+            .contains(&format!("name='{name}' ip='{fixed}'")),
+        "the reservation is in the network"
     );
 
     // --list: running, with an address and the login user.
@@ -158,7 +167,7 @@ fn create_list_login_playbook_and_delete_through_the_cli() {
         row(&list.stdout, name).unwrap_or_else(|| panic!("{name} not listed: {}", show(&list)));
     assert_eq!(cols[1], BASE_TEMPLATE, "{}", list.stdout);
     assert_eq!(cols[2], "running", "{}", list.stdout);
-    assert!(cols[3].starts_with("192.168.122."), "{}", list.stdout);
+    assert_eq!(cols[3], fixed, "{}", list.stdout);
     assert_eq!(cols[4], "virt", "{}", list.stdout);
     assert!(
         row(&list.stdout, &format!("VIRTUP-{BASE_TEMPLATE}")).is_none(),
@@ -245,6 +254,10 @@ fn create_list_login_playbook_and_delete_through_the_cli() {
 
     let deleted = virt_up(&sb, &[name, "--delete", "--yes"], Duration::from_secs(300));
     assert!(deleted.status.success(), "{}", show(&deleted));
+    assert!(
+        !virtup_e2e::virsh(&["net-dumpxml", "default"]).contains(&format!("name='{name}'")),
+        "the reservation went with the instance"
+    );
     for (label, r) in [
         ("--list", &list),
         ("--list --all", &all),

@@ -226,7 +226,9 @@ fn site_playbook_brings_up_configured_instances_reachable_through_the_inventory(
     // shared instances, one of its own), forks=8, at -vvv for the secrets audit, while another thread
     // samples every process's command line.
     let given = GivenPasswords::new();
-    let other = other_inventory(&given);
+    // app1 (the other inventory's own) has a fixed address, set through the role.
+    let fixed = virtup_e2e::free_addresses(1).remove(0);
+    let other = other_inventory(&given, &fixed);
     let other_path = other.path().to_str().unwrap().to_owned();
     let extra_vars = format!("@{}", other.path().join("given-passwords.yml").display());
     let sampler = CmdlineSampler::start(Duration::from_millis(100));
@@ -367,6 +369,9 @@ fn site_playbook_brings_up_configured_instances_reachable_through_the_inventory(
         "ansible-inventory 2.19 complained:\n{stderr}"
     );
     let instances = group_hosts(&doc, "virtup_instances");
+    let app1 = &doc["_meta"]["hostvars"][OTHER_ONLY];
+    assert_eq!(text(&app1["virtup_reserved_address"]), fixed, "{app1}");
+    assert_eq!(text(&app1["ansible_host"]), fixed, "{app1}");
     for name in INSTANCES {
         assert!(
             instances.contains(name),
@@ -481,9 +486,9 @@ fn site_playbook_brings_up_configured_instances_reachable_through_the_inventory(
 }
 
 /// The overlapping inventory: the shipped one's hypervisor and template, instances db1 and web2 as the
-/// shipped one declares them, and app1 of its own with given passwords. Beside it, the extra-vars file
-/// both runs get: the template's given passwords as role defaults.
-fn other_inventory(given: &GivenPasswords) -> tempfile::TempDir {
+/// shipped one declares them, and app1 of its own with given passwords and the fixed address `fixed`.
+/// Beside it, the extra-vars file both runs get: the template's given passwords as role defaults.
+fn other_inventory(given: &GivenPasswords, fixed: &str) -> tempfile::TempDir {
     let dir = tempfile::Builder::new()
         .prefix("virtup-site-other-")
         .tempdir()
@@ -501,7 +506,7 @@ fn other_inventory(given: &GivenPasswords) -> tempfile::TempDir {
         shipped,
         &format!(
             "virtup_instance_instances:\n  - name: db1\n    memory: 768\n  - name: web2\n  - name: {OTHER_ONLY}\n    \
-             password: \"{}\"\n    root_password: \"{}\"\n",
+             password: \"{}\"\n    root_password: \"{}\"\n    address: \"{fixed}\"\n",
             given.get(OTHER_ONLY, "password"),
             given.get(OTHER_ONLY, "root_password"),
         ),

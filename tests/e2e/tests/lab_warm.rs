@@ -14,7 +14,9 @@ use std::process::{Command, Stdio};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use serde_json::{json, Value};
-use virtup_e2e::{lab_home, pool_volumes, run, ssh_instance, virsh, wait_for, Sandbox};
+use virtup_e2e::{
+    free_addresses, lab_home, pool_volumes, run, ssh_instance, virsh, wait_for, Sandbox,
+};
 
 const TEMPLATE: &str = "wm-t";
 const SEED_DOMAIN: &str = "VIRTUP-wm-t@seed";
@@ -83,18 +85,6 @@ fn foreign_entry_in_network() -> Option<String> {
         .map(str::trim)
         .find(|l| l.starts_with("<host ") && l.contains(FOREIGN_MAC))
         .map(str::to_owned)
-}
-
-/// `n` addresses of the lab's network that no lease and no reservation holds (leases outlive
-/// their guests, and dnsmasq never hands a leased address to another MAC).
-fn free_addresses(n: usize) -> Vec<String> {
-    let taken = virsh(&["net-dhcp-leases", "default"]) + &virsh(&["net-dumpxml", "default"]);
-    (200..254)
-        .rev()
-        .map(|i| format!("192.168.122.{i}"))
-        .filter(|a| !taken.contains(&format!("{a}/")) && !taken.contains(&format!("'{a}'")))
-        .take(n)
-        .collect()
 }
 
 fn set(names: &[&str]) -> BTreeSet<String> {
