@@ -79,12 +79,19 @@ pub fn dir_pool_xml(name: &str, path: &str) -> Result<String> {
 }
 
 impl Hypervisor {
-    fn find_network(&self, name: &str) -> Result<Option<Network>> {
+    /// A network by name, the one lookup of the crate: `None` when it does not exist.
+    pub(crate) fn find_network(&self, name: &str) -> Result<Option<Network>> {
         match self.conn.lookup_network_by_name(name) {
             Ok(n) => Ok(Some(n)),
             Err(e) if e.code().is(ErrorNumber::NoNetwork) => Ok(None),
             Err(e) => Err(LibvirtError::call("look up network", name, &e)),
         }
+    }
+
+    /// A network that must exist: [`LibvirtError::NetworkNotFound`] otherwise.
+    pub(crate) fn network_named(&self, name: &str) -> Result<Network> {
+        self.find_network(name)?
+            .ok_or_else(|| LibvirtError::NetworkNotFound(name.to_owned()))
     }
 
     /// A network by name, `None` if it does not exist.
@@ -110,17 +117,13 @@ impl Hypervisor {
     }
 
     pub fn start_network(&self, name: &str) -> Result<()> {
-        let net = self
-            .find_network(name)?
-            .ok_or_else(|| LibvirtError::NetworkNotFound(name.to_owned()))?;
+        let net = self.network_named(name)?;
         net.create()
             .map_err(|e| LibvirtError::call("start network", name, &e))
     }
 
     pub fn set_network_autostart(&self, name: &str, autostart: bool) -> Result<()> {
-        let net = self
-            .find_network(name)?
-            .ok_or_else(|| LibvirtError::NetworkNotFound(name.to_owned()))?;
+        let net = self.network_named(name)?;
         net.set_autostart(autostart)
             .map_err(|e| LibvirtError::call("set autostart of network", name, &e))
     }

@@ -742,7 +742,7 @@ impl Hypervisor {
 
     /// The DHCP leases libvirt's dnsmasq handed out on a network.
     pub fn network_dhcp_leases(&self, network: &str) -> Result<Vec<Lease>> {
-        let net = self.lease_network(network)?;
+        let net = self.network_named(network)?;
         let raw = ffi::network_dhcp_leases(&net)
             .map_err(|e| LibvirtError::call("read DHCP leases of network", network, &e))?;
         Ok(leases_from(raw))
@@ -751,7 +751,7 @@ impl Hypervisor {
     /// [`Hypervisor::network_dhcp_leases`], or `None` from a driver that keeps no leases (libvirt's
     /// test driver): nothing is known about them there.
     pub fn network_dhcp_leases_if_kept(&self, network: &str) -> Result<Option<Vec<Lease>>> {
-        let net = self.lease_network(network)?;
+        let net = self.network_named(network)?;
         match ffi::network_dhcp_leases(&net) {
             Ok(raw) => Ok(Some(leases_from(raw))),
             Err(e) if is_unsupported(&e) => Ok(None),
@@ -760,16 +760,6 @@ impl Hypervisor {
                 network,
                 &e,
             )),
-        }
-    }
-
-    fn lease_network(&self, network: &str) -> Result<virt::network::Network> {
-        match self.conn.lookup_network_by_name(network) {
-            Ok(n) => Ok(n),
-            Err(e) if e.code().is(ErrorNumber::NoNetwork) => {
-                Err(LibvirtError::NetworkNotFound(network.to_owned()))
-            }
-            Err(e) => Err(LibvirtError::call("look up network", network, &e)),
         }
     }
 }

@@ -9,7 +9,6 @@
 
 use std::net::Ipv4Addr;
 
-use virt::network::Network;
 use virt::sys;
 
 use crate::error::{LibvirtError, Result};
@@ -237,19 +236,9 @@ fn delete_target(
 }
 
 impl Hypervisor {
-    fn network_handle(&self, network: &str) -> Result<Network> {
-        match self.conn.lookup_network_by_name(network) {
-            Ok(n) => Ok(n),
-            Err(e) if e.code().is(virt::error::ErrorNumber::NoNetwork) => {
-                Err(LibvirtError::NetworkNotFound(network.to_owned()))
-            }
-            Err(e) => Err(LibvirtError::call("look up network", network, &e)),
-        }
-    }
-
     /// The network's IPv4 DHCP subnets, as it runs and as it is saved.
     pub fn network_dhcp(&self, network: &str) -> Result<NetworkDhcp> {
-        let net = self.network_handle(network)?;
+        let net = self.network_named(network)?;
         let fail = |e: virt::error::Error| LibvirtError::call("read network", network, &e);
         let active = net.is_active().map_err(fail)?;
         let persistent = net.is_persistent().map_err(fail)?;
@@ -381,7 +370,7 @@ impl Hypervisor {
         flags: sys::virNetworkUpdateFlags,
         action: &str,
     ) -> Result<()> {
-        let net = self.network_handle(network)?;
+        let net = self.network_named(network)?;
         let index = i32::try_from(index).unwrap_or(i32::MAX);
         net.update(
             command,

@@ -192,13 +192,14 @@ impl Sandbox {
         self.module_without_env(module, args, &[])
     }
 
-    /// Like `module`, with the variables named in `unset` taken out of its environment.
-    pub fn module_without_env(
+    /// The command that runs module binary `module` from `plugins/modules` (what Ansible would
+    /// upload) on an args file holding `args`, in this sandbox's config and data dirs; the file
+    /// must live as long as the run.
+    fn module_command(
         &self,
         module: &str,
         args: &serde_json::Value,
-        unset: &[&str],
-    ) -> (serde_json::Value, Run) {
+    ) -> (Command, tempfile::NamedTempFile) {
         let exe = repo_root().join("plugins/modules").join(module);
         assert!(
             exe.exists(),
@@ -211,6 +212,17 @@ impl Sandbox {
         cmd.arg(file.path())
             .env("VIRTUP_CONFIG_HOME", self.config())
             .env("VIRTUP_DATA_HOME", self.data());
+        (cmd, file)
+    }
+
+    /// Like `module`, with the variables named in `unset` taken out of its environment.
+    pub fn module_without_env(
+        &self,
+        module: &str,
+        args: &serde_json::Value,
+        unset: &[&str],
+    ) -> (serde_json::Value, Run) {
+        let (mut cmd, _file) = self.module_command(module, args);
         for name in unset {
             cmd.env_remove(name);
         }
@@ -231,18 +243,8 @@ impl Sandbox {
         module: &str,
         args: &serde_json::Value,
     ) -> (std::process::Child, tempfile::NamedTempFile) {
-        let exe = repo_root().join("plugins/modules").join(module);
-        assert!(
-            exe.exists(),
-            "{} is missing: run scripts/build",
-            exe.display()
-        );
-        let file = tempfile::NamedTempFile::new().unwrap();
-        std::fs::write(file.path(), serde_json::to_vec(args).unwrap()).unwrap();
-        let child = Command::new(exe)
-            .arg(file.path())
-            .env("VIRTUP_CONFIG_HOME", self.config())
-            .env("VIRTUP_DATA_HOME", self.data())
+        let (mut cmd, file) = self.module_command(module, args);
+        let child = cmd
             .stdin(std::process::Stdio::null())
             .stdout(std::process::Stdio::piped())
             .stderr(std::process::Stdio::piped())
