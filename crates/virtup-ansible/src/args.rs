@@ -413,6 +413,23 @@ fn coerce(opt: &OptionSpec, value: &Value) -> Result<Value, String> {
         OptionType::Bool => to_bool(value).map(Value::Bool),
         OptionType::List => to_list(value, opt.split).map(Value::from),
         OptionType::Raw => Ok(value.clone()),
+        OptionType::Dicts => {
+            let parsed = match value {
+                Value::String(s) => serde_json::from_str(s)
+                    .map_err(|e| format!("failed to parse the string as JSON: {e}"))?,
+                other => other.clone(),
+            };
+            match &parsed {
+                Value::Array(items) => match items.iter().find(|i| !i.is_object()) {
+                    Some(item) => Err(format!(
+                        "{} cannot be converted to a dict (an element of the list)",
+                        class(item)
+                    )),
+                    None => Ok(parsed),
+                },
+                other => Err(format!("{} cannot be converted to a list", class(other))),
+            }
+        }
         OptionType::Json => match value {
             Value::String(s) => serde_json::from_str(s)
                 .map_err(|e| format!("failed to parse the string as JSON: {e}")),

@@ -21,6 +21,9 @@ pub enum OptionType {
     Raw,
     /// A JSON document: a string is parsed as JSON, anything else is taken as is.
     Json,
+    /// A list of dictionaries (Ansible's `type: list, elements: dict`); their keys are the module's
+    /// to check. A string is parsed as JSON, as templating may leave one.
+    Dicts,
 }
 
 impl OptionType {
@@ -35,6 +38,7 @@ impl OptionType {
             OptionType::Path => "path",
             OptionType::Raw => "raw",
             OptionType::Json => "json",
+            OptionType::Dicts => "list",
         }
     }
 }
@@ -119,6 +123,9 @@ impl OptionSpec {
     }
     pub const fn json(name: &'static str) -> Self {
         Self::new(name, OptionType::Json)
+    }
+    pub const fn dicts(name: &'static str) -> Self {
+        Self::new(name, OptionType::Dicts)
     }
 
     pub const fn required(mut self) -> Self {

@@ -38,6 +38,10 @@ pub fn options(args: &ModuleArgs) -> Result<InstanceOptions> {
         .str("address")
         .map(|a| validate::ipv4_address("address", a))
         .transpose()?;
+    options.disks = args
+        .get("disks")
+        .map(|v| virtup_core::data_disk::parse_list("disks", v))
+        .transpose()?;
     options.password = args.str("password").map(str::to_owned);
     options.root_password = args.str("root_password").map(str::to_owned);
     Ok(options)
@@ -95,6 +99,7 @@ mod tests {
             template: "t".into(),
             generation: Some(2),
             address: None,
+            disks: Vec::new(),
         };
         InstanceReport {
             changed: true,
@@ -126,6 +131,7 @@ mod tests {
                 mac: Some("52:54:00:00:00:01".into()),
                 reserved_address: None,
                 disk: Some("/p/web1.qcow2".into()),
+                data_disks: Vec::new(),
                 template: "t".into(),
                 generation: Some(2),
                 state: "present",
@@ -158,6 +164,7 @@ mod tests {
             keys,
             [
                 "address",
+                "data_disks",
                 "disk",
                 "generation",
                 "host_key_alias",

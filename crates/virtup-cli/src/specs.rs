@@ -111,6 +111,8 @@ pub fn instance_spec() -> ModuleSpec {
             .default("auto"),
         // Checked as an IPv4 address by `instance::options`, against the network by observe.
         OptionSpec::str("address"),
+        // A list of dictionaries, checked key by key by `data_disk::parse_list` (naming `disks[N].key`).
+        OptionSpec::dicts("disks"),
     ]);
     ModuleSpec::new("virtup_instance", options)
 }
@@ -160,6 +162,7 @@ mod tests {
                 (_, OptionType::Int, _) => json!(60),
                 (_, OptionType::Bool, _) => json!(true),
                 ("address_source", ..) => json!(["lease"]),
+                ("disks", ..) => json!([{"size": "1G", "filesystem": "ext4", "mount": "/srv"}]),
                 (_, OptionType::List, _) => json!(["--verbose"]),
                 (_, OptionType::Path, _) => json!("/var/lib/virtup-test/file"),
                 ("uri", ..) => json!("test:///default"),

@@ -245,10 +245,14 @@ fn option_problems(
         ));
     }
     if expected_type == "list" {
+        let want = match opt.kind() {
+            OptionType::Dicts => "dict",
+            _ => "str",
+        };
         let elements = doc.get("elements").and_then(Node::as_str);
-        if elements != Some("str") {
+        if elements != Some(want) {
             say(format!(
-                "the module takes a list of strings, {file} says `elements: {}`",
+                "the module takes a list of `{want}`, {file} says `elements: {}`",
                 elements.unwrap_or("<none>")
             ));
         }

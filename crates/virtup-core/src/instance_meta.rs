@@ -55,6 +55,9 @@ pub struct InstanceMeta {
     /// The DHCP host reservation virtup added for the instance, the only entry it may remove.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub reservation: Option<Reservation>,
+    /// The data disks made with the instance (volume names from [`crate::data_disk::volume_name`]).
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub data_disks: Vec<crate::data_disk::DataDisk>,
 }
 
 /// A DHCP host entry on a libvirt network, written before virtup adds it (`confirmed: false`) and
@@ -90,6 +93,7 @@ impl Default for InstanceMeta {
             inventory: true,
             state: None,
             reservation: None,
+            data_disks: Vec::new(),
         }
     }
 }

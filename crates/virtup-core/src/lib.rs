@@ -5,6 +5,7 @@
 //! - [`config`]: `settings.cfg` + `templates.d/*.cfg`, read like virt-up 2.2.0 (`Config`, `Fields`);
 //! - [`datadir`]: the data dir, atomic writes, strict JSON reads, cross-process locks (`DataDir`);
 //! - [`instance`]: the instance model and its pure plan;
+//! - [`data_disk`]: an instance's data disks (`disks`), checked and named;
 //! - [`instance_meta`]: `instance/<name>.json` (`InstanceMeta`);
 //! - [`macaddrs`]: stable MACs per name (`macaddrs.json`);
 //! - [`keys`]: user and host SSH keys, random passwords, secret files;
@@ -20,6 +21,7 @@
 //! subprocesses live in other crates.
 
 pub mod config;
+pub mod data_disk;
 pub mod datadir;
 pub mod digest;
 pub mod hold;

@@ -472,6 +472,98 @@ if [ "$(value grow-root)" = yes ] && [ -z "$OFFLINE" ]; then
     grow_root
 fi
 
+# data_disk SERIAL: the device of the data disk virtup gave SERIAL: udev's by-id link (virtio-blk:
+# virtio-SERIAL; virtio-scsi: scsi-0QEMU_QEMU_HARDDISK_SERIAL), else /sys/block/*/serial (virtio-blk).
+data_disk() {
+    for link in "$ROOT/dev/disk/by-id/virtio-$1" "$ROOT"/dev/disk/by-id/*_"$1"; do
+        if [ -b "$link" ]; then
+            readlink -f "$link"
+            return 0
+        fi
+    done
+    if block=$(device_with "$SYSFS/block" serial "$1"); then
+        printf '/dev/%s\n' "$block"
+        return 0
+    fi
+    return 1
+}
+
+# make_filesystems < FILE: for each `SERIAL FSTYPE MOUNT` line (MOUNT `-` for none), makes the
+# filesystem on the whole data disk when it is blank, lists it in /etc/fstab by UUID (nofail: a boot
+# without the disk still comes up) and mounts it. Like grow_root, a failure is logged, never fatal.
+make_filesystems() {
+    # The by-id links are udev's, which may still be at work this early in the boot.
+    if command -v udevadm >/dev/null 2>&1; then
+        udevadm settle --timeout=60 2>/dev/null || :
+    fi
+    while read -r serial fstype mount_point; do
+        case $serial in
+            '' | *[!A-Za-z0-9._-]*)
+                log "filesystems: invalid serial '$serial'"
+                continue
+                ;;
+        esac
+        case $fstype in
+            ext4 | xfs) ;;
+            *)
+                log "filesystems: unknown filesystem '$fstype' for $serial"
+                continue
+                ;;
+        esac
+        case $mount_point in
+            -) mount_point= ;;
+            *[!A-Za-z0-9/._-]* | */../* | */.. | [!/]*)
+                log "filesystems: invalid mount point for $serial"
+                continue
+                ;;
+        esac
+        if ! dev=$(data_disk "$serial"); then
+            log "data disk $serial not found: no $fstype made"
+            continue
+        fi
+        # Only a blank disk gets a filesystem: what is on it already stays (`blkid -p` exits 2
+        # when it finds nothing). mkfs reads no answer from this loop's input.
+        if blkid -p "$dev" >/dev/null 2>&1; then
+            log "data disk $serial ($dev) is not blank: no $fstype made on it"
+        elif ! command -v "mkfs.$fstype" >/dev/null 2>&1; then
+            log "data disk $serial ($dev): no $fstype made: mkfs.$fstype is not installed"
+            continue
+        elif ! "mkfs.$fstype" -q "$dev" </dev/null >/dev/null 2>&1; then
+            log "data disk $serial ($dev): mkfs.$fstype failed"
+            continue
+        else
+            log "data disk $serial ($dev): $fstype made"
+        fi
+        [ -n "$mount_point" ] || continue
+        uuid=$(blkid -s UUID -o value "$dev" 2>/dev/null) || uuid=
+        if [ -z "$uuid" ]; then
+            log "data disk $serial ($dev) has no filesystem UUID: not mounted"
+            continue
+        fi
+        if ! mkdir -p "$ROOT$mount_point"; then
+            log "data disk $serial: cannot make $mount_point: not mounted"
+            continue
+        fi
+        fstab=$ROOT/etc/fstab
+        [ -f "$fstab" ] || : >>"$fstab"
+        line=$(printf 'UUID=%s\t%s\t%s\tdefaults,nofail\t0\t2' "$uuid" "$mount_point" "$fstype")
+        awk -v mp="$mount_point" -v line="$line" '
+            $2 == mp { if (!done) print line; done = 1; next }
+            { print }
+            END { if (!done) print line }
+        ' "$fstab" | put_file "$fstab" 0644
+        if mount -t "$fstype" "UUID=$uuid" "$ROOT$mount_point" </dev/null 2>/dev/null; then
+            log "data disk $serial ($dev) mounted on $mount_point"
+        else
+            log "data disk $serial ($dev): cannot mount it on $mount_point (listed in /etc/fstab)"
+        fi
+    done
+}
+
+if [ -f "$cfg/filesystems" ] && [ -z "$OFFLINE" ]; then
+    make_filesystems <"$cfg/filesystems"
+fi
+
 if [ -n "$seed" ] && [ -z "$OFFLINE" ]; then
     # journald still writes under the seed's transient machine-id, where a clone's `journalctl`
     # does not look (it found nothing in a lab clone); restarted, it opens the clone's own journal.

@@ -145,6 +145,9 @@ fn render_virtup(identity: &Identity) -> Result<Vec<ConfigFile>, GuestError> {
     if identity.grow_root {
         files.push(ConfigFile::new("grow-root", line("yes")));
     }
+    if !identity.filesystems.is_empty() {
+        files.push(ConfigFile::new("filesystems", identity.filesystem_lines()));
+    }
     Ok(files)
 }
 

@@ -28,6 +28,18 @@ pub struct Identity {
     /// The clone's disk is larger than its template's: the first boot grows the root partition
     /// and filesystem into the space after them.
     pub grow_root: bool,
+    /// Filesystems the first boot makes on blank data disks (found by serial) and mounts.
+    pub filesystems: Vec<DataFilesystem>,
+}
+
+/// A filesystem on a data disk: made by the first boot when the disk is blank, then mounted at
+/// `mount` (and listed in `/etc/fstab`) when one is given.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DataFilesystem {
+    /// The disk's serial (`virtup-data1`), by which the guest finds it.
+    pub serial: String,
+    pub filesystem: virtup_core::data_disk::Filesystem,
+    pub mount: Option<String>,
 }
 
 /// One SSH host key pair.
@@ -88,6 +100,7 @@ impl fmt::Debug for Identity {
             .field("root_password_hash", &redact(&self.root_password_hash))
             .field("user_password_hash", &redact(&self.user_password_hash))
             .field("grow_root", &self.grow_root)
+            .field("filesystems", &self.filesystems)
             .finish()
     }
 }
@@ -179,7 +192,42 @@ impl Identity {
                 }
             }
         }
+        for fs in &self.filesystems {
+            let plain = |s: &str| {
+                !s.is_empty()
+                    && s.bytes().all(|b| {
+                        b.is_ascii_alphanumeric() || matches!(b, b'/' | b'.' | b'_' | b'-')
+                    })
+            };
+            // The guest script splits the line on spaces and writes the mount point into fstab.
+            if !plain(&fs.serial) || fs.serial.len() > 20 {
+                return Err(bad(
+                    "filesystems",
+                    format!("`{}` is not a disk serial", fs.serial),
+                ));
+            }
+            if let Some(m) = &fs.mount {
+                if !m.starts_with('/') || !plain(m) {
+                    return Err(bad("filesystems", format!("`{m}` is not a mount point")));
+                }
+            }
+        }
         Ok(())
+    }
+
+    /// `SERIAL FILESYSTEM MOUNT` lines (`-` for no mount) of the `filesystems` file.
+    pub(crate) fn filesystem_lines(&self) -> String {
+        self.filesystems
+            .iter()
+            .map(|f| {
+                format!(
+                    "{} {} {}\n",
+                    f.serial,
+                    f.filesystem.as_str(),
+                    f.mount.as_deref().unwrap_or("-")
+                )
+            })
+            .collect()
     }
 
     /// `NAME:HASH` lines for `chpasswd -e`; empty when no hash is set.
@@ -271,12 +319,47 @@ pub(crate) mod tests {
             root_password_hash: Some("$6$saltsalt$abc./DEF".into()),
             user_password_hash: Some("$6$rounds=6000$s$xyz".into()),
             grow_root: false,
+            filesystems: Vec::new(),
         }
     }
 
     #[test]
     fn valid_sample() {
         sample().validate().unwrap();
+    }
+
+    #[test]
+    fn filesystems_are_plain_lines_or_refused() {
+        use virtup_core::data_disk::Filesystem;
+        let mut id = sample();
+        id.filesystems = vec![
+            DataFilesystem {
+                serial: "virtup-data1".into(),
+                filesystem: Filesystem::Ext4,
+                mount: Some("/srv/data".into()),
+            },
+            DataFilesystem {
+                serial: "virtup-data2".into(),
+                filesystem: Filesystem::Xfs,
+                mount: None,
+            },
+        ];
+        id.validate().unwrap();
+        assert_eq!(
+            id.filesystem_lines(),
+            "virtup-data1 ext4 /srv/data\nvirtup-data2 xfs -\n"
+        );
+        for (serial, mount) in [
+            ("a b", None),
+            ("", None),
+            ("virtup-data1", Some("/srv/a b")),
+            ("virtup-data1", Some("srv")),
+            ("virtup-data1", Some("/srv\n/etc")),
+        ] {
+            id.filesystems[0].serial = serial.into();
+            id.filesystems[0].mount = mount.map(str::to_owned);
+            assert!(id.validate().is_err(), "{serial:?} {mount:?}");
+        }
     }
 
     #[test]

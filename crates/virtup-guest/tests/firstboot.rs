@@ -64,6 +64,7 @@ fn identity(user: &str) -> Identity {
         root_password_hash: Some(ROOT_HASH.into()),
         user_password_hash: Some(USER_HASH.into()),
         grow_root: false,
+        filesystems: Vec::new(),
     }
 }
 
@@ -1072,4 +1073,144 @@ fn a_root_that_cannot_grow_is_logged_and_the_clone_still_gets_its_identity() {
     assert!(ok, "{stderr}");
     assert!(!guest.log().contains("growpart"), "{}", guest.log());
     assert_identity_applied(&guest, "no request");
+}
+
+/// A guest with data disks `vdc` (serial virtup-data1) and `vdd` (virtup-data2) in a fake /sys, asked
+/// to make ext4 on the first (mounted on /srv/data) and xfs on the second (not mounted); `blank` says
+/// which disks `blkid -p` finds nothing on. mkfs, mount and udevadm are stubs that log their calls.
+fn guest_with_data_disks(blank: &[&str], tools: &[&str]) -> (Guest, PathBuf) {
+    use virtup_core::data_disk::Filesystem;
+    let mut id = identity("virt");
+    id.filesystems = vec![
+        virtup_guest::DataFilesystem {
+            serial: "virtup-data1".into(),
+            filesystem: Filesystem::Ext4,
+            mount: Some("/srv/data".into()),
+        },
+        virtup_guest::DataFilesystem {
+            serial: "virtup-data2".into(),
+            filesystem: Filesystem::Xfs,
+            mount: None,
+        },
+    ];
+    let guest = Guest::new(&id);
+    let root = guest.root();
+    let sysfs = guest.dir.path().join("sys");
+    for (dev, serial) in [("vdc", "virtup-data1"), ("vdd", "virtup-data2")] {
+        fs::create_dir_all(sysfs.join("block").join(dev)).unwrap();
+        fs::write(sysfs.join("block").join(dev).join("serial"), serial).unwrap();
+    }
+    fs::create_dir_all(root.join("etc")).unwrap();
+    fs::write(
+        root.join("etc/fstab"),
+        "/dev/vda1\t/\text4\tdefaults\t0\t1\nUUID=old\t/srv/data\text4\tdefaults\t0\t2\n",
+    )
+    .unwrap();
+    let stubs = root.join("stubs");
+    let blank_devs: Vec<String> = blank.iter().map(|d| format!("/dev/{d}")).collect();
+    stub(
+        &stubs,
+        "blkid",
+        &format!(
+            "{STUB_LOGGING}case \"$1\" in\n  -p) case \" {} \" in *\" $2 \"*) exit 2 ;; esac; exit 0 ;;\n  -s) echo 1111-2222 ;;\nesac\n",
+            blank_devs.join(" ")
+        ),
+    );
+    for tool in tools {
+        stub(&stubs, tool, STUB_LOGGING);
+    }
+    (guest, sysfs)
+}
+
+#[test]
+fn blank_data_disks_get_their_filesystem_listed_by_uuid_and_mounted() {
+    let (guest, sysfs) = guest_with_data_disks(
+        &["vdc", "vdd"],
+        &["udevadm", "mkfs.ext4", "mkfs.xfs", "mount"],
+    );
+    let (ok, stderr) = run_growing(&guest, &sysfs);
+    assert!(ok, "{stderr}\n{}", guest.log());
+    let log = guest.log();
+    let at = |what: &str| log.find(what).unwrap_or_else(|| panic!("{what}: {log}"));
+    assert!(at("udevadm settle") < at("mkfs.ext4 -q /dev/vdc\n"));
+    let mount = format!(
+        "mount -t ext4 UUID=1111-2222 {}/srv/data\n",
+        guest.root().display()
+    );
+    assert!(at("mkfs.ext4 -q /dev/vdc\n") < at(&mount));
+    assert!(log.contains("mkfs.xfs -q /dev/vdd\n"), "{log}");
+    // One mount only: the xfs disk has no mount point.
+    assert_eq!(log.matches("mount -t").count(), 1, "{log}");
+    assert!(guest.root().join("srv/data").is_dir());
+    // The old line for the mount point is replaced, the others kept.
+    let fstab = fs::read_to_string(guest.root().join("etc/fstab")).unwrap();
+    assert_eq!(
+        fstab,
+        "/dev/vda1\t/\text4\tdefaults\t0\t1\nUUID=1111-2222\t/srv/data\text4\tdefaults,nofail\t0\t2\n"
+    );
+    assert!(
+        stderr.contains("data disk virtup-data1 (/dev/vdc) mounted on /srv/data"),
+        "{stderr}"
+    );
+    assert_identity_applied(&guest, "data disks");
+}
+
+#[test]
+fn a_data_disk_that_is_not_blank_missing_or_without_its_mkfs_is_logged_and_never_formatted() {
+    // vdc holds something already: no mkfs, but still mounted; mkfs.xfs is not installed.
+    let (guest, sysfs) = guest_with_data_disks(&["vdd"], &["udevadm", "mkfs.ext4", "mount"]);
+    let (ok, stderr) = run_growing(&guest, &sysfs);
+    assert!(ok, "{stderr}");
+    let log = guest.log();
+    assert!(!log.contains("mkfs"), "{log}");
+    assert!(log.contains("mount -t ext4 UUID=1111-2222"), "{log}");
+    assert!(stderr.contains("(/dev/vdc) is not blank"), "{stderr}");
+    assert!(stderr.contains("mkfs.xfs is not installed"), "{stderr}");
+    assert_identity_applied(&guest, "not blank");
+
+    // A disk that is not there: logged, the identity still applied.
+    let (guest, sysfs) =
+        guest_with_data_disks(&["vdc", "vdd"], &["mkfs.ext4", "mkfs.xfs", "mount"]);
+    fs::remove_dir_all(sysfs.join("block/vdd")).unwrap();
+    let (ok, stderr) = run_growing(&guest, &sysfs);
+    assert!(ok, "{stderr}");
+    assert!(
+        stderr.contains("data disk virtup-data2 not found"),
+        "{stderr}"
+    );
+    assert!(!guest.log().contains("mkfs.xfs"), "{}", guest.log());
+    assert_identity_applied(&guest, "missing disk");
+
+    // Offline (virt-sysprep's chroot): nothing is made.
+    let (guest, sysfs) =
+        guest_with_data_disks(&["vdc", "vdd"], &["mkfs.ext4", "mkfs.xfs", "mount"]);
+    let (ok, stderr) = guest.run(
+        Some(&guest.config()),
+        &[
+            ("VIRTUP_SYSFS", sysfs.to_str().unwrap()),
+            ("VIRTUP_OFFLINE", "1"),
+        ],
+    );
+    assert!(ok, "{stderr}");
+    assert!(!guest.log().contains("mkfs"), "{}", guest.log());
+}
+
+/// The script checks the lines again: a mount point with `..` or a bad serial is logged and skipped.
+#[test]
+fn the_script_refuses_filesystem_lines_it_cannot_trust() {
+    let (guest, sysfs) = guest_with_data_disks(
+        &["vdc", "vdd"],
+        &["udevadm", "mkfs.ext4", "mkfs.xfs", "mount"],
+    );
+    fs::write(
+        guest.config().join("filesystems"),
+        "virtup-data1 ext4 /srv/../etc\nvirt$up ext4 /srv\nvirtup-data2 btrfs -\nvirtup-data1 ext4 srv\n",
+    )
+    .unwrap();
+    let (ok, stderr) = run_growing(&guest, &sysfs);
+    assert!(ok, "{stderr}");
+    assert!(!guest.log().contains("mkfs"), "{}", guest.log());
+    assert_eq!(stderr.matches("invalid mount point").count(), 2, "{stderr}");
+    assert!(stderr.contains("invalid serial"), "{stderr}");
+    assert!(stderr.contains("unknown filesystem 'btrfs'"), "{stderr}");
 }

@@ -158,6 +158,7 @@ fn identity(dir: &Path) -> Identity {
         root_password_hash: Some(hash_password("r00t").unwrap()),
         user_password_hash: None,
         grow_root: false,
+        filesystems: Vec::new(),
     }
 }
 

@@ -35,6 +35,8 @@ pub struct GuestIdentity<'a> {
     pub root_password: Option<&'a str>,
     /// The first boot grows the root partition and filesystem (the disk is larger than the template's).
     pub grow_root: bool,
+    /// Filesystems the first boot makes on the data disks.
+    pub filesystems: &'a [virtup_guest::DataFilesystem],
 }
 
 impl GuestIdentity<'_> {
@@ -62,6 +64,7 @@ impl GuestIdentity<'_> {
                 self.password,
             )?)?),
             grow_root: self.grow_root,
+            filesystems: self.filesystems.to_vec(),
         })
     }
 }

@@ -7,6 +7,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::{anyhow, bail, Context as _, Result};
 use serde::Serialize;
+use virtup_core::data_disk::{self, DataDisk, DataDiskBus};
 use virtup_core::instance::{
     plan, CloneKind, Customize, InstanceDesired, InstanceObserved, InstanceState, ObservedInstance,
     Plan, PlanError, Step,
@@ -60,6 +61,8 @@ pub struct InstanceOptions {
     pub boot: Boot,
     /// A fixed address: a DHCP host reservation on the instance's network.
     pub address: Option<Ipv4Addr>,
+    /// Data disks, made with the instance; `None` leaves an existing instance's as they are.
+    pub disks: Option<Vec<DataDisk>>,
 }
 
 impl InstanceOptions {
@@ -79,6 +82,7 @@ impl InstanceOptions {
             root_password: None,
             boot: Boot::Auto,
             address: None,
+            disks: None,
         }
     }
 
@@ -121,6 +125,8 @@ pub struct Request {
     password: Option<String>,
     root_password: Option<String>,
     pub boot: Boot,
+    /// The `disks` asked for; `None` when the task gives none.
+    pub disks: Option<Vec<DataDisk>>,
 }
 
 impl Request {
@@ -130,14 +136,43 @@ impl Request {
     fn config_volume(&self) -> String {
         virtup_core::vocab::config_disk_volume(&self.desired.name)
     }
+    /// The data disks a create makes (none when the task gives none).
+    fn data_disks(&self) -> &[DataDisk] {
+        self.disks.as_deref().unwrap_or_default()
+    }
     /// The volumes a create makes, under these names, in the instance's pool.
     fn volume_names(&self) -> Vec<String> {
         let mut names = vec![self.disk_volume()];
         if self.desired.customize == Customize::Auto {
             names.push(self.config_volume());
         }
+        names.extend(
+            self.data_disks()
+                .iter()
+                .enumerate()
+                .map(|(i, d)| data_disk::volume_name(&self.desired.name, i, d.format)),
+        );
         names
     }
+    /// The volumes deleted with the instance: all it makes but the data disks it keeps. Listed in
+    /// the domain's tag, which is what a delete goes by.
+    fn deleted_with_instance(&self) -> Vec<String> {
+        let kept = kept_volumes(&self.desired.name, self.data_disks());
+        self.volume_names()
+            .into_iter()
+            .filter(|v| !kept.contains(v))
+            .collect()
+    }
+}
+
+/// The volumes of the data disks that `keep` says outlive the instance.
+fn kept_volumes(name: &str, disks: &[DataDisk]) -> Vec<String> {
+    disks
+        .iter()
+        .enumerate()
+        .filter(|(_, d)| d.keep)
+        .map(|(i, d)| data_disk::volume_name(name, i, d.format))
+        .collect()
 }
 
 /// The hypervisor the instance's metadata says it lives on (the default one for virt-up 2.2.0's
@@ -166,6 +201,7 @@ pub fn resolve(ctx: &Context, options: InstanceOptions) -> Result<Request> {
         root_password,
         boot,
         address,
+        disks,
     } = options;
     let template = template.unwrap_or_else(|| name.clone());
     if state == InstanceState::Absent {
@@ -227,6 +263,17 @@ pub fn resolve(ctx: &Context, options: InstanceOptions) -> Result<Request> {
              `customize: auto`"
         );
     }
+    if customize == Customize::Sysprep
+        && state != InstanceState::Absent
+        && disks.iter().flatten().any(|d| d.filesystem.is_some())
+    {
+        // The first boot makes the filesystems, from the config disk the sysprep path has none of.
+        bail!(
+            "invalid value for `disks`: a `filesystem` is made by the clone's first boot from its \
+             config disk, which the sysprep path (`customize: sysprep` or `virt_sysprep_args`) does \
+             not use; leave `filesystem` out (the disk stays blank) or use `customize: auto`"
+        );
+    }
     Ok(Request {
         uri,
         default_uri: context::default_uri(&ctx.config, &ctx.paths),
@@ -247,6 +294,7 @@ pub fn resolve(ctx: &Context, options: InstanceOptions) -> Result<Request> {
         password,
         root_password,
         boot,
+        disks,
         desired: InstanceDesired {
             name,
             template,
@@ -308,6 +356,8 @@ struct Observation {
     network: String,
     /// Whether the metadata's reservation record is proved by the network (`None`: no record).
     reservation_proven: Option<bool>,
+    /// The data disks the metadata records the instance was made with.
+    recorded_disks: Vec<DataDisk>,
 }
 
 fn observe(hv: &Hypervisor, data: &DataDir, req: &Request) -> Result<Observation> {
@@ -382,6 +432,10 @@ fn observe(hv: &Hypervisor, data: &DataDir, req: &Request) -> Result<Observation
         model.address_refusal = seen.refusal;
         reservation_proven = seen.proven;
     }
+    let recorded_disks = meta
+        .as_ref()
+        .map(|m| m.data_disks.clone())
+        .unwrap_or_default();
     // A ledger without a domain (a delete killed after its volumes went) is a record to forget too.
     model.has_metadata = meta.is_some() || (model.domain.is_none() && !ledger.volumes.is_empty());
     let mut template = None;
@@ -410,6 +464,17 @@ fn observe(hv: &Hypervisor, data: &DataDir, req: &Request) -> Result<Observation
                     validate::show_bytes(capacity_bytes)
                 );
             }
+            if req.data_disks().iter().any(|d| d.filesystem.is_some())
+                && current.firstboot < virtup_guest::firstboot::MAKES_FILESYSTEMS
+            {
+                // Its first boot would leave the disks blank: refused before anything is made.
+                bail!(
+                    "invalid value for `disks`: template `{}` was built by a virtup whose first boot \
+                     makes no filesystem on a data disk; build a new generation (change its \
+                     `revision`), or leave `filesystem` out",
+                    req.desired.template
+                );
+            }
             template = Some(TemplateDisk {
                 generation: current.generation,
                 volume: current.volume,
@@ -425,8 +490,12 @@ fn observe(hv: &Hypervisor, data: &DataDir, req: &Request) -> Result<Observation
         // made is in the way, and stays.
         let wanted = req.volume_names();
         let absent = req.desired.state == InstanceState::Absent;
+        // A data disk to keep outlives its instance even when the domain went first (undefined by
+        // hand): `absent` lets go of it rather than delete it as a leftover.
+        let kept = kept_volumes(name, &recorded_disks);
         for v in hv.list_volumes(&req.pool)? {
             match proof(&v) {
+                Proof::Created if absent && kept.contains(&v.name) => {}
                 Proof::Created if !absent && ledger.is_attached(&req.uri, &req.pool, &v.name) => {
                     model.detached_volumes.push(v.name)
                 }
@@ -442,6 +511,7 @@ fn observe(hv: &Hypervisor, data: &DataDir, req: &Request) -> Result<Observation
         mac,
         network,
         reservation_proven,
+        recorded_disks,
     })
 }
 
@@ -518,6 +588,9 @@ pub struct InstanceShape {
     /// The address reserved for it on its network.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub address: Option<String>,
+    /// Its data disks.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub disks: Vec<DataDiskView>,
 }
 
 /// What a run found and left: the instance as the module returns it (`instance`) and the inventory lists it.
@@ -538,6 +611,8 @@ pub struct InstanceFacts {
     /// The address reserved for it on its libvirt network (DHCP host entry), if it has one.
     pub reserved_address: Option<String>,
     pub disk: Option<String>,
+    /// Its data disks, as made.
+    pub data_disks: Vec<DataDiskView>,
     pub template: String,
     pub generation: Option<u32>,
     pub state: &'static str,
@@ -783,6 +858,35 @@ fn report(req: &Request, obs: &Observation, the_plan: &Plan, waited: Waited) -> 
             ));
         }
     }
+    if let (Some(asked), Some(_), false) = (&req.disks, &obs.model.domain, creating) {
+        if req.desired.state != InstanceState::Absent && *asked != obs.recorded_disks {
+            // Attaching, detaching or reshaping disks of an existing instance is not done: say so
+            // rather than pretend the list holds.
+            warnings.push(format!(
+                "`{}` keeps the data disks it was made with ({}): `disks` applies when an instance \
+                 is made; remove it (`state: absent`) and run again to make it with these",
+                req.desired.name,
+                show_disks(&req.desired.name, &obs.recorded_disks)
+            ));
+        }
+    }
+    let deleting = the_plan
+        .steps
+        .iter()
+        .any(|s| matches!(s, Step::Delete { .. } | Step::Forget));
+    let kept = kept_volumes(&req.desired.name, &obs.recorded_disks);
+    if deleting && !kept.is_empty() {
+        warnings.push(format!(
+            "data disk {} of `{}` stays in pool `{}` (`keep`); virtup lets go of it: it is yours to \
+             attach elsewhere or delete",
+            kept.iter()
+                .map(|v| format!("`{v}`"))
+                .collect::<Vec<_>>()
+                .join(", "),
+            req.desired.name,
+            req.pool
+        ));
+    }
     if virtup_core::instance::reservation_reaches_guest_later(the_plan, &obs.model) {
         warnings.push(format!(
             "`{}` is running: it gets its reserved address when it next asks for one (lease \
@@ -801,8 +905,75 @@ fn report(req: &Request, obs: &Observation, the_plan: &Plan, waited: Waited) -> 
         msg: the_plan.to_string(),
         warnings,
         waited,
-        diff: Some(diff(req, &obs.model)),
+        diff: Some(diff(req, &obs.model, &obs.recorded_disks)),
         instance: None,
+    }
+}
+
+/// Data disks in words: `web.data1.qcow2 (1 GiB, virtio, ext4 on /srv)`, or `none`.
+fn show_disks(name: &str, disks: &[DataDisk]) -> String {
+    if disks.is_empty() {
+        return "none".into();
+    }
+    disks
+        .iter()
+        .enumerate()
+        .map(|(i, d)| DataDiskView::of(name, i, d).to_string())
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
+/// One data disk as the module returns it and `--diff` shows it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct DataDiskView {
+    pub volume: String,
+    pub size: String,
+    pub format: &'static str,
+    pub bus: &'static str,
+    pub serial: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub filesystem: Option<&'static str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub mount: Option<String>,
+    pub keep: bool,
+}
+
+impl DataDiskView {
+    fn of(name: &str, index: usize, d: &DataDisk) -> DataDiskView {
+        DataDiskView {
+            volume: data_disk::volume_name(name, index, d.format),
+            size: validate::show_bytes(d.size),
+            format: d.format.as_str(),
+            bus: d.bus.as_str(),
+            serial: data_disk::serial(index),
+            filesystem: d.filesystem.map(|f| f.as_str()),
+            mount: d.mount.clone(),
+            keep: d.keep,
+        }
+    }
+
+    fn list(name: &str, disks: &[DataDisk]) -> Vec<DataDiskView> {
+        disks
+            .iter()
+            .enumerate()
+            .map(|(i, d)| DataDiskView::of(name, i, d))
+            .collect()
+    }
+}
+
+impl std::fmt::Display for DataDiskView {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{} ({}, {}", self.volume, self.size, self.bus)?;
+        if let Some(fs) = self.filesystem {
+            write!(f, ", {fs}")?;
+        }
+        if let Some(m) = &self.mount {
+            write!(f, " on {m}")?;
+        }
+        if self.keep {
+            write!(f, ", kept")?;
+        }
+        write!(f, ")")
     }
 }
 
@@ -839,7 +1010,11 @@ fn state_word(d: &ObservedInstance) -> &'static str {
     }
 }
 
-fn diff(req: &Request, before: &InstanceObserved) -> (InstanceView, InstanceView) {
+fn diff(
+    req: &Request,
+    before: &InstanceObserved,
+    recorded_disks: &[DataDisk],
+) -> (InstanceView, InstanceView) {
     let b = match &before.domain {
         None => InstanceView {
             state: "absent",
@@ -854,6 +1029,7 @@ fn diff(req: &Request, before: &InstanceObserved) -> (InstanceView, InstanceView
                 template: d.template.clone(),
                 generation: Some(d.generation),
                 address: before.reserved.map(|a| a.to_string()),
+                disks: DataDiskView::list(&req.desired.name, recorded_disks),
             }),
         },
     };
@@ -884,6 +1060,14 @@ fn diff(req: &Request, before: &InstanceObserved) -> (InstanceView, InstanceView
                     .map(|x| x.generation)
                     .or(before.template_generation),
                 address: d.address.or(before.reserved).map(|a| a.to_string()),
+                // An existing instance keeps the disks it was made with.
+                disks: DataDiskView::list(
+                    &req.desired.name,
+                    match &before.domain {
+                        Some(_) => recorded_disks,
+                        None => req.data_disks(),
+                    },
+                ),
             }),
         },
     };
@@ -930,6 +1114,9 @@ fn describe(
             .filter(|r| r.confirmed)
             .map(|r| r.ip.to_string()),
         disk: hv.volume_path(&req.pool, &req.disk_volume())?,
+        data_disks: meta
+            .map(|m| DataDiskView::list(&req.desired.name, &m.data_disks))
+            .unwrap_or_default(),
         template: req.desired.template.clone(),
         generation: meta.map(|m| m.generation),
         state,
@@ -1207,6 +1394,11 @@ fn warm_choice(
         Err("virt-sysprep prepares its disk (a config disk gives a warm clone its identity)".into())
     } else if req.desired.clone != CloneKind::Linked || req.format != ImageFormat::Qcow2 {
         Err("a warm clone is a linked qcow2 clone (its disk rests on the seed's)".into())
+    } else if !req.data_disks().is_empty() {
+        Err(
+            "it has data disks, which the resumed guest would not see (they are not hot-plugged)"
+                .into(),
+        )
     } else if req.graphics != Graphics::None {
         Err("the seed has no graphics to resume with (`graphics: none` resumes warm)".into())
     } else if req.size.is_some_and(|size| {
@@ -1319,6 +1511,7 @@ fn create(
         None => tpl.clone(),
     };
     let disk = clone_disk(data, hv, req, &mut ledger, &base)?;
+    let (data_disks, filesystems) = make_data_disks(data, hv, req, &mut ledger)?;
     let secrets_dir = ctx.secrets_dir(name);
     let identity = GuestIdentity {
         hostname: &req.hostname,
@@ -1330,9 +1523,12 @@ fn create(
         password: req.password.as_deref(),
         root_password: req.root_password.as_deref(),
         grow_root: req.size.is_some_and(|s| s > tpl.capacity_bytes),
+        filesystems: &filesystems,
     }
     .build()?;
-    let disks = identity_disks(data, hv, req, &mut ledger, &disk, tpl, &identity, accel)?;
+    let mut disks = identity_disks(data, hv, req, &mut ledger, &disk, tpl, &identity, accel)?;
+    // After the config disk: a warm clone's is the second (it has no data disks).
+    disks.extend(data_disks);
     let spec = domain_spec(req, tpl, disks, &mac, owner, accel)?;
     let resume = match warm {
         Some(warm) => Some(Resume {
@@ -1357,7 +1553,8 @@ fn create(
     hv.define(&spec)?;
     ledger.attach(data, &req.uri, &req.pool, &req.volume_names())?;
     meta.state = Some("present".into());
-    meta.volumes = req.volume_names();
+    meta.volumes = req.deleted_with_instance();
+    meta.data_disks = req.data_disks().to_vec();
     meta.write(data)?;
     reporter.note(&format!(
         "virtup_instance: created `{name}` in {:.3}s",
@@ -1415,6 +1612,44 @@ fn clone_disk(
         hv.resize_volume(&req.pool, &disk_volume, capacity)?;
     }
     Ok(disk)
+}
+
+/// The instance's data disks: blank volumes it owns (recorded before, confirmed after each is
+/// made), attached by serial; and the filesystems its first boot makes on them.
+fn make_data_disks(
+    data: &DataDir,
+    hv: &Hypervisor,
+    req: &Request,
+    ledger: &mut Ledger,
+) -> Result<(Vec<DiskSpec>, Vec<virtup_guest::DataFilesystem>)> {
+    let mut specs = Vec::new();
+    let mut filesystems = Vec::new();
+    for (i, d) in req.data_disks().iter().enumerate() {
+        let volume = data_disk::volume_name(&req.desired.name, i, d.format);
+        let made = create_owned(data, ledger, req, &volume, None, || {
+            Ok(hv.create_volume(&req.pool, &VolumeSpec::new(&volume, d.size, d.format))?)
+        })?;
+        let serial = data_disk::serial(i);
+        specs.push(DiskSpec {
+            path: made.path,
+            format: d.format,
+            device: DiskDevice::Disk,
+            bus: match d.bus {
+                DataDiskBus::Virtio => DiskBus::Virtio,
+                DataDiskBus::Scsi => DiskBus::Scsi,
+            },
+            readonly: false,
+            serial: Some(serial.clone()),
+        });
+        if let Some(filesystem) = d.filesystem {
+            filesystems.push(virtup_guest::DataFilesystem {
+                serial,
+                filesystem,
+                mount: d.mount.clone(),
+            });
+        }
+    }
+    Ok((specs, filesystems))
 }
 
 /// The disks that give the clone its identity: a config disk beside its own, or virt-sysprep
@@ -1510,7 +1745,7 @@ fn domain_spec(
     let mut tag = VirtupTag::new(TagKind::Instance, name);
     tag.template = Some(req.desired.template.clone());
     tag.generation = tpl.generation;
-    tag.owned_volumes = req.volume_names();
+    tag.owned_volumes = req.deleted_with_instance();
     tag.user = Some(req.user.clone());
     tag.owner = Some(owner);
     spec.metadata = Some(tag);

@@ -290,6 +290,19 @@ pub fn virsh(args: &[&str]) -> String {
     virsh_on("qemu:///system", args)
 }
 
+/// `virsh ARGS` on the lab's system hypervisor, for cleanup: whether it succeeded, nothing asserted.
+pub fn virsh_quiet(args: &[&str]) -> bool {
+    run(
+        Command::new("virsh")
+            .arg("-c")
+            .arg("qemu:///system")
+            .args(args),
+        Duration::from_secs(120),
+    )
+    .status
+    .success()
+}
+
 /// `virsh -c URI ARGS` output: the same on any of the lab's hypervisors.
 pub fn virsh_on(uri: &str, args: &[&str]) -> String {
     run_ok(

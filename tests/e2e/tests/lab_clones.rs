@@ -1,6 +1,7 @@
 //! Layer 4: clones of the shared base template: parallel linked and full clones with their own identity
-//! (two with a larger `size`, whose root filesystem their first boot grows), the virt-sysprep path, and a
-//! guest that never answers.
+//! (two with a larger `size`, whose root filesystem their first boot grows; one with data disks on both
+//! buses, made, formatted and mounted by its first boot, one kept after the delete), the virt-sysprep path,
+//! and a guest that never answers.
 
 // End-to-end tests drive the built binaries and the lab's tools with std's `Command` (and keep some
 // children running); this black-box crate depends on none of virtup's crates, so not on `virtup_guest::Cmd`.
@@ -10,7 +11,7 @@ use std::process::Command;
 use std::time::Duration;
 
 use serde_json::{json, Value};
-use virtup_e2e::{lab_home, run, ssh_instance, Sandbox, BASE_TEMPLATE};
+use virtup_e2e::{lab_home, run, ssh_instance, virsh, virsh_quiet, Sandbox, BASE_TEMPLATE};
 
 /// Deletes the named instances however the test ends.
 struct Instances<'a>(&'a Sandbox, Vec<String>);
@@ -23,6 +24,25 @@ impl Drop for Instances<'_> {
                 &json!({"name": name, "state": "absent", "wait_timeout": 120}),
             );
         }
+    }
+}
+
+/// e2e-l2's data disks: ext4 on virtio mounted, xfs on virtio-scsi mounted and kept, a blank one.
+fn data_disks() -> Value {
+    json!([
+        {"size": "1G", "filesystem": "ext4", "mount": "/srv/data"},
+        {"size": "512M", "bus": "scsi", "filesystem": "xfs", "mount": "/srv/logs", "keep": true},
+        {"size": "64M", "format": "raw"},
+    ])
+}
+const KEPT_DISK: &str = "e2e-l2.data2.qcow2";
+
+/// Deletes the volume e2e-l2 keeps however the test ends (virtup lets go of it by design).
+struct KeptVolume;
+
+impl Drop for KeptVolume {
+    fn drop(&mut self) {
+        virsh_quiet(&["vol-delete", "--pool", "default", KEPT_DISK]);
     }
 }
 
@@ -52,6 +72,8 @@ fn parallel_linked_and_full_clones_each_have_their_own_identity() {
         ("e2e-l3", "linked", Some("4G")),
         ("e2e-f1", "full", Some("3G")),
     ];
+    // Dropped after the instances: the kept disk outlives e2e-l2's delete.
+    let _kept = KeptVolume;
     let _guard = Instances(&sb, specs.iter().map(|(n, ..)| n.to_string()).collect());
     // Without the lab's VIRTUP_VIRT_TYPE, as a user runs them: the clones find out for themselves
     // whether KVM works. One test guest answers for all four, and its answer is kept.
@@ -66,6 +88,9 @@ fn parallel_linked_and_full_clones_each_have_their_own_identity() {
                     let mut args = json!({"name": name, "template": BASE_TEMPLATE, "clone": clone, "wait_timeout": 1200});
                     if let Some(size) = size {
                         args["size"] = json!(size);
+                    }
+                    if *name == "e2e-l2" {
+                        args["disks"] = data_disks();
                     }
                     sb.module_without_env("virtup_instance", &args, &["VIRTUP_VIRT_TYPE"])
                 })
@@ -140,6 +165,11 @@ fn parallel_linked_and_full_clones_each_have_their_own_identity() {
             "{name}: {facts}"
         );
         assert_eq!(lines.len(), 5, "{name}: one disk has the serial: {facts}");
+        assert_eq!(
+            doc["instance"]["data_disks"].as_array().map(Vec::len),
+            Some(if *name == "e2e-l2" { 3 } else { 0 }),
+            "{name}: {doc}"
+        );
         root_bytes.insert(*name, lines[4].trim().parse::<u64>().unwrap());
         for fact in &lines[1..3] {
             assert!(
@@ -179,6 +209,63 @@ fn parallel_linked_and_full_clones_each_have_their_own_identity() {
     );
     assert!(info("e2e-l1.qcow2").contains("backing-filename"));
     assert!(!info("e2e-f1.qcow2").contains("backing-filename"));
+
+    // e2e-l2's data disks, as its first boot left them: found by serial on their bus, each filesystem
+    // made, listed in fstab by UUID (nofail) and mounted, the blank one still blank, and writable.
+    let l2 = &created[1].0;
+    let disks = ssh_instance(
+        l2,
+        "set -e; for s in virtio-virtup-data1 scsi-0QEMU_QEMU_HARDDISK_virtup-data2 virtio-virtup-data3; do \
+           readlink -f /dev/disk/by-id/$s; done; \
+         findmnt -n -o FSTYPE,SOURCE /srv/data; findmnt -n -o FSTYPE,SOURCE /srv/logs; \
+         findmnt --fstab -n -o SOURCE,OPTIONS /srv/data; findmnt --fstab -n -o SOURCE,OPTIONS /srv/logs; \
+         sudo -n blkid -p /dev/disk/by-id/virtio-virtup-data3 >/dev/null && echo data3-not-blank || echo data3-blank; \
+         sudo -n sh -c 'echo kept >/srv/logs/proof && sync' && cat /srv/logs/proof",
+    );
+    println!("e2e-l2 data disks:\n{disks}");
+    let lines: Vec<&str> = disks.lines().collect();
+    assert_eq!(lines.len(), 9, "{disks}");
+    let (data1, data2, data3) = (lines[0], lines[1], lines[2]);
+    assert!(
+        data1.starts_with("/dev/vd") && data3.starts_with("/dev/vd"),
+        "{disks}"
+    );
+    assert!(data2.starts_with("/dev/sd"), "virtio-scsi: {disks}");
+    assert_eq!(
+        lines[3].split_whitespace().collect::<Vec<_>>(),
+        ["ext4", data1]
+    );
+    assert_eq!(
+        lines[4].split_whitespace().collect::<Vec<_>>(),
+        ["xfs", data2]
+    );
+    for fstab in &lines[5..7] {
+        assert!(
+            fstab.starts_with("UUID=") && fstab.contains("nofail"),
+            "{disks}"
+        );
+    }
+    assert_eq!(lines[7], "data3-blank", "{disks}");
+    assert_eq!(lines[8], "kept", "{disks}");
+
+    // Deleted, e2e-l2 takes its disks with it but the kept one, which is no longer virtup's.
+    let (gone, out) = sb.module(
+        "virtup_instance",
+        &json!({"name": "e2e-l2", "state": "absent", "wait_timeout": 120}),
+    );
+    assert!(out.status.success(), "{gone}\n{}", out.stderr);
+    assert!(
+        gone["warnings"].to_string().contains(KEPT_DISK),
+        "the kept disk is named: {gone}"
+    );
+    let left = virsh(&["vol-list", "--pool", "default"]);
+    assert!(left.contains(KEPT_DISK), "{left}");
+    assert!(
+        !left.contains("e2e-l2.data1")
+            && !left.contains("e2e-l2.data3")
+            && !left.contains("e2e-l2.qcow2"),
+        "{left}"
+    );
 }
 
 #[test]

@@ -19,7 +19,7 @@ use std::process::Command;
 use std::time::Duration;
 
 use serde_json::{json, Value};
-use virtup_e2e::{lab_home, run, virsh, Sandbox};
+use virtup_e2e::{lab_home, run, virsh, virsh_quiet, Sandbox};
 
 const TEMPLATE: &str = "ds-tpl";
 const TEMPLATE_DOMAIN: &str = "VIRTUP-ds-tpl";
@@ -63,18 +63,6 @@ const TAKEN: &[(&str, &str)] = &[
 ];
 
 const POOL_DIR: &str = "/var/lib/libvirt/images";
-
-fn virsh_quiet(args: &[&str]) -> bool {
-    run(
-        Command::new("virsh")
-            .arg("-c")
-            .arg("qemu:///system")
-            .args(args),
-        Duration::from_secs(120),
-    )
-    .status
-    .success()
-}
 
 /// Everything that identifies a foreign object's content and definition.
 #[derive(Debug, PartialEq, Eq, Clone)]

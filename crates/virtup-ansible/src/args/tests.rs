@@ -245,6 +245,23 @@ fn raw_json_path_coercion() {
         ],
     );
     check_coercions(
+        OptionSpec::dicts("d"),
+        &[
+            (json!([{"size": "1G"}]), Ok(json!([{"size": "1G"}]))),
+            (json!([]), Ok(json!([]))),
+            (json!("[{\"size\": 1}]"), Ok(json!([{"size": 1}]))),
+            (
+                json!({"size": "1G"}),
+                Err("<class 'dict'> cannot be converted to a list"),
+            ),
+            (
+                json!(["1G"]),
+                Err("<class 'str'> cannot be converted to a dict"),
+            ),
+            (json!("1G"), Err("failed to parse the string as JSON")),
+        ],
+    );
+    check_coercions(
         OptionSpec::path("p"),
         &[
             (json!("/var/lib/virtup"), Ok(json!("/var/lib/virtup"))),

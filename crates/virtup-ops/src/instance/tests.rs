@@ -732,3 +732,231 @@ fn a_refused_reservation_of_a_new_instance_leaves_no_record() {
     assert_eq!(dhcp.hosts().count(), 1);
     assert!(dhcp.has("52:54:00:aa:aa:70", ip, "other"));
 }
+
+/// The template's tag says its first boot makes filesystems on data disks.
+fn with_current_firstboot(hv: &Hypervisor) {
+    let mut tag = hv.tag("VIRTUP-tpl").unwrap().unwrap();
+    tag.firstboot = Some(virtup_guest::firstboot::REVISION);
+    hv.set_tag("VIRTUP-tpl", &tag).unwrap();
+}
+
+/// A blank qcow2 virtio data disk of `size` bytes, not kept.
+fn blank(size: u64) -> DataDisk {
+    DataDisk {
+        size,
+        format: ImageFormat::Qcow2,
+        bus: DataDiskBus::Virtio,
+        filesystem: None,
+        mount: None,
+        keep: false,
+    }
+}
+
+/// `blank` with a filesystem mounted at `mount`.
+fn formatted(size: u64, fs: virtup_core::data_disk::Filesystem, mount: &str) -> DataDisk {
+    DataDisk {
+        filesystem: Some(fs),
+        mount: Some(mount.into()),
+        ..blank(size)
+    }
+}
+
+#[test]
+fn data_disks_are_owned_and_deleted_with_the_instance_and_a_kept_one_is_let_go() {
+    let dir = TempDir::new().unwrap();
+    let ctx = context(&dir, true);
+    let hv = test_hv();
+    template(&hv, &ctx);
+    with_current_firstboot(&hv);
+    let kept = DataDisk {
+        format: ImageFormat::Raw,
+        bus: DataDiskBus::Scsi,
+        keep: true,
+        ..blank(1 << 20)
+    };
+    let mut o = options("web10", InstanceState::Present);
+    o.disks = Some(vec![
+        formatted(
+            2 << 20,
+            virtup_core::data_disk::Filesystem::Ext4,
+            "/srv/data",
+        ),
+        kept.clone(),
+    ]);
+    let check = converge(
+        &ctx,
+        &hv,
+        &resolve(&ctx, o.clone()).unwrap(),
+        Mode::Check,
+        &Quiet,
+    )
+    .unwrap();
+    let after = check.diff.unwrap().1.shape.unwrap();
+    let shown: Vec<String> = after.disks.iter().map(ToString::to_string).collect();
+    assert_eq!(
+        shown,
+        [
+            "web10.data1.qcow2 (2 MiB, virtio, ext4 on /srv/data)",
+            "web10.data2.raw (1 MiB, scsi, kept)"
+        ]
+    );
+    assert!(
+        !volume_exists(&hv, "web10.data1.qcow2"),
+        "a check run makes nothing"
+    );
+
+    // Made on the sysprep path (the test driver cannot upload a config disk), so with no filesystem.
+    let _script = Script::install(|cmd| (cmd.get_program() == "virt-sysprep").then(Reply::ok));
+    o.customize = Customize::Sysprep;
+    o.disks = Some(vec![blank(2 << 20), kept]);
+    let req = resolve(&ctx, o.clone()).unwrap();
+    let made = converge(&ctx, &hv, &req, Mode::Apply, &Quiet).unwrap();
+    assert!(made.changed, "{}", made.msg);
+    let data1 = hv.volume_info(POOL, "web10.data1.qcow2").unwrap().unwrap();
+    assert_eq!(data1.capacity_bytes, 2 << 20);
+    assert_eq!(data1.backing, None, "a data disk is blank, not an overlay");
+    let data2 = hv.volume_info(POOL, "web10.data2.raw").unwrap().unwrap();
+    assert_eq!(data2.format.as_deref(), Some("raw"));
+    let xml = hv.inactive_xml("web10").unwrap();
+    for needle in [
+        "<serial>virtup-data1</serial>",
+        "<serial>virtup-data2</serial>",
+        "bus='scsi'",
+        "model='virtio-scsi'",
+        &data1.path,
+        &data2.path,
+    ] {
+        assert!(xml.contains(needle), "{needle}: {xml}");
+    }
+    let tag = hv.tag("web10").unwrap().unwrap();
+    assert_eq!(
+        tag.owned_volumes,
+        ["web10.qcow2", "web10.data1.qcow2"],
+        "a kept disk is never listed for deletion"
+    );
+    let ledger = Ledger::read(&ctx.data, "web10").unwrap();
+    assert!(ledger.is_attached(&req.uri, POOL, "web10.data2.raw"));
+    let facts = made.instance.unwrap();
+    assert_eq!(facts.data_disks.len(), 2);
+    assert_eq!(facts.data_disks[1].serial, "virtup-data2");
+    assert!(facts.data_disks[1].keep);
+
+    // The same list again: nothing to do, nothing said. Another list: said, not done.
+    let again = converge(&ctx, &hv, &req, Mode::Apply, &Quiet).unwrap();
+    assert!(
+        !again.changed && again.warnings.is_empty(),
+        "{:?}",
+        again.warnings
+    );
+    let mut other = o.clone();
+    other.disks = Some(vec![blank(1 << 30)]);
+    let said = converge(
+        &ctx,
+        &hv,
+        &resolve(&ctx, other).unwrap(),
+        Mode::Apply,
+        &Quiet,
+    )
+    .unwrap();
+    assert!(!said.changed);
+    assert!(
+        said.warnings
+            .iter()
+            .any(|w| w.contains("keeps the data disks it was made with (web10.data1.qcow2 (2 MiB")),
+        "{:?}",
+        said.warnings
+    );
+    let still = hv.volume_info(POOL, "web10.data1.qcow2").unwrap().unwrap();
+    assert_eq!(still.capacity_bytes, 2 << 20, "the disk is as it was made");
+
+    // Removed: its disks go, the kept one stays and is no longer virtup's.
+    let gone = converge(
+        &ctx,
+        &hv,
+        &resolve(&ctx, options("web10", InstanceState::Absent)).unwrap(),
+        Mode::Apply,
+        &Quiet,
+    )
+    .unwrap();
+    assert!(
+        gone.warnings
+            .iter()
+            .any(|w| w.contains("`web10.data2.raw` of `web10` stays")),
+        "{:?}",
+        gone.warnings
+    );
+    assert!(!volume_exists(&hv, "web10.data1.qcow2"));
+    assert!(volume_exists(&hv, "web10.data2.raw"));
+    assert!(Ledger::read(&ctx.data, "web10").unwrap().volumes.is_empty());
+    // Made again, the kept volume is in the way: refused, naming it, and left as it is.
+    for mode in [Mode::Check, Mode::Apply] {
+        let e = format!("{:#}", converge(&ctx, &hv, &req, mode, &Quiet).unwrap_err());
+        assert!(
+            e.contains("`web10.data2.raw`") && e.contains("never touches"),
+            "{e}"
+        );
+    }
+    assert!(volume_exists(&hv, "web10.data2.raw"));
+    assert!(hv.domain("web10").unwrap().is_none());
+}
+
+#[test]
+fn a_look_alike_data_disk_is_never_touched_and_bad_combinations_are_refused_first() {
+    let dir = TempDir::new().unwrap();
+    let ctx = context(&dir, true);
+    let hv = test_hv();
+    template(&hv, &ctx);
+    // A volume named exactly as web11's first data disk would be, made by someone else.
+    hv.create_volume(
+        POOL,
+        &VolumeSpec::new("web11.data1.qcow2", 1 << 20, ImageFormat::Qcow2),
+    )
+    .unwrap();
+    let mut o = options("web11", InstanceState::Present);
+    o.disks = Some(vec![formatted(
+        2 << 20,
+        virtup_core::data_disk::Filesystem::Xfs,
+        "/srv/x",
+    )]);
+    // The template's first boot predates filesystems on data disks.
+    let req = resolve(&ctx, o.clone()).unwrap();
+    let e = format!(
+        "{:#}",
+        converge(&ctx, &hv, &req, Mode::Check, &Quiet).unwrap_err()
+    );
+    assert!(
+        e.contains("`disks`") && e.contains("makes no filesystem"),
+        "{e}"
+    );
+    with_current_firstboot(&hv);
+    for mode in [Mode::Check, Mode::Apply] {
+        let e = format!("{:#}", converge(&ctx, &hv, &req, mode, &Quiet).unwrap_err());
+        assert!(e.contains("`web11.data1.qcow2`"), "{e}");
+    }
+    let kept = hv.volume_info(POOL, "web11.data1.qcow2").unwrap().unwrap();
+    assert_eq!(kept.capacity_bytes, 1 << 20, "the look-alike is as it was");
+    assert!(!volume_exists(&hv, "web11.qcow2"));
+    assert!(hv.domain("web11").unwrap().is_none());
+    assert!(InstanceMeta::read(&ctx.data, "web11").unwrap().is_none());
+
+    // A filesystem needs the first boot's config disk; a warm resume does not see data disks.
+    let mut sysprep = o.clone();
+    sysprep.customize = Customize::Sysprep;
+    let e = format!("{:#}", resolve(&ctx, sysprep).err().unwrap());
+    assert!(e.contains("`disks`") && e.contains("sysprep"), "{e}");
+    let mut warm = options("web12", InstanceState::Running);
+    warm.boot = Boot::Warm;
+    warm.disks = Some(vec![blank(2 << 20)]);
+    let e = format!(
+        "{:#}",
+        converge(
+            &ctx,
+            &hv,
+            &resolve(&ctx, warm).unwrap(),
+            Mode::Check,
+            &Quiet
+        )
+        .unwrap_err()
+    );
+    assert!(e.contains("`boot`") && e.contains("data disks"), "{e}");
+}

@@ -323,6 +323,7 @@ fn give_identity(run: Apply<'_>, key: &keys::UserKey, ledger: &mut Ledger) -> Re
         password: req.password.as_deref(),
         root_password: req.root_password.as_deref(),
         grow_root: false,
+        filesystems: &[],
     }
     .build()?;
     let config = config_disk_volume(&req.domain);
