@@ -42,6 +42,7 @@ pub fn options(args: &ModuleArgs) -> Result<InstanceOptions> {
         .get("disks")
         .map(|v| virtup_core::data_disk::parse_list("disks", v))
         .transpose()?;
+    options.static_address = args.str("address_mode") == Some("static");
     options.password = args.str("password").map(str::to_owned);
     options.root_password = args.str("root_password").map(str::to_owned);
     Ok(options)
@@ -132,6 +133,7 @@ mod tests {
                 reserved_address: None,
                 disk: Some("/p/web1.qcow2".into()),
                 data_disks: Vec::new(),
+                static_address: None,
                 template: "t".into(),
                 generation: Some(2),
                 state: "present",
@@ -176,6 +178,7 @@ mod tests {
                 "ssh_common_args",
                 "ssh_private_key_file",
                 "state",
+                "static_address",
                 "template",
                 "user"
             ]

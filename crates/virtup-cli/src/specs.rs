@@ -111,6 +111,9 @@ pub fn instance_spec() -> ModuleSpec {
             .default("auto"),
         // Checked as an IPv4 address by `instance::options`, against the network by observe.
         OptionSpec::str("address"),
+        OptionSpec::str("address_mode")
+            .choices(&["dhcp", "static"])
+            .default("dhcp"),
         // A list of dictionaries, checked key by key by `data_disk::parse_list` (naming `disks[N].key`).
         OptionSpec::dicts("disks"),
     ]);

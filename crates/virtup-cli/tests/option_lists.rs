@@ -1074,6 +1074,11 @@ mod yaml {
                         s.push_str(strip_comment(self.lines[i].trim()));
                         self.pos = i + 1;
                     }
+                    // YAML reads `: ` in a plain scalar as a mapping (`ansible-doc` fails on it), on
+                    // a continuation line too, where this reader would otherwise take it as text.
+                    if s.contains(": ") || s.ends_with(':') {
+                        self.fail(line, "`: ` in a plain scalar (YAML reads a mapping there; reword or quote it)");
+                    }
                     Node::Scalar(s)
                 }
             }

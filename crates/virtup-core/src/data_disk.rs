@@ -15,6 +15,8 @@ use crate::vocab::ImageFormat;
 pub const MAX_DATA_DISKS: usize = 16;
 /// The smallest data disk: less is a typo (`1K` for `1G`), never a disk anyone can use.
 pub const MIN_DATA_DISK_BYTES: u64 = 1 << 20;
+/// The smallest disk `mkfs.xfs` accepts (xfsprogs 5.19 and later refuse less than 300 MiB).
+pub const MIN_XFS_BYTES: u64 = 300 << 20;
 
 /// How the guest sees the disk.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -111,10 +113,23 @@ pub fn parse_list(option: &str, value: &Value) -> Result<Vec<DataDisk>, Validati
         let at = format!("{option}[{}]", i + 1);
         let disk = parse_one(&at, item)?;
         if let Some(m) = &disk.mount {
-            if mounts.contains(m) {
+            // Nested mounts depend on their order in fstab, which `nofail` and a missing disk upset.
+            let inside = |outer: &str, inner: &str| inner.starts_with(&format!("{outer}/"));
+            if let Some(other) = mounts
+                .iter()
+                .find(|o: &&String| *o == m || inside(o, m) || inside(m, o))
+            {
                 return Err(ValidationError::new(
                     &format!("{at}.mount"),
-                    format!("{} is the mount point of another disk", Shown(m)),
+                    if other == m {
+                        format!("{} is the mount point of another disk", Shown(m))
+                    } else {
+                        format!(
+                            "{} and {} of another disk are nested (one disk per directory tree)",
+                            Shown(m),
+                            Shown(other)
+                        )
+                    },
                 ));
             }
             mounts.push(m.clone());
@@ -207,19 +222,32 @@ fn parse_one(at: &str, item: &Value) -> Result<DataDisk, ValidationError> {
             ))
         }
     };
-    let mount = text("mount")?;
-    if let Some(m) = &mount {
-        mount_point(&format!("{at}.mount"), m)?;
-        if filesystem.is_none() {
-            return Err(ValidationError::new(
-                &format!("{at}.mount"),
-                "needs a `filesystem` to mount",
-            ));
-        }
+    if filesystem == Some(Filesystem::Xfs) && size < MIN_XFS_BYTES {
+        return Err(ValidationError::new(
+            &format!("{at}.size"),
+            format!(
+                "{} is too small for xfs (mkfs.xfs needs at least {})",
+                Shown(&size_text),
+                validate::show_bytes(MIN_XFS_BYTES)
+            ),
+        ));
+    }
+    let mount = match text("mount")? {
+        Some(m) => Some(mount_point(&format!("{at}.mount"), &m)?),
+        None => None,
+    };
+    if mount.is_some() && filesystem.is_none() {
+        return Err(ValidationError::new(
+            &format!("{at}.mount"),
+            "needs a `filesystem` to mount",
+        ));
     }
     let keep = match map.get("keep") {
         None | Some(Value::Null) => false,
         Some(Value::Bool(b)) => *b,
+        // YAML 1.1 reads `keep: 1` as a number; Ansible's booleans take it, and so do we.
+        Some(Value::Number(n)) if n.as_u64() == Some(1) => true,
+        Some(Value::Number(n)) if n.as_u64() == Some(0) => false,
         Some(Value::String(s)) => match s.to_ascii_lowercase().as_str() {
             "yes" | "true" | "on" | "1" => true,
             "no" | "false" | "off" | "0" => false,
@@ -248,8 +276,10 @@ fn parse_one(at: &str, item: &Value) -> Result<DataDisk, ValidationError> {
 }
 
 /// A mount point the first boot can put in `/etc/fstab` as it is: absolute, plain characters (fstab
-/// would need octal escapes for a space), no `.`/`..` parts, and not a directory the system needs.
-fn mount_point(option: &str, value: &str) -> Result<(), ValidationError> {
+/// would need octal escapes for a space), no `.`/`..` parts, and not a directory the system (or the
+/// login user's SSH key) needs. Returned in its one spelling (`/srv//data/` is `/srv/data`), so that
+/// two spellings of one place are seen as one.
+fn mount_point(option: &str, value: &str) -> Result<String, ValidationError> {
     let bad = |why: &str| {
         Err(ValidationError::new(
             option,
@@ -272,17 +302,30 @@ fn mount_point(option: &str, value: &str) -> Result<(), ValidationError> {
     if parts.iter().any(|p| *p == "." || *p == "..") {
         return bad("has a `.` or `..` part");
     }
-    const SYSTEM: [&str; 13] = [
-        "bin", "boot", "dev", "etc", "lib", "lib64", "proc", "run", "sbin", "sys", "usr", "tmp",
-        "var",
+    // Mounted over, these hide what the system runs on; `/home` and `/root` hide the login
+    // user's authorized keys, so the instance could no longer be reached. Below `/var`, `/srv`,
+    // `/opt`, `/mnt`, `/home/<dir>` and the like is where data belongs.
+    const TOP: [&str; 17] = [
+        "bin", "boot", "dev", "etc", "home", "lib", "lib32", "lib64", "libx32", "proc", "root",
+        "run", "sbin", "sys", "tmp", "usr", "var",
+    ];
+    const TREES: [&str; 13] = [
+        "bin", "boot", "dev", "etc", "lib", "lib32", "lib64", "libx32", "proc", "run", "sbin",
+        "sys", "usr",
     ];
     match parts.as_slice() {
         [] => bad("is the root directory"),
-        [top] if SYSTEM.contains(top) => bad("would hide a directory the system needs"),
-        [first, ..] if matches!(*first, "dev" | "proc" | "sys" | "run" | "boot") => {
-            bad("is inside a directory the system manages")
+        // The first boot's record of being done: on a data disk, a boot without it would run the
+        // first boot again (new passwords, keys, network config).
+        ["var", "lib", "virtup", ..] => bad("would hide virtup's own record in the guest"),
+        // Never empty in an image, so the first boot would leave the disk unmounted (it mounts
+        // over no files): a directory below them is the place.
+        ["var", "lib" | "log" | "cache" | "spool" | "mail" | "backups"] => {
+            bad("holds the system's files already (mount a directory below it)")
         }
-        _ => Ok(()),
+        [top] if TOP.contains(top) => bad("would hide a directory the system needs"),
+        [first, ..] if TREES.contains(first) => bad("is inside a directory the system manages"),
+        _ => Ok(format!("/{}", parts.join("/"))),
     }
 }
 
@@ -311,7 +354,7 @@ mod tests {
                 {"size": "1G"},
                 {"size": "2G", "format": "raw", "bus": "scsi", "filesystem": "ext4",
                  "mount": "/srv/data", "keep": "yes"},
-                {"size": 1048576, "filesystem": "xfs", "mount": "/var/lib/pg", "keep": false},
+                {"size": 314572800, "filesystem": "xfs", "mount": "/var/lib//pg/", "keep": 0},
             ]),
         )
         .unwrap();
@@ -331,8 +374,11 @@ mod tests {
         assert_eq!(disks[1].filesystem, Some(Filesystem::Ext4));
         assert_eq!(disks[1].mount.as_deref(), Some("/srv/data"));
         assert!(disks[1].keep);
-        assert_eq!(disks[2].size, 1 << 20);
+        assert_eq!(disks[2].size, 300 << 20);
         assert_eq!(disks[2].filesystem, Some(Filesystem::Xfs));
+        // One spelling of a mount point, and `keep: 0` as YAML reads `no` written as a number.
+        assert_eq!(disks[2].mount.as_deref(), Some("/var/lib/pg"));
+        assert!(!disks[2].keep);
         assert_eq!(parse_list("disks", &json!([])).unwrap(), vec![]);
         assert_eq!(parse_list("disks", &Value::Null).unwrap(), vec![]);
     }
@@ -414,6 +460,63 @@ mod tests {
                 json!([{"size": "1G", "keep": []}]),
                 "disks[1].keep",
                 "must be a boolean",
+            ),
+            (
+                json!([{"size": "1G", "filesystem": "ext4", "mount": "/home"}]),
+                "disks[1].mount",
+                "system needs",
+            ),
+            (
+                json!([{"size": "1G", "filesystem": "ext4", "mount": "/root/"}]),
+                "disks[1].mount",
+                "system needs",
+            ),
+            (
+                json!([{"size": "1G", "filesystem": "ext4", "mount": "/usr/local"}]),
+                "disks[1].mount",
+                "manages",
+            ),
+            (
+                json!([{"size": "1G", "filesystem": "ext4", "mount": "/etc/app"}]),
+                "disks[1].mount",
+                "manages",
+            ),
+            (
+                json!([{"size": "1G", "filesystem": "ext4", "mount": "/lib64/x"}]),
+                "disks[1].mount",
+                "manages",
+            ),
+            (
+                json!([{"size": "1G", "filesystem": "ext4", "mount": "/var/lib/virtup"}]),
+                "disks[1].mount",
+                "virtup's own record",
+            ),
+            (
+                json!([{"size": "1G", "filesystem": "ext4", "mount": "/var/log/"}]),
+                "disks[1].mount",
+                "mount a directory below it",
+            ),
+            (
+                json!([{"size": "299M", "filesystem": "xfs"}]),
+                "disks[1].size",
+                "too small for xfs",
+            ),
+            (
+                json!([{"size": "1G", "keep": 2}]),
+                "disks[1].keep",
+                "must be a boolean",
+            ),
+            (
+                json!([{"size": "1G", "filesystem": "ext4", "mount": "/srv/"},
+                       {"size": "1G", "filesystem": "xfs", "mount": "//srv"}]),
+                "disks[2].mount",
+                "another disk",
+            ),
+            (
+                json!([{"size": "1G", "filesystem": "ext4", "mount": "/srv/data/logs"},
+                       {"size": "1G", "filesystem": "xfs", "mount": "/srv/data"}]),
+                "disks[2].mount",
+                "nested",
             ),
             (
                 json!([{"size": ["1G"]}]),

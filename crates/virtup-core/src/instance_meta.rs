@@ -58,6 +58,10 @@ pub struct InstanceMeta {
     /// The data disks made with the instance (volume names from [`crate::data_disk::volume_name`]).
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub data_disks: Vec<crate::data_disk::DataDisk>,
+    /// The address its first boot configured in the guest (`address_mode: static`), as
+    /// `ADDRESS/PREFIX`: only a new instance changes it.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub static_ipv4: Option<String>,
 }
 
 /// A DHCP host entry on a libvirt network, written before virtup adds it (`confirmed: false`) and
@@ -94,6 +98,7 @@ impl Default for InstanceMeta {
             state: None,
             reservation: None,
             data_disks: Vec::new(),
+            static_ipv4: None,
         }
     }
 }

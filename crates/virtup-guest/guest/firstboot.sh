@@ -401,6 +401,92 @@ if [ -s "$cfg/shadow" ]; then
     log "password hashes applied"
 fi
 
+# static-ipv4 (`address_mode: static`): `MAC ADDRESS/PREFIX GATEWAY DNS[,DNS]` (`-` for none), written
+# as a systemd-networkd file matching the NIC's MAC. 05- sorts before the image's own files (the lab's
+# 90-dhcp-all, netplan's 10-netplan-*, cloud-init's 10-cloud-init-*), and networkd takes the first file
+# that matches a link. This runs before network-pre.target, so networkd reads it at its start. Guests
+# without networkd are only told in the journal: the instance's DHCP reservation gives it the same
+# address there.
+static_line=$(value static-ipv4)
+if [ -n "$static_line" ]; then
+    read -r s_mac s_cidr s_gateway s_dns s_mtu s_domain s_rest <<EOF
+$static_line
+EOF
+    [ -z "$s_rest" ] || die "invalid static-ipv4: more fields than expected"
+    case $s_mac in
+        [0-9a-f][0-9a-f]:[0-9a-f][0-9a-f]:[0-9a-f][0-9a-f]:[0-9a-f][0-9a-f]:[0-9a-f][0-9a-f]:[0-9a-f][0-9a-f]) ;;
+        *) die "invalid MAC in static-ipv4" ;;
+    esac
+    case $s_cidr in
+        '' | *[!0-9./]* | */*/* | */ | /*) die "invalid address in static-ipv4" ;;
+        */*) ;;
+        *) die "invalid address in static-ipv4" ;;
+    esac
+    case $s_gateway in
+        -) ;;
+        '' | *[!0-9.]* | *..* | .* | *.) die "invalid gateway in static-ipv4" ;;
+    esac
+    case $s_dns in
+        -) ;;
+        '' | *[!0-9.,]* | *..* | *,,* | [.,]* | *[.,]) die "invalid DNS servers in static-ipv4" ;;
+    esac
+    case $s_mtu in
+        -) ;;
+        '' | *[!0-9]*) die "invalid MTU in static-ipv4" ;;
+    esac
+    [ "$s_domain" = - ] || valid_hostname "$s_domain" || die "invalid domain in static-ipv4"
+    networkd=
+    for d in "$ROOT/lib/systemd" "$ROOT/usr/lib/systemd"; do
+        [ -x "$d/systemd-networkd" ] && networkd=1
+    done
+    # Enabled (a wants link, the admin's or the vendor's), or driven by netplan with its networkd
+    # renderer (whose generator enables it at boot); masked, it never runs.
+    enabled=
+    for link in "$ROOT"/etc/systemd/system/*.wants/systemd-networkd.service \
+        "$ROOT"/lib/systemd/system/*.wants/systemd-networkd.service \
+        "$ROOT"/usr/lib/systemd/system/*.wants/systemd-networkd.service; do
+        if [ -e "$link" ] || [ -L "$link" ]; then enabled=1; fi
+    done
+    if [ -x "$ROOT/usr/sbin/netplan" ] && ! grep -rqs 'renderer: *NetworkManager' "$ROOT/etc/netplan"; then
+        enabled=1
+    fi
+    masked=
+    if [ "$(readlink "$ROOT/etc/systemd/system/systemd-networkd.service" 2>/dev/null)" = /dev/null ]; then
+        masked=1
+    fi
+    # Two managers of one NIC fight over it: with NetworkManager enabled, it is left to that.
+    manager=
+    for link in "$ROOT"/etc/systemd/system/*.wants/NetworkManager.service; do
+        if [ -e "$link" ] || [ -L "$link" ]; then manager=1; fi
+    done
+    if [ -n "$networkd" ] && [ -n "$enabled" ] && [ -z "$masked" ] && [ -z "$manager" ]; then
+        # networkd runs as systemd-network: the directory must be readable by it.
+        (umask 022 && mkdir -p "$ROOT/etc/systemd/network") || die "cannot make /etc/systemd/network"
+        {
+            printf '# Written by virtup'"'"'s first boot: this instance'"'"'s static address (address_mode: static).\n'
+            # Type=ether: a VLAN, bond or bridge made on the NIC later inherits its MAC, not this.
+            printf '[Match]\nMACAddress=%s\nType=ether\n\n' "$s_mac"
+            [ "$s_mtu" = - ] || printf '[Link]\nMTUBytes=%s\n\n' "$s_mtu"
+            printf '[Network]\nAddress=%s\n' "$s_cidr"
+            [ "$s_gateway" = - ] || printf 'Gateway=%s\n' "$s_gateway"
+            if [ "$s_dns" != - ]; then
+                old_ifs=$IFS
+                IFS=,
+                for server in $s_dns; do
+                    printf 'DNS=%s\n' "$server"
+                done
+                IFS=$old_ifs
+            fi
+            [ "$s_domain" = - ] || printf 'Domains=%s\n' "$s_domain"
+        } | put_file "$ROOT/etc/systemd/network/05-virtup.network" 0644
+        log "static address $s_cidr for $s_mac (systemd-networkd)"
+    elif [ -n "$manager" ]; then
+        log "static address $s_cidr not written: NetworkManager manages this guest's network; its DHCP reservation gives it the same address"
+    else
+        log "static address $s_cidr not written: this guest does not run systemd-networkd; its DHCP reservation gives it the same address"
+    fi
+fi
+
 # grow_root: the root partition takes the space after it (the clone's disk is larger than its
 # template's), then its filesystem grows into it, online. With growpart (cloud-guest-utils, as
 # cloud images have) or else sfdisk (fdisk, as installed systems have); partx tells the kernel.
@@ -482,10 +568,47 @@ data_disk() {
         fi
     done
     if block=$(device_with "$SYSFS/block" serial "$1"); then
-        printf '/dev/%s\n' "$block"
+        printf '%s/dev/%s\n' "$ROOT" "$block"
         return 0
     fi
     return 1
+}
+
+# usable_mount_point SERIAL MOUNT DEV: whether the data disk may be mounted at MOUNT (logging why
+# not): an empty directory or none yet, reached without a link (/var/run is /run), not a mount point
+# already, and not in /etc/fstab for anything but this disk.
+usable_mount_point() {
+    target=$ROOT$2
+    if [ -e "$target" ] && { [ ! -d "$target" ] || [ -n "$(ls -A "$target" 2>/dev/null)" ]; }; then
+        log "data disk $1 ($3): $2 is in use (not an empty directory): nothing made, not mounted"
+        return 1
+    fi
+    # The deepest part that exists must be itself, not a link to elsewhere.
+    d=$target
+    while [ -n "$d" ] && [ ! -e "$d" ] && [ ! -L "$d" ]; do
+        up=${d%/*}
+        [ "$up" != "$d" ] || break
+        d=$up
+    done
+    base=$(readlink -f "${ROOT:-/}") || base=
+    if [ -n "$d" ] && [ "$(readlink -f "$d")" != "${base%/}${d#"$ROOT"}" ]; then
+        log "data disk $1 ($3): $2 is reached through a link: nothing made, not mounted"
+        return 1
+    fi
+    if [ -d "$target" ] && command -v mountpoint >/dev/null 2>&1 && mountpoint -q "$target"; then
+        log "data disk $1 ($3): $2 is a mount point already: nothing made, not mounted"
+        return 1
+    fi
+    # A line of the image's own (an NFS share mounted later, say) is not replaced; one for this
+    # disk (a first boot cut short) is.
+    own=$(blkid -s UUID -o value "$3" 2>/dev/null) || own=
+    if [ -f "$ROOT/etc/fstab" ] && awk -v mp="$2" -v own="UUID=$own" '
+        $1 !~ /^#/ && $2 == mp && (own == "UUID=" || $1 != own) { found = 1 }
+        END { exit !found }' "$ROOT/etc/fstab"; then
+        log "data disk $1 ($3): /etc/fstab lists $2 for something else already: nothing made, not mounted"
+        return 1
+    fi
+    return 0
 }
 
 # make_filesystems < FILE: for each `SERIAL FSTYPE MOUNT` line (MOUNT `-` for none), makes the
@@ -521,10 +644,34 @@ make_filesystems() {
             log "data disk $serial not found: no $fstype made"
             continue
         fi
-        # Only a blank disk gets a filesystem: what is on it already stays (`blkid -p` exits 2
-        # when it finds nothing). mkfs reads no answer from this loop's input.
-        if blkid -p "$dev" >/dev/null 2>&1; then
-            log "data disk $serial ($dev) is not blank: no $fstype made on it"
+        # blkid exits 2 too for a device it cannot open: one that cannot be read is left alone.
+        if ! dd if="$dev" of=/dev/null bs=512 count=1 2>/dev/null; then
+            log "data disk $serial ($dev) cannot be read: left as it is"
+            continue
+        fi
+        # What is on the disk: `blkid -p` exits 2 when it finds nothing (blank), 0 with what it
+        # found; anything else (an error, an ambiguous probe) leaves the disk alone.
+        found=$(blkid -p -s TYPE -o value "$dev" 2>/dev/null) && probe=0 || probe=$?
+        case $probe in
+            2) found= ;;
+            0)
+                # A disk with the filesystem asked for is a first boot cut short after its mkfs.
+                if [ "$found" != "$fstype" ]; then
+                    log "data disk $serial ($dev) is not blank (${found:-unknown content}): left as it is, no $fstype made, not mounted"
+                    continue
+                fi
+                ;;
+            *)
+                log "data disk $serial ($dev): blkid could not tell what is on it (status $probe): left as it is"
+                continue
+                ;;
+        esac
+        # The mount point is checked before anything is made: a place in use is left alone.
+        if [ -n "$mount_point" ] && ! usable_mount_point "$serial" "$mount_point" "$dev"; then
+            continue
+        fi
+        if [ -n "$found" ]; then
+            log "data disk $serial ($dev) already holds $fstype: kept as it is"
         elif ! command -v "mkfs.$fstype" >/dev/null 2>&1; then
             log "data disk $serial ($dev): no $fstype made: mkfs.$fstype is not installed"
             continue
@@ -536,23 +683,40 @@ make_filesystems() {
         fi
         [ -n "$mount_point" ] || continue
         uuid=$(blkid -s UUID -o value "$dev" 2>/dev/null) || uuid=
-        if [ -z "$uuid" ]; then
-            log "data disk $serial ($dev) has no filesystem UUID: not mounted"
-            continue
-        fi
-        if ! mkdir -p "$ROOT$mount_point"; then
+        case $uuid in
+            '' | *[!0-9A-Fa-f-]*)
+                log "data disk $serial ($dev) has no plain filesystem UUID: not mounted"
+                continue
+                ;;
+        esac
+        target=$ROOT$mount_point
+        # Made readable by all: the disk's users (a database, a web server) reach it through it.
+        if ! (umask 022 && mkdir -p "$target"); then
             log "data disk $serial: cannot make $mount_point: not mounted"
             continue
         fi
+        # /etc/fstab is replaced whole, and only when the new one holds the line: a half-written
+        # fstab would fail the next boot.
         fstab=$ROOT/etc/fstab
         [ -f "$fstab" ] || : >>"$fstab"
         line=$(printf 'UUID=%s\t%s\t%s\tdefaults,nofail\t0\t2' "$uuid" "$mount_point" "$fstype")
-        awk -v mp="$mount_point" -v line="$line" '
-            $2 == mp { if (!done) print line; done = 1; next }
+        if ! new=$(mktemp "$fstab.virtup.XXXXXX"); then
+            log "data disk $serial ($dev): cannot update /etc/fstab: not mounted"
+            continue
+        fi
+        if awk -v mp="$mount_point" -v line="$line" '
+            $1 !~ /^#/ && $2 == mp { if (!done) print line; done = 1; next }
             { print }
             END { if (!done) print line }
-        ' "$fstab" | put_file "$fstab" 0644
-        if mount -t "$fstype" "UUID=$uuid" "$ROOT$mount_point" </dev/null 2>/dev/null; then
+        ' "$fstab" >"$new" && grep -q "^UUID=${uuid}[[:space:]]" "$new" &&
+            chmod 0644 "$new" && mv -f "$new" "$fstab"; then
+            :
+        else
+            rm -f "$new"
+            log "data disk $serial ($dev): cannot update /etc/fstab: not mounted"
+            continue
+        fi
+        if mount -t "$fstype" "UUID=$uuid" "$target" </dev/null 2>/dev/null; then
             log "data disk $serial ($dev) mounted on $mount_point"
         else
             log "data disk $serial ($dev): cannot mount it on $mount_point (listed in /etc/fstab)"

@@ -145,6 +145,9 @@ fn render_virtup(identity: &Identity) -> Result<Vec<ConfigFile>, GuestError> {
     if identity.grow_root {
         files.push(ConfigFile::new("grow-root", line("yes")));
     }
+    if let Some(ip) = &identity.static_ipv4 {
+        files.push(ConfigFile::new("static-ipv4", ip.line()));
+    }
     if !identity.filesystems.is_empty() {
         files.push(ConfigFile::new("filesystems", identity.filesystem_lines()));
     }

@@ -11,12 +11,15 @@ pub const SCRIPT: &str = include_str!("../guest/firstboot.sh");
 
 /// What the installed [`SCRIPT`] can do, recorded in the template's tag: 2 grows the root partition
 /// and filesystem when the config disk asks (`grow-root`); 3 makes and mounts filesystems on data
-/// disks (`filesystems`). Templates without a record have 1.
-pub const REVISION: u32 = 3;
+/// disks (`filesystems`); 4 writes a static address into the guest's network config
+/// (`static-ipv4`). Templates without a record have 1.
+pub const REVISION: u32 = 4;
 /// The first revision that grows the root.
 pub const GROWS_ROOT: u32 = 2;
 /// The first revision that makes filesystems on data disks.
 pub const MAKES_FILESYSTEMS: u32 = 3;
+/// The first revision that configures a static address.
+pub const CONFIGURES_STATIC_ADDRESS: u32 = 4;
 /// Runs [`SCRIPT`] once, before the network and sshd.
 pub const FIRSTBOOT_UNIT: &str = include_str!("../guest/virtup-firstboot.service");
 /// Generates host keys when none exist, so sshd always starts.

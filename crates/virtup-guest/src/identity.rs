@@ -30,6 +30,76 @@ pub struct Identity {
     pub grow_root: bool,
     /// Filesystems the first boot makes on blank data disks (found by serial) and mounts.
     pub filesystems: Vec<DataFilesystem>,
+    /// A static IPv4 configuration the first boot writes for the NIC with this MAC.
+    pub static_ipv4: Option<StaticIpv4>,
+}
+
+/// An address configured inside the guest (`address_mode: static`) rather than asked for by DHCP.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StaticIpv4 {
+    /// The NIC's MAC (lowercase, as libvirt writes it): the guest's network config matches on it.
+    pub mac: String,
+    pub address: std::net::Ipv4Addr,
+    pub prefix: u8,
+    pub gateway: Option<std::net::Ipv4Addr>,
+    pub dns: Vec<std::net::Ipv4Addr>,
+    /// The link's MTU when the network sets one.
+    pub mtu: Option<u32>,
+    /// The DNS search domain.
+    pub domain: Option<String>,
+}
+
+impl StaticIpv4 {
+    /// Refuses what the guest's network config cannot hold (the first boot checks again).
+    pub fn check(&self) -> Result<(), String> {
+        let mac_ok = self.mac.len() == 17
+            && self.mac.split(':').count() == 6
+            && self
+                .mac
+                .split(':')
+                .all(|b| b.len() == 2 && b.bytes().all(|c| matches!(c, b'0'..=b'9' | b'a'..=b'f')));
+        if !mac_ok {
+            return Err(format!("`{}` is not a lowercase MAC address", self.mac));
+        }
+        // /31 and /32 leave no address beside the network's own for a guest.
+        if !(1..=30).contains(&self.prefix) {
+            return Err(format!(
+                "/{} is not a network prefix a guest can live in",
+                self.prefix
+            ));
+        }
+        if self.mtu.is_some_and(|m| !(68..=65535).contains(&m)) {
+            return Err(format!("MTU {} is out of range", self.mtu.unwrap_or(0)));
+        }
+        if let Some(domain) = self
+            .domain
+            .as_ref()
+            .filter(|d| d.len() > 253 || !d.split('.').all(is_dns_label))
+        {
+            return Err(format!("`{domain}` is not a DNS domain name"));
+        }
+        Ok(())
+    }
+
+    /// `MAC ADDRESS/PREFIX GATEWAY DNS[,DNS] MTU DOMAIN`, `-` for none: the `static-ipv4` file's
+    /// one line.
+    pub(crate) fn line(&self) -> String {
+        let dns: Vec<String> = self.dns.iter().map(ToString::to_string).collect();
+        format!(
+            "{} {}/{} {} {} {} {}\n",
+            self.mac,
+            self.address,
+            self.prefix,
+            self.gateway.map_or("-".into(), |g| g.to_string()),
+            if dns.is_empty() {
+                "-".into()
+            } else {
+                dns.join(",")
+            },
+            self.mtu.map_or("-".into(), |m| m.to_string()),
+            self.domain.as_deref().unwrap_or("-"),
+        )
+    }
 }
 
 /// A filesystem on a data disk: made by the first boot when the disk is blank, then mounted at
@@ -101,6 +171,7 @@ impl fmt::Debug for Identity {
             .field("user_password_hash", &redact(&self.user_password_hash))
             .field("grow_root", &self.grow_root)
             .field("filesystems", &self.filesystems)
+            .field("static_ipv4", &self.static_ipv4)
             .finish()
     }
 }
@@ -191,6 +262,9 @@ impl Identity {
                     return Err(bad(field, "not a crypt(3) hash like `$6$salt$hash`".into()));
                 }
             }
+        }
+        if let Some(ip) = &self.static_ipv4 {
+            ip.check().map_err(|reason| bad("static_ipv4", reason))?;
         }
         for fs in &self.filesystems {
             let plain = |s: &str| {
@@ -320,12 +394,75 @@ pub(crate) mod tests {
             user_password_hash: Some("$6$rounds=6000$s$xyz".into()),
             grow_root: false,
             filesystems: Vec::new(),
+            static_ipv4: None,
         }
     }
 
     #[test]
     fn valid_sample() {
         sample().validate().unwrap();
+    }
+
+    #[test]
+    fn a_static_address_is_one_checked_line() {
+        let mut id = sample();
+        id.static_ipv4 = Some(StaticIpv4 {
+            mac: "52:54:00:ab:cd:ef".into(),
+            address: "192.168.122.60".parse().unwrap(),
+            prefix: 24,
+            gateway: Some("192.168.122.1".parse().unwrap()),
+            dns: vec![
+                "192.168.122.1".parse().unwrap(),
+                "10.0.0.53".parse().unwrap(),
+            ],
+            mtu: Some(1400),
+            domain: Some("lab.test".into()),
+        });
+        id.validate().unwrap();
+        assert_eq!(
+            id.static_ipv4.as_ref().unwrap().line(),
+            "52:54:00:ab:cd:ef 192.168.122.60/24 192.168.122.1 192.168.122.1,10.0.0.53 1400 lab.test\n"
+        );
+        let bare = StaticIpv4 {
+            gateway: None,
+            dns: Vec::new(),
+            mtu: None,
+            domain: None,
+            ..id.static_ipv4.clone().unwrap()
+        };
+        assert_eq!(bare.line(), "52:54:00:ab:cd:ef 192.168.122.60/24 - - - -\n");
+        for (mac, prefix) in [
+            ("52:54:00:AB:CD:EF", 24),
+            ("52:54:00:ab:cd", 24),
+            ("52:54:00:ab:cd:ef", 0),
+            ("52:54:00:ab:cd:ef", 33),
+            ("52:54:00:ab:cd:ef", 31),
+        ] {
+            id.static_ipv4 = Some(StaticIpv4 {
+                mac: mac.into(),
+                prefix,
+                ..bare.clone()
+            });
+            assert!(id.validate().is_err(), "{mac} /{prefix}");
+        }
+        for bad in [
+            StaticIpv4 {
+                mtu: Some(67),
+                ..bare.clone()
+            },
+            StaticIpv4 {
+                domain: Some("lab_test".into()),
+                ..bare.clone()
+            },
+            StaticIpv4 {
+                domain: Some("lab.test.".into()),
+                ..bare.clone()
+            },
+        ] {
+            assert!(bad.check().is_err(), "{bad:?}");
+            id.static_ipv4 = Some(bad);
+            assert!(id.validate().is_err());
+        }
     }
 
     #[test]

@@ -28,7 +28,7 @@ pub use builder::VirtBuilder;
 pub use cmd::{shell_quote, Cmd, CmdError, Stream};
 pub use customize::{CustomizeOp, VirtCustomize};
 pub use error::GuestError;
-pub use identity::{DataFilesystem, HostKey, Identity, PrivateKey};
+pub use identity::{DataFilesystem, HostKey, Identity, PrivateKey, StaticIpv4};
 pub use sysprep::VirtSysprep;
 pub use virt_install::VirtInstall;
 

@@ -65,6 +65,7 @@ fn identity(user: &str) -> Identity {
         user_password_hash: Some(USER_HASH.into()),
         grow_root: false,
         filesystems: Vec::new(),
+        static_ipv4: None,
     }
 }
 
@@ -1099,20 +1100,29 @@ fn guest_with_data_disks(blank: &[&str], tools: &[&str]) -> (Guest, PathBuf) {
     for (dev, serial) in [("vdc", "virtup-data1"), ("vdd", "virtup-data2")] {
         fs::create_dir_all(sysfs.join("block").join(dev)).unwrap();
         fs::write(sysfs.join("block").join(dev).join("serial"), serial).unwrap();
+        // The script reads a sector before it trusts blkid's "nothing found".
+        fs::create_dir_all(root.join("dev")).unwrap();
+        fs::write(root.join("dev").join(dev), vec![0u8; 512]).unwrap();
     }
     fs::create_dir_all(root.join("etc")).unwrap();
     fs::write(
         root.join("etc/fstab"),
-        "/dev/vda1\t/\text4\tdefaults\t0\t1\nUUID=old\t/srv/data\text4\tdefaults\t0\t2\n",
+        // A line for this disk, as a first boot cut short after it would leave.
+        "/dev/vda1\t/\text4\tdefaults\t0\t1\nUUID=1111-2222\t/srv/data\text4\tdefaults\t0\t2\n",
     )
     .unwrap();
     let stubs = root.join("stubs");
-    let blank_devs: Vec<String> = blank.iter().map(|d| format!("/dev/{d}")).collect();
+    // The device paths the script finds through the fake /sys are under the fake root.
+    let blank_devs: Vec<String> = blank
+        .iter()
+        .map(|d| format!("{}/dev/{d}", root.display()))
+        .collect();
+    // `blkid -p DEV` finds nothing on a blank disk; on another, `-s TYPE` says ext4.
     stub(
         &stubs,
         "blkid",
         &format!(
-            "{STUB_LOGGING}case \"$1\" in\n  -p) case \" {} \" in *\" $2 \"*) exit 2 ;; esac; exit 0 ;;\n  -s) echo 1111-2222 ;;\nesac\n",
+            "{STUB_LOGGING}case \"$1\" in\n  -p) for last; do :; done; case \" {} \" in *\" $last \"*) exit 2 ;; esac; [ \"$2\" = -s ] && echo ext4; exit 0 ;;\n  -s) echo 1111-2222 ;;\nesac\n",
             blank_devs.join(" ")
         ),
     );
@@ -1131,42 +1141,160 @@ fn blank_data_disks_get_their_filesystem_listed_by_uuid_and_mounted() {
     let (ok, stderr) = run_growing(&guest, &sysfs);
     assert!(ok, "{stderr}\n{}", guest.log());
     let log = guest.log();
+    let root = guest.root().display().to_string();
     let at = |what: &str| log.find(what).unwrap_or_else(|| panic!("{what}: {log}"));
-    assert!(at("udevadm settle") < at("mkfs.ext4 -q /dev/vdc\n"));
-    let mount = format!(
-        "mount -t ext4 UUID=1111-2222 {}/srv/data\n",
-        guest.root().display()
+    let mkfs_ext4 = format!("mkfs.ext4 -q {root}/dev/vdc\n");
+    assert!(at("udevadm settle") < at(&mkfs_ext4));
+    let mount = format!("mount -t ext4 UUID=1111-2222 {root}/srv/data\n");
+    assert!(at(&mkfs_ext4) < at(&mount));
+    assert!(
+        log.contains(&format!("mkfs.xfs -q {root}/dev/vdd\n")),
+        "{log}"
     );
-    assert!(at("mkfs.ext4 -q /dev/vdc\n") < at(&mount));
-    assert!(log.contains("mkfs.xfs -q /dev/vdd\n"), "{log}");
     // One mount only: the xfs disk has no mount point.
     assert_eq!(log.matches("mount -t").count(), 1, "{log}");
-    assert!(guest.root().join("srv/data").is_dir());
-    // The old line for the mount point is replaced, the others kept.
+    // Made readable by all, though the script runs with umask 077.
+    let mode = fs::metadata(guest.root().join("srv/data"))
+        .unwrap()
+        .permissions()
+        .mode();
+    assert_eq!(mode & 0o777, 0o755);
+    // The line this disk had is replaced, the others kept.
     let fstab = fs::read_to_string(guest.root().join("etc/fstab")).unwrap();
     assert_eq!(
         fstab,
         "/dev/vda1\t/\text4\tdefaults\t0\t1\nUUID=1111-2222\t/srv/data\text4\tdefaults,nofail\t0\t2\n"
     );
     assert!(
-        stderr.contains("data disk virtup-data1 (/dev/vdc) mounted on /srv/data"),
+        stderr.contains(&format!(
+            "data disk virtup-data1 ({root}/dev/vdc) mounted on /srv/data"
+        )),
         "{stderr}"
     );
+
     assert_identity_applied(&guest, "data disks");
 }
 
 #[test]
 fn a_data_disk_that_is_not_blank_missing_or_without_its_mkfs_is_logged_and_never_formatted() {
-    // vdc holds something already: no mkfs, but still mounted; mkfs.xfs is not installed.
+    // The stubs come first on PATH, then /usr/bin and /bin: a real mkfs.xfs there would be found.
+    for dir in ["/usr/bin", "/bin"] {
+        assert!(
+            !Path::new(dir).join("mkfs.xfs").exists(),
+            "precondition: {dir}/mkfs.xfs would stand in for the missing one"
+        );
+    }
+    // vdc holds ext4 already (a first boot cut short after its mkfs): no mkfs, but mounted;
+    // mkfs.xfs is not installed.
     let (guest, sysfs) = guest_with_data_disks(&["vdd"], &["udevadm", "mkfs.ext4", "mount"]);
     let (ok, stderr) = run_growing(&guest, &sysfs);
     assert!(ok, "{stderr}");
     let log = guest.log();
     assert!(!log.contains("mkfs"), "{log}");
     assert!(log.contains("mount -t ext4 UUID=1111-2222"), "{log}");
-    assert!(stderr.contains("(/dev/vdc) is not blank"), "{stderr}");
+    assert!(stderr.contains("/dev/vdc) already holds ext4"), "{stderr}");
     assert!(stderr.contains("mkfs.xfs is not installed"), "{stderr}");
     assert_identity_applied(&guest, "not blank");
+
+    // vdc holds something else: left alone, neither formatted nor mounted nor listed.
+    let (guest, sysfs) = guest_with_data_disks(&["vdd"], &["udevadm", "mkfs.ext4", "mount"]);
+    stub(
+        &guest.root().join("stubs"),
+        "blkid",
+        &format!("{STUB_LOGGING}case \"$1\" in\n  -p) [ \"$2\" = -s ] && echo LVM2_member; exit 0 ;;\n  -s) echo 1111-2222 ;;\nesac\n"),
+    );
+    let fstab_before = fs::read_to_string(guest.root().join("etc/fstab")).unwrap();
+    let (ok, stderr) = run_growing(&guest, &sysfs);
+    assert!(ok, "{stderr}");
+    assert!(!guest.log().contains("mount -t"), "{}", guest.log());
+    assert!(
+        stderr.contains("/dev/vdc) is not blank (LVM2_member): left as it is"),
+        "{stderr}"
+    );
+    assert_eq!(
+        fs::read_to_string(guest.root().join("etc/fstab")).unwrap(),
+        fstab_before
+    );
+
+    // A mount point that holds files already: nothing made, not mounted over them nor listed.
+    let (guest, sysfs) = guest_with_data_disks(
+        &["vdc", "vdd"],
+        &["udevadm", "mkfs.ext4", "mkfs.xfs", "mount"],
+    );
+    fs::create_dir_all(guest.root().join("srv/data")).unwrap();
+    fs::write(guest.root().join("srv/data/index.html"), "hello").unwrap();
+    let (ok, stderr) = run_growing(&guest, &sysfs);
+    assert!(ok, "{stderr}");
+    assert!(!guest.log().contains("mount -t"), "{}", guest.log());
+    assert!(!guest.log().contains("mkfs.ext4"), "{}", guest.log());
+    assert!(stderr.contains("/srv/data is in use"), "{stderr}");
+    assert_eq!(
+        fs::read_to_string(guest.root().join("etc/fstab")).unwrap(),
+        fstab_before
+    );
+
+    // A mount point the image's fstab gives to something else (a share mounted later): kept.
+    let (guest, sysfs) = guest_with_data_disks(
+        &["vdc", "vdd"],
+        &["udevadm", "mkfs.ext4", "mkfs.xfs", "mount"],
+    );
+    let foreign = "/dev/vda1\t/\text4\tdefaults\t0\t1\nnas:/data\t/srv/data\tnfs\tdefaults\t0\t0\n";
+    fs::write(guest.root().join("etc/fstab"), foreign).unwrap();
+    let (ok, stderr) = run_growing(&guest, &sysfs);
+    assert!(ok, "{stderr}");
+    assert!(!guest.log().contains("mkfs.ext4"), "{}", guest.log());
+    assert!(
+        stderr.contains("/etc/fstab lists /srv/data for something else"),
+        "{stderr}"
+    );
+    assert_eq!(
+        fs::read_to_string(guest.root().join("etc/fstab")).unwrap(),
+        foreign
+    );
+
+    // A mount point reached through a link (as /var/run is /run): left alone.
+    let (guest, sysfs) = guest_with_data_disks(
+        &["vdc", "vdd"],
+        &["udevadm", "mkfs.ext4", "mkfs.xfs", "mount"],
+    );
+    fs::create_dir_all(guest.root().join("run/elsewhere")).unwrap();
+    fs::create_dir_all(guest.root().join("srv")).unwrap();
+    std::os::unix::fs::symlink("../run/elsewhere", guest.root().join("srv/data")).unwrap();
+    let (ok, stderr) = run_growing(&guest, &sysfs);
+    assert!(ok, "{stderr}");
+    assert!(!guest.log().contains("mkfs.ext4"), "{}", guest.log());
+    assert!(
+        stderr.contains("/srv/data is reached through a link"),
+        "{stderr}"
+    );
+
+    // blkid that cannot tell (an I/O error, an ambiguous probe): nothing made on either disk.
+    let (guest, sysfs) = guest_with_data_disks(&[], &["udevadm", "mkfs.ext4", "mkfs.xfs", "mount"]);
+    stub(
+        &guest.root().join("stubs"),
+        "blkid",
+        &format!("{STUB_LOGGING}case \"$1\" in\n  -p) exit 4 ;;\n  -s) echo 1111-2222 ;;\nesac\n"),
+    );
+    let (ok, stderr) = run_growing(&guest, &sysfs);
+    assert!(ok, "{stderr}");
+    assert!(!guest.log().contains("mkfs"), "{}", guest.log());
+    assert_eq!(
+        stderr.matches("blkid could not tell").count(),
+        2,
+        "{stderr}"
+    );
+
+    // A device that cannot be read (blkid says "nothing found" for it too): never formatted.
+    let (guest, sysfs) = guest_with_data_disks(
+        &["vdc", "vdd"],
+        &["udevadm", "mkfs.ext4", "mkfs.xfs", "mount"],
+    );
+    fs::remove_file(guest.root().join("dev/vdc")).unwrap();
+    let (ok, stderr) = run_growing(&guest, &sysfs);
+    assert!(ok, "{stderr}");
+    assert!(!guest.log().contains("mkfs.ext4"), "{}", guest.log());
+    assert!(guest.log().contains("mkfs.xfs"), "{}", guest.log());
+    assert!(stderr.contains("/dev/vdc) cannot be read"), "{stderr}");
 
     // A disk that is not there: logged, the identity still applied.
     let (guest, sysfs) =
@@ -1213,4 +1341,171 @@ fn the_script_refuses_filesystem_lines_it_cannot_trust() {
     assert_eq!(stderr.matches("invalid mount point").count(), 2, "{stderr}");
     assert!(stderr.contains("invalid serial"), "{stderr}");
     assert!(stderr.contains("unknown filesystem 'btrfs'"), "{stderr}");
+}
+
+fn with_static_address(gateway: bool) -> Guest {
+    let mut id = identity("virt");
+    id.static_ipv4 = Some(virtup_guest::StaticIpv4 {
+        mac: "52:54:00:12:34:56".into(),
+        address: "192.168.122.60".parse().unwrap(),
+        prefix: 24,
+        gateway: gateway.then(|| "192.168.122.1".parse().unwrap()),
+        dns: if gateway {
+            vec![
+                "192.168.122.1".parse().unwrap(),
+                "10.0.0.53".parse().unwrap(),
+            ]
+        } else {
+            Vec::new()
+        },
+        mtu: gateway.then_some(1400),
+        domain: gateway.then(|| "lab.test".into()),
+    });
+    Guest::new(&id)
+}
+
+/// A guest that runs systemd-networkd (its binary, and enabled by a wants link).
+fn give_networkd(guest: &Guest) {
+    let root = guest.root();
+    fs::create_dir_all(root.join("lib/systemd")).unwrap();
+    stub(&root.join("lib/systemd"), "systemd-networkd", "#!/bin/sh\n");
+    let wants = root.join("etc/systemd/system/multi-user.target.wants");
+    fs::create_dir_all(&wants).unwrap();
+    std::os::unix::fs::symlink(
+        "/lib/systemd/system/systemd-networkd.service",
+        wants.join("systemd-networkd.service"),
+    )
+    .unwrap();
+}
+
+#[test]
+fn a_static_address_becomes_a_networkd_file_matching_the_mac() {
+    let guest = with_static_address(true);
+    give_networkd(&guest);
+    let (ok, stderr) = guest.run(Some(&guest.config()), &[]);
+    assert!(ok, "{stderr}");
+    assert_eq!(
+        guest.read("etc/systemd/network/05-virtup.network"),
+        "# Written by virtup's first boot: this instance's static address (address_mode: static).\n\
+         [Match]\nMACAddress=52:54:00:12:34:56\nType=ether\n\n[Link]\nMTUBytes=1400\n\n\
+         [Network]\nAddress=192.168.122.60/24\nGateway=192.168.122.1\nDNS=192.168.122.1\n\
+         DNS=10.0.0.53\nDomains=lab.test\n"
+    );
+    assert!(
+        stderr.contains("static address 192.168.122.60/24 for 52:54:00:12:34:56"),
+        "{stderr}"
+    );
+    assert_identity_applied(&guest, "static");
+
+    // Without a gateway or DNS servers, only the address.
+    let guest = with_static_address(false);
+    give_networkd(&guest);
+    let (ok, stderr) = guest.run(Some(&guest.config()), &[]);
+    assert!(ok, "{stderr}");
+    let file = guest.read("etc/systemd/network/05-virtup.network");
+    assert!(
+        file.ends_with("Type=ether\n\n[Network]\nAddress=192.168.122.60/24\n"),
+        "{file}"
+    );
+    // networkd runs as systemd-network: the directory the script made is readable by it.
+    let mode = fs::metadata(guest.root().join("etc/systemd/network"))
+        .unwrap()
+        .permissions()
+        .mode();
+    assert_eq!(mode & 0o777, 0o755);
+
+    // Masked, or with NetworkManager enabled beside it: nothing written, said why.
+    for (case, said) in [
+        ("masked", "does not run systemd-networkd"),
+        ("nm", "NetworkManager manages"),
+    ] {
+        let guest = with_static_address(true);
+        give_networkd(&guest);
+        let system = guest.root().join("etc/systemd/system");
+        match case {
+            "masked" => {
+                std::os::unix::fs::symlink("/dev/null", system.join("systemd-networkd.service"))
+            }
+            _ => std::os::unix::fs::symlink(
+                "/lib/systemd/system/NetworkManager.service",
+                system.join("multi-user.target.wants/NetworkManager.service"),
+            ),
+        }
+        .unwrap();
+        let (ok, stderr) = guest.run(Some(&guest.config()), &[]);
+        assert!(ok, "{case}: {stderr}");
+        assert!(
+            !guest
+                .root()
+                .join("etc/systemd/network/05-virtup.network")
+                .exists(),
+            "{case}"
+        );
+        assert!(stderr.contains(said), "{case}: {stderr}");
+    }
+}
+
+#[test]
+fn a_guest_without_networkd_is_told_and_a_bad_line_stops_before_done() {
+    // networkd installed but not enabled (an ifupdown guest): nothing written, said why.
+    let guest = with_static_address(true);
+    fs::create_dir_all(guest.root().join("lib/systemd")).unwrap();
+    stub(
+        &guest.root().join("lib/systemd"),
+        "systemd-networkd",
+        "#!/bin/sh\n",
+    );
+    let (ok, stderr) = guest.run(Some(&guest.config()), &[]);
+    assert!(ok, "{stderr}");
+    assert!(!guest
+        .root()
+        .join("etc/systemd/network/05-virtup.network")
+        .exists());
+    assert!(stderr.contains("does not run systemd-networkd"), "{stderr}");
+    assert_identity_applied(&guest, "no networkd");
+
+    for line in [
+        "52:54:00:12:34:5 192.168.122.60/24 - - - -",
+        "52:54:00:12:34:56 192.168.122.60 - - - -",
+        "52:54:00:12:34:56 192.168.122.60/24 1.2.3.4;reboot - - -",
+        "52:54:00:12:34:56 192.168.122.60/24 - 1.1.1.1] - -",
+        "52:54:00:12:34:56 192.168.122.60/24/8 - - - -",
+        "52:54:00:12:34:56 192.168.122.60/24 - - 1400x -",
+        "52:54:00:12:34:56 192.168.122.60/24 - - 1-2 -",
+        "52:54:00:12:34:56 192.168.122.60/24 -- - - -",
+        "52:54:00:12:34:56 192.168.122.60/24 - 1.1.1.1,,2.2.2.2 - -",
+        "52:54:00:12:34:56 192.168.122.60/24 - - - lab..test",
+        "52:54:00:12:34:56 192.168.122.60/24 - - - lab.test [Match]",
+        "52:54:00:12:34:56 192.168.122.60/24 - -",
+    ] {
+        let guest = with_static_address(true);
+        give_networkd(&guest);
+        fs::write(guest.config().join("static-ipv4"), format!("{line}\n")).unwrap();
+        let (ok, stderr) = guest.run(Some(&guest.config()), &[]);
+        assert!(!ok, "{line}: {stderr}");
+        assert!(
+            !guest
+                .root()
+                .join("etc/systemd/network/05-virtup.network")
+                .exists(),
+            "{line}"
+        );
+        assert!(
+            !guest.root().join("var/lib/virtup/firstboot.done").exists(),
+            "{line}"
+        );
+    }
+    // Only the first line is read: a second one never reaches the file.
+    let guest = with_static_address(true);
+    give_networkd(&guest);
+    fs::write(
+        guest.config().join("static-ipv4"),
+        "52:54:00:12:34:56 192.168.122.60/24 - - - -\n[Match]\nName=*\n",
+    )
+    .unwrap();
+    let (ok, stderr) = guest.run(Some(&guest.config()), &[]);
+    assert!(ok, "{stderr}");
+    let file = guest.read("etc/systemd/network/05-virtup.network");
+    assert_eq!(file.matches("[Match]").count(), 1, "{file}");
+    assert!(!file.contains("Name="), "{file}");
 }

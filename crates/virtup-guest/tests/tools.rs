@@ -159,6 +159,7 @@ fn identity(dir: &Path) -> Identity {
         user_password_hash: None,
         grow_root: false,
         filesystems: Vec::new(),
+        static_ipv4: None,
     }
 }
 

@@ -125,6 +125,43 @@ pub struct NetworkDhcp {
     /// Its saved definition while it runs (`None` when it does not run, is transient, or the
     /// driver cannot tell them apart, as libvirt's test driver).
     pub saved: Option<Vec<DhcpSubnet>>,
+    /// What its DHCP server tells a guest besides the address, as it runs.
+    pub options: DhcpOptions,
+}
+
+/// What libvirt's dnsmasq hands a guest with its lease besides the address: a guest configured by
+/// hand (`address_mode: static`) is given the same.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct DhcpOptions {
+    /// The host's address is the guest's router: the network forwards (`<forward>`); an isolated
+    /// network gives no router.
+    pub router: bool,
+    /// The host's address is the guest's DNS server (unless `<dns enable='no'/>`).
+    pub dns: bool,
+    /// `<mtu size=…/>`.
+    pub mtu: Option<u32>,
+    /// `<domain name=…/>`: the guest's search domain.
+    pub domain: Option<String>,
+}
+
+/// Reads [`DhcpOptions`] from a network's XML.
+pub fn parse_dhcp_options(network_xml: &str) -> Result<DhcpOptions> {
+    let root = xml::parse(network_xml).map_err(|e| LibvirtError::parse("network XML", e))?;
+    Ok(DhcpOptions {
+        router: root.child("forward").is_some(),
+        dns: root
+            .child("dns")
+            .and_then(|d| d.attr("enable"))
+            .is_none_or(|e| e != "no"),
+        mtu: root
+            .child("mtu")
+            .and_then(|m| m.attr("size"))
+            .and_then(|m| m.parse().ok()),
+        domain: root
+            .child("domain")
+            .and_then(|d| d.attr("name"))
+            .map(str::to_owned),
+    })
 }
 
 impl NetworkDhcp {
@@ -242,7 +279,9 @@ impl Hypervisor {
         let fail = |e: virt::error::Error| LibvirtError::call("read network", network, &e);
         let active = net.is_active().map_err(fail)?;
         let persistent = net.is_persistent().map_err(fail)?;
-        let live = parse_network_dhcp(&net.xml_desc(0).map_err(fail)?)?;
+        let live_xml = net.xml_desc(0).map_err(fail)?;
+        let live = parse_network_dhcp(&live_xml)?;
+        let options = parse_dhcp_options(&live_xml)?;
         let saved = if active && persistent {
             match net.xml_desc(sys::VIR_NETWORK_XML_INACTIVE) {
                 Ok(xml) => Some(parse_network_dhcp(&xml)?),
@@ -257,6 +296,7 @@ impl Hypervisor {
             persistent,
             live,
             saved,
+            options,
         })
     }
 
@@ -387,6 +427,29 @@ impl Hypervisor {
 mod tests {
     use super::*;
     use crate::host_setup::NatNetworkSpec;
+
+    #[test]
+    fn dhcp_options_follow_forward_dns_mtu_and_domain() {
+        let nat = parse_dhcp_options(
+            "<network><forward mode='nat'/><mtu size='1400'/><domain name='lab.test'/></network>",
+        )
+        .unwrap();
+        assert_eq!(
+            nat,
+            DhcpOptions {
+                router: true,
+                dns: true,
+                mtu: Some(1400),
+                domain: Some("lab.test".into()),
+            }
+        );
+        let isolated = parse_dhcp_options("<network><dns enable='no'/></network>").unwrap();
+        assert_eq!(isolated, DhcpOptions::default());
+        let routed =
+            parse_dhcp_options("<network><forward mode='route'/><dns enable='yes'/></network>")
+                .unwrap();
+        assert!(routed.router && routed.dns && routed.mtu.is_none() && routed.domain.is_none());
+    }
 
     const NET: &str = r#"<network>
   <name>default</name>

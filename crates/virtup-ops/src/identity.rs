@@ -37,6 +37,8 @@ pub struct GuestIdentity<'a> {
     pub grow_root: bool,
     /// Filesystems the first boot makes on the data disks.
     pub filesystems: &'a [virtup_guest::DataFilesystem],
+    /// The static address the first boot configures (`address_mode: static`).
+    pub static_ipv4: Option<virtup_guest::StaticIpv4>,
 }
 
 impl GuestIdentity<'_> {
@@ -65,6 +67,7 @@ impl GuestIdentity<'_> {
             )?)?),
             grow_root: self.grow_root,
             filesystems: self.filesystems.to_vec(),
+            static_ipv4: self.static_ipv4.clone(),
         })
     }
 }

@@ -63,6 +63,8 @@ pub struct InstanceOptions {
     pub address: Option<Ipv4Addr>,
     /// Data disks, made with the instance; `None` leaves an existing instance's as they are.
     pub disks: Option<Vec<DataDisk>>,
+    /// `address` is also configured inside the guest (`address_mode: static`), not only reserved.
+    pub static_address: bool,
 }
 
 impl InstanceOptions {
@@ -83,6 +85,7 @@ impl InstanceOptions {
             boot: Boot::Auto,
             address: None,
             disks: None,
+            static_address: false,
         }
     }
 
@@ -127,6 +130,8 @@ pub struct Request {
     pub boot: Boot,
     /// The `disks` asked for; `None` when the task gives none.
     pub disks: Option<Vec<DataDisk>>,
+    /// `address_mode: static`.
+    pub static_address: bool,
 }
 
 impl Request {
@@ -202,6 +207,7 @@ pub fn resolve(ctx: &Context, options: InstanceOptions) -> Result<Request> {
         boot,
         address,
         disks,
+        static_address,
     } = options;
     let template = template.unwrap_or_else(|| name.clone());
     if state == InstanceState::Absent {
@@ -274,6 +280,9 @@ pub fn resolve(ctx: &Context, options: InstanceOptions) -> Result<Request> {
              not use; leave `filesystem` out (the disk stays blank) or use `customize: auto`"
         );
     }
+    if static_address && address.is_none() && state != InstanceState::Absent {
+        bail!("invalid value for `address_mode`: `static` configures `address` in the guest; give one");
+    }
     Ok(Request {
         uri,
         default_uri: context::default_uri(&ctx.config, &ctx.paths),
@@ -295,6 +304,7 @@ pub fn resolve(ctx: &Context, options: InstanceOptions) -> Result<Request> {
         root_password,
         boot,
         disks,
+        static_address,
         desired: InstanceDesired {
             name,
             template,
@@ -358,6 +368,11 @@ struct Observation {
     reservation_proven: Option<bool>,
     /// The data disks the metadata records the instance was made with.
     recorded_disks: Vec<DataDisk>,
+    /// Under `absent`: the volumes of data disks that stay (`keep` as recorded, or as this task
+    /// asks: keeping is the safe direction, so a `keep` added at the delete is honoured).
+    kept: Vec<String>,
+    /// The static address its guest was given (`ADDRESS/PREFIX`), if any.
+    recorded_static: Option<String>,
 }
 
 fn observe(hv: &Hypervisor, data: &DataDir, req: &Request) -> Result<Observation> {
@@ -436,6 +451,46 @@ fn observe(hv: &Hypervisor, data: &DataDir, req: &Request) -> Result<Observation
         .as_ref()
         .map(|m| m.data_disks.clone())
         .unwrap_or_default();
+    let recorded_static = meta.as_ref().and_then(|m| m.static_ipv4.clone());
+    let mut kept = Vec::new();
+    if req.desired.state == InstanceState::Absent && hv.pool(&req.pool)?.is_some() {
+        // Disk N asked to be kept at the delete is disk N as it was made (its recorded format).
+        let asked = req.data_disks().iter().enumerate().filter(|(_, d)| d.keep);
+        let asked = asked.map(|(i, d)| {
+            let format = recorded_disks.get(i).map_or(d.format, |r| r.format);
+            data_disk::volume_name(name, i, format)
+        });
+        for v in kept_volumes(name, &recorded_disks).into_iter().chain(asked) {
+            // Only a disk that is there and was the instance's (its domain is there, or the
+            // ledger says it had one): what a killed create made and never attached is a
+            // leftover, kept by nobody. Not by the ledger alone: a delete that failed after
+            // letting go of the disk leaves the domain, and the disk is still kept.
+            if !kept.contains(&v)
+                && (model.domain.is_some() || ledger.is_attached(&req.uri, &req.pool, &v))
+                && hv.volume_info(&req.pool, &v)?.is_some()
+            {
+                kept.push(v);
+            }
+        }
+        if let Some(dom) = model.domain.as_mut() {
+            dom.owned_volumes.retain(|v| !kept.contains(v));
+        }
+    }
+    if let (Some(cidr), Some(want), Some(_), false) = (
+        &recorded_static,
+        req.desired.address,
+        &model.domain,
+        req.desired.state == InstanceState::Absent,
+    ) {
+        // Moving the reservation would leave the guest on its old, static address, unreachable.
+        if cidr.split('/').next() != Some(want.to_string().as_str()) {
+            bail!(
+                "invalid value for `address`: `{name}` has the static address {cidr} in its guest \
+                 (`address_mode: static`), which only a new instance changes; remove it (`state: \
+                 absent`) and make it again, or leave `address` as it was"
+            );
+        }
+    }
     // A ledger without a domain (a delete killed after its volumes went) is a record to forget too.
     model.has_metadata = meta.is_some() || (model.domain.is_none() && !ledger.volumes.is_empty());
     let mut template = None;
@@ -475,6 +530,19 @@ fn observe(hv: &Hypervisor, data: &DataDir, req: &Request) -> Result<Observation
                     req.desired.template
                 );
             }
+            // The sysprep path installs this virtup's first boot into the clone: only a config
+            // disk is read by the template's own.
+            if req.static_address
+                && req.desired.customize == Customize::Auto
+                && current.firstboot < virtup_guest::firstboot::CONFIGURES_STATIC_ADDRESS
+            {
+                bail!(
+                    "invalid value for `address_mode`: template `{}` was built by a virtup whose first \
+                     boot configures no static address; build a new generation (change its \
+                     `revision`), or use `address_mode: dhcp` (the reservation alone)",
+                    req.desired.template
+                );
+            }
             template = Some(TemplateDisk {
                 generation: current.generation,
                 volume: current.volume,
@@ -491,8 +559,8 @@ fn observe(hv: &Hypervisor, data: &DataDir, req: &Request) -> Result<Observation
         let wanted = req.volume_names();
         let absent = req.desired.state == InstanceState::Absent;
         // A data disk to keep outlives its instance even when the domain went first (undefined by
-        // hand): `absent` lets go of it rather than delete it as a leftover.
-        let kept = kept_volumes(name, &recorded_disks);
+        // hand): `absent` lets go of it rather than delete it as a leftover. Only one that was
+        // attached: a disk of a create that never defined its domain was never anyone's to keep.
         for v in hv.list_volumes(&req.pool)? {
             match proof(&v) {
                 Proof::Created if absent && kept.contains(&v.name) => {}
@@ -512,6 +580,8 @@ fn observe(hv: &Hypervisor, data: &DataDir, req: &Request) -> Result<Observation
         network,
         reservation_proven,
         recorded_disks,
+        kept,
+        recorded_static,
     })
 }
 
@@ -613,6 +683,8 @@ pub struct InstanceFacts {
     pub disk: Option<String>,
     /// Its data disks, as made.
     pub data_disks: Vec<DataDiskView>,
+    /// The address configured inside its guest (`address_mode: static`), `ADDRESS/PREFIX`.
+    pub static_address: Option<String>,
     pub template: String,
     pub generation: Option<u32>,
     pub state: &'static str,
@@ -870,11 +942,24 @@ fn report(req: &Request, obs: &Observation, the_plan: &Plan, waited: Waited) -> 
             ));
         }
     }
+    if let (true, Some(_), None, false, false) = (
+        req.static_address,
+        &obs.model.domain,
+        &obs.recorded_static,
+        creating,
+        req.desired.state == InstanceState::Absent,
+    ) {
+        warnings.push(format!(
+            "`{}` was made without a static address in its guest: `address_mode: static` applies \
+             when an instance is made (its address stays a DHCP reservation)",
+            req.desired.name
+        ));
+    }
     let deleting = the_plan
         .steps
         .iter()
         .any(|s| matches!(s, Step::Delete { .. } | Step::Forget));
-    let kept = kept_volumes(&req.desired.name, &obs.recorded_disks);
+    let kept = &obs.kept;
     if deleting && !kept.is_empty() {
         warnings.push(format!(
             "data disk {} of `{}` stays in pool `{}` (`keep`); virtup lets go of it: it is yours to \
@@ -1117,6 +1202,7 @@ fn describe(
         data_disks: meta
             .map(|m| DataDiskView::list(&req.desired.name, &m.data_disks))
             .unwrap_or_default(),
+        static_address: meta.and_then(|m| m.static_ipv4.clone()),
         template: req.desired.template.clone(),
         generation: meta.map(|m| m.generation),
         state,
@@ -1203,8 +1289,13 @@ fn apply(
                 }
                 started = true;
             }
-            // A guest whose disk is deleted next gains nothing from a graceful shutdown.
-            Step::Stop if deleting => hv.destroy(name)?,
+            // A guest whose disks are all deleted next gains nothing from a graceful shutdown; one
+            // with a data disk it keeps shuts down cleanly (within `wait_timeout`), so that the
+            // disk's filesystem is whole. A guest that is not running (paused, crashed) cannot
+            // shut down: it is powered off.
+            Step::Stop if deleting && (obs.kept.is_empty() || !running(hv, name)?) => {
+                hv.destroy(name)?
+            }
             Step::Stop => crate::power::stop(hv, name, req.wait_timeout)?,
             Step::Delete { volumes } => delete(ctx, data, hv, req, volumes)?,
             Step::Forget => forget(ctx, data, name)?,
@@ -1225,6 +1316,13 @@ fn apply(
     Ok((address, warnings, finished))
 }
 
+/// Whether the domain runs (a paused or crashed guest ignores a shutdown request).
+fn running(hv: &Hypervisor, name: &str) -> Result<bool> {
+    Ok(hv
+        .domain(name)?
+        .is_some_and(|d| d.state == virtup_libvirt::DomainState::Running))
+}
+
 /// Undefines the domain and deletes the volumes observe proved its own, then forgets it.
 fn delete(
     ctx: &Context,
@@ -1243,6 +1341,18 @@ fn delete(
         }
     }
     ledger.attach(data, &req.uri, &req.pool, volumes)?;
+    // What this delete leaves (a data disk to keep) is let go of before anything goes: a run
+    // killed from here on must find no record that proves it virtup's, or a later `absent` would
+    // delete it as a leftover.
+    let let_go: Vec<String> = ledger
+        .volumes
+        .iter()
+        .filter(|v| v.uri == req.uri && v.pool == req.pool && !volumes.contains(&v.name))
+        .map(|v| v.name.clone())
+        .collect();
+    for v in &let_go {
+        ledger.forget(data, &req.uri, &req.pool, v)?;
+    }
     hv.undefine(name)?;
     delete_owned(data, hv, req, volumes)?;
     forget(ctx, data, name)
@@ -1294,6 +1404,11 @@ fn reachable(
                 mac: meta.mac.as_deref(),
                 sources: &req.sources,
                 dns_name: req.fqdn.as_deref().unwrap_or(name),
+                known: meta
+                    .static_ipv4
+                    .as_deref()
+                    .and_then(|c| c.split('/').next())
+                    .and_then(|a| a.parse().ok()),
                 timeout: req.wait_timeout,
             },
             reporter,
@@ -1326,9 +1441,11 @@ fn forget(ctx: &Context, data: &DataDir, name: &str) -> Result<()> {
         Err(e) if e.kind() != std::io::ErrorKind::NotFound => return Err(e.into()),
         _ => {}
     }
-    InstanceMeta::remove(data, name)?;
-    // Runs before this one deleted every volume the ledger could prove; what it still lists is gone.
+    // Runs before this one deleted every volume the ledger could prove; what it still lists is gone
+    // or let go of. Discarded before the metadata: a run killed in between leaves the metadata, and
+    // the next `absent` forgets again, rather than a ledger whose kept disk no record explains.
     Ledger::discard(data, name)?;
+    InstanceMeta::remove(data, name)?;
     Ok(())
 }
 
@@ -1473,6 +1590,8 @@ fn create(
         (None, Some(m)) => m,
         (None, None) => virtup_core::ensure_mac(data, name, &BTreeSet::new(), SHORT_LOCK_TIMEOUT)?,
     };
+    // Before the first volume: a network that changed since observe fails the run here.
+    let static_ipv4 = static_ipv4(hv, req, &obs.network, &mac)?;
     let user_key = keys::ensure_user_key(&data.sshkeys_dir(), &req.user)?;
     let host_keys = keys::generate_host_keys(&data.hostkeys_dir(), name)?;
     let mut ledger = Ledger::read(data, name)?;
@@ -1495,6 +1614,12 @@ fn create(
     meta.pool = Some(req.pool.clone());
     // Filled in once the volumes exist: what a record lists, virtup made.
     meta.volumes = Vec::new();
+    // Recorded with "creating": a run killed after the define leaves a record of what the guest
+    // was given (a kept disk counts only once the ledger has it attached).
+    meta.data_disks = req.data_disks().to_vec();
+    meta.static_ipv4 = static_ipv4
+        .as_ref()
+        .map(|s| format!("{}/{}", s.address, s.prefix));
     meta.inventory = req.inventory;
     meta.state = Some("creating".into());
     meta.write(data)?;
@@ -1524,6 +1649,7 @@ fn create(
         root_password: req.root_password.as_deref(),
         grow_root: req.size.is_some_and(|s| s > tpl.capacity_bytes),
         filesystems: &filesystems,
+        static_ipv4: static_ipv4.clone(),
     }
     .build()?;
     let mut disks = identity_disks(data, hv, req, &mut ledger, &disk, tpl, &identity, accel)?;
@@ -1554,7 +1680,6 @@ fn create(
     ledger.attach(data, &req.uri, &req.pool, &req.volume_names())?;
     meta.state = Some("present".into());
     meta.volumes = req.deleted_with_instance();
-    meta.data_disks = req.data_disks().to_vec();
     meta.write(data)?;
     reporter.note(&format!(
         "virtup_instance: created `{name}` in {:.3}s",
@@ -1612,6 +1737,51 @@ fn clone_disk(
         hv.resize_volume(&req.pool, &disk_volume, capacity)?;
     }
     Ok(disk)
+}
+
+/// The guest's static address (`address_mode: static`): `address` in the subnet of the instance's
+/// libvirt network that holds it, with the network's own address as gateway and DNS server (its
+/// dnsmasq answers DNS), as DHCP would have given them. Its reservation keeps the address from
+/// being handed to another guest, and gives it to this one should its network config not apply.
+fn static_ipv4(
+    hv: &Hypervisor,
+    req: &Request,
+    network: &str,
+    mac: &str,
+) -> Result<Option<virtup_guest::StaticIpv4>> {
+    let (true, Some(address)) = (req.static_address, req.desired.address) else {
+        return Ok(None);
+    };
+    let dhcp = hv.network_dhcp(network)?;
+    let subnet = dhcp
+        .live
+        .iter()
+        .find(|s| s.contains(address))
+        .ok_or_else(|| anyhow!("{address} is not in network `{network}` (it was a moment ago)"))?;
+    // What libvirt's dnsmasq would have handed the guest with a lease, no more: no router on an
+    // isolated network, no DNS server where the network's DNS is off.
+    let options = &dhcp.options;
+    let config = virtup_guest::StaticIpv4 {
+        mac: mac.to_ascii_lowercase(),
+        address,
+        prefix: subnet.prefix,
+        gateway: options.router.then_some(subnet.address),
+        dns: if options.dns {
+            vec![subnet.address]
+        } else {
+            Vec::new()
+        },
+        mtu: options.mtu,
+        domain: options.domain.clone(),
+    };
+    // Checked here, before the first volume (the config disk checks it again).
+    config.check().map_err(|e| {
+        anyhow!(
+            "invalid value for `address_mode`: the guest cannot be given network `{network}`'s \
+             settings by hand: {e}; use `address_mode: dhcp`"
+        )
+    })?;
+    Ok(Some(config))
 }
 
 /// The instance's data disks: blank volumes it owns (recorded before, confirmed after each is

@@ -39,6 +39,9 @@ pub struct Target<'a> {
     pub sources: &'a [AddressSource],
     /// Name to resolve for the `dns` source.
     pub dns_name: &'a str,
+    /// An address the guest configured itself (`address_mode: static`): it asks no DHCP server, so
+    /// no lease names it; tried after what the sources found.
+    pub known: Option<IpAddr>,
     pub timeout: Duration,
 }
 
@@ -102,6 +105,7 @@ pub fn wait_for_ssh(
                 }
             }
         }
+        candidates.extend(t.known.filter(|k| !candidates.contains(k)));
         // A re-created guest (same MAC, new DHCP client id) may still have its old lease listed:
         // the pinned host key tells which address is really this guest.
         candidates.dedup();

@@ -315,6 +315,7 @@ mod tests {
                 hosts,
             }],
             saved: None,
+            options: Default::default(),
         }
     }
 

@@ -1099,6 +1099,7 @@ fn address(
             mac: mac.as_deref(),
             sources: &sources,
             dns_name: &build::hostname(req),
+            known: None,
             timeout: req.wait_timeout,
         },
         reporter,

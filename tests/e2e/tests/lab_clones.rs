@@ -1,7 +1,7 @@
 //! Layer 4: clones of the shared base template: parallel linked and full clones with their own identity
 //! (two with a larger `size`, whose root filesystem their first boot grows; one with data disks on both
-//! buses, made, formatted and mounted by its first boot, one kept after the delete), the virt-sysprep path,
-//! and a guest that never answers.
+//! buses, made, formatted and mounted by its first boot, one kept after the delete; one with a static
+//! address configured in its guest), the virt-sysprep path, and a guest that never answers.
 
 // End-to-end tests drive the built binaries and the lab's tools with std's `Command` (and keep some
 // children running); this black-box crate depends on none of virtup's crates, so not on `virtup_guest::Cmd`.
@@ -37,8 +37,20 @@ fn data_disks() -> Value {
 }
 const KEPT_DISK: &str = "e2e-l2.data2.qcow2";
 
-/// Deletes the volume e2e-l2 keeps however the test ends (virtup lets go of it by design).
+/// Deletes the volume e2e-l2 keeps however the test ends (virtup lets go of it by design); made
+/// only when no volume has that name yet, so what it deletes is this run's.
 struct KeptVolume;
+
+impl KeptVolume {
+    fn new() -> KeptVolume {
+        assert!(
+            !virsh_quiet(&["vol-info", "--pool", "default", KEPT_DISK]),
+            "pool `default` already holds `{KEPT_DISK}` (left by an earlier run?): the test would \
+             delete it; remove it by hand"
+        );
+        KeptVolume
+    }
+}
 
 impl Drop for KeptVolume {
     fn drop(&mut self) {
@@ -73,7 +85,9 @@ fn parallel_linked_and_full_clones_each_have_their_own_identity() {
         ("e2e-f1", "full", Some("3G")),
     ];
     // Dropped after the instances: the kept disk outlives e2e-l2's delete.
-    let _kept = KeptVolume;
+    let _kept = KeptVolume::new();
+    // e2e-l1's address, configured in its guest (`address_mode: static`) and reserved.
+    let fixed = virtup_e2e::free_addresses(1).remove(0);
     let _guard = Instances(&sb, specs.iter().map(|(n, ..)| n.to_string()).collect());
     // Without the lab's VIRTUP_VIRT_TYPE, as a user runs them: the clones find out for themselves
     // whether KVM works. One test guest answers for all four, and its answer is kept.
@@ -83,7 +97,7 @@ fn parallel_linked_and_full_clones_each_have_their_own_identity() {
         let handles: Vec<_> = specs
             .iter()
             .map(|(name, clone, size)| {
-                let sb = &sb;
+                let (sb, fixed) = (&sb, &fixed);
                 s.spawn(move || {
                     let mut args = json!({"name": name, "template": BASE_TEMPLATE, "clone": clone, "wait_timeout": 1200});
                     if let Some(size) = size {
@@ -91,6 +105,10 @@ fn parallel_linked_and_full_clones_each_have_their_own_identity() {
                     }
                     if *name == "e2e-l2" {
                         args["disks"] = data_disks();
+                    }
+                    if *name == "e2e-l1" {
+                        args["address"] = json!(fixed);
+                        args["address_mode"] = json!("static");
                     }
                     sb.module_without_env("virtup_instance", &args, &["VIRTUP_VIRT_TYPE"])
                 })
@@ -212,6 +230,30 @@ fn parallel_linked_and_full_clones_each_have_their_own_identity() {
 
     // e2e-l2's data disks, as its first boot left them: found by serial on their bus, each filesystem
     // made, listed in fstab by UUID (nofail) and mounted, the blank one still blank, and writable.
+    // e2e-l1 answers at its static address, which its guest has from its own config, not a lease.
+    let l1 = &created[0].0;
+    assert_eq!(l1["instance"]["address"], json!(fixed), "{l1}");
+    assert_eq!(
+        l1["instance"]["static_address"],
+        json!(format!("{fixed}/24")),
+        "{l1}"
+    );
+    let net = ssh_instance(
+        l1,
+        "ip -4 -o addr show scope global; grep -h '^Address=' /etc/systemd/network/05-virtup.network",
+    );
+    println!("e2e-l1 network:\n{net}");
+    let with_fixed: Vec<&str> = net
+        .lines()
+        .filter(|l| l.contains(&format!(" {fixed}/24 ")))
+        .collect();
+    assert_eq!(with_fixed.len(), 1, "{net}");
+    assert!(
+        !with_fixed[0].contains("dynamic"),
+        "configured, not leased: {net}"
+    );
+    assert!(net.contains(&format!("Address={fixed}/24")), "{net}");
+
     let l2 = &created[1].0;
     let disks = ssh_instance(
         l2,

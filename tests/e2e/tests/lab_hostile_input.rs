@@ -327,6 +327,62 @@ fn rows(abs: &str) -> Vec<Row> {
         inst("address_source", json!(["lease", "$(id)"])),
         "list item".into(),
     );
+    // Data disks: every key of an item, and the list itself; the message names the item's key
+    // (`disks[1].mount`).
+    let disk = |k: &str, v: Value| {
+        let mut d = json!({"size": "1G", "filesystem": "ext4", "mount": "/srv/hz"});
+        d[k] = v;
+        json!([d])
+    };
+    for (what, disks) in [
+        ("not a list of disks", json!("$(id)")),
+        ("item not a dict", json!([["1G"]])),
+        ("mount $()", disk("mount", json!("/srv/$(id)"))),
+        (
+            "mount newline",
+            disk(
+                "mount",
+                json!(
+                    "/srv/a
+b"
+                ),
+            ),
+        ),
+        ("mount traversal", disk("mount", json!("/srv/../etc"))),
+        ("mount over /etc", disk("mount", json!("/etc"))),
+        ("mount over /home", disk("mount", json!("/home"))),
+        ("mount relative", disk("mount", json!("srv/hz"))),
+        ("size $()", disk("size", json!("$(id)G"))),
+        ("size 2^64", disk("size", json!("99999999999999T"))),
+        ("format XML", disk("format", json!("qcow2'/><x>"))),
+        ("bus sata", disk("bus", json!("sata"))),
+        (
+            "filesystem shell",
+            disk("filesystem", json!("ext4; rm -rf /")),
+        ),
+        ("keep not bool", disk("keep", json!("maybe"))),
+        ("unknown key", disk("serial", json!("virtup-data1"))),
+        ("17 disks", Value::Array(vec![json!({"size": "1G"}); 17])),
+    ] {
+        push(
+            "virtup_instance",
+            "disks",
+            inst("disks", disks),
+            what.into(),
+        );
+    }
+    push(
+        "virtup_instance",
+        "address_mode",
+        inst("address_mode", json!("static; rm -rf /")),
+        "not a choice".into(),
+    );
+    push(
+        "virtup_instance",
+        "address_mode",
+        inst("address_mode", json!("static")),
+        "static without address".into(),
+    );
     push(
         "virtup_template",
         "checksum",
@@ -365,6 +421,8 @@ fn rows(abs: &str) -> Vec<Row> {
 fn names_option(msg: &str, option: &str) -> bool {
     [
         format!("`{option}`"),
+        // An item of a list option: `disks[2].mount`.
+        format!("`{option}["),
         format!("'{option}'"),
         format!("\"{option}\""),
         // AnsibleModule's wording for choices, which virtup keeps.

@@ -43,6 +43,11 @@ impl Reporter for Recorder {
 }
 
 /// Template `tpl` at generation 1, made by this data dir: its tagged domain uses its volume.
+/// Resolves the options and converges them; the run must succeed.
+fn run(ctx: &Context, hv: &Hypervisor, o: InstanceOptions, mode: Mode) -> InstanceReport {
+    converge(ctx, hv, &resolve(ctx, o).unwrap(), mode, &Quiet).unwrap()
+}
+
 fn template(hv: &Hypervisor, ctx: &Context) {
     let volume = virtup_core::template::volume_name("tpl", 1, "qcow2");
     let disk = hv
@@ -675,11 +680,7 @@ fn a_smaller_size_is_refused_and_a_larger_one_on_the_sysprep_path_is_warned_abou
     // A template whose tag predates the first-boot revision: its first boot cannot grow the root.
     let mut auto = options("web9", InstanceState::Present);
     auto.layer.size = Some("2M".into());
-    let warnings = |o: InstanceOptions| {
-        converge(&ctx, &hv, &resolve(&ctx, o).unwrap(), Mode::Check, &Quiet)
-            .unwrap()
-            .warnings
-    };
+    let warnings = |o: InstanceOptions| run(&ctx, &hv, o, Mode::Check).warnings;
     let said = warnings(auto.clone());
     assert!(
         said.iter().any(|w| w.contains("change its `revision`")),
@@ -696,7 +697,7 @@ fn a_smaller_size_is_refused_and_a_larger_one_on_the_sysprep_path_is_warned_abou
     let mut big = options("web9", InstanceState::Present);
     big.layer.size = Some("2M".into());
     big.customize = Customize::Sysprep;
-    let report = converge(&ctx, &hv, &resolve(&ctx, big).unwrap(), Mode::Check, &Quiet).unwrap();
+    let report = run(&ctx, &hv, big, Mode::Check);
     assert!(
         report
             .warnings
@@ -783,14 +784,7 @@ fn data_disks_are_owned_and_deleted_with_the_instance_and_a_kept_one_is_let_go()
         ),
         kept.clone(),
     ]);
-    let check = converge(
-        &ctx,
-        &hv,
-        &resolve(&ctx, o.clone()).unwrap(),
-        Mode::Check,
-        &Quiet,
-    )
-    .unwrap();
+    let check = run(&ctx, &hv, o.clone(), Mode::Check);
     let after = check.diff.unwrap().1.shape.unwrap();
     let shown: Vec<String> = after.disks.iter().map(ToString::to_string).collect();
     assert_eq!(
@@ -850,14 +844,7 @@ fn data_disks_are_owned_and_deleted_with_the_instance_and_a_kept_one_is_let_go()
     );
     let mut other = o.clone();
     other.disks = Some(vec![blank(1 << 30)]);
-    let said = converge(
-        &ctx,
-        &hv,
-        &resolve(&ctx, other).unwrap(),
-        Mode::Apply,
-        &Quiet,
-    )
-    .unwrap();
+    let said = run(&ctx, &hv, other, Mode::Apply);
     assert!(!said.changed);
     assert!(
         said.warnings
@@ -870,14 +857,12 @@ fn data_disks_are_owned_and_deleted_with_the_instance_and_a_kept_one_is_let_go()
     assert_eq!(still.capacity_bytes, 2 << 20, "the disk is as it was made");
 
     // Removed: its disks go, the kept one stays and is no longer virtup's.
-    let gone = converge(
+    let gone = run(
         &ctx,
         &hv,
-        &resolve(&ctx, options("web10", InstanceState::Absent)).unwrap(),
+        options("web10", InstanceState::Absent),
         Mode::Apply,
-        &Quiet,
-    )
-    .unwrap();
+    );
     assert!(
         gone.warnings
             .iter()
@@ -898,6 +883,85 @@ fn data_disks_are_owned_and_deleted_with_the_instance_and_a_kept_one_is_let_go()
     }
     assert!(volume_exists(&hv, "web10.data2.raw"));
     assert!(hv.domain("web10").unwrap().is_none());
+}
+
+/// `keep` is the safe direction: asked only at the delete, it is honoured; and a kept disk of a
+/// domain undefined by hand is let go of, not deleted as a leftover.
+#[test]
+fn a_keep_asked_at_the_delete_is_honoured_and_a_domain_gone_by_hand_leaves_its_kept_disk() {
+    let dir = TempDir::new().unwrap();
+    let ctx = context(&dir, true);
+    let hv = test_hv();
+    template(&hv, &ctx);
+    let _script = Script::install(|cmd| (cmd.get_program() == "virt-sysprep").then(Reply::ok));
+    let kept = DataDisk {
+        keep: true,
+        ..blank(1 << 20)
+    };
+    let mut o = options("web12", InstanceState::Present);
+    o.customize = Customize::Sysprep;
+    o.disks = Some(vec![blank(2 << 20), kept.clone()]);
+    run(&ctx, &hv, o, Mode::Apply);
+    let mut absent = options("web12", InstanceState::Absent);
+    absent.disks = Some(vec![DataDisk {
+        keep: true,
+        ..blank(2 << 20)
+    }]);
+    let gone = run(&ctx, &hv, absent, Mode::Apply);
+    assert!(
+        gone.warnings
+            .iter()
+            .any(|w| w
+                .contains("data disk `web12.data2.qcow2`, `web12.data1.qcow2` of `web12` stays")),
+        "{:?}",
+        gone.warnings
+    );
+    assert!(hv.domain("web12").unwrap().is_none());
+    assert!(!volume_exists(&hv, "web12.qcow2"));
+    assert!(
+        volume_exists(&hv, "web12.data1.qcow2"),
+        "kept as the delete asked"
+    );
+    assert!(volume_exists(&hv, "web12.data2.qcow2"), "kept as recorded");
+    assert!(Ledger::read(&ctx.data, "web12").unwrap().volumes.is_empty());
+
+    // A delete that let go of the disk it keeps, then failed before the undefine: the next run
+    // with the same `keep` still keeps it, though the ledger no longer vouches for it.
+    let mut o = options("web14", InstanceState::Present);
+    o.customize = Customize::Sysprep;
+    o.disks = Some(vec![blank(2 << 20)]);
+    run(&ctx, &hv, o, Mode::Apply);
+    let uri = resolve(&ctx, options("web14", InstanceState::Absent))
+        .unwrap()
+        .uri;
+    let mut ledger = Ledger::read(&ctx.data, "web14").unwrap();
+    ledger
+        .forget(&ctx.data, &uri, POOL, "web14.data1.qcow2")
+        .unwrap();
+    let mut absent = options("web14", InstanceState::Absent);
+    absent.disks = Some(vec![DataDisk {
+        keep: true,
+        ..blank(2 << 20)
+    }]);
+    run(&ctx, &hv, absent, Mode::Apply);
+    assert!(hv.domain("web14").unwrap().is_none());
+    assert!(volume_exists(&hv, "web14.data1.qcow2"), "still kept");
+    assert!(!volume_exists(&hv, "web14.qcow2"));
+
+    let mut o = options("web13", InstanceState::Present);
+    o.customize = Customize::Sysprep;
+    o.disks = Some(vec![kept]);
+    run(&ctx, &hv, o, Mode::Apply);
+    hv.undefine("web13").unwrap();
+    let absent = resolve(&ctx, options("web13", InstanceState::Absent)).unwrap();
+    converge(&ctx, &hv, &absent, Mode::Apply, &Quiet).unwrap();
+    assert!(!volume_exists(&hv, "web13.qcow2"), "a leftover, proved");
+    assert!(
+        volume_exists(&hv, "web13.data1.qcow2"),
+        "kept, though its domain went first"
+    );
+    assert!(Ledger::read(&ctx.data, "web13").unwrap().volumes.is_empty());
+    assert!(InstanceMeta::read(&ctx.data, "web13").unwrap().is_none());
 }
 
 #[test]
@@ -959,4 +1023,112 @@ fn a_look_alike_data_disk_is_never_touched_and_bad_combinations_are_refused_firs
         .unwrap_err()
     );
     assert!(e.contains("`boot`") && e.contains("data disks"), "{e}");
+}
+
+#[test]
+fn a_static_address_reaches_the_guest_config_and_only_a_new_instance_changes_it() {
+    let dir = TempDir::new().unwrap();
+    let ctx = context(&dir, true);
+    let hv = test_hv();
+    template(&hv, &ctx);
+    // What virt-sysprep copies into the guest (the test driver cannot upload a config disk).
+    let staged = std::rc::Rc::new(RefCell::new(None::<String>));
+    let seen = staged.clone();
+    let _script = Script::install(move |cmd| {
+        if cmd.get_program() != "virt-sysprep" {
+            return None;
+        }
+        let argv = cmd.argv();
+        let copy_in = argv.windows(2).find(|w| w[0] == "--copy-in")?;
+        let dir = copy_in[1].split(':').next()?;
+        *seen.borrow_mut() = std::fs::read_to_string(format!("{dir}/static-ipv4")).ok();
+        Some(Reply::ok())
+    });
+    let static_at = |a: &str| {
+        let mut o = options("web13", InstanceState::Present);
+        o.customize = Customize::Sysprep;
+        o.address = Some(a.parse().unwrap());
+        o.static_address = true;
+        o
+    };
+    let req = resolve(&ctx, static_at("192.168.122.61")).unwrap();
+    // A template whose first boot predates static addresses: refused before anything is made when
+    // its own first boot would read the config disk (the sysprep path installs this virtup's).
+    let mut auto = static_at("192.168.122.61");
+    auto.customize = Customize::Auto;
+    let e = format!(
+        "{:#}",
+        converge(
+            &ctx,
+            &hv,
+            &resolve(&ctx, auto).unwrap(),
+            Mode::Check,
+            &Quiet
+        )
+        .unwrap_err()
+    );
+    assert!(
+        e.contains("`address_mode`") && e.contains("no static address"),
+        "{e}"
+    );
+    assert!(InstanceMeta::read(&ctx.data, "web13").unwrap().is_none());
+    let made = converge(&ctx, &hv, &req, Mode::Apply, &Quiet).unwrap();
+    assert!(made.changed, "{}", made.msg);
+    let mac = InstanceMeta::read(&ctx.data, "web13")
+        .unwrap()
+        .unwrap()
+        .mac
+        .unwrap();
+    assert_eq!(
+        staged.borrow().as_deref(),
+        Some(format!("{mac} 192.168.122.61/24 192.168.122.1 192.168.122.1 - -\n").as_str()),
+        "the network's prefix, and its own address as gateway (it forwards) and DNS"
+    );
+    let facts = made.instance.unwrap();
+    assert_eq!(facts.static_address.as_deref(), Some("192.168.122.61/24"));
+    assert_eq!(facts.reserved_address.as_deref(), Some("192.168.122.61"));
+
+    // Another address would strand the guest on its static one: refused before anything changes.
+    let other = resolve(&ctx, static_at("192.168.122.62")).unwrap();
+    for mode in [Mode::Check, Mode::Apply] {
+        let e = format!(
+            "{:#}",
+            converge(&ctx, &hv, &other, mode, &Quiet).unwrap_err()
+        );
+        assert!(
+            e.contains("`address`") && e.contains("static address 192.168.122.61/24"),
+            "{e}"
+        );
+    }
+    let meta = InstanceMeta::read(&ctx.data, "web13").unwrap().unwrap();
+    assert_eq!(
+        meta.reservation.map(|r| r.ip.to_string()).as_deref(),
+        Some("192.168.122.61")
+    );
+    // The same address again: nothing to do.
+    let again = converge(&ctx, &hv, &req, Mode::Apply, &Quiet).unwrap();
+    assert!(
+        !again.changed && again.warnings.is_empty(),
+        "{:?}",
+        again.warnings
+    );
+
+    // `static` needs an address; asked of an instance made without, it is a warning.
+    let mut bare = options("web14", InstanceState::Present);
+    bare.static_address = true;
+    let e = format!("{:#}", resolve(&ctx, bare).err().unwrap());
+    assert!(e.contains("`address_mode`"), "{e}");
+    let mut dhcp = static_at("192.168.122.63");
+    dhcp.name = "web14".into();
+    dhcp.static_address = false;
+    run(&ctx, &hv, dhcp.clone(), Mode::Apply);
+    dhcp.static_address = true;
+    let said = run(&ctx, &hv, dhcp, Mode::Check);
+    assert!(
+        said.warnings
+            .iter()
+            .any(|w| w.contains("applies when an instance is made")),
+        "{:?}",
+        said.warnings
+    );
 }

@@ -324,6 +324,7 @@ fn give_identity(run: Apply<'_>, key: &keys::UserKey, ledger: &mut Ledger) -> Re
         root_password: req.root_password.as_deref(),
         grow_root: false,
         filesystems: &[],
+        static_ipv4: None,
     }
     .build()?;
     let config = config_disk_volume(&req.domain);
