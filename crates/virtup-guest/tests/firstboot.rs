@@ -1216,57 +1216,60 @@ fn a_data_disk_that_is_not_blank_missing_or_without_its_mkfs_is_logged_and_never
         fstab_before
     );
 
-    // A mount point that holds files already: nothing made, not mounted over them nor listed.
-    let (guest, sysfs) = guest_with_data_disks(
-        &["vdc", "vdd"],
-        &["udevadm", "mkfs.ext4", "mkfs.xfs", "mount"],
-    );
-    fs::create_dir_all(guest.root().join("srv/data")).unwrap();
-    fs::write(guest.root().join("srv/data/index.html"), "hello").unwrap();
-    let (ok, stderr) = run_growing(&guest, &sysfs);
-    assert!(ok, "{stderr}");
-    assert!(!guest.log().contains("mount -t"), "{}", guest.log());
-    assert!(!guest.log().contains("mkfs.ext4"), "{}", guest.log());
-    assert!(stderr.contains("/srv/data is in use"), "{stderr}");
-    assert_eq!(
-        fs::read_to_string(guest.root().join("etc/fstab")).unwrap(),
-        fstab_before
-    );
-
-    // A mount point the image's fstab gives to something else (a share mounted later): kept.
-    let (guest, sysfs) = guest_with_data_disks(
-        &["vdc", "vdd"],
-        &["udevadm", "mkfs.ext4", "mkfs.xfs", "mount"],
-    );
-    let foreign = "/dev/vda1\t/\text4\tdefaults\t0\t1\nnas:/data\t/srv/data\tnfs\tdefaults\t0\t0\n";
-    fs::write(guest.root().join("etc/fstab"), foreign).unwrap();
-    let (ok, stderr) = run_growing(&guest, &sysfs);
-    assert!(ok, "{stderr}");
-    assert!(!guest.log().contains("mkfs.ext4"), "{}", guest.log());
-    assert!(
-        stderr.contains("/etc/fstab lists /srv/data for something else"),
-        "{stderr}"
-    );
-    assert_eq!(
-        fs::read_to_string(guest.root().join("etc/fstab")).unwrap(),
-        foreign
-    );
-
-    // A mount point reached through a link (as /var/run is /run): left alone.
-    let (guest, sysfs) = guest_with_data_disks(
-        &["vdc", "vdd"],
-        &["udevadm", "mkfs.ext4", "mkfs.xfs", "mount"],
-    );
-    fs::create_dir_all(guest.root().join("run/elsewhere")).unwrap();
-    fs::create_dir_all(guest.root().join("srv")).unwrap();
-    std::os::unix::fs::symlink("../run/elsewhere", guest.root().join("srv/data")).unwrap();
-    let (ok, stderr) = run_growing(&guest, &sysfs);
-    assert!(ok, "{stderr}");
-    assert!(!guest.log().contains("mkfs.ext4"), "{}", guest.log());
-    assert!(
-        stderr.contains("/srv/data is reached through a link"),
-        "{stderr}"
-    );
+    // Mount points the script must leave alone, each prepared in a fresh guest: nothing made on the
+    // disk, nothing mounted, /etc/fstab as it was, and the reason in the log.
+    type Prepare = fn(&Path);
+    let cases: [(&str, Prepare, &str); 3] = [
+        (
+            "a directory that holds files",
+            |root| {
+                fs::create_dir_all(root.join("srv/data")).unwrap();
+                fs::write(root.join("srv/data/index.html"), "hello").unwrap();
+            },
+            "/srv/data is in use",
+        ),
+        (
+            "an fstab line of the image's own (a share mounted later)",
+            |root| {
+                fs::write(
+                    root.join("etc/fstab"),
+                    "/dev/vda1\t/\text4\tdefaults\t0\t1\nnas:/data\t/srv/data\tnfs\tdefaults\t0\t0\n",
+                )
+                .unwrap();
+            },
+            "/etc/fstab lists /srv/data for something else",
+        ),
+        (
+            "a path through a link (as /var/run is /run)",
+            |root| {
+                fs::create_dir_all(root.join("run/elsewhere")).unwrap();
+                fs::create_dir_all(root.join("srv")).unwrap();
+                std::os::unix::fs::symlink("../run/elsewhere", root.join("srv/data")).unwrap();
+            },
+            "/srv/data is reached through a link",
+        ),
+    ];
+    for (case, prepare, said) in cases {
+        let (guest, sysfs) = guest_with_data_disks(
+            &["vdc", "vdd"],
+            &["udevadm", "mkfs.ext4", "mkfs.xfs", "mount"],
+        );
+        prepare(&guest.root());
+        let fstab_before = fs::read_to_string(guest.root().join("etc/fstab")).unwrap();
+        let (ok, stderr) = run_growing(&guest, &sysfs);
+        assert!(ok, "{case}: {stderr}");
+        let log = guest.log();
+        assert!(
+            !log.contains("mkfs.ext4") && !log.contains("mount -t"),
+            "{case}: {log}"
+        );
+        assert!(stderr.contains(said), "{case}: {stderr}");
+        assert_eq!(
+            fs::read_to_string(guest.root().join("etc/fstab")).unwrap(),
+            fstab_before,
+            "{case}"
+        );
+    }
 
     // blkid that cannot tell (an I/O error, an ambiguous probe): nothing made on either disk.
     let (guest, sysfs) = guest_with_data_disks(&[], &["udevadm", "mkfs.ext4", "mkfs.xfs", "mount"]);
