@@ -483,7 +483,7 @@ fn observe(hv: &Hypervisor, data: &DataDir, req: &Request) -> Result<Observation
         req.desired.state == InstanceState::Absent,
     ) {
         // Moving the reservation would leave the guest on its old, static address, unreachable.
-        if cidr.split('/').next() != Some(want.to_string().as_str()) {
+        if static_host(cidr) != Some(want) {
             bail!(
                 "invalid value for `address`: `{name}` has the static address {cidr} in its guest \
                  (`address_mode: static`), which only a new instance changes; remove it (`state: \
@@ -1316,6 +1316,11 @@ fn apply(
     Ok((address, warnings, finished))
 }
 
+/// The address of a recorded static configuration (`ADDRESS/PREFIX`, `meta.static_ipv4`).
+fn static_host(cidr: &str) -> Option<std::net::Ipv4Addr> {
+    cidr.split('/').next()?.parse().ok()
+}
+
 /// Whether the domain runs (a paused or crashed guest ignores a shutdown request).
 fn running(hv: &Hypervisor, name: &str) -> Result<bool> {
     Ok(hv
@@ -1407,8 +1412,8 @@ fn reachable(
                 known: meta
                     .static_ipv4
                     .as_deref()
-                    .and_then(|c| c.split('/').next())
-                    .and_then(|a| a.parse().ok()),
+                    .and_then(static_host)
+                    .map(IpAddr::V4),
                 timeout: req.wait_timeout,
             },
             reporter,
