@@ -43,6 +43,10 @@ pub fn options(args: &ModuleArgs) -> Result<InstanceOptions> {
         .map(|v| virtup_core::data_disk::parse_list("disks", v))
         .transpose()?;
     options.static_address = args.str("address_mode") == Some("static");
+    options.nics = args
+        .get("nics")
+        .map(|v| virtup_core::nic::parse_list("nics", v))
+        .transpose()?;
     options.password = args.str("password").map(str::to_owned);
     options.root_password = args.str("root_password").map(str::to_owned);
     Ok(options)
@@ -101,6 +105,7 @@ mod tests {
             generation: Some(2),
             address: None,
             disks: Vec::new(),
+            nics: Vec::new(),
         };
         InstanceReport {
             changed: true,
@@ -134,6 +139,7 @@ mod tests {
                 disk: Some("/p/web1.qcow2".into()),
                 data_disks: Vec::new(),
                 static_address: None,
+                extra_nics: Vec::new(),
                 template: "t".into(),
                 generation: Some(2),
                 state: "present",
@@ -168,6 +174,7 @@ mod tests {
                 "address",
                 "data_disks",
                 "disk",
+                "extra_nics",
                 "generation",
                 "host_key_alias",
                 "host_key_fingerprint",

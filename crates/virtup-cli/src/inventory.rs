@@ -133,6 +133,21 @@ pub fn host_vars(host: &Host) -> Map<String, Value> {
     if let Some(a) = &host.reserved_address {
         put("virtup_reserved_address", unsafe_value(a));
     }
+    if !host.extra_nics.is_empty() {
+        // As the module returns them (`instance.extra_nics`): type, source, mode (direct), MAC.
+        let nics = host.extra_nics.iter().map(|made| {
+            let view = virtup_ops::instance::NicView::of(made);
+            let mut nic = Map::new();
+            nic.insert("type".into(), json!(view.kind));
+            nic.insert("source".into(), unsafe_value(&view.source));
+            if let Some(mode) = view.mode {
+                nic.insert("mode".into(), json!(mode));
+            }
+            nic.insert("mac".into(), unsafe_value(&view.mac));
+            Value::Object(nic)
+        });
+        put("virtup_extra_nics", Value::Array(nics.collect()));
+    }
     vars
 }
 
@@ -249,6 +264,7 @@ mod tests {
             uri: "qemu:///system".into(),
             mac: Some("52:54:00:00:00:01".into()),
             reserved_address: None,
+            extra_nics: Vec::new(),
         }
     }
 
@@ -331,6 +347,32 @@ mod tests {
         // Ansible splits the string like a shell: the path survives as one word.
         let words = shell_words::split(&h.ssh_common_args()).unwrap();
         assert!(words.contains(&"UserKnownHostsFile=/d ir/known_hosts".to_string()));
+    }
+
+    #[test]
+    fn extra_nics_are_host_vars_with_unsafe_names_and_none_means_no_var() {
+        let mut h = host("web1", HostKind::Instance, "running");
+        assert!(!host_vars(&h).contains_key("virtup_extra_nics"));
+        h.extra_nics = vec![
+            virtup_core::nic::MadeNic {
+                nic: virtup_core::nic::Nic::Bridge("br0".into()),
+                mac: "52:54:00:00:00:02".into(),
+            },
+            virtup_core::nic::MadeNic {
+                nic: virtup_core::nic::Nic::Direct {
+                    dev: "eth1".into(),
+                    mode: virtup_core::nic::DirectMode::Vepa,
+                },
+                mac: "52:54:00:00:00:03".into(),
+            },
+        ];
+        assert_eq!(
+            host_vars(&h)["virtup_extra_nics"],
+            json!([
+                {"type": "bridge", "source": {"__ansible_unsafe": "br0"}, "mac": {"__ansible_unsafe": "52:54:00:00:00:02"}},
+                {"type": "direct", "source": {"__ansible_unsafe": "eth1"}, "mode": "vepa", "mac": {"__ansible_unsafe": "52:54:00:00:00:03"}}
+            ])
+        );
     }
 
     #[test]

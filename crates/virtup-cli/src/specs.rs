@@ -116,6 +116,8 @@ pub fn instance_spec() -> ModuleSpec {
             .default("dhcp"),
         // A list of dictionaries, checked key by key by `data_disk::parse_list` (naming `disks[N].key`).
         OptionSpec::dicts("disks"),
+        // The same for `nic::parse_list` (naming `nics[N].key`); the first NIC is `network`'s.
+        OptionSpec::dicts("nics"),
     ]);
     ModuleSpec::new("virtup_instance", options)
 }
@@ -166,6 +168,7 @@ mod tests {
                 (_, OptionType::Bool, _) => json!(true),
                 ("address_source", ..) => json!(["lease"]),
                 ("disks", ..) => json!([{"size": "1G", "filesystem": "ext4", "mount": "/srv"}]),
+                ("nics", ..) => json!([{"network": "default"}, {"bridge": "br0"}]),
                 (_, OptionType::List, _) => json!(["--verbose"]),
                 (_, OptionType::Path, _) => json!("/var/lib/virtup-test/file"),
                 ("uri", ..) => json!("test:///default"),

@@ -94,7 +94,10 @@ pub fn parse_list(option: &str, value: &Value) -> Result<Vec<DataDisk>, Validati
         other => {
             return Err(ValidationError::new(
                 option,
-                format!("must be a list of disks, not {}", kind(other)),
+                format!(
+                    "must be a list of disks, not {}",
+                    validate::json_kind(other)
+                ),
             ))
         }
     };
@@ -142,40 +145,8 @@ pub fn parse_list(option: &str, value: &Value) -> Result<Vec<DataDisk>, Validati
 const KEYS: [&str; 6] = ["size", "format", "bus", "filesystem", "mount", "keep"];
 
 fn parse_one(at: &str, item: &Value) -> Result<DataDisk, ValidationError> {
-    let map = match item {
-        Value::Object(map) => map,
-        other => {
-            return Err(ValidationError::new(
-                at,
-                format!(
-                    "must be a disk (a dictionary with `size`), not {}",
-                    kind(other)
-                ),
-            ))
-        }
-    };
-    if let Some(unknown) = map.keys().find(|k| !KEYS.contains(&k.as_str())) {
-        return Err(ValidationError::new(
-            at,
-            format!(
-                "has an unknown key {} (expected {})",
-                Shown(unknown),
-                KEYS.join(", ")
-            ),
-        ));
-    }
-    // A null value is an omitted key, as Ansible's `omit` and YAML's `~` mean.
-    let text = |key: &str| -> Result<Option<String>, ValidationError> {
-        match map.get(key) {
-            None | Some(Value::Null) => Ok(None),
-            Some(Value::String(s)) => Ok(Some(s.clone())),
-            Some(Value::Number(n)) => Ok(Some(n.to_string())),
-            Some(other) => Err(ValidationError::new(
-                &format!("{at}.{key}"),
-                format!("must be a string, not {}", kind(other)),
-            )),
-        }
-    };
+    let map = validate::dict_item(at, item, "a disk (a dictionary with `size`)", &KEYS)?;
+    let text = |key: &str| validate::item_text(at, map, key);
     let size_text =
         text("size")?.ok_or_else(|| ValidationError::new(&format!("{at}.size"), "is required"))?;
     let size = validate::parse_size(&format!("{at}.size"), &size_text)?;
@@ -261,7 +232,7 @@ fn parse_one(at: &str, item: &Value) -> Result<DataDisk, ValidationError> {
         Some(other) => {
             return Err(ValidationError::new(
                 &format!("{at}.keep"),
-                format!("must be a boolean, not {}", kind(other)),
+                format!("must be a boolean, not {}", validate::json_kind(other)),
             ))
         }
     };
@@ -326,17 +297,6 @@ fn mount_point(option: &str, value: &str) -> Result<String, ValidationError> {
         [top] if TOP.contains(top) => bad("would hide a directory the system needs"),
         [first, ..] if TREES.contains(first) => bad("is inside a directory the system manages"),
         _ => Ok(format!("/{}", parts.join("/"))),
-    }
-}
-
-fn kind(value: &Value) -> &'static str {
-    match value {
-        Value::Null => "null",
-        Value::Bool(_) => "a boolean",
-        Value::Number(_) => "a number",
-        Value::String(_) => "a string",
-        Value::Array(_) => "a list",
-        Value::Object(_) => "a dictionary",
     }
 }
 

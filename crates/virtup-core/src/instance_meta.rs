@@ -62,6 +62,9 @@ pub struct InstanceMeta {
     /// `ADDRESS/PREFIX`: only a new instance changes it.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub static_ipv4: Option<String>,
+    /// The NICs after the first that the instance was made with (`nics`), in order.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub extra_nics: Vec<crate::nic::MadeNic>,
 }
 
 /// A DHCP host entry on a libvirt network, written before virtup adds it (`confirmed: false`) and
@@ -98,6 +101,7 @@ impl Default for InstanceMeta {
             state: None,
             reservation: None,
             data_disks: Vec::new(),
+            extra_nics: Vec::new(),
             static_ipv4: None,
         }
     }

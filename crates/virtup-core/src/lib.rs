@@ -30,6 +30,7 @@ pub mod instance_meta;
 pub mod keys;
 pub mod known_hosts;
 pub mod macaddrs;
+pub mod nic;
 pub mod ownership;
 pub mod paths;
 pub mod template;

@@ -550,6 +550,65 @@ fn describe_char(c: char) -> String {
     }
 }
 
+/// One item of a list-of-dictionaries option (`disks[2]`, `nics[1]`): the dictionary, holding no
+/// key but `keys`; `what` says what the item must be (`a disk (a dictionary with `size`)`).
+pub fn dict_item<'a>(
+    at: &str,
+    item: &'a serde_json::Value,
+    what: &str,
+    keys: &[&str],
+) -> Result<&'a serde_json::Map<String, serde_json::Value>, ValidationError> {
+    let serde_json::Value::Object(map) = item else {
+        return Err(ValidationError::new(
+            at,
+            format!("must be {what}, not {}", json_kind(item)),
+        ));
+    };
+    if let Some(unknown) = map.keys().find(|k| !keys.contains(&k.as_str())) {
+        return Err(ValidationError::new(
+            at,
+            format!(
+                "has an unknown key {} (expected {})",
+                Shown(unknown),
+                keys.join(", ")
+            ),
+        ));
+    }
+    Ok(map)
+}
+
+/// Key `key` of such an item as text (a number as its digits); absent or null is `None`, as
+/// Ansible's `omit` and YAML's `~` mean.
+pub fn item_text(
+    at: &str,
+    map: &serde_json::Map<String, serde_json::Value>,
+    key: &str,
+) -> Result<Option<String>, ValidationError> {
+    use serde_json::Value;
+    match map.get(key) {
+        None | Some(Value::Null) => Ok(None),
+        Some(Value::String(s)) => Ok(Some(s.clone())),
+        Some(Value::Number(n)) => Ok(Some(n.to_string())),
+        Some(other) => Err(ValidationError::new(
+            &format!("{at}.{key}"),
+            format!("must be a string, not {}", json_kind(other)),
+        )),
+    }
+}
+
+/// A JSON value's kind, in words, for messages.
+pub fn json_kind(value: &serde_json::Value) -> &'static str {
+    use serde_json::Value;
+    match value {
+        Value::Null => "null",
+        Value::Bool(_) => "a boolean",
+        Value::Number(_) => "a number",
+        Value::String(_) => "a string",
+        Value::Array(_) => "a list",
+        Value::Object(_) => "a dictionary",
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

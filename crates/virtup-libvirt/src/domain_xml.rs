@@ -5,6 +5,7 @@ use crate::tag::VirtupTag;
 use crate::xml::{self, check_text, scaled_bytes, Element, XmlWriter};
 
 /// The accelerator (libvirt's `<domain type=…>`) and disk formats are virtup-wide concepts.
+pub use virtup_core::nic::{DirectMode, Nic};
 pub use virtup_core::{ImageFormat, VirtType};
 
 /// Guest CPU model policy.
@@ -107,12 +108,22 @@ impl DiskSpec {
     }
 }
 
-/// One NIC on a libvirt network, virtio model.
+/// One NIC, virtio model: on a libvirt network, a host bridge, or a host device (macvtap).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct NicSpec {
-    pub network: String,
+    pub source: Nic,
     /// `None` lets libvirt generate one (52:54:00:…).
     pub mac: Option<String>,
+}
+
+impl NicSpec {
+    /// A NIC on libvirt network `network`.
+    pub fn network(network: impl Into<String>, mac: Option<String>) -> NicSpec {
+        NicSpec {
+            source: Nic::Network(network.into()),
+            mac,
+        }
+    }
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -145,7 +156,8 @@ pub struct DomainSpec {
     /// `None`: the hypervisor's default machine type.
     pub machine: Option<String>,
     pub disks: Vec<DiskSpec>,
-    pub nic: Option<NicSpec>,
+    /// In order: the guest names them in PCI order, and the first is the one virtup reaches.
+    pub nics: Vec<NicSpec>,
     pub graphics: Graphics,
     /// A pty serial port with a console on it (`virsh console`).
     pub serial_console: bool,
@@ -180,7 +192,7 @@ impl DomainSpec {
             arch: None,
             machine: None,
             disks: Vec::new(),
-            nic: None,
+            nics: Vec::new(),
             graphics: Graphics::None,
             serial_console: true,
             guest_agent: true,
@@ -247,18 +259,8 @@ impl DomainSpec {
                 ));
             }
         }
-        if let Some(nic) = &self.nic {
-            check_text("network name", &nic.network)?;
-            if nic.network.is_empty() {
-                return Err(LibvirtError::invalid(
-                    "network name",
-                    "",
-                    "must not be empty",
-                ));
-            }
-            if let Some(mac) = &nic.mac {
-                validate_mac(mac)?;
-            }
+        for nic in &self.nics {
+            nic.validate()?;
         }
         if let Some(tag) = &self.metadata {
             tag.validate()?;
@@ -361,7 +363,7 @@ impl DomainSpec {
 
         w.open("devices", &[]);
         self.write_disks(&mut w);
-        if let Some(nic) = &self.nic {
+        for nic in &self.nics {
             nic.write(&mut w);
         }
         if self.serial_console {
@@ -459,22 +461,46 @@ impl DiskSpec {
 }
 
 impl NicSpec {
+    fn validate(&self) -> Result<()> {
+        let (what, name) = match &self.source {
+            Nic::Network(n) => ("network name", n),
+            Nic::Bridge(b) => ("bridge name", b),
+            Nic::Direct { dev, .. } => ("host device name", dev),
+        };
+        check_text(what, name)?;
+        if name.is_empty() {
+            return Err(LibvirtError::invalid(what, "", "must not be empty"));
+        }
+        if let Some(mac) = &self.mac {
+            validate_mac(mac)?;
+        }
+        Ok(())
+    }
+
     fn write(&self, w: &mut XmlWriter) {
-        w.open("interface", &[("type", "network")]);
+        let kind = match &self.source {
+            Nic::Network(_) => "network",
+            Nic::Bridge(_) => "bridge",
+            Nic::Direct { .. } => "direct",
+        };
+        w.open("interface", &[("type", kind)]);
         if let Some(mac) = &self.mac {
             w.empty("mac", &[("address", mac)]);
         }
-        w.empty("source", &[("network", &self.network)]);
+        match &self.source {
+            Nic::Network(n) => w.empty("source", &[("network", n)]),
+            Nic::Bridge(b) => w.empty("source", &[("bridge", b)]),
+            Nic::Direct { dev, mode } => {
+                w.empty("source", &[("dev", dev), ("mode", mode.as_str())])
+            }
+        }
         w.empty("model", &[("type", "virtio")]);
         w.close("interface");
     }
 
     /// The `<interface>` element alone, as a hot-plug (`virDomainAttachDevice`) takes it.
     pub fn device_xml(&self) -> Result<String> {
-        check_text("network name", &self.network)?;
-        if let Some(mac) = &self.mac {
-            validate_mac(mac)?;
-        }
+        self.validate()?;
         let mut w = XmlWriter::new();
         self.write(&mut w);
         Ok(w.finish())
@@ -687,10 +713,10 @@ mod tests {
                 ..DiskSpec::disk("/var/lib/libvirt/images/web1-data.raw", ImageFormat::Raw)
             },
         ];
-        spec.nic = Some(NicSpec {
-            network: "default".into(),
-            mac: Some("52:54:00:12:34:56".into()),
-        });
+        spec.nics = vec![NicSpec::network(
+            "default",
+            Some("52:54:00:12:34:56".into()),
+        )];
         spec.graphics = Graphics::Vnc;
         let mut tag = VirtupTag::new(TagKind::Instance, "web1");
         tag.template = Some("debian-12".into());
@@ -803,7 +829,7 @@ mod tests {
         let mut spec = full_spec();
         spec.name = "a\"><evil/>&".into();
         spec.disks[0].path = "/x/'\"><disk device=\"evil\">&amp;.qcow2".into();
-        spec.nic.as_mut().unwrap().network = "n\"/><interface type=\"bridge\">".into();
+        spec.nics[0].source = Nic::Network("n\"/><interface type=\"bridge\">".into());
         let xml = spec.to_xml().unwrap();
         assert!(!xml.contains("<evil/>"));
         let parsed = parse_domain_xml(&xml).unwrap();
@@ -816,8 +842,51 @@ mod tests {
         assert_eq!(parsed.interfaces.len(), 1);
         assert_eq!(
             parsed.interfaces[0].network.as_deref(),
-            Some(spec.nic.as_ref().unwrap().network.as_str())
+            Some("n\"/><interface type=\"bridge\">")
         );
+    }
+
+    #[test]
+    fn nics_keep_their_order_and_kind() {
+        let mut spec = full_spec();
+        spec.nics.push(NicSpec {
+            source: Nic::Bridge("br0".into()),
+            mac: Some("52:54:00:00:00:02".into()),
+        });
+        spec.nics.push(NicSpec {
+            source: Nic::Direct {
+                dev: "eth0".into(),
+                mode: DirectMode::Vepa,
+            },
+            mac: Some("52:54:00:00:00:03".into()),
+        });
+        let xml = spec.to_xml().unwrap();
+        let at = |needle: &str| {
+            xml.find(needle)
+                .unwrap_or_else(|| panic!("{needle}: {xml}"))
+        };
+        assert!(at("<source network=\"default\"/>") < at("<source bridge=\"br0\"/>"));
+        assert!(at("<source bridge=\"br0\"/>") < at("<source dev=\"eth0\" mode=\"vepa\"/>"));
+        assert!(
+            xml.contains("<interface type=\"bridge\">")
+                && xml.contains("<interface type=\"direct\">")
+        );
+        let parsed = parse_domain_xml(&xml).unwrap();
+        let macs: Vec<_> = parsed.interfaces.iter().map(|i| i.mac.as_deref()).collect();
+        assert_eq!(
+            macs,
+            [
+                Some("52:54:00:12:34:56"),
+                Some("52:54:00:00:00:02"),
+                Some("52:54:00:00:00:03")
+            ]
+        );
+        spec.nics[1].source = Nic::Bridge(String::new());
+        assert!(spec
+            .to_xml()
+            .unwrap_err()
+            .to_string()
+            .contains("bridge name"));
     }
 
     #[test]
@@ -842,7 +911,7 @@ mod tests {
                 "invalid disk bus `virtio`",
             ),
             (
-                |s| s.nic.as_mut().unwrap().mac = Some("52:54:00:zz:00:01".into()),
+                |s| s.nics[0].mac = Some("52:54:00:zz:00:01".into()),
                 "invalid mac address `52:54:00:zz:00:01`",
             ),
             (

@@ -94,6 +94,23 @@ impl Hypervisor {
             .ok_or_else(|| LibvirtError::NetworkNotFound(name.to_owned()))
     }
 
+    /// The type of host network interface `name` as libvirt's interface driver lists it (`bridge`,
+    /// `ethernet`, `bond`, …), `None` when the driver does not list it. Only a hint: a driver built
+    /// on netcf lists only interfaces in the distribution's config files, and a host may run none
+    /// (split daemons without virtinterfaced), which is an error here.
+    pub fn host_interface_type(&self, name: &str) -> Result<Option<String>> {
+        let fail = |e: &VirtError| LibvirtError::call("look up host interface", name, e);
+        let iface = match self.conn.lookup_interface_by_name(name) {
+            Ok(i) => i,
+            Err(e) if e.code().is(ErrorNumber::NoInterface) => return Ok(None),
+            Err(e) => return Err(fail(&e)),
+        };
+        let xml = iface.xml_desc(0).map_err(|e| fail(&e))?;
+        let root =
+            crate::xml::parse(&xml).map_err(|e| LibvirtError::parse("host interface XML", e))?;
+        Ok(Some(root.attr("type").unwrap_or_default().to_owned()))
+    }
+
     /// A network by name, `None` if it does not exist.
     pub fn network(&self, name: &str) -> Result<Option<NetworkInfo>> {
         let Some(net) = self.find_network(name)? else {

@@ -30,10 +30,10 @@ fn instance_spec(name: &str) -> DomainSpec {
         DiskSpec::disk(format!("/default-pool/{name}.qcow2"), ImageFormat::Qcow2),
         DiskSpec::cdrom(format!("/default-pool/{name}-config.iso")),
     ];
-    spec.nic = Some(NicSpec {
-        network: "default".into(),
-        mac: Some("52:54:00:00:00:42".into()),
-    });
+    spec.nics = vec![NicSpec::network(
+        "default",
+        Some("52:54:00:00:00:42".into()),
+    )];
     let mut tag = VirtupTag::new(TagKind::Instance, name);
     tag.template = Some("debian-12".into());
     tag.generation = 1;
@@ -559,4 +559,16 @@ fn kvm_probe_fails_cleanly_and_cleans_up() {
         staged.is_empty(),
         "kernel copies left in the temp dir: {staged:?}"
     );
+}
+
+/// The host's interfaces as libvirt's interface driver lists them (the test driver's host has eth1):
+/// what `nics` checks a bridge or a macvtap device against before anything is made.
+#[test]
+fn host_interfaces_are_found_by_name_with_their_type_and_a_missing_one_is_told() {
+    let hv = hv();
+    assert_eq!(
+        hv.host_interface_type("eth1").unwrap().as_deref(),
+        Some("ethernet")
+    );
+    assert_eq!(hv.host_interface_type("br-none").unwrap(), None);
 }

@@ -12,6 +12,7 @@ use virtup_core::instance::{
     plan, CloneKind, Customize, InstanceDesired, InstanceObserved, InstanceState, ObservedInstance,
     Plan, PlanError, Step,
 };
+use virtup_core::nic::{self, MadeNic, Nic};
 use virtup_core::ownership::{self, Ledger, Proof};
 use virtup_core::{
     keys, known_hosts, validate, AddressSource, DataDir, Fields, InstanceMeta, LockGuard,
@@ -65,6 +66,9 @@ pub struct InstanceOptions {
     pub disks: Option<Vec<DataDisk>>,
     /// `address` is also configured inside the guest (`address_mode: static`), not only reserved.
     pub static_address: bool,
+    /// The NICs, the first on the libvirt network virtup reaches the guest through; `None` gives it
+    /// one NIC on `network`.
+    pub nics: Option<Vec<Nic>>,
 }
 
 impl InstanceOptions {
@@ -86,6 +90,7 @@ impl InstanceOptions {
             address: None,
             disks: None,
             static_address: false,
+            nics: None,
         }
     }
 
@@ -132,6 +137,8 @@ pub struct Request {
     pub disks: Option<Vec<DataDisk>>,
     /// `address_mode: static`.
     pub static_address: bool,
+    /// The `nics` asked for (the first is `network`); `None` when the task gives none.
+    pub nics: Option<Vec<Nic>>,
 }
 
 impl Request {
@@ -144,6 +151,12 @@ impl Request {
     /// The data disks a create makes (none when the task gives none).
     fn data_disks(&self) -> &[DataDisk] {
         self.disks.as_deref().unwrap_or_default()
+    }
+    /// The NICs after the first that a create adds (none when the task gives no `nics`).
+    fn extra_nics(&self) -> &[Nic] {
+        self.nics
+            .as_deref()
+            .map_or(&[], |n| n.get(1..).unwrap_or_default())
     }
     /// The volumes a create makes, under these names, in the instance's pool.
     fn volume_names(&self) -> Vec<String> {
@@ -208,6 +221,7 @@ pub fn resolve(ctx: &Context, options: InstanceOptions) -> Result<Request> {
         address,
         disks,
         static_address,
+        nics,
     } = options;
     let template = template.unwrap_or_else(|| name.clone());
     if state == InstanceState::Absent {
@@ -283,12 +297,25 @@ pub fn resolve(ctx: &Context, options: InstanceOptions) -> Result<Request> {
     if static_address && address.is_none() && state != InstanceState::Absent {
         bail!("invalid value for `address_mode`: `static` configures `address` in the guest; give one");
     }
+    let network = match nics.as_ref().and_then(|n| n.first()) {
+        Some(_) if layer.network.is_some() => bail!(
+            "invalid value for `network`: `nics` is given too, and its first NIC is the network the \
+             instance is reached through; give one of the two"
+        ),
+        Some(Nic::Network(first)) => first.clone(),
+        // `nic::parse_list` refuses a first NIC on anything else.
+        Some(other) => bail!(
+            "invalid value for `nics`: the first NIC is {}, not a libvirt network",
+            other.describe()
+        ),
+        None => settings.network,
+    };
     Ok(Request {
         uri,
         default_uri: context::default_uri(&ctx.config, &ctx.paths),
         pool: settings.pool,
         format: settings.image_format,
-        network: settings.network,
+        network,
         graphics: graphics(&settings.graphics)?,
         user: settings.user,
         hostname: name.clone(),
@@ -305,6 +332,7 @@ pub fn resolve(ctx: &Context, options: InstanceOptions) -> Result<Request> {
         boot,
         disks,
         static_address,
+        nics,
         desired: InstanceDesired {
             name,
             template,
@@ -368,6 +396,10 @@ struct Observation {
     reservation_proven: Option<bool>,
     /// The data disks the metadata records the instance was made with.
     recorded_disks: Vec<DataDisk>,
+    /// The NICs the instance was made with, in order (the first on `network`).
+    recorded_nics: Vec<Nic>,
+    /// What the check of a create's NIC sources could not confirm.
+    nic_warnings: Vec<String>,
     /// Under `absent`: the volumes of data disks that stay (`keep` as recorded, or as this task
     /// asks: keeping is the safe direction, so a `keep` added at the delete is honoured).
     kept: Vec<String>,
@@ -452,6 +484,13 @@ fn observe(hv: &Hypervisor, data: &DataDir, req: &Request) -> Result<Observation
         .map(|m| m.data_disks.clone())
         .unwrap_or_default();
     let recorded_static = meta.as_ref().and_then(|m| m.static_ipv4.clone());
+    // The NICs it was made with: the first on its network, then those `nics` added.
+    let recorded_nics = std::iter::once(Nic::Network(network.clone()))
+        .chain(
+            meta.iter()
+                .flat_map(|m| m.extra_nics.iter().map(|n| n.nic.clone())),
+        )
+        .collect();
     let mut kept = Vec::new();
     if req.desired.state == InstanceState::Absent && hv.pool(&req.pool)?.is_some() {
         // Disk N asked to be kept at the delete is disk N as it was made (its recorded format).
@@ -493,6 +532,7 @@ fn observe(hv: &Hypervisor, data: &DataDir, req: &Request) -> Result<Observation
     }
     // A ledger without a domain (a delete killed after its volumes went) is a record to forget too.
     model.has_metadata = meta.is_some() || (model.domain.is_none() && !ledger.volumes.is_empty());
+    let mut nic_warnings = Vec::new();
     let mut template = None;
     if req.desired.state != InstanceState::Absent && model.domain.is_none() {
         if hv.pool(&req.pool)?.is_none() {
@@ -502,6 +542,7 @@ fn observe(hv: &Hypervisor, data: &DataDir, req: &Request) -> Result<Observation
                 req.uri
             );
         }
+        nic_warnings = check_nic_sources(hv, req)?;
         hv.refresh_pool(&req.pool)?;
         if let Some(current) = current_disk(hv, data, &req.pool, &req.desired.template)? {
             model.template_generation = Some(current.generation);
@@ -580,6 +621,8 @@ fn observe(hv: &Hypervisor, data: &DataDir, req: &Request) -> Result<Observation
         network,
         reservation_proven,
         recorded_disks,
+        recorded_nics,
+        nic_warnings,
         kept,
         recorded_static,
     })
@@ -661,6 +704,9 @@ pub struct InstanceShape {
     /// Its data disks.
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub disks: Vec<DataDiskView>,
+    /// Its NICs in order (`network default`, `bridge br0`, …), when it has more than one.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub nics: Vec<String>,
 }
 
 /// What a run found and left: the instance as the module returns it (`instance`) and the inventory lists it.
@@ -685,6 +731,8 @@ pub struct InstanceFacts {
     pub data_disks: Vec<DataDiskView>,
     /// The address configured inside its guest (`address_mode: static`), `ADDRESS/PREFIX`.
     pub static_address: Option<String>,
+    /// The NICs after the first (`nics`), as made.
+    pub extra_nics: Vec<NicView>,
     pub template: String,
     pub generation: Option<u32>,
     pub state: &'static str,
@@ -942,6 +990,22 @@ fn report(req: &Request, obs: &Observation, the_plan: &Plan, waited: Waited) -> 
             ));
         }
     }
+    warnings.extend(obs.nic_warnings.iter().cloned());
+    if let (Some(asked), Some(_), false) = (&req.nics, &obs.model.domain, creating) {
+        if req.desired.state != InstanceState::Absent && *asked != obs.recorded_nics {
+            // As with disks: NICs are plugged in when the instance is made, not later.
+            warnings.push(format!(
+                "`{}` keeps the NICs it was made with ({}): `nics` applies when an instance is made; \
+                 remove it (`state: absent`) and run again to make it with these",
+                req.desired.name,
+                obs.recorded_nics
+                    .iter()
+                    .map(Nic::describe)
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            ));
+        }
+    }
     if let (true, Some(_), None, false, false) = (
         req.static_address,
         &obs.model.domain,
@@ -990,7 +1054,7 @@ fn report(req: &Request, obs: &Observation, the_plan: &Plan, waited: Waited) -> 
         msg: the_plan.to_string(),
         warnings,
         waited,
-        diff: Some(diff(req, &obs.model, &obs.recorded_disks)),
+        diff: Some(diff(req, obs)),
         instance: None,
     }
 }
@@ -1006,6 +1070,34 @@ fn show_disks(name: &str, disks: &[DataDisk]) -> String {
         .map(|(i, d)| DataDiskView::of(name, i, d).to_string())
         .collect::<Vec<_>>()
         .join(", ")
+}
+
+/// One NIC after the first, as the module returns it: `type` (network, bridge, direct), `source`
+/// (the network, bridge or host device), `mode` (direct only) and its MAC.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct NicView {
+    #[serde(rename = "type")]
+    pub kind: &'static str,
+    pub source: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub mode: Option<&'static str>,
+    pub mac: String,
+}
+
+impl NicView {
+    pub fn of(made: &MadeNic) -> NicView {
+        let (kind, source, mode) = match &made.nic {
+            Nic::Network(n) => ("network", n.clone(), None),
+            Nic::Bridge(b) => ("bridge", b.clone(), None),
+            Nic::Direct { dev, mode } => ("direct", dev.clone(), Some(mode.as_str())),
+        };
+        NicView {
+            kind,
+            source,
+            mode,
+            mac: made.mac.clone(),
+        }
+    }
 }
 
 /// One data disk as the module returns it and `--diff` shows it.
@@ -1095,11 +1187,15 @@ fn state_word(d: &ObservedInstance) -> &'static str {
     }
 }
 
-fn diff(
-    req: &Request,
-    before: &InstanceObserved,
-    recorded_disks: &[DataDisk],
-) -> (InstanceView, InstanceView) {
+fn diff(req: &Request, obs: &Observation) -> (InstanceView, InstanceView) {
+    let (before, recorded_disks) = (&obs.model, obs.recorded_disks.as_slice());
+    let shown = |nics: &[Nic]| -> Vec<String> {
+        if nics.len() > 1 {
+            nics.iter().map(Nic::describe).collect()
+        } else {
+            Vec::new()
+        }
+    };
     let b = match &before.domain {
         None => InstanceView {
             state: "absent",
@@ -1115,6 +1211,7 @@ fn diff(
                 generation: Some(d.generation),
                 address: before.reserved.map(|a| a.to_string()),
                 disks: DataDiskView::list(&req.desired.name, recorded_disks),
+                nics: shown(&obs.recorded_nics),
             }),
         },
     };
@@ -1153,6 +1250,10 @@ fn diff(
                         None => req.data_disks(),
                     },
                 ),
+                nics: match (&before.domain, &req.nics) {
+                    (None, Some(asked)) => shown(asked),
+                    _ => shown(&obs.recorded_nics),
+                },
             }),
         },
     };
@@ -1203,6 +1304,9 @@ fn describe(
             .map(|m| DataDiskView::list(&req.desired.name, &m.data_disks))
             .unwrap_or_default(),
         static_address: meta.and_then(|m| m.static_ipv4.clone()),
+        extra_nics: meta
+            .map(|m| m.extra_nics.iter().map(NicView::of).collect())
+            .unwrap_or_default(),
         template: req.desired.template.clone(),
         generation: meta.map(|m| m.generation),
         state,
@@ -1460,6 +1564,7 @@ struct Resume {
     disk_path: String,
     nic: NicSpec,
     config_disk: DiskSpec,
+    static_address: bool,
 }
 
 fn resume_warm(
@@ -1479,6 +1584,7 @@ fn resume_warm(
             disk_path: &r.disk_path,
             nic: &r.nic,
             config_disk: &r.config_disk,
+            static_address: r.static_address,
         },
     )
     .with_context(|| format!("cannot resume `{name}` from its template's warm image"))?;
@@ -1488,6 +1594,135 @@ fn resume_warm(
         started.elapsed().as_secs_f64()
     ));
     Ok(())
+}
+
+/// Every NIC of `nics` has somewhere to plug in on the hypervisor: its libvirt network (active, for a
+/// guest to start now), a Linux bridge, an Ethernet device for macvtap. Checked before anything is
+/// made, since libvirt itself would only refuse when the guest starts, after the disks and the
+/// definition exist. On this machine's hypervisor sysfs says what each interface is; a remote one
+/// is asked through libvirt's interface driver, whose answer is only a hint (see
+/// [`Hypervisor::host_interface_type`]): what it cannot confirm is a warning, not a refusal.
+fn check_nic_sources(hv: &Hypervisor, req: &Request) -> Result<Vec<String>> {
+    let mut warnings = Vec::new();
+    // libvirt's test driver is local by its URI, but its host is its own fiction: ask it.
+    let this_machine = hv.is_local() && !hv.uri().starts_with("test:");
+    for (i, nic) in req.nics.iter().flatten().enumerate() {
+        let at = format!("nics[{}]", i + 1);
+        let refuse = |key: &str, why: String| -> Result<Vec<String>> {
+            bail!("invalid value for `{at}.{key}`: {why} on `{}`", req.uri)
+        };
+        match nic {
+            Nic::Network(n) => match hv.network(n)? {
+                None => return refuse("network", format!("libvirt network `{n}` does not exist")),
+                Some(info) if !info.active && req.desired.state == InstanceState::Running => {
+                    return refuse(
+                        "network",
+                        format!(
+                            "libvirt network `{n}` is not active, so the guest could not start \
+                             (`virsh net-start {n}`)"
+                        ),
+                    )
+                }
+                Some(_) => {}
+            },
+            Nic::Bridge(b) if this_machine => match LocalInterface::of(b) {
+                LocalInterface::Bridge => {}
+                LocalInterface::Missing => {
+                    return refuse("bridge", format!("the host has no interface `{b}`"))
+                }
+                _ => {
+                    return refuse(
+                        "bridge",
+                        format!(
+                            "`{b}` is not a Linux bridge (an Open vSwitch bridge or a plain device \
+                             is not offered; a device goes in `direct`)"
+                        ),
+                    )
+                }
+            },
+            Nic::Direct { dev, .. } if this_machine => match LocalInterface::of(dev) {
+                LocalInterface::Ethernet | LocalInterface::Bridge => {}
+                LocalInterface::Missing => {
+                    return refuse("direct", format!("the host has no interface `{dev}`"))
+                }
+                LocalInterface::BridgePort => {
+                    return refuse(
+                        "direct",
+                        format!(
+                        "`{dev}` is a port of a bridge, which macvtap cannot share; put the NIC \
+                             on that bridge (`bridge`)"
+                    ),
+                    )
+                }
+                LocalInterface::Other(kind) => {
+                    return refuse(
+                        "direct",
+                        format!("`{dev}` is not an Ethernet device (link type {kind})"),
+                    )
+                }
+            },
+            Nic::Bridge(name) | Nic::Direct { dev: name, .. } => {
+                let key = if matches!(nic, Nic::Bridge(_)) {
+                    "bridge"
+                } else {
+                    "direct"
+                };
+                let doubt = match hv.host_interface_type(name) {
+                    Ok(Some(kind)) if key == "bridge" && kind != "bridge" => {
+                        Some(format!("libvirt lists it as `{kind}`, not as a bridge"))
+                    }
+                    Ok(Some(_)) => None,
+                    Ok(None) => Some("libvirt's interface driver does not list it".to_owned()),
+                    Err(e) => Some(format!("libvirt cannot say ({e})")),
+                };
+                if let Some(doubt) = doubt {
+                    warnings.push(format!(
+                        "`{at}.{key}`: `{name}` on `{}` is not confirmed: {doubt}; the guest's \
+                         start will tell",
+                        req.uri
+                    ));
+                }
+            }
+        }
+    }
+    Ok(warnings)
+}
+
+/// What this machine's sysfs says of a network interface (the name is a checked interface name,
+/// so it is one path component).
+#[derive(Debug, PartialEq, Eq)]
+enum LocalInterface {
+    Missing,
+    Bridge,
+    /// Enslaved to a bridge.
+    BridgePort,
+    /// Link type 1 (ARPHRD_ETHER), not a bridge or its port.
+    Ethernet,
+    /// Another link type (loopback 772, tunnels, …).
+    Other(String),
+}
+
+impl LocalInterface {
+    fn of(name: &str) -> LocalInterface {
+        Self::at(Path::new("/sys/class/net"), name)
+    }
+
+    fn at(sysfs_net: &Path, name: &str) -> LocalInterface {
+        let dir = sysfs_net.join(name);
+        if !dir.exists() {
+            LocalInterface::Missing
+        } else if dir.join("bridge").is_dir() {
+            LocalInterface::Bridge
+        } else if dir.join("brport").exists() {
+            LocalInterface::BridgePort
+        } else {
+            match std::fs::read_to_string(dir.join("type")) {
+                Ok(t) if t.trim() == "1" => LocalInterface::Ethernet,
+                Ok(t) => LocalInterface::Other(t.trim().to_owned()),
+                Err(_) => LocalInterface::Other("unknown".into()),
+            }
+        }
+    }
 }
 
 /// Whether a fresh clone resumes warm: `Ok(None)` boots it cold. `boot: warm` that cannot be
@@ -1521,6 +1756,8 @@ fn warm_choice(
             "it has data disks, which the resumed guest would not see (they are not hot-plugged)"
                 .into(),
         )
+    } else if !req.extra_nics().is_empty() {
+        Err("it has more than one NIC, and a resume plugs in only the first".into())
     } else if req.graphics != Graphics::None {
         Err("the seed has no graphics to resume with (`graphics: none` resumes warm)".into())
     } else if req.size.is_some_and(|size| {
@@ -1597,6 +1834,17 @@ fn create(
     };
     // Before the first volume: a network that changed since observe fails the run here.
     let static_ipv4 = static_ipv4(hv, req, &obs.network, &mac)?;
+    // Each further NIC keeps its MAC across a re-create too, under its own key.
+    let extra_macs = (1..=req.extra_nics().len())
+        .map(|i| {
+            virtup_core::ensure_mac(
+                data,
+                &nic::mac_key(name, i),
+                &BTreeSet::from([mac.clone()]),
+                SHORT_LOCK_TIMEOUT,
+            )
+        })
+        .collect::<Result<Vec<_>, _>>()?;
     let user_key = keys::ensure_user_key(&data.sshkeys_dir(), &req.user)?;
     let host_keys = keys::generate_host_keys(&data.hostkeys_dir(), name)?;
     let mut ledger = Ledger::read(data, name)?;
@@ -1625,6 +1873,15 @@ fn create(
     meta.static_ipv4 = static_ipv4
         .as_ref()
         .map(|s| format!("{}/{}", s.address, s.prefix));
+    meta.extra_nics = req
+        .extra_nics()
+        .iter()
+        .zip(&extra_macs)
+        .map(|(nic, mac)| MadeNic {
+            nic: nic.clone(),
+            mac: mac.clone(),
+        })
+        .collect();
     meta.inventory = req.inventory;
     meta.state = Some("creating".into());
     meta.write(data)?;
@@ -1660,20 +1917,22 @@ fn create(
     let mut disks = identity_disks(data, hv, req, &mut ledger, &disk, tpl, &identity, accel)?;
     // After the config disk: a warm clone's is the second (it has no data disks).
     disks.extend(data_disks);
-    let spec = domain_spec(req, tpl, disks, &mac, owner, accel)?;
+    let spec = domain_spec(req, tpl, disks, &mac, &extra_macs, owner, accel)?;
     let resume = match warm {
         Some(warm) => Some(Resume {
             warm,
             disk_path: disk.path.clone(),
             nic: spec
-                .nic
-                .clone()
+                .nics
+                .first()
+                .cloned()
                 .ok_or_else(|| anyhow!("a clone has a NIC"))?,
             config_disk: spec
                 .disks
                 .get(1)
                 .cloned()
                 .ok_or_else(|| anyhow!("a warm clone has a config disk"))?,
+            static_address: static_ipv4.is_some(),
         }),
         None => None,
     };
@@ -1906,16 +2165,24 @@ fn domain_spec(
     tpl: &TemplateDisk,
     disks: Vec<DiskSpec>,
     mac: &str,
+    extra_macs: &[String],
     owner: String,
     virt_type: VirtType,
 ) -> Result<DomainSpec> {
     let name = &req.desired.name;
     let mut spec = DomainSpec::new(name, req.desired.memory_mib, req.desired.vcpus, virt_type);
     spec.disks = disks;
-    spec.nic = Some(NicSpec {
-        network: req.network.clone(),
-        mac: Some(mac.to_owned()),
-    });
+    spec.nics = std::iter::once(NicSpec::network(&req.network, Some(mac.to_owned())))
+        .chain(
+            req.extra_nics()
+                .iter()
+                .zip(extra_macs)
+                .map(|(nic, mac)| NicSpec {
+                    source: nic.clone(),
+                    mac: Some(mac.clone()),
+                }),
+        )
+        .collect();
     spec.graphics = req.graphics;
     let mut tag = VirtupTag::new(TagKind::Instance, name);
     tag.template = Some(req.desired.template.clone());

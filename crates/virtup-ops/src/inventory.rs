@@ -60,6 +60,8 @@ pub struct Host {
     pub mac: Option<String>,
     /// The address reserved for an instance on its libvirt network (DHCP host entry).
     pub reserved_address: Option<String>,
+    /// An instance's NICs after the first (`nics`), as made.
+    pub extra_nics: Vec<virtup_core::nic::MadeNic>,
 }
 
 impl Host {
@@ -366,6 +368,7 @@ impl Scan<'_> {
                 .as_ref()
                 .filter(|r| r.confirmed)
                 .map(|r| r.ip.to_string()),
+            extra_nics: meta.extra_nics.clone(),
         })
     }
 
@@ -411,6 +414,7 @@ impl Scan<'_> {
             uri: self.uri.to_owned(),
             mac,
             reserved_address: None,
+            extra_nics: Vec::new(),
         })
     }
 }

@@ -539,6 +539,12 @@ pub struct ResumeInput<'a> {
     pub nic: &'a NicSpec,
     /// The config disk, hot-plugged after the NIC: the guest applies the identity once it sees it.
     pub config_disk: &'a DiskSpec,
+    /// Whether the guest is given a static address (`address_mode: static`). It then sends no DHCP
+    /// request that a bridge port still learning would drop, so the resume does not wait for the
+    /// port: the port's wait overlaps the guest's identity work, and virtup's own connection is
+    /// retried until the port forwards. (A guest without systemd-networkd still asks DHCP for its
+    /// reserved address; a dropped first request costs it a retransmission, not a wrong address.)
+    pub static_address: bool,
 }
 
 /// Resumes the defined clone `input.name` from the seed image: a copy of the image whose header
@@ -592,7 +598,9 @@ pub fn resume(
     // has both devices).
     let given = (|| -> Result<()> {
         hv.attach_live(name, &input.nic.device_xml()?)?;
-        wait_until_forwarding(hv, name, input.nic.mac.as_deref());
+        if !input.static_address {
+            wait_until_forwarding(hv, name, input.nic.mac.as_deref());
+        }
         hv.attach_live(name, &input.config_disk.device_xml("vdb")?)?;
         define_as_running(hv, name, &tag)
     })();
@@ -646,10 +654,7 @@ pub fn finish_resume(hv: &Hypervisor, name: &str) -> Result<bool> {
                 == nic.mac.as_deref().map(str::to_ascii_lowercase)
         });
         if let (false, Some(network)) = (here, &nic.network) {
-            let spec = NicSpec {
-                network: network.clone(),
-                mac: nic.mac.clone(),
-            };
+            let spec = NicSpec::network(network, nic.mac.clone());
             hv.attach_live(name, &spec.device_xml()?)?;
             wait_until_forwarding(hv, name, spec.mac.as_deref());
         }

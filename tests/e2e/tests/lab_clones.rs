@@ -1,7 +1,8 @@
 //! Layer 4: clones of the shared base template: parallel linked and full clones with their own identity
 //! (two with a larger `size`, whose root filesystem their first boot grows; one with data disks on both
 //! buses, made, formatted and mounted by its first boot, one kept after the delete; one with a static
-//! address configured in its guest), the virt-sysprep path, and a guest that never answers.
+//! address configured in its guest and three NICs: network, bridge, macvtap), the virt-sysprep path,
+//! and a guest that never answers.
 
 // End-to-end tests drive the built binaries and the lab's tools with std's `Command` (and keep some
 // children running); this black-box crate depends on none of virtup's crates, so not on `virtup_guest::Cmd`.
@@ -109,6 +110,8 @@ fn parallel_linked_and_full_clones_each_have_their_own_identity() {
                     if *name == "e2e-l1" {
                         args["address"] = json!(fixed);
                         args["address_mode"] = json!("static");
+                        // The lab's bare bridge and veth (tests/lab/lab): a bridged NIC and a macvtap one.
+                        args["nics"] = json!([{"network": "default"}, {"bridge": "vubr0"}, {"direct": "vudir0"}]);
                     }
                     sb.module_without_env("virtup_instance", &args, &["VIRTUP_VIRT_TYPE"])
                 })
@@ -253,6 +256,64 @@ fn parallel_linked_and_full_clones_each_have_their_own_identity() {
         "configured, not leased: {net}"
     );
     assert!(net.contains(&format!("Address={fixed}/24")), "{net}");
+
+    // e2e-l1's three NICs, in order, each with its MAC: the first on the network, the second a port
+    // of the lab's bridge, the third a macvtap on the lab's veth; the guest sees all three.
+    let macs: Vec<String> = std::iter::once(l1["instance"]["mac"].clone())
+        .chain(
+            l1["instance"]["extra_nics"]
+                .as_array()
+                .cloned()
+                .unwrap_or_default()
+                .into_iter()
+                .map(|n| n["mac"].clone()),
+        )
+        .map(|m| m.as_str().unwrap_or_default().to_ascii_lowercase())
+        .collect();
+    assert_eq!(macs.len(), 3, "{l1}");
+    assert_eq!(
+        l1["instance"]["extra_nics"],
+        json!([{"type": "bridge", "source": "vubr0", "mac": macs[1]},
+               {"type": "direct", "source": "vudir0", "mode": "bridge", "mac": macs[2]}]),
+        "{l1}"
+    );
+    let links = ssh_instance(l1, "cat /sys/class/net/*/address");
+    for mac in &macs {
+        assert!(links.contains(mac.as_str()), "{mac} in the guest: {links}");
+    }
+    let xml = virsh(&["dumpxml", "e2e-l1"]);
+    // Every <mac> of the domain is an interface's, in device order.
+    let in_xml: Vec<String> = xml
+        .split("<mac address='")
+        .skip(1)
+        .filter_map(|rest| rest.split('\'').next())
+        .map(str::to_ascii_lowercase)
+        .collect();
+    assert_eq!(in_xml, macs, "in order: {xml}");
+    assert!(
+        xml.contains("<source bridge='vubr0'/>")
+            && xml.contains("<source dev='vudir0' mode='bridge'/>"),
+        "{xml}"
+    );
+    let host = run(
+        Command::new("ip").args(["-o", "link", "show", "master", "vubr0"]),
+        Duration::from_secs(30),
+    )
+    .assert_ok("ip link show master vubr0")
+    .stdout;
+    assert_eq!(host.lines().count(), 1, "one port on the bridge: {host}");
+    let macvtap = run(
+        Command::new("ip").args(["-o", "link", "show", "type", "macvtap"]),
+        Duration::from_secs(30),
+    )
+    .assert_ok("ip link show type macvtap")
+    .stdout;
+    assert!(
+        macvtap
+            .lines()
+            .any(|l| l.contains("@vudir0") && l.contains(macs[2].as_str())),
+        "a macvtap on vudir0 with the third MAC: {macvtap}"
+    );
 
     let l2 = &created[1].0;
     let disks = ssh_instance(

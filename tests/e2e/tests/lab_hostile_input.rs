@@ -371,6 +371,55 @@ b"
             what.into(),
         );
     }
+    // NICs: each source key, the mode, the list, and sources the lab's host does not have (refused
+    // before anything is made, though libvirt itself would only refuse at the guest's start).
+    let net = json!({"network": "default"});
+    for (what, nics) in [
+        ("not a list of NICs", json!("default")),
+        ("empty list", json!([])),
+        ("first on a bridge", json!([{"bridge": "vubr0"}])),
+        (
+            "two sources",
+            json!([net, {"bridge": "vubr0", "direct": "vudir0"}]),
+        ),
+        ("no source", json!([net, {"mode": "vepa"}])),
+        ("bridge XML", json!([net, {"bridge": "br'/><x>"}])),
+        ("bridge $()", json!([net, {"bridge": "$(id)"}])),
+        (
+            "bridge too long",
+            json!([net, {"bridge": "vubr0-much-too-long"}]),
+        ),
+        ("direct traversal", json!([net, {"direct": ".."}])),
+        (
+            "mode not a choice",
+            json!([net, {"direct": "vudir0", "mode": "bridge; rm -rf /"}]),
+        ),
+        (
+            "mode on a bridge",
+            json!([net, {"bridge": "vubr0", "mode": "vepa"}]),
+        ),
+        ("network XML", json!([{"network": "default'/><x>"}])),
+        (
+            "unknown key",
+            json!([net, {"bridge": "vubr0", "model": "e1000"}]),
+        ),
+        ("9 NICs", Value::Array(vec![net.clone(); 9])),
+        ("no such bridge", json!([net, {"bridge": "hz-nobr"}])),
+        ("no such device", json!([net, {"direct": "hz-nodev"}])),
+        ("no such network", json!([{"network": "hz-nonet"}])),
+    ] {
+        push("virtup_instance", "nics", inst("nics", nics), what.into());
+    }
+    push(
+        "virtup_instance",
+        "network",
+        {
+            let mut a = inst("nics", json!([net]));
+            a["network"] = json!("default");
+            a
+        },
+        "network and nics".into(),
+    );
     push(
         "virtup_instance",
         "address_mode",

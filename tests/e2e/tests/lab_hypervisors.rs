@@ -55,18 +55,26 @@ impl Site {
 
     /// `ansible-playbook -i examples/hypervisors -i virtup_inventory PLAYBOOK`.
     fn playbook(&self, playbook: &str) -> virtup_e2e::Run {
+        self.playbook_with(playbook, &[])
+    }
+
+    /// The same, with more arguments after the playbook.
+    fn playbook_with(&self, playbook: &str, extra: &[&str]) -> virtup_e2e::Run {
         let r = run(
-            self.command("ansible-playbook").args([
-                "-i",
-                "examples/hypervisors",
-                "-i",
-                "virtup_inventory",
-                playbook,
-            ]),
+            self.command("ansible-playbook")
+                .args([
+                    "-i",
+                    "examples/hypervisors",
+                    "-i",
+                    "virtup_inventory",
+                    playbook,
+                ])
+                .args(extra),
             Duration::from_secs(1800),
         );
         println!(
-            "ansible-playbook {playbook} took {:.1}s\n{}",
+            "ansible-playbook {playbook} {} took {:.1}s\n{}",
+            extra.join(" "),
             r.elapsed.as_secs_f64(),
             recap(&r.stdout)
         );
@@ -373,9 +381,25 @@ fn site_yml_places_instances_on_two_hypervisors_and_keeps_them_there() {
         );
     }
 
-    // 4. The third run changes nothing anywhere and moves nothing.
-    let third = site.playbook("playbooks/site.yml");
+    // 4. The third run changes nothing on either hypervisor or on h2's guests, and moves nothing. db1
+    // and web1 were post-configured twice already (the first run finished them, the second changed
+    // nothing there); db2 and web2, behind the hypervisor whose libvirtd was killed, only once: they
+    // take their second post-configuration here, the lab's two guests are left out (about 50 s saved).
+    let third = site.playbook_with(
+        "playbooks/site.yml",
+        &["--limit", "virtup_hypervisors:db2:web2"],
+    );
     assert_nothing_changed(&third, "the third site.yml run");
+    let hosts: Vec<String> = recap_counts(&third.stdout)
+        .into_iter()
+        .map(|c| c.0)
+        .collect();
+    assert_eq!(
+        hosts,
+        ["db2", "hv1", "hv2", "web2"],
+        "the third run reached both hypervisors and h2's guests:\n{}",
+        recap(&third.stdout)
+    );
     assert_eq!(site.placement(), placed, "placed once, kept");
 
     // 5. Molecule with one platform on each hypervisor (scenario `hypervisors`), on the site's templates:

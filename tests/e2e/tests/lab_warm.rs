@@ -1,7 +1,8 @@
 //! Layer 4: warm clones. A template's warm image is made once (a look-alike volume is skipped and kept, a
 //! killed seeding is recovered), two clones resume from it in parallel with their own identity, random
 //! state and clock, an image that does not fit is never restored, and a warm clone boots cold later.
-//! One clone has a fixed address (`address`: a DHCP reservation virtup adds and removes) that holds
+//! One clone has a fixed address (`address`: a DHCP reservation virtup adds and removes), configured
+//! in its guest (`address_mode: static`, so its resume does not wait for the bridge port), that holds
 //! across its cold restart; an address held by someone else's entry is refused and that entry kept.
 
 // End-to-end tests drive the built binaries and the lab's tools with std's `Command` (and keep some
@@ -218,7 +219,9 @@ fn warm_clones_resume_from_one_image_each_with_its_own_identity() {
                     let start = Instant::now();
                     let mut args = json!({"name": name, "template": TEMPLATE, "boot": "warm", "wait_timeout": 900});
                     if *name == CLONES[0] {
+                        // Configured in the guest too: the resume does not wait for the bridge port.
                         args["address"] = json!(fixed);
+                        args["address_mode"] = json!("static");
                     }
                     let (doc, out) = sb.module("virtup_instance", &args);
                     let took = start.elapsed();
@@ -241,7 +244,7 @@ fn warm_clones_resume_from_one_image_each_with_its_own_identity() {
             "warm: {name} running (pinned SSH proven) in {:.1}s{}",
             took.as_secs_f64(),
             if *name == CLONES[0] {
-                " with a reserved address"
+                " with a static, reserved address"
             } else {
                 ""
             }
@@ -290,9 +293,16 @@ fn warm_clones_resume_from_one_image_each_with_its_own_identity() {
         "{a_doc}"
     );
     assert_eq!(a_doc["instance"]["address"], json!(fixed), "{a_doc}");
+    let held = ssh_instance(a_doc, "ip -4 -o addr show scope global");
     assert!(
-        ssh_instance(a_doc, "ip -4 -o addr show scope global").contains(&format!(" {fixed}/")),
-        "wm-a holds {fixed}"
+        held.lines()
+            .any(|l| l.contains(&format!(" {fixed}/")) && !l.contains("dynamic")),
+        "wm-a holds {fixed}, configured by its first boot, not leased: {held}"
+    );
+    assert_eq!(
+        a_doc["instance"]["static_address"],
+        json!(format!("{fixed}/24")),
+        "{a_doc}"
     );
     let net = virsh(&["net-dumpxml", "default"]);
     assert!(

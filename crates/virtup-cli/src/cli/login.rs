@@ -41,6 +41,7 @@ pub fn host(paths: &Paths, name: &str, global: &Global) -> Result<Host> {
             .unwrap_or_else(|| paths.libvirt_uri.clone()),
         mac: meta.mac.clone(),
         reserved_address: None,
+        extra_nics: meta.extra_nics.clone(),
     })
 }
 
@@ -101,6 +102,7 @@ mod tests {
             uri: "qemu:///system".into(),
             mac: None,
             reserved_address: None,
+            extra_nics: Vec::new(),
         };
         let cmd = ssh_command("ssh", &host, Some("uname -a"));
         assert_eq!(

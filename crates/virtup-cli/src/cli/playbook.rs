@@ -141,6 +141,7 @@ fn template_host_vars(template: &TemplateFacts, uri: &str) -> Result<serde_json:
         uri: uri.to_owned(),
         mac: None,
         reserved_address: None,
+        extra_nics: Vec::new(),
     };
     Ok(serde_json::json!({
         "ansible_host": host.address,

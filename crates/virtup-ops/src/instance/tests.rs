@@ -1132,3 +1132,199 @@ fn a_static_address_reaches_the_guest_config_and_only_a_new_instance_changes_it(
         said.warnings
     );
 }
+
+/// `nics`: each NIC where it was asked (network, bridge, macvtap), in order, with a MAC of its own
+/// that a re-create keeps; a source the host lacks, or `network` given too, is refused before
+/// anything is made; a later, different list is a warning, never a silent change.
+#[test]
+fn nics_are_plugged_in_order_with_stable_macs_and_missing_sources_are_refused_first() {
+    let dir = TempDir::new().unwrap();
+    let ctx = context(&dir, true);
+    let hv = test_hv();
+    template(&hv, &ctx);
+    let nics = |second: Nic| {
+        Some(vec![
+            Nic::Network("default".into()),
+            second,
+            Nic::Direct {
+                dev: "eth1".into(),
+                mode: virtup_core::nic::DirectMode::Vepa,
+            },
+        ])
+    };
+    let mut o = options("web11", InstanceState::Present);
+
+    // A source that is not there is refused before anything is made, in check mode as in a real run.
+    o.nics = Some(vec![
+        Nic::Network("default".into()),
+        Nic::Network("nonet".into()),
+    ]);
+    let req = resolve(&ctx, o.clone()).unwrap();
+    for mode in [Mode::Check, Mode::Apply] {
+        let e = format!("{:#}", converge(&ctx, &hv, &req, mode, &Quiet).unwrap_err());
+        assert!(
+            e.contains("`nics[2].network`") && e.contains("network `nonet` does not exist"),
+            "{e}"
+        );
+    }
+    assert!(
+        !volume_exists(&hv, "web11.qcow2"),
+        "refused before the disk"
+    );
+    assert!(hv.domain("web11").unwrap().is_none());
+    // The test driver's host is libvirt's own fiction (one interface, eth1, not a bridge), so it is
+    // asked as a remote host is: what it cannot confirm is a warning.
+    o.nics = nics(Nic::Bridge("br-none".into()));
+    let check = run(&ctx, &hv, o.clone(), Mode::Check);
+    assert!(
+        check
+            .warnings
+            .iter()
+            .any(|w| w.contains("`nics[2].bridge`: `br-none`")
+                && w.contains("interface driver does not list it")),
+        "{:?}",
+        check.warnings
+    );
+    o.nics = nics(Nic::Bridge("eth1".into()));
+    let check = run(&ctx, &hv, o.clone(), Mode::Check);
+    assert!(
+        check
+            .warnings
+            .iter()
+            .any(|w| w.contains("lists it as `ethernet`, not as a bridge")),
+        "{:?}",
+        check.warnings
+    );
+    let mut both = o.clone();
+    both.layer.network = Some("default".into());
+    both.nics = nics(Nic::Bridge("eth1".into()));
+    let e = resolve(&ctx, both).err().unwrap().to_string();
+    assert!(e.contains("`network`") && e.contains("`nics`"), "{e}");
+
+    // The check's diff shows the NICs to be made; `boot: warm` cannot honour them, in check mode too.
+    let after = check.diff.clone().unwrap().1.shape.unwrap();
+    assert_eq!(
+        after.nics,
+        ["network default", "bridge eth1", "direct eth1 (vepa)"]
+    );
+    let mut warm = o.clone();
+    warm.boot = Boot::Warm;
+    warm.state = InstanceState::Running;
+    let e = format!(
+        "{:#}",
+        converge(
+            &ctx,
+            &hv,
+            &resolve(&ctx, warm).unwrap(),
+            Mode::Check,
+            &Quiet
+        )
+        .unwrap_err()
+    );
+    assert!(e.contains("more than one NIC"), "{e}");
+
+    // Made on the sysprep path (the test driver cannot upload a config disk).
+    let _script = Script::install(|cmd| (cmd.get_program() == "virt-sysprep").then(Reply::ok));
+    o.customize = Customize::Sysprep;
+    o.nics = nics(Nic::Bridge("eth1".into()));
+    let made = run(&ctx, &hv, o.clone(), Mode::Apply);
+    assert!(made.changed, "{}", made.msg);
+    let parsed = virtup_libvirt::parse_domain_xml(&hv.inactive_xml("web11").unwrap()).unwrap();
+    let macs: Vec<String> = parsed
+        .interfaces
+        .iter()
+        .map(|i| i.mac.clone().unwrap())
+        .collect();
+    assert_eq!(macs.len(), 3, "{parsed:?}");
+    assert_eq!(parsed.interfaces[0].network.as_deref(), Some("default"));
+    let xml = hv.inactive_xml("web11").unwrap();
+    for needle in [
+        "<interface type='bridge'>",
+        "<source bridge='eth1'/>",
+        "<interface type='direct'>",
+        "<source dev='eth1' mode='vepa'/>",
+    ] {
+        assert!(xml.contains(needle), "{needle}: {xml}");
+    }
+    let file = virtup_core::macaddrs::MacAddrs::load(&ctx.data.macaddrs_file()).unwrap();
+    assert_eq!(
+        [
+            file.get("web11"),
+            file.get("web11#nic2"),
+            file.get("web11#nic3")
+        ],
+        [
+            Some(macs[0].as_str()),
+            Some(macs[1].as_str()),
+            Some(macs[2].as_str())
+        ]
+    );
+    let facts = made.instance.unwrap();
+    let shown: Vec<(&str, &str, Option<&str>, &str)> = facts
+        .extra_nics
+        .iter()
+        .map(|n| (n.kind, n.source.as_str(), n.mode, n.mac.as_str()))
+        .collect();
+    assert_eq!(
+        shown,
+        [
+            ("bridge", "eth1", None, macs[1].as_str()),
+            ("direct", "eth1", Some("vepa"), macs[2].as_str())
+        ]
+    );
+
+    // Asked again with another list: nothing changes, and the run says why.
+    o.nics = Some(vec![Nic::Network("default".into())]);
+    let again = run(&ctx, &hv, o.clone(), Mode::Apply);
+    assert!(!again.changed, "{}", again.msg);
+    assert!(
+        again.warnings.iter().any(|w| w.contains(
+            "keeps the NICs it was made with (network default, bridge eth1, direct eth1 (vepa))"
+        )),
+        "{:?}",
+        again.warnings
+    );
+
+    // Made again after a delete: the same MACs.
+    run(
+        &ctx,
+        &hv,
+        options("web11", InstanceState::Absent),
+        Mode::Apply,
+    );
+    o.nics = nics(Nic::Bridge("eth1".into()));
+    run(&ctx, &hv, o, Mode::Apply);
+    let parsed = virtup_libvirt::parse_domain_xml(&hv.inactive_xml("web11").unwrap()).unwrap();
+    let again: Vec<String> = parsed
+        .interfaces
+        .iter()
+        .map(|i| i.mac.clone().unwrap())
+        .collect();
+    assert_eq!(again, macs, "a re-created instance keeps every NIC's MAC");
+}
+
+/// What sysfs says of an interface decides whether a local bridge or macvtap NIC can work.
+#[test]
+fn local_interfaces_are_told_apart_by_sysfs() {
+    let dir = TempDir::new().unwrap();
+    let net = dir.path();
+    let make = |name: &str, kind: &str, extra: Option<&str>| {
+        std::fs::create_dir_all(net.join(name)).unwrap();
+        std::fs::write(net.join(name).join("type"), format!("{kind}\n")).unwrap();
+        if let Some(extra) = extra {
+            std::fs::create_dir_all(net.join(name).join(extra)).unwrap();
+        }
+    };
+    make("br0", "1", Some("bridge"));
+    make("eth0", "1", None);
+    make("eth1", "1", Some("brport"));
+    make("lo", "772", None);
+    assert_eq!(LocalInterface::at(net, "br0"), LocalInterface::Bridge);
+    assert_eq!(LocalInterface::at(net, "eth0"), LocalInterface::Ethernet);
+    assert_eq!(LocalInterface::at(net, "eth1"), LocalInterface::BridgePort);
+    assert_eq!(
+        LocalInterface::at(net, "lo"),
+        LocalInterface::Other("772".into())
+    );
+    assert_eq!(LocalInterface::at(net, "none0"), LocalInterface::Missing);
+}
