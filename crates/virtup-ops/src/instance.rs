@@ -1314,6 +1314,33 @@ fn describe(
     })
 }
 
+/// A start libvirt refused, with the way out when the instance has NICs beyond the first: they are
+/// plugged in when it is made (a bridge or device the host lost, or one the check could only warn
+/// about on a remote host, fails every later start the same way), so it is made again.
+fn start_failed(
+    e: virtup_libvirt::LibvirtError,
+    req: &Request,
+    obs: &Observation,
+) -> anyhow::Error {
+    let nics = match (&obs.model.domain, &req.nics) {
+        (None, Some(asked)) => asked.clone(),
+        _ => obs.recorded_nics.clone(),
+    };
+    if nics.len() < 2 {
+        return e.into();
+    }
+    anyhow::Error::from(e).context(format!(
+        "`{}` is defined but could not start; if one of its NICs ({}) is the cause, remove it \
+         (`state: absent`) and make it again with NICs the host has: `nics` applies only when an \
+         instance is made",
+        req.desired.name,
+        nics.iter()
+            .map(Nic::describe)
+            .collect::<Vec<_>>()
+            .join(", ")
+    ))
+}
+
 fn apply(
     ctx: &Context,
     session: &mut Session,
@@ -1389,7 +1416,7 @@ fn apply(
                             hv.start(name)?;
                         }
                     }
-                    None => hv.start(name)?,
+                    None => hv.start(name).map_err(|e| start_failed(e, req, obs))?,
                 }
                 started = true;
             }

@@ -372,6 +372,13 @@ fn site_playbook_brings_up_configured_instances_reachable_through_the_inventory(
     let app1 = &doc["_meta"]["hostvars"][OTHER_ONLY];
     assert_eq!(text(&app1["virtup_reserved_address"]), fixed, "{app1}");
     assert_eq!(text(&app1["ansible_host"]), fixed, "{app1}");
+    // Its second NIC, given through the role, as the inventory reports it.
+    assert_eq!(app1["virtup_extra_nics"][0]["type"], "bridge", "{app1}");
+    assert_eq!(
+        text(&app1["virtup_extra_nics"][0]["source"]),
+        "vubr0",
+        "{app1}"
+    );
     for name in INSTANCES {
         assert!(
             instances.contains(name),
@@ -502,11 +509,20 @@ fn other_inventory(given: &GivenPasswords, fixed: &str) -> tempfile::TempDir {
         vars.contains(shipped),
         "the shipped inventory's instances changed; update this test:\n{vars}"
     );
+    let defaults = "virtup_instance_defaults:\n  template: debian-12\n  memory: 512\n";
+    assert!(
+        vars.contains(defaults),
+        "the shipped inventory's instance defaults changed; update this test:\n{vars}"
+    );
+    // A `network` for every instance, and app1 with NICs of its own (a second one on the lab's bare
+    // bridge): the role leaves the default `network` out where an instance names its `nics`.
+    let vars = vars.replace(defaults, &format!("{defaults}  network: default\n"));
     let vars = vars.replace(
         shipped,
         &format!(
             "virtup_instance_instances:\n  - name: db1\n    memory: 768\n  - name: web2\n  - name: {OTHER_ONLY}\n    \
-             password: \"{}\"\n    root_password: \"{}\"\n    address: \"{fixed}\"\n",
+             password: \"{}\"\n    root_password: \"{}\"\n    address: \"{fixed}\"\n    \
+             nics: [{{network: default}}, {{bridge: vubr0}}]\n",
             given.get(OTHER_ONLY, "password"),
             given.get(OTHER_ONLY, "root_password"),
         ),
