@@ -1250,10 +1250,7 @@ fn diff(req: &Request, obs: &Observation) -> (InstanceView, InstanceView) {
                         None => req.data_disks(),
                     },
                 ),
-                nics: match (&before.domain, &req.nics) {
-                    (None, Some(asked)) => shown(asked),
-                    _ => shown(&obs.recorded_nics),
-                },
+                nics: shown(&nics_of(req, obs)),
             }),
         },
     };
@@ -1314,31 +1311,46 @@ fn describe(
     })
 }
 
-/// A start libvirt refused, with the way out when the instance has NICs beyond the first: they are
-/// plugged in when it is made (a bridge or device the host lost, or one the check could only warn
-/// about on a remote host, fails every later start the same way), so it is made again.
+/// The NICs the instance has: those it was made with when its domain exists, else those this task
+/// makes (never a list left in metadata by an earlier instance of the name).
+fn nics_of(req: &Request, obs: &Observation) -> Vec<Nic> {
+    match (&obs.model.domain, &req.nics) {
+        (Some(_), _) => obs.recorded_nics.clone(),
+        (None, Some(asked)) => asked.clone(),
+        (None, None) => vec![Nic::Network(req.network.clone())],
+    }
+}
+
+/// A start libvirt refused, with the way out when its NICs can be the cause: a libvirt network of
+/// theirs that is not running is named (`virsh net-start`); otherwise, for an instance with NICs
+/// beyond the first (plugged in when it is made: a bridge or device the host lost, or one the
+/// check could only warn about on a remote host, fails every later start the same way), it is
+/// made again.
 fn start_failed(
     e: virtup_libvirt::LibvirtError,
+    hv: &Hypervisor,
     req: &Request,
     obs: &Observation,
 ) -> anyhow::Error {
-    let nics = match (&obs.model.domain, &req.nics) {
-        (None, Some(asked)) => asked.clone(),
-        _ => obs.recorded_nics.clone(),
+    let nics = nics_of(req, obs);
+    let stopped = nics.iter().find_map(|nic| match nic {
+        Nic::Network(n) => matches!(hv.network(n), Ok(Some(info)) if !info.active).then_some(n),
+        _ => None,
+    });
+    let name = &req.desired.name;
+    let hint = match stopped {
+        Some(n) => format!(
+            "`{name}` could not start: its libvirt network `{n}` is not active (`virsh net-start {n}`)"
+        ),
+        None if nics.len() > 1 => format!(
+            "`{name}` is defined but could not start; if one of its NICs ({}) is the cause, remove \
+             it (`state: absent`) and make it again with NICs the host has: `nics` applies only \
+             when an instance is made",
+            nics.iter().map(Nic::describe).collect::<Vec<_>>().join(", ")
+        ),
+        None => return e.into(),
     };
-    if nics.len() < 2 {
-        return e.into();
-    }
-    anyhow::Error::from(e).context(format!(
-        "`{}` is defined but could not start; if one of its NICs ({}) is the cause, remove it \
-         (`state: absent`) and make it again with NICs the host has: `nics` applies only when an \
-         instance is made",
-        req.desired.name,
-        nics.iter()
-            .map(Nic::describe)
-            .collect::<Vec<_>>()
-            .join(", ")
-    ))
+    anyhow::Error::from(e).context(hint)
 }
 
 fn apply(
@@ -1416,7 +1428,7 @@ fn apply(
                             hv.start(name)?;
                         }
                     }
-                    None => hv.start(name).map_err(|e| start_failed(e, req, obs))?,
+                    None => hv.start(name).map_err(|e| start_failed(e, hv, req, obs))?,
                 }
                 started = true;
             }
@@ -1654,9 +1666,10 @@ fn check_nic_sources(hv: &Hypervisor, req: &Request) -> Result<Vec<String>> {
             },
             Nic::Bridge(b) if this_machine => match LocalInterface::of(b) {
                 LocalInterface::Bridge => {}
-                LocalInterface::Missing => {
-                    return refuse("bridge", format!("the host has no interface `{b}`"))
-                }
+                LocalInterface::Missing => match hv.host_interface_type(b) {
+                    Ok(Some(_)) => warnings.push(not_in_sysfs(&at, "bridge", b)),
+                    _ => return refuse("bridge", format!("the host has no interface `{b}`")),
+                },
                 _ => {
                     return refuse(
                         "bridge",
@@ -1669,9 +1682,10 @@ fn check_nic_sources(hv: &Hypervisor, req: &Request) -> Result<Vec<String>> {
             },
             Nic::Direct { dev, .. } if this_machine => match LocalInterface::of(dev) {
                 LocalInterface::Ethernet | LocalInterface::Bridge => {}
-                LocalInterface::Missing => {
-                    return refuse("direct", format!("the host has no interface `{dev}`"))
-                }
+                LocalInterface::Missing => match hv.host_interface_type(dev) {
+                    Ok(Some(_)) => warnings.push(not_in_sysfs(&at, "direct", dev)),
+                    _ => return refuse("direct", format!("the host has no interface `{dev}`")),
+                },
                 LocalInterface::BridgePort => {
                     return refuse(
                         "direct",
@@ -1713,6 +1727,16 @@ fn check_nic_sources(hv: &Hypervisor, req: &Request) -> Result<Vec<String>> {
         }
     }
     Ok(warnings)
+}
+
+/// The warning for an interface libvirt lists but this process's sysfs does not show: virtup runs
+/// in another network namespace than libvirtd (a container with the host's socket, say), so what
+/// sysfs says of the host's interfaces is not to be trusted; the guest's start will tell.
+fn not_in_sysfs(at: &str, key: &str, name: &str) -> String {
+    format!(
+        "`{at}.{key}`: `{name}` is listed by libvirt but not in this machine's /sys/class/net (is \
+         virtup running in another network namespace than libvirtd?); the guest's start will tell"
+    )
 }
 
 /// What this machine's sysfs says of a network interface (the name is a checked interface name,

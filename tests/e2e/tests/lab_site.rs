@@ -194,6 +194,16 @@ fn site_playbook_brings_up_configured_instances_reachable_through_the_inventory(
         Default::default(),
         "the lab already has domains or volumes of the example; this test needs a fresh lab"
     );
+    // app1's second NIC is on the lab's bare bridge, which a lab started before it existed lacks.
+    let bridge = run(
+        Command::new("ip").args(["link", "show", "vubr0"]),
+        Duration::from_secs(30),
+    );
+    assert!(
+        bridge.status.success(),
+        "the lab has no bridge vubr0: run `tests/lab/lab up` again\n{}",
+        bridge.stderr
+    );
 
     // 1. Check mode on a fresh lab reports the work and does none of it.
     let r = site.playbook(
