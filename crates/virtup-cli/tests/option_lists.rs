@@ -88,7 +88,13 @@ fn links() -> Vec<RoleLink> {
             spec: instance_spec(),
             options_var: "virtup_instance_instances",
             reads: "virtup_instance__opts.",
-            role_sets: &[],
+            role_sets: &[RoleSets {
+                option: "network",
+                user_value_read_at: Some("virtup_instance__opts.network"),
+                why: "left out when the instance gives `nics` and its `network` comes from \
+                      `virtup_instance_defaults`: the first NIC of `nics` is the network then, and the \
+                      module refuses both; one the instance gives itself goes through",
+            }],
             role_keys: &[
                 RoleKey {
                     key: "groups",
