@@ -59,12 +59,35 @@ pub enum Nic {
 }
 
 impl Nic {
+    /// Where it plugs in, in one word: libvirt's `<interface type>` and the option's key.
+    pub fn kind(&self) -> &'static str {
+        match self {
+            Nic::Network(_) => "network",
+            Nic::Bridge(_) => "bridge",
+            Nic::Direct { .. } => "direct",
+        }
+    }
+
+    /// The network, bridge or host device it plugs into.
+    pub fn source(&self) -> &str {
+        match self {
+            Nic::Network(name) | Nic::Bridge(name) | Nic::Direct { dev: name, .. } => name,
+        }
+    }
+
+    /// The macvtap mode of a `direct` NIC.
+    pub fn mode(&self) -> Option<DirectMode> {
+        match self {
+            Nic::Direct { mode, .. } => Some(*mode),
+            _ => None,
+        }
+    }
+
     /// `network default`, `bridge br0`, `direct eth0 (bridge)`: for messages and diffs.
     pub fn describe(&self) -> String {
-        match self {
-            Nic::Network(n) => format!("network {n}"),
-            Nic::Bridge(b) => format!("bridge {b}"),
-            Nic::Direct { dev, mode } => format!("direct {dev} ({})", mode.as_str()),
+        match self.mode() {
+            Some(mode) => format!("{} {} ({})", self.kind(), self.source(), mode.as_str()),
+            None => format!("{} {}", self.kind(), self.source()),
         }
     }
 }

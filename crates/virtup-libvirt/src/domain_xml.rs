@@ -462,11 +462,12 @@ impl DiskSpec {
 
 impl NicSpec {
     fn validate(&self) -> Result<()> {
-        let (what, name) = match &self.source {
-            Nic::Network(n) => ("network name", n),
-            Nic::Bridge(b) => ("bridge name", b),
-            Nic::Direct { dev, .. } => ("host device name", dev),
+        let what = match &self.source {
+            Nic::Network(_) => "network name",
+            Nic::Bridge(_) => "bridge name",
+            Nic::Direct { .. } => "host device name",
         };
+        let name = self.source.source();
         check_text(what, name)?;
         if name.is_empty() {
             return Err(LibvirtError::invalid(what, "", "must not be empty"));
@@ -478,21 +479,19 @@ impl NicSpec {
     }
 
     fn write(&self, w: &mut XmlWriter) {
-        let kind = match &self.source {
-            Nic::Network(_) => "network",
-            Nic::Bridge(_) => "bridge",
-            Nic::Direct { .. } => "direct",
-        };
+        // `<interface type>` is the source's kind, and so is the `<source>` attribute naming it
+        // (`network`, `bridge`), but for macvtap, whose `<source>` names a `dev` and its mode.
+        let kind = self.source.kind();
         w.open("interface", &[("type", kind)]);
         if let Some(mac) = &self.mac {
             w.empty("mac", &[("address", mac)]);
         }
-        match &self.source {
-            Nic::Network(n) => w.empty("source", &[("network", n)]),
-            Nic::Bridge(b) => w.empty("source", &[("bridge", b)]),
-            Nic::Direct { dev, mode } => {
-                w.empty("source", &[("dev", dev), ("mode", mode.as_str())])
-            }
+        match self.source.mode() {
+            Some(mode) => w.empty(
+                "source",
+                &[("dev", self.source.source()), ("mode", mode.as_str())],
+            ),
+            None => w.empty("source", &[(kind, self.source.source())]),
         }
         w.empty("model", &[("type", "virtio")]);
         w.close("interface");

@@ -12,7 +12,7 @@ use virtup_core::instance::{
     plan, CloneKind, Customize, InstanceDesired, InstanceObserved, InstanceState, ObservedInstance,
     Plan, PlanError, Step,
 };
-use virtup_core::nic::{self, MadeNic, Nic};
+use virtup_core::nic::{self, DirectMode, MadeNic, Nic};
 use virtup_core::ownership::{self, Ledger, Proof};
 use virtup_core::{
     keys, known_hosts, validate, AddressSource, DataDir, Fields, InstanceMeta, LockGuard,
@@ -1086,15 +1086,10 @@ pub struct NicView {
 
 impl NicView {
     pub fn of(made: &MadeNic) -> NicView {
-        let (kind, source, mode) = match &made.nic {
-            Nic::Network(n) => ("network", n.clone(), None),
-            Nic::Bridge(b) => ("bridge", b.clone(), None),
-            Nic::Direct { dev, mode } => ("direct", dev.clone(), Some(mode.as_str())),
-        };
         NicView {
-            kind,
-            source,
-            mode,
+            kind: made.nic.kind(),
+            source: made.nic.source().to_owned(),
+            mode: made.nic.mode().map(DirectMode::as_str),
             mac: made.mac.clone(),
         }
     }
@@ -1703,11 +1698,7 @@ fn check_nic_sources(hv: &Hypervisor, req: &Request) -> Result<Vec<String>> {
                 }
             },
             Nic::Bridge(name) | Nic::Direct { dev: name, .. } => {
-                let key = if matches!(nic, Nic::Bridge(_)) {
-                    "bridge"
-                } else {
-                    "direct"
-                };
+                let key = nic.kind();
                 let doubt = match hv.host_interface_type(name) {
                     Ok(Some(kind)) if key == "bridge" && kind != "bridge" => {
                         Some(format!("libvirt lists it as `{kind}`, not as a bridge"))

@@ -59,6 +59,16 @@ impl Drop for KeptVolume {
     }
 }
 
+/// `ip -o link show FILTER…` in the lab's namespace, one link a line.
+fn ip_links(filter: &[&str]) -> String {
+    run(
+        Command::new("ip").args(["-o", "link", "show"]).args(filter),
+        Duration::from_secs(30),
+    )
+    .assert_ok(&format!("ip link show {}", filter.join(" ")))
+    .stdout
+}
+
 /// Host-side clone time the module reports on stderr ("created `x` in 0.412s").
 fn host_side_secs(stderr: &str) -> f64 {
     let line = stderr
@@ -295,24 +305,14 @@ fn parallel_linked_and_full_clones_each_have_their_own_identity() {
             && xml.contains("<source dev='vudir0' mode='bridge'/>"),
         "{xml}"
     );
-    let host = run(
-        Command::new("ip").args(["-o", "link", "show", "master", "vubr0"]),
-        Duration::from_secs(30),
-    )
-    .assert_ok("ip link show master vubr0")
-    .stdout;
+    let host = ip_links(&["master", "vubr0"]);
     // libvirt gives a tap the guest's MAC with fe: in front.
     let tap_mac = format!("fe{}", &macs[1][2..]);
     assert!(
         host.lines().any(|l| l.contains(&tap_mac)),
         "e2e-l1's second NIC is a port of vubr0 ({tap_mac}): {host}"
     );
-    let macvtap = run(
-        Command::new("ip").args(["-o", "link", "show", "type", "macvtap"]),
-        Duration::from_secs(30),
-    )
-    .assert_ok("ip link show type macvtap")
-    .stdout;
+    let macvtap = ip_links(&["type", "macvtap"]);
     assert!(
         macvtap
             .lines()

@@ -42,6 +42,11 @@ impl Reporter for Recorder {
     }
 }
 
+/// The error of a run that must fail, with its causes (`{:#}`).
+fn refusal(ctx: &Context, hv: &Hypervisor, req: &Request, mode: Mode) -> String {
+    format!("{:#}", converge(ctx, hv, req, mode, &Quiet).unwrap_err())
+}
+
 /// Template `tpl` at generation 1, made by this data dir: its tagged domain uses its volume.
 /// Resolves the options and converges them; the run must succeed.
 fn run(ctx: &Context, hv: &Hypervisor, o: InstanceOptions, mode: Mode) -> InstanceReport {
@@ -669,7 +674,7 @@ fn a_smaller_size_is_refused_and_a_larger_one_on_the_sysprep_path_is_warned_abou
     small.layer.size = Some("512K".into());
     let req = resolve(&ctx, small).unwrap();
     for mode in [Mode::Check, Mode::Apply] {
-        let e = format!("{:#}", converge(&ctx, &hv, &req, mode, &Quiet).unwrap_err());
+        let e = refusal(&ctx, &hv, &req, mode);
         assert!(e.contains("`size`: 512 KiB is smaller"), "{e}");
         assert!(e.contains("template `tpl` (1 MiB)"), "{e}");
     }
@@ -875,7 +880,7 @@ fn data_disks_are_owned_and_deleted_with_the_instance_and_a_kept_one_is_let_go()
     assert!(Ledger::read(&ctx.data, "web10").unwrap().volumes.is_empty());
     // Made again, the kept volume is in the way: refused, naming it, and left as it is.
     for mode in [Mode::Check, Mode::Apply] {
-        let e = format!("{:#}", converge(&ctx, &hv, &req, mode, &Quiet).unwrap_err());
+        let e = refusal(&ctx, &hv, &req, mode);
         assert!(
             e.contains("`web10.data2.raw`") && e.contains("never touches"),
             "{e}"
@@ -984,17 +989,14 @@ fn a_look_alike_data_disk_is_never_touched_and_bad_combinations_are_refused_firs
     )]);
     // The template's first boot predates filesystems on data disks.
     let req = resolve(&ctx, o.clone()).unwrap();
-    let e = format!(
-        "{:#}",
-        converge(&ctx, &hv, &req, Mode::Check, &Quiet).unwrap_err()
-    );
+    let e = refusal(&ctx, &hv, &req, Mode::Check);
     assert!(
         e.contains("`disks`") && e.contains("makes no filesystem"),
         "{e}"
     );
     with_current_firstboot(&hv);
     for mode in [Mode::Check, Mode::Apply] {
-        let e = format!("{:#}", converge(&ctx, &hv, &req, mode, &Quiet).unwrap_err());
+        let e = refusal(&ctx, &hv, &req, mode);
         assert!(e.contains("`web11.data1.qcow2`"), "{e}");
     }
     let kept = hv.volume_info(POOL, "web11.data1.qcow2").unwrap().unwrap();
@@ -1011,17 +1013,7 @@ fn a_look_alike_data_disk_is_never_touched_and_bad_combinations_are_refused_firs
     let mut warm = options("web12", InstanceState::Running);
     warm.boot = Boot::Warm;
     warm.disks = Some(vec![blank(2 << 20)]);
-    let e = format!(
-        "{:#}",
-        converge(
-            &ctx,
-            &hv,
-            &resolve(&ctx, warm).unwrap(),
-            Mode::Check,
-            &Quiet
-        )
-        .unwrap_err()
-    );
+    let e = refusal(&ctx, &hv, &resolve(&ctx, warm).unwrap(), Mode::Check);
     assert!(e.contains("`boot`") && e.contains("data disks"), "{e}");
 }
 
@@ -1056,17 +1048,7 @@ fn a_static_address_reaches_the_guest_config_and_only_a_new_instance_changes_it(
     // its own first boot would read the config disk (the sysprep path installs this virtup's).
     let mut auto = static_at("192.168.122.61");
     auto.customize = Customize::Auto;
-    let e = format!(
-        "{:#}",
-        converge(
-            &ctx,
-            &hv,
-            &resolve(&ctx, auto).unwrap(),
-            Mode::Check,
-            &Quiet
-        )
-        .unwrap_err()
-    );
+    let e = refusal(&ctx, &hv, &resolve(&ctx, auto).unwrap(), Mode::Check);
     assert!(
         e.contains("`address_mode`") && e.contains("no static address"),
         "{e}"
@@ -1091,10 +1073,7 @@ fn a_static_address_reaches_the_guest_config_and_only_a_new_instance_changes_it(
     // Another address would strand the guest on its static one: refused before anything changes.
     let other = resolve(&ctx, static_at("192.168.122.62")).unwrap();
     for mode in [Mode::Check, Mode::Apply] {
-        let e = format!(
-            "{:#}",
-            converge(&ctx, &hv, &other, mode, &Quiet).unwrap_err()
-        );
+        let e = refusal(&ctx, &hv, &other, mode);
         assert!(
             e.contains("`address`") && e.contains("static address 192.168.122.61/24"),
             "{e}"
@@ -1161,7 +1140,7 @@ fn nics_are_plugged_in_order_with_stable_macs_and_missing_sources_are_refused_fi
     ]);
     let req = resolve(&ctx, o.clone()).unwrap();
     for mode in [Mode::Check, Mode::Apply] {
-        let e = format!("{:#}", converge(&ctx, &hv, &req, mode, &Quiet).unwrap_err());
+        let e = refusal(&ctx, &hv, &req, mode);
         assert!(
             e.contains("`nics[2].network`") && e.contains("network `nonet` does not exist"),
             "{e}"
@@ -1210,17 +1189,7 @@ fn nics_are_plugged_in_order_with_stable_macs_and_missing_sources_are_refused_fi
     let mut warm = o.clone();
     warm.boot = Boot::Warm;
     warm.state = InstanceState::Running;
-    let e = format!(
-        "{:#}",
-        converge(
-            &ctx,
-            &hv,
-            &resolve(&ctx, warm).unwrap(),
-            Mode::Check,
-            &Quiet
-        )
-        .unwrap_err()
-    );
+    let e = refusal(&ctx, &hv, &resolve(&ctx, warm).unwrap(), Mode::Check);
     assert!(e.contains("more than one NIC"), "{e}");
 
     // Made on the sysprep path (the test driver cannot upload a config disk).
