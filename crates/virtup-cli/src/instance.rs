@@ -47,6 +47,10 @@ pub fn options(args: &ModuleArgs) -> Result<InstanceOptions> {
         .get("nics")
         .map(|v| virtup_core::nic::parse_list("nics", v))
         .transpose()?;
+    options.cloud_init = args
+        .get("cloud_init")
+        .map(|v| virtup_core::cloud_init::parse("cloud_init", v))
+        .transpose()?;
     options.password = args.str("password").map(str::to_owned);
     options.root_password = args.str("root_password").map(str::to_owned);
     Ok(options)

@@ -118,6 +118,10 @@ pub fn instance_spec() -> ModuleSpec {
         OptionSpec::dicts("disks"),
         // The same for `nic::parse_list` (naming `nics[N].key`); the first NIC is `network`'s.
         OptionSpec::dicts("nics"),
+        // A dictionary of NoCloud files, checked by `cloud_init::parse` (naming `cloud_init.key`).
+        // Not no_log: scrubbing every string in it would garble all output; the module never
+        // returns or prints it.
+        OptionSpec::raw("cloud_init"),
     ]);
     ModuleSpec::new("virtup_instance", options)
 }
@@ -169,6 +173,7 @@ mod tests {
                 ("address_source", ..) => json!(["lease"]),
                 ("disks", ..) => json!([{"size": "1G", "filesystem": "ext4", "mount": "/srv"}]),
                 ("nics", ..) => json!([{"network": "default"}, {"bridge": "br0"}]),
+                ("cloud_init", ..) => json!({"user_data": {"runcmd": [["true"]]}}),
                 (_, OptionType::List, _) => json!(["--verbose"]),
                 (_, OptionType::Path, _) => json!("/var/lib/virtup-test/file"),
                 ("uri", ..) => json!("test:///default"),

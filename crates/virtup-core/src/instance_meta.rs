@@ -65,6 +65,10 @@ pub struct InstanceMeta {
     /// The NICs after the first that the instance was made with (`nics`), in order.
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub extra_nics: Vec<crate::nic::MadeNic>,
+    /// The digest of the `cloud_init` data it was made with ([`crate::cloud_init::CloudInit::digest`]);
+    /// the data itself (it may hold secrets) is kept only on its seed disk.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub cloud_init_digest: Option<String>,
 }
 
 /// A DHCP host entry on a libvirt network, written before virtup adds it (`confirmed: false`) and
@@ -102,6 +106,7 @@ impl Default for InstanceMeta {
             reservation: None,
             data_disks: Vec::new(),
             extra_nics: Vec::new(),
+            cloud_init_digest: None,
             static_ipv4: None,
         }
     }

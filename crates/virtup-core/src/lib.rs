@@ -20,6 +20,7 @@
 //! IO in this crate is limited to the data and config dirs; libvirt, guests and
 //! subprocesses live in other crates.
 
+pub mod cloud_init;
 pub mod config;
 pub mod data_disk;
 pub mod datadir;

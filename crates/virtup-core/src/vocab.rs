@@ -166,9 +166,14 @@ impl fmt::Display for VirtType {
     }
 }
 
-/// The config disk volume (cloud-init/first-boot ISO) of a domain, template or instance, in its pool.
+/// The config disk volume (the first boot's ISO, `VIRTUPCFG`) of a domain, template or instance, in its pool.
 pub fn config_disk_volume(domain: &str) -> String {
     format!("{domain}-config.iso")
+}
+
+/// The NoCloud seed volume (`cidata`) of an instance given `cloud_init`, in its pool.
+pub fn cloud_init_seed_volume(domain: &str) -> String {
+    format!("{domain}-cidata.iso")
 }
 
 #[cfg(test)]
@@ -186,5 +191,6 @@ mod tests {
         }
         assert_eq!(VirtType::parse("xen"), None);
         assert_eq!(config_disk_volume("web1"), "web1-config.iso");
+        assert_eq!(cloud_init_seed_volume("web1"), "web1-cidata.iso");
     }
 }

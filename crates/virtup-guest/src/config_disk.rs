@@ -1,9 +1,10 @@
-//! The per-instance config disk: an ISO 9660 volume carrying an [`Identity`] to the guest's first boot.
+//! The per-instance config disks: ISO 9660 volumes carrying an [`Identity`] to the guest's first boot.
 //!
 //! Two layouts: virtup's own (`VIRTUPCFG`, read by the [`crate::firstboot`] payload), which the
 //! modules give every instance and template, also those with cloud-init (cloud-init is told to leave
-//! hostname and host keys alone), and NoCloud (`cidata`, read by cloud-init), which nothing in virtup
-//! writes yet: it is kept, tested, for user-data. Files are rendered
+//! hostname and host keys alone), and a NoCloud seed (`cidata`, read by cloud-init) that carries only
+//! what a user gives in `cloud_init` (their user-data, network-config, vendor-data) plus a
+//! meta-data naming the clone; never a secret of virtup's. Files are rendered
 //! purely ([`render`]), staged in a 0700 directory as 0600 files, packed with xorriso (or
 //! genisoimage), and the staging directory is removed. Inside the guest the ISO's files are
 //! world-readable, so the first-boot script mounts it on a private directory and unmounts it at
@@ -23,7 +24,7 @@ use crate::{Cmd, GuestError, Identity};
 pub enum ConfigDiskKind {
     /// virtup's first-boot payload; label `VIRTUPCFG`.
     Virtup,
-    /// cloud-init's NoCloud datasource; label `cidata`.
+    /// cloud-init's NoCloud datasource, with the user's `cloud_init` data; label `cidata`.
     NoCloud,
 }
 
@@ -107,10 +108,7 @@ pub fn render(identity: &Identity, kind: ConfigDiskKind) -> Result<Vec<ConfigFil
     identity.validate()?;
     match kind {
         ConfigDiskKind::Virtup => render_virtup(identity),
-        ConfigDiskKind::NoCloud => Ok(vec![
-            ConfigFile::new("meta-data", nocloud_meta_data(identity)),
-            ConfigFile::new("user-data", nocloud_user_data(identity)?),
-        ]),
+        ConfigDiskKind::NoCloud => render_nocloud(identity),
     }
 }
 
@@ -198,57 +196,25 @@ pub fn nocloud_meta_data(identity: &Identity) -> String {
     )
 }
 
-/// NoCloud `user-data` (`#cloud-config`). The machine-id is left to systemd (the template's is
-/// empty); cloud-init has no key for it.
-pub fn nocloud_user_data(identity: &Identity) -> Result<String, GuestError> {
-    let mut y = String::from("#cloud-config\n");
-    y += &format!("hostname: {}\n", yaml(&identity.hostname));
-    if let Some(fqdn) = &identity.fqdn {
-        y += &format!("fqdn: {}\n", yaml(fqdn));
+/// The NoCloud seed: `meta-data`, and the user's `cloud_init` files (a `user-data` is always there,
+/// since NoCloud needs one; an empty cloud-config when the user gave none). Nothing of virtup's
+/// identity beyond the instance-id and hostname: keys and passwords go on the VIRTUPCFG disk only.
+fn render_nocloud(identity: &Identity) -> Result<Vec<ConfigFile>, GuestError> {
+    let cloud = identity.cloud_init.as_ref().ok_or_else(|| {
+        GuestError::invalid(
+            "cloud_init",
+            &identity.hostname,
+            "a NoCloud seed needs cloud_init data",
+        )
+    })?;
+    let mut files = vec![ConfigFile::new("meta-data", nocloud_meta_data(identity))];
+    if cloud.user_data.is_none() {
+        files.push(ConfigFile::new("user-data", "#cloud-config\n"));
     }
-    y += "manage_etc_hosts: localhost\n";
-    y += "users:\n";
-    y += &format!("  - name: {}\n", yaml(&identity.user));
-    y += &format!("    sudo: {}\n", yaml("ALL=(ALL) NOPASSWD:ALL"));
-    y += &format!("    shell: {}\n", yaml("/bin/bash"));
-    match &identity.user_password_hash {
-        Some(hash) => {
-            y += "    lock_passwd: false\n";
-            y += &format!("    hashed_passwd: {}\n", yaml(hash));
-        }
-        None => y += "    lock_passwd: true\n",
+    for (name, text) in cloud.files() {
+        files.push(ConfigFile::new(name, text));
     }
-    if !identity.authorized_keys.is_empty() {
-        y += "    ssh_authorized_keys:\n";
-        for key in &identity.authorized_keys {
-            y += &format!("      - {}\n", yaml(key));
-        }
-    }
-    if !identity.host_keys.is_empty() {
-        // Replace the template's keys with exactly these, and generate no others.
-        y += "ssh_deletekeys: true\n";
-        y += "ssh_genkeytypes: []\n";
-        y += "ssh_keys:\n";
-        for key in &identity.host_keys {
-            let private = String::from_utf8(private_key_text(key)?).map_err(|_| {
-                GuestError::invalid(
-                    "host key",
-                    &key.algorithm,
-                    "the private key is not text (OpenSSH or PEM)",
-                )
-            })?;
-            y += &format!("  {}_private: {}\n", key.algorithm, yaml(&private));
-            y += &format!("  {}_public: {}\n", key.algorithm, yaml(&key.public_key));
-        }
-    }
-    if let Some(hash) = &identity.root_password_hash {
-        y += "chpasswd:\n  expire: false\n  users:\n";
-        y += &format!(
-            "    - name: root\n      password: {}\n      type: hash\n",
-            yaml(hash)
-        );
-    }
-    Ok(y)
+    Ok(files)
 }
 
 /// A 0700 directory holding a config disk's files as 0600 files; removed when dropped.
@@ -445,56 +411,45 @@ mod tests {
         let mut identity = sample();
         identity.user = "x y".into();
         assert!(render(&identity, ConfigDiskKind::Virtup).is_err());
+        identity.cloud_init = Some(virtup_core::cloud_init::CloudInit {
+            user_data: Some("#cloud-config\n".into()),
+            ..Default::default()
+        });
         assert!(render(&identity, ConfigDiskKind::NoCloud).is_err());
     }
 
     #[test]
-    fn nocloud_layout() {
-        let identity = sample();
+    fn nocloud_seed_carries_the_users_files_and_no_secret() {
+        let mut identity = sample();
+        assert!(render(&identity, ConfigDiskKind::NoCloud).is_err());
+        identity.cloud_init = Some(virtup_core::cloud_init::CloudInit {
+            user_data: None,
+            network_config: Some("version: 2\n".into()),
+            vendor_data: Some("#cloud-config\nruncmd: [[true]]\n".into()),
+        });
         assert_eq!(
             nocloud_meta_data(&identity),
             "instance-id: \"iid-virtup-0123456789abcdef0123456789abcdef\"\nlocal-hostname: \"web1\"\n"
         );
-        let user_data = nocloud_user_data(&identity).unwrap();
-        let want = "#cloud-config
-hostname: \"web1\"
-fqdn: \"web1.lab.example\"
-manage_etc_hosts: localhost
-users:
-  - name: \"virt\"
-    sudo: \"ALL=(ALL) NOPASSWD:ALL\"
-    shell: \"/bin/bash\"
-    lock_passwd: false
-    hashed_passwd: \"$6$rounds=6000$s$xyz\"
-    ssh_authorized_keys:
-      - \"ssh-ed25519 AAAAuser virt@host\"
-ssh_deletekeys: true
-ssh_genkeytypes: []
-ssh_keys:
-  ed25519_private: \"-----BEGIN OPENSSH PRIVATE KEY-----\\nAAAA\\n-----END OPENSSH PRIVATE KEY-----\\n\"
-  ed25519_public: \"ssh-ed25519 AAAAC3Nza host@web1\"
-chpasswd:
-  expire: false
-  users:
-    - name: root
-      password: \"$6$saltsalt$abc./DEF\"
-      type: hash
-";
-        assert_eq!(user_data, want);
         let files = render(&identity, ConfigDiskKind::NoCloud).unwrap();
         let names: Vec<&str> = files.iter().map(|f| f.name.as_str()).collect();
-        assert_eq!(names, ["meta-data", "user-data"]);
-    }
-
-    #[test]
-    fn nocloud_without_host_keys_keeps_key_generation() {
-        let mut identity = sample();
-        identity.host_keys.clear();
-        identity.user_password_hash = None;
-        let user_data = nocloud_user_data(&identity).unwrap();
-        assert!(!user_data.contains("ssh_genkeytypes"));
-        assert!(!user_data.contains("ssh_deletekeys"));
-        assert!(user_data.contains("    lock_passwd: true\n"));
+        assert_eq!(
+            names,
+            ["meta-data", "user-data", "network-config", "vendor-data"]
+        );
+        assert_eq!(file(&files, "user-data"), Some("#cloud-config\n"));
+        assert_eq!(file(&files, "network-config"), Some("version: 2\n"));
+        let all: String = files
+            .iter()
+            .map(|f| String::from_utf8_lossy(&f.content).into_owned())
+            .collect();
+        for secret in ["PRIVATE KEY", "$6$", "AAAAuser"] {
+            assert!(!all.contains(secret), "the seed carries {secret}");
+        }
+        identity.cloud_init.as_mut().unwrap().user_data = Some("#!/bin/sh\ntrue\n".into());
+        let files = render(&identity, ConfigDiskKind::NoCloud).unwrap();
+        assert_eq!(file(&files, "user-data"), Some("#!/bin/sh\ntrue\n"));
+        assert_eq!(files.len(), 4);
     }
 
     #[test]

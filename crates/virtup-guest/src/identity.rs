@@ -32,6 +32,8 @@ pub struct Identity {
     pub filesystems: Vec<DataFilesystem>,
     /// A static IPv4 configuration the first boot writes for the NIC with this MAC.
     pub static_ipv4: Option<StaticIpv4>,
+    /// The user's cloud-init data (`cloud_init`), for the NoCloud seed; not on the VIRTUPCFG disk.
+    pub cloud_init: Option<virtup_core::cloud_init::CloudInit>,
 }
 
 /// An address configured inside the guest (`address_mode: static`) rather than asked for by DHCP.
@@ -172,6 +174,7 @@ impl fmt::Debug for Identity {
             .field("grow_root", &self.grow_root)
             .field("filesystems", &self.filesystems)
             .field("static_ipv4", &self.static_ipv4)
+            .field("cloud_init", &self.cloud_init)
             .finish()
     }
 }
@@ -395,6 +398,7 @@ pub(crate) mod tests {
             grow_root: false,
             filesystems: Vec::new(),
             static_ipv4: None,
+            cloud_init: None,
         }
     }
 

@@ -192,7 +192,12 @@ mod tests {
                 "VIRTUP_OFFLINE=1 VIRTUP_CONFIG_DIR=/var/lib/virtup/{name} sh /usr/local/lib/virtup/firstboot; rc=$?; rm -rf /var/lib/virtup/{name}; exit $rc"
             )))
         );
-        let nocloud = stage(&sample(), ConfigDiskKind::NoCloud, dir.path()).unwrap();
+        let mut with_seed = sample();
+        with_seed.cloud_init = Some(virtup_core::cloud_init::CloudInit {
+            user_data: Some("#cloud-config\n".into()),
+            ..Default::default()
+        });
+        let nocloud = stage(&with_seed, ConfigDiskKind::NoCloud, dir.path()).unwrap();
         assert!(identity_ops(&nocloud).is_err());
     }
 }

@@ -66,6 +66,7 @@ fn identity(user: &str) -> Identity {
         grow_root: false,
         filesystems: Vec::new(),
         static_ipv4: None,
+        cloud_init: None,
     }
 }
 

@@ -160,6 +160,7 @@ fn identity(dir: &Path) -> Identity {
         grow_root: false,
         filesystems: Vec::new(),
         static_ipv4: None,
+        cloud_init: None,
     }
 }
 
@@ -260,7 +261,11 @@ fn virtup_config_disk_reads_back() {
 #[test]
 fn nocloud_disk_with_genisoimage_reads_back() {
     let dir = tempfile::tempdir().unwrap();
-    let identity = identity(dir.path());
+    let mut identity = identity(dir.path());
+    identity.cloud_init = Some(virtup_core::cloud_init::CloudInit {
+        user_data: Some("#cloud-config\nruncmd: [[touch, /x]]\n".into()),
+        ..Default::default()
+    });
     let iso = dir.path().join("seed.iso");
     config_disk::write_config_disk(
         &identity,
@@ -272,7 +277,10 @@ fn nocloud_disk_with_genisoimage_reads_back() {
     let (label, files) = read_iso(&iso);
     assert_eq!(label, "cidata");
     assert_eq!(names(&files), ["meta-data", "user-data"]);
-    assert!(content(&files, "user-data").starts_with("#cloud-config\nhostname: \"web1\"\n"));
+    assert_eq!(
+        content(&files, "user-data"),
+        "#cloud-config\nruncmd: [[touch, /x]]\n"
+    );
     assert!(content(&files, "meta-data").contains(&identity.machine_id));
 }
 

@@ -39,6 +39,8 @@ pub struct GuestIdentity<'a> {
     pub filesystems: &'a [virtup_guest::DataFilesystem],
     /// The static address the first boot configures (`address_mode: static`).
     pub static_ipv4: Option<virtup_guest::StaticIpv4>,
+    /// The user's cloud-init data, for the NoCloud seed (`cloud_init`).
+    pub cloud_init: Option<&'a virtup_core::cloud_init::CloudInit>,
 }
 
 impl GuestIdentity<'_> {
@@ -68,11 +70,12 @@ impl GuestIdentity<'_> {
             grow_root: self.grow_root,
             filesystems: self.filesystems.to_vec(),
             static_ipv4: self.static_ipv4.clone(),
+            cloud_init: self.cloud_init.cloned(),
         })
     }
 }
 
-/// Writes the config disk (ISO 9660, label VIRTUPCFG) and uploads it as `volume` through libvirt,
+/// Writes a config disk (ISO 9660, label VIRTUPCFG, or the NoCloud seed `cidata`) and uploads it as `volume` through libvirt,
 /// so it shows in `virsh vol-list` and works on remote hypervisors too.
 pub fn upload_config_disk(
     hv: &Hypervisor,
@@ -80,6 +83,7 @@ pub fn upload_config_disk(
     pool: &str,
     volume: &str,
     identity: &Identity,
+    kind: ConfigDiskKind,
 ) -> Result<VolumeInfo> {
     let tool =
         IsoTool::detect().ok_or_else(|| anyhow!("neither xorriso nor genisoimage is installed"))?;
@@ -87,6 +91,6 @@ pub fn upload_config_disk(
     // run sweeps if this one is killed before it is removed.
     let scratch = data.scratch()?;
     let iso = scratch.path().join(volume);
-    config_disk::write_config_disk(identity, ConfigDiskKind::Virtup, tool, &iso)?;
+    config_disk::write_config_disk(identity, kind, tool, &iso)?;
     Ok(hv.upload_volume(pool, volume, &iso)?)
 }

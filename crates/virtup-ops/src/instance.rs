@@ -7,6 +7,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::{anyhow, bail, Context as _, Result};
 use serde::Serialize;
+use virtup_core::cloud_init::CloudInit;
 use virtup_core::data_disk::{self, DataDisk, DataDiskBus};
 use virtup_core::instance::{
     plan, CloneKind, Customize, InstanceDesired, InstanceObserved, InstanceState, ObservedInstance,
@@ -69,6 +70,8 @@ pub struct InstanceOptions {
     /// The NICs, the first on the libvirt network virtup reaches the guest through; `None` gives it
     /// one NIC on `network`.
     pub nics: Option<Vec<Nic>>,
+    /// The user's cloud-init data, given to a new instance on a NoCloud seed disk (`cloud_init`).
+    pub cloud_init: Option<CloudInit>,
 }
 
 impl InstanceOptions {
@@ -91,6 +94,7 @@ impl InstanceOptions {
             disks: None,
             static_address: false,
             nics: None,
+            cloud_init: None,
         }
     }
 
@@ -139,6 +143,8 @@ pub struct Request {
     pub static_address: bool,
     /// The `nics` asked for (the first is `network`); `None` when the task gives none.
     pub nics: Option<Vec<Nic>>,
+    /// `cloud_init`: the NoCloud seed a create attaches.
+    pub cloud_init: Option<CloudInit>,
 }
 
 impl Request {
@@ -147,6 +153,9 @@ impl Request {
     }
     fn config_volume(&self) -> String {
         virtup_core::vocab::config_disk_volume(&self.desired.name)
+    }
+    fn seed_volume(&self) -> String {
+        virtup_core::vocab::cloud_init_seed_volume(&self.desired.name)
     }
     /// The data disks a create makes (none when the task gives none).
     fn data_disks(&self) -> &[DataDisk] {
@@ -163,6 +172,9 @@ impl Request {
         let mut names = vec![self.disk_volume()];
         if self.desired.customize == Customize::Auto {
             names.push(self.config_volume());
+        }
+        if self.cloud_init.is_some() {
+            names.push(self.seed_volume());
         }
         names.extend(
             self.data_disks()
@@ -222,6 +234,7 @@ pub fn resolve(ctx: &Context, options: InstanceOptions) -> Result<Request> {
         disks,
         static_address,
         nics,
+        cloud_init,
     } = options;
     let template = template.unwrap_or_else(|| name.clone());
     if state == InstanceState::Absent {
@@ -333,6 +346,7 @@ pub fn resolve(ctx: &Context, options: InstanceOptions) -> Result<Request> {
         disks,
         static_address,
         nics,
+        cloud_init,
         desired: InstanceDesired {
             name,
             template,
@@ -398,6 +412,8 @@ struct Observation {
     recorded_disks: Vec<DataDisk>,
     /// The NICs the instance was made with, in order (the first on `network`).
     recorded_nics: Vec<Nic>,
+    /// The digest of the `cloud_init` data it was made with.
+    recorded_cloud_init: Option<String>,
     /// What the check of a create's NIC sources could not confirm.
     nic_warnings: Vec<String>,
     /// Under `absent`: the volumes of data disks that stay (`keep` as recorded, or as this task
@@ -584,6 +600,9 @@ fn observe(hv: &Hypervisor, data: &DataDir, req: &Request) -> Result<Observation
                     req.desired.template
                 );
             }
+            if let Some(cloud) = &req.cloud_init {
+                nic_warnings.extend(check_cloud_init(data, hv, req, cloud, &current)?);
+            }
             template = Some(TemplateDisk {
                 generation: current.generation,
                 volume: current.volume,
@@ -622,6 +641,7 @@ fn observe(hv: &Hypervisor, data: &DataDir, req: &Request) -> Result<Observation
         reservation_proven,
         recorded_disks,
         recorded_nics,
+        recorded_cloud_init: meta.as_ref().and_then(|m| m.cloud_init_digest.clone()),
         nic_warnings,
         kept,
         recorded_static,
@@ -1003,6 +1023,19 @@ fn report(req: &Request, obs: &Observation, the_plan: &Plan, waited: Waited) -> 
                     .map(Nic::describe)
                     .collect::<Vec<_>>()
                     .join(", ")
+            ));
+        }
+    }
+    if let (Some(asked), Some(_), false) = (&req.cloud_init, &obs.model.domain, creating) {
+        if req.desired.state != InstanceState::Absent
+            && obs.recorded_cloud_init.as_deref() != Some(asked.digest().as_str())
+        {
+            // cloud-init reads its seed as a new instance's only once.
+            warnings.push(format!(
+                "`{}` keeps the cloud-init data it was made with{}: `cloud_init` applies when an \
+                 instance is made; remove it (`state: absent`) and run again to make it with this data",
+                req.desired.name,
+                if obs.recorded_cloud_init.is_some() { "" } else { " (none)" }
             ));
         }
     }
@@ -1630,6 +1663,45 @@ fn resume_warm(
     Ok(())
 }
 
+/// `cloud_init` can work on this instance: its template has cloud-init (read from the generation's
+/// disk, once), and its network config leaves the guest's first NIC to one writer. Checked before
+/// anything is made. What cannot be read from here (a remote hypervisor's pool) is a warning.
+fn check_cloud_init(
+    data: &DataDir,
+    hv: &Hypervisor,
+    req: &Request,
+    cloud: &CloudInit,
+    tpl: &crate::template::CurrentDisk,
+) -> Result<Vec<String>> {
+    if cloud.network_config.is_some() && req.static_address {
+        bail!(
+            "invalid value for `cloud_init.network_config`: `address_mode: static` has the first boot \
+             write the guest's network config, and cloud-init would write another; give the address \
+             in your network_config (keep `address` as a reservation with `address_mode: dhcp`), or \
+             leave network_config out"
+        );
+    }
+    let scope = context::template_scope(&req.desired.template, &req.uri);
+    let accel = || Ok(crate::virt_choice::choose(hv, data)?.virt_type);
+    match crate::cloud_init::template_has_cloud_init(data, hv, &scope, tpl, accel)? {
+        Some(true) => Ok(Vec::new()),
+        Some(false) => bail!(
+            "invalid value for `cloud_init`: template `{}` has no cloud-init (generation {} has no \
+             {}), so nothing in the guest would read this data; use a template made from a cloud \
+             image, or one that installs cloud-init (`virt_customize_args: --install cloud-init`), \
+             or leave `cloud_init` out",
+            req.desired.template,
+            tpl.generation,
+            crate::cloud_init::CLOUD_INIT_BINARY
+        ),
+        None => Ok(vec![format!(
+            "`cloud_init`: cannot tell from here whether template `{}` on `{}` has cloud-init (its \
+             disk is out of this machine's reach); without it the data is ignored",
+            req.desired.template, req.uri
+        )]),
+    }
+}
+
 /// Every NIC of `nics` has somewhere to plug in on the hypervisor: its libvirt network (active, for a
 /// guest to start now), a Linux bridge, an Ethernet device for macvtap. Checked before anything is
 /// made, since libvirt itself would only refuse when the guest starts, after the disks and the
@@ -1800,6 +1872,8 @@ fn warm_choice(
         )
     } else if !req.extra_nics().is_empty() {
         Err("it has more than one NIC, and a resume plugs in only the first".into())
+    } else if req.cloud_init.is_some() {
+        Err("cloud-init ran in the seed's boot already, before `cloud_init`'s data existed".into())
     } else if req.graphics != Graphics::None {
         Err("the seed has no graphics to resume with (`graphics: none` resumes warm)".into())
     } else if req.size.is_some_and(|size| {
@@ -1924,6 +1998,7 @@ fn create(
             mac: mac.clone(),
         })
         .collect();
+    meta.cloud_init_digest = req.cloud_init.as_ref().map(CloudInit::digest);
     meta.inventory = req.inventory;
     meta.state = Some("creating".into());
     meta.write(data)?;
@@ -1954,6 +2029,7 @@ fn create(
         grow_root: req.size.is_some_and(|s| s > tpl.capacity_bytes),
         filesystems: &filesystems,
         static_ipv4: static_ipv4.clone(),
+        cloud_init: req.cloud_init.as_ref(),
     }
     .build()?;
     let mut disks = identity_disks(data, hv, req, &mut ledger, &disk, tpl, &identity, accel)?;
@@ -2148,7 +2224,14 @@ fn identity_disks(
     match req.desired.customize {
         Customize::Auto => {
             let uploaded = create_owned(data, ledger, req, &config_volume, None, || {
-                upload_config_disk(hv, data, &req.pool, &config_volume, identity)
+                upload_config_disk(
+                    hv,
+                    data,
+                    &req.pool,
+                    &config_volume,
+                    identity,
+                    ConfigDiskKind::Virtup,
+                )
             })?;
             // A read-only raw virtio disk: kernels with virtio drivers only see no IDE/SATA cdrom.
             disks.push(DiskSpec {
@@ -2196,6 +2279,29 @@ fn identity_disks(
                 })?;
             }
         }
+    }
+    if req.cloud_init.is_some() {
+        // The user's cloud-init data on a disk of its own, labelled `cidata` as NoCloud looks for:
+        // cloud-init never reads the VIRTUPCFG disk, which holds the guest's secrets.
+        let seed_volume = req.seed_volume();
+        let uploaded = create_owned(data, ledger, req, &seed_volume, None, || {
+            upload_config_disk(
+                hv,
+                data,
+                &req.pool,
+                &seed_volume,
+                identity,
+                ConfigDiskKind::NoCloud,
+            )
+        })?;
+        disks.push(DiskSpec {
+            path: uploaded.path,
+            format: ImageFormat::Raw,
+            device: DiskDevice::Disk,
+            bus: DiskBus::Virtio,
+            readonly: true,
+            serial: Some(ConfigDiskKind::NoCloud.label().into()),
+        });
     }
     Ok(disks)
 }

@@ -1270,6 +1270,8 @@ fn drop_warm(run: Apply<'_>, generation: u32) -> Result<()> {
     let Apply {
         data, hv, req, obs, ..
     } = run;
+    // What was read from the generation's disk goes with it.
+    crate::cloud_init::forget(data, &req.scope, generation)?;
     if obs.model.warm_volumes.contains(&generation)
         || crate::warm::WarmRecord::read(data, &req.scope, generation)?.is_some()
     {
@@ -1394,6 +1396,8 @@ pub struct CurrentDisk {
     pub running: bool,
     /// The revision of the first boot installed in it (1 when its tag predates the record).
     pub firstboot: u32,
+    /// The template's input digest, from its tag.
+    pub digest: Option<String>,
 }
 
 /// For clones: the disk the tagged template domain itself uses (its definition was written after
@@ -1444,6 +1448,7 @@ pub fn current_disk(
                 path: v.path,
                 running: dom.state != DomainState::ShutOff,
                 firstboot: tag.firstboot.unwrap_or(1),
+                digest: tag.digest.clone(),
             }));
         }
     }

@@ -388,6 +388,28 @@ fn sysprep_clone_boots_with_working_sshd() {
     );
     let facts = ssh_instance(&doc, "hostname; systemctl is-active ssh");
     assert_eq!(facts.lines().collect::<Vec<_>>(), ["e2e-sp1", "active"]);
+    // cloud-init data for a template without cloud-init (the virt-builder image has none) would be
+    // ignored in silence: refused, read from the generation's disk, before anything is made.
+    let cloud = json!({"name": "e2e-ci0", "template": BASE_TEMPLATE, "state": "present",
+                       "cloud_init": {"user_data": {"runcmd": [["true"]]}}});
+    for check in [true, false] {
+        let mut args = cloud.clone();
+        args["_ansible_check_mode"] = json!(check);
+        let (refused, _) = sb.module("virtup_instance", &args);
+        assert_eq!(refused["failed"], json!(true), "{refused}");
+        let msg = refused["msg"].as_str().unwrap_or_default();
+        assert!(
+            msg.contains("`cloud_init`") && msg.contains("has no cloud-init"),
+            "{msg}"
+        );
+    }
+    assert!(
+        !virtup_e2e::pool_volumes()
+            .iter()
+            .any(|v| v.starts_with("e2e-ci0")),
+        "nothing was made for e2e-ci0"
+    );
+    assert!(!virtup_e2e::virsh(&["list", "--all", "--name"]).contains("e2e-ci0"));
     running_means_a_completed_login(
         &sb,
         json!({"name": "e2e-sp1", "template": BASE_TEMPLATE, "customize": "sysprep", "wait_timeout": 20}),

@@ -420,6 +420,53 @@ b"
         },
         "network and nics".into(),
     );
+    // cloud-init data: the shape, and what would take virtup's identity back or cannot be read.
+    for (what, cloud) in [
+        ("not a dict", json!("#cloud-config\nruncmd: [[id]]\n")),
+        ("nothing given", json!({})),
+        ("unknown key", json!({"userdata": "#cloud-config\n"})),
+        ("user_data a list", json!({"user_data": [["id"]]})),
+        (
+            "hostname as a dict",
+            json!({"user_data": {"hostname": "hz"}}),
+        ),
+        (
+            "host keys regenerated",
+            json!({"user_data": "#cloud-config\nssh_deletekeys: true\n"}),
+        ),
+        (
+            "host keys in vendor_data",
+            json!({"vendor_data": {"ssh_keys": {"ed25519_private": "x"}}}),
+        ),
+        (
+            "flow mapping",
+            json!({"user_data": "#cloud-config\n{hostname: hz}\n"}),
+        ),
+        (
+            "merge key",
+            json!({"user_data": "#cloud-config\nb: &b {fqdn: hz.x}\n<<: *b\n"}),
+        ),
+        (
+            "escaped key",
+            json!({"user_data": "#cloud-config\n\"\\x68ostname\": hz\n"}),
+        ),
+        (
+            "network_config without version",
+            json!({"network_config": {"ethernets": {}}}),
+        ),
+        ("NUL", json!({"vendor_data": "#cloud-config\nx: a\u{0}b\n"})),
+        (
+            "too large",
+            json!({"user_data": format!("#!/bin/sh\n#{}\n", "x".repeat(300 * 1024))}),
+        ),
+    ] {
+        push(
+            "virtup_instance",
+            "cloud_init",
+            inst("cloud_init", cloud),
+            what.into(),
+        );
+    }
     push(
         "virtup_instance",
         "address_mode",
@@ -470,8 +517,9 @@ b"
 fn names_option(msg: &str, option: &str) -> bool {
     [
         format!("`{option}`"),
-        // An item of a list option: `disks[2].mount`.
+        // An item of a list option: `disks[2].mount`; a key of a dict option: `cloud_init.user_data`.
         format!("`{option}["),
+        format!("`{option}."),
         format!("'{option}'"),
         format!("\"{option}\""),
         // AnsibleModule's wording for choices, which virtup keeps.

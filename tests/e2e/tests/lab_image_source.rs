@@ -17,6 +17,9 @@ use std::time::Duration;
 use serde_json::{json, Value};
 use virtup_e2e::{lab_home, run, ssh_instance, wait_for, Sandbox};
 
+/// A stand-in for a secret in a user's cloud-init data: it must reach the guest and nothing else.
+const CLOUD_TOKEN: &str = "e2e-cloud-init-token-7c1f09";
+
 /// The name the lab's image has in its SHA256SUMS, and on the HTTP server.
 const IMAGE: &str = "debian-12-cloud.qcow2";
 
@@ -189,20 +192,71 @@ fn cloud_image_with_signed_checksum_file_builds_boots_and_clones() {
             args["state"] = json!("present");
             sb.ok("virtup_template", &args);
             // A disk larger than the image's (2 GiB): the first boot grows the root (with growpart here).
-            let i = sb.ok(
-                "virtup_instance",
-                &json!({"name": "e2e-cloud-i1", "template": name, "size": "3G", "wait_timeout": 900}),
-            );
+            // The user's own cloud-init data goes on a NoCloud seed beside virtup's config disk: a
+            // user-data (a file with a token, a command), a vendor-data and a network config bound to
+            // the NIC's name (an MTU only it sets). virtup's identity still wins (hostname, pinned key).
+            let asked = json!({"name": "e2e-cloud-i1", "template": name, "size": "3G", "wait_timeout": 900,
+                "cloud_init": {
+                    "user_data": {
+                        "write_files": [{"path": "/etc/virtup-e2e-cloud", "permissions": "0600",
+                                         "content": format!("{CLOUD_TOKEN}\n")}],
+                        "runcmd": [["touch", "/var/lib/virtup-e2e-runcmd"]]},
+                    "vendor_data": "#cloud-config\nbootcmd:\n  - [sh, -c, 'echo vendor > /run/virtup-e2e-vendor']\n",
+                    "network_config": {"version": 2, "ethernets": {"eth0": {"dhcp4": true, "mtu": 1400}}}}});
+            let mut check = asked.clone();
+            check["_ansible_check_mode"] = json!(true);
+            // Whether the template has cloud-init is read from its disk (once); check mode too.
+            let checked = sb.ok("virtup_instance", &check);
+            assert_eq!(checked["changed"], json!(true), "{checked}");
+            let i = sb.ok("virtup_instance", &asked);
             let facts = ssh_instance(
                 &i,
-                "hostname; sudo -n true && echo sudo-ok; df -B1 --output=size / | tail -n 1",
+                "hostname; sudo -n true && echo sudo-ok; df -B1 --output=size / | tail -n 1; \
+                 sudo cloud-init status --wait >/dev/null; sudo cloud-init status; \
+                 sudo cat /etc/virtup-e2e-cloud; test -f /var/lib/virtup-e2e-runcmd && echo runcmd-ok; \
+                 cat /run/virtup-e2e-vendor; cat /sys/class/net/eth0/mtu; \
+                 sudo cloud-init query platform; sudo cloud-init query local_hostname",
             );
             let lines: Vec<&str> = facts.lines().collect();
-            assert_eq!(lines[..2], ["e2e-cloud-i1", "sudo-ok"]);
+            assert_eq!(lines[..2], ["e2e-cloud-i1", "sudo-ok"], "{facts}");
             let root: u64 = lines[2].trim().parse().unwrap();
             assert!(
                 root > (2 << 30) + (1 << 29),
                 "the root filesystem grew to the 3 GiB disk: {root}"
+            );
+            assert_eq!(
+                lines[3..],
+                [
+                    "status: done",
+                    CLOUD_TOKEN,
+                    "runcmd-ok",
+                    "vendor",
+                    "1400",
+                    "nocloud",
+                    "e2e-cloud-i1"
+                ],
+                "cloud-init applied the seed: {facts}"
+            );
+            // The seed is a volume of the instance's own, private like every volume virtup makes.
+            let seed = PathBuf::from(
+                virtup_e2e::virsh(&["vol-path", "--pool", "default", "e2e-cloud-i1-cidata.iso"])
+                    .trim(),
+            );
+            let mode = std::os::unix::fs::PermissionsExt::mode(
+                &std::fs::metadata(&seed).unwrap().permissions(),
+            );
+            assert_eq!(mode & 0o777, 0o600, "{}", seed.display());
+            // The same data again changes nothing; other data is a warning, not a change.
+            let again = sb.ok("virtup_instance", &asked);
+            assert_eq!(again["changed"], json!(false), "{again}");
+            let mut other = asked.clone();
+            other["cloud_init"] = json!({"user_data": {"runcmd": [["true"]]}});
+            let warned = sb.ok("virtup_instance", &other);
+            assert!(
+                warned["warnings"]
+                    .to_string()
+                    .contains("keeps the cloud-init data it was made with"),
+                "{warned}"
             );
             (t, i)
         }));
@@ -237,6 +291,7 @@ fn cloud_image_with_signed_checksum_file_builds_boots_and_clones() {
         "sampled {} distinct command lines during build, boot and clone",
         cmdlines.len()
     );
+    secrets.push(CLOUD_TOKEN.to_owned());
     for secret in secrets.iter().chain(&key_body) {
         assert!(
             !outputs.contains(secret.as_str()),
@@ -250,6 +305,16 @@ fn cloud_image_with_signed_checksum_file_builds_boots_and_clones() {
         }
     }
     let _: &Value = &template;
+    // The seed goes with the instance, as its other volumes do.
+    sb.ok(
+        "virtup_instance",
+        &json!({"name": "e2e-cloud-i1", "state": "absent"}),
+    );
+    let left: Vec<String> = virtup_e2e::pool_volumes()
+        .into_iter()
+        .filter(|v| v.starts_with("e2e-cloud-i1"))
+        .collect();
+    assert!(left.is_empty(), "left behind: {left:?}");
 }
 
 #[test]

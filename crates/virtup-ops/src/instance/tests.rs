@@ -1297,3 +1297,88 @@ fn local_interfaces_are_told_apart_by_sysfs() {
     );
     assert_eq!(LocalInterface::at(net, "none0"), LocalInterface::Missing);
 }
+
+#[test]
+fn cloud_init_is_checked_before_anything_is_made_and_applies_only_to_a_new_instance() {
+    let dir = TempDir::new().unwrap();
+    let ctx = context(&dir, true);
+    let hv = test_hv();
+    template(&hv, &ctx);
+    // As the module's parser gives them (its own tests cover the parsing).
+    let cloud = |user_data: Option<&str>, network_config: Option<&str>| {
+        Some(CloudInit {
+            user_data: user_data.map(str::to_owned),
+            network_config: network_config.map(str::to_owned),
+            vendor_data: None,
+        })
+    };
+    let mut o = options("web15", InstanceState::Present);
+    o.cloud_init = cloud(Some("#cloud-config\nruncmd: [[\"true\"]]\n"), None);
+
+    // The test driver's disks are libvirt's fiction, as a remote pool is out of reach: whether the
+    // template has cloud-init is a warning, not a guess. The create would add the seed volume.
+    let check = run(&ctx, &hv, o.clone(), Mode::Check);
+    assert!(
+        check
+            .warnings
+            .iter()
+            .any(|w| w.contains("`cloud_init`: cannot tell") && w.contains("has cloud-init")),
+        "{:?}",
+        check.warnings
+    );
+    let req = resolve(&ctx, o.clone()).unwrap();
+    assert!(req.volume_names().contains(&"web15-cidata.iso".to_owned()));
+    assert!(req
+        .deleted_with_instance()
+        .contains(&"web15-cidata.iso".to_owned()));
+
+    // A warm resume cannot give cloud-init its data: refused, in check mode too.
+    let mut warm = o.clone();
+    warm.boot = Boot::Warm;
+    warm.state = InstanceState::Running;
+    let e = refusal(&ctx, &hv, &resolve(&ctx, warm).unwrap(), Mode::Check);
+    assert!(
+        e.contains("`boot`") && e.contains("cloud-init ran in the seed's boot"),
+        "{e}"
+    );
+
+    // Two writers of the first NIC's config: refused before anything is made.
+    let mut both = o.clone();
+    both.address = Some("192.168.122.71".parse().unwrap());
+    both.static_address = true;
+    // The sysprep path installs this virtup's first boot: the test template's own predates static.
+    both.customize = Customize::Sysprep;
+    both.cloud_init = cloud(None, Some("version: 2\n"));
+    let req = resolve(&ctx, both).unwrap();
+    for mode in [Mode::Check, Mode::Apply] {
+        let e = refusal(&ctx, &hv, &req, mode);
+        assert!(
+            e.contains("`cloud_init.network_config`") && e.contains("address_mode: static"),
+            "{e}"
+        );
+    }
+    assert!(
+        !volume_exists(&hv, "web15.qcow2"),
+        "refused before the disk"
+    );
+    assert!(hv.domain("web15").unwrap().is_none());
+
+    // An instance made without it keeps none: asking later is a warning, not a change.
+    let _script = Script::install(|cmd| (cmd.get_program() == "virt-sysprep").then(Reply::ok));
+    let mut plain = options("web15", InstanceState::Present);
+    plain.customize = Customize::Sysprep;
+    assert!(run(&ctx, &hv, plain.clone(), Mode::Apply).changed);
+    plain.cloud_init = o.cloud_init.clone();
+    let again = run(&ctx, &hv, plain, Mode::Apply);
+    assert!(!again.changed, "{}", again.msg);
+    assert!(
+        again
+            .warnings
+            .iter()
+            .any(|w| w.contains("keeps the cloud-init data it was made with (none)")),
+        "{:?}",
+        again.warnings
+    );
+    let meta = InstanceMeta::read(&ctx.data, "web15").unwrap().unwrap();
+    assert_eq!(meta.cloud_init_digest, None);
+}

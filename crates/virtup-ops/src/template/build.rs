@@ -9,6 +9,7 @@ use virtup_core::ownership::Ledger;
 use virtup_core::template::{volume_name, Source};
 use virtup_core::vocab::config_disk_volume;
 use virtup_core::{keys, known_hosts, validate, DataDir};
+use virtup_guest::config_disk::ConfigDiskKind;
 use virtup_guest::virt_install::{InstallDisk, InstallNetwork};
 use virtup_guest::{firstboot, CustomizeOp, VirtBuilder, VirtCustomize, VirtInstall};
 use virtup_libvirt::{Hypervisor, TagKind, VirtType, VirtupTag};
@@ -325,6 +326,7 @@ fn give_identity(run: Apply<'_>, key: &keys::UserKey, ledger: &mut Ledger) -> Re
         grow_root: false,
         filesystems: &[],
         static_ipv4: None,
+        cloud_init: None,
     }
     .build()?;
     let config = config_disk_volume(&req.domain);
@@ -333,7 +335,14 @@ fn give_identity(run: Apply<'_>, key: &keys::UserKey, ledger: &mut Ledger) -> Re
         ledger.forget(data, &req.uri, &req.pool, old)?;
     }
     ledger.intend(data, &req.uri, &req.pool, &config, None)?;
-    match upload_config_disk(hv, data, &req.pool, &config, &identity) {
+    match upload_config_disk(
+        hv,
+        data,
+        &req.pool,
+        &config,
+        &identity,
+        ConfigDiskKind::Virtup,
+    ) {
         Ok(info) => ledger.confirm(data, &req.uri, &req.pool, &config, &info.key)?,
         Err(e) => {
             ledger.forget(data, &req.uri, &req.pool, &config)?;
