@@ -199,6 +199,18 @@ fn secrets_never_appear_in_output() {
         assert!(!stdout.contains(secret), "secret in stdout: {stdout}");
         assert!(!stderr.contains(secret), "secret in stderr: {stderr}");
     }
+    // User-data often holds passwords: a refusal names the key or line, never the text.
+    for args in [
+        json!({"name": "i", "template": "t", "cloud_init": {"user_data": {"hostname": "x", "chpasswd": {"list": secret}}}}),
+        json!({"name": "i", "template": "t", "cloud_init": {"user_data": format!("#cloud-config\n{{password: {secret}}}\n")}}),
+        json!({"name": "i", "template": "t", "cloud_init": {"user_data": format!("{secret}: x\n")}}),
+        json!({"name": "i", "template": "t", "memory": "lots", "cloud_init": {"user_data": {"password": secret}}}),
+    ] {
+        let (code, doc, stdout, stderr) = sb.run("virtup_instance", &args);
+        assert_eq!(code, 1, "{doc}");
+        assert!(!stdout.contains(secret), "secret in stdout: {stdout}");
+        assert!(!stderr.contains(secret), "secret in stderr: {stderr}");
+    }
 }
 
 /// `address_source` items may hold several sources, as virt-up's config writes them: the module

@@ -124,11 +124,28 @@ fn render_mapping(
     }
     let json = serde_json::to_string_pretty(map)
         .map_err(|e| ValidationError::new(at, format!("cannot be written as JSON: {e}")))?;
+    // JSON is YAML, but for characters YAML does not print (DEL, C1 controls) or reads as line
+    // breaks (NEL, U+2028/9): those only occur inside strings here, and are escaped as YAML reads them.
+    let json: String = json
+        .chars()
+        .map(|c| {
+            if yaml_printable(c) {
+                c.to_string()
+            } else {
+                format!("\\u{:04x}", c as u32)
+            }
+        })
+        .collect();
     Ok(if key == "network_config" {
         format!("{json}\n")
     } else {
         format!("#cloud-config\n{json}\n")
     })
+}
+
+/// YAML 1.1's printable set, less its line breaks beyond LF and CR.
+fn yaml_printable(c: char) -> bool {
+    matches!(c, '\t' | '\n' | '\r' | ' '..='~' | '\u{a0}'..='\u{2027}' | '\u{202a}'..='\u{d7ff}' | '\u{e000}'..='\u{fffd}' | '\u{10000}'..)
 }
 
 fn check_text(at: &str, key: &str, text: &str) -> Result<(), ValidationError> {
@@ -148,43 +165,238 @@ fn check_text(at: &str, key: &str, text: &str) -> Result<(), ValidationError> {
         return Err(ValidationError::new(at, "contains a NUL byte"));
     }
     if key == "network_config" {
-        let keys = top_level_keys(at, text)?;
-        if !keys.iter().any(|k| k == "version" || k == "network") {
-            return Err(ValidationError::new(
-                at,
-                "has no `version` (cloud-init's network config version 1 or 2)",
-            ));
-        }
+        return check_network_config(at, text);
+    }
+    let keys = match format_of(at, text)? {
+        Format::CloudConfig => yaml_keys(at, strip_marker(text))?,
+        Format::Mime => mime_cloud_config_keys(at, text)?,
+        // The user's own code or references, run or fetched by cloud-init: nothing here to read.
+        Format::NotRead => return Ok(()),
+    };
+    refuse_identity_keys(at, &keys)
+}
+
+fn refuse_identity_keys(at: &str, keys: &[String]) -> Result<(), ValidationError> {
+    match keys.iter().find(|k| IDENTITY_KEYS.contains(&k.as_str())) {
+        Some(k) => Err(ValidationError::new(
+            at,
+            format!(
+                "sets {}, which would undo the identity virtup gives the instance (its hostname \
+                 and pinned SSH host keys); leave it out ({} are refused)",
+                Shown(k),
+                IDENTITY_KEYS.join(", ")
+            ),
+        )),
+        None => Ok(()),
+    }
+}
+
+/// A network config names its `version` (at the top, or under `network:`).
+fn check_network_config(at: &str, text: &str) -> Result<(), ValidationError> {
+    let named = |line: &str| {
+        let t = line.trim_start().trim_start_matches(['"', '\'']);
+        t.starts_with("version") || t.starts_with("network")
+    };
+    let json_named = serde_json::from_str::<Value>(text).ok().and_then(|v| {
+        v.as_object()
+            .map(|m| m.contains_key("version") || m.contains_key("network"))
+    });
+    if json_named == Some(true) || (json_named.is_none() && text.lines().any(named)) {
         return Ok(());
     }
-    if text.starts_with("#!") {
-        // A script: the user's own code, run as root by cloud-init; nothing here to read.
-        return Ok(());
+    Err(ValidationError::new(
+        at,
+        "has no `version` (cloud-init's network config version 1 or 2)",
+    ))
+}
+
+/// How cloud-init tells user-data formats apart (by the first line, or MIME headers).
+enum Format {
+    CloudConfig,
+    Mime,
+    /// A script, boothook, part handler, include list, archive, JSON patch or Jinja template.
+    NotRead,
+}
+
+fn format_of(at: &str, text: &str) -> Result<Format, ValidationError> {
+    // As cloud-init does: MIME headers anywhere in the first 4 KiB make the text MIME, whatever
+    // its first line (a `#!` line can read as a header).
+    let head: String = text
+        .chars()
+        .take(4096)
+        .collect::<String>()
+        .to_ascii_lowercase();
+    if head.contains("mime-version:") || head.starts_with("content-type:") {
+        return Ok(Format::Mime);
     }
-    for k in top_level_keys(at, text)? {
-        if IDENTITY_KEYS.contains(&k.as_str()) {
-            return Err(ValidationError::new(
-                at,
-                format!(
-                    "sets {}, which would undo the identity virtup gives the instance (its hostname \
-                     and pinned SSH host keys); leave it out ({} are refused)",
-                    Shown(&k),
-                    IDENTITY_KEYS.join(", ")
-                ),
-            ));
+    let first = text.lines().next().unwrap_or_default();
+    // Longer markers first: `#cloud-config-archive` starts like `#cloud-config`.
+    const NOT_READ: [&str; 8] = [
+        "#cloud-config-archive",
+        "#cloud-config-jsonp",
+        "## template: jinja",
+        "#include",
+        "#cloud-boothook",
+        "#part-handler",
+        "#!",
+        "#upstart-job",
+    ];
+    if NOT_READ
+        .iter()
+        .any(|m| first.to_ascii_lowercase().starts_with(m))
+    {
+        return Ok(Format::NotRead);
+    }
+    if first.starts_with("#cloud-config") {
+        return Ok(Format::CloudConfig);
+    }
+    Err(ValidationError::new(
+        at,
+        "does not start with a line cloud-init knows (`#cloud-config`, `#!`, `#cloud-boothook`, \
+         `#include`, `## template: jinja`, MIME headers), so cloud-init would ignore it; give a \
+         dictionary to have it written as `#cloud-config`",
+    ))
+}
+
+/// The document after its `#cloud-config` line.
+fn strip_marker(text: &str) -> &str {
+    match text.strip_prefix("#cloud-config") {
+        Some(rest) => rest.split_once('\n').map_or("", |(_, body)| body),
+        None => text,
+    }
+}
+
+/// The top-level keys of the `text/cloud-config` parts of a MIME document (and of `text/plain`
+/// parts that start as cloud-config, which cloud-init reads as such). base64 parts are decoded;
+/// other encodings and nested multiparts are refused.
+fn mime_cloud_config_keys(at: &str, text: &str) -> Result<Vec<String>, ValidationError> {
+    let refuse = |why: String| ValidationError::new(at, format!("is MIME, and {why}"));
+    let (headers, body) = mime_headers(text);
+    let ctype = header(&headers, "content-type").unwrap_or_default();
+    let mut parts = Vec::new();
+    if ctype.to_ascii_lowercase().starts_with("multipart/") {
+        let boundary = param(&ctype, "boundary")
+            .ok_or_else(|| refuse("its multipart has no boundary".into()))?;
+        let open = format!("--{boundary}");
+        let mut current: Option<Vec<&str>> = None;
+        for line in body.lines() {
+            let line_end = line.trim_end();
+            if line_end == open || line_end == format!("{open}--") {
+                if let Some(lines) = current.take() {
+                    parts.push(lines.join("\n"));
+                }
+                if line_end == open {
+                    current = Some(Vec::new());
+                }
+            } else if let Some(lines) = current.as_mut() {
+                lines.push(line);
+            }
+        }
+        if let Some(lines) = current {
+            parts.push(lines.join("\n"));
+        }
+    } else {
+        parts.push(text.to_owned());
+    }
+    let mut keys = Vec::new();
+    for part in &parts {
+        let (headers, payload) = mime_headers(part);
+        let ctype = header(&headers, "content-type")
+            .unwrap_or_else(|| "text/plain".into())
+            .to_ascii_lowercase();
+        let payload = match header(&headers, "content-transfer-encoding")
+            .map(|e| e.to_ascii_lowercase())
+            .as_deref()
+        {
+            None | Some("7bit") | Some("8bit") | Some("binary") => payload.to_owned(),
+            Some("base64") => {
+                let packed: String = payload.chars().filter(|c| !c.is_whitespace()).collect();
+                let bytes = <base64ct::Base64 as base64ct::Encoding>::decode_vec(&packed)
+                    .map_err(|_| refuse("a base64 part does not decode".into()))?;
+                String::from_utf8(bytes).map_err(|_| refuse("a base64 part is not text".into()))?
+            }
+            Some(other) => {
+                return Err(refuse(format!(
+                "a part is encoded as {}, which is not read here; give it unencoded or as base64",
+                Shown(other)
+            )))
+            }
+        };
+        let media = ctype
+            .split(';')
+            .next()
+            .unwrap_or_default()
+            .trim()
+            .to_owned();
+        let cloud_config = match media.as_str() {
+            "text/cloud-config" => true,
+            m if m.starts_with("multipart/") => {
+                return Err(refuse(
+                    "it nests a multipart, which is not read here".into(),
+                ))
+            }
+            "text/plain" | "text/x-not-multipart" => {
+                matches!(format_of(at, &payload), Ok(Format::CloudConfig))
+            }
+            _ => false,
+        };
+        if cloud_config {
+            keys.extend(yaml_keys(at, strip_marker(&payload))?);
         }
     }
-    Ok(())
+    Ok(keys)
+}
+
+/// A MIME entity's headers (names lowercased, folded lines joined) and its body.
+fn mime_headers(entity: &str) -> (Vec<(String, String)>, &str) {
+    let mut headers: Vec<(String, String)> = Vec::new();
+    let mut rest = entity;
+    while let Some((line, after)) = rest.split_once('\n').or(Some((rest, ""))) {
+        let line = line.trim_end_matches('\r');
+        if line.is_empty() {
+            return (headers, after);
+        }
+        if line.starts_with([' ', '\t']) {
+            if let Some(last) = headers.last_mut() {
+                last.1.push(' ');
+                last.1.push_str(line.trim());
+            }
+        } else if let Some((name, value)) = line.split_once(':') {
+            headers.push((name.trim().to_ascii_lowercase(), value.trim().to_owned()));
+        } else {
+            // Not a header: the body starts here.
+            return (headers, rest);
+        }
+        if after.is_empty() {
+            return (headers, "");
+        }
+        rest = after;
+    }
+    (headers, "")
+}
+
+fn header(headers: &[(String, String)], name: &str) -> Option<String> {
+    headers
+        .iter()
+        .find(|(n, _)| n == name)
+        .map(|(_, v)| v.clone())
+}
+
+/// A parameter of a header value (`boundary="x"`), unquoted.
+fn param(value: &str, name: &str) -> Option<String> {
+    value.split(';').skip(1).find_map(|p| {
+        let (k, v) = p.split_once('=')?;
+        (k.trim().eq_ignore_ascii_case(name)).then(|| v.trim().trim_matches('"').to_owned())
+    })
 }
 
 /// The keys at the top level of a YAML (or JSON) document: JSON is parsed; YAML's block style is
-/// read line by line (a key starts in column 0). What this reading cannot see through (a flow
-/// mapping, a complex key, a tag, an anchor or alias as a key, an escape in a quoted key) is
-/// refused rather than guessed at.
-fn top_level_keys(at: &str, text: &str) -> Result<Vec<String>, ValidationError> {
-    let body = text
-        .strip_prefix("#cloud-config")
-        .map_or(text, |rest| rest.split_once('\n').map_or("", |(_, b)| b));
+/// read line by line (a top-level key starts in column 0). What this reading cannot see through is
+/// refused rather than guessed at: a flow mapping, a complex key, a tag, an anchor or alias as a
+/// key, an escape in a quoted key, a document whose first content is indented or follows `---` on
+/// its line, and line breaks other than LF and CRLF (YAML also breaks lines at a lone CR, NEL,
+/// U+2028 and U+2029).
+fn yaml_keys(at: &str, body: &str) -> Result<Vec<String>, ValidationError> {
     if let Ok(Value::Object(map)) = serde_json::from_str::<Value>(body) {
         return Ok(map.keys().cloned().collect());
     }
@@ -197,21 +409,49 @@ fn top_level_keys(at: &str, text: &str) -> Result<Vec<String>, ValidationError> 
             ),
         )
     };
+    let odd_break = body.char_indices().find(|&(i, c)| {
+        matches!(c, '\u{85}' | '\u{2028}' | '\u{2029}')
+            || (c == '\r' && !body[i + 1..].starts_with('\n'))
+    });
+    if let Some((i, _)) = odd_break {
+        let line = 1 + body[..i].matches('\n').count();
+        return Err(unreadable(line, "has a line break other than LF or CRLF"));
+    }
     let mut keys = Vec::new();
-    for (n, line) in text.lines().enumerate() {
+    // Until the first top-level key of a document, indentation would make the whole document one
+    // indented mapping, which YAML allows and a column-0 reading would not see.
+    let mut at_root = true;
+    for (n, line) in body.lines().enumerate() {
         let n = n + 1;
-        let Some(first) = line.chars().next() else {
+        let content = line.trim_start();
+        if content.is_empty() || content.starts_with('#') || line == "..." {
             continue;
-        };
-        if first.is_whitespace() || matches!(first, '#' | '-') || line == "..." {
-            // Indented (inside a value), a comment, a list item, a document marker.
+        }
+        if let Some(after) = line.strip_prefix("---") {
+            let after = after.trim_start();
+            if !after.is_empty() && !after.starts_with('#') {
+                return Err(unreadable(n, "has content after `---`"));
+            }
+            at_root = true;
+            continue;
+        }
+        let first = line.chars().next().unwrap_or(' ');
+        if first.is_whitespace() {
+            if at_root {
+                return Err(unreadable(n, "is indented before any top-level key"));
+            }
+            continue;
+        }
+        at_root = false;
+        if first == '-' {
+            // A list item in column 0 belongs to the key above it.
             continue;
         }
         if matches!(first, '{' | '[' | '?' | '!' | '&' | '*' | '%' | '|' | '>') {
             return Err(unreadable(n, "is not a plain `key: value`"));
         }
         let Some((raw, _)) = line.split_once(':') else {
-            // A MIME header or body line, a continued scalar: no key here.
+            // A continued plain scalar: no key here.
             continue;
         };
         let key = raw.trim();
@@ -306,8 +546,23 @@ mod tests {
                 "<<",
             ),
             (
-                json!({"user_data": "Content-Type: multipart/mixed\n\n--b\nContent-Type: text/cloud-config\n\nssh_genkeytypes: [rsa]\n--b--\n"}),
+                json!({"user_data": "Content-Type: multipart/mixed; boundary=\"b\"\nMIME-Version: 1.0\n\n--b\nContent-Type: text/cloud-config\n\nssh_genkeytypes: [rsa]\n--b--\n"}),
                 "ssh_genkeytypes",
+            ),
+            // A `#!` line that reads as a header does not hide a MIME document (cloud-init's rule).
+            (
+                json!({"user_data": "#!X: y\nMIME-Version: 1.0\nContent-Type: multipart/mixed; boundary=b\n\n--b\nContent-Type: text/cloud-config\n\nhostname: x\n--b--\n"}),
+                "hostname",
+            ),
+            // base64 parts, as `cloud-init devel make-mime` writes them, are read.
+            (
+                json!({"user_data": "MIME-Version: 1.0\nContent-Type: multipart/mixed; boundary=b\n\n--b\nContent-Type: text/cloud-config; charset=utf-8\nContent-Transfer-Encoding: base64\n\nI2Nsb3VkLWNvbmZpZwpob3N0\nbmFtZTogeAo=\n--b--\n"}),
+                "hostname",
+            ),
+            // A text/plain part that starts as cloud-config is cloud-config.
+            (
+                json!({"user_data": "MIME-Version: 1.0\nContent-Type: text/plain\n\n#cloud-config\nfqdn: a.b\n"}),
+                "fqdn",
             ),
         ] {
             let e = err(value);
@@ -320,10 +575,51 @@ mod tests {
             "#cloud-config\n? hostname\n: x\n",
             "#cloud-config\n!!str hostname: x\n",
             "#cloud-config\n\"host\\x6eame\": x\n",
+            // The whole document indented is one mapping to YAML.
+            "#cloud-config\n  hostname: x\n",
+            "#cloud-config\n# note\n\n  hostname: x\n",
+            "#cloud-config\n--- {hostname: x}\n",
+            "#cloud-config\n---\n  {hostname: x}\n",
+            "#cloud-config\n--- !!map\n  hostname: x\n",
+            // Line breaks YAML sees and a line-by-line reading would not.
+            "#cloud-config\nruncmd: []\rhostname: x\n",
+            "#cloud-config\nruncmd: []\u{2028}hostname: x\n",
+            "#cloud-config\nruncmd: []\u{85}hostname: x\n",
         ] {
             let e = err(json!({"user_data": text}));
             assert!(e.contains("block style"), "{e}");
         }
+        // What cloud-init would ignore is said, not accepted in silence.
+        for text in [
+            "hostname: x\n",
+            "\u{feff}#cloud-config\nruncmd: []\n",
+            " #cloud-config\n",
+        ] {
+            let e = err(json!({"user_data": text}));
+            assert!(
+                e.contains("does not start with a line cloud-init knows"),
+                "{e}"
+            );
+        }
+        // Encodings not read: refused, named.
+        let qp = "MIME-Version: 1.0\nContent-Type: multipart/mixed; boundary=b\n\n--b\nContent-Type: text/cloud-config\nContent-Transfer-Encoding: quoted-printable\n\nhost=6Eame: x\n--b--\n";
+        assert!(err(json!({"user_data": qp})).contains("`quoted-printable`"));
+        // Scripts and the like in a MIME document are the user's code, not read; CRLF is a line break.
+        parse("cloud_init", &json!({"user_data": "MIME-Version: 1.0\nContent-Type: multipart/mixed; boundary=\"==b==\"\n\n--==b==\nContent-Type: text/x-shellscript\n\n#!/bin/sh\n[ -d /srv ] || mkdir /srv\n--==b==\nContent-Type: text/cloud-config\n\nruncmd: [[true]]\n--==b==--\n"})).unwrap();
+        parse(
+            "cloud_init",
+            &json!({"user_data": "#cloud-boothook\n[ -e /x ] || touch /x\n"}),
+        )
+        .unwrap();
+        parse(
+            "cloud_init",
+            &json!({"user_data": "#cloud-config\r\nruncmd:\r\n- [touch, /x]\r\n"}),
+        )
+        .unwrap();
+        // Dictionaries with characters YAML would refuse or read as line breaks are escaped.
+        let c = parse("cloud_init", &json!({"user_data": {"write_files": [{"path": "/x", "content": "a\u{7f}b\u{85}c\u{2028}d"}]}})).unwrap();
+        let text = c.user_data.unwrap();
+        assert!(text.contains("a\\u007fb\\u0085c\\u2028d"), "{text}");
         // A key inside a value, a script: accepted.
         parse(
             "cloud_init",
@@ -380,6 +676,11 @@ mod tests {
         parse(
             "cloud_init",
             &json!({"network_config": "network:\n  version: 2\n"}),
+        )
+        .unwrap();
+        parse(
+            "cloud_init",
+            &json!({"network_config": "  network:\n    version: 2\n"}),
         )
         .unwrap();
     }

@@ -80,9 +80,12 @@ pub fn volume_name(instance: &str, index: usize, format: ImageFormat) -> String 
     format!("{instance}.data{}.{}", index + 1, format.as_str())
 }
 
+/// What every data disk's serial starts with.
+pub const SERIAL_PREFIX: &str = "virtup-data";
+
 /// The serial the guest reads to find data disk `index` (virtio allows 20 bytes).
 pub fn serial(index: usize) -> String {
-    format!("virtup-data{}", index + 1)
+    format!("{SERIAL_PREFIX}{}", index + 1)
 }
 
 /// Parses the `disks` option: a list of `{size, format, bus, filesystem, mount, keep}`; every

@@ -35,7 +35,7 @@ impl DirectMode {
         }
     }
 
-    fn parse(word: &str) -> Option<DirectMode> {
+    pub fn parse(word: &str) -> Option<DirectMode> {
         match word {
             "bridge" => Some(DirectMode::Bridge),
             "vepa" => Some(DirectMode::Vepa),

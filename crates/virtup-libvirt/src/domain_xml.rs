@@ -558,9 +558,27 @@ pub struct ParsedInterface {
     pub mac: Option<String>,
     /// The libvirt network for `type='network'` interfaces.
     pub network: Option<String>,
+    /// Where it plugs in, for the kinds virtup makes (network, bridge, direct); `None` for others.
+    pub source: Option<Nic>,
     pub model: Option<String>,
     /// The host's end (a tap such as `vnet3`), in a running domain's live XML.
     pub target_dev: Option<String>,
+}
+
+/// An `<interface>`'s source as a [`Nic`], for the kinds virtup makes.
+fn interface_source(i: &Element) -> Option<Nic> {
+    let source = i.child("source")?;
+    let text = |attr: &str| source.attr(attr).map(str::to_owned);
+    match i.attr("type")? {
+        "network" => text("network").map(Nic::Network),
+        "bridge" => text("bridge").map(Nic::Bridge),
+        "direct" => Some(Nic::Direct {
+            dev: text("dev")?,
+            // libvirt's default mode is vepa.
+            mode: DirectMode::parse(source.attr("mode").unwrap_or("vepa"))?,
+        }),
+        _ => None,
+    }
 }
 
 /// What virtup reads back from a domain's XML (live or inactive).
@@ -641,6 +659,7 @@ pub fn parse_domain_xml(domain_xml: &str) -> Result<ParsedDomain> {
                         .child("source")
                         .and_then(|s| s.attr("network"))
                         .map(str::to_owned),
+                    source: interface_source(i),
                     target_dev: i
                         .child("target")
                         .and_then(|t| t.attr("dev"))

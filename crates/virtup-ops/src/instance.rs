@@ -414,6 +414,8 @@ struct Observation {
     recorded_nics: Vec<Nic>,
     /// The digest of the `cloud_init` data it was made with.
     recorded_cloud_init: Option<String>,
+    /// What the template's disk said of cloud-init, for a create with `cloud_init`.
+    cloud_init_look: Option<crate::cloud_init::Look>,
     /// What the check of a create's NIC sources could not confirm.
     nic_warnings: Vec<String>,
     /// Under `absent`: the volumes of data disks that stay (`keep` as recorded, or as this task
@@ -549,6 +551,7 @@ fn observe(hv: &Hypervisor, data: &DataDir, req: &Request) -> Result<Observation
     // A ledger without a domain (a delete killed after its volumes went) is a record to forget too.
     model.has_metadata = meta.is_some() || (model.domain.is_none() && !ledger.volumes.is_empty());
     let mut nic_warnings = Vec::new();
+    let mut cloud_init_look = None;
     let mut template = None;
     if req.desired.state != InstanceState::Absent && model.domain.is_none() {
         if hv.pool(&req.pool)?.is_none() {
@@ -601,7 +604,9 @@ fn observe(hv: &Hypervisor, data: &DataDir, req: &Request) -> Result<Observation
                 );
             }
             if let Some(cloud) = &req.cloud_init {
-                nic_warnings.extend(check_cloud_init(data, hv, req, cloud, &current)?);
+                let (warnings, look) = check_cloud_init(data, hv, req, cloud, &current)?;
+                nic_warnings.extend(warnings);
+                cloud_init_look = look;
             }
             template = Some(TemplateDisk {
                 generation: current.generation,
@@ -642,6 +647,7 @@ fn observe(hv: &Hypervisor, data: &DataDir, req: &Request) -> Result<Observation
         recorded_disks,
         recorded_nics,
         recorded_cloud_init: meta.as_ref().and_then(|m| m.cloud_init_digest.clone()),
+        cloud_init_look,
         nic_warnings,
         kept,
         recorded_static,
@@ -1629,7 +1635,8 @@ fn forget(ctx: &Context, data: &DataDir, name: &str) -> Result<()> {
 struct Resume {
     warm: WarmStart,
     disk_path: String,
-    nic: NicSpec,
+    nics: Vec<NicSpec>,
+    data_disks: Vec<(DiskSpec, String)>,
     config_disk: DiskSpec,
     static_address: bool,
 }
@@ -1649,7 +1656,8 @@ fn resume_warm(
         &crate::warm::ResumeInput {
             name,
             disk_path: &r.disk_path,
-            nic: &r.nic,
+            nics: &r.nics,
+            data_disks: &r.data_disks,
             config_disk: &r.config_disk,
             static_address: r.static_address,
         },
@@ -1663,16 +1671,18 @@ fn resume_warm(
     Ok(())
 }
 
-/// `cloud_init` can work on this instance: its template has cloud-init (read from the generation's
-/// disk, once), and its network config leaves the guest's first NIC to one writer. Checked before
-/// anything is made. What cannot be read from here (a remote hypervisor's pool) is a warning.
+/// `cloud_init` can work on this instance: its template has cloud-init, told to leave virtup's
+/// identity alone (read from the generation's disk, once), and its network config leaves the
+/// guest's first NIC to one writer. Checked before anything is made. What cannot be read from here
+/// (a remote hypervisor's pool) is a warning. Returns the warnings and the look, which a create
+/// remembers.
 fn check_cloud_init(
     data: &DataDir,
     hv: &Hypervisor,
     req: &Request,
     cloud: &CloudInit,
     tpl: &crate::template::CurrentDisk,
-) -> Result<Vec<String>> {
+) -> Result<(Vec<String>, Option<crate::cloud_init::Look>)> {
     if cloud.network_config.is_some() && req.static_address {
         bail!(
             "invalid value for `cloud_init.network_config`: `address_mode: static` has the first boot \
@@ -1681,25 +1691,43 @@ fn check_cloud_init(
              leave network_config out"
         );
     }
+    if tpl.running {
+        // Its disk is changing (the plan refuses to clone it): nothing to read yet.
+        return Ok((Vec::new(), None));
+    }
     let scope = context::template_scope(&req.desired.template, &req.uri);
     let accel = || Ok(crate::virt_choice::choose(hv, data)?.virt_type);
-    match crate::cloud_init::template_has_cloud_init(data, hv, &scope, tpl, accel)? {
-        Some(true) => Ok(Vec::new()),
-        Some(false) => bail!(
+    let Some(look) = crate::cloud_init::look(data, hv, &scope, tpl, accel)? else {
+        return Ok((
+            vec![format!(
+                "`cloud_init`: cannot tell from here whether template `{}` on `{}` has cloud-init \
+                 (its disk is out of this machine's reach); without it the data is ignored",
+                req.desired.template, req.uri
+            )],
+            None,
+        ));
+    };
+    if !look.facts.cloud_init {
+        bail!(
             "invalid value for `cloud_init`: template `{}` has no cloud-init (generation {} has no \
              {}), so nothing in the guest would read this data; use a template made from a cloud \
-             image, or one that installs cloud-init (`virt_customize_args: --install cloud-init`), \
-             or leave `cloud_init` out",
+             image or one whose build installs cloud-init, or leave `cloud_init` out",
             req.desired.template,
             tpl.generation,
             crate::cloud_init::CLOUD_INIT_BINARY
-        ),
-        None => Ok(vec![format!(
-            "`cloud_init`: cannot tell from here whether template `{}` on `{}` has cloud-init (its \
-             disk is out of this machine's reach); without it the data is ignored",
-            req.desired.template, req.uri
-        )]),
+        );
     }
+    if !look.facts.keeps_identity {
+        bail!(
+            "invalid value for `cloud_init`: template `{}` has cloud-init but not {} (it was \
+             installed after virtup's settings were written, by an older virtup or by hand), so \
+             cloud-init would replace the instance's pinned SSH host keys; build a new generation \
+             (change its `revision`), or leave `cloud_init` out",
+            req.desired.template,
+            crate::cloud_init::KEEP_FILE
+        );
+    }
+    Ok((Vec::new(), Some(look)))
 }
 
 /// Every NIC of `nics` has somewhere to plug in on the hypervisor: its libvirt network (active, for a
@@ -1865,13 +1893,12 @@ fn warm_choice(
         Err("virt-sysprep prepares its disk (a config disk gives a warm clone its identity)".into())
     } else if req.desired.clone != CloneKind::Linked || req.format != ImageFormat::Qcow2 {
         Err("a warm clone is a linked qcow2 clone (its disk rests on the seed's)".into())
-    } else if !req.data_disks().is_empty() {
-        Err(
-            "it has data disks, which the resumed guest would not see (they are not hot-plugged)"
-                .into(),
-        )
-    } else if !req.extra_nics().is_empty() {
-        Err("it has more than one NIC, and a resume plugs in only the first".into())
+    } else if req
+        .data_disks()
+        .iter()
+        .any(|d| d.bus != DataDiskBus::Virtio)
+    {
+        Err("it has a SCSI data disk, and the seed has no SCSI controller to plug it into".into())
     } else if req.cloud_init.is_some() {
         Err("cloud-init ran in the seed's boot already, before `cloud_init`'s data existed".into())
     } else if req.graphics != Graphics::None {
@@ -1926,6 +1953,9 @@ fn create(
         .ok_or_else(|| anyhow!("template `{}` vanished", req.desired.template))?;
     // Made before the first volume, so that failing to make it leaves nothing behind.
     let owner = data.ensure_owner_id(SHORT_LOCK_TIMEOUT)?;
+    if let Some(look) = &obs.cloud_init_look {
+        look.remember()?;
+    }
     let started = Instant::now();
     // Before the first volume too: the clone's domain (and virt-sysprep here) run under it.
     let choice = crate::virt_choice::choose(hv, data)?;
@@ -2033,18 +2063,22 @@ fn create(
     }
     .build()?;
     let mut disks = identity_disks(data, hv, req, &mut ledger, &disk, tpl, &identity, accel)?;
-    // After the config disk: a warm clone's is the second (it has no data disks).
+    // After the config disk, which is the second (a warm resume plugs it in after the data disks).
     disks.extend(data_disks);
     let spec = domain_spec(req, tpl, disks, &mac, &extra_macs, owner, accel)?;
     let resume = match warm {
         Some(warm) => Some(Resume {
             warm,
             disk_path: disk.path.clone(),
-            nic: spec
-                .nics
-                .first()
+            nics: spec.nics.clone(),
+            // After the root and config disks, in the definition's order and targets.
+            data_disks: spec
+                .disks
+                .iter()
                 .cloned()
-                .ok_or_else(|| anyhow!("a clone has a NIC"))?,
+                .zip(spec.disk_targets())
+                .skip(2)
+                .collect(),
             config_disk: spec
                 .disks
                 .get(1)
@@ -2223,25 +2257,15 @@ fn identity_disks(
     let mut disks = vec![DiskSpec::disk(&disk.path, req.format)];
     match req.desired.customize {
         Customize::Auto => {
-            let uploaded = create_owned(data, ledger, req, &config_volume, None, || {
-                upload_config_disk(
-                    hv,
-                    data,
-                    &req.pool,
-                    &config_volume,
-                    identity,
-                    ConfigDiskKind::Virtup,
-                )
-            })?;
-            // A read-only raw virtio disk: kernels with virtio drivers only see no IDE/SATA cdrom.
-            disks.push(DiskSpec {
-                path: uploaded.path,
-                format: ImageFormat::Raw,
-                device: DiskDevice::Disk,
-                bus: DiskBus::Virtio,
-                readonly: true,
-                serial: Some(virtup_guest::firstboot::CONFIG_LABEL.into()),
-            });
+            disks.push(config_disk(
+                data,
+                hv,
+                req,
+                ledger,
+                &config_volume,
+                identity,
+                ConfigDiskKind::Virtup,
+            )?);
         }
         Customize::Sysprep => {
             // Private (0700, swept if this run is killed): the staged files hold host private keys.
@@ -2283,27 +2307,41 @@ fn identity_disks(
     if req.cloud_init.is_some() {
         // The user's cloud-init data on a disk of its own, labelled `cidata` as NoCloud looks for:
         // cloud-init never reads the VIRTUPCFG disk, which holds the guest's secrets.
-        let seed_volume = req.seed_volume();
-        let uploaded = create_owned(data, ledger, req, &seed_volume, None, || {
-            upload_config_disk(
-                hv,
-                data,
-                &req.pool,
-                &seed_volume,
-                identity,
-                ConfigDiskKind::NoCloud,
-            )
-        })?;
-        disks.push(DiskSpec {
-            path: uploaded.path,
-            format: ImageFormat::Raw,
-            device: DiskDevice::Disk,
-            bus: DiskBus::Virtio,
-            readonly: true,
-            serial: Some(ConfigDiskKind::NoCloud.label().into()),
-        });
+        disks.push(config_disk(
+            data,
+            hv,
+            req,
+            ledger,
+            &req.seed_volume(),
+            identity,
+            ConfigDiskKind::NoCloud,
+        )?);
     }
     Ok(disks)
+}
+
+/// A config disk of `kind`, made as an owned volume and attached as a read-only raw virtio disk
+/// whose serial is its label: kernels with virtio drivers only see no IDE/SATA cdrom.
+fn config_disk(
+    data: &DataDir,
+    hv: &Hypervisor,
+    req: &Request,
+    ledger: &mut Ledger,
+    volume: &str,
+    identity: &virtup_guest::Identity,
+    kind: ConfigDiskKind,
+) -> Result<DiskSpec> {
+    let uploaded = create_owned(data, ledger, req, volume, None, || {
+        upload_config_disk(hv, data, &req.pool, volume, identity, kind)
+    })?;
+    Ok(DiskSpec {
+        path: uploaded.path,
+        format: ImageFormat::Raw,
+        device: DiskDevice::Disk,
+        bus: DiskBus::Virtio,
+        readonly: true,
+        serial: Some(kind.label().into()),
+    })
 }
 
 /// The clone's domain, tagged with what proves it this data dir's: its template, generation,

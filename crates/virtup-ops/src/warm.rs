@@ -536,8 +536,12 @@ pub fn usable(
 pub struct ResumeInput<'a> {
     pub name: &'a str,
     pub disk_path: &'a str,
-    pub nic: &'a NicSpec,
-    /// The config disk, hot-plugged after the NIC: the guest applies the identity once it sees it.
+    /// The NICs, in order; the first is the one virtup reaches the guest through.
+    pub nics: &'a [NicSpec],
+    /// The data disks (virtio) with their targets, hot-plugged before the config disk: the first
+    /// boot finds them by serial when it applies the identity.
+    pub data_disks: &'a [(DiskSpec, String)],
+    /// The config disk, hot-plugged last: the guest applies the identity once it sees it.
     pub config_disk: &'a DiskSpec,
     /// Whether the guest is given a static address (`address_mode: static`). It then sends no DHCP
     /// request that a bridge port still learning would drop, so the resume does not wait for the
@@ -548,8 +552,9 @@ pub struct ResumeInput<'a> {
 }
 
 /// Resumes the defined clone `input.name` from the seed image: a copy of the image whose header
-/// names the clone (its UUID, disk, tag, a new VM generation ID) is restored, then the NIC and the
-/// config disk are hot-plugged into the running domain only (its definition has them already).
+/// names the clone (its UUID, disk, tag, a new VM generation ID) is restored, then the NICs (in
+/// order, so the guest names them as a cold boot would) and the config disk are hot-plugged into
+/// the running domain only (its definition has them already).
 pub fn resume(
     data: &DataDir,
     hv: &Hypervisor,
@@ -597,9 +602,18 @@ pub fn resume(
     // seed for a config disk that never comes. Stopped, its next start boots it cold (its definition
     // has both devices).
     let given = (|| -> Result<()> {
-        hv.attach_live(name, &input.nic.device_xml()?)?;
-        if !input.static_address {
-            wait_until_forwarding(hv, name, input.nic.mac.as_deref());
+        for nic in input.nics {
+            hv.attach_live(name, &nic.device_xml()?)?;
+        }
+        // The first NIC's DHCP request is the one the clone's readiness waits on.
+        match input.nics.first() {
+            Some(first) if !input.static_address => {
+                wait_until_forwarding(hv, name, first.mac.as_deref())
+            }
+            _ => {}
+        }
+        for (disk, target) in input.data_disks {
+            hv.attach_live(name, &disk.device_xml(target)?)?;
         }
         hv.attach_live(name, &input.config_disk.device_xml("vdb")?)?;
         define_as_running(hv, name, &tag)
@@ -607,7 +621,7 @@ pub fn resume(
     if let Err(e) = given {
         let _ = hv.destroy(name);
         return Err(e.context(format!(
-            "`{name}` was resumed but could not be given its NIC and config disk; it is stopped, and its \
+            "`{name}` was resumed but could not be given its NICs and disks; it is stopped, and its \
              next start boots it cold"
         )));
     }
@@ -653,24 +667,41 @@ pub fn finish_resume(hv: &Hypervisor, name: &str) -> Result<bool> {
             l.mac.as_deref().map(str::to_ascii_lowercase)
                 == nic.mac.as_deref().map(str::to_ascii_lowercase)
         });
-        if let (false, Some(network)) = (here, &nic.network) {
-            let spec = NicSpec::network(network, nic.mac.clone());
+        if let (false, Some(source)) = (here, &nic.source) {
+            let spec = NicSpec {
+                source: source.clone(),
+                mac: nic.mac.clone(),
+            };
             hv.attach_live(name, &spec.device_xml()?)?;
-            wait_until_forwarding(hv, name, spec.mac.as_deref());
+            if matches!(source, virtup_core::nic::Nic::Network(_)) {
+                wait_until_forwarding(hv, name, spec.mac.as_deref());
+            }
         }
     }
-    for disk in &def_d.disks {
-        let serial = disk.serial.as_deref();
-        if serial != Some(virtup_guest::firstboot::CONFIG_LABEL)
-            || live_d.disks.iter().any(|l| l.serial.as_deref() == serial)
-        {
-            continue;
-        }
+    // Data disks first, then the config disk: the first boot reads the disks it names by serial.
+    let serial_of = |d: &virtup_libvirt::ParsedDisk| d.serial.clone().unwrap_or_default();
+    let mut missing: Vec<&virtup_libvirt::ParsedDisk> = def_d
+        .disks
+        .iter()
+        .filter(|d| {
+            let serial = serial_of(d);
+            (serial == virtup_guest::firstboot::CONFIG_LABEL
+                || serial.starts_with(virtup_core::data_disk::SERIAL_PREFIX))
+                && !live_d.disks.iter().any(|l| serial_of(l) == serial)
+        })
+        .collect();
+    missing.sort_by_key(|d| serial_of(d) == virtup_guest::firstboot::CONFIG_LABEL);
+    for disk in missing {
         let (Some(path), Some(target)) = (&disk.path, &disk.target) else {
             continue;
         };
-        let mut spec = DiskSpec::disk(path, ImageFormat::Raw);
-        spec.readonly = true;
+        let format = disk
+            .format
+            .as_deref()
+            .and_then(ImageFormat::from_name)
+            .unwrap_or(ImageFormat::Raw);
+        let mut spec = DiskSpec::disk(path, format);
+        spec.readonly = disk.readonly;
         spec.serial = disk.serial.clone();
         hv.attach_live(name, &spec.device_xml(target)?)?;
     }

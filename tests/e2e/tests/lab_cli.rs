@@ -228,6 +228,25 @@ fn create_list_login_playbook_and_delete_through_the_cli() {
         show(&mark)
     );
 
+    // --console: the running instance's serial console, attached as a terminal would be (`script`
+    // gives virsh the TTY it insists on; the console stays open until `timeout` ends it).
+    let console = run(
+        Command::new("timeout")
+            .args(["20", "script", "-qec"])
+            .arg(format!("{} {name} --console", virt_up_exe().display()))
+            .arg("/dev/null")
+            .env("VIRTUP_CONFIG_HOME", sb.config())
+            .env("VIRTUP_DATA_HOME", sb.data()),
+        Duration::from_secs(60),
+    );
+    assert!(
+        console
+            .stdout
+            .contains(&format!("Connected to domain '{name}'")),
+        "{}",
+        show(&console)
+    );
+
     // The template has a clone: deleting it is refused, naming the clone, and nothing is removed.
     let refused = virt_up(
         &sb,

@@ -222,6 +222,11 @@ fn warm_clones_resume_from_one_image_each_with_its_own_identity() {
                         // Configured in the guest too: the resume does not wait for the bridge port.
                         args["address"] = json!(fixed);
                         args["address_mode"] = json!("static");
+                    } else {
+                        // A second NIC, on the lab's bridge, and a data disk with a filesystem:
+                        // hot-plugged too, the NICs in order, the disk before the config disk.
+                        args["nics"] = json!([{"network": "default"}, {"bridge": "vubr0"}]);
+                        args["disks"] = json!([{"size": "64M", "filesystem": "ext4", "mount": "/srv/wm"}]);
                     }
                     let (doc, out) = sb.module("virtup_instance", &args);
                     let took = start.elapsed();
@@ -283,6 +288,41 @@ fn warm_clones_resume_from_one_image_each_with_its_own_identity() {
         .stdout;
         assert!(info.contains(WARM_DISK), "{name}: {info}");
     }
+
+    // wm-b's two NICs, named by the guest in the order a cold boot gives them: the first is the one
+    // virtup reached it through.
+    let b_doc = &results[1].0;
+    let second_mac = b_doc["instance"]["extra_nics"][0]["mac"]
+        .as_str()
+        .unwrap_or_else(|| panic!("wm-b reports its second NIC: {b_doc}"))
+        .to_owned();
+    let macs = ssh_instance(
+        b_doc,
+        "cat /sys/class/net/eth0/address /sys/class/net/eth1/address",
+    );
+    assert_eq!(
+        macs.lines().collect::<Vec<_>>(),
+        [
+            b_doc["instance"]["mac"].as_str().unwrap(),
+            second_mac.as_str()
+        ],
+        "wm-b: {b_doc}"
+    );
+    // Its data disk was there for its first boot, which made the filesystem and mounted it.
+    let mounted = ssh_instance(
+        b_doc,
+        "findmnt -n -o FSTYPE /srv/wm; readlink -f /dev/disk/by-id/virtio-virtup-data1",
+    );
+    assert_eq!(
+        mounted.lines().next(),
+        Some("ext4"),
+        "wm-b's data disk: {mounted}"
+    );
+    let defined = virsh(&["dumpxml", "--inactive", "wm-b"]);
+    assert!(
+        defined.contains("<source bridge='vubr0'/>"),
+        "wm-b's definition keeps its second NIC: {defined}"
+    );
 
     // The fixed address: reported, held by the guest, in the network as virtup's entry, and in the
     // inventory.

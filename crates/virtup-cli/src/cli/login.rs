@@ -1,4 +1,4 @@
-//! `virt-up NAME --login [--sftp | --command CMD]`: ssh or sftp into the instance with virtup's key and pinned host key.
+//! `virt-up NAME --login [--sftp | --command CMD]`: ssh or sftp into the instance with virtup's key and pinned host key; `--console`: its serial console.
 
 use std::process::ExitCode;
 
@@ -79,6 +79,48 @@ pub fn login(
     Err(cmd.exec_replace().into())
 }
 
+/// `virsh -c URI console NAME`: the serial console of the instance's domain (its boot messages
+/// and a login prompt on the lab's and cloud images), for when SSH does not answer.
+pub fn console_command(uri: &str, name: &str) -> Cmd {
+    let mut cmd = Cmd::new("virsh");
+    cmd.args(["-c", uri, "console", name]);
+    cmd
+}
+
+pub fn console(paths: &Paths, name: &str) -> Result<ExitCode> {
+    let meta = operate::existing_meta(paths, name)?;
+    let uri = meta
+        .uri
+        .clone()
+        .unwrap_or_else(|| paths.libvirt_uri.clone());
+    if virtup_libvirt::uri_password_host(&uri).is_some() {
+        // virsh would get the password on its command line, where every user sees it.
+        return Err(anyhow!(
+            "the URI of `{name}` holds a password, which would go on virsh's command line; use \
+             keys or a libvirt auth file for that host"
+        ));
+    }
+    let hv = virtup_libvirt::Hypervisor::connect(&uri)?;
+    // Only the domain virtup made for this instance: a foreign one of the same name is not attached to.
+    let dom = hv
+        .domain(name)?
+        .filter(|d| {
+            d.tag
+                .as_ref()
+                .is_some_and(|t| t.is(virtup_libvirt::TagKind::Instance, name))
+        })
+        .ok_or_else(|| anyhow!("instance `{name}` has no domain of virtup's on `{uri}`"))?;
+    if dom.state != virtup_libvirt::DomainState::Running {
+        return Err(anyhow!(
+            "instance `{name}` is not running; start it with `virt-up {name}` (its console shows the boot \
+             from another terminal meanwhile)"
+        ));
+    }
+    progress::finish();
+    // exec: the terminal and its escape (Ctrl+]) belong to virsh from here on.
+    Err(console_command(&uri, name).exec_replace().into())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -130,6 +172,19 @@ mod tests {
         assert_eq!(
             ssh_command("sftp", &host, None).argv().last().unwrap(),
             "virt@192.168.122.9"
+        );
+    }
+    #[test]
+    fn console_command_is_virsh_console_on_the_instances_hypervisor() {
+        assert_eq!(
+            console_command("qemu+ssh://root@h2/system", "web1").argv(),
+            [
+                "virsh",
+                "-c",
+                "qemu+ssh://root@h2/system",
+                "console",
+                "web1"
+            ]
         );
     }
 }

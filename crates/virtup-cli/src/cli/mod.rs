@@ -34,6 +34,7 @@ pub const EXIT_USAGE: u8 = 2;
 const USAGE: &str = "\
 virt-up [--name] <NAME> [--template <TEMPLATE>] [create options]
        virt-up [--name] <NAME> --login [--sftp | --command \"<COMMAND>\"]
+       virt-up [--name] <NAME> --console
        virt-up [--name] <NAME> --playbook <PLAYBOOK>
        virt-up [--name] <NAME> --delete | --delete --all
        virt-up --init [--force]
@@ -89,6 +90,10 @@ pub struct Args {
     /// Log in to the instance with ssh (starting it if needed)
     #[arg(long, group = "mode", help_heading = "Commands")]
     pub login: bool,
+    /// Attach to the running instance's serial console (virsh console; leave with Ctrl+]): its boot
+    /// messages and a login prompt, also when SSH does not answer
+    #[arg(long, group = "mode", help_heading = "Commands")]
+    pub console: bool,
     /// Run an Ansible playbook on the instance through virtup's dynamic inventory
     #[arg(
         long,
@@ -202,6 +207,9 @@ pub enum Command {
         sftp: bool,
         command: Option<String>,
     },
+    Console {
+        name: String,
+    },
     Playbook {
         name: String,
         playbook: PathBuf,
@@ -265,6 +273,7 @@ impl Args {
             ("--show-paths", self.show_paths),
             ("--delete", self.delete),
             ("--login", self.login),
+            ("--console", self.console),
             ("--playbook", self.playbook.is_some()),
         ]
         .into_iter()
@@ -319,6 +328,9 @@ impl Args {
                 name: needs_name("--login")?,
                 sftp: self.sftp,
                 command: self.command.clone(),
+            },
+            Some("--console") => Command::Console {
+                name: needs_name("--console")?,
             },
             Some("--playbook") => Command::Playbook {
                 name: needs_name("--playbook")?,
@@ -444,6 +456,7 @@ pub fn run(command: &Command, global: &Global) -> Result<ExitCode> {
             sftp,
             command,
         } => login::login(&paths, name, *sftp, command.as_deref(), global),
+        Command::Console { name } => login::console(&paths, name),
         Command::Playbook { name, playbook } => playbook::playbook(&paths, name, playbook, global),
         Command::Delete { name } => delete::delete(&paths, name, global),
         Command::DeleteAll => delete::delete_all(&paths, global),
@@ -555,6 +568,12 @@ mod tests {
             }
         );
         assert_eq!(
+            cmd(&["web1", "--console"]).unwrap(),
+            Command::Console {
+                name: "web1".into()
+            }
+        );
+        assert_eq!(
             cmd(&["web1", "--playbook", "site.yml"]).unwrap(),
             Command::Playbook {
                 name: "web1".into(),
@@ -590,6 +609,9 @@ mod tests {
             &["--list", "--init"][..],
             &["--list", "web1"],
             &["--login"],
+            &["--console"],
+            &["web1", "--console", "--login"],
+            &["web1", "--console", "--memory", "1024"],
             &["web1", "--sftp"],
             &["web1", "--login", "--sftp", "--command", "x"],
             &["--delete", "--all", "web1"],

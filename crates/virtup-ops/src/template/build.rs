@@ -59,11 +59,6 @@ fn prepare_ops(req: &Request, password_file: &Path, public_key: &str) -> Vec<Cus
         },
     ];
     ops.extend(firstboot::install_ops());
-    // Images with cloud-init keep it for users' own data, but it must not undo the identity the
-    // config disk gave: on a clone's first boot it would delete the pinned host keys and reset the hostname.
-    ops.push(CustomizeOp::RunCommand(format!(
-        "if [ -d /etc/cloud/cloud.cfg.d ]; then printf '{CLOUD_INIT_KEEP}' > /etc/cloud/cloud.cfg.d/90-virtup.cfg; fi"
-    )));
     if let Some(extra) = &f.virt_customize_args {
         ops.push(CustomizeOp::Raw(extra.clone()));
     }
@@ -100,9 +95,18 @@ fn account_command(user: &str, hostname: &str) -> String {
     )
 }
 
-/// What a clone must not inherit: it gets its own at first boot from its config disk.
+/// What a clone must not inherit: it gets its own at first boot from its config disk. Also
+/// (last, at the build and at the seal, so after `virt_customize_args` and the template's own
+/// playbook, which may install cloud-init): images with cloud-init keep it for users' own data
+/// (`cloud_init`), but it must not undo the identity the config disk gave; on a clone's first boot
+/// it would delete the pinned host keys and reset the hostname.
 pub(super) fn identity_removal_ops() -> Vec<CustomizeOp> {
     vec![
+        CustomizeOp::RunCommand(format!(
+            "if command -v cloud-init >/dev/null || [ -d /etc/cloud/cloud.cfg.d ]; then \
+             mkdir -p /etc/cloud/cloud.cfg.d && printf '{CLOUD_INIT_KEEP}' > {KEEP_FILE}; fi",
+            KEEP_FILE = crate::cloud_init::KEEP_FILE
+        )),
         CustomizeOp::Truncate("/etc/machine-id".into()),
         CustomizeOp::Delete("/var/lib/dbus/machine-id".into()),
         CustomizeOp::Delete("/etc/ssh/ssh_host_*".into()),
@@ -525,5 +529,41 @@ mod tests {
             command.contains("printf '%s\\n' debian-12 > /etc/hostname"),
             "{command}"
         );
+    }
+
+    /// cloud-init's settings are written where cloud-init is, after whatever installed it
+    /// (`virt_customize_args`, the template's playbook): with the identity removal, at the build's
+    /// end and at every seal.
+    #[test]
+    fn cloud_init_is_told_to_leave_the_identity_alone_after_anything_that_installs_it() {
+        let ops = identity_removal_ops();
+        let Some(CustomizeOp::RunCommand(command)) = ops.first() else {
+            panic!("{ops:?}");
+        };
+        assert!(
+            command.contains("command -v cloud-init")
+                && command.contains("mkdir -p /etc/cloud/cloud.cfg.d")
+                && command.ends_with(&format!("> {}; fi", crate::cloud_init::KEEP_FILE)),
+            "{command}"
+        );
+        virtup_guest::Cmd::new("sh")
+            .args(["-n", "-c", command])
+            .run()
+            .unwrap_or_else(|e| panic!("sh -n rejects {command}: {e}"));
+        let written = virtup_guest::Cmd::new("sh")
+            .args(["-c", &format!("printf '{CLOUD_INIT_KEEP}'")])
+            .output()
+            .unwrap()
+            .stdout;
+        assert_eq!(
+            String::from_utf8(written).unwrap(),
+            "# virtup: identity comes from the VIRTUPCFG config disk\nssh_deletekeys: false\n\
+             ssh_genkeytypes: []\npreserve_hostname: true\nmanage_etc_hosts: false\n"
+        );
+        // Before cloud-init forgets the template's boot.
+        let clean = ops.iter().position(
+            |op| matches!(op, CustomizeOp::RunCommand(c) if c.contains("cloud-init clean")),
+        );
+        assert!(clean.is_some_and(|i| i > 0), "{ops:?}");
     }
 }
