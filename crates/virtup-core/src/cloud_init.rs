@@ -167,11 +167,21 @@ fn check_text(at: &str, key: &str, text: &str) -> Result<(), ValidationError> {
     if key == "network_config" {
         return check_network_config(at, text);
     }
-    let keys = match format_of(at, text)? {
-        Format::CloudConfig => yaml_keys(at, strip_marker(text))?,
-        Format::Mime => mime_cloud_config_keys(at, text)?,
-        // The user's own code or references, run or fetched by cloud-init: nothing here to read.
-        Format::NotRead => return Ok(()),
+    let keys = if is_mime(text) {
+        mime_cloud_config_keys(at, text)?
+    } else {
+        match sniff(text) {
+            Some(kind) => keys_of(at, kind, text, None)?,
+            None => {
+                return Err(ValidationError::new(
+                    at,
+                    "does not start with a type cloud-init knows (`#cloud-config`, `#!`, \
+                     `#cloud-boothook`, `#include`, `## template: jinja`…) and has no MIME headers, \
+                     so cloud-init would ignore it; give a dictionary to have it written as \
+                     `#cloud-config`",
+                ))
+            }
+        }
     };
     refuse_identity_keys(at, &keys)
 }
@@ -210,83 +220,115 @@ fn check_network_config(at: &str, text: &str) -> Result<(), ValidationError> {
     ))
 }
 
-/// How cloud-init tells user-data formats apart (by the first line, or MIME headers).
-enum Format {
+/// What cloud-init makes of a text by its start (its `type_from_starts_with`).
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Sniffed {
     CloudConfig,
-    Mime,
-    /// A script, boothook, part handler, include list, archive, JSON patch or Jinja template.
+    /// `## template: jinja`: rendered, then sniffed again.
+    Jinja,
+    /// A script, boothook, part handler, include list, archive or JSON patch: the user's own code
+    /// or references, run or fetched by cloud-init; not read here.
     NotRead,
 }
 
-fn format_of(at: &str, text: &str) -> Result<Format, ValidationError> {
-    // As cloud-init does: MIME headers anywhere in the first 4 KiB make the text MIME, whatever
-    // its first line (a `#!` line can read as a header).
-    let head: String = text
-        .chars()
-        .take(4096)
-        .collect::<String>()
-        .to_ascii_lowercase();
-    if head.contains("mime-version:") || head.starts_with("content-type:") {
-        return Ok(Format::Mime);
-    }
-    let first = text.lines().next().unwrap_or_default();
-    // Longer markers first: `#cloud-config-archive` starts like `#cloud-config`.
-    const NOT_READ: [&str; 8] = [
-        "#cloud-config-archive",
-        "#cloud-config-jsonp",
-        "## template: jinja",
-        "#include",
-        "#cloud-boothook",
-        "#part-handler",
-        "#!",
-        "#upstart-job",
+/// As cloud-init 22.4 sniffs a text: lowercased, after leading whitespace, the longest marker first.
+fn sniff(text: &str) -> Option<Sniffed> {
+    const MARKERS: [(&str, Sniffed); 9] = [
+        ("#cloud-config-archive", Sniffed::NotRead),
+        ("#cloud-config-jsonp", Sniffed::NotRead),
+        ("## template: jinja", Sniffed::Jinja),
+        ("#cloud-boothook", Sniffed::NotRead),
+        ("#include-once", Sniffed::NotRead),
+        ("#cloud-config", Sniffed::CloudConfig),
+        ("#part-handler", Sniffed::NotRead),
+        ("#include", Sniffed::NotRead),
+        ("#!", Sniffed::NotRead),
     ];
-    if NOT_READ
+    let head: String = text
+        .trim_start()
+        .chars()
+        .take(32)
+        .collect::<String>()
+        .to_lowercase();
+    MARKERS
         .iter()
-        .any(|m| first.to_ascii_lowercase().starts_with(m))
-    {
-        return Ok(Format::NotRead);
-    }
-    if first.starts_with("#cloud-config") {
-        return Ok(Format::CloudConfig);
-    }
-    Err(ValidationError::new(
-        at,
-        "does not start with a line cloud-init knows (`#cloud-config`, `#!`, `#cloud-boothook`, \
-         `#include`, `## template: jinja`, MIME headers), so cloud-init would ignore it; give a \
-         dictionary to have it written as `#cloud-config`",
-    ))
+        .find(|(marker, _)| head.starts_with(marker))
+        .map(|&(_, kind)| kind)
 }
 
-/// The document after its `#cloud-config` line.
-fn strip_marker(text: &str) -> &str {
-    match text.strip_prefix("#cloud-config") {
-        Some(rest) => rest.split_once('\n').map_or("", |(_, body)| body),
-        None => text,
+/// cloud-init reads a text as MIME when `mime-version:` appears in its first 4096 bytes.
+fn is_mime(text: &str) -> bool {
+    let head = &text.as_bytes()[..text.len().min(4096)];
+    head.to_ascii_lowercase()
+        .windows(b"mime-version:".len())
+        .any(|w| w == b"mime-version:")
+}
+
+/// The top-level keys of a sniffed text (of MIME part `part`, for messages).
+fn keys_of(
+    at: &str,
+    kind: Sniffed,
+    text: &str,
+    part: Option<usize>,
+) -> Result<Vec<String>, ValidationError> {
+    let (skipped, rest) = after_marker_line(text);
+    match kind {
+        Sniffed::CloudConfig => yaml_keys(at, rest, skipped, part, false),
+        // A template whose rendering is cloud-config: its keys are read with Jinja's own lines
+        // (`{% … %}`, `{# … #}`) left out; what it renders as something else is not read.
+        Sniffed::Jinja => match sniff(rest) {
+            Some(Sniffed::CloudConfig) => {
+                let (more, body) = after_marker_line(rest);
+                yaml_keys(at, body, skipped + more, part, true)
+            }
+            _ => Ok(Vec::new()),
+        },
+        Sniffed::NotRead => Ok(Vec::new()),
     }
 }
 
-/// The top-level keys of the `text/cloud-config` parts of a MIME document (and of `text/plain`
-/// parts that start as cloud-config, which cloud-init reads as such). base64 parts are decoded;
-/// other encodings and nested multiparts are refused.
+/// The text after its marker line (and the blank lines before it), and how many lines that was.
+fn after_marker_line(text: &str) -> (usize, &str) {
+    let trimmed = text.trim_start();
+    let blank_lines = text[..text.len() - trimmed.len()].matches('\n').count();
+    match trimmed.split_once('\n') {
+        Some((_, rest)) => (blank_lines + 1, rest),
+        None => (blank_lines + 1, ""),
+    }
+}
+
+/// The top-level keys of the cloud-config in a MIME document, as cloud-init finds it: the
+/// `text/cloud-config` and `text/jinja2` parts, and the `text/plain`, `text/x-not-multipart` and
+/// `text/x-shellscript` parts whose start says cloud-config. Refused, as not read here: other
+/// transfer encodings than base64, gzip parts, nested multiparts and messages, and MIME this
+/// reading would split otherwise than Python's email parser (lone CRs, `From ` lines, boundaries
+/// with quotes, escapes or RFC 2231 forms).
 fn mime_cloud_config_keys(at: &str, text: &str) -> Result<Vec<String>, ValidationError> {
     let refuse = |why: String| ValidationError::new(at, format!("is MIME, and {why}"));
-    let (headers, body) = mime_headers(text);
-    let ctype = header(&headers, "content-type").unwrap_or_default();
+    if text
+        .char_indices()
+        .any(|(i, c)| c == '\r' && !text[i + 1..].starts_with('\n'))
+    {
+        return Err(refuse("has a line break other than LF or CRLF".into()));
+    }
+    let (headers, body) = mime_headers(text).map_err(refuse)?;
+    let top = media_type(&headers);
     let mut parts = Vec::new();
-    if ctype.to_ascii_lowercase().starts_with("multipart/") {
-        let boundary = param(&ctype, "boundary")
-            .ok_or_else(|| refuse("its multipart has no boundary".into()))?;
+    if top.starts_with("multipart/") {
+        let boundary = boundary(&headers).map_err(refuse)?;
         let open = format!("--{boundary}");
+        let close = format!("{open}--");
         let mut current: Option<Vec<&str>> = None;
         for line in body.lines() {
             let line_end = line.trim_end();
-            if line_end == open || line_end == format!("{open}--") {
+            if line_end == open || line_end == close {
                 if let Some(lines) = current.take() {
                     parts.push(lines.join("\n"));
                 }
                 if line_end == open {
                     current = Some(Vec::new());
+                } else {
+                    break;
                 }
             } else if let Some(lines) = current.as_mut() {
                 lines.push(line);
@@ -299,11 +341,40 @@ fn mime_cloud_config_keys(at: &str, text: &str) -> Result<Vec<String>, Validatio
         parts.push(text.to_owned());
     }
     let mut keys = Vec::new();
-    for part in &parts {
-        let (headers, payload) = mime_headers(part);
-        let ctype = header(&headers, "content-type")
-            .unwrap_or_else(|| "text/plain".into())
-            .to_ascii_lowercase();
+    for (n, part) in parts.iter().enumerate() {
+        let number = n + 1;
+        let whole = parts.len() == 1 && !top.starts_with("multipart/");
+        let (headers, payload) = if whole {
+            (headers.clone(), body)
+        } else {
+            mime_headers(part).map_err(|why| refuse(format!("part {number} {why}")))?
+        };
+        let media = media_type(&headers);
+        let read = match media.as_str() {
+            m if m.starts_with("multipart/") || m.starts_with("message/") => {
+                return Err(refuse(format!(
+                    "part {number} is {}, which is not read here",
+                    Shown(m)
+                )))
+            }
+            "application/x-gzip"
+            | "application/gzip"
+            | "application/gzip-compressed"
+            | "application/gzipped" => {
+                return Err(refuse(format!(
+                    "part {number} is gzip, which is not read here; give it uncompressed"
+                )))
+            }
+            "text/cloud-config"
+            | "text/jinja2"
+            | "text/plain"
+            | "text/x-not-multipart"
+            | "text/x-shellscript" => true,
+            _ => false,
+        };
+        if !read {
+            continue;
+        }
         let payload = match header(&headers, "content-transfer-encoding")
             .map(|e| e.to_ascii_lowercase())
             .as_deref()
@@ -312,67 +383,76 @@ fn mime_cloud_config_keys(at: &str, text: &str) -> Result<Vec<String>, Validatio
             Some("base64") => {
                 let packed: String = payload.chars().filter(|c| !c.is_whitespace()).collect();
                 let bytes = <base64ct::Base64 as base64ct::Encoding>::decode_vec(&packed)
-                    .map_err(|_| refuse("a base64 part does not decode".into()))?;
-                String::from_utf8(bytes).map_err(|_| refuse("a base64 part is not text".into()))?
+                    .map_err(|_| refuse(format!("part {number} does not decode as base64")))?;
+                String::from_utf8(bytes)
+                    .map_err(|_| refuse(format!("part {number} is base64 of no text")))?
             }
             Some(other) => {
                 return Err(refuse(format!(
-                "a part is encoded as {}, which is not read here; give it unencoded or as base64",
-                Shown(other)
-            )))
+                    "part {number} is encoded as {}, which is not read here; give it unencoded or \
+                     as base64",
+                    Shown(other)
+                )))
             }
         };
-        let media = ctype
-            .split(';')
-            .next()
-            .unwrap_or_default()
-            .trim()
-            .to_owned();
-        let cloud_config = match media.as_str() {
-            "text/cloud-config" => true,
-            m if m.starts_with("multipart/") => {
-                return Err(refuse(
-                    "it nests a multipart, which is not read here".into(),
-                ))
-            }
-            "text/plain" | "text/x-not-multipart" => {
-                matches!(format_of(at, &payload), Ok(Format::CloudConfig))
-            }
-            _ => false,
+        let kind = match media.as_str() {
+            "text/cloud-config" => Some(Sniffed::CloudConfig),
+            "text/jinja2" => Some(Sniffed::Jinja),
+            _ => sniff(&payload),
         };
-        if cloud_config {
-            keys.extend(yaml_keys(at, strip_marker(&payload))?);
+        let Some(kind) = kind else { continue };
+        if media == "text/cloud-config" && sniff(&payload) != Some(Sniffed::CloudConfig) {
+            // A cloud-config part need not repeat its marker: all of it is the document.
+            keys.extend(yaml_keys(at, &payload, 0, Some(number), false)?);
+        } else {
+            keys.extend(keys_of(at, kind, &payload, Some(number))?);
         }
     }
     Ok(keys)
 }
 
-/// A MIME entity's headers (names lowercased, folded lines joined) and its body.
-fn mime_headers(entity: &str) -> (Vec<(String, String)>, &str) {
-    let mut headers: Vec<(String, String)> = Vec::new();
+/// A MIME entity's headers: lowercased names and their values, in order.
+type Headers = Vec<(String, String)>;
+
+/// A MIME entity's headers (names lowercased, folded lines joined) and its body. A line that is no
+/// header (a name of printable characters but `:`, then `:`) ends the headers, as in Python's
+/// parser; a `From ` line, which that parser handles apart, is refused.
+fn mime_headers(entity: &str) -> Result<(Headers, &str), String> {
+    let mut headers: Headers = Vec::new();
     let mut rest = entity;
-    while let Some((line, after)) = rest.split_once('\n').or(Some((rest, ""))) {
+    loop {
+        let (line, after) = rest.split_once('\n').unwrap_or((rest, ""));
         let line = line.trim_end_matches('\r');
         if line.is_empty() {
-            return (headers, after);
+            return Ok((headers, after));
         }
-        if line.starts_with([' ', '\t']) {
+        if line.starts_with("From ") {
+            return Err("has a `From ` line among its headers, which is not read here".into());
+        }
+        if line.starts_with([' ', '\t']) && !headers.is_empty() {
             if let Some(last) = headers.last_mut() {
                 last.1.push(' ');
                 last.1.push_str(line.trim());
             }
-        } else if let Some((name, value)) = line.split_once(':') {
-            headers.push((name.trim().to_ascii_lowercase(), value.trim().to_owned()));
         } else {
-            // Not a header: the body starts here.
-            return (headers, rest);
+            match line.split_once(':') {
+                Some((name, value))
+                    if !name.is_empty()
+                        && name
+                            .bytes()
+                            .all(|b| (0x21..=0x7e).contains(&b) && b != b':') =>
+                {
+                    headers.push((name.to_ascii_lowercase(), value.trim().to_owned()));
+                }
+                // Not a header: the body starts here.
+                _ => return Ok((headers, rest)),
+            }
         }
         if after.is_empty() {
-            return (headers, "");
+            return Ok((headers, ""));
         }
         rest = after;
     }
-    (headers, "")
 }
 
 fn header(headers: &[(String, String)], name: &str) -> Option<String> {
@@ -382,12 +462,51 @@ fn header(headers: &[(String, String)], name: &str) -> Option<String> {
         .map(|(_, v)| v.clone())
 }
 
-/// A parameter of a header value (`boundary="x"`), unquoted.
-fn param(value: &str, name: &str) -> Option<String> {
-    value.split(';').skip(1).find_map(|p| {
-        let (k, v) = p.split_once('=')?;
-        (k.trim().eq_ignore_ascii_case(name)).then(|| v.trim().trim_matches('"').to_owned())
-    })
+/// The media type as Python's `get_content_type` gives it: lowercased, `text/plain` when the
+/// header is missing or is not `type/subtype`.
+fn media_type(headers: &[(String, String)]) -> String {
+    let value = header(headers, "content-type").unwrap_or_default();
+    let media = value
+        .split(';')
+        .next()
+        .unwrap_or_default()
+        .trim()
+        .to_ascii_lowercase();
+    if media.matches('/').count() == 1 {
+        media
+    } else {
+        "text/plain".into()
+    }
+}
+
+/// The multipart boundary, when it is plain (a token, or quoted without `;`, `"` or `\` inside).
+fn boundary(headers: &[(String, String)]) -> Result<String, String> {
+    let value = header(headers, "content-type").unwrap_or_default();
+    let mut found = None;
+    for param in value.split(';').skip(1) {
+        let Some((name, v)) = param.split_once('=') else {
+            continue;
+        };
+        let name = name.trim().to_ascii_lowercase();
+        if name.starts_with("boundary*") {
+            return Err("its boundary is in RFC 2231 form, which is not read here".into());
+        }
+        if name == "boundary" {
+            let v = v.trim();
+            let v = match v.strip_prefix('"') {
+                Some(quoted) => quoted.strip_suffix('"').ok_or_else(|| {
+                    "its boundary is quoted with a `;` or unclosed, which is not read here"
+                        .to_owned()
+                })?,
+                None => v,
+            };
+            if v.is_empty() || v.contains(['"', '\\']) {
+                return Err("its boundary is empty or escaped, which is not read here".into());
+            }
+            found = Some(v.to_owned());
+        }
+    }
+    found.ok_or_else(|| "its multipart has no boundary".into())
 }
 
 /// The keys at the top level of a YAML (or JSON) document: JSON is parsed; YAML's block style is
@@ -395,16 +514,27 @@ fn param(value: &str, name: &str) -> Option<String> {
 /// refused rather than guessed at: a flow mapping, a complex key, a tag, an anchor or alias as a
 /// key, an escape in a quoted key, a document whose first content is indented or follows `---` on
 /// its line, and line breaks other than LF and CRLF (YAML also breaks lines at a lone CR, NEL,
-/// U+2028 and U+2029).
-fn yaml_keys(at: &str, body: &str) -> Result<Vec<String>, ValidationError> {
+/// U+2028 and U+2029). `first_line` is the number of lines before `body` in the text, for messages;
+/// `jinja` leaves Jinja's statement and comment lines out.
+fn yaml_keys(
+    at: &str,
+    body: &str,
+    first_line: usize,
+    part: Option<usize>,
+    jinja: bool,
+) -> Result<Vec<String>, ValidationError> {
     if let Ok(Value::Object(map)) = serde_json::from_str::<Value>(body) {
         return Ok(map.keys().cloned().collect());
     }
     let unreadable = |line: usize, why: &str| {
+        let place = match part {
+            Some(p) => format!("part {p}, line {}", first_line + line),
+            None => format!("line {}", first_line + line),
+        };
         ValidationError::new(
             at,
             format!(
-                "line {line} {why}; write this document in YAML's block style (`key: value` from \
+                "{place} {why}; write this document in YAML's block style (`key: value` from \
                  the first column) or give it as a dictionary"
             ),
         )
@@ -425,6 +555,9 @@ fn yaml_keys(at: &str, body: &str) -> Result<Vec<String>, ValidationError> {
         let n = n + 1;
         let content = line.trim_start();
         if content.is_empty() || content.starts_with('#') || line == "..." {
+            continue;
+        }
+        if jinja && (line.starts_with("{%") || line.starts_with("{#")) {
             continue;
         }
         if let Some(after) = line.strip_prefix("---") {
@@ -455,6 +588,9 @@ fn yaml_keys(at: &str, body: &str) -> Result<Vec<String>, ValidationError> {
             continue;
         };
         let key = raw.trim();
+        if jinja && key.contains("{{") {
+            return Err(unreadable(n, "makes a key with a Jinja expression"));
+        }
         let key = match key.as_bytes().first() {
             Some(b'"') | Some(b'\'') => {
                 if key.contains('\\') {
@@ -589,18 +725,54 @@ mod tests {
             let e = err(json!({"user_data": text}));
             assert!(e.contains("block style"), "{e}");
         }
-        // What cloud-init would ignore is said, not accepted in silence.
+        // What cloud-init would ignore is said, not accepted in silence (it keeps no BOM, and a
+        // `Content-Type` without `MIME-Version` is no MIME to it).
         for text in [
             "hostname: x\n",
             "\u{feff}#cloud-config\nruncmd: []\n",
-            " #cloud-config\n",
+            "Content-Type: text/cloud-config\n\nruncmd: []\n",
         ] {
             let e = err(json!({"user_data": text}));
             assert!(
-                e.contains("does not start with a line cloud-init knows"),
+                e.contains("does not start with a type cloud-init knows"),
                 "{e}"
             );
         }
+        // As cloud-init sniffs: any case, after leading whitespace; and MIME by `mime-version:`
+        // anywhere in the first 4096 bytes, its body then sniffed as a part (never as MIME again).
+        for (text, key) in [
+            ("#Cloud-Config\nhostname: x\n", "hostname"),
+            ("\n  #cloud-config\nfqdn: a.b\n", "fqdn"),
+            ("#cloud-config\nhostname: x\nwrite_files: [{content: \"mime-version: 1.0\"}]\n", "hostname"),
+            ("#cloud-config\nhostname: x\n# mime-version: 1.0\n", "hostname"),
+            // A shell-script part that starts as cloud-config is cloud-config (a mistake cloud-init
+            // forgives), as is a part whose type is no `type/subtype`.
+            ("MIME-Version: 1.0\nContent-Type: multipart/mixed; boundary=b\n\n--b\nContent-Type: text/x-shellscript\n\n#cloud-config\nhostname: x\n--b--\n", "hostname"),
+            ("MIME-Version: 1.0\nContent-Type: multipart/mixed; boundary=b\n\n--b\nContent-Type: cloudconfig\n\n#cloud-config\nssh_keys: {}\n--b--\n", "ssh_keys"),
+            // A cloud-config part need not repeat its marker.
+            ("MIME-Version: 1.0\nContent-Type: text/cloud-config\n\nssh_deletekeys: true\n", "ssh_deletekeys"),
+            // A Jinja template rendering cloud-config.
+            ("## template: jinja\n#cloud-config\n{% if v1 %}\nhostname: {{ v1.local_hostname }}x\n{% endif %}\n", "hostname"),
+        ] {
+            let e = err(json!({"user_data": text}));
+            assert!(e.contains(&format!("`{key}`")), "{text:?}: {e}");
+        }
+        // MIME this reading would split otherwise than Python's parser, or does not read: refused.
+        for (text, why) in [
+            ("MIME-Version: 1.0\rContent-Type: text/cloud-config\r\rhostname: x\r", "line break"),
+            ("From bob\nMIME-Version: 1.0\nContent-Type: text/cloud-config\n\nruncmd: []\n", "`From `"),
+            ("MIME-Version: 1.0\nContent-Type: multipart/mixed; boundary=\"a;b\"\n\n--a;b\nContent-Type: text/cloud-config\n\nhostname: x\n--a;b--\n", "boundary"),
+            ("MIME-Version: 1.0\nContent-Type: multipart/mixed; boundary*=utf-8''b\n\n--b\n\n--b--\n", "RFC 2231"),
+            ("MIME-Version: 1.0\nContent-Type: multipart/mixed; boundary=b\n\n--b\nContent-Type: message/rfc822\n\nContent-Type: text/cloud-config\n\nhostname: x\n--b--\n", "`message/rfc822`"),
+            ("MIME-Version: 1.0\nContent-Type: multipart/mixed; boundary=b\n\n--b\nContent-Type: application/x-gzip\nContent-Transfer-Encoding: base64\n\nH4sIAAAAAAAAA0tMSgIAeGGQhgIAAAA=\n--b--\n", "gzip"),
+        ] {
+            let e = err(json!({"user_data": text}));
+            assert!(e.contains("is MIME, and") && e.contains(why), "{text:?}: {e}");
+        }
+        // Parts of types not read are not decoded; a line number counts the marker line.
+        parse("cloud_init", &json!({"user_data": "MIME-Version: 1.0\nContent-Type: multipart/mixed; boundary=b\n\n--b\nContent-Type: application/octet-stream\nContent-Transfer-Encoding: base64\n\nAAEC/w==\n--b--\n"})).unwrap();
+        let e = err(json!({"user_data": "#cloud-config\n\thostname: x\n"}));
+        assert!(e.contains("line 2 is indented"), "{e}");
         // Encodings not read: refused, named.
         let qp = "MIME-Version: 1.0\nContent-Type: multipart/mixed; boundary=b\n\n--b\nContent-Type: text/cloud-config\nContent-Transfer-Encoding: quoted-printable\n\nhost=6Eame: x\n--b--\n";
         assert!(err(json!({"user_data": qp})).contains("`quoted-printable`"));

@@ -130,13 +130,12 @@ pub fn wait_for_ssh(
         if Instant::now() >= deadline {
             bail!(
                 "`{}` did not answer on SSH within {}s (`wait_timeout`): {}; its serial console shows \
-                 how far it booted: `virsh -c {} console {}` (for an instance, `virt-up {} --console`)",
+                 how far it booted: `virsh -c {} console {}`",
                 t.domain,
                 t.timeout.as_secs(),
                 notes.join("; "),
-                hv.uri(),
-                t.domain,
-                t.domain
+                shell_words::quote(hv.uri()),
+                shell_words::quote(t.domain)
             );
         }
         std::thread::sleep(Duration::from_secs(1));

@@ -232,7 +232,7 @@ fn create_list_login_playbook_and_delete_through_the_cli() {
     // gives virsh the TTY it insists on; the console stays open until `timeout` ends it).
     let console = run(
         Command::new("timeout")
-            .args(["20", "script", "-qec"])
+            .args(["10", "script", "-qec"])
             .arg(format!("{} {name} --console", virt_up_exe().display()))
             .arg("/dev/null")
             .env("VIRTUP_CONFIG_HOME", sb.config())

@@ -79,11 +79,11 @@ pub fn login(
     Err(cmd.exec_replace().into())
 }
 
-/// `virsh -c URI console NAME`: the serial console of the instance's domain (its boot messages
+/// `virsh -c URI console DOMAIN`: the serial console of the instance's domain (its boot messages
 /// and a login prompt on the lab's and cloud images), for when SSH does not answer.
-pub fn console_command(uri: &str, name: &str) -> Cmd {
+pub fn console_command(uri: &str, domain: &str) -> Cmd {
     let mut cmd = Cmd::new("virsh");
-    cmd.args(["-c", uri, "console", name]);
+    cmd.args(["-c", uri, "console", domain]);
     cmd
 }
 
@@ -101,15 +101,23 @@ pub fn console(paths: &Paths, name: &str) -> Result<ExitCode> {
         ));
     }
     let hv = virtup_libvirt::Hypervisor::connect(&uri)?;
-    // Only the domain virtup made for this instance: a foreign one of the same name is not attached to.
-    let dom = hv
-        .domain(name)?
-        .filter(|d| {
-            d.tag
-                .as_ref()
-                .is_some_and(|t| t.is(virtup_libvirt::TagKind::Instance, name))
-        })
-        .ok_or_else(|| anyhow!("instance `{name}` has no domain of virtup's on `{uri}`"))?;
+    // Only the domain this data dir made for the instance (its tag, and the tag's owner or this data
+    // dir's records): another data dir's instance of the same name on a shared hypervisor is not
+    // attached to.
+    let data = DataDir::at(&paths.data_dir);
+    let dom = match hv.domain(name)? {
+        Some(d) => match &d.tag {
+            Some(t)
+                if t.is(virtup_libvirt::TagKind::Instance, name)
+                    && virtup_ops::owner::proves(&data, &hv, t, name)? =>
+            {
+                Some(d)
+            }
+            _ => None,
+        },
+        None => None,
+    }
+    .ok_or_else(|| anyhow!("instance `{name}` has no domain of this data dir's on `{uri}`"))?;
     if dom.state != virtup_libvirt::DomainState::Running {
         return Err(anyhow!(
             "instance `{name}` is not running; start it with `virt-up {name}` (its console shows the boot \
@@ -117,8 +125,9 @@ pub fn console(paths: &Paths, name: &str) -> Result<ExitCode> {
         ));
     }
     progress::finish();
+    // By UUID: the very domain checked above, even if another is defined under the name meanwhile.
     // exec: the terminal and its escape (Ctrl+]) belong to virsh from here on.
-    Err(console_command(&uri, name).exec_replace().into())
+    Err(console_command(&uri, &dom.uuid).exec_replace().into())
 }
 
 #[cfg(test)]

@@ -1005,16 +1005,19 @@ fn a_look_alike_data_disk_is_never_touched_and_bad_combinations_are_refused_firs
     assert!(hv.domain("web11").unwrap().is_none());
     assert!(InstanceMeta::read(&ctx.data, "web11").unwrap().is_none());
 
-    // A filesystem needs the first boot's config disk; a warm resume does not see data disks.
+    // A filesystem needs the first boot's config disk; a warm resume has no SCSI controller.
     let mut sysprep = o.clone();
     sysprep.customize = Customize::Sysprep;
     let e = format!("{:#}", resolve(&ctx, sysprep).err().unwrap());
     assert!(e.contains("`disks`") && e.contains("sysprep"), "{e}");
     let mut warm = options("web12", InstanceState::Running);
     warm.boot = Boot::Warm;
-    warm.disks = Some(vec![blank(2 << 20)]);
+    warm.disks = Some(vec![DataDisk {
+        bus: DataDiskBus::Scsi,
+        ..blank(2 << 20)
+    }]);
     let e = refusal(&ctx, &hv, &resolve(&ctx, warm).unwrap(), Mode::Check);
-    assert!(e.contains("`boot`") && e.contains("data disks"), "{e}");
+    assert!(e.contains("`boot`") && e.contains("SCSI data disk"), "{e}");
 }
 
 #[test]
