@@ -305,10 +305,7 @@ fn after_marker_line(text: &str) -> (usize, &str) {
 /// with quotes, escapes or RFC 2231 forms).
 fn mime_cloud_config_keys(at: &str, text: &str) -> Result<Vec<String>, ValidationError> {
     let refuse = |why: String| ValidationError::new(at, format!("is MIME, and {why}"));
-    if text
-        .char_indices()
-        .any(|(i, c)| c == '\r' && !text[i + 1..].starts_with('\n'))
-    {
+    if lone_cr(text).is_some() {
         return Err(refuse("has a line break other than LF or CRLF".into()));
     }
     let (headers, body) = mime_headers(text).map_err(refuse)?;
@@ -509,6 +506,14 @@ fn boundary(headers: &[(String, String)]) -> Result<String, String> {
     found.ok_or_else(|| "its multipart has no boundary".into())
 }
 
+/// Where `text` has a CR that is not part of a CRLF: a line break to YAML and to Python's email
+/// parser, though not to `str::lines`.
+fn lone_cr(text: &str) -> Option<usize> {
+    text.char_indices()
+        .find(|&(i, c)| c == '\r' && !text[i + 1..].starts_with('\n'))
+        .map(|(i, _)| i)
+}
+
 /// The keys at the top level of a YAML (or JSON) document: JSON is parsed; YAML's block style is
 /// read line by line (a top-level key starts in column 0). What this reading cannot see through is
 /// refused rather than guessed at: a flow mapping, a complex key, a tag, an anchor or alias as a
@@ -539,11 +544,12 @@ fn yaml_keys(
             ),
         )
     };
-    let odd_break = body.char_indices().find(|&(i, c)| {
-        matches!(c, '\u{85}' | '\u{2028}' | '\u{2029}')
-            || (c == '\r' && !body[i + 1..].starts_with('\n'))
-    });
-    if let Some((i, _)) = odd_break {
+    let unicode_break = body.find(['\u{85}', '\u{2028}', '\u{2029}']);
+    let odd_break = match (lone_cr(body), unicode_break) {
+        (Some(a), Some(b)) => Some(a.min(b)),
+        (a, b) => a.or(b),
+    };
+    if let Some(i) = odd_break {
         let line = 1 + body[..i].matches('\n').count();
         return Err(unreadable(line, "has a line break other than LF or CRLF"));
     }
