@@ -20,6 +20,8 @@ pub const GROUP_INSTANCES: &str = "virtup_instances";
 pub const GROUP_TEMPLATES: &str = "virtup_templates";
 pub const GROUP_RUNNING: &str = "virtup_running";
 pub const GROUP_STOPPED: &str = "virtup_stopped";
+/// Instances whose memory libvirt saved (`state: suspended`); `state: running` resumes them.
+pub const GROUP_SUSPENDED: &str = "virtup_suspended";
 /// Prefix of the per-template groups (`virtup_template_debian_12`).
 pub const TEMPLATE_GROUP_PREFIX: &str = "virtup_template_";
 
@@ -58,7 +60,7 @@ pub fn hypervisor_group(uri: &str) -> String {
 /// Ansible never evaluates it as a template.
 pub fn to_ansible(listing: &Listing) -> Result<Inventory> {
     let mut inv = Inventory::new();
-    for g in [GROUP_RUNNING, GROUP_STOPPED] {
+    for g in [GROUP_RUNNING, GROUP_STOPPED, GROUP_SUSPENDED] {
         inv.add_group(g)?;
     }
     inv.add_child(GROUP_ALL, GROUP_INSTANCES)?;
@@ -76,6 +78,7 @@ pub fn to_ansible(listing: &Listing) -> Result<Inventory> {
         match host.state.as_str() {
             "running" => inv.add_host(GROUP_RUNNING, h)?,
             "stopped" => inv.add_host(GROUP_STOPPED, h)?,
+            "suspended" => inv.add_host(GROUP_SUSPENDED, h)?,
             _ => {}
         }
         for (key, value) in host_vars(host) {
@@ -383,6 +386,7 @@ mod tests {
                 host("web1", HostKind::Instance, "running"),
                 host("web2", HostKind::Instance, "stopped"),
                 host("web3", HostKind::Instance, "paused"),
+                host("web4", HostKind::Instance, "suspended"),
             ],
             ..Default::default()
         };
@@ -392,13 +396,17 @@ mod tests {
             doc["virtup"]["children"],
             json!(["virtup_instances", "virtup_templates"])
         );
-        assert_eq!(hosts("virtup_instances"), json!(["web1", "web2", "web3"]));
+        assert_eq!(
+            hosts("virtup_instances"),
+            json!(["web1", "web2", "web3", "web4"])
+        );
         assert_eq!(hosts("virtup_templates"), json!(["VIRTUP-debian-12"]));
         assert_eq!(hosts("virtup_running"), json!(["web1"]));
         assert_eq!(hosts("virtup_stopped"), json!(["VIRTUP-debian-12", "web2"]));
+        assert_eq!(hosts("virtup_suspended"), json!(["web4"]));
         assert_eq!(
             hosts("virtup_template_debian_12"),
-            json!(["web1", "web2", "web3"])
+            json!(["web1", "web2", "web3", "web4"])
         );
         assert!(doc.get("all").is_none(), "no warnings, no `all` vars");
         let web1 = &doc["_meta"]["hostvars"]["web1"];
@@ -423,6 +431,7 @@ mod tests {
             "virtup_templates",
             "virtup_running",
             "virtup_stopped",
+            "virtup_suspended",
         ] {
             assert!(doc.get(g).is_some(), "{g} missing from {doc}");
         }

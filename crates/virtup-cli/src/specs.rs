@@ -6,7 +6,7 @@ use virtup_ansible::{ListSplit, ModuleSpec, OptionSpec};
 /// States of `virtup_template`.
 pub const TEMPLATE_STATES: &[&str] = &["present", "running", "absent"];
 /// States of `virtup_instance`.
-pub const INSTANCE_STATES: &[&str] = &["running", "present", "stopped", "absent"];
+pub const INSTANCE_STATES: &[&str] = &["running", "present", "stopped", "suspended", "absent"];
 pub const IMAGE_FORMATS: &[&str] = &["qcow2", "raw"];
 /// `wait_timeout`'s default (see `virtup_ops::context`).
 pub const DEFAULT_WAIT_TIMEOUT: i64 = virtup_ops::context::DEFAULT_WAIT_TIMEOUT_SECS as i64;

@@ -11,6 +11,8 @@ pub enum InstanceState {
     Running,
     Present,
     Stopped,
+    /// Its memory saved by libvirt (managed save) and its domain shut off; `running` resumes it.
+    Suspended,
     Absent,
 }
 
@@ -20,6 +22,7 @@ impl InstanceState {
             "running" => Some(InstanceState::Running),
             "present" => Some(InstanceState::Present),
             "stopped" => Some(InstanceState::Stopped),
+            "suspended" => Some(InstanceState::Suspended),
             "absent" => Some(InstanceState::Absent),
             _ => None,
         }
@@ -31,6 +34,7 @@ impl InstanceState {
             InstanceState::Running => "running",
             InstanceState::Present => "present",
             InstanceState::Stopped => "stopped",
+            InstanceState::Suspended => "suspended",
             InstanceState::Absent => "absent",
         }
     }
@@ -73,6 +77,8 @@ pub struct InstanceDesired {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ObservedInstance {
     pub running: bool,
+    /// Shut off with a managed-save image: its next start resumes it (never `running` too).
+    pub saved: bool,
     pub memory_mib: u64,
     pub vcpus: u32,
     pub autostart: bool,
@@ -130,8 +136,11 @@ pub enum Step {
     Reserve(Ipv4Addr),
     /// Remove the reservation virtup added (exactly that entry).
     Unreserve(Ipv4Addr),
+    /// Boot it, or resume it from its managed-save image (and set its clock).
     Start,
     Stop,
+    /// Save its memory (managed save) and stop it, once it is reachable.
+    Suspend,
     /// Remove the domain, its own volumes, its metadata and pinned key.
     Delete {
         volumes: Vec<String>,
@@ -156,6 +165,7 @@ impl fmt::Display for Step {
             Step::Unreserve(ip) => write!(f, "remove the reservation of {ip}"),
             Step::Start => write!(f, "start and wait for SSH"),
             Step::Stop => write!(f, "stop"),
+            Step::Suspend => write!(f, "suspend (save its memory)"),
             Step::Delete { volumes } => write!(
                 f,
                 "delete the domain and its volumes {}",
@@ -213,8 +223,12 @@ impl Plan {
         self.steps.is_empty()
     }
     /// Changing memory/vCPUs of a running guest takes effect only at its next boot.
+    /// A suspended guest resumes with the memory and vCPUs it was saved with.
     pub fn needs_reboot_warning(&self, observed: &InstanceObserved) -> bool {
-        observed.domain.as_ref().is_some_and(|d| d.running)
+        observed
+            .domain
+            .as_ref()
+            .is_some_and(|d| d.running || d.saved)
             && self.steps.iter().any(|s| matches!(s, Step::Resize { .. }))
     }
 }
@@ -284,8 +298,10 @@ pub fn plan(desired: &InstanceDesired, observed: &InstanceObserved) -> Result<Pl
             if let Some(true) = desired.autostart {
                 steps.push(Step::SetAutostart(true));
             }
-            if state == InstanceState::Running {
-                steps.push(Step::Start);
+            match state {
+                InstanceState::Running => steps.push(Step::Start),
+                InstanceState::Suspended => steps.extend([Step::Start, Step::Suspend]),
+                _ => {}
             }
         }
         (Some(dom), state) => {
@@ -302,6 +318,13 @@ pub fn plan(desired: &InstanceDesired, observed: &InstanceObserved) -> Result<Pl
             match state {
                 InstanceState::Running if !dom.running => steps.push(Step::Start),
                 InstanceState::Stopped if dom.running => steps.push(Step::Stop),
+                // Its saved memory may hold writes its disks do not have yet: it resumes and
+                // shuts down cleanly rather than lose them with the image.
+                InstanceState::Stopped if dom.saved => steps.extend([Step::Start, Step::Stop]),
+                InstanceState::Suspended if dom.running => steps.push(Step::Suspend),
+                InstanceState::Suspended if !dom.saved => {
+                    steps.extend([Step::Start, Step::Suspend])
+                }
                 _ => {}
             }
         }
@@ -335,7 +358,10 @@ fn reservation_steps(
 /// A running guest asks for its address again only when its lease is renewed or it boots: a
 /// reservation added or changed now reaches it then.
 pub fn reservation_reaches_guest_later(plan: &Plan, observed: &InstanceObserved) -> bool {
-    observed.domain.as_ref().is_some_and(|d| d.running)
+    observed
+        .domain
+        .as_ref()
+        .is_some_and(|d| d.running || d.saved)
         && plan.steps.iter().any(|s| matches!(s, Step::Reserve(_)))
         && !plan.steps.iter().any(|s| matches!(s, Step::Stop))
 }
@@ -362,6 +388,7 @@ mod tests {
         InstanceObserved {
             domain: Some(ObservedInstance {
                 running,
+                saved: false,
                 memory_mib: 512,
                 vcpus: 1,
                 autostart: false,
@@ -373,6 +400,12 @@ mod tests {
             has_metadata: true,
             ..InstanceObserved::default()
         }
+    }
+
+    fn saved() -> InstanceObserved {
+        let mut o = existing(false);
+        o.domain.as_mut().unwrap().saved = true;
+        o
     }
 
     #[test]
@@ -410,6 +443,46 @@ mod tests {
             ("start", want(Running), existing(false), vec![Step::Start]),
             ("stop", want(Stopped), existing(true), vec![Step::Stop]),
             ("stopped stays", want(Stopped), existing(false), vec![]),
+            (
+                "create suspended: made, booted, then saved",
+                want(Suspended),
+                fresh.clone(),
+                vec![Step::Create { generation: 2 }, Step::Start, Step::Suspend],
+            ),
+            (
+                "suspend",
+                want(Suspended),
+                existing(true),
+                vec![Step::Suspend],
+            ),
+            (
+                "suspend a stopped one: booted first",
+                want(Suspended),
+                existing(false),
+                vec![Step::Start, Step::Suspend],
+            ),
+            ("suspended stays", want(Suspended), saved(), vec![]),
+            ("resume", want(Running), saved(), vec![Step::Start]),
+            (
+                "stop a suspended one: resumed and shut down cleanly",
+                want(Stopped),
+                saved(),
+                vec![Step::Start, Step::Stop],
+            ),
+            (
+                "present leaves a suspended one",
+                want(Present),
+                saved(),
+                vec![],
+            ),
+            (
+                "delete suspended: nothing to stop",
+                want(Absent),
+                saved(),
+                vec![Step::Delete {
+                    volumes: vols.clone(),
+                }],
+            ),
             (
                 "present leaves power alone",
                 want(Present),

@@ -47,6 +47,18 @@ pub(crate) fn agent_set_response_timeout(dom: &Domain, seconds: i32) -> Result<(
     Ok(())
 }
 
+/// `virDomainGetTime`: the guest's system clock as its agent reads it, in seconds and nanoseconds.
+pub(crate) fn domain_get_time(dom: &Domain) -> Result<(i64, u32), Error> {
+    let mut seconds: std::os::raw::c_longlong = 0;
+    let mut nseconds: std::os::raw::c_uint = 0;
+    // SAFETY: `dom` keeps the virDomainPtr alive; both out-pointers are valid locals for the call.
+    let ret = unsafe { sys::virDomainGetTime(dom.as_ptr(), &mut seconds, &mut nseconds, 0) };
+    if ret < 0 {
+        return Err(Error::last_error());
+    }
+    Ok((seconds, nseconds))
+}
+
 /// `virDomainSaveFlags`: saves the running domain's memory to `path` and stops it.
 pub(crate) fn domain_save(dom: &Domain, path: &CStr, flags: u32) -> Result<(), Error> {
     // SAFETY: `dom` keeps the virDomainPtr alive; `path` is NUL-terminated and outlives the call;

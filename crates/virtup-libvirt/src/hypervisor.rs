@@ -63,7 +63,23 @@ pub struct DomainInfo {
     pub state: DomainState,
     pub persistent: bool,
     pub autostart: bool,
+    /// It is shut off with a managed-save image (`virsh managedsave`): its next start resumes it.
+    pub saved: bool,
     pub tag: Option<VirtupTag>,
+}
+
+impl DomainInfo {
+    /// The state as the inventory's `virtup_state` and `virt-up --list` name it: `running`,
+    /// `stopped`, `suspended` (shut off with a managed-save image), `paused`, or libvirt's word.
+    pub fn state_word(&self) -> String {
+        match &self.state {
+            DomainState::Running => "running".into(),
+            DomainState::ShutOff if self.saved => "suspended".into(),
+            DomainState::ShutOff => "stopped".into(),
+            DomainState::Paused => "paused".into(),
+            DomainState::Other(s) => s.clone(),
+        }
+    }
 }
 
 /// The address sources are virtup-wide; libvirt answers all but `dns`, which the caller resolves itself.
@@ -286,7 +302,7 @@ impl Hypervisor {
 
     /// Every domain, virtup's or not, with its tag.
     ///
-    /// Cost: six list calls plus one metadata call per domain; state, persistence and autostart
+    /// Cost: seven list calls plus one metadata call per domain; state, persistence and autostart
     /// come from list filters so that hundreds of domains stay fast over a remote connection.
     pub fn list_domains(&self) -> Result<Vec<DomainInfo>> {
         let all = self
@@ -298,6 +314,7 @@ impl Hypervisor {
         let running = self.uuids(sys::VIR_CONNECT_LIST_DOMAINS_RUNNING)?;
         let paused = self.uuids(sys::VIR_CONNECT_LIST_DOMAINS_PAUSED)?;
         let shutoff = self.uuids(sys::VIR_CONNECT_LIST_DOMAINS_SHUTOFF)?;
+        let saved = self.uuids(sys::VIR_CONNECT_LIST_DOMAINS_MANAGEDSAVE)?;
         let mut out = Vec::with_capacity(all.len());
         for dom in all {
             let (Ok(name), Ok(uuid)) = (dom.name(), dom.uuid_string()) else {
@@ -325,6 +342,7 @@ impl Hypervisor {
             out.push(DomainInfo {
                 persistent: persistent.contains(&uuid),
                 autostart: autostart.contains(&uuid),
+                saved: saved.contains(&uuid),
                 name,
                 uuid,
                 state,
@@ -380,6 +398,9 @@ impl Hypervisor {
                 autostart: dom
                     .autostart()
                     .map_err(|e| err("read autostart of domain", e))?,
+                saved: dom
+                    .has_managed_save(0)
+                    .map_err(|e| err("read the managed-save image of domain", e))?,
                 tag: Self::read_tag(&dom, name)?,
             })
         })();
@@ -436,6 +457,57 @@ impl Hypervisor {
             .create()
             .map(drop)
             .map_err(|e| LibvirtError::call("start domain", name, &e))
+    }
+
+    /// Saves the running (or paused) domain's memory to libvirt's managed-save image and stops it;
+    /// its next start resumes it running where it was.
+    pub fn managed_save(&self, name: &str) -> Result<()> {
+        self.lookup_domain(name)?
+            .managed_save(sys::VIR_DOMAIN_SAVE_RUNNING)
+            .map_err(|e| LibvirtError::call("suspend (managed save) domain", name, &e))
+    }
+
+    /// Sets the guest's system clock to the host's through its guest agent (a resumed guest's
+    /// clock stands where it was saved), bounded by [`AGENT_TIMEOUT_SECS`].
+    pub fn set_guest_time_to_now(&self, name: &str) -> Result<()> {
+        let dom = self.lookup_domain(name)?;
+        let _ = ffi::agent_set_response_timeout(&dom, AGENT_TIMEOUT_SECS);
+        let now = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_err(|_| LibvirtError::invalid("host clock", "before 1970", "cannot be sent"))?;
+        let secs = i64::try_from(now.as_secs())
+            .map_err(|_| LibvirtError::invalid("host clock", "after 2262", "cannot be sent"))?;
+        // subsec_nanos() < 1e9 always fits.
+        let nanos = i32::try_from(now.subsec_nanos()).unwrap_or(0);
+        dom.set_time(secs, nanos, 0)
+            .map_err(|e| LibvirtError::call("set the guest clock of domain", name, &e))
+    }
+
+    /// How far the guest's system clock is ahead of the host's (negative: behind), in seconds, as
+    /// its guest agent reads it; `None` when the domain has no agent channel or the driver cannot
+    /// ask (an agent that does not answer yet is an error: it may later).
+    pub fn guest_clock_offset(&self, name: &str) -> Result<Option<f64>> {
+        let dom = self.lookup_domain(name)?;
+        let _ = ffi::agent_set_response_timeout(&dom, AGENT_TIMEOUT_SECS);
+        let (secs, nanos) = match ffi::domain_get_time(&dom) {
+            Ok(t) => t,
+            Err(e) if is_unsupported(&e) => return Ok(None),
+            Err(e) => {
+                return Err(LibvirtError::call(
+                    "read the guest clock of domain",
+                    name,
+                    &e,
+                ))
+            }
+        };
+        let now = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_err(|_| {
+                LibvirtError::invalid("host clock", "before 1970", "cannot be compared")
+            })?;
+        Ok(Some(
+            secs as f64 + f64::from(nanos) / 1e9 - now.as_secs_f64(),
+        ))
     }
 
     /// Asks the guest to power off by ACPI power button; returns once the request is delivered.

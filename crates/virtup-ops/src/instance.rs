@@ -36,6 +36,10 @@ use crate::{reach, run_tool, Mode, Reporter};
 #[cfg(test)]
 mod tests;
 
+/// How long a resumed guest's agent has to answer before its clock is left as it is (with a
+/// warning): it answers within a second or two of a resume when it runs at all.
+const CLOCK_WAIT: Duration = Duration::from_secs(30);
+
 /// Graphics an instance's domain can have; virt-up's `--graphics` offers the same.
 pub const GRAPHICS: &[&str] = &["none", "vnc", "spice"];
 
@@ -697,6 +701,7 @@ fn observe_domain(
     }
     let observed = ObservedInstance {
         running: dom.state != DomainState::ShutOff,
+        saved: dom.saved && dom.state == DomainState::ShutOff,
         memory_mib: parsed.memory_mib,
         vcpus: parsed.vcpus,
         autostart: dom.autostart,
@@ -1083,8 +1088,13 @@ fn report(req: &Request, obs: &Observation, the_plan: &Plan, waited: Waited) -> 
         ));
     }
     if the_plan.needs_reboot_warning(&obs.model) {
+        let now = if obs.model.domain.as_ref().is_some_and(|d| d.saved) {
+            "it is suspended now, and resumes with the ones it was saved with"
+        } else {
+            "it is running now"
+        };
         warnings.push(format!(
-            "memory and vCPUs of `{}` change at its next boot; it is running now",
+            "memory and vCPUs of `{}` change at its next boot; {now}",
             req.desired.name
         ));
     }
@@ -1216,6 +1226,8 @@ fn finish(
 fn state_word(d: &ObservedInstance) -> &'static str {
     if d.running {
         "running"
+    } else if d.saved {
+        "suspended"
     } else {
         "present"
     }
@@ -1259,6 +1271,7 @@ fn diff(req: &Request, obs: &Observation) -> (InstanceView, InstanceView) {
             state: match (s, &before.domain) {
                 (InstanceState::Running, _) => "running",
                 (InstanceState::Stopped, _) => "present",
+                (InstanceState::Suspended, _) => "suspended",
                 (_, Some(dom)) => state_word(dom),
                 (_, None) => "present",
             },
@@ -1300,6 +1313,7 @@ fn describe(
 ) -> Result<InstanceFacts> {
     let state = match hv.domain(&req.desired.name)? {
         None => "absent",
+        Some(d) if d.state == DomainState::ShutOff && d.saved => "suspended",
         Some(d) if d.state == DomainState::ShutOff => "present",
         Some(_) => "running",
     };
@@ -1450,6 +1464,12 @@ fn apply(
                 *ip,
             )?,
             Step::Unreserve(_) => crate::reservation::unreserve(data, hv, name)?,
+            Step::Start if obs.model.domain.as_ref().is_some_and(|d| d.saved) => {
+                // libvirt resumes it from its managed-save image; its address and the proof of
+                // its key still hold, so the address it had is tried first (not `started`).
+                hv.start(name).map_err(|e| start_failed(e, hv, req, obs))?;
+                warnings.extend(crate::power::set_resumed_clock(hv, name, CLOCK_WAIT));
+            }
             Step::Start => {
                 match resume.take() {
                     Some(r) => {
@@ -1474,6 +1494,14 @@ fn apply(
                 hv.destroy(name)?
             }
             Step::Stop => crate::power::stop(hv, name, req.wait_timeout)?,
+            Step::Suspend => {
+                // A clone booted by this run is proven (its key pinned, its address recorded)
+                // before its memory is saved, so that it resumes as a finished instance.
+                if started {
+                    reachable(data, hv, req, true, reporter)?;
+                }
+                hv.managed_save(name)?;
+            }
             Step::Delete { volumes } => delete(ctx, data, hv, req, volumes)?,
             Step::Forget => forget(ctx, data, name)?,
         }
@@ -1748,7 +1776,13 @@ fn check_nic_sources(hv: &Hypervisor, req: &Request) -> Result<Vec<String>> {
         match nic {
             Nic::Network(n) => match hv.network(n)? {
                 None => return refuse("network", format!("libvirt network `{n}` does not exist")),
-                Some(info) if !info.active && req.desired.state == InstanceState::Running => {
+                Some(info)
+                    if !info.active
+                        && matches!(
+                            req.desired.state,
+                            InstanceState::Running | InstanceState::Suspended
+                        ) =>
+                {
                     return refuse(
                         "network",
                         format!(

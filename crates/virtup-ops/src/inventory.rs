@@ -14,9 +14,7 @@ use virtup_core::config::Config;
 use virtup_core::ownership::Ledger;
 use virtup_core::{template, DataDir, InstanceMeta, Paths};
 use virtup_guest::ssh::Hop;
-use virtup_libvirt::{
-    parse_domain_xml, AddressSource, DomainInfo, DomainState, Hypervisor, TagKind,
-};
+use virtup_libvirt::{parse_domain_xml, AddressSource, DomainInfo, Hypervisor, TagKind};
 
 /// Environment variable naming the hypervisors to list (space- or comma-separated URIs).
 pub const URIS_ENV: &str = "VIRTUP_INVENTORY_URIS";
@@ -321,7 +319,7 @@ impl Scan<'_> {
                 if is_instance_of(d, &meta.name)
                     && d.tag.as_ref().is_some_and(|t| self.ours(hv, t, &d.name)) =>
             {
-                state_name(&d.state)
+                d.state_word()
             }
             // Already said once: the damaged id proves no domain.
             (Some(_), Some(_)) if self.id_damaged => return None,
@@ -381,7 +379,7 @@ impl Scan<'_> {
         if dom.name != template::domain_name(&tag.name) || !self.ours(hv, tag, &scope) {
             return None;
         }
-        let state = state_name(&dom.state);
+        let state = dom.state_word();
         let running = state == "running";
         let mac = if running {
             first_mac(hv, &dom.name)
@@ -434,15 +432,6 @@ fn is_instance_of(dom: &DomainInfo, name: &str) -> bool {
     dom.tag
         .as_ref()
         .is_some_and(|t| t.is(TagKind::Instance, name))
-}
-
-fn state_name(state: &DomainState) -> String {
-    match state {
-        DomainState::Running => "running".into(),
-        DomainState::ShutOff => "stopped".into(),
-        DomainState::Paused => "paused".into(),
-        DomainState::Other(s) => s.clone(),
-    }
 }
 
 fn first_mac(hv: &Hypervisor, domain: &str) -> Option<String> {

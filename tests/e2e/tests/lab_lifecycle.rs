@@ -1,6 +1,9 @@
 //! Layer 4: templates and instances on real libvirt and real guests: build, clone, SSH with pinned keys, lifecycle;
 //! the passwords given to the modules appear in none of their output.
 
+// The e2e crate depends on no virtup crate, so it spawns the inventory binary with std.
+#![allow(clippy::disallowed_types)]
+
 use std::collections::BTreeSet;
 
 use serde_json::{json, Value};
@@ -295,6 +298,94 @@ fn template_and_instance_lifecycle_on_real_guests() {
         );
     }
 
+    // Suspend and resume, each as check → real → check. libvirt keeps the memory (managed save)
+    // and the inventory groups the instance as suspended; the resumed guest is the same boot (its
+    // boot id), at the same address with the same pinned key, and its clock is the host's again.
+    let boot_id = "cat /proc/sys/kernel/random/boot_id";
+    let running_doc = sb.ok("virtup_instance", &bigger);
+    let booted = ssh_instance(&running_doc, boot_id);
+    let mut suspend = bigger.clone();
+    suspend["state"] = json!("suspended");
+    let mut suspend_check = suspend.clone();
+    suspend_check["_ansible_check_mode"] = json!(true);
+    assert!(changed(&sb.ok("virtup_instance", &suspend_check)));
+    let suspended = sb.ok("virtup_instance", &suspend);
+    let suspended_at = std::time::Instant::now();
+    assert!(changed(&suspended), "{suspended}");
+    assert_eq!(
+        suspended["instance"]["state"],
+        json!("suspended"),
+        "{suspended}"
+    );
+    assert!(
+        virsh(&["dominfo", name])
+            .lines()
+            .any(|l| l.starts_with("Managed save:") && l.contains("yes")),
+        "libvirt holds no managed-save image"
+    );
+    assert!(!changed(&sb.ok("virtup_instance", &suspend_check)));
+    let listed = virtup_e2e::run(
+        std::process::Command::new(virtup_e2e::repo_root().join("bin/virtup_inventory"))
+            .arg("--list")
+            .env("VIRTUP_CONFIG_HOME", sb.config())
+            .env("VIRTUP_DATA_HOME", sb.data()),
+        std::time::Duration::from_secs(120),
+    )
+    .assert_ok("virtup_inventory --list")
+    .stdout;
+    let listed: Value = serde_json::from_str(&listed).unwrap();
+    assert_eq!(
+        listed["virtup_suspended"]["hosts"],
+        json!([name]),
+        "{listed}"
+    );
+    assert!(
+        !listed["virtup_running"]["hosts"].to_string().contains(name),
+        "{listed}"
+    );
+    // A suspension long enough that a clock left alone would be seen to lag: the gap is the
+    // input of the clock check, not a wait for anything.
+    let gap = std::time::Duration::from_secs(15);
+    std::thread::sleep(gap.saturating_sub(suspended_at.elapsed()));
+    let mut resume_check = bigger.clone();
+    resume_check["_ansible_check_mode"] = json!(true);
+    assert!(changed(&sb.ok("virtup_instance", &resume_check)));
+    let (resumed, out) = sb.module("virtup_instance", &bigger);
+    assert!(changed(&resumed), "{resumed}\n{}", out.stderr);
+    println!(
+        "resume from managed save to pinned SSH: {:?}; warnings {}",
+        out.elapsed, resumed["warnings"]
+    );
+    assert_eq!(resumed["warnings"], Value::Null, "{resumed}");
+    assert!(!changed(&sb.ok("virtup_instance", &resume_check)));
+    assert_eq!(
+        resumed["instance"]["address"],
+        running_doc["instance"]["address"]
+    );
+    let before = std::time::SystemTime::now();
+    let inside = ssh_instance(&resumed, &format!("{boot_id}; date +%s.%N"));
+    let after = std::time::SystemTime::now();
+    let mut lines = inside.lines();
+    assert_eq!(
+        lines.next(),
+        booted.lines().next(),
+        "the guest booted again"
+    );
+    let guest: f64 = lines.next().unwrap().trim().parse().unwrap();
+    let secs = |t: std::time::SystemTime| {
+        t.duration_since(std::time::UNIX_EPOCH)
+            .unwrap()
+            .as_secs_f64()
+    };
+    assert!(
+        guest >= secs(before) - 2.0 && guest <= secs(after) + 2.0,
+        "guest clock {guest} is not the host's ({} .. {})",
+        secs(before),
+        secs(after)
+    );
+
+    // Deleted while suspended: the saved memory goes with the domain.
+    assert!(changed(&sb.ok("virtup_instance", &suspend)));
     // Delete removes exactly its own volumes; the template's and the foreign one stay.
     let vols_before: BTreeSet<String> = pool_volumes().into_iter().collect();
     let del = json!({"name": name, "state": "absent"});

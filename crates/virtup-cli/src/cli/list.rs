@@ -4,7 +4,7 @@ use std::process::ExitCode;
 
 use anyhow::Result;
 use virtup_core::{Config, DataDir, InstanceMeta, Paths};
-use virtup_libvirt::{DomainState, Hypervisor};
+use virtup_libvirt::Hypervisor;
 
 use super::{warn, Global};
 use crate::inventory::{self, Host, HostKind};
@@ -78,12 +78,7 @@ fn hidden_instances(paths: &Paths, config: &Config) -> Result<Vec<Row>> {
         }
         let uri = meta.uri.clone().unwrap_or_else(|| default_uri.clone());
         let state = match Hypervisor::connect_read_only(&uri).and_then(|hv| hv.domain(&meta.name)) {
-            Ok(Some(d)) => match d.state {
-                DomainState::Running => "running".to_owned(),
-                DomainState::ShutOff => "stopped".to_owned(),
-                DomainState::Paused => "paused".to_owned(),
-                DomainState::Other(s) => s,
-            },
+            Ok(Some(d)) => d.state_word(),
             Ok(None) => "missing".to_owned(),
             Err(_) => "unknown".to_owned(),
         };

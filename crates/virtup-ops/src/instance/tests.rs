@@ -1431,3 +1431,103 @@ fn only_a_scsi_data_disk_keeps_a_clone_from_resuming_warm() {
     let e = refusal(&ctx, &hv, &warm_with(DataDiskBus::Virtio), Mode::Check);
     assert!(e.contains("`boot`") && !e.contains("disk"), "{e}");
 }
+
+/// `suspended` saves a running instance's memory (libvirt's managed save) and says so in the
+/// diff, the facts and a check run; `stopped` resumes it first and shuts it down; `absent`
+/// removes the saved image with the domain.
+#[test]
+fn suspended_saves_the_memory_and_stopped_or_absent_never_just_drops_it() {
+    let dir = TempDir::new().unwrap();
+    let ctx = context(&dir, true);
+    let hv = test_hv();
+    instance(&hv, "web9", ctx.data.owner_id().unwrap(), &["web9.qcow2"]);
+    hv.start("web9").unwrap();
+    // The shape `instance` defines, so that only the power state is planned.
+    let options = |name: &str, state| {
+        let mut o = options(name, state);
+        o.layer.memory = Some(256);
+        o.layer.vcpus = Some(1);
+        o
+    };
+    let suspend = resolve(&ctx, options("web9", InstanceState::Suspended)).unwrap();
+    let check = converge(&ctx, &hv, &suspend, Mode::Check, &Quiet).unwrap();
+    assert!(check.changed);
+    assert_eq!(check.msg, "suspend (save its memory)");
+    assert!(
+        !hv.domain("web9").unwrap().unwrap().saved,
+        "check mode saved"
+    );
+    let real = converge(&ctx, &hv, &suspend, Mode::Apply, &Quiet).unwrap();
+    assert!(real.changed, "{}", real.msg);
+    let (before, after) = real.diff.unwrap();
+    assert_eq!((before.state, after.state), ("running", "suspended"));
+    assert_eq!(real.instance.unwrap().state, "suspended");
+    let dom = hv.domain("web9").unwrap().unwrap();
+    assert!(dom.saved && dom.state == DomainState::ShutOff, "{dom:?}");
+    assert_eq!(dom.state_word(), "suspended");
+    assert!(hv
+        .list_domains()
+        .unwrap()
+        .iter()
+        .any(|d| d.name == "web9" && d.saved));
+    let again = converge(&ctx, &hv, &suspend, Mode::Check, &Quiet).unwrap();
+    assert!(!again.changed, "{}", again.msg);
+    let present = run(
+        &ctx,
+        &hv,
+        options("web9", InstanceState::Present),
+        Mode::Apply,
+    );
+    assert!(!present.changed, "present resumed it: {}", present.msg);
+
+    // Resized while suspended: the saved guest keeps its old shape until its next boot.
+    let mut bigger = options("web9", InstanceState::Suspended);
+    bigger.layer.memory = Some(512);
+    let resized = run(&ctx, &hv, bigger, Mode::Apply);
+    assert!(
+        resized.warnings.iter().any(|w| w.contains("suspended now")),
+        "{:?}",
+        resized.warnings
+    );
+
+    let mut stop = options("web9", InstanceState::Stopped);
+    stop.layer.memory = Some(512);
+    let stop = resolve(&ctx, stop).unwrap();
+    let planned = converge(&ctx, &hv, &stop, Mode::Check, &Quiet).unwrap();
+    assert_eq!(planned.msg, "start and wait for SSH; stop");
+    let stopped = converge(&ctx, &hv, &stop, Mode::Apply, &Quiet).unwrap();
+    assert!(stopped.warnings.is_empty(), "{:?}", stopped.warnings);
+    let dom = hv.domain("web9").unwrap().unwrap();
+    assert!(!dom.saved && dom.state == DomainState::ShutOff, "{dom:?}");
+
+    hv.start("web9").unwrap();
+    let mut suspend = options("web9", InstanceState::Suspended);
+    suspend.layer.memory = Some(512);
+    run(&ctx, &hv, suspend, Mode::Apply);
+    assert!(hv.domain("web9").unwrap().unwrap().saved);
+    let gone = run(
+        &ctx,
+        &hv,
+        options("web9", InstanceState::Absent),
+        Mode::Apply,
+    );
+    assert!(gone.changed);
+    assert!(hv.domain("web9").unwrap().is_none());
+    assert!(!volume_exists(&hv, "web9.qcow2"));
+}
+
+/// A resumed guest's clock is set to the host's through its agent: the test driver's guest clock
+/// stands in 1989 until it is set.
+#[test]
+fn a_resumed_clock_is_set_to_the_hosts() {
+    let dir = TempDir::new().unwrap();
+    let ctx = context(&dir, true);
+    let hv = test_hv();
+    instance(&hv, "web10", ctx.data.owner_id().unwrap(), &["web10.qcow2"]);
+    hv.start("web10").unwrap();
+    assert!(hv.guest_clock_offset("web10").unwrap().unwrap() < -1e8);
+    let warning = crate::power::set_resumed_clock(&hv, "web10", Duration::from_secs(5));
+    assert_eq!(warning, None);
+    let off = hv.guest_clock_offset("web10").unwrap().unwrap();
+    assert!(off.abs() <= crate::power::CLOCK_TOLERANCE_SECS, "{off}");
+}
