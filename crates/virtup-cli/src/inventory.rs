@@ -20,7 +20,8 @@ pub const GROUP_INSTANCES: &str = "virtup_instances";
 pub const GROUP_TEMPLATES: &str = "virtup_templates";
 pub const GROUP_RUNNING: &str = "virtup_running";
 pub const GROUP_STOPPED: &str = "virtup_stopped";
-/// Instances whose memory libvirt saved (`state: suspended`); `state: running` resumes them.
+/// Hosts whose memory libvirt saved (an instance's `state: suspended`, or a managed save by hand or by
+/// libvirt-guests); an instance's `state: running` resumes it.
 pub const GROUP_SUSPENDED: &str = "virtup_suspended";
 /// Prefix of the per-template groups (`virtup_template_debian_12`).
 pub const TEMPLATE_GROUP_PREFIX: &str = "virtup_template_";

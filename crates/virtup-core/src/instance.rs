@@ -103,6 +103,9 @@ pub struct InstanceObserved {
     pub detached_volumes: Vec<String>,
     /// The template's domain is running (booted for customization, or by hand): its disk is changing.
     pub template_running: bool,
+    /// Data disks the delete keeps (`keep`): a suspended guest is resumed and shut down cleanly
+    /// before they are let go, so that what its memory holds reaches them.
+    pub keeps_disks: bool,
     /// The template's current generation, if the template exists.
     pub template_generation: Option<u32>,
     /// virtup still has metadata for the instance.
@@ -136,8 +139,11 @@ pub enum Step {
     Reserve(Ipv4Addr),
     /// Remove the reservation virtup added (exactly that entry).
     Unreserve(Ipv4Addr),
-    /// Boot it, or resume it from its managed-save image (and set its clock).
+    /// Boot it (and, for `running`, wait for SSH).
     Start,
+    /// Resume it from its managed-save image, set its clock, and wait for SSH.
+    Resume,
+    /// Shut it down cleanly (a suspended one is resumed first, so that its memory reaches its disks).
     Stop,
     /// Save its memory (managed save) and stop it, once it is reachable.
     Suspend,
@@ -164,6 +170,7 @@ impl fmt::Display for Step {
             Step::Reserve(ip) => write!(f, "reserve address {ip} on the network"),
             Step::Unreserve(ip) => write!(f, "remove the reservation of {ip}"),
             Step::Start => write!(f, "start and wait for SSH"),
+            Step::Resume => write!(f, "resume from its saved memory and wait for SSH"),
             Step::Stop => write!(f, "stop"),
             Step::Suspend => write!(f, "suspend (save its memory)"),
             Step::Delete { volumes } => write!(
@@ -197,7 +204,7 @@ pub enum PlanError {
     )]
     DetachedVolumes { name: String, volumes: Vec<String> },
     #[error(
-        "template `{0}` is running, so its disk is changing under a clone; seal it first \
+        "template `{0}` is running (or suspended with its memory saved), so its disk is changing under a clone; seal it first \
              (virtup_template `state: present`) and run again"
     )]
     TemplateRunning(String),
@@ -265,7 +272,8 @@ pub fn plan(desired: &InstanceDesired, observed: &InstanceObserved) -> Result<Pl
         (Some(dom), InstanceState::Absent) => {
             // First: a removal libvirt refuses (an entry in the way) then leaves the guest as it was.
             steps.extend(observed.reserved.map(Step::Unreserve));
-            if dom.running {
+            // A suspended guest's saved memory goes with its disks, unless it keeps one.
+            if dom.running || (dom.saved && observed.keeps_disks) {
                 steps.push(Step::Stop);
             }
             steps.push(Step::Delete {
@@ -316,11 +324,11 @@ pub fn plan(desired: &InstanceDesired, observed: &InstanceObserved) -> Result<Pl
             }
             steps.extend(reservation_steps(desired, observed)?);
             match state {
+                InstanceState::Running if dom.saved => steps.push(Step::Resume),
                 InstanceState::Running if !dom.running => steps.push(Step::Start),
-                InstanceState::Stopped if dom.running => steps.push(Step::Stop),
-                // Its saved memory may hold writes its disks do not have yet: it resumes and
-                // shuts down cleanly rather than lose them with the image.
-                InstanceState::Stopped if dom.saved => steps.extend([Step::Start, Step::Stop]),
+                // Its saved memory may hold writes its disks do not have yet: `Stop` resumes it
+                // and shuts it down cleanly rather than lose them with the image.
+                InstanceState::Stopped if dom.running || dom.saved => steps.push(Step::Stop),
                 InstanceState::Suspended if dom.running => steps.push(Step::Suspend),
                 InstanceState::Suspended if !dom.saved => {
                     steps.extend([Step::Start, Step::Suspend])
@@ -462,12 +470,26 @@ mod tests {
                 vec![Step::Start, Step::Suspend],
             ),
             ("suspended stays", want(Suspended), saved(), vec![]),
-            ("resume", want(Running), saved(), vec![Step::Start]),
+            ("resume", want(Running), saved(), vec![Step::Resume]),
             (
-                "stop a suspended one: resumed and shut down cleanly",
+                "stop a suspended one (resumed and shut down cleanly)",
                 want(Stopped),
                 saved(),
-                vec![Step::Start, Step::Stop],
+                vec![Step::Stop],
+            ),
+            (
+                "delete a suspended one that keeps a disk: shut down cleanly first",
+                want(Absent),
+                InstanceObserved {
+                    keeps_disks: true,
+                    ..saved()
+                },
+                vec![
+                    Step::Stop,
+                    Step::Delete {
+                        volumes: vols.clone(),
+                    },
+                ],
             ),
             (
                 "present leaves a suspended one",

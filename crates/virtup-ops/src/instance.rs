@@ -536,6 +536,7 @@ fn observe(hv: &Hypervisor, data: &DataDir, req: &Request) -> Result<Observation
         if let Some(dom) = model.domain.as_mut() {
             dom.owned_volumes.retain(|v| !kept.contains(v));
         }
+        model.keeps_disks = !kept.is_empty();
     }
     if let (Some(cidr), Some(want), Some(_), false) = (
         &recorded_static,
@@ -1081,15 +1082,20 @@ fn report(req: &Request, obs: &Observation, the_plan: &Plan, waited: Waited) -> 
         ));
     }
     if virtup_core::instance::reservation_reaches_guest_later(the_plan, &obs.model) {
+        let now = if obs.model.domain.as_ref().is_some_and(|d| d.saved) {
+            "suspended"
+        } else {
+            "running"
+        };
         warnings.push(format!(
-            "`{}` is running: it gets its reserved address when it next asks for one (lease \
+            "`{}` is {now}: it gets its reserved address when it next asks for one (lease \
              renewal or boot); until then it keeps the one it has",
             req.desired.name
         ));
     }
     if the_plan.needs_reboot_warning(&obs.model) {
         let now = if obs.model.domain.as_ref().is_some_and(|d| d.saved) {
-            "it is suspended now, and resumes with the ones it was saved with"
+            "it is suspended now"
         } else {
             "it is running now"
         };
@@ -1423,8 +1429,11 @@ fn apply(
     if let Some(proven) = obs.reservation_proven {
         crate::reservation::settle(data, name, proven)?;
     }
-    let finished = req.desired.state == InstanceState::Running
-        && obs.model.domain.is_some()
+    // Before a suspend too: a clone still waiting for its devices must not be saved so.
+    let finished = matches!(
+        req.desired.state,
+        InstanceState::Running | InstanceState::Suspended
+    ) && obs.model.domain.is_some()
         && crate::warm::finish_resume(hv, name)?;
     if finished {
         reporter.changed();
@@ -1464,10 +1473,17 @@ fn apply(
                 *ip,
             )?,
             Step::Unreserve(_) => crate::reservation::unreserve(data, hv, name)?,
-            Step::Start if obs.model.domain.as_ref().is_some_and(|d| d.saved) => {
+            Step::Resume => {
                 // libvirt resumes it from its managed-save image; its address and the proof of
                 // its key still hold, so the address it had is tried first (not `started`).
-                hv.start(name).map_err(|e| start_failed(e, hv, req, obs))?;
+                hv.start(name).map_err(|e| {
+                    anyhow::Error::from(e).context(format!(
+                        "`{name}` could not resume from its saved memory (libvirt's managed-save \
+                         image; one saved by another QEMU or libvirt version may not load): to \
+                         boot it afresh instead, losing what that memory held, remove the image \
+                         (`virsh managedsave-remove {name}`) and run again"
+                    ))
+                })?;
                 warnings.extend(crate::power::set_resumed_clock(hv, name, CLOCK_WAIT));
             }
             Step::Start => {
@@ -1490,7 +1506,12 @@ fn apply(
             // with a data disk it keeps shuts down cleanly (within `wait_timeout`), so that the
             // disk's filesystem is whole. A guest that is not running (paused, crashed) cannot
             // shut down: it is powered off.
-            Step::Stop if deleting && (obs.kept.is_empty() || !running(hv, name)?) => {
+            Step::Stop
+                if deleting
+                    && (obs.kept.is_empty()
+                        || !(running(hv, name)?
+                            || obs.model.domain.as_ref().is_some_and(|d| d.saved))) =>
+            {
                 hv.destroy(name)?
             }
             Step::Stop => crate::power::stop(hv, name, req.wait_timeout)?,

@@ -5,13 +5,21 @@ use std::time::{Duration, Instant};
 use anyhow::Result;
 use virtup_libvirt::{DomainState, Hypervisor};
 
-/// Shuts `domain` down gracefully within `timeout`, then destroys it; a no-op when it is off.
+/// Shuts `domain` down gracefully within `timeout`, then destroys it; a no-op when it is off. One
+/// suspended by a managed save is resumed first: its memory may hold writes its disks lack, and
+/// its image would otherwise bring back that memory over whatever changes the disks next.
 pub fn stop(hv: &Hypervisor, domain: &str, timeout: Duration) -> Result<()> {
     let is_off = |hv: &Hypervisor| -> Result<bool> {
         Ok(hv
             .domain(domain)?
             .is_none_or(|d| d.state == DomainState::ShutOff))
     };
+    if hv
+        .domain(domain)?
+        .is_some_and(|d| d.saved && d.state == DomainState::ShutOff)
+    {
+        hv.start(domain)?;
+    }
     if is_off(hv)? {
         return Ok(());
     }

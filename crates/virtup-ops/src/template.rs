@@ -506,7 +506,11 @@ fn observe(hv: &Hypervisor, data: &DataDir, req: &Request) -> Result<Observation
                     && crate::owner::proves(data, hv, tag, &req.scope)?
                 {
                     model.domain = Some(ObservedDomain {
-                        running: dom.state != DomainState::ShutOff,
+                        // Suspended by a managed save (libvirt-guests does it at host shutdown):
+                        // its disk's latest state is in its memory. Kept for a seal or a delete,
+                        // whose stop resumes it and shuts it down; resumed by `running`'s start.
+                        running: dom.state != DomainState::ShutOff
+                            || (dom.saved && req.desired.state != TemplateState::Running),
                         generation: tag.generation,
                         digest: tag.digest.clone(),
                     });
@@ -1446,7 +1450,8 @@ pub fn current_disk(
                 generation: tag.generation,
                 volume: v.name,
                 path: v.path,
-                running: dom.state != DomainState::ShutOff,
+                // A suspended template's disk is not where its memory says it is: no base yet.
+                running: dom.state != DomainState::ShutOff || dom.saved,
                 firstboot: tag.firstboot.unwrap_or(1),
                 digest: tag.digest.clone(),
             }));

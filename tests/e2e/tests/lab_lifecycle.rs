@@ -301,6 +301,8 @@ fn template_and_instance_lifecycle_on_real_guests() {
     // Suspend and resume, each as check → real → check. libvirt keeps the memory (managed save)
     // and the inventory groups the instance as suspended; the resumed guest is the same boot (its
     // boot id), at the same address with the same pinned key, and its clock is the host's again.
+    // (A delete of a suspended instance is tested on the test driver: the image goes with the
+    // domain.)
     let boot_id = "cat /proc/sys/kernel/random/boot_id";
     let running_doc = sb.ok("virtup_instance", &bigger);
     let booted = ssh_instance(&running_doc, boot_id);
@@ -384,8 +386,25 @@ fn template_and_instance_lifecycle_on_real_guests() {
         secs(after)
     );
 
-    // Deleted while suspended: the saved memory goes with the domain.
+    // Suspended again, then `stopped`: resumed and shut down cleanly, with no image left to bring
+    // that memory back over the disk later.
     assert!(changed(&sb.ok("virtup_instance", &suspend)));
+    let mut stop = bigger.clone();
+    stop["state"] = json!("stopped");
+    let mut stop_check = stop.clone();
+    stop_check["_ansible_check_mode"] = json!(true);
+    assert!(changed(&sb.ok("virtup_instance", &stop_check)));
+    let stopped = sb.ok("virtup_instance", &stop);
+    assert!(changed(&stopped), "{stopped}");
+    assert_eq!(stopped["instance"]["state"], json!("present"), "{stopped}");
+    assert_eq!(stopped["warnings"], Value::Null, "{stopped}");
+    assert!(!changed(&sb.ok("virtup_instance", &stop_check)));
+    let info = virsh(&["dominfo", name]);
+    assert!(
+        info.lines()
+            .any(|l| l.starts_with("Managed save:") && l.contains("no")),
+        "{info}"
+    );
     // Delete removes exactly its own volumes; the template's and the foreign one stay.
     let vols_before: BTreeSet<String> = pool_volumes().into_iter().collect();
     let del = json!({"name": name, "state": "absent"});

@@ -1494,9 +1494,10 @@ fn suspended_saves_the_memory_and_stopped_or_absent_never_just_drops_it() {
     stop.layer.memory = Some(512);
     let stop = resolve(&ctx, stop).unwrap();
     let planned = converge(&ctx, &hv, &stop, Mode::Check, &Quiet).unwrap();
-    assert_eq!(planned.msg, "start and wait for SSH; stop");
+    assert_eq!(planned.msg, "stop");
     let stopped = converge(&ctx, &hv, &stop, Mode::Apply, &Quiet).unwrap();
     assert!(stopped.warnings.is_empty(), "{:?}", stopped.warnings);
+    // Resumed and shut down: no image is left to bring that memory back later.
     let dom = hv.domain("web9").unwrap().unwrap();
     assert!(!dom.saved && dom.state == DomainState::ShutOff, "{dom:?}");
 
@@ -1530,4 +1531,38 @@ fn a_resumed_clock_is_set_to_the_hosts() {
     assert_eq!(warning, None);
     let off = hv.guest_clock_offset("web10").unwrap().unwrap();
     assert!(off.abs() <= crate::power::CLOCK_TOLERANCE_SECS, "{off}");
+}
+
+/// A template suspended by a managed save (libvirt-guests does it at host shutdown) is no base for
+/// a clone: its disk's latest state is in its saved memory. Refused before anything is made.
+#[test]
+fn a_suspended_template_is_not_cloned() {
+    let dir = TempDir::new().unwrap();
+    let ctx = context(&dir, true);
+    let hv = test_hv();
+    template(&hv, &ctx);
+    let domain = virtup_core::template::domain_name("tpl");
+    hv.start(&domain).unwrap();
+    hv.managed_save(&domain).unwrap();
+    let req = resolve(&ctx, options("web11", InstanceState::Present)).unwrap();
+    for mode in [Mode::Check, Mode::Apply] {
+        let why = refusal(&ctx, &hv, &req, mode);
+        assert!(why.contains("suspended with its memory saved"), "{why}");
+    }
+    assert!(hv.domain("web11").unwrap().is_none());
+    assert!(!volume_exists(&hv, "web11.qcow2"));
+}
+
+/// A stop of a suspended domain resumes it first and shuts it down; the image is gone after.
+#[test]
+fn stopping_a_suspended_domain_resumes_and_shuts_it_down() {
+    let dir = TempDir::new().unwrap();
+    let ctx = context(&dir, true);
+    let hv = test_hv();
+    instance(&hv, "web12", ctx.data.owner_id().unwrap(), &["web12.qcow2"]);
+    hv.start("web12").unwrap();
+    hv.managed_save("web12").unwrap();
+    crate::power::stop(&hv, "web12", Duration::from_secs(30)).unwrap();
+    let dom = hv.domain("web12").unwrap().unwrap();
+    assert!(!dom.saved && dom.state == DomainState::ShutOff, "{dom:?}");
 }
