@@ -5,6 +5,7 @@
 #![allow(clippy::disallowed_types)]
 
 pub mod audit;
+pub mod journey;
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
@@ -262,6 +263,22 @@ impl Sandbox {
             out.stderr
         );
         doc
+    }
+
+    /// Best-effort removal of what a test made, for its cleanup (a `Drop` that must not panic): the
+    /// instances first, then the templates, each with `state: absent` in this sandbox.
+    pub fn remove_all(&self, instances: &[&str], templates: &[&str]) {
+        for (module, names) in [
+            ("virtup_instance", instances),
+            ("virtup_template", templates),
+        ] {
+            for name in names {
+                let _ = self.module(
+                    module,
+                    &serde_json::json!({"name": name, "state": "absent", "wait_timeout": 120}),
+                );
+            }
+        }
     }
 
     /// Builds (or finds) the shared base template from the lab's virt-builder repository.
