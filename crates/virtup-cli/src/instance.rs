@@ -51,6 +51,7 @@ pub fn options(args: &ModuleArgs) -> Result<InstanceOptions> {
         .get("cloud_init")
         .map(|v| virtup_core::cloud_init::parse("cloud_init", v))
         .transpose()?;
+    options.groups = args.list("groups");
     options.password = args.str("password").map(str::to_owned);
     options.root_password = args.str("root_password").map(str::to_owned);
     Ok(options)
@@ -110,6 +111,7 @@ mod tests {
             address: None,
             disks: Vec::new(),
             nics: Vec::new(),
+            groups: Vec::new(),
         };
         InstanceReport {
             changed: true,
@@ -144,6 +146,7 @@ mod tests {
                 data_disks: Vec::new(),
                 static_address: None,
                 extra_nics: Vec::new(),
+                groups: Vec::new(),
                 template: "t".into(),
                 generation: Some(2),
                 state: "present",
@@ -180,6 +183,7 @@ mod tests {
                 "disk",
                 "extra_nics",
                 "generation",
+                "groups",
                 "host_key_alias",
                 "host_key_fingerprint",
                 "known_hosts_file",

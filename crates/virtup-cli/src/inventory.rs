@@ -57,15 +57,18 @@ pub fn hypervisor_group(uri: &str) -> String {
     format!("{HYPERVISOR_GROUP_PREFIX}{safe}")
 }
 
-/// The `--list` document. Every value that comes from metadata or a guest is marked unsafe so
-/// Ansible never evaluates it as a template.
-pub fn to_ansible(listing: &Listing) -> Result<Inventory> {
+/// The `--list` document, and every warning it carries (the listing's and its own). Every value
+/// that comes from metadata or a guest is marked unsafe so Ansible never evaluates it as a template.
+fn to_ansible(listing: &Listing) -> Result<(Inventory, Vec<String>)> {
     let mut inv = Inventory::new();
     for g in [GROUP_RUNNING, GROUP_STOPPED, GROUP_SUSPENDED] {
         inv.add_group(g)?;
     }
     inv.add_child(GROUP_ALL, GROUP_INSTANCES)?;
     inv.add_child(GROUP_ALL, GROUP_TEMPLATES)?;
+    let mut warnings = listing.warnings.clone();
+    let host_names: std::collections::BTreeSet<&str> =
+        listing.hosts.iter().map(|h| h.name.as_str()).collect();
     for host in &listing.hosts {
         let h = host.name.as_str();
         match host.kind {
@@ -76,6 +79,18 @@ pub fn to_ansible(listing: &Listing) -> Result<Inventory> {
             HostKind::Template => inv.add_host(GROUP_TEMPLATES, h)?,
         }
         inv.add_host(&hypervisor_group(&host.uri), h)?;
+        // The groups it was declared in (checked names, never virtup's own). A group named like a
+        // host would hide that host from patterns (Ansible matches groups first): left out, said.
+        for g in &host.groups {
+            if host_names.contains(g.as_str()) {
+                warnings.push(format!(
+                    "`{h}` is not put in its declared group `{g}`: a host has that name, and the \
+                     group would take its place in host patterns"
+                ));
+            } else if let Err(e) = inv.add_host(g, h) {
+                warnings.push(format!("`{h}` is not put in its declared group `{g}`: {e}"));
+            }
+        }
         match host.state.as_str() {
             "running" => inv.add_host(GROUP_RUNNING, h)?,
             "stopped" => inv.add_host(GROUP_STOPPED, h)?,
@@ -86,8 +101,8 @@ pub fn to_ansible(listing: &Listing) -> Result<Inventory> {
             inv.set_host_var(h, &key, value)?;
         }
     }
-    if !listing.warnings.is_empty() {
-        let list: Vec<Value> = listing.warnings.iter().map(|w| unsafe_value(w)).collect();
+    if !warnings.is_empty() {
+        let list: Vec<Value> = warnings.iter().map(|w| unsafe_value(w)).collect();
         inv.set_group_var("all", "virtup_inventory_warnings", Value::Array(list))?;
     }
     // The virtup_instance role keeps an instance on the hypervisor its metadata records, a host or not.
@@ -99,7 +114,7 @@ pub fn to_ansible(listing: &Listing) -> Result<Inventory> {
             .collect();
         inv.set_group_var("all", "virtup_recorded_uris", Value::Object(map))?;
     }
-    Ok(inv)
+    Ok((inv, warnings))
 }
 
 /// A host's variables, as `--host` and `_meta.hostvars` give them.
@@ -158,10 +173,11 @@ pub fn host_vars(host: &Host) -> Map<String, Value> {
 /// The document with the warnings also under `_meta.virtup_warnings`, where tools that read
 /// the JSON directly (rather than through Ansible) find them.
 pub fn list_document(listing: &Listing) -> Result<Value> {
-    let mut doc = to_ansible(listing)?.to_json();
-    if !listing.warnings.is_empty() {
+    let (inv, warnings) = to_ansible(listing)?;
+    let mut doc = inv.to_json();
+    if !warnings.is_empty() {
         if let Some(meta) = doc.get_mut("_meta").and_then(Value::as_object_mut) {
-            meta.insert("virtup_warnings".into(), json!(listing.warnings));
+            meta.insert("virtup_warnings".into(), json!(warnings));
         }
     }
     Ok(doc)
@@ -269,6 +285,7 @@ mod tests {
             mac: Some("52:54:00:00:00:01".into()),
             reserved_address: None,
             extra_nics: Vec::new(),
+            groups: Vec::new(),
         }
     }
 
@@ -384,8 +401,14 @@ mod tests {
         let listing = Listing {
             hosts: vec![
                 host("VIRTUP-debian-12", HostKind::Template, "stopped"),
-                host("web1", HostKind::Instance, "running"),
-                host("web2", HostKind::Instance, "stopped"),
+                Host {
+                    groups: vec!["web".into(), "prod".into()],
+                    ..host("web1", HostKind::Instance, "running")
+                },
+                Host {
+                    groups: vec!["web".into()],
+                    ..host("web2", HostKind::Instance, "stopped")
+                },
                 host("web3", HostKind::Instance, "paused"),
                 host("web4", HostKind::Instance, "suspended"),
             ],
@@ -405,6 +428,9 @@ mod tests {
         assert_eq!(hosts("virtup_running"), json!(["web1"]));
         assert_eq!(hosts("virtup_stopped"), json!(["VIRTUP-debian-12", "web2"]));
         assert_eq!(hosts("virtup_suspended"), json!(["web4"]));
+        // Declared groups, as top-level groups of their own.
+        assert_eq!(hosts("web"), json!(["web1", "web2"]));
+        assert_eq!(hosts("prod"), json!(["web1"]));
         assert_eq!(
             hosts("virtup_template_debian_12"),
             json!(["web1", "web2", "web3", "web4"])
@@ -421,6 +447,36 @@ mod tests {
             .as_str()
             .unwrap()
             .contains("StrictHostKeyChecking=yes"));
+    }
+
+    /// A declared group named like a host, or one Ansible's document cannot hold (a hand-edited
+    /// record), is left out with a warning; the listing itself stands.
+    #[test]
+    fn a_declared_group_that_would_hide_a_host_or_break_the_document_is_left_out() {
+        let listing = Listing {
+            hosts: vec![
+                Host {
+                    groups: vec!["db".into(), "_meta".into(), "web".into()],
+                    ..host("replica", HostKind::Instance, "running")
+                },
+                host("db", HostKind::Instance, "running"),
+            ],
+            ..Default::default()
+        };
+        let doc = list_document(&listing).unwrap();
+        assert_eq!(doc["db"]["hosts"], Value::Null, "{doc}");
+        assert_eq!(doc["web"]["hosts"], json!(["replica"]));
+        assert_eq!(doc["virtup_running"]["hosts"], json!(["db", "replica"]));
+        let warnings = doc["_meta"]["virtup_warnings"].to_string();
+        assert!(warnings.contains("a host has that name"), "{warnings}");
+        assert!(warnings.contains("`_meta`"), "{warnings}");
+        assert_eq!(
+            doc["all"]["vars"]["virtup_inventory_warnings"]
+                .as_array()
+                .unwrap()
+                .len(),
+            2
+        );
     }
 
     #[test]

@@ -105,6 +105,8 @@ pub fn instance_spec() -> ModuleSpec {
         // As virt-up's `virt-sysprep-args`: arguments of the virt-sysprep run that prepares the clone.
         OptionSpec::list("virt_sysprep_args").split(ListSplit::Shell),
         OptionSpec::bool("inventory").default_bool(true),
+        // Inventory groups besides virtup's own (`web` or `web,db`); the role passes each instance's `groups`.
+        OptionSpec::list("groups"),
         OptionSpec::bool("autostart"),
         OptionSpec::str("boot")
             .choices(&virtup_ops::instance::Boot::WORDS)
@@ -171,6 +173,7 @@ mod tests {
                 (_, OptionType::Int, _) => json!(60),
                 (_, OptionType::Bool, _) => json!(true),
                 ("address_source", ..) => json!(["lease"]),
+                ("groups", ..) => json!(["web"]),
                 ("disks", ..) => json!([{"size": "1G", "filesystem": "ext4", "mount": "/srv"}]),
                 ("nics", ..) => json!([{"network": "default"}, {"bridge": "br0"}]),
                 ("cloud_init", ..) => json!({"user_data": {"runcmd": [["true"]]}}),

@@ -71,6 +71,8 @@ pub struct InstanceDesired {
     /// A fixed address, as a DHCP host reservation on the instance's libvirt network; `None` leaves
     /// the reservation (if any) as it is.
     pub address: Option<Ipv4Addr>,
+    /// The inventory groups it is declared in; `None` leaves the recorded ones as they are.
+    pub groups: Option<Vec<String>>,
 }
 
 /// The instance's domain as libvirt shows it.
@@ -110,6 +112,8 @@ pub struct InstanceObserved {
     pub template_generation: Option<u32>,
     /// virtup still has metadata for the instance.
     pub has_metadata: bool,
+    /// The inventory groups its metadata records.
+    pub recorded_groups: Vec<String>,
     /// The DHCP reservation virtup proved its own: its record in the metadata and the network's
     /// entry agree on network, MAC, name and address.
     pub reserved: Option<Ipv4Addr>,
@@ -135,6 +139,8 @@ pub enum Step {
         vcpus: u32,
     },
     SetAutostart(bool),
+    /// Record the inventory groups it is declared in (its metadata; nothing in libvirt changes).
+    SetGroups(Vec<String>),
     /// Add a DHCP host reservation (the instance's MAC and name → the address) to its network.
     Reserve(Ipv4Addr),
     /// Remove the reservation virtup added (exactly that entry).
@@ -167,6 +173,10 @@ impl fmt::Display for Step {
                 )
             }
             Step::SetAutostart(on) => write!(f, "set autostart {on}"),
+            Step::SetGroups(g) if g.is_empty() => {
+                write!(f, "take it out of its declared inventory groups")
+            }
+            Step::SetGroups(g) => write!(f, "put it in inventory groups {}", g.join(", ")),
             Step::Reserve(ip) => write!(f, "reserve address {ip} on the network"),
             Step::Unreserve(ip) => write!(f, "remove the reservation of {ip}"),
             Step::Start => write!(f, "start and wait for SSH"),
@@ -313,6 +323,14 @@ pub fn plan(desired: &InstanceDesired, observed: &InstanceObserved) -> Result<Pl
             }
         }
         (Some(dom), state) => {
+            // First: metadata only, and a run that cannot record it changes nothing else.
+            if let Some(groups) = desired
+                .groups
+                .as_ref()
+                .filter(|g| **g != observed.recorded_groups)
+            {
+                steps.push(Step::SetGroups(groups.clone()));
+            }
             if dom.memory_mib != desired.memory_mib || dom.vcpus != desired.vcpus {
                 steps.push(Step::Resize {
                     memory_mib: desired.memory_mib,
@@ -389,6 +407,7 @@ mod tests {
             vcpus: 1,
             autostart: None,
             address: None,
+            groups: None,
         }
     }
 
@@ -470,6 +489,36 @@ mod tests {
                 vec![Step::Start, Step::Suspend],
             ),
             ("suspended stays", want(Suspended), saved(), vec![]),
+            (
+                "groups recorded",
+                InstanceDesired {
+                    groups: Some(vec!["web".into()]),
+                    ..want(Present)
+                },
+                existing(true),
+                vec![Step::SetGroups(vec!["web".into()])],
+            ),
+            (
+                "groups as recorded",
+                InstanceDesired {
+                    groups: Some(vec!["web".into()]),
+                    ..want(Present)
+                },
+                InstanceObserved {
+                    recorded_groups: vec!["web".into()],
+                    ..existing(true)
+                },
+                vec![],
+            ),
+            (
+                "groups not asked: left as recorded",
+                want(Present),
+                InstanceObserved {
+                    recorded_groups: vec!["web".into()],
+                    ..existing(true)
+                },
+                vec![],
+            ),
             ("resume", want(Running), saved(), vec![Step::Resume]),
             (
                 "stop a suspended one (resumed and shut down cleanly)",

@@ -69,6 +69,9 @@ pub struct InstanceMeta {
     /// the data itself (it may hold secrets) is kept only on its seed disk.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub cloud_init_digest: Option<String>,
+    /// The inventory groups it was declared in (`groups`), besides virtup's own.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub groups: Vec<String>,
 }
 
 /// A DHCP host entry on a libvirt network, written before virtup adds it (`confirmed: false`) and
@@ -107,6 +110,7 @@ impl Default for InstanceMeta {
             data_disks: Vec::new(),
             extra_nics: Vec::new(),
             cloud_init_digest: None,
+            groups: Vec::new(),
             static_ipv4: None,
         }
     }

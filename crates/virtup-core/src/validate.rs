@@ -58,6 +58,59 @@ pub const MAX_MEMORY_MIB: u64 = 16 * 1024 * 1024;
 /// Largest accepted vCPU count (QEMU's q35 limit is in this range).
 pub const MAX_VCPUS: u32 = 1024;
 
+/// Most inventory groups one instance may declare.
+pub const MAX_GROUPS: usize = 32;
+
+/// Checks the inventory groups an instance declares (`groups`) and returns them sorted, without
+/// repeats (their order means nothing to Ansible, so a reordered list is no change). A name is what
+/// Ansible takes as a group without transforming it (letters, digits and `_`, not starting with a
+/// digit, at most 64 bytes); `all`, `ungrouped` and `_meta` are Ansible's, `localhost` is the
+/// implicit host a group of that name would hide, and names that start with `virtup` are the
+/// inventory's own (`virtup_running`, `virtup_template_<name>`, …).
+pub fn inventory_groups(option: &str, values: &[String]) -> Result<Vec<String>, ValidationError> {
+    let mut out: Vec<String> = Vec::new();
+    for (i, g) in values.iter().enumerate() {
+        let at = format!("{option}[{}]", i + 1);
+        let valid = !g.is_empty()
+            && g.len() <= 64
+            && g.chars().all(|c| c.is_ascii_alphanumeric() || c == '_')
+            && !g.starts_with(|c: char| c.is_ascii_digit());
+        if !valid {
+            return Err(ValidationError::new(
+                &at,
+                format!(
+                    "{} is no inventory group name: letters, digits and `_`, not starting with a \
+                     digit, at most 64 bytes",
+                    Shown(g)
+                ),
+            ));
+        }
+        if matches!(g.as_str(), "all" | "ungrouped" | "_meta" | "localhost")
+            || g.to_ascii_lowercase().starts_with("virtup")
+        {
+            return Err(ValidationError::new(
+                &at,
+                format!(
+                    "{} is a name the inventory uses itself (`all`, `ungrouped`, `_meta`, \
+                     `localhost`, and names starting with `virtup`)",
+                    Shown(g)
+                ),
+            ));
+        }
+        if !out.contains(g) {
+            out.push(g.clone());
+        }
+    }
+    if out.len() > MAX_GROUPS {
+        return Err(ValidationError::new(
+            option,
+            format!("{} groups; at most {MAX_GROUPS}", out.len()),
+        ));
+    }
+    out.sort();
+    Ok(out)
+}
+
 /// Checks an instance name or a template's domain name.
 ///
 /// The name becomes a libvirt domain name, a file name under the data dir and
@@ -611,6 +664,38 @@ pub fn json_kind(value: &serde_json::Value) -> &'static str {
 
 #[cfg(test)]
 mod tests {
+
+    #[test]
+    fn inventory_groups_are_ansible_names_and_not_the_inventorys_own() {
+        let v = |xs: &[&str]| xs.iter().map(|x| x.to_string()).collect::<Vec<_>>();
+        assert_eq!(
+            inventory_groups("groups", &v(&["web", "_x", "db2", "web"])).unwrap(),
+            v(&["_x", "db2", "web"])
+        );
+        for (bad, needle) in [
+            ("", "no inventory group name"),
+            ("2web", "no inventory group name"),
+            ("web-1", "no inventory group name"),
+            ("we b", "no inventory group name"),
+            ("web\n", "no inventory group name"),
+            ("all", "uses itself"),
+            ("ungrouped", "uses itself"),
+            ("_meta", "uses itself"),
+            ("localhost", "uses itself"),
+            ("virtup_running", "uses itself"),
+            ("VirtUp", "uses itself"),
+        ] {
+            let err = inventory_groups("groups", &v(&["ok", bad])).unwrap_err();
+            assert_eq!(err.option, "groups[2]", "{bad:?}");
+            assert!(err.reason.contains(needle), "{bad:?}: {err}");
+        }
+        assert!(inventory_groups("groups", &v(&[&"g".repeat(65)])).is_err());
+        let many: Vec<String> = (0..33).map(|i| format!("g{i}")).collect();
+        assert!(inventory_groups("groups", &many)
+            .unwrap_err()
+            .reason
+            .contains("at most 32"));
+    }
     use super::*;
 
     #[test]

@@ -76,6 +76,8 @@ pub struct InstanceOptions {
     pub nics: Option<Vec<Nic>>,
     /// The user's cloud-init data, given to a new instance on a NoCloud seed disk (`cloud_init`).
     pub cloud_init: Option<CloudInit>,
+    /// The inventory groups it is declared in (`groups`); `None` leaves the recorded ones.
+    pub groups: Option<Vec<String>>,
 }
 
 impl InstanceOptions {
@@ -99,6 +101,7 @@ impl InstanceOptions {
             static_address: false,
             nics: None,
             cloud_init: None,
+            groups: None,
         }
     }
 
@@ -239,6 +242,7 @@ pub fn resolve(ctx: &Context, options: InstanceOptions) -> Result<Request> {
         static_address,
         nics,
         cloud_init,
+        groups,
     } = options;
     let template = template.unwrap_or_else(|| name.clone());
     if state == InstanceState::Absent {
@@ -361,6 +365,13 @@ pub fn resolve(ctx: &Context, options: InstanceOptions) -> Result<Request> {
             vcpus: settings.vcpus,
             autostart,
             address,
+            // Not looked at by a removal, which must work whatever the declarations hold.
+            groups: match state {
+                InstanceState::Absent => None,
+                _ => groups
+                    .map(|g| validate::inventory_groups("groups", &g))
+                    .transpose()?,
+            },
         },
     })
 }
@@ -555,6 +566,7 @@ fn observe(hv: &Hypervisor, data: &DataDir, req: &Request) -> Result<Observation
     }
     // A ledger without a domain (a delete killed after its volumes went) is a record to forget too.
     model.has_metadata = meta.is_some() || (model.domain.is_none() && !ledger.volumes.is_empty());
+    model.recorded_groups = meta.as_ref().map(|m| m.groups.clone()).unwrap_or_default();
     let mut nic_warnings = Vec::new();
     let mut cloud_init_look = None;
     let mut template = None;
@@ -739,6 +751,9 @@ pub struct InstanceShape {
     /// Its NICs in order (`network default`, `bridge br0`, …), when it has more than one.
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub nics: Vec<String>,
+    /// The inventory groups it is declared in.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub groups: Vec<String>,
 }
 
 /// What a run found and left: the instance as the module returns it (`instance`) and the inventory lists it.
@@ -765,6 +780,8 @@ pub struct InstanceFacts {
     pub static_address: Option<String>,
     /// The NICs after the first (`nics`), as made.
     pub extra_nics: Vec<NicView>,
+    /// The inventory groups it is declared in (`groups`), besides virtup's own.
+    pub groups: Vec<String>,
     pub template: String,
     pub generation: Option<u32>,
     pub state: &'static str,
@@ -1264,6 +1281,7 @@ fn diff(req: &Request, obs: &Observation) -> (InstanceView, InstanceView) {
                 address: before.reserved.map(|a| a.to_string()),
                 disks: DataDiskView::list(&req.desired.name, recorded_disks),
                 nics: shown(&obs.recorded_nics),
+                groups: before.recorded_groups.clone(),
             }),
         },
     };
@@ -1304,6 +1322,10 @@ fn diff(req: &Request, obs: &Observation) -> (InstanceView, InstanceView) {
                     },
                 ),
                 nics: shown(&nics_of(req, obs)),
+                groups: d.groups.clone().unwrap_or_else(|| match &before.domain {
+                    Some(_) => before.recorded_groups.clone(),
+                    None => Vec::new(),
+                }),
             }),
         },
     };
@@ -1358,6 +1380,7 @@ fn describe(
         extra_nics: meta
             .map(|m| m.extra_nics.iter().map(NicView::of).collect())
             .unwrap_or_default(),
+        groups: meta.map(|m| m.groups.clone()).unwrap_or_default(),
         template: req.desired.template.clone(),
         generation: meta.map(|m| m.generation),
         state,
@@ -1459,6 +1482,14 @@ fn apply(
                 hv.update_memory_vcpus(name, *memory_mib, *vcpus)?
             }
             Step::SetAutostart(on) => hv.set_autostart(name, *on)?,
+            Step::SetGroups(groups) => {
+                let _g = data.lock(&format!("meta-{name}"), SHORT_LOCK_TIMEOUT)?;
+                let mut meta = InstanceMeta::read(data, name)?.ok_or_else(|| {
+                    anyhow!("instance `{name}` has no metadata to record its groups in")
+                })?;
+                meta.groups = groups.clone();
+                meta.write(data)?;
+            }
             Step::Reserve(ip) => crate::reservation::reserve(
                 data,
                 hv,
@@ -2085,6 +2116,12 @@ fn create(
         .collect();
     meta.cloud_init_digest = req.cloud_init.as_ref().map(CloudInit::digest);
     meta.inventory = req.inventory;
+    // Not asked: a re-create keeps the groups the name's records hold.
+    meta.groups = req
+        .desired
+        .groups
+        .clone()
+        .unwrap_or_else(|| obs.model.recorded_groups.clone());
     meta.state = Some("creating".into());
     meta.write(data)?;
 

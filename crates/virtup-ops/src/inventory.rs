@@ -60,6 +60,8 @@ pub struct Host {
     pub reserved_address: Option<String>,
     /// An instance's NICs after the first (`nics`), as made.
     pub extra_nics: Vec<virtup_core::nic::MadeNic>,
+    /// The inventory groups an instance is declared in (`groups`), besides virtup's own.
+    pub groups: Vec<String>,
 }
 
 impl Host {
@@ -345,6 +347,17 @@ impl Scan<'_> {
                 .or_else(|| live_address(hv, &meta.name, meta.mac.as_deref())),
             _ => meta.address.clone(),
         };
+        // Checked again: the metadata is a file anyone may have edited.
+        let groups = match virtup_core::validate::inventory_groups("groups", &meta.groups) {
+            Ok(g) => g,
+            Err(e) => {
+                warnings.push(format!(
+                    "instance `{}` is listed without its declared groups: its metadata's {e}",
+                    meta.name
+                ));
+                Vec::new()
+            }
+        };
         Some(Host {
             name: meta.name.clone(),
             kind: HostKind::Instance,
@@ -367,6 +380,7 @@ impl Scan<'_> {
                 .filter(|r| r.confirmed)
                 .map(|r| r.ip.to_string()),
             extra_nics: meta.extra_nics.clone(),
+            groups,
         })
     }
 
@@ -413,6 +427,7 @@ impl Scan<'_> {
             mac,
             reserved_address: None,
             extra_nics: Vec::new(),
+            groups: Vec::new(),
         })
     }
 }

@@ -467,6 +467,26 @@ b"
             what.into(),
         );
     }
+    // Inventory groups: names Ansible would transform or that are the inventory's own.
+    for (what, groups) in [
+        ("a dash", json!(["web-1"])),
+        ("a shell word", json!(["web; rm -rf /"])),
+        ("starting with a digit", json!([1])),
+        ("Ansible's own", json!(["all"])),
+        ("virtup's own", json!(["virtup_running"])),
+        ("a dict", json!([{"web": 1}])),
+        (
+            "33 groups",
+            Value::Array((0..33).map(|i| json!(format!("g{i}"))).collect()),
+        ),
+    ] {
+        push(
+            "virtup_instance",
+            "groups",
+            inst("groups", groups),
+            what.into(),
+        );
+    }
     push(
         "virtup_instance",
         "address_mode",

@@ -405,6 +405,13 @@ fn site_playbook_brings_up_configured_instances_reachable_through_the_inventory(
         assert_eq!(text(&vars["virtup_state"]), "running", "{vars}");
         assert!(text(&vars["virtup_mac"]).starts_with("52:54:00:"), "{vars}");
     }
+    // The groups the example inventory declares, recorded by the module and listed by the inventory.
+    for (group, members) in [("web", &["web1", "web2"][..]), ("db", &["db1"][..])] {
+        let listed = group_hosts(&doc, group);
+        for m in members {
+            assert!(listed.contains(*m), "{m} not in group {group}: {doc}");
+        }
+    }
     assert!(
         group_hosts(&doc, "virtup_templates").contains(TEMPLATE_DOMAIN),
         "{doc}"
@@ -514,7 +521,7 @@ fn other_inventory(given: &GivenPasswords, fixed: &str) -> tempfile::TempDir {
     std::fs::create_dir_all(dir.path().join("group_vars")).unwrap();
     std::fs::copy(root.join("hosts.yml"), dir.path().join("hosts.yml")).unwrap();
     let vars = std::fs::read_to_string(root.join("group_vars/virtup_hypervisors.yml")).unwrap();
-    let shipped = "virtup_instance_instances:\n  - name: web1\n  - name: web2\n  - name: db1\n    memory: 768\n";
+    let shipped = "virtup_instance_instances:\n  - name: web1\n    groups: [web]\n  - name: web2\n    groups: [web]\n  - name: db1\n    memory: 768\n    groups: [db]\n";
     assert!(
         vars.contains(shipped),
         "the shipped inventory's instances changed; update this test:\n{vars}"

@@ -42,6 +42,7 @@ pub fn host(paths: &Paths, name: &str, global: &Global) -> Result<Host> {
         mac: meta.mac.clone(),
         reserved_address: None,
         extra_nics: meta.extra_nics.clone(),
+        groups: meta.groups.clone(),
     })
 }
 
@@ -154,6 +155,7 @@ mod tests {
             mac: None,
             reserved_address: None,
             extra_nics: Vec::new(),
+            groups: Vec::new(),
         };
         let cmd = ssh_command("ssh", &host, Some("uname -a"));
         assert_eq!(

@@ -142,6 +142,7 @@ fn template_host_vars(template: &TemplateFacts, uri: &str) -> Result<serde_json:
         mac: None,
         reserved_address: None,
         extra_nics: Vec::new(),
+        groups: Vec::new(),
     };
     Ok(serde_json::json!({
         "ansible_host": host.address,

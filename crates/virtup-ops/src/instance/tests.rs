@@ -1566,3 +1566,70 @@ fn stopping_a_suspended_domain_resumes_and_shuts_it_down() {
     let dom = hv.domain("web12").unwrap().unwrap();
     assert!(!dom.saved && dom.state == DomainState::ShutOff, "{dom:?}");
 }
+
+/// `groups` are recorded in the metadata (check mode first), returned, shown in the diff, changed
+/// on an existing instance, left alone when not given, and refused, naming the item, when they are
+/// no inventory group or one of the inventory's own.
+#[test]
+fn declared_groups_are_recorded_and_checked() {
+    let dir = TempDir::new().unwrap();
+    let ctx = context(&dir, true);
+    let hv = test_hv();
+    instance(&hv, "web13", ctx.data.owner_id().unwrap(), &["web13.qcow2"]);
+    InstanceMeta::new("web13", "tpl").write(&ctx.data).unwrap();
+    let with = |groups: &[&str]| {
+        let mut o = options("web13", InstanceState::Present);
+        o.layer.memory = Some(256);
+        o.layer.vcpus = Some(1);
+        o.groups = Some(groups.iter().map(|g| g.to_string()).collect());
+        o
+    };
+    let check = run(&ctx, &hv, with(&["web", "db"]), Mode::Check);
+    assert!(check.changed);
+    assert_eq!(check.msg, "put it in inventory groups db, web");
+    assert!(InstanceMeta::read(&ctx.data, "web13")
+        .unwrap()
+        .unwrap()
+        .groups
+        .is_empty());
+    let real = run(&ctx, &hv, with(&["web", "db"]), Mode::Apply);
+    assert!(real.changed);
+    let (before, after) = real.diff.unwrap();
+    assert!(before.shape.unwrap().groups.is_empty());
+    assert_eq!(after.shape.unwrap().groups, ["db", "web"]);
+    assert_eq!(real.instance.unwrap().groups, ["db", "web"]);
+    assert_eq!(
+        InstanceMeta::read(&ctx.data, "web13")
+            .unwrap()
+            .unwrap()
+            .groups,
+        ["db", "web"]
+    );
+    // The order means nothing to Ansible: no change.
+    assert!(!run(&ctx, &hv, with(&["web", "db"]), Mode::Apply).changed);
+    let mut none = with(&[]);
+    none.groups = None;
+    assert!(
+        !run(&ctx, &hv, none, Mode::Apply).changed,
+        "no `groups`: left as recorded"
+    );
+    assert!(run(&ctx, &hv, with(&["db"]), Mode::Apply).changed);
+    // A removal looks at no declaration: one that no longer passes does not stand in its way.
+    let mut gone = with(&["web-1"]);
+    gone.state = InstanceState::Absent;
+    assert!(resolve(&ctx, gone).is_ok());
+    for (bad, needle) in [("web-1", "groups[2]"), ("virtup_running", "groups[2]")] {
+        let err = match resolve(&ctx, with(&["ok", bad])) {
+            Err(e) => format!("{e:#}"),
+            Ok(_) => panic!("{bad} accepted"),
+        };
+        assert!(err.contains(needle), "{err}");
+    }
+    assert_eq!(
+        InstanceMeta::read(&ctx.data, "web13")
+            .unwrap()
+            .unwrap()
+            .groups,
+        ["db"]
+    );
+}
