@@ -862,7 +862,12 @@ fn check(
     let mut report = report(req, obs, &the_plan, Waited::default());
     if obs.model.domain.is_some() && req.desired.state != InstanceState::Absent {
         let meta = InstanceMeta::read(&ctx.data, &req.desired.name)?;
-        report.instance = Some(describe(&ctx.data, hv, req, meta.as_ref(), None)?);
+        let mut instance = describe(&ctx.data, hv, req, meta.as_ref(), None)?;
+        // The groups a real run would record: the role files the host under them in a check run too.
+        if let Some(groups) = &req.desired.groups {
+            instance.groups = groups.clone();
+        }
+        report.instance = Some(instance);
     }
     Ok(report)
 }
@@ -2116,12 +2121,9 @@ fn create(
         .collect();
     meta.cloud_init_digest = req.cloud_init.as_ref().map(CloudInit::digest);
     meta.inventory = req.inventory;
-    // Not asked: a re-create keeps the groups the name's records hold.
-    meta.groups = req
-        .desired
-        .groups
-        .clone()
-        .unwrap_or_else(|| obs.model.recorded_groups.clone());
+    // A new instance is in the groups its task declares, never in those an earlier instance of
+    // the name left in the records (as the diff shows it).
+    meta.groups = req.desired.groups.clone().unwrap_or_default();
     meta.state = Some("creating".into());
     meta.write(data)?;
 

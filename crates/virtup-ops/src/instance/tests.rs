@@ -1587,6 +1587,11 @@ fn declared_groups_are_recorded_and_checked() {
     let check = run(&ctx, &hv, with(&["web", "db"]), Mode::Check);
     assert!(check.changed);
     assert_eq!(check.msg, "put it in inventory groups db, web");
+    assert_eq!(
+        check.instance.unwrap().groups,
+        ["db", "web"],
+        "as a real run records them"
+    );
     assert!(InstanceMeta::read(&ctx.data, "web13")
         .unwrap()
         .unwrap()
