@@ -1,11 +1,13 @@
 //! Layer 4: the README's journeys, taken as a reader takes them: its marked blocks, run in a directory outside the
-//! repository with nothing there but what the README makes. "Using the roles": a template and two instances from a
-//! playbook of the reader's own, then `playbooks/teardown.yml` with the same variables.
+//! repository with nothing there but what the README makes. "Using the roles": the collection built as an archive
+//! and installed beside the reader's playbook, its docs read, a template and two instances from a playbook of the
+//! reader's own, then the collection's `teardown.yml` with the same variables.
 
 // End-to-end tests drive the built binaries and the lab's tools with std's `Command` (and keep some
 // children running); this black-box crate depends on none of virtup's crates, so not on `virtup_guest::Cmd`.
 #![allow(clippy::disallowed_types)]
 
+use std::path::Path;
 use std::time::Duration;
 
 use serde_json::json;
@@ -22,6 +24,107 @@ impl Drop for Cleanup<'_> {
     fn drop(&mut self) {
         self.0.remove_all(INSTANCES, &[TEMPLATE]);
     }
+}
+
+/// What the archive may hold at its top level: what runs and what a reader reads (`scripts/build --collection`).
+const SHIPPED: &[&str] = &[
+    "FILES.json",
+    "MANIFEST.json",
+    "README.md",
+    "bin",
+    "docs",
+    "examples",
+    "inventory",
+    "meta",
+    "molecule",
+    "playbooks",
+    "plugins",
+    "roles",
+    "virtup_inventory",
+];
+
+/// The installed collection holds the binaries and their docs, runtime metadata and the action plugins, and none of
+/// the sources, tests, fuzz corpus or benchmarks.
+fn assert_installed_collection(root: &Path) {
+    let mut top: Vec<String> = std::fs::read_dir(root)
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .collect();
+    top.sort();
+    assert_eq!(top, SHIPPED, "{}", root.display());
+    let molecule: Vec<String> = std::fs::read_dir(root.join("molecule"))
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .collect();
+    assert_eq!(molecule, ["platform"], "only the scenario users copy");
+    for module in ["virtup_template", "virtup_instance", "virtup_host"] {
+        let bin = root.join("plugins/modules").join(module);
+        let mode = std::os::unix::fs::PermissionsExt::mode(&bin.metadata().unwrap().permissions());
+        assert_eq!(mode & 0o111, 0o111, "{} is not executable", bin.display());
+        assert!(root.join(format!("plugins/modules/{module}.yml")).is_file());
+        assert!(root.join(format!("plugins/action/{module}.py")).is_file());
+    }
+    let runtime = std::fs::read_to_string(root.join("meta/runtime.yml")).unwrap();
+    assert!(
+        runtime.contains("requires_ansible: \">=2.16.0\""),
+        "{runtime}"
+    );
+    let manifest: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(root.join("MANIFEST.json")).unwrap())
+            .unwrap();
+    assert_eq!(
+        manifest["collection_info"]["name"],
+        json!("virtup"),
+        "{manifest}"
+    );
+    let files = journey::files(root);
+    for forbidden in [".rs", "Cargo.toml", "Cargo.lock", ".pyc"] {
+        let found: Vec<&String> = files.iter().filter(|f| f.ends_with(forbidden)).collect();
+        assert!(found.is_empty(), "the archive carries {found:?}");
+    }
+}
+
+/// A module whose libvirt library cannot load fails naming the library and the fix, not with Ansible's
+/// "Module result deserialization failed". The library is hidden in a mount namespace of this command only.
+fn assert_missing_libvirt_is_named(home: &Path, ansible_home: &Path) {
+    let module =
+        home.join("collections/ansible_collections/virtup/virtup/plugins/modules/virtup_instance");
+    let ldd = virtup_e2e::run_ok(
+        std::process::Command::new("ldd").arg(&module),
+        Duration::from_secs(60),
+        "ldd",
+    );
+    let lib = ldd
+        .stdout
+        .lines()
+        .find_map(|l| l.trim().strip_prefix("libvirt.so.0 => "))
+        .and_then(|l| l.split(" (").next())
+        .unwrap_or_else(|| panic!("no libvirt.so.0 in {}", ldd.stdout));
+    let lib = std::fs::canonicalize(lib).unwrap();
+    let script = format!(
+        "mount --bind /dev/null '{}' && exec ansible localhost -i localhost, -c local --check \
+         -m virtup.virtup.virtup_instance -a 'name=virtup-journey-none state=absent'",
+        lib.display()
+    );
+    let run = virtup_e2e::run(
+        std::process::Command::new("unshare")
+            .args(["--mount", "--propagation", "private", "sh", "-c", &script])
+            .current_dir(home)
+            .env("PATH", journey::venv_path())
+            .env("ANSIBLE_HOME", ansible_home)
+            .env("ANSIBLE_PLAYBOOK_DIR", home)
+            .env("ANSIBLE_NOCOLOR", "1"),
+        Duration::from_secs(300),
+    );
+    let out = format!("{}{}", run.stdout, run.stderr);
+    assert!(!run.status.success(), "{out}");
+    assert!(
+        out.contains("virtup_instance could not start on localhost")
+            && out.contains("libvirt.so.0")
+            && out.contains("apt install libvirt0"),
+        "{out}"
+    );
+    assert!(!out.contains("deserialization failed"), "{out}");
 }
 
 /// Domains and volumes of the journey's objects on the lab's libvirtd.
@@ -72,29 +175,49 @@ fn the_readme_roles_journey_makes_and_tears_down_what_it_declares() {
     );
     assert_eq!(
         runs.len(),
-        2,
-        "a run that makes, a run that tears down: {runs:?}"
+        4,
+        "install, read the docs, make, tear down: {runs:?}"
     );
-    // One shell session: what the first block exports, the second has.
-    let exported: String = runs[0]
-        .body
-        .lines()
-        .filter(|l| l.starts_with("export "))
-        .map(|l| format!("{l}\n"))
-        .collect();
-    let session = |step: &journey::Step, before: &str| {
-        let mut cmd = std::process::Command::new("bash");
-        cmd.args(["-euc", &format!("{before}{}", step.body)])
-            .current_dir(home.path())
-            .env("PATH", journey::venv_path())
+    // A reader's shell: no Ansible setting of the lab's, and an Ansible home of its own, so the only virtup.virtup
+    // Ansible can find is the one installed beside the playbook (not a checkout, not ~/.ansible/collections).
+    let ansible_home = journey::outside_dir("virtup-readme-ansible-home-");
+    let session = |step: &journey::Step| {
+        let mut cmd = journey::shell(home.path(), step);
+        for (key, _) in std::env::vars_os() {
+            if key.to_string_lossy().starts_with("ANSIBLE_") {
+                cmd.env_remove(key);
+            }
+        }
+        cmd.env("PATH", journey::venv_path())
+            .env("ANSIBLE_HOME", ansible_home.path())
             .env("VIRTUP_DATA_HOME", sb.data())
             .env("VIRTUP_CONFIG_HOME", sb.config())
-            .env("ANSIBLE_NOCOLOR", "1")
-            .env("ANSIBLE_FORCE_COLOR", "0");
+            .env("ANSIBLE_NOCOLOR", "1");
         virtup_e2e::run_ok(&mut cmd, Duration::from_secs(1800), &step.body)
     };
 
-    let made = session(runs[0], "");
+    let installed = session(runs[0]);
+    println!(
+        "README roles journey, build and install the collection: {:.1}s",
+        installed.elapsed.as_secs_f64()
+    );
+    let collection = home
+        .path()
+        .join("collections/ansible_collections/virtup/virtup");
+    assert_installed_collection(&collection);
+    let doc = session(runs[1]);
+    assert!(
+        doc.stdout.contains("virtup.virtup.virtup_instance")
+            && doc
+                .stdout
+                .contains(&collection.join("plugins/modules").display().to_string())
+            && doc.stdout.contains("wait_timeout"),
+        "{}",
+        doc.stdout
+    );
+    assert_missing_libvirt_is_named(home.path(), ansible_home.path());
+
+    let made = session(runs[2]);
     println!(
         "README roles journey, the playbook: {:.1}s",
         made.elapsed.as_secs_f64()
@@ -111,7 +234,7 @@ fn the_readme_roles_journey_makes_and_tears_down_what_it_declares() {
         assert_eq!(ssh_instance(&doc, "hostname").trim(), *name);
     }
 
-    let gone = session(runs[1], &exported);
+    let gone = session(runs[3]);
     println!(
         "README roles journey, the teardown: {:.1}s",
         gone.elapsed.as_secs_f64()
