@@ -11,28 +11,7 @@ use serde_json::{json, Value};
 
 /// A test-driver node: a running virtup instance `web1`, a stopped one `db1`, a template, and a
 /// foreign domain and another data dir's template (owner `bbbb…`), which must never be listed.
-const NODE_XML: &str = r#"<node>
-  <domain type="test">
-    <name>web1</name><memory>65536</memory><os><type>hvm</type></os>
-    <metadata><virtup:tag xmlns:virtup="https://virtup.dev/xmlns/domain/1" kind="instance" generation="1"><virtup:name>web1</virtup:name><virtup:template>debian-12</virtup:template><virtup:owner>aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa</virtup:owner></virtup:tag></metadata>
-    <devices><interface type="network"><mac address="52:54:00:00:00:01"/><source network="default"/></interface></devices>
-  </domain>
-  <domain type="test">
-    <name>db1</name><memory>65536</memory><os><type>hvm</type></os>
-    <metadata><virtup:tag xmlns:virtup="https://virtup.dev/xmlns/domain/1" kind="instance" generation="1"><virtup:name>db1</virtup:name><virtup:template>debian-12</virtup:template></virtup:tag></metadata>
-  </domain>
-  <domain type="test">
-    <name>VIRTUP-debian-12</name><memory>65536</memory><os><type>hvm</type></os>
-    <metadata><virtup:tag xmlns:virtup="https://virtup.dev/xmlns/domain/1" kind="template" generation="2"><virtup:name>debian-12</virtup:name><virtup:user>admin</virtup:user><virtup:owner>aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa</virtup:owner></virtup:tag></metadata>
-  </domain>
-  <domain type="test">
-    <name>VIRTUP-theirs</name><memory>65536</memory><os><type>hvm</type></os>
-    <metadata><virtup:tag xmlns:virtup="https://virtup.dev/xmlns/domain/1" kind="template" generation="1"><virtup:name>theirs</virtup:name><virtup:owner>bbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbb</virtup:owner></virtup:tag></metadata>
-  </domain>
-  <domain type="test">
-    <name>foreign</name><memory>65536</memory><os><type>hvm</type></os>
-  </domain>
-</node>"#;
+const NODE_XML: &str = include_str!("../../../tests/fixtures/inventory-node.xml");
 
 struct Fixture {
     dir: tempfile::TempDir,

@@ -12,26 +12,10 @@ use std::time::Duration;
 use serde_json::{json, Value};
 use virtup_e2e::{repo_root, run, venv_bin, Run};
 
-/// A test-driver node (each connection loads it afresh): instances `web1` and `db1` of template `debian-12`, the
-/// template, and a foreign domain that must never be listed.
-const NODE_XML: &str = r#"<node>
-  <domain type="test">
-    <name>web1</name><memory>65536</memory><os><type>hvm</type></os>
-    <metadata><virtup:tag xmlns:virtup="https://virtup.dev/xmlns/domain/1" kind="instance" generation="1"><virtup:name>web1</virtup:name><virtup:template>debian-12</virtup:template><virtup:owner>aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa</virtup:owner></virtup:tag></metadata>
-    <devices><interface type="network"><mac address="52:54:00:00:00:01"/><source network="default"/></interface></devices>
-  </domain>
-  <domain type="test">
-    <name>db1</name><memory>65536</memory><os><type>hvm</type></os>
-    <metadata><virtup:tag xmlns:virtup="https://virtup.dev/xmlns/domain/1" kind="instance" generation="1"><virtup:name>db1</virtup:name><virtup:template>debian-12</virtup:template><virtup:owner>aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa</virtup:owner></virtup:tag></metadata>
-  </domain>
-  <domain type="test">
-    <name>VIRTUP-debian-12</name><memory>65536</memory><os><type>hvm</type></os>
-    <metadata><virtup:tag xmlns:virtup="https://virtup.dev/xmlns/domain/1" kind="template" generation="2"><virtup:name>debian-12</virtup:name><virtup:user>admin</virtup:user><virtup:owner>aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa</virtup:owner></virtup:tag></metadata>
-  </domain>
-  <domain type="test">
-    <name>foreign</name><memory>65536</memory><os><type>hvm</type></os>
-  </domain>
-</node>"#;
+/// A test-driver node (each connection loads it afresh), shared with the script's own tests: instances `web1`
+/// and `db1` of template `debian-12`, the template, another data dir's template and a foreign domain, which must
+/// never be listed.
+const NODE_XML: &str = include_str!("../../fixtures/inventory-node.xml");
 
 /// A data dir with the two instances' records (web1 declared in group `web`, db1 in `db`) and a damaged record.
 struct Records {
