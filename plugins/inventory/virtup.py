@@ -1,4 +1,5 @@
-# Inventory plugin virtup.virtup.virtup: virtup's templates and instances from the virtup_inventory binary, shaped with Ansible's constructed options and cached.
+# Inventory plugin virtup.virtup.virtup: what virtup made, from virtup_inventory, with constructed options and caching.
+# GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
 from __future__ import annotations
 
 DOCUMENTATION = r"""
@@ -12,8 +13,11 @@ description:
     C(known_hosts) file, C(virtup_*)).
   - On top, Ansible's constructed features (C(compose), C(groups), C(keyed_groups)) and inventory caching.
   - The configuration file's name must end in C(.virtup.yml) or C(.virtup.yaml).
-  - Warnings of the listing (a damaged metadata file, an unreachable hypervisor) are shown as Ansible warnings.
-author: virtup developers
+  - Warnings of the listing (a damaged metadata file, an unreachable hypervisor) are shown as Ansible warnings, and a
+    listing with warnings is not cached, so a hypervisor that was down is asked again on the next run.
+  - The cache key covers this file and the options and C(VIRTUP_*), C(XDG_*) and C(LIBVIRT_DEFAULT_URI) values the
+    listing used, so another data dir or hypervisor list never answers from the cache of this one.
+author: virtup developers (!UNKNOWN)
 version_added: 0.1.0
 extends_documentation_fragment:
   - ansible.builtin.constructed
@@ -54,9 +58,10 @@ plugin: virtup.virtup.virtup
 uris: [qemu:///system, qemu+ssh://root@hv2/system]
 strict: true
 compose:
-  virtup_mem_gib: virtup_memory_mib | int // 1024
+  virtup_short: inventory_hostname.split('.')[0]
 groups:
-  big: virtup_memory_mib | int >= 4096
+  webs: "'web' in inventory_hostname"
+  stopped_instances: virtup_kind == 'instance' and virtup_state == 'stopped'
 keyed_groups:
   - key: virtup_template
     prefix: tpl
@@ -66,16 +71,38 @@ cache_connection: ~/.cache/virtup-inventory
 cache_timeout: 60
 """
 
+import hashlib
 import json
 import os
 import subprocess
 
 from ansible.errors import AnsibleParserError
+from ansible.inventory.helpers import get_group_vars
 from ansible.plugins.inventory import BaseInventoryPlugin, Cacheable, Constructable
 from ansible.utils.unsafe_proxy import wrap_var
+from ansible.utils.vars import combine_vars
 
 # The binary beside the collection's roles: `<collection>/virtup_inventory` (scripts/build puts it there).
 SHIPPED = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "..", "virtup_inventory")
+
+
+def _check_shape(doc, exe):
+    """The document the script protocol defines, or an error naming what is wrong (never a half-read inventory)."""
+    def bad(what):
+        raise AnsibleParserError("%s --list printed a document Ansible cannot read: %s" % (exe, what))
+
+    if not isinstance(doc, dict):
+        bad("not a JSON object")
+    for name, body in doc.items():
+        if name == "_meta":
+            if not isinstance(body, dict) or not isinstance(body.get("hostvars", {}), dict):
+                bad("_meta.hostvars is not an object")
+            continue
+        if not isinstance(body, dict):
+            bad("group %s is not an object" % name)
+        for key, kind in (("hosts", list), ("children", list), ("vars", dict)):
+            if not isinstance(body.get(key, kind()), kind):
+                bad("%s of group %s is not a %s" % (key, name, kind.__name__))
 
 
 def _unsafe(value):
@@ -95,8 +122,8 @@ class InventoryModule(BaseInventoryPlugin, Constructable, Cacheable):
     def verify_file(self, path):
         return super().verify_file(path) and path.endswith((".virtup.yml", ".virtup.yaml"))
 
-    def _listing(self):
-        """The script's --list document; its environment carries the options (never a command line)."""
+    def _environment(self):
+        """The binary, and its environment: the options go there (a URI may carry credentials: never on argv)."""
         exe = self.get_option("executable") or os.path.normpath(SHIPPED)
         env = dict(os.environ)
         for option, var in (("data_home", "VIRTUP_DATA_HOME"), ("config_home", "VIRTUP_CONFIG_HOME")):
@@ -104,8 +131,23 @@ class InventoryModule(BaseInventoryPlugin, Constructable, Cacheable):
                 env[var] = self.get_option(option)
         if self.get_option("uris"):
             env["VIRTUP_INVENTORY_URIS"] = " ".join(self.get_option("uris"))
+        return exe, env
+
+    def _cache_key(self, path, exe, env):
+        """Ansible's key for this file, and a digest of what the listing depends on beyond it."""
+        used = sorted(
+            (k, v) for k, v in env.items() if k.startswith(("VIRTUP_", "XDG_")) or k == "LIBVIRT_DEFAULT_URI"
+        )
+        digest = hashlib.sha256(json.dumps([exe, used]).encode()).hexdigest()[:16]
+        return "%s_%s" % (self.get_cache_key(path), digest)
+
+    def _listing(self, exe, env):
+        """The script's --list document."""
         try:
-            run = subprocess.run([exe, "--list"], env=env, capture_output=True, text=True, check=False, timeout=600)
+            run = subprocess.run(
+                [exe, "--list"], env=env, stdin=subprocess.DEVNULL, capture_output=True, text=True, check=False,
+                timeout=600,
+            )
         except OSError as e:
             raise AnsibleParserError("cannot run %s: %s" % (exe, e))
         except subprocess.TimeoutExpired:
@@ -118,8 +160,7 @@ class InventoryModule(BaseInventoryPlugin, Constructable, Cacheable):
             doc = json.loads(run.stdout)
         except ValueError as e:
             raise AnsibleParserError("%s --list printed no JSON document: %s" % (exe, e))
-        if not isinstance(doc, dict):
-            raise AnsibleParserError("%s --list printed no JSON object" % exe)
+        _check_shape(doc, exe)
         return doc
 
     def _populate(self, doc):
@@ -139,24 +180,32 @@ class InventoryModule(BaseInventoryPlugin, Constructable, Cacheable):
                 self.inventory.add_child(name, child)
             for key, value in body.get("vars", {}).items():
                 self.inventory.set_variable(name, key, value)
+        # As Ansible's script plugin: variables of hosts the groups list, never a host only _meta names.
+        hostvars = {host: variables for host, variables in hostvars.items() if host in self.inventory.hosts}
         for host, variables in hostvars.items():
-            self.inventory.add_host(host)
             for key, value in variables.items():
                 self.inventory.set_variable(host, key, value)
         strict = self.get_option("strict")
         for host in hostvars:
-            # As in Ansible's own plugins: the host's variables with inventory_hostname and group_names, and the
+            # As in ansible.builtin.constructed: group vars under the host's own (with inventory_hostname), and the
             # groups and keyed groups see the composed ones too.
-            variables = self.inventory.get_host(host).get_vars()
+            variables = self._vars_of(host)
             self._set_composite_vars(self.get_option("compose"), variables, host, strict=strict)
-            variables = self.inventory.get_host(host).get_vars()
+            variables = self._vars_of(host)
             self._add_host_to_composed_groups(self.get_option("groups"), variables, host, strict=strict)
             self._add_host_to_keyed_groups(self.get_option("keyed_groups"), variables, host, strict=strict)
+
+    def _vars_of(self, host):
+        entry = self.inventory.get_host(host)
+        # Hosts join `all` only when Ansible reconciles the inventory, after every source: its vars are added here.
+        groups = [self.inventory.groups["all"]] + [g for g in entry.get_groups() if g.name != "all"]
+        return combine_vars(get_group_vars(groups), entry.get_vars())
 
     def parse(self, inventory, loader, path, cache=True):
         super().parse(inventory, loader, path, cache)
         self._read_config_data(path)
-        cache_key = self.get_cache_key(path)
+        exe, env = self._environment()
+        cache_key = self._cache_key(path, exe, env)
         use_cache = self.get_option("cache") and cache
         update_cache = self.get_option("cache") and not cache
         doc = None
@@ -166,7 +215,8 @@ class InventoryModule(BaseInventoryPlugin, Constructable, Cacheable):
             except KeyError:
                 update_cache = True
         if doc is None:
-            doc = self._listing()
-        if update_cache:
+            doc = self._listing(exe, env)
+        # A listing with warnings (a hypervisor down, a damaged record) is not kept: the next run asks again.
+        if update_cache and not doc.get("_meta", {}).get("virtup_warnings"):
             self._cache[cache_key] = doc
         self._populate(doc)

@@ -1,4 +1,5 @@
 # Runs one of virtup's compiled modules as Ansible's default action does, and says in plain words why one could not start.
+# GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
 from __future__ import annotations
 
 from ansible.plugins.action.normal import ActionModule as NormalAction
@@ -14,12 +15,17 @@ NEEDS = (
 def explain_start_failure(result, module, host):
     """Replaces Ansible's "Module result deserialization failed" for a binary the loader or kernel refused.
 
-    The binary prints nothing when the dynamic loader cannot give it libvirt, so Ansible only sees an empty stdout and
-    rc 127; the loader's own line is in module_stderr, which this quotes and keeps.
+    The binary prints nothing when the dynamic loader cannot give it libvirt, so Ansible only sees rc 127 and no JSON;
+    the loader's own line (in module_stderr, or module_stdout over SSH) is quoted, and both are kept.
     """
-    if not result.get("failed") or result.get("module_stdout", "").strip():
+    if not result.get("failed"):
         return result
-    stderr = result.get("module_stderr", "")
+    stdout = result.get("module_stdout", "")
+    # A module that started answers with JSON on stdout; over SSH (a binary module runs with a tty, never
+    # pipelined) the loader's line arrives on stdout instead of stderr, so both are read.
+    if stdout.lstrip().startswith("{"):
+        return result
+    stderr = "\n".join((stdout, result.get("module_stderr", "")))
     if "error while loading shared libraries" in stderr or "version `" in stderr:
         line = next(
             (
@@ -30,13 +36,14 @@ def explain_start_failure(result, module, host):
             stderr.strip(),
         )
         # The loader names the binary by its temporary path; the library and the reason are what matter.
-        reason = line.split(": ", 1)[1] if ": " in line else line
+        reason = line.strip().split(": ", 1)[1] if ": " in line else line.strip()
         result["msg"] = "%s could not start on %s: %s. The virtup modules need %s." % (module, host, reason, NEEDS)
         result.pop("exception", None)
     elif "Exec format error" in stderr or "cannot execute binary file" in stderr:
+        line = next(ln for ln in stderr.splitlines() if "Exec format error" in ln or "cannot execute binary" in ln)
         result["msg"] = (
-            "%s could not start on %s: the virtup module binaries are built for x86_64 Linux (%s)."
-            % (module, host, stderr.strip())
+            "%s could not start on %s: the virtup module binaries run only on Linux of the architecture that built "
+            "them (scripts/build --collection on x86_64 makes x86_64 binaries): %s" % (module, host, line.strip())
         )
         result.pop("exception", None)
     return result

@@ -187,11 +187,18 @@ fn constructed_options_compose_groups_keyed_groups_leading_separator_and_strict(
     let config = r.config(
         "constructed",
         "compose:\n  virtup_short: inventory_hostname[:2]\n\
-         groups:\n  webs: \"'web' in inventory_hostname\"\n  short_we: virtup_short == 'we'\n\
+         groups:\n  webs: \"'web' in inventory_hostname\"\n  short_we: virtup_short == 'we'\n  \
+         warned: virtup_inventory_warnings | length > 0\n\
          keyed_groups:\n  - key: virtup_template\n    prefix: tpl\n  - key: virtup_kind\n    prefix: ''\n",
     );
     let doc = r.list(&config);
     let web1 = &doc["_meta"]["hostvars"]["web1"];
+    // Group vars of `all` (the listing's warnings) are seen, as ansible.builtin.constructed sees them.
+    assert_eq!(
+        hosts(&doc, "warned"),
+        ["VIRTUP-debian-12", "db1", "web1"],
+        "{doc}"
+    );
     assert_eq!(plain(&web1["virtup_short"]), json!("we"), "{web1}");
     assert_eq!(hosts(&doc, "webs"), ["web1"]);
     assert_eq!(
@@ -250,6 +257,17 @@ fn the_cache_answers_until_flushed() {
             cache_dir.display()
         ),
     );
+    // A listing with a warning (here the damaged record) is not kept: the next run asks again.
+    let warned = r.list(&config);
+    assert_eq!(hosts(&warned, "virtup_instances"), ["db1", "web1"]);
+    assert_eq!(
+        std::fs::read_dir(&cache_dir)
+            .map(|d| d.count())
+            .unwrap_or(0),
+        0,
+        "a listing with warnings was cached"
+    );
+    std::fs::remove_file(r.data().join("instance/broken.json")).unwrap();
     let first = r.list(&config);
     assert_eq!(hosts(&first, "virtup_instances"), ["db1", "web1"]);
     assert!(
@@ -266,6 +284,24 @@ fn the_cache_answers_until_flushed() {
         .assert_ok("--flush-cache");
     let fresh: Value = serde_json::from_str(&out.stdout).unwrap();
     assert_eq!(hosts(&fresh, "virtup_instances"), ["web1"], "{fresh}");
+    // The same file over another data dir is never answered from this one's cache.
+    let other = Records::new();
+    std::fs::remove_file(other.data().join("instance/broken.json")).unwrap();
+    std::fs::remove_file(other.data().join("instance/web1.json")).unwrap();
+    let text = std::fs::read_to_string(&config)
+        .unwrap()
+        .replace(
+            &r.data().display().to_string(),
+            &other.data().display().to_string(),
+        )
+        .replace(&r.uri(), &other.uri());
+    std::fs::write(&config, text).unwrap();
+    let elsewhere = r.list(&config);
+    assert_eq!(
+        hosts(&elsewhere, "virtup_instances"),
+        ["db1"],
+        "{elsewhere}"
+    );
 }
 
 #[test]

@@ -40,6 +40,7 @@ const SHIPPED: &[&str] = &[
     "playbooks",
     "plugins",
     "roles",
+    "tests",
     "virtup_inventory",
 ];
 
@@ -57,6 +58,11 @@ fn assert_installed_collection(root: &Path) {
         .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
         .collect();
     assert_eq!(molecule, ["platform"], "only the scenario users copy");
+    assert_eq!(
+        journey::files(&root.join("tests")),
+        ["sanity/ignore-2.19.txt"],
+        "of the tests, only ansible-test's ignore file"
+    );
     for module in ["virtup_template", "virtup_instance", "virtup_host"] {
         let bin = root.join("plugins/modules").join(module);
         let mode = std::os::unix::fs::PermissionsExt::mode(&bin.metadata().unwrap().permissions());
