@@ -1,7 +1,8 @@
 //! Layer 4: the README's journeys, taken as a reader takes them: its marked blocks, run in a directory outside the
 //! repository with nothing there but what the README makes. "Using the roles": the collection built as an archive
 //! and installed beside the reader's playbook, its docs read, a template and two instances from a playbook of the
-//! reader's own, then the collection's `teardown.yml` with the same variables.
+//! reader's own, then the collection's `teardown.yml` with the same variables; before the teardown, "Using the
+//! modules" in the same directory: one more instance from the modules themselves, a command on it, its removal.
 
 // End-to-end tests drive the built binaries and the lab's tools with std's `Command` (and keep some
 // children running); this black-box crate depends on none of virtup's crates, so not on `virtup_guest::Cmd`.
@@ -16,13 +17,16 @@ use virtup_e2e::{journey, lab_home, pool_volumes, ssh_instance, virsh, Sandbox};
 /// What the README's `vars.yml` declares.
 const TEMPLATE: &str = "debian-12";
 const INSTANCES: &[&str] = &["web1", "web2"];
+/// What the README's `modules.yml` makes, from the same template.
+const MODULE_INSTANCE: &str = "app1";
 
 /// Removes the journey's instances and template, however the test ends.
 struct Cleanup<'a>(&'a Sandbox);
 
 impl Drop for Cleanup<'_> {
     fn drop(&mut self) {
-        self.0.remove_all(INSTANCES, &[TEMPLATE]);
+        self.0
+            .remove_all(&[INSTANCES, &[MODULE_INSTANCE]].concat(), &[TEMPLATE]);
     }
 }
 
@@ -138,7 +142,7 @@ fn journey_objects() -> Vec<String> {
     let ours = |n: &str| {
         n == format!("VIRTUP-{TEMPLATE}")
             || n.starts_with(&format!("VIRTUP-{TEMPLATE}-"))
-            || INSTANCES.iter().any(|i| {
+            || INSTANCES.iter().chain([&MODULE_INSTANCE]).any(|i| {
                 n == *i || n.starts_with(&format!("{i}.")) || n.starts_with(&format!("{i}-"))
             })
     };
@@ -239,6 +243,55 @@ fn the_readme_roles_journey_makes_and_tears_down_what_it_declares() {
         assert_eq!(doc["changed"], json!(false), "{doc}");
         assert_eq!(ssh_instance(&doc, "hostname").trim(), *name);
     }
+
+    // "Using the modules", in the same directory: the template is there, so only the clone is made.
+    let module_steps = journey::steps("README.md", "modules");
+    let module_runs: Vec<&journey::Step> =
+        module_steps.iter().filter(|s| s.kind == "run").collect();
+    assert_eq!(module_runs.len(), 1, "{module_steps:?}");
+    for step in module_steps.iter().filter(|s| s.kind != "run") {
+        journey::write(home.path(), step);
+    }
+    let modules = session(module_runs[0]);
+    println!(
+        "README modules journey (a clone from the existing template, a command, its removal): {:.1}s",
+        modules.elapsed.as_secs_f64()
+    );
+    let recap = virtup_e2e::recap(&modules.stdout);
+    assert!(recap.contains("failed=0"), "{recap}");
+    let template_task = modules
+        .stdout
+        .split("TASK [The template")
+        .nth(1)
+        .and_then(|t| t.split("TASK [").next())
+        .unwrap_or_default();
+    assert!(
+        template_task.contains("ok: [localhost]") && !template_task.contains("changed:"),
+        "the template task changed something: {}",
+        modules.stdout
+    );
+    assert!(
+        modules.stdout.contains("\"msg\": \"app1 runs "),
+        "{}",
+        modules.stdout
+    );
+    assert!(
+        modules.stdout.contains("localhost | CHANGED"),
+        "the ad-hoc removal: {}",
+        modules.stdout
+    );
+    assert!(
+        !journey_objects()
+            .iter()
+            .any(|n| n == MODULE_INSTANCE || n.starts_with(&format!("{MODULE_INSTANCE}."))),
+        "app1 is left: {:?}",
+        journey_objects()
+    );
+    let meta = sb
+        .data()
+        .join("instance")
+        .join(format!("{MODULE_INSTANCE}.json"));
+    assert!(!meta.exists(), "{} is left", meta.display());
 
     let gone = session(runs[3]);
     println!(
