@@ -15,8 +15,10 @@ description:
   - The configuration file's name must end in C(.virtup.yml) or C(.virtup.yaml).
   - Warnings of the listing (a damaged metadata file, an unreachable hypervisor) are shown as Ansible warnings, and a
     listing with warnings is not cached, so a hypervisor that was down is asked again on the next run.
-  - The cache key covers this file and the options and C(VIRTUP_*), C(XDG_*) and C(LIBVIRT_DEFAULT_URI) values the
-    listing used, so another data dir or hypervisor list never answers from the cache of this one.
+  - The cache key covers this file, the options, and the C(VIRTUP_*), C(HOME), C(XDG_DATA_HOME), C(XDG_CONFIG_HOME),
+    C(XDG_RUNTIME_DIR) and C(LIBVIRT_DEFAULT_URI) values the listing used, so another data dir or hypervisor list
+    given there never answers from the cache of this one. A change inside virt-up's config files (its
+    C(inventory-uris)) is not seen by the key; C(ansible-inventory --flush-cache) asks again.
 author: virtup developers (!UNKNOWN)
 version_added: 0.1.0
 extends_documentation_fragment:
@@ -97,6 +99,10 @@ def _check_shape(doc, exe):
         if name == "_meta":
             if not isinstance(body, dict) or not isinstance(body.get("hostvars", {}), dict):
                 bad("_meta.hostvars is not an object")
+            if any(not isinstance(v, dict) for v in body.get("hostvars", {}).values()):
+                bad("a host's variables in _meta.hostvars are not an object")
+            if not isinstance(body.get("virtup_warnings", []), list):
+                bad("_meta.virtup_warnings is not a list")
             continue
         if not isinstance(body, dict):
             bad("group %s is not an object" % name)
@@ -136,7 +142,10 @@ class InventoryModule(BaseInventoryPlugin, Constructable, Cacheable):
     def _cache_key(self, path, exe, env):
         """Ansible's key for this file, and a digest of what the listing depends on beyond it."""
         used = sorted(
-            (k, v) for k, v in env.items() if k.startswith(("VIRTUP_", "XDG_")) or k == "LIBVIRT_DEFAULT_URI"
+            (k, v)
+            for k, v in env.items()
+            if k.startswith("VIRTUP_")
+            or k in ("HOME", "XDG_DATA_HOME", "XDG_CONFIG_HOME", "XDG_RUNTIME_DIR", "LIBVIRT_DEFAULT_URI")
         )
         digest = hashlib.sha256(json.dumps([exe, used]).encode()).hexdigest()[:16]
         return "%s_%s" % (self.get_cache_key(path), digest)

@@ -18,7 +18,8 @@ def explain_start_failure(result, module, host):
     The binary prints nothing when the dynamic loader cannot give it libvirt, so Ansible only sees rc 127 and no JSON;
     the loader's own line (in module_stderr, or module_stdout over SSH) is quoted, and both are kept.
     """
-    if not result.get("failed"):
+    # The loader exits 127 and the shell 126 (or dash 2) for a binary it cannot run; any other status is the module's.
+    if not result.get("failed") or result.get("rc") not in (2, 126, 127):
         return result
     stdout = result.get("module_stdout", "")
     # A module that started answers with JSON on stdout; over SSH (a binary module runs with a tty, never
@@ -26,7 +27,7 @@ def explain_start_failure(result, module, host):
     if stdout.lstrip().startswith("{"):
         return result
     stderr = "\n".join((stdout, result.get("module_stderr", "")))
-    if "error while loading shared libraries" in stderr or "version `" in stderr:
+    if result.get("rc") == 127 and ("error while loading shared libraries" in stderr or "version `" in stderr):
         line = next(
             (
                 ln
