@@ -32,9 +32,11 @@ impl Drop for Cleanup<'_> {
 
 /// What the archive may hold at its top level: what runs and what a reader reads (`scripts/build --collection`).
 const SHIPPED: &[&str] = &[
+    "COPYING",
     "FILES.json",
     "MANIFEST.json",
     "README.md",
+    "THIRD-PARTY.md",
     "bin",
     "docs",
     "examples",
@@ -74,6 +76,15 @@ fn assert_installed_collection(root: &Path) {
         assert!(root.join(format!("plugins/modules/{module}.yml")).is_file());
         assert!(root.join(format!("plugins/action/{module}.py")).is_file());
     }
+    // The crates compiled into the binaries, each with its license, and the project's own license text.
+    let third_party = std::fs::read_to_string(root.join("THIRD-PARTY.md")).unwrap();
+    for krate in ["| virt | ", "| serde_json | ", "| ssh-key | "] {
+        assert!(third_party.contains(krate), "{krate} in {third_party}");
+    }
+    assert!(!third_party.contains("| virtup-"), "{third_party}");
+    assert!(std::fs::read_to_string(root.join("COPYING"))
+        .unwrap()
+        .contains("GNU GENERAL PUBLIC LICENSE"));
     let runtime = std::fs::read_to_string(root.join("meta/runtime.yml")).unwrap();
     assert!(
         runtime.contains("requires_ansible: \">=2.16.0\""),
