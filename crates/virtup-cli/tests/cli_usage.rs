@@ -529,3 +529,49 @@ fn names_the_modules_refuse_are_refused_by_the_cli_before_anything_happens() {
         assert!(!sb.data().exists(), "{argv:?} wrote to the data dir");
     }
 }
+
+#[test]
+fn a_domain_virtup_did_not_make_is_named_as_it_is_never_as_missing() {
+    let sb = Sandbox::new();
+    let inst = sb.data().join("instance");
+    std::fs::create_dir_all(&inst).unwrap();
+    // The test driver's own domain `test` (no virtup tag), recorded here in virt-up 2.2.0's format (no schema).
+    let legacy = r#"{"template": "default", "hostname": "test", "memory": 512, "vcpus": "1",
+        "user": {"username": "alice", "ssh_identity": "/h/sshkeys/alice/id_rsa"}, "from": "VIRTUP-default"}"#;
+    std::fs::write(inst.join("test.json"), legacy).unwrap();
+    let out = sb.run(&["test", "--login", "--command", "true"]);
+    assert_ne!(out.code, 0, "{out:?}");
+    assert!(
+        out.stderr
+            .contains("domain `test` exists on `test:///default`")
+            && out.stderr.contains("virt-up 2.2.0's format")
+            && out.stderr.contains("use virt-up 2.2.0 for it"),
+        "{out:?}"
+    );
+    assert!(!out.stderr.contains("no domain"), "{out:?}");
+    assert!(!out.stderr.contains("--delete"), "{out:?}");
+    let list = sb.run(&["--list"]);
+    assert_eq!(list.code, 0, "{list:?}");
+    assert!(
+        list.stderr
+            .contains("instance `test` is skipped: virt-up made it"),
+        "{list:?}"
+    );
+    // Recorded in virtup's own format, the same foreign domain is still never called missing.
+    let virtup = r#"{"schema": 1, "name": "test", "template": "t", "user": "virt", "uri": "test:///default"}"#;
+    std::fs::write(inst.join("test.json"), virtup).unwrap();
+    let out = sb.run(&["test", "--login", "--command", "true"]);
+    assert!(
+        out.stderr
+            .contains("is not the one virtup made for it with this data dir"),
+        "{out:?}"
+    );
+    // A domain that is really gone is said so.
+    std::fs::write(
+        inst.join("ghost2.json"),
+        virtup.replace("\"test\"", "\"ghost2\""),
+    )
+    .unwrap();
+    let out = sb.run(&["ghost2", "--login", "--command", "true"]);
+    assert!(out.stderr.contains("has metadata but no domain"), "{out:?}");
+}
