@@ -404,7 +404,7 @@ fn a_domain_virtup_did_not_make_is_never_touched() {
     assert_eq!(out.code, 1, "{out:?}");
     assert!(
         out.stderr
-            .contains("domain `test` exists but was not made by virtup; refusing to touch it"),
+            .contains("domain `test` exists but was not made by virtup with this data dir; refusing to touch it"),
         "{out:?}"
     );
     let del = sb.run(&["test", "--delete", "--yes"]);
@@ -554,7 +554,7 @@ fn a_domain_virtup_did_not_make_is_named_as_it_is_never_as_missing() {
     assert_eq!(list.code, 0, "{list:?}");
     assert!(
         list.stderr
-            .contains("instance `test` is skipped: virt-up made it"),
+            .contains("instance `test` is skipped: probably virt-up 2.2.0 made it"),
         "{list:?}"
     );
     // Recorded in virtup's own format, the same foreign domain is still never called missing.

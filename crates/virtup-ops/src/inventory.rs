@@ -327,8 +327,9 @@ impl Scan<'_> {
             (Some(_), Some(_)) if self.id_damaged => return None,
             (Some(_), Some(d)) if meta.is_virt_up_legacy() && d.tag.is_none() => {
                 warnings.push(format!(
-                    "instance `{}` is skipped: virt-up made it (its record is in virt-up 2.2.0's format and domain \
-                     `{}` on `{uri}` carries no virtup tag); virtup does not manage virt-up's instances",
+                    "instance `{}` is skipped: probably virt-up 2.2.0 made it (its record is in virt-up 2.2.0's \
+                     format and domain `{}` on `{uri}` carries no virtup tag); virtup does not manage virt-up's \
+                     instances",
                     meta.name, meta.name
                 ));
                 return None;

@@ -82,6 +82,10 @@ fn assert_installed_collection(root: &Path) {
         assert!(third_party.contains(krate), "{krate} in {third_party}");
     }
     assert!(!third_party.contains("| virtup-"), "{third_party}");
+    assert!(
+        third_party.contains("## Licence texts") && third_party.contains("Apache License"),
+        "the licence texts themselves"
+    );
     assert!(std::fs::read_to_string(root.join("COPYING"))
         .unwrap()
         .contains("GNU GENERAL PUBLIC LICENSE"));

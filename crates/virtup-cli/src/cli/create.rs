@@ -200,7 +200,7 @@ pub fn create(paths: &Paths, opts: &CreateOpts, global: &Global) -> Result<ExitC
             true
         }
         None if hv.domain(name)?.is_some() => {
-            bail!("domain `{name}` exists but was not made by virtup; refusing to touch it")
+            bail!("domain `{name}` exists but was not made by virtup with this data dir; refusing to touch it")
         }
         None => {
             ensure_template(

@@ -71,13 +71,13 @@ pub fn ensure_running(paths: &Paths, name: &str, global: &Global) -> Result<Inst
         .unwrap_or_else(|| paths.libvirt_uri.clone());
     let hv = Hypervisor::connect(&uri)?;
     let Some((memory, vcpus)) = current_size(&hv, name)? else {
-        if hv.domain(name)?.is_none() {
+        let Some(dom) = hv.domain(name)? else {
             bail!("instance `{name}` has metadata but no domain on `{uri}`; delete it with `virt-up {name} --delete`");
-        }
+        };
         // A domain of that name that virtup did not make: saying it is missing, and pointing at a delete, would be false.
-        let whose = if meta.is_virt_up_legacy() {
-            "its record here is in virt-up 2.2.0's format and the domain carries no virtup tag: virt-up made it, and \
-             virtup does not manage virt-up's instances (use virt-up 2.2.0 for it)"
+        let whose = if meta.is_virt_up_legacy() && dom.tag.is_none() {
+            "its record here is in virt-up 2.2.0's format and the domain carries no virtup tag: probably virt-up \
+             2.2.0 made it, and virtup does not manage virt-up's instances (use virt-up 2.2.0 for it)"
         } else {
             "the domain is not the one virtup made for it with this data dir; virtup leaves it alone"
         };
