@@ -2,7 +2,8 @@
 //! repository with nothing there but what the README makes. "Using the roles": the collection built as an archive
 //! and installed beside the reader's playbook, its docs read, a template and two instances from a playbook of the
 //! reader's own, then the collection's `teardown.yml` with the same variables; before the teardown, "Using the
-//! modules" in the same directory: one more instance from the modules themselves, a command on it, its removal.
+//! modules" in the same directory: one more instance from the modules themselves, a command on it, its removal; and
+//! docs/cli.md's first session in the same data dir: `virt-up --init`, a clone, a command, the list, the delete.
 
 // End-to-end tests drive the built binaries and the lab's tools with std's `Command` (and keep some
 // children running); this black-box crate depends on none of virtup's crates, so not on `virtup_guest::Cmd`.
@@ -19,14 +20,18 @@ const TEMPLATE: &str = "debian-12";
 const INSTANCES: &[&str] = &["web1", "web2"];
 /// What the README's `modules.yml` makes, from the same template.
 const MODULE_INSTANCE: &str = "app1";
+/// What docs/cli.md's first session makes, from the same template.
+const CLI_INSTANCE: &str = "web3";
 
 /// Removes the journey's instances and template, however the test ends.
 struct Cleanup<'a>(&'a Sandbox);
 
 impl Drop for Cleanup<'_> {
     fn drop(&mut self) {
-        self.0
-            .remove_all(&[INSTANCES, &[MODULE_INSTANCE]].concat(), &[TEMPLATE]);
+        self.0.remove_all(
+            &[INSTANCES, &[MODULE_INSTANCE, CLI_INSTANCE]].concat(),
+            &[TEMPLATE],
+        );
     }
 }
 
@@ -102,10 +107,72 @@ fn assert_installed_collection(root: &Path) {
         json!("virtup"),
         "{manifest}"
     );
+    // Built with the checkout and Cargo's home remapped: no path of the building machine rides along.
+    let repo = virtup_e2e::repo_root().display().to_string();
+    for bin in ["plugins/modules/virtup_instance", "bin/virt-up"] {
+        let bytes = std::fs::read(root.join(bin)).unwrap();
+        for path in [format!("{repo}/"), "/.cargo/registry".to_string()] {
+            assert!(
+                !bytes.windows(path.len()).any(|w| w == path.as_bytes()),
+                "{bin} names {path}"
+            );
+        }
+    }
     let files = journey::files(root);
     for forbidden in [".rs", "Cargo.toml", "Cargo.lock", ".pyc"] {
         let found: Vec<&String> = files.iter().filter(|f| f.ends_with(forbidden)).collect();
         assert!(found.is_empty(), "the archive carries {found:?}");
+    }
+}
+
+/// Beside the archive, the source of its binaries (GPL-3.0-or-later): exactly the files git tracks, under one
+/// directory named for the version.
+fn assert_source_archive() {
+    let repo = virtup_e2e::repo_root();
+    let listed = virtup_e2e::run_ok(
+        std::process::Command::new("tar")
+            .arg("-tzf")
+            .arg(repo.join("dist/virtup-0.1.0-source.tar.gz")),
+        Duration::from_secs(60),
+        "tar -tzf",
+    );
+    let tracked = virtup_e2e::run_ok(
+        std::process::Command::new("git")
+            .arg("-C")
+            .arg(&repo)
+            .arg("ls-files"),
+        Duration::from_secs(60),
+        "git ls-files",
+    );
+    let mut want: Vec<String> = tracked
+        .stdout
+        .lines()
+        .filter(|f| repo.join(f).exists())
+        .map(|f| format!("virtup-0.1.0/{f}"))
+        .collect();
+    want.sort();
+    let mut got: Vec<String> = listed.stdout.lines().map(str::to_string).collect();
+    got.sort();
+    assert_eq!(got, want, "the source archive against git ls-files");
+    assert!(got.iter().any(|f| f == "virtup-0.1.0/Cargo.lock"));
+    // Symlinks keep their targets (relative, inside the tree), so they resolve once extracted.
+    let verbose = virtup_e2e::run_ok(
+        std::process::Command::new("tar")
+            .arg("-tvzf")
+            .arg(repo.join("dist/virtup-0.1.0-source.tar.gz")),
+        Duration::from_secs(60),
+        "tar -tvzf",
+    );
+    let links: Vec<(&str, &str)> = verbose
+        .stdout
+        .lines()
+        .filter_map(|l| l.split_once(" -> "))
+        .collect();
+    assert!(!links.is_empty(), "{}", verbose.stdout);
+    for (entry, target) in links {
+        let name = entry.rsplit_once(" virtup-0.1.0/").unwrap().1;
+        let want = std::fs::read_link(repo.join(name)).unwrap();
+        assert_eq!(target, want.to_str().unwrap(), "the link {name}");
     }
 }
 
@@ -152,14 +219,83 @@ fn assert_missing_libvirt_is_named(home: &Path, ansible_home: &Path) {
     assert!(!out.contains("deserialization failed"), "{out}");
 }
 
+/// docs/cli.md's first session, in the data dir where the README's journey made `debian-12`: `--init`, a clone, a
+/// command over the pinned key, the list, the delete. `virt-up` is found on `PATH` in the checkout's `bin/`, as the
+/// page says.
+fn cli_journey(sb: &Sandbox) {
+    let steps = journey::steps("docs/cli.md", "cli");
+    assert!(steps.iter().all(|s| s.kind == "run"), "{steps:?}");
+    assert_eq!(
+        steps.len(),
+        4,
+        "init, create, login and list, delete: {steps:?}"
+    );
+    let home = journey::outside_dir("virtup-cli-journey-");
+    let mut path = vec![virtup_e2e::repo_root().join("bin")];
+    path.extend(std::env::split_paths(&journey::venv_path()));
+    let run = |step: &journey::Step| {
+        let mut cmd = journey::shell(home.path(), step);
+        cmd.env("PATH", std::env::join_paths(&path).unwrap())
+            .env("VIRTUP_DATA_HOME", sb.data())
+            .env("VIRTUP_CONFIG_HOME", sb.config());
+        virtup_e2e::run_ok(&mut cmd, Duration::from_secs(1200), &step.body)
+    };
+    let started = std::time::Instant::now();
+    run(&steps[0]);
+    for file in ["settings.cfg", "templates.d/debian.cfg"] {
+        assert!(sb.config().join(file).is_file(), "--init wrote no {file}");
+    }
+    let up = run(&steps[1]);
+    assert!(
+        up.stdout
+            .contains(&format!("instance `{CLI_INSTANCE}` is up at ")),
+        "{}{}",
+        up.stdout,
+        up.stderr
+    );
+    let seen = run(&steps[2]);
+    let (hostname, table) = seen.stdout.split_once('\n').unwrap_or_default();
+    assert_eq!(hostname, CLI_INSTANCE, "{}", seen.stdout);
+    assert!(table.starts_with("NAME "), "{}", seen.stdout);
+    let row = |name: &str| {
+        table
+            .lines()
+            .find(|l| l.split_whitespace().next() == Some(name))
+            .unwrap_or_else(|| panic!("no row {name} in {}", seen.stdout))
+            .to_owned()
+    };
+    assert!(row(CLI_INSTANCE).contains(" running "), "{}", seen.stdout);
+    row(&format!("VIRTUP-{TEMPLATE}"));
+    run(&steps[3]);
+    assert!(
+        !journey_objects()
+            .iter()
+            .any(|n| n == CLI_INSTANCE || n.starts_with(&format!("{CLI_INSTANCE}."))),
+        "{CLI_INSTANCE} is left: {:?}",
+        journey_objects()
+    );
+    let meta = sb
+        .data()
+        .join("instance")
+        .join(format!("{CLI_INSTANCE}.json"));
+    assert!(!meta.exists(), "{} is left", meta.display());
+    println!(
+        "docs/cli.md journey (init, a clone from the existing template, login, list, delete): {:.1}s",
+        started.elapsed().as_secs_f64()
+    );
+}
+
 /// Domains and volumes of the journey's objects on the lab's libvirtd.
 fn journey_objects() -> Vec<String> {
     let ours = |n: &str| {
         n == format!("VIRTUP-{TEMPLATE}")
             || n.starts_with(&format!("VIRTUP-{TEMPLATE}-"))
-            || INSTANCES.iter().chain([&MODULE_INSTANCE]).any(|i| {
-                n == *i || n.starts_with(&format!("{i}.")) || n.starts_with(&format!("{i}-"))
-            })
+            || INSTANCES
+                .iter()
+                .chain([&MODULE_INSTANCE, &CLI_INSTANCE])
+                .any(|i| {
+                    n == *i || n.starts_with(&format!("{i}.")) || n.starts_with(&format!("{i}-"))
+                })
     };
     virsh(&["list", "--all", "--name"])
         .lines()
@@ -230,6 +366,7 @@ fn the_readme_roles_journey_makes_and_tears_down_what_it_declares() {
         .path()
         .join("collections/ansible_collections/virtup/virtup");
     assert_installed_collection(&collection);
+    assert_source_archive();
     let doc = session(runs[1]);
     assert!(
         doc.stdout.contains("virtup.virtup.virtup_instance")
@@ -307,6 +444,8 @@ fn the_readme_roles_journey_makes_and_tears_down_what_it_declares() {
         .join("instance")
         .join(format!("{MODULE_INSTANCE}.json"));
     assert!(!meta.exists(), "{} is left", meta.display());
+
+    cli_journey(&sb);
 
     let gone = session(runs[3]);
     println!(
