@@ -220,15 +220,15 @@ fn assert_missing_libvirt_is_named(home: &Path, ansible_home: &Path) {
 }
 
 /// docs/cli.md's first session, in the data dir where the README's journey made `debian-12`: `--init`, a clone, a
-/// command over the pinned key, the list, the delete. `virt-up` is found on `PATH` in the checkout's `bin/`, as the
+/// command over the pinned key, the list and paths, a playbook through `--playbook`, the delete. `virt-up` is found on `PATH` in the checkout's `bin/`, as the
 /// page says.
 fn cli_journey(sb: &Sandbox) {
     let steps = journey::steps("docs/cli.md", "cli");
-    assert!(steps.iter().all(|s| s.kind == "run"), "{steps:?}");
+    let kinds: Vec<&str> = steps.iter().map(|s| s.kind.as_str()).collect();
     assert_eq!(
-        steps.len(),
-        4,
-        "init, create, login and list, delete: {steps:?}"
+        kinds,
+        ["run", "run", "run", "file", "run", "run"],
+        "init, create, login and list, a playbook and its run, delete: {steps:?}"
     );
     let home = journey::outside_dir("virtup-cli-journey-");
     let mut path = vec![virtup_e2e::repo_root().join("bin")];
@@ -266,7 +266,27 @@ fn cli_journey(sb: &Sandbox) {
     };
     assert!(row(CLI_INSTANCE).contains(" running "), "{}", seen.stdout);
     row(&format!("VIRTUP-{TEMPLATE}"));
-    run(&steps[3]);
+    let data_home = format!("VIRTUP_DATA_HOME=\"{}\"", sb.data().display());
+    assert!(
+        table.lines().any(|l| l.contains(&data_home)),
+        "--show-paths: {}",
+        seen.stdout
+    );
+    journey::write(home.path(), &steps[3]);
+    let played = run(&steps[4]);
+    assert!(
+        played
+            .stdout
+            .contains(&format!("\"msg\": \"hello from {CLI_INSTANCE}\"")),
+        "{}",
+        played.stdout
+    );
+    assert!(
+        virtup_e2e::recap(&played.stdout).contains("failed=0"),
+        "{}",
+        played.stdout
+    );
+    run(&steps[5]);
     assert!(
         !journey_objects()
             .iter()
@@ -280,7 +300,7 @@ fn cli_journey(sb: &Sandbox) {
         .join(format!("{CLI_INSTANCE}.json"));
     assert!(!meta.exists(), "{} is left", meta.display());
     println!(
-        "docs/cli.md journey (init, a clone from the existing template, login, list, delete): {:.1}s",
+        "docs/cli.md journey (init, a clone from the existing template, login, list, a playbook, delete): {:.1}s",
         started.elapsed().as_secs_f64()
     );
 }

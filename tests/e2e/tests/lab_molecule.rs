@@ -1,7 +1,7 @@
 //! Layer 5: Molecule on the lab. docs/molecule.md's journey (a role of the user's own, in a directory outside the
 //! repository, tested on two virtup platforms with virtup's `platform` files copied as the page says) builds the
-//! template and then runs again on it; scenario `default` (the project's roles end to end) then runs on it too,
-//! without building it again. Each `molecule test` must pass and leave nothing of its own behind but the shared
+//! template; the same journey with the collection installed from its archive (no checkout) then runs on it, and
+//! scenario `default` (the project's roles end to end) too, neither building it again. Each `molecule test` must pass and leave nothing of its own behind but the shared
 //! template.
 
 // End-to-end tests drive the built binaries and the lab's tools with std's `Command` (and keep some
@@ -155,6 +155,13 @@ fn secs(d: Duration) -> f64 {
     d.as_secs_f64()
 }
 
+/// A reader's shell for a journey's `run` step in `dir`: the lab venv's tools first on `PATH`.
+fn reader_shell(dir: &Path, step: &journey::Step) -> std::process::Command {
+    let mut cmd = journey::shell(dir, step);
+    cmd.env("PATH", journey::venv_path());
+    cmd
+}
+
 /// docs/molecule.md's journey in `dir` up to its `molecule test`, which it returns (unrun): files written,
 /// commands run and edits made as a reader makes them.
 fn prepare_journey(dir: &Path, steps: &[journey::Step]) -> journey::Step {
@@ -167,8 +174,8 @@ fn prepare_journey(dir: &Path, steps: &[journey::Step]) -> journey::Step {
         match step.kind.as_str() {
             "run" => {
                 virtup_e2e::run_ok(
-                    &mut journey::shell(dir, step),
-                    Duration::from_secs(60),
+                    &mut reader_shell(dir, step),
+                    Duration::from_secs(120),
                     &step.body,
                 );
             }
@@ -178,20 +185,51 @@ fn prepare_journey(dir: &Path, steps: &[journey::Step]) -> journey::Step {
     molecule.clone()
 }
 
-/// The journey's `molecule test` in `dir` (the user's directory), in the sandbox's data dir.
-fn journey_molecule(sb: &Sandbox, dir: &Path, step: &journey::Step) -> virtup_e2e::Run {
+/// The journey's `molecule test` in `dir` (the user's directory), in the sandbox's data dir; `name` names its
+/// Molecule ephemeral dir.
+fn journey_molecule(sb: &Sandbox, dir: &Path, step: &journey::Step, name: &str) -> virtup_e2e::Run {
     virtup_e2e::run(
-        journey::shell(dir, step)
-            .env("PATH", journey::venv_path())
+        reader_shell(dir, step)
             .env("VIRTUP_DATA_HOME", sb.data())
             .env("VIRTUP_CONFIG_HOME", sb.config())
-            .env("MOLECULE_EPHEMERAL_DIRECTORY", ephemeral(sb, "journey"))
+            .env("MOLECULE_EPHEMERAL_DIRECTORY", ephemeral(sb, name))
             .env("ANSIBLE_NOCOLOR", "1")
             .env("ANSIBLE_FORCE_COLOR", "0")
             .env("PY_COLORS", "0")
             .env("NO_COLOR", "1"),
         Duration::from_secs(3600),
     )
+}
+
+/// The page's journey as a reader with the collection installed takes it: the install first, step 2's copy from the
+/// installed collection in place of the checkout's, and no `collections_path` edit in step 3.
+fn installed_journey(steps: &[journey::Step]) -> Vec<journey::Step> {
+    let variant = journey::steps("docs/molecule.md", "installed");
+    let [install, copy] = &variant[..] else {
+        panic!("the installed variant is an install and a copy: {variant:?}");
+    };
+    assert!(
+        install.kind == "run" && install.body.contains("ansible-galaxy collection install"),
+        "{install:?}"
+    );
+    let mut out = vec![install.clone()];
+    let (mut copied, mut skipped) = (0, 0);
+    for step in steps {
+        if step.kind == "run" && step.body.contains("/molecule/platform/") {
+            out.push(copy.clone());
+            copied += 1;
+        } else if step.kind == "edit" && step.body.contains("collections_path") {
+            skipped += 1;
+        } else {
+            out.push(step.clone());
+        }
+    }
+    assert_eq!(
+        (copied, skipped),
+        (1, 1),
+        "one copy replaced, one edit left out"
+    );
+    out
 }
 
 #[test]
@@ -227,7 +265,7 @@ fn the_documented_journey_and_the_default_scenario_pass_and_reuse_the_template()
         .collect();
     expected.sort();
     assert_eq!(journey::files(home.path()), expected);
-    let first = journey_molecule(&sb, home.path(), &command);
+    let first = journey_molecule(&sb, home.path(), &command, "journey");
     assert_passed(&first, "default", false);
     virtup_e2e::assert_molecule_checks_host_keys(&ephemeral(&sb, "journey"));
     assert_only_template_left(&sb, &ephemeral(&sb, "journey"), "journey", JOURNEY);
@@ -241,6 +279,56 @@ fn the_documented_journey_and_the_default_scenario_pass_and_reuse_the_template()
     );
     let volumes_after_first = template_volumes();
 
+    // The second `molecule test` in this data dir: the same journey with the collection installed from its archive
+    // into the role (the page's "With the collection installed"), in a fresh directory. The template is there,
+    // unchanged, and only cloned, as in a reader's second run.
+    let installed = installed_journey(&steps);
+    let dir = journey::outside_dir("virtup-journey-installed-");
+    let command = prepare_journey(dir.path(), &installed);
+    let collection = "myrole/collections/ansible_collections/virtup/virtup/";
+    let (in_collection, others): (Vec<String>, Vec<String>) = journey::files(dir.path())
+        .into_iter()
+        .partition(|f| f.starts_with(collection));
+    assert_eq!(
+        others, expected,
+        "the installed journey's files, besides the collection"
+    );
+    assert!(
+        in_collection.contains(&format!("{collection}MANIFEST.json"))
+            && in_collection.contains(&format!("{collection}plugins/modules/virtup_instance")),
+        "{in_collection:?}"
+    );
+    let second = journey_molecule(&sb, dir.path(), &command, "installed");
+    assert_passed(&second, "default", false);
+    virtup_e2e::assert_molecule_checks_host_keys(&ephemeral(&sb, "installed"));
+    assert_only_template_left(&sb, &ephemeral(&sb, "installed"), "installed", JOURNEY);
+    // The roles that ran were the installed copy's (Ansible names an included file by its path), and no setting of
+    // the environment could have pointed Ansible at the checkout.
+    assert!(
+        second.stdout.contains(
+            &dir.path()
+                .join(collection)
+                .join("roles/virtup_instance/tasks")
+                .display()
+                .to_string()
+        ),
+        "{}",
+        virtup_e2e::tail(&second.stdout, 60)
+    );
+    for var in [
+        "ANSIBLE_COLLECTIONS_PATH",
+        "ANSIBLE_COLLECTIONS_PATHS",
+        "ANSIBLE_CONFIG",
+    ] {
+        assert!(std::env::var_os(var).is_none(), "{var} is set");
+    }
+    let reused = template_changed(&second);
+    assert_eq!(
+        reused,
+        Some(false),
+        "the installed journey must reuse the template"
+    );
+
     // The second `molecule test` in this data dir, the project's own scenario, declares the template as the
     // journey does: it is there, unchanged, and only cloned, as in a reader's second run. (A second run of the
     // journey itself proved the same at 111 s of CI. Scenario `platform`, whose files the journey copies, is run
@@ -251,9 +339,10 @@ fn the_documented_journey_and_the_default_scenario_pass_and_reuse_the_template()
     assert_only_template_left(&sb, &ephemeral(&sb, "default"), "default", DEFAULT);
     let rebuilt = template_changed(&default);
     println!(
-        "journey: {:.1}s (template built: {}); default: {:.1}s (template rebuilt: {})",
+        "journey: {:.1}s (template built: {}); installed journey: {:.1}s; default: {:.1}s (template rebuilt: {})",
         secs(first.elapsed),
         built == Some(true),
+        secs(second.elapsed),
         secs(default.elapsed),
         rebuilt != Some(false)
     );
