@@ -140,6 +140,9 @@ pub fn host_vars(host: &Host) -> Map<String, Value> {
         "ansible_ssh_common_args",
         unsafe_value(&host.ssh_common_args()),
     );
+    // With host key checking off in the user's Ansible config, Ansible puts `StrictHostKeyChecking=no` before these
+    // options, and ssh keeps the first value it reads: the pin would not be checked. This host says otherwise.
+    put("ansible_host_key_checking", json!(true));
     put("virtup_kind", json!(host.kind.as_str()));
     put("virtup_domain", unsafe_value(&host.domain));
     put("virtup_template", unsafe_value(&host.template));
@@ -217,6 +220,8 @@ pub fn virt_up_inventory_yaml(listing: &Listing) -> String {
             }
             put("ansible_connection", "ssh");
             put("ansible_ssh_common_args", &h.ssh_common_args());
+            // As in the dynamic inventory: the pin holds whatever the user's host_key_checking says.
+            out.push_str("          ansible_host_key_checking: true\n");
         }
     }
     out
@@ -443,6 +448,7 @@ mod tests {
         );
         assert_eq!(web1["virtup_state"], json!({"__ansible_unsafe": "running"}));
         assert_eq!(web1["virtup_kind"], json!("instance"));
+        assert_eq!(web1["ansible_host_key_checking"], json!(true));
         assert!(web1["ansible_ssh_common_args"]["__ansible_unsafe"]
             .as_str()
             .unwrap()
@@ -539,5 +545,9 @@ mod tests {
             "{y}"
         );
         assert!(y.contains("ansible_ssh_common_args: !unsafe \"-o 'StrictHostKeyChecking=yes' -o 'UserKnownHostsFile=/d ir/known_hosts' -o 'GlobalKnownHostsFile=/dev/null' -o 'HostKeyAlias=web1'\""), "{y}");
+        assert!(
+            y.contains("\n          ansible_host_key_checking: true\n"),
+            "{y}"
+        );
     }
 }

@@ -92,6 +92,30 @@ impl Records {
         run(&mut cmd, Duration::from_secs(300))
     }
 
+    /// `ansible HOST -m ping -vvvv` through inventory `source` with host key checking off in the caller's Ansible
+    /// config, aimed at a closed port on loopback: the run fails at once, and `-vvvv` shows ssh's command line.
+    fn ping_with_checking_off(&self, source: &Path, host: &str) -> Run {
+        let mut cmd = Command::new(venv_bin("ansible"));
+        for (key, _) in std::env::vars_os() {
+            let key_text = key.to_string_lossy();
+            if key_text.starts_with("ANSIBLE_") || key_text.starts_with("VIRTUP_") {
+                cmd.env_remove(&key);
+            }
+        }
+        cmd.args([host, "-m", "ansible.builtin.ping", "-vvvv", "-i"])
+            .arg(source)
+            .args(["-e", "ansible_host=127.0.0.1", "-e", "ansible_port=9"])
+            .current_dir(self.dir.path())
+            .env("ANSIBLE_HOST_KEY_CHECKING", "False")
+            .env("ANSIBLE_COLLECTIONS_PATH", repo_root().join("collections"))
+            .env("ANSIBLE_HOME", self.dir.path().join("ansible-home"))
+            .env("ANSIBLE_NOCOLOR", "1")
+            .env("VIRTUP_DATA_HOME", self.data())
+            .env("VIRTUP_CONFIG_HOME", self.dir.path().join("config"))
+            .env("LIBVIRT_DEFAULT_URI", self.uri());
+        run(&mut cmd, Duration::from_secs(300))
+    }
+
     fn list(&self, config: &Path) -> Value {
         let out = self
             .ansible_inventory(&["-i", config.to_str().unwrap(), "--list"])
@@ -325,4 +349,28 @@ fn a_binary_that_cannot_run_or_a_wrong_file_name_is_named() {
         all.contains("could not be verified by inventory plugin 'virtup.virtup.virtup'"),
         "{all}"
     );
+}
+
+/// A user whose Ansible config turns host key checking off still gets virtup's pin checked: Ansible would put
+/// `StrictHostKeyChecking=no` before the host's own options (and ssh keeps the first value it reads), so each
+/// host of the script and of the plugin says `ansible_host_key_checking: true`.
+#[test]
+fn host_key_checking_off_in_the_callers_config_does_not_unpin_a_host() {
+    assert_built();
+    let r = Records::new();
+    for source in [repo_root().join("virtup_inventory"), r.config("pin", "")] {
+        let out = r.ping_with_checking_off(&source, "web1");
+        let all = format!("{}{}", out.stdout, out.stderr);
+        let exec = all
+            .lines()
+            .find(|l| l.contains("SSH: EXEC ssh"))
+            .unwrap_or_else(|| panic!("{}: no ssh command line in {all}", source.display()));
+        assert!(
+            exec.contains("StrictHostKeyChecking=yes")
+                && !exec.contains("StrictHostKeyChecking=no"),
+            "{}: {exec}",
+            source.display()
+        );
+        assert!(!out.status.success(), "{all}");
+    }
 }

@@ -266,7 +266,10 @@ fn cli_journey(sb: &Sandbox) {
     };
     assert!(row(CLI_INSTANCE).contains(" running "), "{}", seen.stdout);
     row(&format!("VIRTUP-{TEMPLATE}"));
-    let data_home = format!("VIRTUP_DATA_HOME=\"{}\"", sb.data().display());
+    let data_home = format!(
+        "VIRTUP_DATA_HOME=\"{}\"",
+        std::fs::canonicalize(sb.data()).unwrap().display()
+    );
     assert!(
         table.lines().any(|l| l.contains(&data_home)),
         "--show-paths: {}",

@@ -149,6 +149,8 @@ fn template_host_vars(template: &TemplateFacts, uri: &str) -> Result<serde_json:
         "ansible_user": host.user,
         "ansible_ssh_private_key_file": host.ssh_private_key_file,
         "ansible_ssh_common_args": host.ssh_common_args(),
+        // The pin holds whatever the user's host_key_checking says (see `inventory::host_vars`).
+        "ansible_host_key_checking": true,
         "virtup_template_name": host.template,
         "virtup_template_domain": host.domain,
     }))
