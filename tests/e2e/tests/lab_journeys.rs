@@ -219,9 +219,9 @@ fn assert_missing_libvirt_is_named(home: &Path, ansible_home: &Path) {
     assert!(!out.contains("deserialization failed"), "{out}");
 }
 
-/// docs/cli.md's first session, in the data dir where the README's journey made `debian-12`: `--init`, a clone, a
-/// command over the pinned key, the list and paths, a playbook through `--playbook`, the delete. `virt-up` is found on `PATH` in the checkout's `bin/`, as the
-/// page says.
+/// docs/cli.md's first session, in the data dir where the README's journey made `debian-12`: `--init` and the
+/// templates it declares, a clone, a command over the pinned key, the list and paths, a playbook through
+/// `--playbook`, the delete. `virt-up` is found on `PATH` in the checkout's `bin/`, as the page says.
 fn cli_journey(sb: &Sandbox) {
     let steps = journey::steps("docs/cli.md", "cli");
     let kinds: Vec<&str> = steps.iter().map(|s| s.kind.as_str()).collect();
@@ -241,7 +241,13 @@ fn cli_journey(sb: &Sandbox) {
         virtup_e2e::run_ok(&mut cmd, Duration::from_secs(1200), &step.body)
     };
     let started = std::time::Instant::now();
-    run(&steps[0]);
+    let init = run(&steps[0]);
+    assert!(
+        init.stdout.lines().any(|l| l.starts_with("debian-12 ")
+            && l.trim_end().ends_with(" os-version:debian-12")),
+        "--show-templates: {}",
+        init.stdout
+    );
     for file in ["settings.cfg", "templates.d/debian.cfg"] {
         assert!(sb.config().join(file).is_file(), "--init wrote no {file}");
     }
