@@ -140,8 +140,9 @@ pub fn host_vars(host: &Host) -> Map<String, Value> {
         "ansible_ssh_common_args",
         unsafe_value(&host.ssh_common_args()),
     );
-    // With host key checking off in the user's Ansible config, Ansible puts `StrictHostKeyChecking=no` before these
-    // options, and ssh keeps the first value it reads: the pin would not be checked. This host says otherwise.
+    // With host key checking off in the user's Ansible config, Ansible puts the ssh option that turns checking off
+    // before these options, and ssh keeps the first value it reads: the pin would not be checked. This host says
+    // otherwise.
     put("ansible_host_key_checking", json!(true));
     put("virtup_kind", json!(host.kind.as_str()));
     put("virtup_domain", unsafe_value(&host.domain));
