@@ -76,43 +76,39 @@ impl Records {
     /// `ansible-inventory ARGS` with the repository's collection, no Ansible setting of the caller's, and an
     /// Ansible home inside the records' directory.
     fn ansible_inventory(&self, args: &[&str]) -> Run {
-        let mut cmd = Command::new(venv_bin("ansible-inventory"));
+        let mut cmd = self.ansible("ansible-inventory");
+        cmd.args(args);
+        run(&mut cmd, Duration::from_secs(300))
+    }
+
+    /// The lab venv's `program` in the records' directory, with the repository's collection, no Ansible or virtup
+    /// setting of the caller's, an Ansible home inside the records' directory and the node as default hypervisor.
+    fn ansible(&self, program: &str) -> Command {
+        let mut cmd = Command::new(venv_bin(program));
         for (key, _) in std::env::vars_os() {
             let key_text = key.to_string_lossy();
             if key_text.starts_with("ANSIBLE_") || key_text.starts_with("VIRTUP_") {
                 cmd.env_remove(&key);
             }
         }
-        cmd.args(args)
-            .current_dir(self.dir.path())
+        cmd.current_dir(self.dir.path())
             .env("ANSIBLE_COLLECTIONS_PATH", repo_root().join("collections"))
             .env("ANSIBLE_HOME", self.dir.path().join("ansible-home"))
             .env("ANSIBLE_NOCOLOR", "1")
             .env("LIBVIRT_DEFAULT_URI", self.uri());
-        run(&mut cmd, Duration::from_secs(300))
+        cmd
     }
 
     /// `ansible HOST -m ping -vvvv` through inventory `source` with host key checking off in the caller's Ansible
     /// config, aimed at a closed port on loopback: the run fails at once, and `-vvvv` shows ssh's command line.
     fn ping_with_checking_off(&self, source: &Path, host: &str) -> Run {
-        let mut cmd = Command::new(venv_bin("ansible"));
-        for (key, _) in std::env::vars_os() {
-            let key_text = key.to_string_lossy();
-            if key_text.starts_with("ANSIBLE_") || key_text.starts_with("VIRTUP_") {
-                cmd.env_remove(&key);
-            }
-        }
+        let mut cmd = self.ansible("ansible");
         cmd.args([host, "-m", "ansible.builtin.ping", "-vvvv", "-i"])
             .arg(source)
             .args(["-e", "ansible_host=127.0.0.1", "-e", "ansible_port=9"])
-            .current_dir(self.dir.path())
             .env("ANSIBLE_HOST_KEY_CHECKING", "False")
-            .env("ANSIBLE_COLLECTIONS_PATH", repo_root().join("collections"))
-            .env("ANSIBLE_HOME", self.dir.path().join("ansible-home"))
-            .env("ANSIBLE_NOCOLOR", "1")
             .env("VIRTUP_DATA_HOME", self.data())
-            .env("VIRTUP_CONFIG_HOME", self.dir.path().join("config"))
-            .env("LIBVIRT_DEFAULT_URI", self.uri());
+            .env("VIRTUP_CONFIG_HOME", self.dir.path().join("config"));
         run(&mut cmd, Duration::from_secs(300))
     }
 

@@ -296,22 +296,24 @@ fn cli_journey(sb: &Sandbox) {
         played.stdout
     );
     run(&steps[5]);
-    assert!(
-        !journey_objects()
-            .iter()
-            .any(|n| n == CLI_INSTANCE || n.starts_with(&format!("{CLI_INSTANCE}."))),
-        "{CLI_INSTANCE} is left: {:?}",
-        journey_objects()
-    );
-    let meta = sb
-        .data()
-        .join("instance")
-        .join(format!("{CLI_INSTANCE}.json"));
-    assert!(!meta.exists(), "{} is left", meta.display());
+    assert_instance_gone(sb, CLI_INSTANCE);
     println!(
         "docs/cli.md journey (init, a clone from the existing template, login, list, a playbook, delete): {:.1}s",
         started.elapsed().as_secs_f64()
     );
+}
+
+/// Nothing of instance `name` is left: no domain or volume of its name on the lab's libvirtd, no metadata.
+fn assert_instance_gone(sb: &Sandbox, name: &str) {
+    assert!(
+        !journey_objects()
+            .iter()
+            .any(|n| n == name || n.starts_with(&format!("{name}."))),
+        "{name} is left: {:?}",
+        journey_objects()
+    );
+    let meta = sb.data().join("instance").join(format!("{name}.json"));
+    assert!(!meta.exists(), "{} is left", meta.display());
 }
 
 /// Domains and volumes of the journey's objects on the lab's libvirtd.
@@ -461,18 +463,7 @@ fn the_readme_roles_journey_makes_and_tears_down_what_it_declares() {
         "the ad-hoc removal: {}",
         modules.stdout
     );
-    assert!(
-        !journey_objects()
-            .iter()
-            .any(|n| n == MODULE_INSTANCE || n.starts_with(&format!("{MODULE_INSTANCE}."))),
-        "app1 is left: {:?}",
-        journey_objects()
-    );
-    let meta = sb
-        .data()
-        .join("instance")
-        .join(format!("{MODULE_INSTANCE}.json"));
-    assert!(!meta.exists(), "{} is left", meta.display());
+    assert_instance_gone(&sb, MODULE_INSTANCE);
 
     cli_journey(&sb);
 
