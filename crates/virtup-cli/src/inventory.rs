@@ -157,7 +157,7 @@ pub fn host_vars(host: &Host) -> Map<String, Value> {
         put("virtup_reserved_address", unsafe_value(a));
     }
     if !host.extra_nics.is_empty() {
-        // As the module returns them (`instance.extra_nics`): type, source, mode (direct), MAC.
+        // As the module returns them (`instance.extra_nics`): type, source, mode (direct), model, MAC.
         let nics = host.extra_nics.iter().map(|made| {
             let view = virtup_ops::instance::NicView::of(made);
             let mut nic = Map::new();
@@ -166,6 +166,7 @@ pub fn host_vars(host: &Host) -> Map<String, Value> {
             if let Some(mode) = view.mode {
                 nic.insert("mode".into(), json!(mode));
             }
+            nic.insert("model".into(), json!(view.model));
             nic.insert("mac".into(), unsafe_value(&view.mac));
             Value::Object(nic)
         });
@@ -384,6 +385,7 @@ mod tests {
             virtup_core::nic::MadeNic {
                 nic: virtup_core::nic::Nic::Bridge("br0".into()),
                 mac: "52:54:00:00:00:02".into(),
+                model: virtup_core::nic::NicModel::E1000,
             },
             virtup_core::nic::MadeNic {
                 nic: virtup_core::nic::Nic::Direct {
@@ -391,13 +393,14 @@ mod tests {
                     mode: virtup_core::nic::DirectMode::Vepa,
                 },
                 mac: "52:54:00:00:00:03".into(),
+                model: Default::default(),
             },
         ];
         assert_eq!(
             host_vars(&h)["virtup_extra_nics"],
             json!([
-                {"type": "bridge", "source": {"__ansible_unsafe": "br0"}, "mac": {"__ansible_unsafe": "52:54:00:00:00:02"}},
-                {"type": "direct", "source": {"__ansible_unsafe": "eth1"}, "mode": "vepa", "mac": {"__ansible_unsafe": "52:54:00:00:00:03"}}
+                {"type": "bridge", "source": {"__ansible_unsafe": "br0"}, "model": "e1000", "mac": {"__ansible_unsafe": "52:54:00:00:00:02"}},
+                {"type": "direct", "source": {"__ansible_unsafe": "eth1"}, "mode": "vepa", "model": "virtio", "mac": {"__ansible_unsafe": "52:54:00:00:00:03"}}
             ])
         );
     }

@@ -65,6 +65,10 @@ pub struct InstanceMeta {
     /// The NICs after the first that the instance was made with (`nics`), in order.
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub extra_nics: Vec<crate::nic::MadeNic>,
+    /// The device model of its NICs as made (`nic_model`); `None` in records from before the option,
+    /// whose NICs are virtio.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub nic_model: Option<crate::nic::NicModel>,
     /// The digest of the `cloud_init` data it was made with ([`crate::cloud_init::CloudInit::digest`]);
     /// the data itself (it may hold secrets) is kept only on its seed disk.
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -109,6 +113,7 @@ impl Default for InstanceMeta {
             reservation: None,
             data_disks: Vec::new(),
             extra_nics: Vec::new(),
+            nic_model: None,
             cloud_init_digest: None,
             groups: Vec::new(),
             static_ipv4: None,

@@ -46,6 +46,48 @@ impl DirectMode {
     }
 }
 
+/// The device a guest sees for a NIC (`nics[N].model`, libvirt's `<model type>`). Every one is a
+/// PCI device QEMU emulates on x86 and arm, so a warm clone hot-plugs it as it does virtio; the
+/// others are for guests without virtio drivers, or whose network config names a driver.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum NicModel {
+    #[default]
+    Virtio,
+    E1000,
+    E1000e,
+    Rtl8139,
+}
+
+impl NicModel {
+    pub const WORDS: [&'static str; 4] = ["virtio", "e1000", "e1000e", "rtl8139"];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            NicModel::Virtio => "virtio",
+            NicModel::E1000 => "e1000",
+            NicModel::E1000e => "e1000e",
+            NicModel::Rtl8139 => "rtl8139",
+        }
+    }
+
+    pub fn is_virtio(&self) -> bool {
+        *self == NicModel::Virtio
+    }
+
+    pub fn parse(word: &str) -> Option<NicModel> {
+        Self::WORDS
+            .iter()
+            .zip([
+                NicModel::Virtio,
+                NicModel::E1000,
+                NicModel::E1000e,
+                NicModel::Rtl8139,
+            ])
+            .find_map(|(w, m)| (*w == word).then_some(m))
+    }
+}
+
 /// Where a NIC is plugged in on the host.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
@@ -92,11 +134,52 @@ impl Nic {
     }
 }
 
+/// One NIC of an instance: where it plugs in and the device the guest sees.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct NicDevice {
+    pub nic: Nic,
+    pub model: NicModel,
+}
+
+impl NicDevice {
+    /// A virtio NIC on `nic`: what every NIC was before `model`.
+    pub fn virtio(nic: Nic) -> NicDevice {
+        NicDevice {
+            nic,
+            model: NicModel::Virtio,
+        }
+    }
+
+    /// `network default`, `direct eth0 (vepa)`, `bridge br0 (e1000)`, `direct eth0 (vepa, e1000)`:
+    /// the model is named when it is not virtio.
+    pub fn describe(&self) -> String {
+        let notes: Vec<&str> = self
+            .nic
+            .mode()
+            .map(DirectMode::as_str)
+            .into_iter()
+            .chain((!self.model.is_virtio()).then_some(self.model.as_str()))
+            .collect();
+        match notes.as_slice() {
+            [] => format!("{} {}", self.nic.kind(), self.nic.source()),
+            _ => format!(
+                "{} {} ({})",
+                self.nic.kind(),
+                self.nic.source(),
+                notes.join(", ")
+            ),
+        }
+    }
+}
+
 /// A NIC an instance was made with, and its MAC (the first NIC's is the metadata's `mac`).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct MadeNic {
     pub nic: Nic,
     pub mac: String,
+    /// Virtio in records from before `model`, as every NIC then was.
+    #[serde(default)]
+    pub model: NicModel,
 }
 
 /// The key of NIC `index` (0-based) of `instance` in `macaddrs.json`. The first NIC's is the
@@ -110,9 +193,10 @@ pub fn mac_key(instance: &str, index: usize) -> String {
     }
 }
 
-/// Parses the `nics` option: a list of `{network}`, `{bridge}` or `{direct, mode}`; every error
-/// names the item and the key (`nics[2].bridge`). The first must be on a libvirt network.
-pub fn parse_list(option: &str, value: &Value) -> Result<Vec<Nic>, ValidationError> {
+/// Parses the `nics` option: a list of `{network}`, `{bridge}` or `{direct, mode}`, each with an
+/// optional `model`; every error names the item and the key (`nics[2].bridge`). The first must be
+/// on a libvirt network.
+pub fn parse_list(option: &str, value: &Value) -> Result<Vec<NicDevice>, ValidationError> {
     let items = match value {
         Value::Array(items) => items,
         other => {
@@ -141,10 +225,10 @@ pub fn parse_list(option: &str, value: &Value) -> Result<Vec<Nic>, ValidationErr
         .collect::<Result<Vec<_>, _>>()?;
     // Passthrough gives the guest the device whole: no other NIC can sit on it.
     for (i, nic) in nics.iter().enumerate() {
-        if let Nic::Direct { dev, mode } = nic {
+        if let Nic::Direct { dev, mode } = &nic.nic {
             let clash = nics.iter().enumerate().find(|(j, other)| {
                 *j != i
-                    && matches!(other, Nic::Direct { dev: d, mode: m }
+                    && matches!(&other.nic, Nic::Direct { dev: d, mode: m }
                         if d == dev && (*mode == DirectMode::Passthrough || *m == DirectMode::Passthrough))
             });
             if let Some((j, _)) = clash {
@@ -158,28 +242,49 @@ pub fn parse_list(option: &str, value: &Value) -> Result<Vec<Nic>, ValidationErr
             }
         }
     }
-    if !matches!(nics[0], Nic::Network(_)) {
+    if !matches!(nics[0].nic, Nic::Network(_)) {
         return Err(ValidationError::new(
             &format!("{option}[1]"),
             format!(
                 "is {}, but the first NIC must be on a libvirt network: virtup finds the guest's address \
                  through that network's DHCP (a bridge or a direct NIC can come second)",
-                nics[0].describe()
+                nics[0].nic.describe()
             ),
         ));
     }
     Ok(nics)
 }
 
-const KEYS: [&str; 4] = ["network", "bridge", "direct", "mode"];
+const KEYS: [&str; 5] = ["network", "bridge", "direct", "mode", "model"];
 
-fn parse_one(at: &str, item: &Value) -> Result<Nic, ValidationError> {
+fn parse_one(at: &str, item: &Value) -> Result<NicDevice, ValidationError> {
     let map = validate::dict_item(
         at,
         item,
         "a NIC (a dictionary with `network`, `bridge` or `direct`)",
         &KEYS,
     )?;
+    let text = |key: &str| validate::item_text(at, map, key);
+    let model = match text("model")? {
+        None => NicModel::Virtio,
+        Some(m) => NicModel::parse(&m).ok_or_else(|| {
+            ValidationError::new(
+                &format!("{at}.model"),
+                format!(
+                    "{} is not a NIC model virtup offers (expected {})",
+                    Shown(&m),
+                    NicModel::WORDS.join(", ")
+                ),
+            )
+        })?,
+    };
+    Ok(NicDevice {
+        nic: parse_source(at, map)?,
+        model,
+    })
+}
+
+fn parse_source(at: &str, map: &serde_json::Map<String, Value>) -> Result<Nic, ValidationError> {
     let text = |key: &str| validate::item_text(at, map, key);
     let sources: Vec<(&str, String)> = ["network", "bridge", "direct"]
         .into_iter()
@@ -271,14 +376,35 @@ mod tests {
     use super::*;
 
     #[test]
+    fn nic_models_read_back_as_written() {
+        for word in NicModel::WORDS {
+            assert_eq!(NicModel::parse(word).map(NicModel::as_str), Some(word));
+        }
+        assert_eq!(NicModel::parse("E1000"), None);
+        assert_eq!(NicModel::default().as_str(), "virtio");
+    }
+
+    #[test]
     fn three_kinds_parse_and_the_first_is_the_network() {
         let nics = parse_list(
             "nics",
-            &json!([{"network": "default"}, {"bridge": "br0"}, {"direct": "eth0", "mode": "vepa"}, {"direct": "eth1", "mode": null}]),
+            &json!([{"network": "default"}, {"bridge": "br0", "model": "e1000"}, {"direct": "eth0", "mode": "vepa"}, {"direct": "eth1", "mode": null, "model": "rtl8139"}]),
         )
         .unwrap();
+        let models: Vec<&str> = nics.iter().map(|n| n.model.as_str()).collect();
+        assert_eq!(models, ["virtio", "e1000", "virtio", "rtl8139"]);
+        let described: Vec<String> = nics.iter().map(NicDevice::describe).collect();
         assert_eq!(
-            nics,
+            described,
+            [
+                "network default",
+                "bridge br0 (e1000)",
+                "direct eth0 (vepa)",
+                "direct eth1 (bridge, rtl8139)"
+            ]
+        );
+        assert_eq!(
+            nics.into_iter().map(|n| n.nic).collect::<Vec<_>>(),
             [
                 Nic::Network("default".into()),
                 Nic::Bridge("br0".into()),
@@ -325,6 +451,16 @@ mod tests {
                 json!([{"network": "n"}, {"direct": "eth0", "mode": "passthru"}]),
                 "nics[2].mode",
                 "not a macvtap mode",
+            ),
+            (
+                json!([{"network": "n", "model": "ne2k_pci"}]),
+                "nics[1].model",
+                "not a NIC model virtup offers (expected virtio, e1000, e1000e, rtl8139)",
+            ),
+            (
+                json!([{"network": "n"}, {"bridge": "b", "model": ["e1000"]}]),
+                "nics[2].model",
+                "must be a string",
             ),
             (
                 json!([{"network": "n"}, {"bridge": "a-very-long-bridge"}]),

@@ -5,7 +5,7 @@ use crate::tag::VirtupTag;
 use crate::xml::{self, check_text, scaled_bytes, Element, XmlWriter};
 
 /// The accelerator (libvirt's `<domain type=…>`) and disk formats are virtup-wide concepts.
-pub use virtup_core::nic::{DirectMode, Nic};
+pub use virtup_core::nic::{DirectMode, Nic, NicModel};
 pub use virtup_core::{ImageFormat, VirtType};
 
 /// Guest CPU model policy.
@@ -108,12 +108,14 @@ impl DiskSpec {
     }
 }
 
-/// One NIC, virtio model: on a libvirt network, a host bridge, or a host device (macvtap).
+/// One NIC: on a libvirt network, a host bridge, or a host device (macvtap).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct NicSpec {
     pub source: Nic,
     /// `None` lets libvirt generate one (52:54:00:…).
     pub mac: Option<String>,
+    /// The device the guest sees (virtio unless the instance asks for another).
+    pub model: NicModel,
 }
 
 impl NicSpec {
@@ -122,6 +124,7 @@ impl NicSpec {
         NicSpec {
             source: Nic::Network(network.into()),
             mac,
+            model: NicModel::Virtio,
         }
     }
 }
@@ -493,7 +496,7 @@ impl NicSpec {
             ),
             None => w.empty("source", &[(kind, self.source.source())]),
         }
-        w.empty("model", &[("type", "virtio")]);
+        w.empty("model", &[("type", self.model.as_str())]);
         w.close("interface");
     }
 
@@ -870,6 +873,7 @@ mod tests {
         spec.nics.push(NicSpec {
             source: Nic::Bridge("br0".into()),
             mac: Some("52:54:00:00:00:02".into()),
+            model: NicModel::E1000,
         });
         spec.nics.push(NicSpec {
             source: Nic::Direct {
@@ -877,6 +881,7 @@ mod tests {
                 mode: DirectMode::Vepa,
             },
             mac: Some("52:54:00:00:00:03".into()),
+            model: NicModel::Rtl8139,
         });
         let xml = spec.to_xml().unwrap();
         let at = |needle: &str| {
@@ -891,6 +896,12 @@ mod tests {
         );
         let parsed = parse_domain_xml(&xml).unwrap();
         let macs: Vec<_> = parsed.interfaces.iter().map(|i| i.mac.as_deref()).collect();
+        let models: Vec<_> = parsed
+            .interfaces
+            .iter()
+            .map(|i| i.model.as_deref())
+            .collect();
+        assert_eq!(models, [Some("virtio"), Some("e1000"), Some("rtl8139")]);
         assert_eq!(
             macs,
             [

@@ -21,8 +21,8 @@ mod xml;
 
 pub use domain_xml::{
     parse_domain_xml, CpuMode, DirectMode, DiskBus, DiskDevice, DiskSpec, DomainSpec, Graphics,
-    ImageFormat, Nic, NicSpec, OnReboot, ParsedDisk, ParsedDomain, ParsedInterface, VirtType,
-    GUEST_AGENT_CHANNEL,
+    ImageFormat, Nic, NicModel, NicSpec, OnReboot, ParsedDisk, ParsedDomain, ParsedInterface,
+    VirtType, GUEST_AGENT_CHANNEL,
 };
 pub use error::{LibvirtError, Result};
 pub use host_setup::{dir_pool_xml, NatNetworkSpec, NetworkInfo};

@@ -13,7 +13,7 @@ use virtup_core::instance::{
     plan, CloneKind, Customize, InstanceDesired, InstanceObserved, InstanceState, ObservedInstance,
     Plan, PlanError, Step,
 };
-use virtup_core::nic::{self, DirectMode, MadeNic, Nic};
+use virtup_core::nic::{self, DirectMode, MadeNic, Nic, NicDevice, NicModel};
 use virtup_core::ownership::{self, Ledger, Proof};
 use virtup_core::{
     keys, known_hosts, validate, AddressSource, DataDir, Fields, InstanceMeta, LockGuard,
@@ -73,7 +73,7 @@ pub struct InstanceOptions {
     pub static_address: bool,
     /// The NICs, the first on the libvirt network virtup reaches the guest through; `None` gives it
     /// one NIC on `network`.
-    pub nics: Option<Vec<Nic>>,
+    pub nics: Option<Vec<NicDevice>>,
     /// The user's cloud-init data, given to a new instance on a NoCloud seed disk (`cloud_init`).
     pub cloud_init: Option<CloudInit>,
     /// The inventory groups it is declared in (`groups`); `None` leaves the recorded ones.
@@ -149,7 +149,7 @@ pub struct Request {
     /// `address_mode: static`.
     pub static_address: bool,
     /// The `nics` asked for (the first is `network`); `None` when the task gives none.
-    pub nics: Option<Vec<Nic>>,
+    pub nics: Option<Vec<NicDevice>>,
     /// `cloud_init`: the NoCloud seed a create attaches.
     pub cloud_init: Option<CloudInit>,
 }
@@ -168,8 +168,15 @@ impl Request {
     fn data_disks(&self) -> &[DataDisk] {
         self.disks.as_deref().unwrap_or_default()
     }
+    /// The model of the NIC a create makes first (virtio when the task gives no `nics`).
+    fn first_nic_model(&self) -> NicModel {
+        self.nics
+            .as_ref()
+            .and_then(|n| n.first())
+            .map_or(NicModel::Virtio, |n| n.model)
+    }
     /// The NICs after the first that a create adds (none when the task gives no `nics`).
-    fn extra_nics(&self) -> &[Nic] {
+    fn extra_nics(&self) -> &[NicDevice] {
         self.nics
             .as_deref()
             .map_or(&[], |n| n.get(1..).unwrap_or_default())
@@ -318,7 +325,7 @@ pub fn resolve(ctx: &Context, options: InstanceOptions) -> Result<Request> {
     if static_address && address.is_none() && state != InstanceState::Absent {
         bail!("invalid value for `address_mode`: `static` configures `address` in the guest; give one");
     }
-    let network = match nics.as_ref().and_then(|n| n.first()) {
+    let network = match nics.as_ref().and_then(|n| n.first()).map(|n| &n.nic) {
         Some(_) if layer.network.is_some() => bail!(
             "invalid value for `network`: `nics` is given too, and its first NIC is the network the \
              instance is reached through; give one of the two"
@@ -426,7 +433,7 @@ struct Observation {
     /// The data disks the metadata records the instance was made with.
     recorded_disks: Vec<DataDisk>,
     /// The NICs the instance was made with, in order (the first on `network`).
-    recorded_nics: Vec<Nic>,
+    recorded_nics: Vec<NicDevice>,
     /// The digest of the `cloud_init` data it was made with.
     recorded_cloud_init: Option<String>,
     /// What the template's disk said of cloud-init, for a create with `cloud_init`.
@@ -518,12 +525,17 @@ fn observe(hv: &Hypervisor, data: &DataDir, req: &Request) -> Result<Observation
         .unwrap_or_default();
     let recorded_static = meta.as_ref().and_then(|m| m.static_ipv4.clone());
     // The NICs it was made with: the first on its network, then those `nics` added.
-    let recorded_nics = std::iter::once(Nic::Network(network.clone()))
-        .chain(
-            meta.iter()
-                .flat_map(|m| m.extra_nics.iter().map(|n| n.nic.clone())),
-        )
-        .collect();
+    let recorded_nics = std::iter::once(NicDevice {
+        nic: Nic::Network(network.clone()),
+        model: meta.as_ref().and_then(|m| m.nic_model).unwrap_or_default(),
+    })
+    .chain(meta.iter().flat_map(|m| {
+        m.extra_nics.iter().map(|n| NicDevice {
+            nic: n.nic.clone(),
+            model: n.model,
+        })
+    }))
+    .collect();
     let mut kept = Vec::new();
     if req.desired.state == InstanceState::Absent && hv.pool(&req.pool)?.is_some() {
         // Disk N asked to be kept at the delete is disk N as it was made (its recorded format).
@@ -780,6 +792,8 @@ pub struct InstanceFacts {
     pub static_address: Option<String>,
     /// The NICs after the first (`nics`), as made.
     pub extra_nics: Vec<NicView>,
+    /// The device model of its first NIC, as made (the others' are in `extra_nics`).
+    pub nic_model: Option<&'static str>,
     /// The inventory groups it is declared in (`groups`), besides virtup's own.
     pub groups: Vec<String>,
     pub template: String,
@@ -1054,7 +1068,7 @@ fn report(req: &Request, obs: &Observation, the_plan: &Plan, waited: Waited) -> 
                 req.desired.name,
                 obs.recorded_nics
                     .iter()
-                    .map(Nic::describe)
+                    .map(NicDevice::describe)
                     .collect::<Vec<_>>()
                     .join(", ")
             ));
@@ -1158,6 +1172,7 @@ pub struct NicView {
     pub source: String,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub mode: Option<&'static str>,
+    pub model: &'static str,
     pub mac: String,
 }
 
@@ -1167,6 +1182,7 @@ impl NicView {
             kind: made.nic.kind(),
             source: made.nic.source().to_owned(),
             mode: made.nic.mode().map(DirectMode::as_str),
+            model: made.model.as_str(),
             mac: made.mac.clone(),
         }
     }
@@ -1263,9 +1279,10 @@ fn state_word(d: &ObservedInstance) -> &'static str {
 
 fn diff(req: &Request, obs: &Observation) -> (InstanceView, InstanceView) {
     let (before, recorded_disks) = (&obs.model, obs.recorded_disks.as_slice());
-    let shown = |nics: &[Nic]| -> Vec<String> {
-        if nics.len() > 1 {
-            nics.iter().map(Nic::describe).collect()
+    // One virtio NIC is every instance's, and goes without saying.
+    let shown = |nics: &[NicDevice]| -> Vec<String> {
+        if nics.len() > 1 || nics.iter().any(|n| !n.model.is_virtio()) {
+            nics.iter().map(NicDevice::describe).collect()
         } else {
             Vec::new()
         }
@@ -1385,6 +1402,7 @@ fn describe(
         extra_nics: meta
             .map(|m| m.extra_nics.iter().map(NicView::of).collect())
             .unwrap_or_default(),
+        nic_model: meta.map(|m| m.nic_model.unwrap_or_default().as_str()),
         groups: meta.map(|m| m.groups.clone()).unwrap_or_default(),
         template: req.desired.template.clone(),
         generation: meta.map(|m| m.generation),
@@ -1395,11 +1413,11 @@ fn describe(
 
 /// The NICs the instance has: those it was made with when its domain exists, else those this task
 /// makes (never a list left in metadata by an earlier instance of the name).
-fn nics_of(req: &Request, obs: &Observation) -> Vec<Nic> {
+fn nics_of(req: &Request, obs: &Observation) -> Vec<NicDevice> {
     match (&obs.model.domain, &req.nics) {
         (Some(_), _) => obs.recorded_nics.clone(),
         (None, Some(asked)) => asked.clone(),
-        (None, None) => vec![Nic::Network(req.network.clone())],
+        (None, None) => vec![NicDevice::virtio(Nic::Network(req.network.clone()))],
     }
 }
 
@@ -1415,7 +1433,7 @@ fn start_failed(
     obs: &Observation,
 ) -> anyhow::Error {
     let nics = nics_of(req, obs);
-    let stopped = nics.iter().find_map(|nic| match nic {
+    let stopped = nics.iter().find_map(|nic| match &nic.nic {
         Nic::Network(n) => matches!(hv.network(n), Ok(Some(info)) if !info.active).then_some(n),
         _ => None,
     });
@@ -1428,7 +1446,10 @@ fn start_failed(
             "`{name}` is defined but could not start; if one of its NICs ({}) is the cause, remove \
              it (`state: absent`) and make it again with NICs the host has: `nics` applies only \
              when an instance is made",
-            nics.iter().map(Nic::describe).collect::<Vec<_>>().join(", ")
+            nics.iter()
+                .map(NicDevice::describe)
+                .collect::<Vec<_>>()
+                .join(", ")
         ),
         None => return e.into(),
     };
@@ -1830,7 +1851,7 @@ fn check_nic_sources(hv: &Hypervisor, req: &Request) -> Result<Vec<String>> {
         let refuse = |key: &str, why: String| -> Result<Vec<String>> {
             bail!("invalid value for `{at}.{key}`: {why} on `{}`", req.uri)
         };
-        match nic {
+        match &nic.nic {
             Nic::Network(n) => match hv.network(n)? {
                 None => return refuse("network", format!("libvirt network `{n}` does not exist")),
                 Some(info)
@@ -1889,7 +1910,7 @@ fn check_nic_sources(hv: &Hypervisor, req: &Request) -> Result<Vec<String>> {
                 }
             },
             Nic::Bridge(name) | Nic::Direct { dev: name, .. } => {
-                let key = nic.kind();
+                let key = nic.nic.kind();
                 let doubt = match hv.host_interface_type(name) {
                     Ok(Some(kind)) if key == "bridge" && kind != "bridge" => {
                         Some(format!("libvirt lists it as `{kind}`, not as a bridge"))
@@ -2115,10 +2136,12 @@ fn create(
         .iter()
         .zip(&extra_macs)
         .map(|(nic, mac)| MadeNic {
-            nic: nic.clone(),
+            nic: nic.nic.clone(),
             mac: mac.clone(),
+            model: nic.model,
         })
         .collect();
+    meta.nic_model = Some(req.first_nic_model());
     meta.cloud_init_digest = req.cloud_init.as_ref().map(CloudInit::digest);
     meta.inventory = req.inventory;
     // A new instance is in the groups its task declares, never in those an earlier instance of
@@ -2452,16 +2475,21 @@ fn domain_spec(
     let name = &req.desired.name;
     let mut spec = DomainSpec::new(name, req.desired.memory_mib, req.desired.vcpus, virt_type);
     spec.disks = disks;
-    spec.nics = std::iter::once(NicSpec::network(&req.network, Some(mac.to_owned())))
+    let first = NicDevice {
+        nic: Nic::Network(req.network.clone()),
+        model: req.first_nic_model(),
+    };
+    spec.nics = std::iter::once((&first, mac))
         .chain(
             req.extra_nics()
                 .iter()
-                .zip(extra_macs)
-                .map(|(nic, mac)| NicSpec {
-                    source: nic.clone(),
-                    mac: Some(mac.clone()),
-                }),
+                .zip(extra_macs.iter().map(String::as_str)),
         )
+        .map(|(nic, mac)| NicSpec {
+            source: nic.nic.clone(),
+            mac: Some(mac.to_owned()),
+            model: nic.model,
+        })
         .collect();
     spec.graphics = req.graphics;
     let mut tag = VirtupTag::new(TagKind::Instance, name);

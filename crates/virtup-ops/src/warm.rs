@@ -668,9 +668,14 @@ pub fn finish_resume(hv: &Hypervisor, name: &str) -> Result<bool> {
                 == nic.mac.as_deref().map(str::to_ascii_lowercase)
         });
         if let (false, Some(source)) = (here, &nic.source) {
+            // The device the domain was defined with: a resume plugs in what a cold boot would.
+            let model = nic.model.as_deref().unwrap_or("virtio");
             let spec = NicSpec {
                 source: source.clone(),
                 mac: nic.mac.clone(),
+                model: virtup_libvirt::NicModel::parse(model).ok_or_else(|| {
+                    anyhow!("domain `{name}` has a NIC of model `{model}`, which virtup does not hot-plug")
+                })?,
             };
             hv.attach_live(name, &spec.device_xml()?)?;
             if matches!(source, virtup_core::nic::Nic::Network(_)) {

@@ -283,8 +283,8 @@ fn parallel_linked_and_full_clones_each_have_their_own_identity() {
     assert_eq!(macs.len(), 3, "{l1}");
     assert_eq!(
         l1["instance"]["extra_nics"],
-        json!([{"type": "bridge", "source": "vubr0", "mac": macs[1]},
-               {"type": "direct", "source": "vudir0", "mode": "bridge", "mac": macs[2]}]),
+        json!([{"type": "bridge", "source": "vubr0", "model": "virtio", "mac": macs[1]},
+               {"type": "direct", "source": "vudir0", "mode": "bridge", "model": "virtio", "mac": macs[2]}]),
         "{l1}"
     );
     let links = ssh_instance(l1, "cat /sys/class/net/*/address");

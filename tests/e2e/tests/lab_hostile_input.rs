@@ -401,7 +401,23 @@ b"
         ("network XML", json!([{"network": "default'/><x>"}])),
         (
             "unknown key",
-            json!([net, {"bridge": "vubr0", "model": "e1000"}]),
+            json!([net, {"bridge": "vubr0", "mac": "52:54:00:00:00:01"}]),
+        ),
+        (
+            "model not a choice",
+            json!([net, {"bridge": "vubr0", "model": "e1000'/><interface"}]),
+        ),
+        (
+            "a model QEMU has but virtup does not offer",
+            json!([{"network": "default", "model": "ne2k_pci"}]),
+        ),
+        (
+            "model in upper case",
+            json!([{"network": "default", "model": "E1000"}]),
+        ),
+        (
+            "model a list",
+            json!([net, {"bridge": "vubr0", "model": ["e1000"]}]),
         ),
         ("9 NICs", Value::Array(vec![net.clone(); 9])),
         ("no such bridge", json!([net, {"bridge": "hz-nobr"}])),

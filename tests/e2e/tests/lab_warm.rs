@@ -225,7 +225,8 @@ fn warm_clones_resume_from_one_image_each_with_its_own_identity() {
                     } else {
                         // A second NIC, on the lab's bridge, and a data disk with a filesystem:
                         // hot-plugged too, the NICs in order, the disk before the config disk.
-                        args["nics"] = json!([{"network": "default"}, {"bridge": "vubr0"}]);
+                        // A third NIC, e1000 (`model`): hot-plugged as the model defined.
+                        args["nics"] = json!([{"network": "default"}, {"bridge": "vubr0"}, {"bridge": "vubr0", "model": "e1000"}]);
                         args["disks"] = json!([{"size": "64M", "filesystem": "ext4", "mount": "/srv/wm"}]);
                     }
                     let (doc, out) = sb.module("virtup_instance", &args);
@@ -308,6 +309,29 @@ fn warm_clones_resume_from_one_image_each_with_its_own_identity() {
         ],
         "wm-b: {b_doc}"
     );
+    // Its third NIC is an Intel 82540EM (e1000, PCI 8086:100e), hot-plugged into the resumed guest,
+    // whose kernel (Debian's cloud flavour) has no driver for it: the guest sees the device on its
+    // PCI bus, with no network interface.
+    assert_eq!(b_doc["instance"]["nic_model"], json!("virtio"), "{b_doc}");
+    assert_eq!(
+        b_doc["instance"]["extra_nics"][1]["model"],
+        json!("e1000"),
+        "{b_doc}"
+    );
+    let pci = ssh_instance(
+        b_doc,
+        "cd /sys/bus/pci/devices && for d in *; do echo \"$(cat $d/vendor):$(cat $d/device)\"; done; ls /sys/class/net",
+    );
+    assert_eq!(
+        pci.lines().filter(|l| *l == "0x8086:0x100e").count(),
+        1,
+        "wm-b's PCI devices, then its interfaces: {pci}"
+    );
+    assert_eq!(
+        pci.lines().filter(|l| *l == "0x1af4:0x1000").count(),
+        2,
+        "wm-b's two virtio NICs (1af4:1000) beside it: {pci}"
+    );
     // Its data disk was there for its first boot, which made the filesystem and mounted it.
     let mounted = ssh_instance(
         b_doc,
@@ -322,6 +346,17 @@ fn warm_clones_resume_from_one_image_each_with_its_own_identity() {
     assert!(
         defined.contains("<source bridge='vubr0'/>"),
         "wm-b's definition keeps its second NIC: {defined}"
+    );
+    assert_eq!(
+        defined.matches("<model type='e1000'/>").count(),
+        1,
+        "wm-b's third NIC is defined e1000: {defined}"
+    );
+    let live = virsh(&["dumpxml", "wm-b"]);
+    assert_eq!(
+        live.matches("<model type='e1000'/>").count(),
+        1,
+        "wm-b runs its third NIC as e1000: {live}"
     );
 
     // The fixed address: reported, held by the guest, in the network as virtup's entry, and in the

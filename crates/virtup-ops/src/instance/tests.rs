@@ -1126,20 +1126,20 @@ fn nics_are_plugged_in_order_with_stable_macs_and_missing_sources_are_refused_fi
     template(&hv, &ctx);
     let nics = |second: Nic| {
         Some(vec![
-            Nic::Network("default".into()),
-            second,
-            Nic::Direct {
+            NicDevice::virtio(Nic::Network("default".into())),
+            NicDevice::virtio(second),
+            NicDevice::virtio(Nic::Direct {
                 dev: "eth1".into(),
                 mode: virtup_core::nic::DirectMode::Vepa,
-            },
+            }),
         ])
     };
     let mut o = options("web11", InstanceState::Present);
 
     // A source that is not there is refused before anything is made, in check mode as in a real run.
     o.nics = Some(vec![
-        Nic::Network("default".into()),
-        Nic::Network("nonet".into()),
+        NicDevice::virtio(Nic::Network("default".into())),
+        NicDevice::virtio(Nic::Network("nonet".into())),
     ]);
     let req = resolve(&ctx, o.clone()).unwrap();
     for mode in [Mode::Check, Mode::Apply] {
@@ -1201,7 +1201,21 @@ fn nics_are_plugged_in_order_with_stable_macs_and_missing_sources_are_refused_fi
     // Made on the sysprep path (the test driver cannot upload a config disk).
     let _script = Script::install(|cmd| (cmd.get_program() == "virt-sysprep").then(Reply::ok));
     o.customize = Customize::Sysprep;
-    o.nics = nics(Nic::Bridge("eth1".into()));
+    // Each NIC with its own device model (`nics[N].model`), shown by the diff where not virtio.
+    let mut modelled = nics(Nic::Bridge("eth1".into())).unwrap();
+    modelled[0].model = NicModel::E1000;
+    modelled[1].model = NicModel::Rtl8139;
+    o.nics = Some(modelled);
+    let check = run(&ctx, &hv, o.clone(), Mode::Check);
+    let after = check.diff.clone().unwrap().1.shape.unwrap();
+    assert_eq!(
+        after.nics,
+        [
+            "network default (e1000)",
+            "bridge eth1 (rtl8139)",
+            "direct eth1 (vepa)"
+        ]
+    );
     let made = run(&ctx, &hv, o.clone(), Mode::Apply);
     assert!(made.changed, "{}", made.msg);
     let parsed = virtup_libvirt::parse_domain_xml(&hv.inactive_xml("web11").unwrap()).unwrap();
@@ -1211,6 +1225,16 @@ fn nics_are_plugged_in_order_with_stable_macs_and_missing_sources_are_refused_fi
         .map(|i| i.mac.clone().unwrap())
         .collect();
     assert_eq!(macs.len(), 3, "{parsed:?}");
+    let models: Vec<Option<&str>> = parsed
+        .interfaces
+        .iter()
+        .map(|i| i.model.as_deref())
+        .collect();
+    assert_eq!(
+        models,
+        [Some("e1000"), Some("rtl8139"), Some("virtio")],
+        "{parsed:?}"
+    );
     assert_eq!(parsed.interfaces[0].network.as_deref(), Some("default"));
     let xml = hv.inactive_xml("web11").unwrap();
     for needle in [
@@ -1235,26 +1259,51 @@ fn nics_are_plugged_in_order_with_stable_macs_and_missing_sources_are_refused_fi
         ]
     );
     let facts = made.instance.unwrap();
-    let shown: Vec<(&str, &str, Option<&str>, &str)> = facts
+    assert_eq!(facts.nic_model, Some("e1000"));
+    let shown: Vec<(&str, &str, Option<&str>, &str, &str)> = facts
         .extra_nics
         .iter()
-        .map(|n| (n.kind, n.source.as_str(), n.mode, n.mac.as_str()))
+        .map(|n| (n.kind, n.source.as_str(), n.mode, n.model, n.mac.as_str()))
         .collect();
     assert_eq!(
         shown,
         [
-            ("bridge", "eth1", None, macs[1].as_str()),
-            ("direct", "eth1", Some("vepa"), macs[2].as_str())
+            ("bridge", "eth1", None, "rtl8139", macs[1].as_str()),
+            ("direct", "eth1", Some("vepa"), "virtio", macs[2].as_str())
         ]
     );
 
+    // The same task again: nothing to do, nothing to say of the NICs.
+    let same = run(&ctx, &hv, o.clone(), Mode::Apply);
+    assert!(!same.changed, "{}", same.msg);
+    assert!(
+        !same.warnings.iter().any(|w| w.contains("NIC")),
+        "{:?}",
+        same.warnings
+    );
+    // The same NICs with another model: a warning, and the domain keeps the model it was made with.
+    let mut remodelled = o.nics.clone().unwrap();
+    remodelled[0].model = NicModel::Virtio;
+    let mut other = o.clone();
+    other.nics = Some(remodelled);
+    let said = run(&ctx, &hv, other, Mode::Apply);
+    assert!(!said.changed, "{}", said.msg);
+    assert!(
+        said.warnings.iter().any(|w| w.contains(
+            "keeps the NICs it was made with (network default (e1000), bridge eth1 (rtl8139), direct eth1 (vepa))"
+        )),
+        "{:?}",
+        said.warnings
+    );
+    let kept = virtup_libvirt::parse_domain_xml(&hv.inactive_xml("web11").unwrap()).unwrap();
+    assert_eq!(kept.interfaces[0].model.as_deref(), Some("e1000"));
     // Asked again with another list: nothing changes, and the run says why.
-    o.nics = Some(vec![Nic::Network("default".into())]);
+    o.nics = Some(vec![NicDevice::virtio(Nic::Network("default".into()))]);
     let again = run(&ctx, &hv, o.clone(), Mode::Apply);
     assert!(!again.changed, "{}", again.msg);
     assert!(
         again.warnings.iter().any(|w| w.contains(
-            "keeps the NICs it was made with (network default, bridge eth1, direct eth1 (vepa))"
+            "keeps the NICs it was made with (network default (e1000), bridge eth1 (rtl8139), direct eth1 (vepa))"
         )),
         "{:?}",
         again.warnings
