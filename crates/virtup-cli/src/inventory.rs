@@ -156,6 +156,9 @@ pub fn host_vars(host: &Host) -> Map<String, Value> {
     if let Some(a) = &host.reserved_address {
         put("virtup_reserved_address", unsafe_value(a));
     }
+    if let Some(model) = host.nic_model {
+        put("virtup_nic_model", json!(model.as_str()));
+    }
     if !host.extra_nics.is_empty() {
         // As the module returns them (`instance.extra_nics`): type, source, mode (direct), model, MAC.
         let nics = host.extra_nics.iter().map(|made| {
@@ -291,6 +294,7 @@ mod tests {
             uri: "qemu:///system".into(),
             mac: Some("52:54:00:00:00:01".into()),
             reserved_address: None,
+            nic_model: None,
             extra_nics: Vec::new(),
             groups: Vec::new(),
         }
@@ -381,6 +385,9 @@ mod tests {
     fn extra_nics_are_host_vars_with_unsafe_names_and_none_means_no_var() {
         let mut h = host("web1", HostKind::Instance, "running");
         assert!(!host_vars(&h).contains_key("virtup_extra_nics"));
+        assert!(!host_vars(&h).contains_key("virtup_nic_model"));
+        h.nic_model = Some(virtup_core::nic::NicModel::E1000e);
+        assert_eq!(host_vars(&h)["virtup_nic_model"], "e1000e");
         h.extra_nics = vec![
             virtup_core::nic::MadeNic {
                 nic: virtup_core::nic::Nic::Bridge("br0".into()),

@@ -65,8 +65,8 @@ pub struct InstanceMeta {
     /// The NICs after the first that the instance was made with (`nics`), in order.
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub extra_nics: Vec<crate::nic::MadeNic>,
-    /// The device model of its NICs as made (`nic_model`); `None` in records from before the option,
-    /// whose NICs are virtio.
+    /// The device model of its first NIC as made (`nics[1].model`; the others' are in `extra_nics`);
+    /// `None` in records from before the option, whose NICs are virtio.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub nic_model: Option<crate::nic::NicModel>,
     /// The digest of the `cloud_init` data it was made with ([`crate::cloud_init::CloudInit::digest`]);

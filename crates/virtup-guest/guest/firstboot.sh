@@ -32,6 +32,7 @@ WAIT_MAX=${VIRTUP_WAIT_MAX:-60}
 SYSFS=${VIRTUP_SYSFS:-/sys}
 LABEL=VIRTUPCFG
 DONE=$ROOT/var/lib/virtup/firstboot.done
+NOTES=$ROOT/run/virtup-firstboot.notes
 SEED_FAMILY=virtup-seed
 SEED_PORT_NAME=dev.virtup.seed
 
@@ -44,6 +45,14 @@ mnt=
 
 log() { printf 'virtup-firstboot: %s\n' "$*" >&2; }
 die() { log "error: $*"; exit 1; }
+# note MESSAGE: something asked for that this boot did not do (a disk not mounted, a static address
+# not written, the root not grown): logged, and kept where virtup's SSH proof reads it right after
+# this boot (`NOTES`, world-readable, in /run: gone at the next boot), so that the module reports
+# it as a warning rather than succeed in silence. Nothing secret is ever a note.
+note() {
+    log "$*"
+    (umask 022 && printf 'virtup-firstboot: %s\n' "$*" >>"$NOTES") 2>/dev/null || :
+}
 
 release_disk() {
     if [ -n "$mnt" ]; then
@@ -481,9 +490,9 @@ EOF
         } | put_file "$ROOT/etc/systemd/network/05-virtup.network" 0644
         log "static address $s_cidr for $s_mac (systemd-networkd)"
     elif [ -n "$manager" ]; then
-        log "static address $s_cidr not written: NetworkManager manages this guest's network; its DHCP reservation gives it the same address"
+        note "static address $s_cidr not written: NetworkManager manages this guest's network; its DHCP reservation gives it the same address"
     else
-        log "static address $s_cidr not written: this guest does not run systemd-networkd; its DHCP reservation gives it the same address"
+        note "static address $s_cidr not written: this guest does not run systemd-networkd; its DHCP reservation gives it the same address"
     fi
 fi
 
@@ -509,7 +518,7 @@ EOF
         part=$SYSFS/class/block/${src##*/}
     fi
     if [ -z "$majmin" ] || [ ! -f "$part/partition" ]; then
-        log "root filesystem not grown: it is not on a disk partition"
+        note "root filesystem not grown: it is not on a disk partition"
         return 0
     fi
     num=$(cat "$part/partition")
@@ -523,23 +532,23 @@ EOF
         rc=0
         growpart "$disk" "$num" >/dev/null 2>&1 || rc=$?
         if [ "$rc" -gt 1 ]; then
-            log "root filesystem not grown: growpart $disk $num failed"
+            note "root filesystem not grown: growpart $disk $num failed"
             return 0
         fi
     elif command -v sfdisk >/dev/null 2>&1; then
         if ! printf ',+\n' | sfdisk --quiet --no-reread --no-tell-kernel -N "$num" "$disk" >/dev/null 2>&1 ||
             ! partx --update --nr "$num" "$disk" >/dev/null 2>&1; then
-            log "root filesystem not grown: sfdisk or partx on $disk partition $num failed"
+            note "root filesystem not grown: sfdisk or partx on $disk partition $num failed"
             return 0
         fi
     else
-        log "root filesystem not grown: neither growpart nor sfdisk is installed"
+        note "root filesystem not grown: neither growpart nor sfdisk is installed"
         return 0
     fi
     after=$(cat "$part/size" 2>/dev/null) || after=
     if [ -z "$after" ] || [ "$after" = "$before" ]; then
         # Another partition after it (swap in an extended one, say), or no room in the table.
-        log "root filesystem not grown: no free space right after $partdev"
+        note "root filesystem not grown: no free space right after $partdev"
         return 0
     fi
     case $fstype in
@@ -548,7 +557,7 @@ EOF
         btrfs) btrfs filesystem resize max / >/dev/null 2>&1 ;;
         *) false ;;
     esac || {
-        log "root partition $partdev grown, but not its $fstype filesystem"
+        note "root partition $partdev grown, but not its $fstype filesystem"
         return 0
     }
     log "root partition $partdev and its $fstype filesystem grown"
@@ -580,7 +589,7 @@ data_disk() {
 usable_mount_point() {
     target=$ROOT$2
     if [ -e "$target" ] && { [ ! -d "$target" ] || [ -n "$(ls -A "$target" 2>/dev/null)" ]; }; then
-        log "data disk $1 ($3): $2 is in use (not an empty directory): nothing made, not mounted"
+        note "data disk $1 ($3): $2 is in use (not an empty directory): nothing made, not mounted"
         return 1
     fi
     # The deepest part that exists must be itself, not a link to elsewhere.
@@ -592,11 +601,11 @@ usable_mount_point() {
     done
     base=$(readlink -f "${ROOT:-/}") || base=
     if [ -n "$d" ] && [ "$(readlink -f "$d")" != "${base%/}${d#"$ROOT"}" ]; then
-        log "data disk $1 ($3): $2 is reached through a link: nothing made, not mounted"
+        note "data disk $1 ($3): $2 is reached through a link: nothing made, not mounted"
         return 1
     fi
     if [ -d "$target" ] && command -v mountpoint >/dev/null 2>&1 && mountpoint -q "$target"; then
-        log "data disk $1 ($3): $2 is a mount point already: nothing made, not mounted"
+        note "data disk $1 ($3): $2 is a mount point already: nothing made, not mounted"
         return 1
     fi
     # A line of the image's own (an NFS share mounted later, say) is not replaced; one for this
@@ -605,7 +614,7 @@ usable_mount_point() {
     if [ -f "$ROOT/etc/fstab" ] && awk -v mp="$2" -v own="UUID=$own" '
         $1 !~ /^#/ && $2 == mp && (own == "UUID=" || $1 != own) { found = 1 }
         END { exit !found }' "$ROOT/etc/fstab"; then
-        log "data disk $1 ($3): /etc/fstab lists $2 for something else already: nothing made, not mounted"
+        note "data disk $1 ($3): /etc/fstab lists $2 for something else already: nothing made, not mounted"
         return 1
     fi
     return 0
@@ -622,31 +631,31 @@ make_filesystems() {
     while read -r serial fstype mount_point; do
         case $serial in
             '' | *[!A-Za-z0-9._-]*)
-                log "filesystems: invalid serial '$serial'"
+                note "filesystems: invalid serial '$serial'"
                 continue
                 ;;
         esac
         case $fstype in
             ext4 | xfs) ;;
             *)
-                log "filesystems: unknown filesystem '$fstype' for $serial"
+                note "filesystems: unknown filesystem '$fstype' for $serial"
                 continue
                 ;;
         esac
         case $mount_point in
             -) mount_point= ;;
             *[!A-Za-z0-9/._-]* | */../* | */.. | [!/]*)
-                log "filesystems: invalid mount point for $serial"
+                note "filesystems: invalid mount point for $serial"
                 continue
                 ;;
         esac
         if ! dev=$(data_disk "$serial"); then
-            log "data disk $serial not found: no $fstype made"
+            note "data disk $serial not found: no $fstype made"
             continue
         fi
         # blkid exits 2 too for a device it cannot open: one that cannot be read is left alone.
         if ! dd if="$dev" of=/dev/null bs=512 count=1 2>/dev/null; then
-            log "data disk $serial ($dev) cannot be read: left as it is"
+            note "data disk $serial ($dev) cannot be read: left as it is"
             continue
         fi
         # What is on the disk: `blkid -p` exits 2 when it finds nothing (blank), 0 with what it
@@ -657,12 +666,12 @@ make_filesystems() {
             0)
                 # A disk with the filesystem asked for is a first boot cut short after its mkfs.
                 if [ "$found" != "$fstype" ]; then
-                    log "data disk $serial ($dev) is not blank (${found:-unknown content}): left as it is, no $fstype made, not mounted"
+                    note "data disk $serial ($dev) is not blank (${found:-unknown content}): left as it is, no $fstype made, not mounted"
                     continue
                 fi
                 ;;
             *)
-                log "data disk $serial ($dev): blkid could not tell what is on it (status $probe): left as it is"
+                note "data disk $serial ($dev): blkid could not tell what is on it (status $probe): left as it is"
                 continue
                 ;;
         esac
@@ -673,10 +682,10 @@ make_filesystems() {
         if [ -n "$found" ]; then
             log "data disk $serial ($dev) already holds $fstype: kept as it is"
         elif ! command -v "mkfs.$fstype" >/dev/null 2>&1; then
-            log "data disk $serial ($dev): no $fstype made: mkfs.$fstype is not installed"
+            note "data disk $serial ($dev): no $fstype made: mkfs.$fstype is not installed"
             continue
         elif ! "mkfs.$fstype" -q "$dev" </dev/null >/dev/null 2>&1; then
-            log "data disk $serial ($dev): mkfs.$fstype failed"
+            note "data disk $serial ($dev): mkfs.$fstype failed"
             continue
         else
             log "data disk $serial ($dev): $fstype made"
@@ -685,14 +694,14 @@ make_filesystems() {
         uuid=$(blkid -s UUID -o value "$dev" 2>/dev/null) || uuid=
         case $uuid in
             '' | *[!0-9A-Fa-f-]*)
-                log "data disk $serial ($dev) has no plain filesystem UUID: not mounted"
+                note "data disk $serial ($dev) has no plain filesystem UUID: not mounted"
                 continue
                 ;;
         esac
         target=$ROOT$mount_point
         # Made readable by all: the disk's users (a database, a web server) reach it through it.
         if ! (umask 022 && mkdir -p "$target"); then
-            log "data disk $serial: cannot make $mount_point: not mounted"
+            note "data disk $serial: cannot make $mount_point: not mounted"
             continue
         fi
         # /etc/fstab is replaced whole, and only when the new one holds the line: a half-written
@@ -701,7 +710,7 @@ make_filesystems() {
         [ -f "$fstab" ] || : >>"$fstab"
         line=$(printf 'UUID=%s\t%s\t%s\tdefaults,nofail\t0\t2' "$uuid" "$mount_point" "$fstype")
         if ! new=$(mktemp "$fstab.virtup.XXXXXX"); then
-            log "data disk $serial ($dev): cannot update /etc/fstab: not mounted"
+            note "data disk $serial ($dev): cannot update /etc/fstab: not mounted"
             continue
         fi
         if awk -v mp="$mount_point" -v line="$line" '
@@ -713,13 +722,13 @@ make_filesystems() {
             :
         else
             rm -f "$new"
-            log "data disk $serial ($dev): cannot update /etc/fstab: not mounted"
+            note "data disk $serial ($dev): cannot update /etc/fstab: not mounted"
             continue
         fi
         if mount -t "$fstype" "UUID=$uuid" "$target" </dev/null 2>/dev/null; then
             log "data disk $serial ($dev) mounted on $mount_point"
         else
-            log "data disk $serial ($dev): cannot mount it on $mount_point (listed in /etc/fstab)"
+            note "data disk $serial ($dev): cannot mount it on $mount_point (listed in /etc/fstab)"
         fi
     done
 }

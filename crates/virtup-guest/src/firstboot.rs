@@ -12,8 +12,9 @@ pub const SCRIPT: &str = include_str!("../guest/firstboot.sh");
 /// What the installed [`SCRIPT`] can do, recorded in the template's tag: 2 grows the root partition
 /// and filesystem when the config disk asks (`grow-root`); 3 makes and mounts filesystems on data
 /// disks (`filesystems`); 4 writes a static address into the guest's network config
-/// (`static-ipv4`). Templates without a record have 1.
-pub const REVISION: u32 = 4;
+/// (`static-ipv4`); 5 keeps notes of what it was asked to do and did not ([`NOTES_PATH`]).
+/// Templates without a record have 1.
+pub const REVISION: u32 = 5;
 /// The first revision that grows the root.
 pub const GROWS_ROOT: u32 = 2;
 /// The first revision that makes filesystems on data disks.
@@ -30,6 +31,11 @@ pub const FIRSTBOOT_UNIT_NAME: &str = "virtup-firstboot.service";
 pub const KEYGEN_UNIT_NAME: &str = "virtup-ssh-keygen.service";
 /// Written by the script when it has applied a config disk; its presence stops later runs.
 pub const DONE_PATH: &str = "/var/lib/virtup/firstboot.done";
+/// What the first boot was asked to do and did not, a line each after [`NOTE_PREFIX`]: written in
+/// /run (so it is this boot's only), world-readable, and read by virtup's SSH proof.
+pub const NOTES_PATH: &str = "/run/virtup-firstboot.notes";
+/// The start of every line the script logs or notes.
+pub const NOTE_PREFIX: &str = "virtup-firstboot: ";
 /// The volume label the script looks for.
 pub const CONFIG_LABEL: &str = "VIRTUPCFG";
 /// The first line of the config disk's `format` file that this script understands.
@@ -88,6 +94,8 @@ mod tests {
         assert!(SCRIPT.contains(&format!("LABEL={CONFIG_LABEL}\n")));
         assert!(SCRIPT.contains(&format!("\"{CONFIG_FORMAT}\"")));
         assert!(SCRIPT.contains("DONE=$ROOT/var/lib/virtup/firstboot.done"));
+        assert!(SCRIPT.contains(&format!("NOTES=$ROOT{NOTES_PATH}\n")));
+        assert!(SCRIPT.contains(&format!("printf '{NOTE_PREFIX}%s\\n' \"$*\" >>\"$NOTES\"")));
         assert!(FIRSTBOOT_UNIT.contains(&format!("ExecStart={SCRIPT_PATH}\n")));
         assert!(FIRSTBOOT_UNIT.contains(&format!("ConditionPathExists=!{DONE_PATH}\n")));
         assert!(FIRSTBOOT_UNIT.contains("Before=network-pre.target ssh.service"));

@@ -3,8 +3,9 @@
 //! `ssh-keyscan` only shows which public key a server *offers*, and anyone can offer a copied public
 //! key. A completed SSH login needs the server to sign the key exchange with the private half of the
 //! host key, and with `StrictHostKeyChecking=yes` against a known_hosts file that holds virtup's pin
-//! only (no system-wide file, no user config), ssh refuses any other key. So `ssh … true` exiting 0
-//! proves both the host key and that virtup's user key logs in.
+//! only (no system-wide file, no user config), ssh refuses any other key. So the proof's login
+//! exiting 0 proves both the host key and that virtup's user key logs in; what its command prints
+//! is the first boot's notes ([`crate::firstboot::NOTES_PATH`]).
 //!
 //! [`pinned_host_key_options`] is the one definition of "verify the pinned key" that every SSH
 //! option set virtup builds (the proof, the inventory, `virt-up --login`) starts from.
@@ -274,15 +275,41 @@ pub struct Proof<'a> {
     pub address: IpAddr,
     /// The hypervisor to go through when the guest's address is only reachable from there.
     pub hop: Option<&'a Hop>,
-    /// Bound on the whole ssh run (connect, key exchange, login, `true`).
+    /// Bound on the whole ssh run (connect, key exchange, login, [`PROOF_COMMAND`]).
     pub timeout: Duration,
+}
+
+/// What the proof runs once logged in: prints the first boot's notes, if any, and exits 0. POSIX
+/// shell words, as every login shell a guest gives virtup's user reads them.
+pub const PROOF_COMMAND: &str = "cat /run/virtup-firstboot.notes 2>/dev/null || :";
+
+/// The most notes a proof returns, and the most characters of each: a guest's text, bounded.
+const MAX_NOTES: usize = 20;
+const MAX_NOTE_CHARS: usize = 300;
+
+/// The first boot's notes in what the proof's command printed: the lines after
+/// [`crate::firstboot::NOTE_PREFIX`] only (a shell startup file may print more), without control
+/// characters, at most [`MAX_NOTES`] of [`MAX_NOTE_CHARS`] characters each.
+pub fn notes(stdout: &[u8]) -> Vec<String> {
+    String::from_utf8_lossy(stdout)
+        .lines()
+        .filter_map(|l| l.strip_prefix(crate::firstboot::NOTE_PREFIX))
+        .map(|l| {
+            l.chars()
+                .filter(|c| !c.is_control())
+                .take(MAX_NOTE_CHARS)
+                .collect::<String>()
+        })
+        .filter(|l| !l.trim().is_empty())
+        .take(MAX_NOTES)
+        .collect()
 }
 
 /// Seconds ssh may take to connect (TCP and the SSH banner) before it gives up on its own.
 const CONNECT_TIMEOUT_SECS: u64 = 5;
 
 impl Proof<'_> {
-    /// `ssh -F /dev/null <pinned options> -o BatchMode=yes … -i KEY -l USER ADDRESS true`.
+    /// `ssh -F /dev/null <pinned options> -o BatchMode=yes … -i KEY -l USER ADDRESS <PROOF_COMMAND>`.
     ///
     /// `-F /dev/null`: neither `~/.ssh/config` nor `/etc/ssh/ssh_config` may redirect, multiplex or
     /// vouch; `IdentitiesOnly`/`IdentityAgent=none`: virtup's key and nothing from an agent;
@@ -317,7 +344,7 @@ impl Proof<'_> {
             .arg("-l")
             .arg(self.user)
             .arg(self.address.to_string())
-            .arg("true")
+            .arg(PROOF_COMMAND)
             .timeout(self.timeout);
         match self.hop {
             // The guest login uses virtup's key only (`IdentityAgent=none`); the hop to the
@@ -329,8 +356,9 @@ impl Proof<'_> {
         cmd
     }
 
-    /// Runs the proof: `Ok` only when the login completed against the pinned key.
-    pub fn run(&self) -> Result<(), ProofError> {
+    /// Runs the proof: `Ok` only when the login completed against the pinned key, with the first
+    /// boot's notes ([`notes`]).
+    pub fn run(&self) -> Result<Vec<String>, ProofError> {
         match std::fs::metadata(self.identity) {
             Ok(m) if m.is_file() => {}
             Ok(_) => {
@@ -351,7 +379,7 @@ impl Proof<'_> {
             }
         }
         match self.command().output_unchecked() {
-            Ok(out) if out.status.success() => Ok(()),
+            Ok(out) if out.status.success() => Ok(notes(&out.stdout)),
             Ok(out) => Err(diagnose(
                 out.status.code(),
                 &String::from_utf8_lossy(&out.stderr),
@@ -384,7 +412,7 @@ pub enum Refusal {
     ConnectionClosed,
     /// virtup's user key is missing or unusable.
     UserKey,
-    /// The login got through but `true` did not exit 0 (a disabled account, a forced command).
+    /// The login got through but its command did not exit 0 (a disabled account, a forced command).
     CommandFailed,
     /// The whole ssh run exceeded its bound.
     TimedOut,
@@ -403,7 +431,7 @@ impl Refusal {
             Refusal::NoRoute => "no route to host",
             Refusal::ConnectionClosed => "connection closed",
             Refusal::UserKey => "user key unusable",
-            Refusal::CommandFailed => "login works but `true` failed",
+            Refusal::CommandFailed => "login works but its command failed",
             Refusal::TimedOut => "ssh timed out",
             Refusal::Spawn => "cannot run ssh",
             Refusal::Other => "ssh failed",
@@ -704,12 +732,34 @@ mod tests {
                 "-l",
                 "virt",
                 "192.168.122.7",
-                "true",
+                PROOF_COMMAND,
             ]
         );
         assert_eq!(cmd.get_timeout(), Some(Duration::from_secs(30)));
         // An agent never offers keys of its own.
         assert_eq!(cmd.get_env("SSH_AUTH_SOCK"), Some(None));
+    }
+
+    #[test]
+    fn the_proof_reads_the_first_boots_notes_and_only_them() {
+        assert!(PROOF_COMMAND.contains(crate::firstboot::NOTES_PATH));
+        let printed = format!(
+            "Welcome!\n{p}data disk virtup-data2 (/dev/vdc): /var/lib/apt is in use\n\
+             {p}\n{p}a\u{1b}[31mred\u{7}\nvirtup-firstbootx: not a note\n{p}{long}\n",
+            p = crate::firstboot::NOTE_PREFIX,
+            long = "x".repeat(400)
+        );
+        let notes = notes(printed.as_bytes());
+        assert_eq!(notes.len(), 3, "{notes:?}");
+        assert_eq!(
+            notes[0],
+            "data disk virtup-data2 (/dev/vdc): /var/lib/apt is in use"
+        );
+        assert_eq!(notes[1], "a[31mred");
+        assert_eq!(notes[2].len(), MAX_NOTE_CHARS);
+        let many = crate::firstboot::NOTE_PREFIX.repeat(2) + "\n";
+        assert_eq!(super::notes(many.repeat(50).as_bytes()).len(), MAX_NOTES);
+        assert!(super::notes(b"").is_empty());
     }
 
     #[test]
@@ -825,7 +875,7 @@ Host key verification failed.\r
         assert_eq!(e.kind, Refusal::CommandFailed);
         assert_eq!(
             e.to_string(),
-            "login works but `true` failed: exit status 1: This account is currently not available."
+            "login works but its command failed: exit status 1: This account is currently not available."
         );
     }
 }

@@ -1172,6 +1172,8 @@ fn blank_data_disks_get_their_filesystem_listed_by_uuid_and_mounted() {
         )),
         "{stderr}"
     );
+    // All done as asked: nothing for the module to warn of.
+    assert!(!guest.root().join("run/virtup-firstboot.notes").exists());
 
     assert_identity_applied(&guest, "data disks");
 }
@@ -1268,6 +1270,24 @@ fn a_data_disk_that_is_not_blank_missing_or_without_its_mkfs_is_logged_and_never
         assert_eq!(
             fs::read_to_string(guest.root().join("etc/fstab")).unwrap(),
             fstab_before,
+            "{case}"
+        );
+        // Kept for the SSH proof, which reports it as the module's warning: this note only (the
+        // other disk was made as asked), world-readable, in /run.
+        let notes_file = guest.root().join("run/virtup-firstboot.notes");
+        let notes = fs::read_to_string(&notes_file).unwrap_or_default();
+        assert_eq!(
+            virtup_guest::ssh::notes(notes.as_bytes()).len(),
+            1,
+            "{case}: {notes}"
+        );
+        assert!(
+            notes.contains(said) && notes.contains("not mounted"),
+            "{case}: {notes}"
+        );
+        assert_eq!(
+            guest.mode("run/virtup-firstboot.notes") & 0o777,
+            0o644,
             "{case}"
         );
     }

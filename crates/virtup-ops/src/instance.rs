@@ -456,6 +456,7 @@ fn observe(hv: &Hypervisor, data: &DataDir, req: &Request) -> Result<Observation
     let proof = |v: &VolumeInfo| volume_proof(&ledger, req, v);
     let mut mac = None;
     let mut network = req.network.clone();
+    let mut interfaces = Vec::new();
     match hv.domain(name)? {
         None => {}
         // A tag proves a domain to the data dir that wrote it, not to every data dir on the host.
@@ -464,12 +465,13 @@ fn observe(hv: &Hypervisor, data: &DataDir, req: &Request) -> Result<Observation
                 if tag.is(TagKind::Instance, name)
                     && crate::owner::proves(data, hv, &tag, name)? =>
             {
-                let (observed, first_nic) = observe_domain(hv, req, &dom, tag, &proof)?;
+                let (observed, nics) = observe_domain(hv, req, &dom, tag, &proof)?;
                 model.domain = Some(observed);
-                if let Some(nic) = first_nic {
+                if let Some(nic) = nics.first().cloned() {
                     mac = nic.mac;
                     network = nic.network.unwrap_or(network);
                 }
+                interfaces = nics;
             }
             _ => model.foreign_domain = true,
         },
@@ -524,15 +526,31 @@ fn observe(hv: &Hypervisor, data: &DataDir, req: &Request) -> Result<Observation
         .map(|m| m.data_disks.clone())
         .unwrap_or_default();
     let recorded_static = meta.as_ref().and_then(|m| m.static_ipv4.clone());
-    // The NICs it was made with: the first on its network, then those `nics` added.
+    // The NICs it was made with: the first on its network, then those `nics` added; each of the
+    // model its domain runs it as (found by MAC), else the one recorded (virtio before `model`).
+    let model_of = |mac: Option<&str>, recorded: NicModel| {
+        mac.and_then(|mac| {
+            interfaces.iter().find(|i| {
+                i.mac
+                    .as_deref()
+                    .is_some_and(|m| m.eq_ignore_ascii_case(mac))
+            })
+        })
+        .and_then(|i| i.model.as_deref())
+        .and_then(NicModel::parse)
+        .unwrap_or(recorded)
+    };
     let recorded_nics = std::iter::once(NicDevice {
         nic: Nic::Network(network.clone()),
-        model: meta.as_ref().and_then(|m| m.nic_model).unwrap_or_default(),
+        model: model_of(
+            mac.as_deref(),
+            meta.as_ref().and_then(|m| m.nic_model).unwrap_or_default(),
+        ),
     })
     .chain(meta.iter().flat_map(|m| {
         m.extra_nics.iter().map(|n| NicDevice {
             nic: n.nic.clone(),
-            model: n.model,
+            model: model_of(Some(&n.mac), n.model),
         })
     }))
     .collect();
@@ -696,17 +714,16 @@ fn volume_proof(ledger: &Ledger, req: &Request, v: &VolumeInfo) -> Proof {
     )
 }
 
-/// The instance's own domain as the plan sees it, and its first NIC (whose MAC a re-create keeps).
+/// The instance's own domain as the plan sees it, and its NICs (the first's MAC a re-create keeps).
 fn observe_domain(
     hv: &Hypervisor,
     req: &Request,
     dom: &virtup_libvirt::DomainInfo,
     tag: VirtupTag,
     proof: &dyn Fn(&VolumeInfo) -> Proof,
-) -> Result<(ObservedInstance, Option<virtup_libvirt::ParsedInterface>)> {
+) -> Result<(ObservedInstance, Vec<virtup_libvirt::ParsedInterface>)> {
     let name = &req.desired.name;
     let parsed = parse_domain_xml(&hv.inactive_xml(name)?)?;
-    let nic = parsed.interfaces.first().cloned();
     // The tag was written after its volumes were made; a listed volume is deleted with the domain
     // only while it is still the one the domain uses (or the ledger's).
     let disks: BTreeSet<&str> = parsed
@@ -734,7 +751,7 @@ fn observe_domain(
         generation: tag.generation,
         owned_volumes,
     };
-    Ok((observed, nic))
+    Ok((observed, parsed.interfaces))
 }
 
 /// An instance's state as `--diff` shows it: the state word, and its shape unless it is absent.
@@ -1576,7 +1593,7 @@ fn apply(
                 // A clone booted by this run is proven (its key pinned, its address recorded)
                 // before its memory is saved, so that it resumes as a finished instance.
                 if started {
-                    reachable(data, hv, req, true, reporter)?;
+                    warnings.extend(reachable(data, hv, req, true, reporter)?.1);
                 }
                 hv.managed_save(name)?;
             }
@@ -1585,7 +1602,9 @@ fn apply(
         }
     }
     let address = if req.desired.state == InstanceState::Running {
-        Some(reachable(data, hv, req, started, reporter)?)
+        let (ip, notes) = reachable(data, hv, req, started, reporter)?;
+        warnings.extend(notes);
+        Some(ip)
     } else {
         None
     };
@@ -1646,14 +1665,15 @@ fn delete(
     forget(ctx, data, name)
 }
 
-/// The address where the running instance answers on SSH with its pinned key, kept in its metadata.
+/// The address where the running instance answers on SSH with its pinned key, kept in its metadata;
+/// and, for a guest this run booted, what its first boot noted it did not do, as warnings.
 fn reachable(
     data: &DataDir,
     hv: &Hypervisor,
     req: &Request,
     started: bool,
     reporter: &dyn Reporter,
-) -> Result<IpAddr> {
+) -> Result<(IpAddr, Vec<String>)> {
     let name = &req.desired.name;
     let meta =
         InstanceMeta::read(data, name)?.ok_or_else(|| anyhow!("metadata of `{name}` vanished"))?;
@@ -1670,20 +1690,20 @@ fn reachable(
         user: &meta.user,
         identity: &identity,
     };
-    let ip = match cached {
-        Some(ip)
-            if !started
-                && reach::ssh_answers(
-                    data,
-                    &login,
-                    ip,
-                    virtup_guest::ssh::Hop::from_uri(hv.uri()).as_ref(),
-                )
-                .is_ok() =>
-        {
-            ip
-        }
-        _ => reach::wait_for_ssh(
+    let still_there = match cached {
+        Some(ip) if !started => reach::ssh_answers(
+            data,
+            &login,
+            ip,
+            virtup_guest::ssh::Hop::from_uri(hv.uri()).as_ref(),
+        )
+        .ok()
+        .map(|notes| (ip, notes)),
+        _ => None,
+    };
+    let (ip, notes) = match still_there {
+        Some(proven) => proven,
+        None => reach::wait_for_ssh(
             hv,
             data,
             &reach::Target {
@@ -1708,7 +1728,16 @@ fn reachable(
         meta.address = Some(ip.to_string());
         meta.write(data)?;
     }
-    Ok(ip)
+    // The notes are in the guest's /run: a guest this run booted has just made them (at its first
+    // boot, or none at a later one); one that was up already told them to the run that booted it.
+    let warnings = match started {
+        true => notes
+            .into_iter()
+            .map(|n| format!("`{name}`'s first boot: {n}"))
+            .collect(),
+        false => Vec::new(),
+    };
+    Ok((ip, warnings))
 }
 
 /// Deletes volumes observe proved this instance's, and their ledger entries with them.

@@ -58,6 +58,8 @@ pub struct Host {
     pub mac: Option<String>,
     /// The address reserved for an instance on its libvirt network (DHCP host entry).
     pub reserved_address: Option<String>,
+    /// The device model of an instance's first NIC, as recorded (`None` before `model`).
+    pub nic_model: Option<virtup_core::nic::NicModel>,
     /// An instance's NICs after the first (`nics`), as made.
     pub extra_nics: Vec<virtup_core::nic::MadeNic>,
     /// The inventory groups an instance is declared in (`groups`), besides virtup's own.
@@ -388,6 +390,7 @@ impl Scan<'_> {
                 .as_ref()
                 .filter(|r| r.confirmed)
                 .map(|r| r.ip.to_string()),
+            nic_model: meta.nic_model,
             extra_nics: meta.extra_nics.clone(),
             groups,
         })
@@ -435,6 +438,7 @@ impl Scan<'_> {
             uri: self.uri.to_owned(),
             mac,
             reserved_address: None,
+            nic_model: None,
             extra_nics: Vec::new(),
             groups: Vec::new(),
         })

@@ -48,12 +48,14 @@ pub struct Target<'a> {
 /// Polls the address sources in order, then proves the pinned host key by an SSH login, until `timeout`.
 /// On timeout the error says what each source saw and what the proof said at each address, e.g.
 /// "lease: no lease for 52:54:00:…; agent: …" or "ssh 192.168.122.7: auth failed: … Permission denied (publickey).".
+///
+/// Returns the address and what the guest's first boot noted it did not do ([`ssh_answers`]).
 pub fn wait_for_ssh(
     hv: &Hypervisor,
     data: &DataDir,
     t: &Target,
     reporter: &dyn Reporter,
-) -> Result<IpAddr> {
+) -> Result<(IpAddr, Vec<String>)> {
     let deadline = Instant::now() + t.timeout;
     // A remote hypervisor's guests are reached through it, and only it can resolve their names.
     let hop = Hop::from_uri(hv.uri());
@@ -115,7 +117,7 @@ pub fn wait_for_ssh(
         });
         for ip in candidates {
             match ssh_answers(data, &t.login, ip, hop.as_ref()) {
-                Ok(()) => return Ok(ip),
+                Ok(notes) => return Ok((ip, notes)),
                 Err(e) => {
                     // A missing key or a missing `ssh` does not fix itself while we wait.
                     if e.downcast_ref::<ProofError>()
@@ -145,8 +147,14 @@ pub fn wait_for_ssh(
 /// The guest at `ip` proves it holds the host key pinned for `login.alias`: an SSH server answers,
 /// and a login as `login.user` with `login.identity` completes with strict checking against
 /// virtup's known_hosts only, through `hop` when the guest is behind a remote hypervisor. The error
-/// says which step failed ("connection refused", "host key mismatch: …", "auth failed: …").
-pub fn ssh_answers(data: &DataDir, login: &Login, ip: IpAddr, hop: Option<&Hop>) -> Result<()> {
+/// says which step failed ("connection refused", "host key mismatch: …", "auth failed: …"). `Ok`
+/// holds the notes of the guest's first boot ([`virtup_guest::ssh::notes`]) still in its /run.
+pub fn ssh_answers(
+    data: &DataDir,
+    login: &Login,
+    ip: IpAddr,
+    hop: Option<&Hop>,
+) -> Result<Vec<String>> {
     // A cheap look first, so that a guest still booting costs no ssh process per poll; a guest
     // behind a remote hypervisor cannot be looked at from here.
     if hop.is_none() {
@@ -163,7 +171,7 @@ pub fn ssh_answers(data: &DataDir, login: &Login, ip: IpAddr, hop: Option<&Hop>)
             known_hosts.display()
         );
     }
-    virtup_guest::ssh::Proof {
+    Ok(virtup_guest::ssh::Proof {
         known_hosts: &known_hosts,
         alias: login.alias,
         user: login.user,
@@ -172,8 +180,7 @@ pub fn ssh_answers(data: &DataDir, login: &Login, ip: IpAddr, hop: Option<&Hop>)
         hop,
         timeout: PROOF_TIMEOUT,
     }
-    .run()?;
-    Ok(())
+    .run()?)
 }
 
 /// An SSH server's banner answers on port 22 of `ip`.

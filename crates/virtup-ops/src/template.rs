@@ -1090,6 +1090,7 @@ fn address(
     // The proof logs in as the template's user with virtup's key for that user.
     let user = template_user(req);
     let identity = data.user_key_path(&user);
+    // A template's own boots apply no config disk, so its first boot has nothing to note.
     reach::wait_for_ssh(
         hv,
         data,
@@ -1108,6 +1109,7 @@ fn address(
         },
         reporter,
     )
+    .map(|(ip, _notes)| ip)
 }
 
 fn diff(req: &Request, before: &TemplateObserved, plan: &Plan) -> (TemplateView, TemplateView) {

@@ -662,25 +662,29 @@ pub fn finish_resume(hv: &Hypervisor, name: &str) -> Result<bool> {
         .ok_or_else(|| anyhow!("domain `{name}` has no virtup tag"))?;
     let live_d = virtup_libvirt::parse_domain_xml(&live)?;
     let def_d = virtup_libvirt::parse_domain_xml(&defined)?;
+    // The NICs the defined domain has and the running one lacks, each of the device it was defined
+    // with (a resume plugs in what a cold boot would): all known before the first is plugged in.
+    let mut missing_nics = Vec::new();
     for nic in &def_d.interfaces {
         let here = live_d.interfaces.iter().any(|l| {
             l.mac.as_deref().map(str::to_ascii_lowercase)
                 == nic.mac.as_deref().map(str::to_ascii_lowercase)
         });
         if let (false, Some(source)) = (here, &nic.source) {
-            // The device the domain was defined with: a resume plugs in what a cold boot would.
             let model = nic.model.as_deref().unwrap_or("virtio");
-            let spec = NicSpec {
+            missing_nics.push(NicSpec {
                 source: source.clone(),
                 mac: nic.mac.clone(),
                 model: virtup_libvirt::NicModel::parse(model).ok_or_else(|| {
                     anyhow!("domain `{name}` has a NIC of model `{model}`, which virtup does not hot-plug")
                 })?,
-            };
-            hv.attach_live(name, &spec.device_xml()?)?;
-            if matches!(source, virtup_core::nic::Nic::Network(_)) {
-                wait_until_forwarding(hv, name, spec.mac.as_deref());
-            }
+            });
+        }
+    }
+    for spec in &missing_nics {
+        hv.attach_live(name, &spec.device_xml()?)?;
+        if matches!(spec.source, virtup_core::nic::Nic::Network(_)) {
+            wait_until_forwarding(hv, name, spec.mac.as_deref());
         }
     }
     // Data disks first, then the config disk: the first boot reads the disks it names by serial.

@@ -227,7 +227,12 @@ fn warm_clones_resume_from_one_image_each_with_its_own_identity() {
                         // hot-plugged too, the NICs in order, the disk before the config disk.
                         // A third NIC, e1000 (`model`): hot-plugged as the model defined.
                         args["nics"] = json!([{"network": "default"}, {"bridge": "vubr0"}, {"bridge": "vubr0", "model": "e1000"}]);
-                        args["disks"] = json!([{"size": "64M", "filesystem": "ext4", "mount": "/srv/wm"}]);
+                        // A second disk asks for a mount point the image already uses: the
+                        // first boot leaves it alone, and the module says so.
+                        args["disks"] = json!([
+                            {"size": "64M", "filesystem": "ext4", "mount": "/srv/wm"},
+                            {"size": "64M", "filesystem": "ext4", "mount": "/var/lib/apt"}
+                        ]);
                     }
                     let (doc, out) = sb.module("virtup_instance", &args);
                     let took = start.elapsed();
@@ -327,6 +332,12 @@ fn warm_clones_resume_from_one_image_each_with_its_own_identity() {
         1,
         "wm-b's PCI devices, then its interfaces: {pci}"
     );
+    let interfaces: Vec<&str> = pci.lines().filter(|l| !l.starts_with("0x")).collect();
+    assert_eq!(
+        interfaces,
+        ["eth0", "eth1", "lo"],
+        "no interface for the e1000 (the docs say the cloud kernel has no driver for it): {pci}"
+    );
     assert_eq!(
         pci.lines().filter(|l| *l == "0x1af4:0x1000").count(),
         2,
@@ -342,6 +353,30 @@ fn warm_clones_resume_from_one_image_each_with_its_own_identity() {
         Some("ext4"),
         "wm-b's data disk: {mounted}"
     );
+    // What its first boot did not do is the module's warning, once: wm-a's did all it was asked.
+    let said: Vec<&str> = b_doc["warnings"]
+        .as_array()
+        .map(|w| w.iter().filter_map(Value::as_str).collect())
+        .unwrap_or_default();
+    let noted: Vec<&&str> = said
+        .iter()
+        .filter(|w| w.starts_with("`wm-b`'s first boot: "))
+        .collect();
+    assert!(
+        noted.len() == 1
+            && noted[0].contains("data disk virtup-data2")
+            && noted[0].contains(
+                "/var/lib/apt is in use (not an empty directory): nothing made, not mounted"
+            ),
+        "wm-b's warnings: {said:?}"
+    );
+    assert!(
+        !results[0].0["warnings"].to_string().contains("first boot"),
+        "wm-a: {}",
+        results[0].0
+    );
+    let apt = ssh_instance(b_doc, "findmnt -n /var/lib/apt || echo not mounted");
+    assert_eq!(apt.trim(), "not mounted", "wm-b's /var/lib/apt");
     let defined = virsh(&["dumpxml", "--inactive", "wm-b"]);
     assert!(
         defined.contains("<source bridge='vubr0'/>"),
@@ -402,7 +437,9 @@ fn warm_clones_resume_from_one_image_each_with_its_own_identity() {
 
     // A run killed once the clone runs, before it got its NIC and config disk: the next run plugs
     // them in and the clone comes up as if nothing happened.
-    let k = json!({"name": "wm-k", "template": TEMPLATE, "boot": "warm", "wait_timeout": 900});
+    // Its second NIC an rtl8139: plugged in by whichever run gets there, as the model defined.
+    let k = json!({"name": "wm-k", "template": TEMPLATE, "boot": "warm", "wait_timeout": 900,
+                   "nics": [{"network": "default"}, {"bridge": "vubr0", "model": "rtl8139"}]});
     let (mut child, _args_file) = sb.spawn_module("virtup_instance", &k);
     wait_for("wm-k to run", Duration::from_secs(600), || {
         virsh(&["list", "--name"])
@@ -415,6 +452,12 @@ fn warm_clones_resume_from_one_image_each_with_its_own_identity() {
     let (doc, out) = sb.module("virtup_instance", &k);
     assert!(out.status.success(), "{doc}\n{}", out.stderr);
     assert_eq!(ssh_instance(&doc, "hostname").trim(), "wm-k");
+    let live = virsh(&["dumpxml", "wm-k"]);
+    assert!(
+        live.matches("<model type='rtl8139'/>").count() == 1
+            && live.matches("<model type='virtio'/>").count() >= 1,
+        "wm-k runs its second NIC as rtl8139: {live}"
+    );
     println!(
         "warm: a resume killed once the clone ran; the next run {}",
         if out.stderr.contains("did not finish") {

@@ -41,6 +41,7 @@ pub fn host(paths: &Paths, name: &str, global: &Global) -> Result<Host> {
             .unwrap_or_else(|| paths.libvirt_uri.clone()),
         mac: meta.mac.clone(),
         reserved_address: None,
+        nic_model: meta.nic_model,
         extra_nics: meta.extra_nics.clone(),
         groups: meta.groups.clone(),
     })
@@ -154,6 +155,7 @@ mod tests {
             uri: "qemu:///system".into(),
             mac: None,
             reserved_address: None,
+            nic_model: None,
             extra_nics: Vec::new(),
             groups: Vec::new(),
         };

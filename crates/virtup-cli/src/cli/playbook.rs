@@ -141,6 +141,7 @@ fn template_host_vars(template: &TemplateFacts, uri: &str) -> Result<serde_json:
         uri: uri.to_owned(),
         mac: None,
         reserved_address: None,
+        nic_model: None,
         extra_nics: Vec::new(),
         groups: Vec::new(),
     };

@@ -1273,13 +1273,50 @@ fn nics_are_plugged_in_order_with_stable_macs_and_missing_sources_are_refused_fi
         ]
     );
 
-    // The same task again: nothing to do, nothing to say of the NICs.
+    // The same task again: nothing to do, nothing to say of the NICs; nor with a record from
+    // before `model` (no model in it: the domain says which), nor with no record at all.
     let same = run(&ctx, &hv, o.clone(), Mode::Apply);
     assert!(!same.changed, "{}", same.msg);
     assert!(
         !same.warnings.iter().any(|w| w.contains("NIC")),
         "{:?}",
         same.warnings
+    );
+    // (virtup-ops reads JSON through virtup-core only: the record is edited as text.)
+    let file = ctx.data.instance_file("web11");
+    let record = std::fs::read_to_string(&file).unwrap();
+    // Pretty-printed, one key a line: the model lines go, and a comma left before a `}`.
+    let mut kept: Vec<String> = Vec::new();
+    for line in record.lines() {
+        let key = line.trim_start();
+        if key.starts_with("\"model\":") || key.starts_with("\"nic_model\":") {
+            continue;
+        }
+        if key.starts_with('}') {
+            if let Some(last) = kept.last_mut() {
+                *last = last.trim_end_matches(',').to_owned();
+            }
+        }
+        kept.push(line.to_owned());
+    }
+    let older_record = kept.join("\n");
+    assert!(
+        !older_record.contains("model"),
+        "every model is out of the record: {older_record}"
+    );
+    std::fs::write(&file, older_record).unwrap();
+    let older = run(&ctx, &hv, o.clone(), Mode::Check);
+    assert!(
+        !older.warnings.iter().any(|w| w.contains("NIC")),
+        "{:?}",
+        older.warnings
+    );
+    let meta = InstanceMeta::read(&ctx.data, "web11").unwrap().unwrap();
+    assert_eq!(meta.nic_model, None);
+    assert_eq!(
+        meta.extra_nics[0].model,
+        NicModel::Virtio,
+        "as all NICs were"
     );
     // The same NICs with another model: a warning, and the domain keeps the model it was made with.
     let mut remodelled = o.nics.clone().unwrap();
