@@ -44,15 +44,19 @@ seed=
 mnt=
 
 log() { printf 'virtup-firstboot: %s\n' "$*" >&2; }
-die() { log "error: $*"; exit 1; }
 # note MESSAGE: something asked for that this boot did not do (a disk not mounted, a static address
-# not written, the root not grown): logged, and kept where virtup's SSH proof reads it right after
-# this boot (`NOTES`, world-readable, in /run: gone at the next boot), so that the module reports
-# it as a warning rather than succeed in silence. Nothing secret is ever a note.
+# not written, the root not grown, or all that came after an error): logged, and kept where
+# virtup's SSH proof reads it right after this boot (`NOTES`, world-readable, in /run: gone at the
+# next boot), so that the module reports it as a warning rather than succeed in silence. Nothing
+# secret is ever a note. Offline (in virt-sysprep's chroot) the image's /run is no booted guest's.
 note() {
     log "$*"
+    [ -n "$OFFLINE" ] && return 0
     (umask 022 && printf 'virtup-firstboot: %s\n' "$*" >>"$NOTES") 2>/dev/null || :
 }
+# An error stops the first boot before what came after it (sshd may still start with the keys it
+# already has): a note too.
+die() { note "error: $*; the first boot stopped there"; exit 1; }
 
 release_disk() {
     if [ -n "$mnt" ]; then
@@ -62,7 +66,7 @@ release_disk() {
     fi
 }
 trap release_disk EXIT
-trap 'exit 1' HUP INT TERM
+trap 'note "stopped by a signal before it finished"; exit 1' HUP INT TERM
 
 # put_file DEST MODE: stdin becomes DEST, atomically (temp file in the same directory, then rename).
 put_file() {

@@ -279,24 +279,27 @@ pub struct Proof<'a> {
     pub timeout: Duration,
 }
 
-/// What the proof runs once logged in: prints the first boot's notes, if any, and exits 0. POSIX
-/// shell words, as every login shell a guest gives virtup's user reads them.
-pub const PROOF_COMMAND: &str = "cat /run/virtup-firstboot.notes 2>/dev/null || :";
+/// What the proof runs once logged in: prints the first boot's notes, if any, and exits 0. Given
+/// to `sh` whole, in single quotes, which every login shell (bash, dash, fish, csh, rbash) passes
+/// on as one word: the redirect and the exit are `sh`'s to read, not the user's shell's.
+pub const PROOF_COMMAND: &str = "sh -c 'cat /run/virtup-firstboot.notes 2>/dev/null; exit 0'";
 
 /// The most notes a proof returns, and the most characters of each: a guest's text, bounded.
 const MAX_NOTES: usize = 20;
 const MAX_NOTE_CHARS: usize = 300;
 
 /// The first boot's notes in what the proof's command printed: the lines after
-/// [`crate::firstboot::NOTE_PREFIX`] only (a shell startup file may print more), without control
-/// characters, at most [`MAX_NOTES`] of [`MAX_NOTE_CHARS`] characters each.
+/// [`crate::firstboot::NOTE_PREFIX`] only (a shell startup file may print more), in printable
+/// ASCII only (a note names serials, paths, devices and addresses; no escape, bidi override or
+/// zero-width character of a guest's reaches a terminal), at most [`MAX_NOTES`] of
+/// [`MAX_NOTE_CHARS`] characters each.
 pub fn notes(stdout: &[u8]) -> Vec<String> {
     String::from_utf8_lossy(stdout)
         .lines()
         .filter_map(|l| l.strip_prefix(crate::firstboot::NOTE_PREFIX))
         .map(|l| {
             l.chars()
-                .filter(|c| !c.is_control())
+                .filter(|c| c.is_ascii_graphic() || *c == ' ')
                 .take(MAX_NOTE_CHARS)
                 .collect::<String>()
         })
@@ -745,7 +748,7 @@ mod tests {
         assert!(PROOF_COMMAND.contains(crate::firstboot::NOTES_PATH));
         let printed = format!(
             "Welcome!\n{p}data disk virtup-data2 (/dev/vdc): /var/lib/apt is in use\n\
-             {p}\n{p}a\u{1b}[31mred\u{7}\nvirtup-firstbootx: not a note\n{p}{long}\n",
+             {p}\n{p}a\u{1b}[31mred\u{7}\u{202e}\u{200b}\nvirtup-firstbootx: not a note\n{p}{long}\n",
             p = crate::firstboot::NOTE_PREFIX,
             long = "x".repeat(400)
         );

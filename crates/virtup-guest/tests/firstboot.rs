@@ -535,6 +535,15 @@ fn refuses_bad_config_before_marking_done() {
             "{file}"
         );
         assert!(!guest.log().contains("chpasswd"), "{file}: {}", guest.log());
+        // The error is a note for the SSH proof (sshd may start with the keys made so far).
+        let notes =
+            fs::read_to_string(guest.root().join("run/virtup-firstboot.notes")).unwrap_or_default();
+        let read = virtup_guest::ssh::notes(notes.as_bytes());
+        assert!(
+            read.len() == 1 && read[0].starts_with("error: ") && read[0].contains(want),
+            "{file}: {notes}"
+        );
+        assert!(!notes.contains("$6$"), "{file}: no hash is a note: {notes}");
     }
 }
 
@@ -1487,6 +1496,21 @@ fn a_guest_without_networkd_is_told_and_a_bad_line_stops_before_done() {
         .exists());
     assert!(stderr.contains("does not run systemd-networkd"), "{stderr}");
     assert_identity_applied(&guest, "no networkd");
+    let notes = fs::read_to_string(guest.root().join("run/virtup-firstboot.notes")).unwrap();
+    assert!(notes.contains("does not run systemd-networkd"), "{notes}");
+    // Offline (virt-sysprep's chroot) the same is logged, and no note is left in the image's /run,
+    // which no booted guest's proof would read.
+    let guest = with_static_address(true);
+    fs::create_dir_all(guest.root().join("lib/systemd")).unwrap();
+    stub(
+        &guest.root().join("lib/systemd"),
+        "systemd-networkd",
+        "#!/bin/sh\n",
+    );
+    let (ok, stderr) = guest.run(Some(&guest.config()), &[("VIRTUP_OFFLINE", "1")]);
+    assert!(ok, "{stderr}");
+    assert!(stderr.contains("does not run systemd-networkd"), "{stderr}");
+    assert!(!guest.root().join("run/virtup-firstboot.notes").exists());
 
     for line in [
         "52:54:00:12:34:5 192.168.122.60/24 - - - -",

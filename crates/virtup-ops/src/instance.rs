@@ -1722,6 +1722,7 @@ fn reachable(
             reporter,
         )?,
     };
+    let first_proof = meta.address.is_none();
     if meta.address.as_deref() != Some(ip.to_string().as_str()) {
         let _g = data.lock(&format!("meta-{name}"), SHORT_LOCK_TIMEOUT)?;
         let mut meta = meta;
@@ -1729,8 +1730,9 @@ fn reachable(
         meta.write(data)?;
     }
     // The notes are in the guest's /run: a guest this run booted has just made them (at its first
-    // boot, or none at a later one); one that was up already told them to the run that booted it.
-    let warnings = match started {
+    // boot, or none at a later one); one that was up already told them to the run that proved it
+    // first, which recorded its address (a run killed before that proof left none).
+    let warnings = match started || first_proof {
         true => notes
             .into_iter()
             .map(|n| format!("`{name}`'s first boot: {n}"))

@@ -377,6 +377,17 @@ fn warm_clones_resume_from_one_image_each_with_its_own_identity() {
     );
     let apt = ssh_instance(b_doc, "findmnt -n /var/lib/apt || echo not mounted");
     assert_eq!(apt.trim(), "not mounted", "wm-b's /var/lib/apt");
+    // Said once: a later run proves the same guest (its notes still in /run) and says nothing.
+    let (again, out) = sb.module(
+        "virtup_instance",
+        &json!({"name": "wm-b", "template": TEMPLATE, "wait_timeout": 900}),
+    );
+    assert!(out.status.success(), "{again}\n{}", out.stderr);
+    assert_eq!(again["changed"], json!(false), "{again}");
+    assert!(
+        !again["warnings"].to_string().contains("first boot"),
+        "{again}"
+    );
     let defined = virsh(&["dumpxml", "--inactive", "wm-b"]);
     assert!(
         defined.contains("<source bridge='vubr0'/>"),
