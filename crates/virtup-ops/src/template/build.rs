@@ -62,9 +62,36 @@ fn prepare_ops(req: &Request, password_file: &Path, public_key: &str) -> Vec<Cus
     if let Some(extra) = &f.virt_customize_args {
         ops.push(CustomizeOp::Raw(extra.clone()));
     }
+    // After the user's own customizations, which may install what is missing.
+    ops.push(CustomizeOp::RunCommand(GUEST_REQUIREMENTS.into()));
     ops.extend(identity_removal_ops());
     ops
 }
+
+/// A build refused by [`GUEST_REQUIREMENTS`] in the words of its check, naming the option that chose
+/// the image (the tool's own message repeats the whole command); any other failure as it is.
+fn lacking(e: anyhow::Error, option: &str, value: &str) -> anyhow::Error {
+    const SAID: &str = "virtup: this image has no ";
+    let text = format!("{e:#}");
+    // The check's own text (in the command line the error may show) is not what it said.
+    let said = text
+        .match_indices(SAID)
+        .filter_map(|(at, _)| text[at + "virtup: ".len()..].lines().next())
+        .find(|said| !said.contains("$missing"));
+    match said {
+        Some(said) => anyhow!("invalid value for `{option}`: `{value}`: {said}"),
+        None => e,
+    }
+}
+
+/// What every clone's first boot and virtup's SSH proof need in the image, checked inside it: an
+/// image without (Alpine with OpenRC, say) would build, and then each clone would time out in
+/// `running`, its first boot never run. The message names what is missing and what to do instead.
+const GUEST_REQUIREMENTS: &str = "missing=; \
+    [ -x /usr/lib/systemd/systemd ] || [ -x /lib/systemd/systemd ] || missing=\"systemd (/usr/lib/systemd/systemd), which runs virtup's first boot\"; \
+    [ -x /usr/sbin/sshd ] || [ -x /usr/bin/sshd ] || missing=\"${missing:+$missing, and }an OpenSSH server (/usr/sbin/sshd), through which virtup proves each clone\"; \
+    if [ -n \"$missing\" ]; then \
+    echo \"virtup: this image has no $missing: virtup cannot make clones of it (install them with virt_customize_args, or give the image its identity by its own means, such as cloud-init)\" >&2; exit 1; fi";
 
 /// cloud-init settings that leave hostname and SSH host keys to virtup's first-boot unit.
 /// Written with printf, so `\\n` (backslash n) separates the lines and the command stays on one line.
@@ -272,7 +299,8 @@ fn make_image(
             run_tool(
                 &cmd,
                 &format!("virt-builder could not build `{os_version}`"),
-            )?;
+            )
+            .map_err(|e| lacking(e, "os_version", os_version))?;
         }
         Source::Image {
             location,
@@ -293,7 +321,8 @@ fn make_image(
             run_tool(
                 &cmd,
                 &format!("virt-customize could not prepare image `{location}`"),
-            )?;
+            )
+            .map_err(|e| lacking(e, "image", location))?;
         }
     }
     private_image(part)?;
@@ -528,6 +557,55 @@ mod tests {
         assert!(
             command.contains("printf '%s\\n' debian-12 > /etc/hostname"),
             "{command}"
+        );
+    }
+
+    /// The guest's requirements parse as `sh -c` reads them, and a root without them is told
+    /// both, by name (the paths rewritten under an empty directory stand for such an image).
+    #[test]
+    fn an_image_without_systemd_or_sshd_is_told_what_it_lacks() {
+        virtup_guest::Cmd::new("sh")
+            .args(["-n", "-c", GUEST_REQUIREMENTS])
+            .run()
+            .unwrap_or_else(|e| panic!("sh -n rejects {GUEST_REQUIREMENTS}: {e}"));
+        let empty = tempfile::TempDir::new().unwrap();
+        let root = empty.path().display().to_string();
+        let rooted = GUEST_REQUIREMENTS
+            .replace("-x /usr/", &format!("-x {root}/usr/"))
+            .replace("-x /lib/", &format!("-x {root}/lib/"));
+        assert_eq!(rooted.matches(&root).count(), 4, "{rooted}");
+        let out = virtup_guest::Cmd::new("sh")
+            .args(["-c", &rooted])
+            .output_unchecked()
+            .unwrap();
+        let said = String::from_utf8_lossy(&out.stderr);
+        assert!(!out.status.success(), "{said}");
+        assert!(
+            said.starts_with("virtup: this image has no systemd (/usr/lib/systemd/systemd)")
+                && said.contains(", and an OpenSSH server (/usr/sbin/sshd)")
+                && said.contains("virt_customize_args"),
+            "{said}"
+        );
+    }
+
+    /// The tool's error, which repeats the check's command, becomes what the check said.
+    #[test]
+    fn a_refused_image_is_named_in_the_checks_words() {
+        let tool = anyhow!(
+            "`virt-customize -a x --run-command 'missing=; … echo \"virtup: this image has no $missing: …\"'` \
+             failed with exit status 1: virtup: this image has no systemd (/usr/lib/systemd/systemd), \
+             which runs virtup's first boot: virtup cannot make clones of it\nvirt-customize: error: …"
+        )
+        .context("virt-customize could not prepare image `/i.qcow2`");
+        assert_eq!(
+            lacking(tool, "image", "/i.qcow2").to_string(),
+            "invalid value for `image`: `/i.qcow2`: this image has no systemd \
+             (/usr/lib/systemd/systemd), which runs virtup's first boot: virtup cannot make clones of it"
+        );
+        let other = anyhow!("no space left on device");
+        assert_eq!(
+            lacking(other, "image", "/i").to_string(),
+            "no space left on device"
         );
     }
 
