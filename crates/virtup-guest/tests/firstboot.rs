@@ -1478,9 +1478,8 @@ fn a_static_address_becomes_a_networkd_file_matching_the_mac() {
     }
 }
 
-#[test]
-fn a_guest_without_networkd_is_told_and_a_bad_line_stops_before_done() {
-    // networkd installed but not enabled (an ifupdown guest): nothing written, said why.
+/// A guest asked for a static address that has networkd installed but not enabled (an ifupdown guest).
+fn without_networkd_running() -> Guest {
     let guest = with_static_address(true);
     fs::create_dir_all(guest.root().join("lib/systemd")).unwrap();
     stub(
@@ -1488,6 +1487,13 @@ fn a_guest_without_networkd_is_told_and_a_bad_line_stops_before_done() {
         "systemd-networkd",
         "#!/bin/sh\n",
     );
+    guest
+}
+
+#[test]
+fn a_guest_without_networkd_is_told_and_a_bad_line_stops_before_done() {
+    // networkd installed but not enabled (an ifupdown guest): nothing written, said why.
+    let guest = without_networkd_running();
     let (ok, stderr) = guest.run(Some(&guest.config()), &[]);
     assert!(ok, "{stderr}");
     assert!(!guest
@@ -1500,13 +1506,7 @@ fn a_guest_without_networkd_is_told_and_a_bad_line_stops_before_done() {
     assert!(notes.contains("does not run systemd-networkd"), "{notes}");
     // Offline (virt-sysprep's chroot) the same is logged, and no note is left in the image's /run,
     // which no booted guest's proof would read.
-    let guest = with_static_address(true);
-    fs::create_dir_all(guest.root().join("lib/systemd")).unwrap();
-    stub(
-        &guest.root().join("lib/systemd"),
-        "systemd-networkd",
-        "#!/bin/sh\n",
-    );
+    let guest = without_networkd_running();
     let (ok, stderr) = guest.run(Some(&guest.config()), &[("VIRTUP_OFFLINE", "1")]);
     assert!(ok, "{stderr}");
     assert!(stderr.contains("does not run systemd-networkd"), "{stderr}");
