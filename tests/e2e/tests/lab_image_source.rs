@@ -400,22 +400,22 @@ fn wrong_or_tampered_checksum_files_are_refused_before_anything_is_made() {
     assert_eq!(volumes_of("e2e-tampered"), Vec::<String>::new());
     assert!(!virtup_e2e::virsh(&["list", "--all", "--name"]).contains("e2e-tampered"));
 
-    // An image whose init is not systemd (here the lab's, its systemd deleted by the user's own
+    // An image without systemd and sshd (here the lab's, both deleted by the user's own
     // customizations, which run first): refused at the build, naming what it lacks, instead of
-    // clones that time out in `running`; nothing of it is left.
+    // clones that time out in `running`; no volume or domain of it is left.
     let (doc, out) = sb.module(
         "virtup_template",
         &json!({"name": "e2e-nosystemd", "image": lab.join("images/cloud/debian-12-cloud.qcow2"),
                 "checksum": format!("sha256:{}", image_sha256(&lab)),
-                "virt_customize_args": ["--delete", "/usr/lib/systemd/systemd"],
+                "virt_customize_args": ["--delete", "/usr/lib/systemd/systemd", "--delete", "/usr/sbin/sshd"],
                 "wait_timeout": 900}),
     );
     assert_eq!(doc["failed"], json!(true), "{doc}\n{}", out.stderr);
     let msg = doc["msg"].as_str().unwrap();
     assert!(
         msg.starts_with("invalid value for `image`: ")
-            && msg.contains(": this image has no systemd (/usr/lib/systemd/systemd), which runs virtup's first boot")
-            && !msg.contains("OpenSSH")
+            && msg.contains(": this image has no systemd (/usr/lib/systemd/systemd), which runs virtup's first boot, \
+                              and an OpenSSH server (/usr/sbin/sshd), through which virtup proves each clone")
             && !msg.contains("virt-customize -a"),
         "{doc}"
     );

@@ -73,11 +73,15 @@ fn prepare_ops(req: &Request, password_file: &Path, public_key: &str) -> Vec<Cus
 fn lacking(e: anyhow::Error, option: &str, value: &str) -> anyhow::Error {
     const SAID: &str = "virtup: this image has no ";
     let text = format!("{e:#}");
-    // The check's own text (in the command line the error may show) is not what it said.
+    // Only what the check says names one of the two (its own text, which the tool's error line
+    // repeats, cut short, says `$missing` instead): another failure keeps its own words.
     let said = text
         .match_indices(SAID)
         .filter_map(|(at, _)| text[at + "virtup: ".len()..].lines().next())
-        .find(|said| !said.contains("$missing"));
+        .find(|said| {
+            let what = &said["this image has no ".len()..];
+            what.starts_with("systemd (") || what.starts_with("an OpenSSH server (")
+        });
     match said {
         Some(said) => anyhow!("invalid value for `{option}`: `{value}`: {said}"),
         None => e,
@@ -607,6 +611,15 @@ mod tests {
             lacking(other, "image", "/i").to_string(),
             "no space left on device"
         );
+        // The check failed for another reason, and the tool's error line repeats its command cut
+        // short: not read as a refusal.
+        let cut = anyhow!(
+            "`virt-customize …` failed with exit status 1: /tmp/builder.log: No space left on device\n\
+             virt-customize: error: missing=; […] echo \"virtup: this image has no $mi…"
+        );
+        let kept = lacking(cut, "image", "/i").to_string();
+        assert!(kept.contains("No space left on device"), "{kept}");
+        assert!(!kept.starts_with("invalid value"), "{kept}");
     }
 
     /// cloud-init's settings are written where cloud-init is, after whatever installed it
