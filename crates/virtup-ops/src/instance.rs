@@ -533,7 +533,7 @@ fn observe(hv: &Hypervisor, data: &DataDir, req: &Request) -> Result<Observation
             interfaces.iter().find(|i| {
                 i.mac
                     .as_deref()
-                    .is_some_and(|m| m.eq_ignore_ascii_case(mac))
+                    .is_some_and(|m| virtup_libvirt::same_mac(m, mac))
             })
         })
         .and_then(|i| i.model.as_deref())
