@@ -12,6 +12,7 @@ use virtup_ops::instance::{converge, InstanceOptions, InstanceReport, Request};
 
 use crate::context::{self, Context};
 use crate::module::{mode, ModuleReporter};
+use virtup_ops::Mode;
 
 /// The module's options, typed; the config-layer ones validated, naming the option.
 pub fn options(args: &ModuleArgs) -> Result<InstanceOptions> {
@@ -32,6 +33,7 @@ pub fn options(args: &ModuleArgs) -> Result<InstanceOptions> {
     options.wait_timeout = context::wait_timeout(args)?;
     options.inventory = args.bool("inventory").unwrap_or(true);
     options.autostart = args.bool("autostart");
+    options.adopt = args.bool("adopt").unwrap_or(false);
     options.boot = virtup_ops::instance::Boot::parse(args.str("boot").unwrap_or("auto"))
         .ok_or_else(|| anyhow!("invalid value for `boot`"))?;
     options.address = args
@@ -64,10 +66,69 @@ pub fn resolve(args: &ModuleArgs, ctx: &Context) -> Result<Request> {
 
 pub fn run(args: &ModuleArgs) -> Result<ModuleResult> {
     let ctx = Context::load()?;
-    let req = resolve(args, &ctx)?;
+    let options = options(args)?;
+    let adopt = options.adopt;
+    let req = virtup_ops::instance::resolve(&ctx, options)?;
     let hv = Hypervisor::connect(&req.uri)?;
-    let report = converge(&ctx, &hv, &req, mode(args), &ModuleReporter)?;
-    module_result(&report, &req.desired.name, args.diff())
+    let name = &req.desired.name;
+    let mut adopted = false;
+    let pending = virtup_ops::adopt::pending(&ctx, &hv, name)?;
+    let absent = req.desired.state == InstanceState::Absent;
+    if pending && adopt && !absent {
+        if mode(args) == Mode::Check {
+            return adoption_preview(&ctx, &hv, name, args.diff());
+        }
+        virtup_ops::adopt::apply(&ctx, &hv, name, req.wait_timeout, &ModuleReporter)?;
+        adopted = true;
+    } else if pending && !absent {
+        // Said as what it is, before the plan calls it merely foreign.
+        anyhow::bail!(
+            "instance `{name}` was made by virt-up 2.2.0 (its record is virt-up's, its domain has no virtup tag) \
+             and is not adopted: set `adopt: true` (or run `virt-up {name} --adopt`) to manage it with virtup; \
+             see docs/migrate-from-virt-up.md"
+        );
+    }
+    let mut report = converge(&ctx, &hv, &req, mode(args), &ModuleReporter)?;
+    if pending && absent {
+        report.warnings.push(format!(
+            "instance `{name}` was made by virt-up 2.2.0 and is not adopted: virtup deletes only what it owns; \
+             adopt it first (`adopt: true` with another state, or `virt-up {name} --adopt`), or delete it with virt-up 2.2.0"
+        ));
+    }
+    if adopted {
+        report.changed = true;
+        report.msg = format!("adopted `{name}` (made by virt-up 2.2.0); {}", report.msg);
+    }
+    module_result(&report, name, args.diff())
+}
+
+/// Check mode's answer for an instance `adopt: true` would adopt: checked as the real run checks it
+/// (a mismatch fails here too), reported as a change, nothing done. What `state` then does is
+/// planned by the run after the adoption, against the instance as it will be.
+fn adoption_preview(
+    ctx: &Context,
+    hv: &Hypervisor,
+    name: &str,
+    with_diff: bool,
+) -> Result<ModuleResult> {
+    let plan = virtup_ops::adopt::check(ctx, hv, name)?;
+    let mut result = ModuleResult::new(true).with_msg(format!(
+        "would adopt `{name}` (made by virt-up 2.2.0): {}",
+        plan.describe().join("; ")
+    ));
+    if with_diff {
+        result = result.with_diff(
+            Diff::new(
+                json!({"made_by": "virt-up 2.2.0", "adopted": false}),
+                json!({"made_by": "virt-up 2.2.0", "adopted": true, "volumes": [plan.volume]}),
+            )
+            .with_headers(
+                format!("instance {name} (before)"),
+                format!("instance {name} (after)"),
+            ),
+        );
+    }
+    Ok(result)
 }
 
 /// The report as the module returns it (plugins/modules/virtup_instance.yml, RETURN).

@@ -108,6 +108,8 @@ pub fn instance_spec() -> ModuleSpec {
         // Inventory groups besides virtup's own (`web` or `web,db`); the role passes each instance's `groups`.
         OptionSpec::list("groups"),
         OptionSpec::bool("autostart"),
+        // An instance virt-up 2.2.0 made becomes virtup's first (`virtup_ops::adopt`); a no-op once it is.
+        OptionSpec::bool("adopt").default_bool(false),
         OptionSpec::str("boot")
             .choices(&virtup_ops::instance::Boot::WORDS)
             .default("auto"),

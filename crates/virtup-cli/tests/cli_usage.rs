@@ -545,7 +545,7 @@ fn a_domain_virtup_did_not_make_is_named_as_it_is_never_as_missing() {
         out.stderr
             .contains("domain `test` exists on `test:///default`")
             && out.stderr.contains("virt-up 2.2.0's format")
-            && out.stderr.contains("use virt-up 2.2.0 for it"),
+            && out.stderr.contains("virt-up test --adopt"),
         "{out:?}"
     );
     assert!(!out.stderr.contains("no domain"), "{out:?}");
@@ -574,4 +574,68 @@ fn a_domain_virtup_did_not_make_is_named_as_it_is_never_as_missing() {
     .unwrap();
     let out = sb.run(&["ghost2", "--login", "--command", "true"]);
     assert!(out.stderr.contains("has metadata but no domain"), "{out:?}");
+}
+
+/// `--adopt` checks virt-up's records against the domain before anything changes, and names each
+/// mismatch; the test driver's domain `test` (MAC aa:bb:cc:dd:ee:ff, disk /guest/diskimage1) plays
+/// a clone virt-up 2.2.0 made. (The adoption itself is proven on a real guest in `lab_adopt`.)
+#[test]
+fn adopt_refuses_what_does_not_match_virt_ups_records_and_changes_nothing() {
+    let sb = Sandbox::new();
+    let inst = sb.data().join("instance");
+    std::fs::create_dir_all(&inst).unwrap();
+    let clone = |disk: &str| {
+        format!(
+            r#"{{"template": "vmig", "hostname": "test", "disk": "{disk}", "cloned": "2026-12-02 10:01:00",
+            "from": "VIRTUP-vmig", "user": {{"username": "alice", "password": "pw-in-clear"}}}}"#
+        )
+    };
+    let adopt = |want: &str| {
+        let before = std::fs::read(inst.join("test.json")).unwrap();
+        let out = sb.run(&["test", "--adopt", "--yes"]);
+        assert_eq!(out.code, 1, "{out:?}");
+        assert!(
+            out.stderr.contains("cannot adopt `test`") && out.stderr.contains(want),
+            "want {want:?}: {out:?}"
+        );
+        assert!(out.stderr.contains("nothing was changed"), "{out:?}");
+        assert!(!out.stderr.contains("pw-in-clear"), "{out:?}");
+        assert_eq!(
+            std::fs::read(inst.join("test.json")).unwrap(),
+            before,
+            "the record is untouched"
+        );
+    };
+    std::fs::write(inst.join("test.json"), clone("/guest/diskimage1")).unwrap();
+    adopt("has no MAC for it");
+    let macs = sb.data().join("macaddrs.json");
+    std::fs::write(&macs, r#"{"test": "52:54:00:00:00:01"}"#).unwrap();
+    adopt("its domain's MAC is aa:bb:cc:dd:ee:ff, but virt-up recorded 52:54:00:00:00:01");
+    std::fs::write(&macs, r#"{"test": "AA:BB:CC:DD:EE:FF"}"#).unwrap();
+    std::fs::write(inst.join("test.json"), clone("/pool/test.qcow2")).unwrap();
+    adopt("virt-up recorded its disk as `/pool/test.qcow2`, but its domain's disks are `/guest/diskimage1`");
+    // The test driver's disk is in no pool: only a pool's volume has the key the ledger records.
+    std::fs::write(inst.join("test.json"), clone("/guest/diskimage1")).unwrap();
+    adopt("its disk `/guest/diskimage1` is in no storage pool");
+    // A base (no `cloned`) is a template.
+    std::fs::write(
+        inst.join("test.json"),
+        r#"{"template": "vmig", "disk": "/guest/diskimage1", "user": {"username": "alice"}}"#,
+    )
+    .unwrap();
+    adopt("adopting templates is not supported yet");
+    // Already virtup's, or not there: nothing to adopt.
+    std::fs::write(
+        inst.join("test.json"),
+        r#"{"schema": 1, "name": "test", "template": "t", "user": "virt", "uri": "test:///default"}"#,
+    )
+    .unwrap();
+    let out = sb.run(&["test", "--adopt", "--yes"]);
+    assert!(out.stderr.contains("is already virtup's"), "{out:?}");
+    let out = sb.run(&["nosuch", "--adopt", "--yes"]);
+    assert!(out.stderr.contains("no instance named `nosuch`"), "{out:?}");
+    // Without --yes and without a terminal, nothing is asked and nothing done.
+    std::fs::write(inst.join("test.json"), clone("/guest/diskimage1")).unwrap();
+    let out = sb.run(&["test", "--adopt"]);
+    assert_ne!(out.code, 0, "{out:?}");
 }

@@ -15,7 +15,8 @@
 //! - [`digest`]: `InputDigest` for template input digests;
 //! - [`hold`]: customization holds on templates a playbook run is customizing;
 //! - [`template`]: the template model and its pure plan (generations, dependents);
-//! - [`vocab`]: one type per shared concept (`ImageFormat`, `AddressSource`, `VirtType`).
+//! - [`vocab`]: one type per shared concept (`ImageFormat`, `AddressSource`, `VirtType`);
+//! - [`virt_up_record`]: virt-up 2.2.0's own instance record, read in full only to adopt it.
 //!
 //! IO in this crate is limited to the data and config dirs; libvirt, guests and
 //! subprocesses live in other crates.
@@ -36,6 +37,7 @@ pub mod ownership;
 pub mod paths;
 pub mod template;
 pub mod validate;
+pub mod virt_up_record;
 pub mod vocab;
 
 pub use config::{AddressSource, Config, ConfigError, ConfigWarning, Fields, ImageFormat};

@@ -61,6 +61,9 @@ pub struct InstanceOptions {
     pub inventory: bool,
     /// `None` leaves autostart as it is.
     pub autostart: Option<bool>,
+    /// Adopt the instance first when virt-up 2.2.0 made it (`adopt`): done by the caller with
+    /// [`crate::adopt`] before it converges, since the adoption is no step of this plan.
+    pub adopt: bool,
     pub password: Option<String>,
     pub root_password: Option<String>,
     /// How a fresh clone first runs: resumed from its template's warm image, or booted.
@@ -93,6 +96,7 @@ impl InstanceOptions {
             wait_timeout: Duration::from_secs(context::DEFAULT_WAIT_TIMEOUT_SECS),
             inventory: true,
             autostart: None,
+            adopt: false,
             password: None,
             root_password: None,
             boot: Boot::Auto,
@@ -241,6 +245,8 @@ pub fn resolve(ctx: &Context, options: InstanceOptions) -> Result<Request> {
         wait_timeout,
         inventory,
         autostart,
+        // The caller's: see the field.
+        adopt: _,
         password,
         root_password,
         boot,

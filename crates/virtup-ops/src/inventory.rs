@@ -328,10 +328,25 @@ impl Scan<'_> {
             // Already said once: the damaged id proves no domain.
             (Some(_), Some(_)) if self.id_damaged => return None,
             (Some(_), Some(d)) if meta.is_virt_up_legacy() && d.tag.is_none() => {
+                // Its record says whether it is a clone (adoptable) or a base (a template).
+                let clone = virtup_core::virt_up_record::VirtUpRecord::read(self.data, &meta.name)
+                    .ok()
+                    .flatten()
+                    .map(|r| r.is_clone());
+                let next = match clone {
+                    Some(true) => format!(
+                        "to manage it with virtup, adopt it: `virt-up {} --adopt`",
+                        meta.name
+                    ),
+                    Some(false) => "it is virt-up's base of a template; virtup does not adopt \
+                                    templates yet"
+                        .to_owned(),
+                    None => "its record lacks what virt-up 2.2.0 writes, so it cannot be adopted"
+                        .to_owned(),
+                };
                 warnings.push(format!(
                     "instance `{}` is skipped: probably virt-up 2.2.0 made it (its record is in virt-up 2.2.0's \
-                     format and domain `{}` on `{uri}` carries no virtup tag); virtup does not manage virt-up's \
-                     instances",
+                     format and domain `{}` on `{uri}` carries no virtup tag); {next}",
                     meta.name, meta.name
                 ));
                 return None;

@@ -3,6 +3,7 @@
 //! returns a listing). Nothing here knows Ansible's JSON or the command line; the module binaries
 //! and `virt-up` are adapters around it.
 
+pub mod adopt;
 pub mod cloud_init;
 pub mod context;
 pub mod host;

@@ -3,6 +3,7 @@
 use std::process::ExitCode;
 
 use anyhow::Result;
+use virtup_core::virt_up_record::VirtUpRecord;
 use virtup_core::{Config, DataDir, InstanceMeta, Paths};
 use virtup_libvirt::Hypervisor;
 
@@ -73,7 +74,7 @@ fn hidden_instances(paths: &Paths, config: &Config) -> Result<Vec<Row>> {
     let mut rows = Vec::new();
     for (_, meta) in InstanceMeta::list(&data)? {
         let Ok(meta) = meta else { continue };
-        if meta.inventory {
+        if meta.inventory || meta.is_virt_up_legacy() {
             continue;
         }
         let uri = meta.uri.clone().unwrap_or_else(|| default_uri.clone());
@@ -97,6 +98,44 @@ fn hidden_instances(paths: &Paths, config: &Config) -> Result<Vec<Row>> {
     Ok(rows)
 }
 
+/// What virt-up 2.2.0 made and virtup has not adopted: shown, marked, never listed as virtup's
+/// (the inventory leaves them out, with a warning naming the command that adopts a clone). Its
+/// bases (`VIRTUP-<template>`) only with `--all`, as templates are.
+fn virt_up_rows(paths: &Paths, config: &Config, all: bool) -> Result<Vec<Row>> {
+    let data = DataDir::at(&paths.data_dir);
+    let uri = virtup_ops::context::default_uri(config, paths);
+    let hv = Hypervisor::connect_read_only(&uri).ok();
+    let mut rows = Vec::new();
+    for (name, meta) in InstanceMeta::list(&data)? {
+        let Ok(meta) = meta else { continue };
+        if !meta.is_virt_up_legacy() {
+            continue;
+        }
+        let Ok(Some(record)) = VirtUpRecord::read(&data, &name) else {
+            continue;
+        };
+        if !record.is_clone() && !all {
+            continue;
+        }
+        let domain = hv.as_ref().map(|hv| hv.domain(&name));
+        let state = match domain {
+            Some(Ok(Some(d))) if d.tag.is_none() => d.state_word(),
+            // Tagged: adopted (and listed as virtup's), or another data dir's; either way not this row.
+            Some(Ok(Some(_))) => continue,
+            Some(Ok(None)) => "missing".to_owned(),
+            _ => "unknown".to_owned(),
+        };
+        rows.push(Row {
+            name,
+            template: record.template,
+            state: format!("{state} (virt-up 2.2.0, not adopted)"),
+            address: "-".into(),
+            user: record.user.username,
+        });
+    }
+    Ok(rows)
+}
+
 pub fn list(paths: &Paths, all: bool, global: &Global) -> Result<ExitCode> {
     let config = Config::load(paths)?;
     let listing = inventory::collect(paths, &config)?;
@@ -110,6 +149,7 @@ pub fn list(paths: &Paths, all: bool, global: &Global) -> Result<ExitCode> {
         .map(Row::from_host)
         .collect();
     rows.extend(hidden_instances(paths, &config)?);
+    rows.extend(virt_up_rows(paths, &config, all)?);
     rows.sort_by(|a, b| a.name.cmp(&b.name));
     print!("{}", render(&rows));
     Ok(ExitCode::SUCCESS)

@@ -5,6 +5,7 @@
 //! as `virtup_template` / `virtup_instance` do. What is only the CLI's lives here: flag parsing,
 //! secrets from files or stdin, confirmation, progress, tables, `--init`.
 
+mod adopt;
 mod create;
 mod delete;
 mod init;
@@ -35,6 +36,7 @@ const USAGE: &str = "\
 virt-up [--name] <NAME> [--template <TEMPLATE>] [create options]
        virt-up [--name] <NAME> --login [--sftp | --command \"<COMMAND>\"]
        virt-up [--name] <NAME> --console
+       virt-up [--name] <NAME> --adopt [--yes]
        virt-up [--name] <NAME> --playbook <PLAYBOOK>
        virt-up [--name] <NAME> --delete | --delete --all
        virt-up --init [--force]
@@ -94,6 +96,10 @@ pub struct Args {
     /// messages and a login prompt, also when SSH does not answer
     #[arg(long, group = "mode", help_heading = "Commands")]
     pub console: bool,
+    /// Make an instance virt-up 2.2.0 made virtup's: checked against virt-up's records, its host key
+    /// replaced offline and pinned (see docs/migrate-from-virt-up.md)
+    #[arg(long, group = "mode", help_heading = "Commands")]
+    pub adopt: bool,
     /// Run an Ansible playbook on the instance through virtup's dynamic inventory
     #[arg(
         long,
@@ -165,7 +171,7 @@ pub struct Args {
     /// With --list: include templates; with --delete: every instance, then every template
     #[arg(long)]
     pub all: bool,
-    /// Answer yes to confirmation questions (needed for --delete without a terminal)
+    /// Answer yes to confirmation questions (needed for --delete and --adopt without a terminal)
     #[arg(long)]
     pub yes: bool,
     /// With --init: overwrite existing files
@@ -208,6 +214,9 @@ pub enum Command {
         command: Option<String>,
     },
     Console {
+        name: String,
+    },
+    Adopt {
         name: String,
     },
     Playbook {
@@ -274,6 +283,7 @@ impl Args {
             ("--delete", self.delete),
             ("--login", self.login),
             ("--console", self.console),
+            ("--adopt", self.adopt),
             ("--playbook", self.playbook.is_some()),
         ]
         .into_iter()
@@ -331,6 +341,9 @@ impl Args {
             },
             Some("--console") => Command::Console {
                 name: needs_name("--console")?,
+            },
+            Some("--adopt") => Command::Adopt {
+                name: needs_name("--adopt")?,
             },
             Some("--playbook") => Command::Playbook {
                 name: needs_name("--playbook")?,
@@ -457,6 +470,7 @@ pub fn run(command: &Command, global: &Global) -> Result<ExitCode> {
             command,
         } => login::login(&paths, name, *sftp, command.as_deref(), global),
         Command::Console { name } => login::console(&paths, name),
+        Command::Adopt { name } => adopt::adopt(&paths, name, global),
         Command::Playbook { name, playbook } => playbook::playbook(&paths, name, playbook, global),
         Command::Delete { name } => delete::delete(&paths, name, global),
         Command::DeleteAll => delete::delete_all(&paths, global),
@@ -469,21 +483,26 @@ pub fn run(command: &Command, global: &Global) -> Result<ExitCode> {
 
 /// Asks before destroying `what`, unless `--yes`; without a terminal to ask on, refuses.
 pub fn confirm(what: &str, global: &Global) -> Result<()> {
+    confirm_to("delete", what, global)
+}
+
+/// Asks before `action` (a verb: `delete`, `adopt`) is done to `what`, unless `--yes`.
+pub fn confirm_to(action: &str, what: &str, global: &Global) -> Result<()> {
     if global.yes {
         return Ok(());
     }
     let stdin = std::io::stdin();
     if !stdin.is_terminal() {
         bail!(
-            "refusing to delete {what} without confirmation: stdin is not a terminal; pass --yes"
+            "refusing to {action} {what} without confirmation: stdin is not a terminal; pass --yes"
         );
     }
-    eprint!("virt-up: about to delete {what}. Continue? [y/N] ");
+    eprint!("virt-up: about to {action} {what}. Continue? [y/N] ");
     let mut answer = String::new();
     stdin.read_line(&mut answer)?;
     match answer.trim().to_ascii_lowercase().as_str() {
         "y" | "yes" => Ok(()),
-        _ => bail!("not confirmed; nothing was deleted"),
+        _ => bail!("not confirmed; nothing was changed"),
     }
 }
 

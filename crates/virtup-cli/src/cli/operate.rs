@@ -76,10 +76,12 @@ pub fn ensure_running(paths: &Paths, name: &str, global: &Global) -> Result<Inst
         };
         // A domain of that name that virtup did not make: saying it is missing, and pointing at a delete, would be false.
         let whose = if meta.is_virt_up_legacy() && dom.tag.is_none() {
-            "its record here is in virt-up 2.2.0's format and the domain carries no virtup tag: probably virt-up \
-             2.2.0 made it, and virtup does not manage virt-up's instances (use virt-up 2.2.0 for it)"
+            format!(
+                "its record here is in virt-up 2.2.0's format and the domain carries no virtup tag: probably \
+                 virt-up 2.2.0 made it, and virtup manages it only once adopted (`virt-up {name} --adopt`)"
+            )
         } else {
-            "the domain is not the one virtup made for it with this data dir; virtup leaves it alone"
+            "the domain is not the one virtup made for it with this data dir; virtup leaves it alone".to_owned()
         };
         bail!("instance `{name}`: domain `{name}` exists on `{uri}`, but {whose}");
     };
