@@ -66,35 +66,28 @@ pub fn resolve(args: &ModuleArgs, ctx: &Context) -> Result<Request> {
 
 pub fn run(args: &ModuleArgs) -> Result<ModuleResult> {
     let ctx = Context::load()?;
-    let options = options(args)?;
-    let adopt = options.adopt;
-    let req = virtup_ops::instance::resolve(&ctx, options)?;
+    let mut options = options(args)?;
+    let mut req = virtup_ops::instance::resolve(&ctx, options.clone())?;
     let hv = Hypervisor::connect(&req.uri)?;
-    let name = &req.desired.name;
+    let name = req.desired.name.clone();
     let mut adopted = false;
-    let pending = virtup_ops::adopt::pending(&ctx, &hv, name)?;
-    let absent = req.desired.state == InstanceState::Absent;
-    if pending && adopt && !absent {
+    if options.adopt
+        && req.desired.state != InstanceState::Absent
+        && virtup_ops::adopt::pending(&ctx, &hv, &name)?
+    {
+        // Adopting changes no size: memory and vCPUs the task does not give stay the domain's.
+        let parsed = virtup_libvirt::parse_domain_xml(&hv.inactive_xml(&name)?)?;
+        options.layer.memory.get_or_insert(parsed.memory_mib);
+        options.layer.vcpus.get_or_insert(parsed.vcpus);
+        req = virtup_ops::instance::resolve(&ctx, options)?;
         if mode(args) == Mode::Check {
-            return adoption_preview(&ctx, &hv, name, args.diff());
+            return adoption_preview(&ctx, &hv, &name, args.diff());
         }
-        virtup_ops::adopt::apply(&ctx, &hv, name, req.wait_timeout, &ModuleReporter)?;
-        adopted = true;
-    } else if pending && !absent {
-        // Said as what it is, before the plan calls it merely foreign.
-        anyhow::bail!(
-            "instance `{name}` was made by virt-up 2.2.0 (its record is virt-up's, its domain has no virtup tag) \
-             and is not adopted: set `adopt: true` (or run `virt-up {name} --adopt`) to manage it with virtup; \
-             see docs/migrate-from-virt-up.md"
-        );
+        adopted = virtup_ops::adopt::apply(&ctx, &hv, &name, req.wait_timeout, &ModuleReporter)?
+            .is_some();
     }
+    let name = &name;
     let mut report = converge(&ctx, &hv, &req, mode(args), &ModuleReporter)?;
-    if pending && absent {
-        report.warnings.push(format!(
-            "instance `{name}` was made by virt-up 2.2.0 and is not adopted: virtup deletes only what it owns; \
-             adopt it first (`adopt: true` with another state, or `virt-up {name} --adopt`), or delete it with virt-up 2.2.0"
-        ));
-    }
     if adopted {
         report.changed = true;
         report.msg = format!("adopted `{name}` (made by virt-up 2.2.0); {}", report.msg);
@@ -112,10 +105,12 @@ fn adoption_preview(
     with_diff: bool,
 ) -> Result<ModuleResult> {
     let plan = virtup_ops::adopt::check(ctx, hv, name)?;
-    let mut result = ModuleResult::new(true).with_msg(format!(
-        "would adopt `{name}` (made by virt-up 2.2.0): {}",
-        plan.describe().join("; ")
-    ));
+    let mut result = ModuleResult::new(true)
+        .with_msg(format!(
+            "would adopt `{name}` (made by virt-up 2.2.0): {}; then converge it to `state`",
+            plan.describe().join("; ")
+        ))
+        .with("waited", context::waited_json(&Default::default()));
     if with_diff {
         result = result.with_diff(
             Diff::new(

@@ -638,4 +638,33 @@ fn adopt_refuses_what_does_not_match_virt_ups_records_and_changes_nothing() {
     std::fs::write(inst.join("test.json"), clone("/guest/diskimage1")).unwrap();
     let out = sb.run(&["test", "--adopt"]);
     assert_ne!(out.code, 0, "{out:?}");
+    // Not adopted, it is never deleted, and its record stays as virt-up wrote it.
+    let out = sb.run(&["test", "--delete", "--yes"]);
+    assert_ne!(out.code, 0, "{out:?}");
+    assert!(
+        out.stderr
+            .contains("made by virt-up 2.2.0 and is not adopted"),
+        "{out:?}"
+    );
+    assert_eq!(
+        std::fs::read_to_string(inst.join("test.json")).unwrap(),
+        clone("/guest/diskimage1")
+    );
+    // A name virtup could not manage afterwards is refused before anything happens.
+    std::fs::write(inst.join("my_vm.json"), clone("/guest/diskimage1")).unwrap();
+    let out = sb.run(&["my_vm", "--adopt", "--yes"]);
+    assert!(
+        out.stderr
+            .contains("cannot adopt `my_vm`: virtup could not manage it afterwards"),
+        "{out:?}"
+    );
+    // A damaged record: where, never the value (it may be a password).
+    std::fs::write(
+        inst.join("test.json"),
+        r#"{"template": "t", "disk": "/p", "cloned": "x", "from": "VIRTUP-t", "user": {"username": "alice", "password": 987654321}}"#,
+    )
+    .unwrap();
+    let out = sb.run(&["test", "--adopt", "--yes"]);
+    assert!(out.stderr.contains("line 1 column"), "{out:?}");
+    assert!(!out.stderr.contains("987654321"), "{out:?}");
 }

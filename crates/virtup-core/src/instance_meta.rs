@@ -76,6 +76,13 @@ pub struct InstanceMeta {
     /// The inventory groups it was declared in (`groups`), besides virtup's own.
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub groups: Vec<String>,
+    /// For a clone virt-up 2.2.0 made and virtup adopted: its base (`VIRTUP-<template>`) and disk
+    /// format, under virt-up's own keys, so that virt-up 2.2.0 still refuses to delete the base its
+    /// disk rests on (it looks for `from` and `image_format: qcow2` in every record).
+    #[serde(rename = "from", skip_serializing_if = "Option::is_none")]
+    pub virt_up_from: Option<String>,
+    #[serde(rename = "image_format", skip_serializing_if = "Option::is_none")]
+    pub virt_up_image_format: Option<String>,
 }
 
 /// A DHCP host entry on a libvirt network, written before virtup adds it (`confirmed: false`) and
@@ -117,6 +124,8 @@ impl Default for InstanceMeta {
             cloud_init_digest: None,
             groups: Vec::new(),
             static_ipv4: None,
+            virt_up_from: None,
+            virt_up_image_format: None,
         }
     }
 }

@@ -9,7 +9,7 @@ use std::path::PathBuf;
 
 use serde::Deserialize;
 
-use crate::datadir::{read_json, DataDir, DataError};
+use crate::datadir::{DataDir, DataError};
 use crate::validate;
 
 /// The fields of virt-up 2.2.0's record that adoption checks or moves (it writes them in
@@ -30,6 +30,12 @@ pub struct VirtUpRecord {
     /// When it was cloned; its presence is what makes it a clone for virt-up.
     #[serde(default)]
     pub cloned: Option<String>,
+    /// A clone's disk format (`format`, from the config when it was cloned), else its base's
+    /// (`image_format`, copied from the base's record).
+    #[serde(default, rename = "format")]
+    clone_format: Option<String>,
+    #[serde(default)]
+    image_format: Option<String>,
     pub user: VirtUpCredentials,
     #[serde(default)]
     pub root: Option<VirtUpCredentials>,
@@ -55,15 +61,25 @@ impl VirtUpRecord {
             reason: e.reason,
         })?;
         let path = data.instance_file(name);
-        let record: VirtUpRecord = match read_json(&path) {
-            Ok(r) => r,
-            Err(DataError::NotFound { .. }) => return Ok(None),
-            Err(e) => return Err(e),
+        let bytes = match std::fs::read(&path) {
+            Ok(b) => b,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
+            Err(e) => return Err(DataError::io("read", &path, e)),
         };
         let damaged = |message: &str| DataError::Damaged {
             path: path.clone(),
             message: message.to_owned(),
         };
+        // serde's message may quote the value it did not expect, and this file holds passwords: only
+        // where it failed is said.
+        let record: VirtUpRecord = serde_json::from_slice(&bytes).map_err(|e| {
+            damaged(&format!(
+                "it is not a record virt-up 2.2.0 writes (a field is missing or of the wrong type, or the \
+                 JSON is broken, at line {} column {})",
+                e.line(),
+                e.column()
+            ))
+        })?;
         if record.schema.is_some_and(|s| s != 0) {
             return Err(damaged("it is virtup's record, not virt-up 2.2.0's"));
         }
@@ -73,6 +89,13 @@ impl VirtUpRecord {
             ));
         }
         Ok(Some(record))
+    }
+
+    /// The format of its disk as virt-up recorded it (`qcow2` or `raw`).
+    pub fn format(&self) -> Option<&str> {
+        self.clone_format
+            .as_deref()
+            .or(self.image_format.as_deref())
     }
 
     /// A clone (`virt-up create NAME --template T`), not a base (`VIRTUP-<T>`).
@@ -118,7 +141,8 @@ mod tests {
         assert_eq!(r.disk, "/var/lib/libvirt/images/vu1.qcow2");
         assert_eq!(r.user.username, "virt");
         assert_eq!(r.user.password.as_deref(), Some("Us3rpw"));
-        assert_eq!(r.root.unwrap().password.as_deref(), Some("R00tpw"));
+        assert_eq!(r.root.as_ref().unwrap().password.as_deref(), Some("R00tpw"));
+        assert_eq!(r.format(), Some("qcow2"));
         assert!(VirtUpRecord::read(&data, "other").unwrap().is_none());
     }
 
@@ -133,11 +157,17 @@ mod tests {
                 r#"{"template": "t", "disk": "", "user": {"username": "u"}}"#,
                 "names its `disk`",
             ),
-            (r#"{"template": "t", "user": {"username": "u"}}"#, "disk"),
+            (r#"{"template": "t", "user": {"username": "u"}}"#, "line 1"),
+            // The value serde did not expect is a password: it is never repeated.
+            (
+                r#"{"template": "t", "disk": "/p", "user": {"username": "u", "password": 987654321}}"#,
+                "wrong type",
+            ),
         ] {
             let (_d, data) = data_with("vu1", text);
             let e = VirtUpRecord::read(&data, "vu1").err().unwrap().to_string();
             assert!(e.contains(why) && e.contains("vu1.json"), "{text}: {e}");
+            assert!(!e.contains("987654321"), "{e}");
         }
     }
 }

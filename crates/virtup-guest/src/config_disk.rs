@@ -231,18 +231,6 @@ impl StagedConfig {
     pub fn kind(&self) -> ConfigDiskKind {
         self.kind
     }
-
-    /// Leaves the guest's own machine-id alone: the first boot writes one only when the config has
-    /// it. For a guest that already has its identity (an adopted one), whose DHCP client id and
-    /// journal are keyed by it.
-    pub fn keep_guest_machine_id(&self) -> Result<(), GuestError> {
-        let path = self.path().join("machine-id");
-        match std::fs::remove_file(&path) {
-            Ok(()) => Ok(()),
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
-            Err(e) => Err(GuestError::write(path, e)),
-        }
-    }
 }
 
 impl fmt::Debug for StagedConfig {

@@ -124,6 +124,9 @@ impl CustomizeOp {
             }
             CustomizeOp::SshInjectKey { user, key } => {
                 colon_free("user name", user)?;
+                // virt-customize 1.48 refuses a `string:` selector with another colon (as in a
+                // comment such as `virtup:web1`): give such a key as a file instead.
+                colon_free("public key", key)?;
                 if key.contains(['\n', '\r']) {
                     return Err(GuestError::invalid(
                         "public key",
@@ -351,6 +354,10 @@ mod tests {
             CustomizeOp::SshInjectKey {
                 user: "virt".into(),
                 key: "ssh-ed25519 A\nssh-rsa B".into(),
+            },
+            CustomizeOp::SshInjectKey {
+                user: "virt".into(),
+                key: "ssh-ed25519 AAAA virtup:virt".into(),
             },
         ];
         for op in bad {

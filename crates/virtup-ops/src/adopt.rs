@@ -1,25 +1,26 @@
 //! Adopting an instance virt-up 2.2.0 made: checked against virt-up's own records first, then made virtup's without trusting the network.
 //!
-//! [`check`] has no side effect: it reads virt-up's record, `macaddrs.json`, the domain and the pool,
-//! and refuses (naming the mismatch) anything that is not exactly what virt-up would have left.
-//! [`apply`] then, with the guest shut down, installs a host key generated here and virtup's first
-//! boot into its disk offline (as the sysprep path does), so that its next boot is verified against
-//! a key that never crossed the network. Only then does virtup record the disk as its own, tag the
-//! domain, and replace virt-up's record (and the clear-text passwords in it) with its own metadata.
+//! [`check`] has no side effect: it reads virt-up's record, `macaddrs.json`, the domain, the pool and
+//! the other domains and ledgers, and refuses (naming the mismatch) anything that is not exactly what
+//! virt-up would have left, and anything virtup could not manage afterwards.
+//! [`apply`] then, with the guest shut down, replaces its SSH host keys with one generated here and
+//! appends virtup's login key to the user's `authorized_keys`, offline (virt-customize), so that its
+//! next boot is verified against a key that never crossed the network. Nothing else in the guest
+//! changes. Only then does virtup record the disk as its own, tag the domain and, last, replace
+//! virt-up's record with its own (the clear-text passwords move into 0600 files). Until that record is
+//! written the instance is [`pending`]: every operation refuses it (or, deleting, leaves it), and the
+//! next adoption finishes a killed one.
 
-use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
-use anyhow::{anyhow, bail, Context as _, Result};
+use anyhow::{anyhow, bail, Result};
 use virtup_core::ownership::Ledger;
 use virtup_core::virt_up_record::VirtUpRecord;
 use virtup_core::{keys, known_hosts, DataDir, InstanceMeta, MacAddrs};
-use virtup_guest::config_disk::{self, ConfigDiskKind};
-use virtup_guest::{sysprep, VirtCustomize};
+use virtup_guest::{CustomizeOp, VirtCustomize};
 use virtup_libvirt::{parse_domain_xml, DomainState, Hypervisor, TagKind, VirtupTag};
 
 use crate::context::{Context, LOCK_TIMEOUT, SHORT_LOCK_TIMEOUT};
-use crate::identity::GuestIdentity;
 use crate::Reporter;
 
 /// What [`check`] found: an instance of virt-up 2.2.0 that matches its records, and what adopting it does.
@@ -34,44 +35,32 @@ pub struct Adoption {
     /// Its disk: the one volume virtup will own and delete with it.
     pub volume: String,
     pub disk_path: String,
+    /// The disk's format, as virt-up recorded it (`qcow2`: a linked clone of the base).
     pub format: String,
+    /// The MAC of its one NIC, as the domain spells it.
     pub mac: String,
     pub user: String,
-    pub hostname: String,
     /// It runs now: adopting shuts it down, and the caller starts it again.
     pub running: bool,
-    /// The public half of the RSA key virt-up logs in with, kept authorized, when it is there.
-    pub virt_up_key: Option<PathBuf>,
-    /// A killed adoption of this instance got as far as tagging the domain: this one finishes it.
-    pub resumed: bool,
 }
 
 impl Adoption {
-    /// What adopting changes, for the caller's confirmation and the docs.
+    /// What adopting changes, for the caller's confirmation and check mode.
     pub fn describe(&self) -> Vec<String> {
         let mut lines = Vec::new();
         if self.running {
             lines.push(format!(
-                "shut `{}` down (ACPI), then start it again",
+                "shut `{}` down (ACPI; never a hard stop), then start it again",
                 self.name
             ));
         }
         lines.push(format!(
-            "install a new SSH host key (made here) and virtup's first boot into its disk `{}`, offline; \
-             its machine-id, hostname `{}`, user `{}` and passwords stay",
-            self.disk_path, self.hostname, self.user
+            "replace its SSH host keys with one made here, and add virtup's key to `{}`'s authorized_keys, \
+             in its disk `{}`, offline; nothing else in the guest changes",
+            self.user, self.disk_path
         ));
         lines.push(format!(
-            "authorize virtup's key for `{}`{}",
-            self.user,
-            if self.virt_up_key.is_some() {
-                " beside virt-up's RSA key"
-            } else {
-                " (virt-up's RSA public key is not there as one `ssh-rsa` line: it is not kept)"
-            }
-        ));
-        lines.push(format!(
-            "record volume `{}` in pool `{}` as the instance's own (deleted with it); base `{}` stays virt-up's",
+            "record volume `{}` in pool `{}` as the instance's own (deleted with it); its base `{}` stays virt-up's",
             self.volume, self.pool, self.base
         ));
         lines.push(
@@ -82,28 +71,32 @@ impl Adoption {
     }
 }
 
-/// Whether `name` is waiting to be adopted: virt-up 2.2.0's record, and a domain of that name with no
-/// virtup tag (or this data dir's, left by a killed adoption). No side effect; whether it matches
-/// virt-up's records is [`check`]'s question.
+/// Whether `name` waits to be adopted: virt-up 2.2.0's record, and a domain of that name with no
+/// virtup tag, or this data dir's (a killed adoption tagged it). No side effect; whether it matches
+/// virt-up's records is [`check`]'s question. Every operation on the name asks this first.
 pub fn pending(ctx: &Context, hv: &Hypervisor, name: &str) -> Result<bool> {
     let Some(meta) = InstanceMeta::read(&ctx.data, name)? else {
         return Ok(false);
     };
-    if !meta.is_virt_up_legacy() {
+    // virt-up writes neither a schema nor a hypervisor.
+    if !meta.is_virt_up_legacy() || meta.uri.is_some() {
         return Ok(false);
     }
     Ok(match hv.domain(name)? {
         None => false,
         Some(d) => match d.tag {
             None => true,
+            // An adoption always writes this data dir's owner id into the tag.
             Some(tag) => {
-                tag.is(TagKind::Instance, name) && crate::owner::proves(&ctx.data, hv, &tag, name)?
+                tag.is(TagKind::Instance, name)
+                    && tag.names_owner(ctx.data.owner_id()?.as_deref()) == Some(true)
             }
         },
     })
 }
 
-/// Checks that `name` is an instance virt-up 2.2.0 made, as its records say, on `hv`; no side effect.
+/// Checks that `name` is an instance virt-up 2.2.0 made, as its records say, on `hv`, and that
+/// virtup can manage it once adopted; no side effect.
 pub fn check(ctx: &Context, hv: &Hypervisor, name: &str) -> Result<Adoption> {
     virtup_core::validate::name("NAME", name)?;
     let data = &ctx.data;
@@ -113,7 +106,7 @@ pub fn check(ctx: &Context, hv: &Hypervisor, name: &str) -> Result<Adoption> {
             ctx.paths.data_dir.display()
         )
     })?;
-    if !meta.is_virt_up_legacy() {
+    if !meta.is_virt_up_legacy() || meta.uri.is_some() {
         bail!("instance `{name}` is already virtup's (its record is in virtup's format): there is nothing to adopt");
     }
     let record = VirtUpRecord::read(data, name)?
@@ -128,18 +121,54 @@ pub fn check(ctx: &Context, hv: &Hypervisor, name: &str) -> Result<Adoption> {
                 .into(),
         ));
     };
-    let uri = hv.uri().to_owned();
-    let dom = hv.domain(name)?.ok_or_else(|| {
+    // What virtup needs to manage it afterwards: a name that is a host name, a user name it accepts.
+    virtup_core::validate::instance_name("NAME", name).map_err(|e| {
         refuse(format!(
-            "virt-up's record names it, but `{uri}` has no domain `{name}`"
+            "virtup could not manage it afterwards: {}",
+            e.reason
         ))
     })?;
-    let resumed = match &dom.tag {
-        None => false,
-        Some(tag) if tag.is(TagKind::Instance, name) && crate::owner::proves(data, hv, tag, name)? => true,
+    virtup_core::validate::user_name("user", &record.user.username)
+        .map_err(|e| refuse(format!("virtup could not log in as its user: {}", e.reason)))?;
+    let uri = hv.uri().to_owned();
+    if !hv.is_local() {
+        return Err(refuse(format!(
+            "its disk is changed offline on this machine, and `{uri}` is not local"
+        )));
+    }
+    let dom = hv.domain(name)?.ok_or_else(|| {
+        refuse(format!(
+            "virt-up's record names it, but `{uri}` has no domain `{name}` (virt-up 2.2.0's own default \
+             hypervisor is qemu:///session: give virtup that URI if virt-up made it there)"
+        ))
+    })?;
+    match &dom.tag {
+        None => {}
+        // Left by a killed adoption, which always writes this data dir's owner id.
+        Some(tag)
+            if tag.is(TagKind::Instance, name)
+                && tag.names_owner(data.owner_id()?.as_deref()) == Some(true) => {}
         Some(_) => {
             return Err(refuse(format!(
                 "domain `{name}` carries a virtup tag that is not this data dir's: it is not the domain virt-up made"
+            )))
+        }
+    }
+    // Its disk is changed offline: memory saved or held by a paused guest would not match it.
+    if dom.saved {
+        return Err(refuse(
+            "its memory is saved (a managed save, e.g. by libvirt-guests): start it and let it run, \
+             or discard the saved state, then adopt it"
+                .into(),
+        ));
+    }
+    let running = match dom.state {
+        DomainState::ShutOff => false,
+        DomainState::Running => true,
+        _ => {
+            return Err(refuse(format!(
+                "it is {}: only a running or shut off guest is adopted",
+                dom.state_word()
             )))
         }
     };
@@ -152,9 +181,8 @@ pub fn check(ctx: &Context, hv: &Hypervisor, name: &str) -> Result<Adoption> {
             data.macaddrs_file().display()
         ))
     })?;
-    let nic_macs = parsed.macs();
-    match nic_macs.as_slice() {
-        [mac] if virtup_libvirt::same_mac(mac, recorded_mac) => {}
+    let mac = match parsed.macs().as_slice() {
+        [mac] if virtup_libvirt::same_mac(mac, recorded_mac) => (*mac).to_owned(),
         [mac] => {
             return Err(refuse(format!(
                 "its domain's MAC is {mac}, but virt-up recorded {recorded_mac} in `{}`",
@@ -167,12 +195,22 @@ pub fn check(ctx: &Context, hv: &Hypervisor, name: &str) -> Result<Adoption> {
                 other.len()
             )))
         }
-    }
-    let disks: Vec<&str> = parsed
+    };
+    // Every disk counts, whatever its kind (file, volume, network): virt-up makes exactly one.
+    let disks: Vec<String> = parsed
         .disks
         .iter()
         .filter(|d| d.device == "disk")
-        .filter_map(|d| d.path.as_deref())
+        .map(|d| {
+            d.path
+                .clone()
+                .or_else(|| {
+                    d.volume
+                        .as_ref()
+                        .map(|(p, v)| format!("volume {v} of pool {p}"))
+                })
+                .unwrap_or_else(|| "a disk with no file".to_owned())
+        })
         .collect();
     if disks != [record.disk.as_str()] {
         return Err(refuse(format!(
@@ -181,7 +219,9 @@ pub fn check(ctx: &Context, hv: &Hypervisor, name: &str) -> Result<Adoption> {
             show_list(&disks)
         )));
     }
-    // The disk must be a volume of a pool: only a volume has the key virtup's ledger records.
+    // The disk must be a volume of a pool (only a volume has the key virtup's ledger records), named
+    // as virt-up names a clone's disk: `<pool>/<name>.<format>`.
+    let format = record.format().unwrap_or("qcow2").to_owned();
     let mut found = None;
     for pool in hv.list_pools()?.into_iter().filter(|p| p.active) {
         if let Some(v) = hv
@@ -199,39 +239,71 @@ pub fn check(ctx: &Context, hv: &Hypervisor, name: &str) -> Result<Adoption> {
             record.disk
         ))
     })?;
-    // A linked clone rests on the base virt-up made for its template: that base's disk, as recorded.
-    let base_record = VirtUpRecord::read(data, &base)
+    if volume.name != format!("{name}.{format}") {
+        return Err(refuse(format!(
+            "its disk is volume `{}`, not `{name}.{format}` as virt-up names a clone's disk",
+            volume.name
+        )));
+    }
+    // A clone rests on the base virt-up made for its template: that base's disk, as recorded. A qcow2
+    // clone is an overlay of it (virt-up's `qemu-img create -b`); a raw one is a copy, on nothing.
+    let base_disk = VirtUpRecord::read(data, &base)
         .ok()
         .flatten()
-        .filter(|r| !r.is_clone());
-    let base_disk = base_record.as_ref().map(|r| r.disk.clone());
-    if hv.domain(&base)?.is_none() || base_disk.is_none() {
+        .filter(|r| !r.is_clone())
+        .map(|r| r.disk);
+    let Some(base_disk) = base_disk.filter(|_| hv.domain(&base).is_ok_and(|d| d.is_some())) else {
         return Err(refuse(format!(
             "virt-up recorded it as a clone of `{base}`, but that base has no domain on `{uri}` or no virt-up record"
         )));
+    };
+    if base_disk == record.disk {
+        return Err(refuse(format!(
+            "its recorded disk `{}` is its base's",
+            record.disk
+        )));
     }
-    if let Some(backing) = &volume.backing {
-        if Some(backing) != base_disk.as_ref() {
+    match (format.as_str(), volume.backing.as_deref()) {
+        ("qcow2", Some(b)) if b == base_disk => {}
+        ("raw", None) => {}
+        (_, backing) => {
             return Err(refuse(format!(
-                "its disk rests on `{backing}`, not on its base's disk `{}`",
-                base_disk.unwrap_or_default()
+                "its {format} disk rests on {}, not on {} as virt-up's clones of `{base}` do",
+                backing.map_or("nothing".to_owned(), |b| format!("`{b}`")),
+                if format == "raw" {
+                    "nothing".to_owned()
+                } else {
+                    format!("its base's disk `{base_disk}`")
+                }
+            )))
+        }
+    }
+    // Nothing else may use the disk or own it: no other domain, no record of virtup's.
+    for other in hv.list_domains()?.into_iter().filter(|d| d.name != name) {
+        let xml = parse_domain_xml(&hv.inactive_xml(&other.name)?)?;
+        if xml
+            .disks
+            .iter()
+            .any(|d| d.path.as_deref() == Some(record.disk.as_str()))
+        {
+            return Err(refuse(format!(
+                "its disk `{}` is also a disk of domain `{}`",
+                record.disk, other.name
             )));
         }
     }
-    // virt-up's own key pair (`sshkeys/<user>/id_rsa`): its public half stays authorized when it is
-    // one RSA public key line, as virt-up's ssh-keygen writes it; nothing else is put into the guest.
-    let virt_up_key = record
-        .user
-        .ssh_identity
-        .as_ref()
-        .map(|k| public_half(k))
-        .filter(|p| {
-            std::fs::read_to_string(p).is_ok_and(|t| {
-                let t = t.trim();
-                t.starts_with("ssh-rsa ") && !t.contains('\n') && t.len() < 16 * 1024
-            })
-        });
-    let hostname = record.hostname.clone().unwrap_or_else(|| name.to_owned());
+    for scope in Ledger::scopes(data)?.into_iter().filter(|s| s != name) {
+        if Ledger::read(data, &scope)?
+            .volumes
+            .iter()
+            .any(|v| v.key.as_deref() == Some(volume.key.as_str()))
+        {
+            return Err(refuse(format!(
+                "virtup's records give its disk `{}` to `{scope}`",
+                record.disk
+            )));
+        }
+    }
     Ok(Adoption {
         name: name.to_owned(),
         uri,
@@ -240,24 +312,14 @@ pub fn check(ctx: &Context, hv: &Hypervisor, name: &str) -> Result<Adoption> {
         pool,
         volume: volume.name.clone(),
         disk_path: record.disk.clone(),
-        format: volume.format.clone().unwrap_or_else(|| "qcow2".into()),
-        mac: recorded_mac.to_owned(),
+        format,
+        mac,
         user: record.user.username.clone(),
-        hostname,
-        running: dom.state != DomainState::ShutOff,
-        virt_up_key,
-        resumed,
+        running,
     })
 }
 
-/// `<private key>.pub`, as ssh-keygen (and virt-up) name it.
-fn public_half(private: &std::path::Path) -> PathBuf {
-    let mut name = private.as_os_str().to_owned();
-    name.push(".pub");
-    PathBuf::from(name)
-}
-
-fn show_list(items: &[&str]) -> String {
+fn show_list(items: &[String]) -> String {
     if items.is_empty() {
         return "none".into();
     }
@@ -268,17 +330,21 @@ fn show_list(items: &[&str]) -> String {
         .join(", ")
 }
 
-/// Adopts what [`check`] found, checking it again under the instance's lock. The guest is left
-/// shut down; the caller starts it and proves its pinned key (`state: running`).
+/// Adopts what [`check`] finds, checked again under the instance's lock; `None` when another run
+/// adopted it meanwhile. The guest is left shut down; the caller starts it and proves its pinned key
+/// (`state: running`). A failure after the shutdown starts it again, as it was.
 pub fn apply(
     ctx: &Context,
     hv: &Hypervisor,
     name: &str,
     stop_timeout: Duration,
     reporter: &dyn Reporter,
-) -> Result<Adoption> {
+) -> Result<Option<Adoption>> {
     let data = ctx.open_data_dir()?;
     let _lock = data.lock(&format!("instance-{name}"), LOCK_TIMEOUT)?;
+    if !pending(ctx, hv, name)? {
+        return Ok(None);
+    }
     let plan = check(ctx, hv, name)?;
     let record = VirtUpRecord::read(&data, name)?
         .ok_or_else(|| anyhow!("the record of `{name}` vanished"))?;
@@ -287,27 +353,58 @@ pub fn apply(
         reporter.stage(&format!("`{name}`: shutting down to adopt it"));
         shut_down(hv, name, stop_timeout)?;
     }
+    match adopt_stopped(ctx, &data, hv, &plan, &record, reporter) {
+        Ok(()) => Ok(Some(plan)),
+        Err(e) if plan.running => {
+            // Back as it was found: running, whatever this run got to.
+            let again = match hv.start(name) {
+                Ok(()) => "it was started again, as it was".to_owned(),
+                Err(s) => format!("starting it again failed too ({s:#})"),
+            };
+            Err(e.context(format!("adopting `{name}` failed; {again}")))
+        }
+        Err(e) => Err(e),
+    }
+}
+
+/// The adoption proper, the guest shut down.
+fn adopt_stopped(
+    ctx: &Context,
+    data: &DataDir,
+    hv: &Hypervisor,
+    plan: &Adoption,
+    record: &VirtUpRecord,
+    reporter: &dyn Reporter,
+) -> Result<()> {
+    let name = &plan.name;
     let owner = data.ensure_owner_id(SHORT_LOCK_TIMEOUT)?;
     reporter.changed();
     reporter.stage(&format!("`{name}`: installing its new host key offline"));
-    install_identity(ctx, &data, hv, &plan, &record)?;
+    let user_key = keys::ensure_user_key(&data.sshkeys_dir(), &plan.user)?;
+    let host_keys = keys::generate_host_keys(&data.hostkeys_dir(), name)?;
+    install_keys(data, hv, plan, &host_keys, &user_key)?;
     // From here the guest's key is the one generated here: pinned before anything else records it.
-    let host_keys = keys::load_host_keys(&data.hostkeys_dir(), name)?
-        .ok_or_else(|| anyhow!("the host key of `{name}` vanished"))?;
-    known_hosts::set(&data, name, &host_keys.public_openssh, SHORT_LOCK_TIMEOUT)?;
+    known_hosts::set(data, name, &host_keys.public_openssh, SHORT_LOCK_TIMEOUT)?;
+    // The passwords, as virt-up set them, into 0600 files (the guest keeps them as they are).
+    let secrets_dir = ctx.secrets_dir(name);
+    if let Some(pw) = record.user.password.as_deref() {
+        crate::identity::secret(&secrets_dir, "password", Some(pw))?;
+    }
+    if let Some(pw) = record.root.as_ref().and_then(|r| r.password.as_deref()) {
+        crate::identity::secret(&secrets_dir, "root_password", Some(pw))?;
+    }
     let info = hv
         .volume_info(&plan.pool, &plan.volume)?
         .filter(|v| v.path == plan.disk_path)
         .ok_or_else(|| anyhow!("volume `{}` of `{name}` vanished", plan.volume))?;
-    let mut ledger = Ledger::read(&data, name)?;
-    ledger.confirm(&data, &plan.uri, &plan.pool, &plan.volume, &info.key)?;
+    let mut ledger = Ledger::read(data, name)?;
+    ledger.confirm(data, &plan.uri, &plan.pool, &plan.volume, &info.key)?;
     ledger.attach(
-        &data,
+        data,
         &plan.uri,
         &plan.pool,
         std::slice::from_ref(&plan.volume),
     )?;
-    let user_key = keys::ensure_user_key(&data.sshkeys_dir(), &plan.user)?;
     let mut tag = VirtupTag::new(TagKind::Instance, name);
     tag.template = Some(plan.template.clone());
     tag.owned_volumes = vec![plan.volume.clone()];
@@ -316,18 +413,21 @@ pub fn apply(
     hv.set_tag(name, &tag)?;
     let mut meta = InstanceMeta::new(name, &plan.template);
     meta.user = plan.user.clone();
-    meta.ssh_private_key_file = Some(user_key.private_path);
+    meta.ssh_private_key_file = Some(user_key.private_path.clone());
     meta.known_hosts_file = Some(data.known_hosts_file());
-    meta.host_key_fingerprint = Some(host_keys.fingerprint);
+    meta.host_key_fingerprint = Some(host_keys.fingerprint.clone());
     meta.mac = Some(plan.mac.clone());
     meta.uri = Some(plan.uri.clone());
     meta.pool = Some(plan.pool.clone());
     meta.volumes = vec![plan.volume.clone()];
     meta.state = Some(if plan.running { "running" } else { "stopped" }.to_owned());
+    meta.virt_up_from = Some(plan.base.clone());
+    meta.virt_up_image_format = Some(plan.format.clone());
     // The last step: virt-up's record, with its clear-text passwords, is replaced atomically.
-    meta.write(&data)?;
+    let _meta_lock = data.lock(&format!("meta-{name}"), SHORT_LOCK_TIMEOUT)?;
+    meta.write(data)?;
     reporter.note(&format!("adopted `{name}`"));
-    Ok(plan)
+    Ok(())
 }
 
 /// ACPI shutdown within `timeout`, never a hard stop: an instance that does not stop is refused.
@@ -358,56 +458,50 @@ fn shut_down(hv: &Hypervisor, name: &str, timeout: Duration) -> Result<()> {
     }
 }
 
-/// The instance's identity as virtup would give a clone, applied offline by the first-boot script
-/// (virt-customize), keeping what the guest already is: machine-id, hostname, user, passwords.
-fn install_identity(
-    ctx: &Context,
+/// Replaces the guest's SSH host keys with `host_keys` and appends virtup's login key to the user's
+/// `authorized_keys`, offline. The private key goes in as a 0600 file (`--upload`), never on argv.
+fn install_keys(
     data: &DataDir,
     hv: &Hypervisor,
     plan: &Adoption,
-    record: &VirtUpRecord,
+    host_keys: &keys::HostKeys,
+    user_key: &keys::UserKey,
 ) -> Result<()> {
-    if !hv.is_local() {
-        bail!(
-            "cannot adopt `{}` on `{}`: its disk is changed offline here, and virt-up 2.2.0 works on local hypervisors only",
-            plan.name,
-            plan.uri
-        );
-    }
-    let user_key = keys::ensure_user_key(&data.sshkeys_dir(), &plan.user)?;
-    let host_keys = keys::generate_host_keys(&data.hostkeys_dir(), &plan.name)?;
-    let (short, fqdn) = match plan.hostname.split_once('.') {
-        Some((short, _)) => (short.to_owned(), Some(plan.hostname.as_str())),
-        None => (plan.hostname.clone(), None),
-    };
-    let secrets_dir = ctx.secrets_dir(&plan.name);
-    let mut identity = GuestIdentity {
-        hostname: &short,
-        fqdn,
-        user: &plan.user,
-        user_key: &user_key,
-        host_keys: &host_keys,
-        secrets_dir: &secrets_dir,
-        password: record.user.password.as_deref(),
-        root_password: record.root.as_ref().and_then(|r| r.password.as_deref()),
-        grow_root: false,
-        filesystems: &[],
-        static_ipv4: None,
-        cloud_init: None,
-    }
-    .build()?;
-    if let Some(public) = &plan.virt_up_key {
-        let line = std::fs::read_to_string(public).with_context(|| {
-            format!("failed to read virt-up's public key `{}`", public.display())
-        })?;
-        identity.authorized_keys.push(line.trim().to_owned());
-    }
-    let stage_dir = data.scratch()?;
-    let staged = config_disk::stage(&identity, ConfigDiskKind::Virtup, stage_dir.path())?;
-    staged.keep_guest_machine_id()?;
+    let private = "/etc/ssh/ssh_host_ed25519_key";
     let mut customize = VirtCustomize::new(&plan.disk_path);
     customize.format = Some(plan.format.clone());
-    customize.ops = sysprep::identity_ops(&staged)?;
+    customize.ops = vec![
+        // The old keys go, all of them: a client must never be offered one this machine did not make.
+        CustomizeOp::RunCommand("rm -f /etc/ssh/ssh_host_*".into()),
+        CustomizeOp::Upload {
+            local: host_keys.private_path.clone(),
+            remote: private.into(),
+        },
+        CustomizeOp::Chmod {
+            mode: 0o600,
+            path: private.into(),
+        },
+        CustomizeOp::Upload {
+            local: host_keys.public_path.clone(),
+            remote: format!("{private}.pub"),
+        },
+        CustomizeOp::Chmod {
+            mode: 0o644,
+            path: format!("{private}.pub"),
+        },
+        // Appended, with the right owner and modes: the keys the user put there stay. (From the file:
+        // virt-customize splits an inline key at the colon of its comment, `virtup:<user>`.)
+        CustomizeOp::SshInjectFile {
+            user: plan.user.clone(),
+            pubkey_file: user_key.public_path.clone(),
+        },
+        // Files written offline carry no SELinux label: an SELinux guest relabels at its next boot.
+        CustomizeOp::RunCommand(
+            "if [ -f /etc/selinux/config ] && ! grep -q '^SELINUX=disabled' /etc/selinux/config; then \
+             touch /.autorelabel; fi"
+                .into(),
+        ),
+    ];
     let mut cmd = customize.cmd()?;
     let appliance =
         crate::appliance_virt_type(hv, || Ok(crate::virt_choice::choose(hv, data)?.virt_type))?;
@@ -415,7 +509,7 @@ fn install_identity(
     crate::run_tool(
         &cmd,
         &format!(
-            "virt-customize could not install the new identity into `{}`",
+            "virt-customize could not install the new host key into `{}`",
             plan.disk_path
         ),
     )

@@ -863,11 +863,52 @@ pub fn converge(
     if mode == Mode::Apply {
         ctx.tidy()?;
     }
+    if let Some(report) = virt_up_made(ctx, hv, req)? {
+        return Ok(report);
+    }
     let obs = observe(hv, &ctx.data, req)?;
     match mode {
         Mode::Check => check(ctx, hv, req, &obs),
         Mode::Apply => apply_mode(ctx, hv, req, obs, reporter),
     }
+}
+
+/// An instance virt-up 2.2.0 made and virtup has not adopted is never planned for: deleting it
+/// leaves it (with a warning), anything else is refused, naming the way to adopt it. Its record is
+/// never replaced: one with no domain here may be virt-up's instance on another hypervisor.
+fn virt_up_made(ctx: &Context, hv: &Hypervisor, req: &Request) -> Result<Option<InstanceReport>> {
+    let name = &req.desired.name;
+    let absent = req.desired.state == InstanceState::Absent;
+    if crate::adopt::pending(ctx, hv, name)? {
+        let adopt = format!(
+            "adopt it (`adopt: true`, or `virt-up {name} --adopt`; see docs/migrate-from-virt-up.md)"
+        );
+        if !absent {
+            bail!("instance `{name}` was made by virt-up 2.2.0 and is not adopted: {adopt} to manage it with virtup");
+        }
+        return Ok(Some(InstanceReport {
+            changed: false,
+            msg: "nothing to do".into(),
+            warnings: vec![format!(
+                "instance `{name}` was made by virt-up 2.2.0 and is not adopted: virtup deletes only what it \
+                 owns, so it is left as it is; {adopt} first, or delete it with virt-up 2.2.0"
+            )],
+            waited: Waited::default(),
+            diff: None,
+            instance: None,
+        }));
+    }
+    let legacy = InstanceMeta::read(&ctx.data, name)?.is_some_and(|m| m.is_virt_up_legacy());
+    if legacy && !absent && hv.domain(name)?.is_none() {
+        bail!(
+            "instance `{name}` has virt-up 2.2.0's record in `{}` but no domain on `{}`: virtup neither \
+             replaces virt-up's record nor makes a new instance over it (virt-up 2.2.0's default hypervisor \
+             is qemu:///session: give virtup that URI to adopt it there, or remove the record)",
+            ctx.paths.data_dir.display(),
+            req.uri
+        );
+    }
+    Ok(None)
 }
 
 /// What a real run would do, from the first observation; nothing is written.

@@ -612,10 +612,10 @@ fn virt_up_objects_are_adoptable() {
         "the refused adoption left virt-up's record as it was"
     );
 
-    // What adoption must keep: the guest's machine-id (read from its disk, read-only, while it runs) and so
+    // What adoption must keep: the guest's machine-id (read from its disk while it runs: virt-cat only reads) and so
     // its DHCP client id and address.
     let machine_id = run_ok(
-        Command::new("virt-cat").args(["--ro", "-d", &clone, "/etc/machine-id"]),
+        Command::new("virt-cat").args(["-d", &clone, "/etc/machine-id"]),
         Duration::from_secs(300),
         "virt-cat /etc/machine-id",
     )
@@ -669,6 +669,20 @@ fn virt_up_objects_are_adoptable() {
     );
     let record = vu.meta(&clone);
     assert_eq!(record["schema"], Value::from(1), "{record}");
+    // virt-up's own keys stay in virtup's record, so that virt-up 2.2.0 still refuses to delete the base the
+    // adopted clone rests on: asked to, by virt-up 2.2.0 itself.
+    assert_eq!(record["from"], Value::from(base.as_str()), "{record}");
+    assert_eq!(record["image_format"], Value::from("qcow2"), "{record}");
+    let refused = run(&mut vu.virt_up(&["destroy", &base]), STEP_LIMIT);
+    assert!(
+        format!("{}{}", refused.stdout, refused.stderr).contains("in use by"),
+        "virt-up 2.2.0 destroy {base}: {}",
+        show(&refused)
+    );
+    assert!(
+        virsh_quiet(&["dominfo", &base]),
+        "virt-up 2.2.0 kept the base"
+    );
 
     // It is virtup's now: the module finds it as it is (changed twice false, `adopt: true` a no-op),
     // and the login is verified against the key pinned at the adoption (StrictHostKeyChecking=yes).
@@ -707,7 +721,8 @@ fn virt_up_objects_are_adoptable() {
             );
         }
     }
-    // virt-up's RSA key still logs in (its private half never went into the guest), checked against the pinned key too.
+    // virt-up's RSA key still logs in (adoption appends to authorized_keys, never replaces it), checked against
+    // the pinned key too.
     let rsa = meta["user"]["ssh_identity"].as_str().unwrap();
     let doc = vu.sb.ok("virtup_instance", &args);
     let mut with_rsa = doc.clone();

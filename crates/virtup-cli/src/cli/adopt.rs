@@ -16,7 +16,8 @@ const SHUTDOWN_TIMEOUT: Duration = Duration::from_secs(300);
 
 pub fn adopt(paths: &Paths, name: &str, global: &Global) -> Result<ExitCode> {
     let ctx = Context::load()?;
-    // virt-up 2.2.0's records name no hypervisor: its instances are on the default one.
+    // virt-up 2.2.0's records name no hypervisor: virtup looks on its default one (virt-up's own
+    // default is qemu:///session; `check` says so when the domain is not there).
     let uri = virtup_ops::context::default_uri(&ctx.config, paths);
     let hv = Hypervisor::connect(&uri)?;
     let plan = virtup_ops::adopt::check(&ctx, &hv, name)?;
@@ -27,7 +28,14 @@ pub fn adopt(paths: &Paths, name: &str, global: &Global) -> Result<ExitCode> {
         }
     }
     confirm_to("adopt", &format!("instance `{name}`"), global)?;
-    let plan = virtup_ops::adopt::apply(&ctx, &hv, name, SHUTDOWN_TIMEOUT, &Progress)?;
+    let Some(plan) = virtup_ops::adopt::apply(&ctx, &hv, name, SHUTDOWN_TIMEOUT, &Progress)? else {
+        progress::finish_line();
+        say(
+            global,
+            format!("instance `{name}` was adopted meanwhile (another run)"),
+        );
+        return Ok(ExitCode::SUCCESS);
+    };
     progress::finish_line();
     if plan.running {
         // Started again the way every virtup instance is: its SSH login proven against the key pinned above.
