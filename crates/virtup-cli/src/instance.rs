@@ -83,8 +83,12 @@ pub fn run(args: &ModuleArgs) -> Result<ModuleResult> {
         if mode(args) == Mode::Check {
             return adoption_preview(&ctx, &hv, &name, args.diff());
         }
-        adopted = virtup_ops::adopt::apply(&ctx, &hv, &name, req.wait_timeout, &ModuleReporter)?
-            .is_some();
+        let plan = virtup_ops::adopt::apply(&ctx, &hv, &name, req.wait_timeout, &ModuleReporter)?;
+        // Adopting shut it down; `running` starts it again below, `present` must not leave it off.
+        if plan.as_ref().is_some_and(|p| p.running) && req.desired.state == InstanceState::Present {
+            hv.start(&name)?;
+        }
+        adopted = plan.is_some();
     }
     let name = &name;
     let mut report = converge(&ctx, &hv, &req, mode(args), &ModuleReporter)?;

@@ -650,6 +650,26 @@ fn adopt_refuses_what_does_not_match_virt_ups_records_and_changes_nothing() {
         std::fs::read_to_string(inst.join("test.json")).unwrap(),
         clone("/guest/diskimage1")
     );
+    // A virt-up record with no domain here (virt-up's default hypervisor is qemu:///session) is never
+    // removed: it is virt-up's only copy of that guest's passwords.
+    std::fs::write(inst.join("gone.json"), clone("/p/gone.qcow2")).unwrap();
+    let out = sb.run(&["gone", "--login", "--command", "true"]);
+    assert!(
+        out.stderr.contains("virt-up 2.2.0's record but no domain")
+            && !out.stderr.contains("--delete"),
+        "{out:?}"
+    );
+    sb.run(&["gone", "--delete", "--yes"]);
+    let all = sb.run(&["--delete", "--all", "--yes"]);
+    assert!(
+        all.stderr
+            .contains("`gone` is skipped: virt-up 2.2.0 made it"),
+        "{all:?}"
+    );
+    assert_eq!(
+        std::fs::read_to_string(inst.join("gone.json")).unwrap(),
+        clone("/p/gone.qcow2")
+    );
     // A name virtup could not manage afterwards is refused before anything happens.
     std::fs::write(inst.join("my_vm.json"), clone("/guest/diskimage1")).unwrap();
     let out = sb.run(&["my_vm", "--adopt", "--yes"]);

@@ -56,7 +56,7 @@ impl Adoption {
         }
         lines.push(format!(
             "replace its SSH host keys with one made here, and add virtup's key to `{}`'s authorized_keys, \
-             in its disk `{}`, offline; nothing else in the guest changes",
+             in its disk `{}`, offline (an SELinux guest relabels at its next boot); nothing else in the guest changes",
             self.user, self.disk_path
         ));
         lines.push(format!(
@@ -281,14 +281,28 @@ pub fn check(ctx: &Context, hv: &Hypervisor, name: &str) -> Result<Adoption> {
     // Nothing else may use the disk or own it: no other domain, no record of virtup's.
     for other in hv.list_domains()?.into_iter().filter(|d| d.name != name) {
         let xml = parse_domain_xml(&hv.inactive_xml(&other.name)?)?;
-        if xml
-            .disks
-            .iter()
-            .any(|d| d.path.as_deref() == Some(record.disk.as_str()))
-        {
+        if xml.disks.iter().any(|d| {
+            d.path.as_deref() == Some(record.disk.as_str())
+                || d.volume
+                    .as_ref()
+                    .is_some_and(|(p, v)| *p == pool && *v == volume.name)
+        }) {
             return Err(refuse(format!(
                 "its disk `{}` is also a disk of domain `{}`",
                 record.disk, other.name
+            )));
+        }
+    }
+    // Nor may anything rest on it: deleting it would pull an overlay's backing file away.
+    for pool in hv.list_pools()?.into_iter().filter(|p| p.active) {
+        if let Some(over) = hv
+            .list_volumes(&pool.name)?
+            .into_iter()
+            .find(|v| v.backing.as_deref() == Some(record.disk.as_str()))
+        {
+            return Err(refuse(format!(
+                "volume `{}` in pool `{}` rests on its disk `{}`",
+                over.name, pool.name, record.disk
             )));
         }
     }
@@ -471,7 +485,8 @@ fn install_keys(
     let mut customize = VirtCustomize::new(&plan.disk_path);
     customize.format = Some(plan.format.clone());
     customize.ops = vec![
-        // The old keys go, all of them: a client must never be offered one this machine did not make.
+        // The old keys go, all of them (virt-up's template's, shared by its clones). A guest whose
+        // boot makes missing key types (RHEL's sshd-keygen) makes new ones; the pinned one is ed25519.
         CustomizeOp::RunCommand("rm -f /etc/ssh/ssh_host_*".into()),
         CustomizeOp::Upload {
             local: host_keys.private_path.clone(),

@@ -875,7 +875,8 @@ pub fn converge(
 
 /// An instance virt-up 2.2.0 made and virtup has not adopted is never planned for: deleting it
 /// leaves it (with a warning), anything else is refused, naming the way to adopt it. Its record is
-/// never replaced: one with no domain here may be virt-up's instance on another hypervisor.
+/// never replaced nor removed: one with no domain here may be virt-up's instance on another
+/// hypervisor.
 fn virt_up_made(ctx: &Context, hv: &Hypervisor, req: &Request) -> Result<Option<InstanceReport>> {
     let name = &req.desired.name;
     let absent = req.desired.state == InstanceState::Absent;
@@ -898,7 +899,26 @@ fn virt_up_made(ctx: &Context, hv: &Hypervisor, req: &Request) -> Result<Option<
             instance: None,
         }));
     }
-    let legacy = InstanceMeta::read(&ctx.data, name)?.is_some_and(|m| m.is_virt_up_legacy());
+    let legacy = InstanceMeta::read(&ctx.data, name)?
+        .is_some_and(|m| m.is_virt_up_legacy() && m.uri.is_none());
+    if legacy && absent && hv.domain(name)?.is_none() {
+        // It may be virt-up's instance on another hypervisor: its record (its only copy of the
+        // guest's passwords) is virt-up's to remove.
+        return Ok(Some(InstanceReport {
+            changed: false,
+            msg: "nothing to do".into(),
+            warnings: vec![format!(
+                "instance `{name}` has virt-up 2.2.0's record in `{}` but no domain on `{}`: the record is \
+                 left as it is (virt-up 2.2.0's default hypervisor is qemu:///session; remove the record \
+                 yourself if its instance is gone)",
+                ctx.paths.data_dir.display(),
+                req.uri
+            )],
+            waited: Waited::default(),
+            diff: None,
+            instance: None,
+        }));
+    }
     if legacy && !absent && hv.domain(name)?.is_none() {
         bail!(
             "instance `{name}` has virt-up 2.2.0's record in `{}` but no domain on `{}`: virtup neither \

@@ -72,6 +72,12 @@ pub fn ensure_running(paths: &Paths, name: &str, global: &Global) -> Result<Inst
     let hv = Hypervisor::connect(&uri)?;
     let Some((memory, vcpus)) = current_size(&hv, name)? else {
         let Some(dom) = hv.domain(name)? else {
+            if meta.is_virt_up_legacy() && meta.uri.is_none() {
+                bail!(
+                    "instance `{name}` has virt-up 2.2.0's record but no domain on `{uri}` (virt-up 2.2.0's \
+                     default hypervisor is qemu:///session: give virtup that URI to adopt it there)"
+                );
+            }
             bail!("instance `{name}` has metadata but no domain on `{uri}`; delete it with `virt-up {name} --delete`");
         };
         // A domain of that name that virtup did not make: saying it is missing, and pointing at a delete, would be false.
