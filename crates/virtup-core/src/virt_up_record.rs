@@ -118,7 +118,6 @@ mod tests {
     "image_format": "qcow2",
     "root": {"username": "root", "password": "R00tpw", "ssh_identity": "/d/sshkeys/root/id_rsa"},
     "user": {"username": "virt", "password": "Us3rpw", "ssh_identity": "/d/sshkeys/virt/id_rsa"},
-    "ssh_options": {"StrictHostKeyChecking": "no"},
     "cloned": "2026-12-02 10:01:00.000000",
     "from": "VIRTUP-vmig",
     "format": "qcow2"

@@ -1,5 +1,8 @@
-//! Layer 4: what virt-up 2.2.0 itself made in the lab (a base domain `VIRTUP-<template>` and one clone, in virtup's own
-//! config and data dirs), for virtup to adopt: made with virt-up 2.2.0 from PyPI, installed offline in a throwaway venv.
+//! Layer 4: switching from virt-up (docs/migrate-from-virt-up.md) on what virt-up 2.2.0 itself made in the lab (a base
+//! domain `VIRTUP-<template>` and one clone, in virtup's own config and data dirs; virt-up 2.2.0 from PyPI, installed
+//! offline in a throwaway venv): listed as not adopted, refused, previewed in check mode, adopted with `--adopt` (host key
+//! pinned without trusting the network, passwords out of the record), then managed, logged in to and deleted by virtup
+//! (its own disk only), while the base stays virt-up's and virt-up 2.2.0 still guards it.
 //!
 //! The wheels come from cargo's target tmp dir (`virt-up-2.2.0-wheels`), which `cli_virt_up_compat` fills from PyPI
 //! outside the lab (the lab's namespace has no route to PyPI). Without them this test fails, saying so; it never skips.
