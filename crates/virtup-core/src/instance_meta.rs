@@ -155,6 +155,12 @@ impl InstanceMeta {
         self.schema == 0
     }
 
+    /// Virt-up 2.2.0's own record, as adoption and the refusals of unadopted instances read it:
+    /// no schema and no hypervisor (virt-up writes neither; virtup always writes both).
+    pub fn is_virt_up_record(&self) -> bool {
+        self.is_virt_up_legacy() && self.uri.is_none()
+    }
+
     /// Reads `instance/<name>.json`; `None` when there is none.
     pub fn read(data_dir: &DataDir, name: &str) -> Result<Option<InstanceMeta>, DataError> {
         check_name(name)?;

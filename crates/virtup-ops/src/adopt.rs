@@ -78,21 +78,23 @@ pub fn pending(ctx: &Context, hv: &Hypervisor, name: &str) -> Result<bool> {
     let Some(meta) = InstanceMeta::read(&ctx.data, name)? else {
         return Ok(false);
     };
-    // virt-up writes neither a schema nor a hypervisor.
-    if !meta.is_virt_up_legacy() || meta.uri.is_some() {
+    if !meta.is_virt_up_record() {
         return Ok(false);
     }
     Ok(match hv.domain(name)? {
         None => false,
         Some(d) => match d.tag {
             None => true,
-            // An adoption always writes this data dir's owner id into the tag.
-            Some(tag) => {
-                tag.is(TagKind::Instance, name)
-                    && tag.names_owner(ctx.data.owner_id()?.as_deref()) == Some(true)
-            }
+            Some(tag) => left_by_adoption(&ctx.data, &tag, name)?,
         },
     })
+}
+
+/// Whether `tag` on domain `name` is one an interrupted adoption wrote: an adoption always writes
+/// this data dir's owner id into the tag.
+fn left_by_adoption(data: &DataDir, tag: &VirtupTag, name: &str) -> Result<bool> {
+    Ok(tag.is(TagKind::Instance, name)
+        && tag.names_owner(data.owner_id()?.as_deref()) == Some(true))
 }
 
 /// Checks that `name` is an instance virt-up 2.2.0 made, as its records say, on `hv`, and that
@@ -106,7 +108,7 @@ pub fn check(ctx: &Context, hv: &Hypervisor, name: &str) -> Result<Adoption> {
             ctx.paths.data_dir.display()
         )
     })?;
-    if !meta.is_virt_up_legacy() || meta.uri.is_some() {
+    if !meta.is_virt_up_record() {
         bail!("instance `{name}` is already virtup's (its record is in virtup's format): there is nothing to adopt");
     }
     let record = VirtUpRecord::read(data, name)?
@@ -144,10 +146,7 @@ pub fn check(ctx: &Context, hv: &Hypervisor, name: &str) -> Result<Adoption> {
     })?;
     match &dom.tag {
         None => {}
-        // Left by a killed adoption, which always writes this data dir's owner id.
-        Some(tag)
-            if tag.is(TagKind::Instance, name)
-                && tag.names_owner(data.owner_id()?.as_deref()) == Some(true) => {}
+        Some(tag) if left_by_adoption(data, tag, name)? => {}
         Some(_) => {
             return Err(refuse(format!(
                 "domain `{name}` carries a virtup tag that is not this data dir's: it is not the domain virt-up made"
@@ -222,17 +221,15 @@ pub fn check(ctx: &Context, hv: &Hypervisor, name: &str) -> Result<Adoption> {
     // The disk must be a volume of a pool (only a volume has the key virtup's ledger records), named
     // as virt-up names a clone's disk: `<pool>/<name>.<format>`.
     let format = record.format().unwrap_or("qcow2").to_owned();
-    let mut found = None;
+    // Every volume of the active pools, read once: the disk is found among them, and nothing else
+    // may rest on it (below).
+    let mut volumes = Vec::new();
     for pool in hv.list_pools()?.into_iter().filter(|p| p.active) {
-        if let Some(v) = hv
-            .list_volumes(&pool.name)?
-            .into_iter()
-            .find(|v| v.path == record.disk)
-        {
-            found = Some((pool.name, v));
-            break;
+        for v in hv.list_volumes(&pool.name)? {
+            volumes.push((pool.name.clone(), v));
         }
     }
+    let found = volumes.iter().find(|(_, v)| v.path == record.disk).cloned();
     let (pool, volume) = found.ok_or_else(|| {
         refuse(format!(
             "its disk `{}` is in no storage pool of `{uri}`",
@@ -294,17 +291,14 @@ pub fn check(ctx: &Context, hv: &Hypervisor, name: &str) -> Result<Adoption> {
         }
     }
     // Nor may anything rest on it: deleting it would pull an overlay's backing file away.
-    for pool in hv.list_pools()?.into_iter().filter(|p| p.active) {
-        if let Some(over) = hv
-            .list_volumes(&pool.name)?
-            .into_iter()
-            .find(|v| v.backing.as_deref() == Some(record.disk.as_str()))
-        {
-            return Err(refuse(format!(
-                "volume `{}` in pool `{}` rests on its disk `{}`",
-                over.name, pool.name, record.disk
-            )));
-        }
+    if let Some((over_pool, over)) = volumes
+        .iter()
+        .find(|(_, v)| v.backing.as_deref() == Some(record.disk.as_str()))
+    {
+        return Err(refuse(format!(
+            "volume `{}` in pool `{over_pool}` rests on its disk `{}`",
+            over.name, record.disk
+        )));
     }
     for scope in Ledger::scopes(data)?.into_iter().filter(|s| s != name) {
         if Ledger::read(data, &scope)?

@@ -899,8 +899,7 @@ fn virt_up_made(ctx: &Context, hv: &Hypervisor, req: &Request) -> Result<Option<
             instance: None,
         }));
     }
-    let legacy = InstanceMeta::read(&ctx.data, name)?
-        .is_some_and(|m| m.is_virt_up_legacy() && m.uri.is_none());
+    let legacy = InstanceMeta::read(&ctx.data, name)?.is_some_and(|m| m.is_virt_up_record());
     if legacy && absent && hv.domain(name)?.is_none() {
         // It may be virt-up's instance on another hypervisor: its record (its only copy of the
         // guest's passwords) is virt-up's to remove.

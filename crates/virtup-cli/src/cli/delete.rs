@@ -188,7 +188,7 @@ fn everything(paths: &Paths, global: &Global) -> Result<(Vec<Target>, Vec<String
     for (name, meta) in InstanceMeta::list(&data)? {
         match meta {
             // virt-up 2.2.0's (no schema, no hypervisor): not virtup's to delete, adopted or not.
-            Ok(meta) if meta.is_virt_up_legacy() && meta.uri.is_none() => warn(
+            Ok(meta) if meta.is_virt_up_record() => warn(
                 global,
                 format!(
                     "`{name}` is skipped: virt-up 2.2.0 made it and virtup has not adopted it \

@@ -72,7 +72,7 @@ pub fn ensure_running(paths: &Paths, name: &str, global: &Global) -> Result<Inst
     let hv = Hypervisor::connect(&uri)?;
     let Some((memory, vcpus)) = current_size(&hv, name)? else {
         let Some(dom) = hv.domain(name)? else {
-            if meta.is_virt_up_legacy() && meta.uri.is_none() {
+            if meta.is_virt_up_record() {
                 bail!(
                     "instance `{name}` has virt-up 2.2.0's record but no domain on `{uri}` (virt-up 2.2.0's \
                      default hypervisor is qemu:///session: give virtup that URI to adopt it there)"
